@@ -1,0 +1,32 @@
+"""Stage 2: is this input new, a redelivery, a re-push, an update, or stale?
+
+Identity is (channel, shop, external id), folded into the deterministic order id. Content is
+compared by fingerprint; the channel's own ``updated_at`` orders versions of one order.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from state.orders import OrderRecord
+from streams.models import Order
+
+
+class Intake(StrEnum):
+    NEW = "new"
+    REDELIVERY = "redelivery"  # same Kafka delivery seen again after a crash: re-emit, decide nothing
+    DUPLICATE = "duplicate"  # same content pushed again: counted, dropped
+    UPDATE = "update"  # changed content, same or newer channel time: applied
+    STALE = "stale"  # an older version than the one held: ignored
+
+
+def classify(record: OrderRecord | None, order: Order, input_id: str) -> Intake:
+    if record is None:
+        return Intake.NEW
+    if input_id in record.outbox:
+        return Intake.REDELIVERY
+    if order.fingerprint() == record.fingerprint:
+        return Intake.DUPLICATE
+    if order.updated_at < record.order.updated_at:
+        return Intake.STALE
+    return Intake.UPDATE

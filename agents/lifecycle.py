@@ -1,0 +1,96 @@
+"""The order state machine: which transitions exist, and the event each one emits.
+
+Pure: no Redis, no Kafka. A transition not in ``ALLOWED`` is refused (IllegalTransition), so a
+bug or a reordered input can never move an order backwards silently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from state.orders import HistoryEntry, OrderRecord
+from streams.messages import Allocation, EventKind, OrderEvent, OrderState, make_id
+
+S = OrderState
+
+ALLOWED: dict[OrderState, frozenset[OrderState]] = {
+    S.RECEIVED: frozenset({S.HELD, S.REJECTED, S.RESERVED, S.CANCELLED}),
+    S.HELD: frozenset({S.HELD, S.REJECTED, S.RESERVED, S.CANCELLED}),
+    S.RESERVED: frozenset({S.RELEASED, S.CANCELLED, S.HELD}),
+    S.RELEASED: frozenset({S.SHIPPED, S.CANCELLED}),
+    S.SHIPPED: frozenset({S.DELIVERED, S.RETURNED}),
+    S.DELIVERED: frozenset({S.CLOSED, S.RETURNED}),
+    S.RETURNED: frozenset({S.REFUNDED, S.CLOSED}),
+    S.REFUNDED: frozenset({S.CLOSED}),
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.CLOSED: frozenset(),
+}
+
+TERMINAL = frozenset(s for s, nxt in ALLOWED.items() if not nxt)
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, order_id: str, current: OrderState, wanted: OrderState) -> None:
+        super().__init__(f"order {order_id}: {current.value} -> {wanted.value} is not allowed")
+        self.current = current
+        self.wanted = wanted
+
+
+def can_move(current: OrderState, wanted: OrderState) -> bool:
+    return wanted in ALLOWED[current]
+
+
+def record_event(
+    record: OrderRecord,
+    kind: EventKind,
+    at: datetime,
+    *,
+    to_state: OrderState | None = None,
+    reason: str = "",
+    detail: str = "",
+    allocations: list[Allocation] | None = None,
+    with_snapshot: bool = False,
+    actor: str = "system",
+) -> OrderEvent:
+    """Append one entry to the record's history (moving its state if ``to_state``) and return
+    the matching event. The event id is (order id, seq): a replay re-creates the same id."""
+    first = not record.history
+    from_state = None if first else record.state
+    if to_state is not None and from_state is not None and not can_move(from_state, to_state):
+        raise IllegalTransition(record.order_id, from_state, to_state)
+    seq = record.next_seq
+    event_id = make_id("E", record.order_id, seq)
+    if to_state is not None:
+        record.state = to_state
+    record.history.append(
+        HistoryEntry(
+            seq=seq,
+            event_id=event_id,
+            kind=kind,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            at=at,
+            actor=actor,
+        )
+    )
+    order = record.order
+    return OrderEvent(
+        event_id=event_id,
+        order_id=record.order_id,
+        seq=seq,
+        kind=kind,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        detail=detail,
+        at=at,
+        channel=order.channel,
+        shop_id=order.shop_id,
+        external_id=order.external_id,
+        warehouse=record.warehouse,
+        allocations=allocations or [],
+        order=order if with_snapshot else None,
+        actor=actor,
+    )

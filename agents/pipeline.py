@@ -1,0 +1,289 @@
+"""The order path for a batch of raw inputs: normalise -> dedupe -> audit -> reserve/route ->
+fulfil, with Redis as the only state and Kafka outputs returned to the caller.
+
+No Faust here: the intake agent hands a batch in and sends what comes out, so the whole path
+is tested against a real Redis without a broker. Round trips per batch: one to load records,
+one pipelined Lua call per order for reservations, one pipelined CAS save. An order that
+appears twice in one batch is processed in a later round, so its inputs apply in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+
+from agents.audit import AuditContext, Verdict, audit
+from agents.dedupe import Intake, classify
+from agents.fulfil import cancel_command, outbound_command
+from agents.lifecycle import TERMINAL, IllegalTransition, record_event
+from agents.normalise import RawInput, normalise
+from agents.route import RoutingTable
+from ops.settings import Settings
+from state.keys import Keys
+from state.orders import LoadedRecord, OrderRecord, OrderStore
+from state.reservations import Reservation, ReservationStore, ReserveRequest, ReserveStatus
+from streams import topics
+from streams.adapters.base import AdapterContext
+from streams.messages import DlqRecord, EventKind, FulfilmentCommand, OrderEvent, OrderState
+from streams.models import ChannelStatus, Order
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, str, str]  # topic, key, JSON value
+SKU_CACHE_SECONDS = 2.0
+MAX_CAS_ROUNDS = 5
+
+
+@dataclass
+class Plan:
+    """What one input does to one order, built up across the batch's phases."""
+
+    raw: RawInput
+    input_id: str
+    record: OrderRecord
+    expected_version: int
+    messages: list[OrderEvent | FulfilmentCommand] = field(default_factory=list)
+    reserve: ReserveRequest | None = None
+    release: bool = False
+
+
+@dataclass
+class BatchResult:
+    outputs: list[Output] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class OrderPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        routing: RoutingTable,
+        adapter_ctx: AdapterContext,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.client = client
+        self.orders = OrderStore(client, self.keys)
+        self.reservations = ReservationStore(client, self.keys)
+        self.routing = routing
+        self.adapter_ctx = adapter_ctx
+        self.events_topic = topics.ORDER_EVENTS.name(settings)
+        self.commands_topic = topics.FULFILMENT_COMMANDS.name(settings)
+        self.dlq_topic = topics.DLQ.name(settings)
+        self._skus: frozenset[str] = frozenset()
+        self._skus_at = 0.0
+
+    async def process(self, raws: Sequence[RawInput]) -> BatchResult:
+        result = BatchResult()
+        pending: list[tuple[RawInput, Order]] = []
+        for raw in raws:
+            result.counts["inputs"] += 1
+            parsed = normalise(raw, self.adapter_ctx)
+            if isinstance(parsed, DlqRecord):
+                result.counts["dlq"] += 1
+                result.outputs.append((self.dlq_topic, raw.key or raw.input_id,
+                                       parsed.model_dump_json()))
+            else:
+                pending.append((raw, parsed))
+        ctx = await self._audit_context()
+        rounds = 0
+        while pending:
+            batch, pending = _split_round(pending)
+            conflicts = await self._process_round(batch, ctx, result)
+            pending = conflicts + pending
+            rounds += 1
+            if rounds > MAX_CAS_ROUNDS + len(raws):
+                raise RuntimeError("order records keep changing under this worker; giving up batch")
+        return result
+
+    async def _audit_context(self) -> AuditContext:
+        now = time.monotonic()
+        if now - self._skus_at > SKU_CACHE_SECONDS:
+            self._skus = frozenset(await self.client.smembers(self.keys.skus))
+            self._skus_at = now
+        return AuditContext(self._skus, self.settings.max_line_quantity)
+
+    async def _process_round(
+        self, batch: list[tuple[RawInput, Order]], ctx: AuditContext, result: BatchResult
+    ) -> list[tuple[RawInput, Order]]:
+        loaded = await self.orders.load_many([order.order_id for _, order in batch])
+        now = datetime.now(UTC)
+        plans: list[Plan] = []
+        for raw, order in batch:
+            plan = self._intake(raw, order, loaded[order.order_id], ctx, now, result)
+            if plan is not None:
+                plans.append(plan)
+        await self._reserve(plans, now, result)
+        await self._release(plans, now, result)
+        for plan in plans:
+            plan.record.remember_outputs(plan.input_id, [self._output(m) for m in plan.messages])
+        saved = await self.orders.save_many([(p.record, p.expected_version) for p in plans])
+        conflicts: list[tuple[RawInput, Order]] = []
+        for plan, ok in zip(plans, saved, strict=True):
+            if ok:
+                result.outputs.extend(plan.record.outbox[plan.input_id])
+            else:
+                result.counts["cas_conflicts"] += 1
+                conflicts.append((plan.raw, plan.record.order))
+        return conflicts
+
+    def _intake(
+        self,
+        raw: RawInput,
+        order: Order,
+        loaded: LoadedRecord,
+        ctx: AuditContext,
+        now: datetime,
+        result: BatchResult,
+    ) -> Plan | None:
+        input_id = f"{raw.input_id}:{order.fingerprint()[:12]}"
+        intake = classify(loaded.record, order, input_id)
+        result.counts[intake.value] += 1
+        if intake is Intake.REDELIVERY:
+            assert loaded.record is not None
+            result.outputs.extend(loaded.record.outbox[input_id])
+            return None
+        if loaded.record is None:
+            record = OrderRecord(order_id=order.order_id, state=OrderState.RECEIVED, order=order,
+                                 fingerprint=order.fingerprint())
+        else:
+            record = loaded.record.model_copy(deep=True)
+        plan = Plan(raw, input_id, record, loaded.version)
+        if intake is Intake.NEW:
+            plan.messages.append(record_event(record, EventKind.RECEIVED, now,
+                                              to_state=OrderState.RECEIVED, with_snapshot=True))
+            self._decide(plan, ctx, now)
+        elif intake is Intake.DUPLICATE:
+            record.duplicates += 1
+            plan.messages.append(record_event(record, EventKind.DUPLICATE, now,
+                                              reason="same content pushed again"))
+        elif intake is Intake.STALE:
+            plan.messages.append(record_event(record, EventKind.STALE, now,
+                                              reason="older than the version held"))
+        else:
+            self._apply_update(plan, order, ctx, now)
+        return plan
+
+    def _apply_update(self, plan: Plan, order: Order, ctx: AuditContext, now: datetime) -> None:
+        record = plan.record
+        record.order = order
+        record.fingerprint = order.fingerprint()
+        plan.messages.append(record_event(record, EventKind.UPDATED, now, with_snapshot=True))
+        if record.state in TERMINAL:
+            return
+        if order.channel_status is ChannelStatus.CANCELLED:
+            plan.release = True
+        elif record.state is OrderState.HELD:
+            self._decide(plan, ctx, now)
+
+    def _decide(self, plan: Plan, ctx: AuditContext, now: datetime) -> None:
+        """Audit, then either hold/reject or ask for a reservation."""
+        record, order = plan.record, plan.record.order
+        if order.channel_status is ChannelStatus.CANCELLED:
+            plan.messages.append(record_event(record, EventKind.CANCELLED, now,
+                                              to_state=OrderState.CANCELLED,
+                                              reason="cancelled_at_channel"))
+            return
+        verdict = audit(order, ctx)
+        if verdict.verdict is Verdict.PASS and order.channel_status in (
+            ChannelStatus.SHIPPED, ChannelStatus.COMPLETED
+        ):
+            verdict = verdict.__class__(Verdict.HOLD, "shipped_at_channel",
+                                        "channel says shipped; check before fulfilling")
+        if verdict.verdict is Verdict.PASS:
+            plan.reserve = ReserveRequest(order.order_id, order.quantity_by_sku,
+                                          self.routing.candidates(order))
+        elif verdict.verdict is Verdict.HOLD:
+            self._hold(plan, verdict.reason, verdict.detail, now)
+        else:
+            record.reject_reason = verdict.reason
+            plan.messages.append(record_event(record, EventKind.REJECTED, now,
+                                              to_state=OrderState.REJECTED,
+                                              reason=verdict.reason, detail=verdict.detail))
+
+    def _hold(self, plan: Plan, reason: str, detail: str, now: datetime) -> None:
+        record = plan.record
+        if record.state is OrderState.HELD and record.hold_reason == reason:
+            return  # still held for the same reason: nothing new to say
+        record.hold_reason = reason
+        plan.messages.append(record_event(record, EventKind.HELD, now, to_state=OrderState.HELD,
+                                          reason=reason, detail=detail))
+
+    async def _reserve(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
+        wanted = [p for p in plans if p.reserve is not None]
+        reservations = await self.reservations.reserve_many([p.reserve for p in wanted])  # type: ignore[misc]
+        for plan, reservation in zip(wanted, reservations, strict=True):
+            self._after_reserve(plan, reservation, now, result)
+
+    def _after_reserve(
+        self, plan: Plan, reservation: Reservation, now: datetime, result: BatchResult
+    ) -> None:
+        record = plan.record
+        if reservation.status is ReserveStatus.SHORTAGE:
+            result.counts["shortage"] += 1
+            if self.settings.shortage_policy == "reject":
+                record.reject_reason = "out_of_stock"
+                plan.messages.append(record_event(record, EventKind.REJECTED, now,
+                                                  to_state=OrderState.REJECTED,
+                                                  reason="out_of_stock"))
+            else:
+                self._hold(plan, "out_of_stock", "no warehouse can serve every line", now)
+            return
+        if not reservation.active:
+            self._hold(plan, "reservation_released", "stock was released earlier", now)
+            return
+        record.warehouse = reservation.warehouse
+        record.allocations = list(reservation.allocations)
+        record.hold_reason = ""
+        plan.messages.append(record_event(record, EventKind.RESERVED, now,
+                                          to_state=OrderState.RESERVED,
+                                          allocations=record.allocations))
+        command = outbound_command(record, now)
+        plan.messages.append(command)
+        plan.messages.append(record_event(record, EventKind.RELEASED, now,
+                                          to_state=OrderState.RELEASED,
+                                          reason=f"outbound {command.command_id}"))
+
+    async def _release(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
+        """Cancellations from the channel: give stock back, tell the WMS if it already knew."""
+        for plan in (p for p in plans if p.release):
+            record = plan.record
+            released = await self.reservations.release(record.order_id)
+            was_released_to_wms = record.state is OrderState.RELEASED
+            try:
+                plan.messages.append(record_event(record, EventKind.CANCELLED, now,
+                                                  to_state=OrderState.CANCELLED,
+                                                  reason="cancelled_at_channel",
+                                                  allocations=released.allocations))
+            except IllegalTransition as exc:
+                result.counts["illegal_transitions"] += 1
+                log.warning("refused: %s", exc)
+                continue
+            if was_released_to_wms:
+                plan.messages.append(cancel_command(record, now))
+            result.counts["cancelled"] += 1
+
+    def _output(self, message: OrderEvent | FulfilmentCommand) -> Output:
+        topic = self.commands_topic if isinstance(message, FulfilmentCommand) else self.events_topic
+        return (topic, message.order_id, message.model_dump_json())
+
+
+def _split_round(
+    items: list[tuple[RawInput, Order]],
+) -> tuple[list[tuple[RawInput, Order]], list[tuple[RawInput, Order]]]:
+    """First occurrence of each order id now, later ones in a later round, order kept."""
+    seen: set[str] = set()
+    now: list[tuple[RawInput, Order]] = []
+    later: list[tuple[RawInput, Order]] = []
+    for item in items:
+        oid = item[1].order_id
+        (later if oid in seen else now).append(item)
+        seen.add(oid)
+    return now, later

@@ -1,0 +1,52 @@
+"""The fact sink agent: order events and DLQ records into ClickHouse.
+
+A batch's Kafka offsets are acked only after ClickHouse has its rows (FactSink.write retries
+until it does), and fact ids are deterministic, so a redelivered batch is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import faust
+from pydantic import ValidationError
+
+from analytics.sink import FactSink
+from ops.settings import Settings
+from streams import topics
+from streams.messages import DlqRecord, OrderEvent
+
+
+log = logging.getLogger(__name__)
+
+
+def parse_fact(topic: str, value: bytes, dlq_topic: str) -> OrderEvent | DlqRecord | None:
+    """None for a record no OMS writer produced: logged and counted, never a crash."""
+    try:
+        if topic == dlq_topic:
+            return DlqRecord.model_validate_json(value)
+        return OrderEvent.model_validate_json(value)
+    except ValidationError as exc:
+        log.error("unparseable fact on %s: %s", topic, exc.errors(include_input=False)[:1])
+        return None
+
+
+def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
+    dlq_topic = topics.DLQ.name(settings)
+    source = app.topic(
+        topics.ORDER_EVENTS.name(settings), dlq_topic,
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    )
+    sink = FactSink(settings)
+
+    @app.agent(source, name="facts")
+    async def facts(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.sink_batch_size,
+                                               within=settings.sink_flush_s):
+            parsed = [parse_fact(e.message.topic, e.value, dlq_topic) for e in events]
+            batch = [fact for fact in parsed if fact is not None]
+            counters["bad_facts"] += len(parsed) - len(batch)
+            await sink.write(batch)
+            counters["facts"] += len(batch)
+

@@ -1,0 +1,70 @@
+"""One OMS worker process: the Faust app with the intake and fact-sink agents and a heartbeat
+that the launcher and `./oms status` read from Redis."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+
+import faust
+import orjson
+from faust.types import TP
+
+from agents.app import create_app
+from agents.intake import register_intake
+from agents.pipeline import OrderPipeline
+from agents.route import RoutingTable
+from agents.sink import register_sink
+from ops.settings import Settings
+from state.keys import Keys
+from state.redis import connect_async
+from streams import topics
+from streams.adapters.base import AdapterContext, SkuMap
+
+HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_TTL = 10
+
+
+def build_worker_app(settings: Settings, name: str) -> faust.App:
+    app = create_app(settings)
+    counters: Counter[str] = Counter()
+    redis_client = connect_async(settings)
+    keys = Keys(settings.redis_prefix)
+    state = {"ready": False, "partitions": 0}
+
+    async def make_pipeline() -> OrderPipeline:
+        routing = RoutingTable.load(settings.config_dir / "warehouses.toml")
+        ctx = AdapterContext(sku_map=SkuMap.load(settings.config_dir / "sku_map.csv"))
+        return OrderPipeline(settings, redis_client, routing, ctx)
+
+    register_intake(app, settings, make_pipeline, counters)
+    register_sink(app, settings, counters)
+
+    @app.task
+    async def declare_topics() -> None:
+        """Output topics exist before the first batch is sent (the agents' inputs Faust does)."""
+        for spec in topics.ALL_TOPICS:
+            await app.topic(spec.name(settings), partitions=settings.partitions).maybe_declare()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
+        state["ready"] = True
+        state["partitions"] = len(assigned)
+
+    @app.timer(HEARTBEAT_SECONDS)
+    async def heartbeat() -> None:
+        value = {"pid": os.getpid(), "ready": state["ready"], "partitions": state["partitions"],
+                 "ts": time.time(), "counters": dict(counters)}
+        await redis_client.set(keys.worker(name), orjson.dumps(value), ex=HEARTBEAT_TTL)
+
+    return app
+
+
+def run_worker(settings: Settings, name: str, loglevel: str = "info") -> None:
+    logging.basicConfig(level=loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = build_worker_app(settings, name)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,1 @@
+"""ClickHouse schema, batched fact sink and report queries."""

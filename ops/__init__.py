@@ -1,0 +1,1 @@
+"""Operations: CLI, local stack launcher, load generator, ops web API."""

@@ -1,0 +1,303 @@
+"""`./oms`: the operator's command line. Every command has --help; --json prints one object."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from ops.settings import REPO_ROOT, Settings, get_settings
+
+CHANNELS = ("taobao", "jd", "douyin", "shopify", "amazon", "own")
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """OMS stream core: channels in, stock reserved, WMS commands out, facts in ClickHouse."""
+
+
+# --- stack -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(0, 16), default=None,
+              help="Faust workers to run (default OMS_WORKERS).")
+def up(workers: int | None) -> None:
+    """Start broker, Redis, ClickHouse and the workers; returns when all are healthy."""
+    from ops import stack
+
+    try:
+        statuses = stack.up(settings(), workers=workers, progress=lambda m: click.echo(m, err=True))
+    except stack.StackError as exc:
+        fail(str(exc))
+    _print_status(statuses)
+
+
+@main.command()
+def down() -> None:
+    """Stop workers and the local stack (data under .oms/ is kept)."""
+    from ops import stack
+
+    stack.down(settings())
+    click.echo("stack stopped")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def status(as_json: bool) -> None:
+    """Each component with its port, pid and health; exit 1 when any is unhealthy."""
+    from ops import stack
+
+    statuses = stack.status(settings())
+    if as_json:
+        emit_json({"ok": all(s.healthy for s in statuses),
+                   "components": [s.to_dict() for s in statuses]})
+    else:
+        _print_status(statuses)
+    if not all(s.healthy for s in statuses):
+        sys.exit(1)
+
+
+def _print_status(statuses: list[Any]) -> None:
+    for s in statuses:
+        mark = "up  " if s.healthy else "DOWN"
+        click.echo(f"{mark} {s.name:<12} port={s.port or '-':<6} pid={s.pid or '-':<8} {s.detail}")
+
+
+@main.command()
+@click.option("--name", default="w0", show_default=True, help="Worker name (heartbeat key).")
+@click.option("--loglevel", default=None, help="debug|info|warn|error (default OMS_LOG_LEVEL).")
+def worker(name: str, loglevel: str | None) -> None:
+    """Run one Faust worker in the foreground."""
+    from agents.worker import run_worker
+
+    sys.argv = [sys.argv[0], "worker"]  # Faust's Worker parses argv; keep ours out of it
+    run_worker(settings(), name, loglevel or settings().log_level)
+
+
+# --- input -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--channel", required=True, help=f"One of: {', '.join(CHANNELS)}.")
+@click.option("--shop", default="", help="Shop id for channels whose payload lacks it.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def ingest(channel: str, shop: str, as_json: bool, file: Path) -> None:
+    """Push raw payloads (a JSON object, a JSON array or JSONL) onto oms.raw.CHANNEL.
+
+    Payloads are sent as they are: the workers decide what is valid, and anything they cannot
+    accept lands in the DLQ with a reason.
+    """
+    from ops.ingest import IngestError, ingest_file
+
+    if channel not in CHANNELS:
+        fail(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})", 2)
+    try:
+        result = asyncio.run(ingest_file(settings(), channel, file, shop=shop))
+    except IngestError as exc:
+        fail(str(exc), 2)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(f"sent {result.sent} payload(s) to {result.topic}")
+        if result.unparseable:
+            click.echo(f"  {result.unparseable} not valid JSON: they will land in the DLQ",
+                       err=True)
+
+
+@main.group()
+def stock() -> None:
+    """Stock per sku and warehouse."""
+
+
+@stock.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def stock_load(file: Path, as_json: bool) -> None:
+    """Set on-hand stock from CSV (sku,warehouse,qty) or JSON rows; all rows or none."""
+    from agents.route import RoutingTable
+    from state.keys import Keys
+    from state.redis import connect
+    from state.stock import StockError, load_stock, parse_stock_file
+
+    s = settings()
+    routing = RoutingTable.load(s.config_dir / "warehouses.toml")
+    try:
+        rows = parse_stock_file(file, routing.warehouses)
+        count = load_stock(connect(s), Keys(s.redis_prefix), rows)
+    except StockError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"ok": True, "rows": count, "skus": len({r.sku for r in rows})})
+    else:
+        click.echo(f"loaded {count} row(s) for {len({r.sku for r in rows})} sku(s)")
+
+
+@stock.command("show")
+@click.argument("sku")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def stock_show(sku: str, as_json: bool) -> None:
+    """On hand, reserved and available per warehouse for one sku."""
+    from state.keys import Keys
+    from state.redis import connect
+    from state.stock import known_skus, stock_levels
+
+    s = settings()
+    client, keys = connect(s), Keys(s.redis_prefix)
+    if sku not in known_skus(client, keys):
+        fail(f"unknown sku {sku!r}")
+    levels = stock_levels(client, keys, sku)
+    if as_json:
+        emit_json({"sku": sku, "warehouses": {lv.warehouse: lv.to_dict() for lv in levels}})
+        return
+    click.echo(f"{'warehouse':<10} {'on_hand':>8} {'reserved':>9} {'available':>10}")
+    for lv in levels:
+        click.echo(f"{lv.warehouse:<10} {lv.on_hand:>8} {lv.reserved:>9} {lv.available:>10}")
+
+
+# --- orders ------------------------------------------------------------------------------
+
+
+@main.group()
+def orders() -> None:
+    """Look orders up."""
+
+
+@orders.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--reveal", is_flag=True, help="Show buyer names, phones and streets unmasked.")
+def orders_show(ref: str, as_json: bool, reveal: bool) -> None:
+    """An order by OMS id or CHANNEL:EXTERNAL_ID: state, lines, reservation, history."""
+    from ops.views import find_orders, order_view, render_order
+
+    found = asyncio.run(find_orders(settings(), ref))
+    if not found:
+        fail(f"no order {ref!r}")
+    views = [order_view(r, reveal=reveal) for r in found]
+    if as_json:
+        emit_json(views[0] if len(views) == 1 else {"orders": views})
+    else:
+        for view in views:
+            click.echo(render_order(view))
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter topic: inputs that could not be accepted."""
+
+
+@dlq.command("list")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def dlq_list(limit: int, as_json: bool) -> None:
+    """DLQ records with their reason, newest last."""
+    from ops.views import list_dlq
+
+    records, counts = asyncio.run(list_dlq(settings()))
+    shown = records[-limit:] if limit else records
+    if as_json:
+        emit_json({"total": len(records), "by_reason": counts,
+                   "records": [r.model_dump(mode="json", exclude={"payload"}) for r in shown]})
+        return
+    click.echo(f"{len(records)} record(s) in the DLQ; by reason: {counts}")
+    for r in shown:
+        click.echo(f"{r.received_at:%Y-%m-%d %H:%M:%S} {r.channel:<8} {r.reason.value:<18} "
+                   f"{r.source_topic}[{r.partition}]@{r.offset} {r.detail[:90]}")
+
+
+# --- analysis and checks -----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def report(as_json: bool) -> None:
+    """Sales analysis from ClickHouse: orders, GMV by channel, top skus, holds, DLQ."""
+    from analytics.client import connect
+    from analytics.reports import build_report, format_report
+
+    rep = build_report(connect(settings()))
+    if as_json:
+        emit_json(rep.to_dict())
+    else:
+        click.echo(format_report(rep))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def verify(as_json: bool) -> None:
+    """Reconcile stock: no oversell, reserved = sum of reservations. Exit 1 on a violation."""
+    from state.keys import Keys
+    from state.redis import connect
+    from state.verify import verify as run_verify
+
+    s = settings()
+    result = run_verify(connect(s), Keys(s.redis_prefix))
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(f"{'ok' if result.ok else 'VIOLATIONS'}: {result.locations} stock location(s), "
+                   f"{result.active_reservations} active reservation(s), "
+                   f"oversold units {result.oversold_units}")
+        for v in result.violations[:50]:
+            click.echo(f"  {v}")
+    sys.exit(0 if result.ok else 1)
+
+
+# --- the two commands --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--orders", "n_orders", type=click.IntRange(10, 1_000_000), default=3000,
+              show_default=True, help="Orders in the peak-sale burst.")
+@click.option("--workers", type=click.IntRange(1, 16), default=None)
+def demo(n_orders: int, workers: int | None) -> None:
+    """Start everything, load sample stock, flood a peak-sale burst, print the report."""
+    from ops.demo import run_demo
+
+    sys.exit(run_demo(settings(), n_orders=n_orders, workers=workers))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def test(pytest_args: tuple[str, ...]) -> None:
+    """The whole suite on an isolated stack (own ports and data dir under .oms/test)."""
+    env = dict(os.environ)
+    env.update(test_environment())
+    args = [sys.executable, "-m", "pytest", *(pytest_args or ("-q",))]
+    os.chdir(REPO_ROOT)
+    os.execve(sys.executable, args, env)
+
+
+def test_environment() -> dict[str, str]:
+    """Ports and data dir of the test stack: never the ones a running demo stack uses."""
+    return {
+        "OMS_HOME": str(REPO_ROOT / ".oms" / "test"),
+        "OMS_KAFKA_BOOTSTRAP": "127.0.0.1:19192",
+        "OMS_REDIS_URL": "redis://127.0.0.1:16479/0",
+        "OMS_CLICKHOUSE_PORT": "19100",
+        "OMS_CLICKHOUSE_HTTP_PORT": "18223",
+        "OMS_CLICKHOUSE_DATABASE": "oms_test",
+        "OMS_WORKER_WEB_PORT": "16166",
+        "OMS_PARTITIONS": "4",
+        "OMS_WORKERS": "2",
+    }

@@ -1,0 +1,83 @@
+"""One settings object for every process, read once from OMS_* variables and an optional .env.
+
+Defaults describe the embedded local stack (loopback, non-default ports, data under .oms/);
+production overrides them through the environment (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OMS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where the local stack keeps data, pids and logs.
+    home: Path = Field(default=REPO_ROOT / ".oms", description="data dir of the local stack")
+    config_dir: Path = Field(default=REPO_ROOT / "config", description="warehouses, routing, sku maps")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    topic_prefix: str = "oms"
+    partitions: int = 8
+    app_id: str = "oms-core"
+
+    # Redis
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_prefix: str = "oms"
+
+    # ClickHouse (native protocol)
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 19000
+    clickhouse_http_port: int = 18123
+    clickhouse_user: str = "default"
+    clickhouse_password: str = ""
+    clickhouse_database: str = "oms"
+
+    # Workers
+    workers: int = 2
+    worker_web_port: int = 16066
+    batch_size: int = 500
+    batch_within_s: float = 0.05
+    sink_batch_size: int = 5000
+    sink_flush_s: float = 0.5
+
+    # Policy
+    shortage_policy: str = Field(default="hold", pattern="^(hold|reject)$")
+    max_line_quantity: int = 999
+
+    log_level: str = "info"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Tests and the CLI's --home switch change the environment; drop the cached object."""
+    get_settings.cache_clear()

@@ -1,0 +1,89 @@
+"""Read models for the CLI: an order as operators see it, the DLQ by reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ops.kafka import read_topic
+from ops.settings import Settings
+from state.keys import Keys
+from state.orders import OrderRecord, OrderStore
+from state.redis import connect_async
+from state.reservations import ReservationStore
+from streams import topics
+from streams.messages import DlqRecord
+from streams.privacy import mask_order_dict
+
+
+async def find_orders(settings: Settings, ref: str) -> list[tuple[OrderRecord, dict[str, Any]]]:
+    client = connect_async(settings)
+    try:
+        keys = Keys(settings.redis_prefix)
+        records = await OrderStore(client, keys).find(ref)
+        out = []
+        for record in records:
+            reservation = await ReservationStore(client, keys).get(record.order_id)
+            out.append((record, {
+                "status": ("reserved" if reservation.active else "released") if reservation else "none",
+                "allocations": [a.model_dump() for a in reservation.allocations] if reservation else [],
+            }))
+        return out
+    finally:
+        await client.aclose()
+
+
+def order_view(found: tuple[OrderRecord, dict[str, Any]], *, reveal: bool = False) -> dict[str, Any]:
+    record, reservation = found
+    order = record.order.model_dump(mode="json")
+    if not reveal:
+        order = mask_order_dict(order)
+    return {
+        "order_id": record.order_id,
+        "channel": order["channel"],
+        "shop_id": order["shop_id"],
+        "external_id": order["external_id"],
+        "state": record.state.value,
+        "hold_reason": record.hold_reason,
+        "reject_reason": record.reject_reason,
+        "warehouse": record.warehouse,
+        "reservation": reservation,
+        "duplicates": record.duplicates,
+        "paid_total": order["payment"]["paid_total"],
+        "total": order["total"],
+        "currency": order["currency"],
+        "lines": [
+            {k: line[k] for k in ("line_id", "sku", "channel_sku", "title", "quantity",
+                                  "unit_price", "paid_amount", "is_gift")}
+            for line in order["lines"]
+        ],
+        "order": order,
+        "history": [h.model_dump(mode="json") for h in record.history],
+    }
+
+
+def render_order(view: dict[str, Any]) -> str:
+    out = [
+        f"{view['order_id']}  {view['channel']}:{view['external_id']}  shop {view['shop_id']}",
+        f"  state      {view['state']}"
+        + (f" ({view['hold_reason'] or view['reject_reason']})"
+           if view['hold_reason'] or view['reject_reason'] else ""),
+        f"  paid       {view['paid_total']} {view['currency']}  (order total {view['total']})",
+        f"  warehouse  {view['warehouse'] or '-'}   reservation {view['reservation']['status']}",
+        "  lines:",
+    ]
+    out += [f"    {ln['line_id']:<14} {ln['sku']:<20} x{ln['quantity']:<4} {ln['paid_amount']}"
+            for ln in view["lines"]]
+    out.append("  history:")
+    out += [f"    #{h['seq']:<3} {h['at'][:19]} {h['kind']:<10} "
+            f"{(h['from_state'] or '-')}->{(h['to_state'] or '-')} {h['reason']}"
+            for h in view["history"]]
+    return "\n".join(out)
+
+
+async def list_dlq(settings: Settings) -> tuple[list[DlqRecord], dict[str, int]]:
+    records = [DlqRecord.model_validate_json(r.value)
+               for r in await read_topic(settings, topics.DLQ.name(settings))]
+    # A redelivered input is DLQ'd again with the same id: show it once.
+    unique = list({r.dlq_id: r for r in sorted(records, key=lambda r: r.received_at)}.values())
+    return unique, dict(Counter(r.reason.value for r in unique))

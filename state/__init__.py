@@ -1,0 +1,1 @@
+"""Authoritative hot state in Redis: stock, reservations, idempotency, order records."""

@@ -1,0 +1,126 @@
+"""Order records in Redis: the authoritative state of every order the OMS has seen.
+
+Kafka topics (and Faust changelogs) vanish when the local broker restarts, so the state that
+decides what a replay does lives here. A record also keeps the messages each recent input
+produced (its outbox): when a crash makes Kafka redeliver an input, the worker re-emits those
+same messages (same ids) instead of deciding again. See docs/decisions/0001-at-least-once.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from state.keys import Keys
+from state.redis import lua_source
+from streams.messages import Allocation, EventKind, OrderState
+from streams.models import Order
+
+OUTBOX_INPUTS = 16  # recent inputs whose outputs are kept for re-emission on replay
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int
+    event_id: str
+    kind: EventKind
+    from_state: OrderState | None = None
+    to_state: OrderState | None = None
+    reason: str = ""
+    at: AwareDatetime
+    actor: str = "system"
+
+
+class OrderRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str
+    state: OrderState
+    order: Order
+    fingerprint: str
+    version: int = 0  # CAS counter, maintained by the save script
+    warehouse: str = ""
+    allocations: list[Allocation] = Field(default_factory=list)
+    hold_reason: str = ""
+    reject_reason: str = ""
+    duplicates: int = 0
+    history: list[HistoryEntry] = Field(default_factory=list)
+    # input id -> serialised outputs (topic, key, value JSON) of that input
+    outbox: dict[str, list[tuple[str, str, str]]] = Field(default_factory=dict)
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.history) + 1
+
+    def remember_outputs(self, input_id: str, outputs: list[tuple[str, str, str]]) -> None:
+        self.outbox[input_id] = outputs
+        while len(self.outbox) > OUTBOX_INPUTS:
+            self.outbox.pop(next(iter(self.outbox)))
+
+
+@dataclass(frozen=True)
+class LoadedRecord:
+    record: OrderRecord | None
+    version: int  # 0 when the order is new
+
+
+class OrderStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._save = client.register_script(lua_source("save_order"))
+
+    async def load_many(self, order_ids: Sequence[str]) -> dict[str, LoadedRecord]:
+        pipe = self._client.pipeline(transaction=False)
+        for oid in order_ids:
+            pipe.hmget(self._keys.order(oid), ["version", "doc"])
+        out: dict[str, LoadedRecord] = {}
+        for oid, (version, doc) in zip(order_ids, await pipe.execute(), strict=True):
+            record = OrderRecord.model_validate_json(doc) if doc else None
+            out[oid] = LoadedRecord(record, int(version or 0))
+        return out
+
+    async def load(self, order_id: str) -> OrderRecord | None:
+        return (await self.load_many([order_id]))[order_id].record
+
+    async def save_many(self, items: Sequence[tuple[OrderRecord, int]]) -> list[bool]:
+        """CAS-save (record, expected version) pairs in one round trip; False = lost a race."""
+        pipe = self._client.pipeline(transaction=False)
+        now = time.time()
+        for record, expected in items:
+            record.version = expected + 1
+            order = record.order
+            await self._save(
+                keys=[
+                    self._keys.order(record.order_id),
+                    self._keys.external(order.channel.value, order.external_id),
+                    self._keys.held,
+                ],
+                args=[
+                    expected,
+                    record.model_dump_json(),
+                    record.order_id,
+                    "1" if record.state is OrderState.HELD else "0",
+                    now,
+                ],
+                client=pipe,
+            )
+        return [bool(r) for r in await pipe.execute()]
+
+    async def find(self, ref: str) -> list[OrderRecord]:
+        """An OMS order id, or ``CHANNEL:EXTERNAL_ID`` (several shops may share a number)."""
+        if ":" in ref:
+            channel, external_id = ref.split(":", 1)
+            ids = sorted(await self._client.smembers(self._keys.external(channel.lower(), external_id)))
+        else:
+            ids = [ref]
+        loaded = await self.load_many(ids)
+        return [lr.record for lr in loaded.values() if lr.record]
+
+    async def held_ids(self, limit: int = 1000) -> list[str]:
+        return list(await self._client.zrange(self._keys.held, 0, limit - 1))

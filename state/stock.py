@@ -1,0 +1,184 @@
+"""Stock per (sku, warehouse) in Redis: on hand, reserved, and available = on hand - reserved.
+
+Stock files are parsed and checked here in full before anything is written, and the write is
+one Lua script, so a bad file is rejected whole and never half-applied.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import redis
+
+from state.keys import Keys
+from state.redis import lua_source
+
+MAX_QTY = 10**9
+
+
+class StockError(ValueError):
+    """A stock operation that cannot be applied; the message says which row and why."""
+
+
+@dataclass(frozen=True)
+class StockRow:
+    sku: str
+    warehouse: str
+    qty: int
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    sku: str
+    warehouse: str
+    on_hand: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "sku": self.sku,
+            "warehouse": self.warehouse,
+            "on_hand": self.on_hand,
+            "reserved": self.reserved,
+            "available": self.available,
+        }
+
+
+def parse_stock_file(path: Path, warehouses: Iterable[str]) -> list[StockRow]:
+    """CSV (header sku,warehouse,qty) or JSON (a list of objects with those keys)."""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise StockError(f"cannot read {path}: {exc.strerror}") from exc
+    if path.suffix.lower() in {".json", ".jsonl"} or content.lstrip()[:1] in (b"[", b"{"):
+        records = _json_records(content, path)
+    else:
+        records = _csv_records(content, path)
+    return validate_rows(records, set(warehouses))
+
+
+def _json_records(content: bytes, path: Path) -> list[dict[str, object]]:
+    try:
+        if path.suffix.lower() == ".jsonl":
+            data: object = [orjson.loads(line) for line in content.splitlines() if line.strip()]
+        else:
+            data = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise StockError(f"{path}: not valid JSON ({exc})") from exc
+    if isinstance(data, dict):
+        data = data.get("rows", [data])
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise StockError(f"{path}: expected a list of objects with sku, warehouse, qty")
+    return data  # type: ignore[return-value]
+
+
+def _csv_records(content: bytes, path: Path) -> list[dict[str, object]]:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise StockError(f"{path}: not UTF-8 text") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = {"sku", "warehouse", "qty"} - set(header)
+    if missing:
+        raise StockError(f"{path}: header must have sku,warehouse,qty (missing {sorted(missing)})")
+    return [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+
+
+def validate_rows(records: list[dict[str, object]], warehouses: set[str]) -> list[StockRow]:
+    """Every problem in the file is reported, not just the first, so one fix round suffices."""
+    rows: list[StockRow] = []
+    errors: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for number, record in enumerate(records, start=1):
+        sku = str(record.get("sku") or "").strip()
+        warehouse = str(record.get("warehouse") or "").strip()
+        raw_qty = record.get("qty")
+        problem = _row_problem(sku, warehouse, raw_qty, warehouses)
+        if problem is None and (sku, warehouse) in seen:
+            problem = f"duplicate row for {sku} at {warehouse}"
+        if problem:
+            errors.append(f"row {number}: {problem}")
+            continue
+        seen.add((sku, warehouse))
+        rows.append(StockRow(sku, warehouse, int(str(raw_qty).strip())))
+    if errors:
+        shown = "\n  ".join(errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise StockError(f"{len(errors)} bad row(s), nothing applied:\n  {shown}{more}")
+    if not rows:
+        raise StockError("no stock rows found")
+    return rows
+
+
+def _row_problem(sku: str, warehouse: str, raw_qty: object, warehouses: set[str]) -> str | None:
+    if not sku:
+        return "sku is empty"
+    if len(sku) > 128 or any(c in sku for c in "|{}\n\r\t"):
+        return f"sku {sku[:40]!r} has forbidden characters or is too long"
+    if warehouse not in warehouses:
+        return f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(warehouses))})"
+    text = str(raw_qty).strip() if raw_qty is not None and not isinstance(raw_qty, bool) else ""
+    if not text.lstrip("-").isdigit():
+        return f"qty {raw_qty!r} is not a whole number"
+    qty = int(text)
+    if qty < 0:
+        return f"qty {qty} is negative"
+    if qty > MAX_QTY:
+        return f"qty {qty} is implausibly large"
+    return None
+
+
+def load_stock(client: redis.Redis, keys: Keys, rows: list[StockRow]) -> int:
+    """Set on hand for every row atomically; registers skus it has not seen."""
+    script = client.register_script(lua_source("load_stock"))
+    status, detail = script(
+        keys=[keys.skus, *(keys.stock(r.sku) for r in rows)],
+        args=[f"{r.sku}|{r.warehouse}|{r.qty}" for r in rows],
+    )
+    if status != "ok":
+        raise StockError(f"nothing applied: {detail}")
+    return int(detail)
+
+
+def stock_levels(client: redis.Redis, keys: Keys, sku: str) -> list[StockLevel]:
+    fields: dict[str, str] = client.hgetall(keys.stock(sku))  # type: ignore[assignment]
+    return _levels(sku, fields)
+
+
+def _levels(sku: str, fields: dict[str, str]) -> list[StockLevel]:
+    warehouses = sorted({f.split(":", 1)[1] for f in fields if ":" in f})
+    return [
+        StockLevel(
+            sku,
+            wh,
+            int(fields.get(f"on_hand:{wh}", 0)),
+            int(fields.get(f"reserved:{wh}", 0)),
+        )
+        for wh in warehouses
+    ]
+
+
+def known_skus(client: redis.Redis, keys: Keys) -> set[str]:
+    return set(client.smembers(keys.skus))  # type: ignore[arg-type]
+
+
+def all_levels(client: redis.Redis, keys: Keys) -> list[StockLevel]:
+    """Every (sku, warehouse) the OMS knows, in one pipelined round trip."""
+    skus = sorted(known_skus(client, keys))
+    pipe = client.pipeline(transaction=False)
+    for sku in skus:
+        pipe.hgetall(keys.stock(sku))
+    levels: list[StockLevel] = []
+    for sku, fields in zip(skus, pipe.execute(), strict=True):
+        levels.extend(_levels(sku, fields))
+    return levels

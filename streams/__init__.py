@@ -1,0 +1,1 @@
+"""Topic catalogue, canonical pydantic models and channel adapters."""

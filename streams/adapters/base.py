@@ -1,0 +1,647 @@
+"""What every channel adapter shares: decoding, error reasons, sku mapping, money and time parsing.
+
+An adapter is a pure function ``(payload dict, AdapterContext) -> Order``; it raises
+``AdapterError`` with a machine-readable reason for anything it cannot accept, so the
+normalise stage can turn it into a DLQ record instead of crashing.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from streams.messages import DlqReason
+from streams.models import (
+    MAX_MONEY,
+    Address,
+    Buyer,
+    Channel,
+    ChannelStatus,
+    Order,
+    OrderLine,
+    Payment,
+    PaymentStatus,
+    make_order_id,
+)
+
+MAX_PAYLOAD_BYTES = 1_000_000  # one order; a 10 MB "order" is an attack or a bug
+MAX_DEPTH = 32
+
+CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+class AdapterError(Exception):
+    """An input that cannot become an Order; ``reason`` is the DLQ reason code."""
+
+    def __init__(self, reason: DlqReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SkuMap:
+    """Merchant sku code -> OMS sku; identity unless a row says otherwise.
+
+    Keys are (channel, shop, code) with ``*`` as a wildcard shop, so one table serves
+    merchants whose shops on one channel share codes and those whose codes differ per shop.
+    """
+
+    rows: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def resolve(self, channel: str, shop_id: str, code: str) -> str:
+        return (
+            self.rows.get((channel, shop_id, code))
+            or self.rows.get((channel, "*", code))
+            or code
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> SkuMap:
+        """CSV with header ``channel,shop_id,channel_sku,sku``; a missing file means identity."""
+        if not path.exists():
+            return cls()
+        rows: dict[tuple[str, str, str], str] = {}
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                key = (row["channel"].strip(), row.get("shop_id", "*").strip() or "*",
+                       row["channel_sku"].strip())
+                rows[key] = row["sku"].strip()
+        return cls(rows)
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What an adapter may need besides the payload."""
+
+    sku_map: SkuMap = field(default_factory=SkuMap)
+    shop_id: str = ""  # from a message header or the CLI, for channels whose payload lacks it
+    default_shop: Callable[[Channel], str] = lambda channel: f"{channel.value}-default"
+
+    def shop_for(self, channel: Channel, from_payload: str | None = None) -> str:
+        return (from_payload or "").strip() or self.shop_id or self.default_shop(channel)
+
+
+class Adapter(Protocol):
+    channel: Channel
+
+    def to_order(self, payload: dict[str, Any], ctx: AdapterContext) -> Order: ...
+
+
+def decode_payload(data: bytes) -> dict[str, Any]:
+    """Bytes -> JSON object, with a specific reason for each way it can go wrong."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise AdapterError(
+            DlqReason.PAYLOAD_TOO_LARGE, f"{len(data)} bytes > limit {MAX_PAYLOAD_BYTES}"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdapterError(DlqReason.INVALID_UTF8, f"byte {exc.start}: {exc.reason}") from exc
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise AdapterError(DlqReason.MALFORMED_JSON, str(exc)[:300]) from exc
+    if not isinstance(value, dict):
+        raise AdapterError(DlqReason.NOT_AN_OBJECT, f"top level is {type(value).__name__}")
+    if _depth(value) > MAX_DEPTH:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"nesting deeper than {MAX_DEPTH}")
+    return value
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def require(obj: Mapping[str, Any], key: str, where: str = "") -> Any:
+    """A field the channel always sends; absent or null means the payload is not an order."""
+    if not isinstance(obj, Mapping):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where or 'payload'} is not an object")
+    value = obj.get(key)
+    if value is None or value == "":
+        raise AdapterError(DlqReason.MISSING_FIELD, f"{where + '.' if where else ''}{key}")
+    return value
+
+
+def to_decimal(value: Any, where: str) -> Decimal:
+    """Channel money (string or number) -> Decimal, refusing NaN, infinities and floats' noise."""
+    if isinstance(value, bool) or value is None:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: not a number")
+    try:
+        # str() first: Decimal(0.1) would carry binary noise; str(0.1) is '0.1'.
+        result = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not money") from exc
+    if not result.is_finite():
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not finite")
+    return result
+
+
+def cents_to_decimal(value: Any, where: str) -> Decimal:
+    """Integer minor units (fen, cents) -> Decimal major units."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not an integer amount")
+    try:
+        minor = int(value)
+    except ValueError as exc:
+        raise AdapterError(
+            DlqReason.INVALID_FIELD, f"{where}: {value!r} is not an integer"
+        ) from exc
+    return Decimal(minor).scaleb(-2)
+
+
+def to_int(value: Any, where: str) -> int:
+    """Quantities: integers or integral strings only; 1.5 pieces is a bad payload."""
+    if isinstance(value, bool):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: boolean is not a quantity")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        try:
+            return int(value.strip())
+        except ValueError:  # '--5', '²': isdigit() says yes, int() says no
+            pass
+    raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not an integer")
+
+
+def parse_time(value: Any, where: str, *, naive_tz: timezone = CHINA_TZ) -> datetime:
+    """ISO-8601 strings, 'YYYY-MM-DD HH:MM:SS' (channel-local) or unix seconds -> aware datetime.
+
+    Chinese platforms send local Beijing time without an offset; that is what ``naive_tz`` says.
+    """
+    if isinstance(value, bool) or value is None or value == "":
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: missing time")
+    try:
+        if isinstance(value, int | float):
+            if not 0 < value < 32503680000:  # before year 3000
+                raise ValueError("out of range")
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        if isinstance(value, str):
+            text = value.strip().replace("Z", "+00:00")
+            if text.isdigit():
+                return parse_time(int(text), where, naive_tz=naive_tz)
+            parsed = datetime.fromisoformat(text)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=naive_tz)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not a time") from exc
+    raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not a time")
+
+
+def text(value: Any) -> str:
+    """Optional text fields: None -> '', numbers -> str, anything else refused."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return str(value)
+    raise AdapterError(DlqReason.INVALID_FIELD, f"expected text, got {type(value).__name__}")
+
+
+def extras(payload: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
+    """Fields the canonical model has no place for, kept so nothing the channel said is lost."""
+    return {k: v for k, v in payload.items() if k not in known}
+
+
+def validation_error(exc: ValidationError) -> AdapterError:
+    """Pydantic's error list -> one specific DLQ reason with the field paths."""
+    errors = exc.errors(include_url=False, include_input=False)
+    missing = [e for e in errors if e["type"] == "missing"]
+    chosen = missing or errors
+    detail = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'order'}: {e['msg']}" for e in chosen[:5]
+    )
+    reason = DlqReason.MISSING_FIELD if missing else DlqReason.INVALID_FIELD
+    return AdapterError(reason, detail)
+
+
+# --- Shared mapping helpers ------------------------------------------------------------------
+# Every adapter goes through these, so a rule (paths in errors, no personal data in messages,
+# exact money, how discounts are spread) is written once and behaves the same on every channel.
+
+MONEY_PLACES = Decimal("0.01")
+MAX_LINE_QUANTITY = 1_000_000
+
+
+def where_join(where: str, key: str | int) -> str:
+    """Field path for error messages: 'orders.order[1].num'."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def unwrap(payload: Mapping[str, Any], *paths: tuple[str, ...]) -> Mapping[str, Any]:
+    """The order object itself, also when it arrives in the API's response envelope."""
+    for path in paths:
+        node: Any = payload
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping):
+            return node
+    return payload
+
+
+def obj_at(parent: Mapping[str, Any], key: str, where: str = "", *,
+           required: bool = False) -> Mapping[str, Any]:
+    """A nested object; absent means empty unless ``required``."""
+    value = require(parent, key, where) if required else parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(where, key)}: not an object")
+    return value
+
+
+def objects_at(parent: Mapping[str, Any], key: str, where: str = "", *,
+               required: bool = True) -> list[Mapping[str, Any]]:
+    """A list of objects (order lines, coupons); an empty required list is a missing field."""
+    path = where_join(where, key)
+    value = parent.get(key)
+    if value is None or value == [] or value == "":
+        if required:
+            raise AdapterError(DlqReason.MISSING_FIELD, path)
+        return []
+    if not isinstance(value, list):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{path}: not a list")
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(path, index)}: not an object")
+    return value
+
+
+def text_at(parent: Mapping[str, Any], key: str, where: str = "") -> str:
+    """Optional text with its path on error; the value itself is never echoed (it may be PII)."""
+    value = parent.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(where, key)}: expected text, "
+                                                f"got {type(value).__name__}")
+
+
+def ident_at(parent: Mapping[str, Any], key: str, where: str = "") -> str:
+    """A required identifier (order id, line id): non-empty text or a non-negative integer."""
+    value = require(parent, key, where)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(where, key)}: not an id")
+    result = str(value).strip()
+    if not result or len(result) > 128 or (isinstance(value, int) and value < 0):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(where, key)}: not an id")
+    return result
+
+
+def _quiet(reason: DlqReason, where: str, what: str) -> AdapterError:
+    """Errors from the adapters name the field, never its value (it may be personal data)."""
+    return AdapterError(reason, f"{where}: {what}")
+
+
+def money(value: Any, where: str) -> Decimal:
+    """Major-unit money (yuan, dollars) -> non-negative Decimal within the model's bounds."""
+    try:
+        amount = to_decimal(value, where)
+    except AdapterError:
+        raise _quiet(DlqReason.INVALID_FIELD, where, "not a money amount") from None
+    return _bounded(amount, where)
+
+
+def money_at(parent: Mapping[str, Any], key: str, where: str = "", *,
+             default: Decimal | None = None) -> Decimal:
+    """Money field; absent/empty gives ``default``, or MISSING_FIELD when there is none."""
+    value = parent.get(key)
+    if (value is None or value == "") and default is not None:
+        return default
+    return money(require(parent, key, where), where_join(where, key))
+
+
+def cents_at(parent: Mapping[str, Any], key: str, where: str = "", *,
+             default: Decimal | None = None) -> Decimal:
+    """Minor-unit money (fen, cents) -> Decimal major units."""
+    value = parent.get(key)
+    if (value is None or value == "") and default is not None:
+        return default
+    path = where_join(where, key)
+    try:
+        amount = cents_to_decimal(require(parent, key, where), path)
+    except AdapterError as exc:
+        if exc.reason is DlqReason.MISSING_FIELD:
+            raise
+        raise _quiet(DlqReason.INVALID_FIELD, path, "not an integer amount") from None
+    return _bounded(amount, path)
+
+
+def _bounded(amount: Decimal, where: str) -> Decimal:
+    # Checked here, not only by the model, so later arithmetic can never overflow or go negative.
+    if amount < 0:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: negative amount")
+    if amount > MAX_MONEY or amount.as_tuple().exponent < -4:  # type: ignore[operator]
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: amount out of range")
+    return amount
+
+
+def quantity_at(parent: Mapping[str, Any], key: str, where: str = "") -> int:
+    """Ordered units: a positive integer; zero or negative means a broken payload, not a sale."""
+    path = where_join(where, key)
+    qty = _int(require(parent, key, where), path)
+    if qty <= 0:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{path}: quantity must be positive")
+    if qty > MAX_LINE_QUANTITY:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{path}: quantity out of range")
+    return qty
+
+
+def int_at(
+    parent: Mapping[str, Any], key: str, where: str = "", *, default: int | None = None
+) -> int:
+    """Enumerations sent as numbers or numeric strings (Douyin statuses, pay types)."""
+    value = parent.get(key)
+    if (value is None or value == "") and default is not None:
+        return default
+    return _int(require(parent, key, where), where_join(where, key))
+
+
+def _int(value: Any, where: str) -> int:
+    try:
+        return to_int(value, where)
+    except AdapterError:
+        raise _quiet(DlqReason.INVALID_FIELD, where, "not an integer") from None
+
+
+def utc_time(value: Any, where: str, *, naive_tz: timezone = CHINA_TZ) -> datetime:
+    """Any channel time -> aware UTC, so every stage compares times without thinking of zones."""
+    try:
+        return parse_time(value, where, naive_tz=naive_tz).astimezone(UTC)
+    except (AdapterError, OverflowError, ValueError):  # incl. aware times at datetime's edges
+        raise _quiet(DlqReason.INVALID_FIELD, where, "not a time") from None
+
+
+def time_at(parent: Mapping[str, Any], key: str, where: str = "", *,
+            naive_tz: timezone = CHINA_TZ) -> datetime:
+    """A time the channel always sends (creation)."""
+    value = parent.get(key)
+    if value is None or value == "" or value == 0:
+        raise AdapterError(DlqReason.MISSING_FIELD, where_join(where, key))
+    return utc_time(value, where_join(where, key), naive_tz=naive_tz)
+
+
+def opt_time_at(parent: Mapping[str, Any], key: str, where: str = "", *,
+                naive_tz: timezone = CHINA_TZ) -> datetime | None:
+    """A time that may not exist yet (pay time of an unpaid order): absent, '' or 0 -> None."""
+    value = parent.get(key)
+    if value is None or value == "" or value == 0:
+        return None
+    return utc_time(value, where_join(where, key), naive_tz=naive_tz)
+
+
+def currency_at(parent: Mapping[str, Any], key: str, where: str = "") -> str:
+    """ISO 4217 code the channel sends with its amounts."""
+    currency = text_at(parent, key, where)
+    if not currency:
+        raise AdapterError(DlqReason.MISSING_FIELD, where_join(where, key))
+    if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(where, key)}: not a currency")
+    return currency.upper()
+
+
+def pick_code(where: str, *candidates: Any) -> str:
+    """First non-empty merchant code: the fallback chain when a shop left its outer code blank."""
+    for candidate in candidates:
+        if isinstance(candidate, bool) or candidate is None:
+            continue
+        if isinstance(candidate, str | int):
+            code = str(candidate).strip()
+            if code:
+                if len(code) > 128:
+                    raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: sku code too long")
+                return code
+        else:
+            raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: sku code is not text")
+    raise AdapterError(DlqReason.MISSING_FIELD, where)
+
+
+def unique_ids(ids: list[str]) -> list[str]:
+    """Line ids for channels without one (JD keys lines by sku): repeat -> 'id#2', 'id#3'."""
+    seen: dict[str, int] = {}
+    result = []
+    for line_id in ids:
+        seen[line_id] = seen.get(line_id, 0) + 1
+        result.append(line_id if seen[line_id] == 1 else f"{line_id}#{seen[line_id]}")
+    return result
+
+
+def spread_discount(amounts: list[Decimal], goods_paid: Decimal, where: str) -> list[Decimal]:
+    """Share an order-level discount over lines in proportion to their amounts, exactly.
+
+    ``goods_paid`` is what the buyer paid for all goods; when it is less than the lines' sum
+    the difference is an order-level discount (shop coupon, 满减) the platform did not allocate.
+    Largest-remainder rounding in the smallest unit present keeps the sum exact to the cent.
+    A ``goods_paid`` above the sum (fees the lines do not carry) leaves the lines unchanged.
+    """
+    total = sum(amounts, Decimal(0))
+    if goods_paid < 0:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: paid amount below zero")
+    if goods_paid >= total or not amounts:
+        return list(amounts)
+    places = max(2, *(-int(a.as_tuple().exponent) for a in [*amounts, goods_paid]))
+    scale = Decimal(10) ** places
+    weights = [int(a * scale) for a in amounts]
+    target = int(goods_paid * scale)
+    weight_sum = sum(weights)
+    if weight_sum == 0:
+        return list(amounts)
+    shares = [target * w // weight_sum for w in weights]
+    remainders = [target * w % weight_sum for w in weights]
+    leftover = target - sum(shares)
+    for index in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:leftover]:
+        shares[index] += 1
+    return [Decimal(s) / scale for s in shares]
+
+
+def payment_status_for(status: ChannelStatus, *, cod: bool, paid: bool) -> PaymentStatus:
+    """Fold a channel status plus 'is it COD' and 'was it paid' into the payment status."""
+    if status is ChannelStatus.CANCELLED:
+        return PaymentStatus.REFUNDED if paid and not cod else PaymentStatus.UNPAID
+    if cod:
+        return PaymentStatus.PAID if status is ChannelStatus.COMPLETED else PaymentStatus.COD
+    if status is ChannelStatus.PENDING_PAYMENT:
+        return PaymentStatus.UNPAID
+    return PaymentStatus.PAID
+
+
+def status_from(table: Mapping[Any, ChannelStatus], value: Any, where: str) -> ChannelStatus:
+    """Channel status -> ChannelStatus; an unknown status is refused, not guessed."""
+    if value is None or value == "":
+        raise AdapterError(DlqReason.MISSING_FIELD, where)
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: unknown status") from None
+
+
+@dataclass(frozen=True)
+class LineDraft:
+    """One order line as the adapter read it, before sku mapping and model validation."""
+
+    line_id: str
+    channel_sku: str
+    quantity: int
+    unit_price: Decimal
+    paid_amount: Decimal
+    title: str = ""
+    is_gift: bool = False
+
+
+@dataclass(frozen=True)
+class AddressDraft:
+    """Ship-to as read; ``province_hint`` is a code the channel sent (Shopify 'ZJ', a GB id),
+    used when the name alone does not resolve."""
+
+    country: str = "CN"
+    province: str = ""
+    province_hint: str = ""
+    city: str = ""
+    district: str = ""
+    street: str = ""
+    postcode: str = ""
+    name: str = ""
+    phone: str = ""
+
+
+def with_paid(drafts: list[LineDraft], amounts: list[Decimal]) -> list[LineDraft]:
+    """Lines read first, paid amounts decided once all are known (discount spreading)."""
+    return [replace(d, paid_amount=a) for d, a in zip(drafts, amounts, strict=True)]
+
+
+PAID_STATES = frozenset(
+    {PaymentStatus.PAID, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
+)
+
+
+def _money2(value: Decimal) -> Decimal:
+    """'59', '59.0' and '59.00' -> '59.00': one form, so fingerprints and sinks agree."""
+    rounded = value.quantize(MONEY_PLACES)
+    return rounded if rounded == value else value
+
+
+def _clip(value: str, limit: int) -> str:
+    return value[:limit]
+
+
+def _fit(value: str, limit: int) -> str:
+    """Fields that are useless when cut (phones, postcodes): too long -> dropped, kept in raw."""
+    return value if len(value) <= limit else ""
+
+
+def build_address(draft: AddressDraft) -> Address:
+    from streams.regions import province_code  # local: regions imports nothing from here
+
+    country = (draft.country or "CN").strip().upper()
+    if len(country) != 2 or not country.isalpha():
+        raise AdapterError(DlqReason.INVALID_FIELD, "address.country: not an ISO country code")
+    code = province_code(draft.province, country) or province_code(draft.province_hint, country)
+    return Address(
+        country=country,
+        province=_clip(draft.province, 2000),
+        province_code=code,
+        city=_clip(draft.city, 2000),
+        district=_clip(draft.district, 2000),
+        street=_clip(draft.street, 2000),
+        postcode=_fit(draft.postcode, 32),
+        name=_clip(draft.name, 2000),
+        phone=_fit(draft.phone, 64),
+    )
+
+
+def assemble(
+    channel: Channel,
+    ctx: AdapterContext,
+    *,
+    shop_id: str,
+    external_id: str,
+    channel_status: ChannelStatus,
+    payment_status: PaymentStatus,
+    created_at: datetime,
+    updated_at: datetime | None,
+    currency: str,
+    lines: list[LineDraft],
+    total: Decimal,
+    shipping_fee: Decimal = Decimal(0),
+    paid_at: datetime | None = None,
+    payment_method: str = "",
+    transaction_id: str = "",
+    buyer: Mapping[str, str] | None = None,
+    address: AddressDraft | None = None,
+    buyer_remark: str = "",
+    seller_remark: str = "",
+    raw: Mapping[str, Any] | None = None,
+) -> Order:
+    """The one place an Order is built: sku mapping, discounts, paid total, id and validation.
+
+    ``paid_total`` is what has been paid: the order total once the channel says it is paid
+    (also when later refunded, the refund being a separate fact), 0 while unpaid or COD.
+    A line's discount is its list amount minus what was paid for it (never below 0).
+    """
+    if not shop_id or len(shop_id) > 128:
+        raise AdapterError(DlqReason.INVALID_FIELD, "shop_id: missing or too long")
+    try:
+        order_lines = [
+            OrderLine(
+                line_id=line.line_id,
+                sku=ctx.sku_map.resolve(channel.value, shop_id, line.channel_sku),
+                channel_sku=line.channel_sku,
+                title=_clip(line.title, 2000),
+                quantity=line.quantity,
+                unit_price=_money2(line.unit_price),
+                discount=_money2(max(Decimal(0), line.unit_price * line.quantity
+                                     - line.paid_amount)),
+                paid_amount=_money2(line.paid_amount),
+                is_gift=line.is_gift,
+            )
+            for line in lines
+        ]
+        paid_total = total if payment_status in PAID_STATES else Decimal(0)
+        return Order(
+            order_id=make_order_id(channel.value, shop_id, external_id),
+            channel=channel,
+            shop_id=shop_id,
+            external_id=external_id,
+            channel_status=channel_status,
+            created_at=created_at,
+            updated_at=updated_at or created_at,
+            currency=currency.upper(),
+            buyer=Buyer(**{k: _clip(v, 256 if k == "id" else 2000) for k, v in (buyer or {}).items()
+                           if k != "phone"}, phone=_fit((buyer or {}).get("phone", ""), 64)),
+            address=build_address(address or AddressDraft()),
+            lines=order_lines,
+            payment=Payment(
+                status=payment_status,
+                method=_clip(payment_method, 64),
+                paid_total=_money2(paid_total),
+                paid_at=paid_at if payment_status in PAID_STATES else None,
+                transaction_id=_clip(transaction_id, 256),
+            ),
+            shipping_fee=_money2(shipping_fee),
+            discount_total=_money2(sum((line.discount for line in order_lines), Decimal(0))),
+            total=_money2(total),
+            buyer_remark=_clip(buyer_remark, 2000),
+            seller_remark=_clip(seller_remark, 2000),
+            raw=dict(raw or {}),
+        )
+    except ValidationError as exc:
+        raise validation_error(exc) from None

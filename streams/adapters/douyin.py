@@ -1,0 +1,146 @@
+"""Douyin shop (抖店): ``shop_order_detail`` of ``order.orderDetail``.
+
+Also accepted wrapped as ``{"data": {"shop_order_detail": ...}}`` or
+``{"shop_order_detail": ...}``. Amounts are integer FEN, times unix seconds.
+
+Mapping decisions:
+- external id: the shop (parent) ``order_id``; shop: ``shop_id``; lines are ``sku_order_list``
+  keyed by their own ``order_id``.
+- OMS sku: ``code`` (商家编码, the merchant code) -> ``out_sku_id`` -> ``sku_id``, then the map.
+- unit price ``origin_amount`` (商品现价: the price after campaign price cuts, before coupons),
+  quantity ``item_num``.
+- line paid: the sku order's ``pay_amount``; when those sum to more than the goods part of the
+  shop order (``pay_amount - post_amount``), e.g. because the sku amounts carry a postage share,
+  the difference is spread back so lines + shipping always equal the total.
+- total = ``pay_amount`` (postage included); shipping = ``post_amount``.
+- ``pay_type`` 0 is cash on delivery. Receiver name, phone and detail address arrive encrypted or
+  masked; they are kept as sent (a ciphertext phone longer than the model allows is dropped
+  there but its ``encrypt_post_tel`` copy stays in ``raw`` for decryption at label printing);
+  masked duplicates and buyer identity data are not copied into ``raw``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from streams.adapters.base import (
+    AdapterContext,
+    AddressDraft,
+    LineDraft,
+    assemble,
+    cents_at,
+    extras,
+    ident_at,
+    int_at,
+    obj_at,
+    objects_at,
+    opt_time_at,
+    payment_status_for,
+    pick_code,
+    quantity_at,
+    spread_discount,
+    status_from,
+    text_at,
+    time_at,
+    unwrap,
+    where_join,
+    with_paid,
+)
+from streams.models import Channel, ChannelStatus, Order
+
+# order_status / main_status codes from the 抖店 docs.
+STATUS = {
+    1: ChannelStatus.PENDING_PAYMENT,  # 待确认/待支付
+    103: ChannelStatus.PENDING_PAYMENT,  # 部分支付
+    105: ChannelStatus.PAID,  # 已支付
+    2: ChannelStatus.PAID,  # 备货中
+    101: ChannelStatus.PAID,  # 部分发货: the rest still has to ship
+    3: ChannelStatus.SHIPPED,  # 已发货
+    4: ChannelStatus.CANCELLED,  # 已取消
+    5: ChannelStatus.COMPLETED,  # 已完成
+    21: ChannelStatus.CANCELLED,  # 发货前退款完结
+    22: ChannelStatus.CANCELLED,  # 发货后退款完结
+    39: ChannelStatus.CANCELLED,  # 收货后退款完结
+}
+COD_PAY_TYPE = 0
+
+_MAPPED = {
+    "order_id", "shop_id", "create_time", "update_time", "pay_time", "pay_amount", "post_amount",
+    "pay_type", "buyer_words", "seller_words", "doudian_open_id", "post_addr", "post_receiver",
+    "post_tel", "sku_order_list", "channel_payment_no",
+    # masked duplicates and identity data the OMS has no use for: deliberately not kept in raw
+    # (the encrypt_* ciphertexts are kept: label printing decrypts them through the platform)
+    "mask_post_receiver", "mask_post_tel", "mask_post_addr", "user_id_info", "user_coordinate",
+}
+
+
+def _name(addr: Any, key: str) -> str:
+    """post_addr parts are {name, id} objects."""
+    return text_at(obj_at(addr, key, "post_addr"), "name", where_join("post_addr", key))
+
+
+class DouyinAdapter:
+    """抖店 ``shop_order_detail`` -> Order."""
+
+    channel = Channel.DOUYIN
+
+    def to_order(self, payload: dict[str, Any], ctx: AdapterContext) -> Order:
+        order = unwrap(payload, ("data", "shop_order_detail"), ("shop_order_detail",))
+        status = status_from(STATUS, int_at(order, "order_status"), "order_status")
+        cod = int_at(order, "pay_type", default=-1) == COD_PAY_TYPE
+        paid_at = opt_time_at(order, "pay_time")
+
+        drafts: list[LineDraft] = []
+        amounts: list[Decimal] = []
+        for index, sku in enumerate(objects_at(order, "sku_order_list")):
+            where = where_join("sku_order_list", index)
+            price = cents_at(sku, "origin_amount", where)
+            qty = quantity_at(sku, "item_num", where)
+            amounts.append(cents_at(sku, "pay_amount", where))
+            drafts.append(LineDraft(
+                line_id=ident_at(sku, "order_id", where),
+                channel_sku=pick_code(where_join(where, "code"), sku.get("code"),
+                                      sku.get("out_sku_id"), sku.get("sku_id")),
+                quantity=qty,
+                unit_price=price,
+                paid_amount=Decimal(0),
+                title=text_at(sku, "product_name", where),
+                is_gift=text_at(sku, "given_product_type", where) == "FREE" or price == 0,
+            ))
+        total = cents_at(order, "pay_amount")
+        shipping = cents_at(order, "post_amount", default=Decimal(0))
+
+        addr = obj_at(order, "post_addr")
+        street = text_at(obj_at(addr, "street", "post_addr"), "name", "post_addr.street")
+        return assemble(
+            self.channel,
+            ctx,
+            shop_id=ctx.shop_for(self.channel, text_at(order, "shop_id")),
+            external_id=ident_at(order, "order_id"),
+            channel_status=status,
+            payment_status=payment_status_for(status, cod=cod, paid=paid_at is not None),
+            created_at=time_at(order, "create_time"),
+            updated_at=opt_time_at(order, "update_time"),
+            paid_at=paid_at,
+            currency="CNY",
+            lines=with_paid(drafts, spread_discount(amounts, total - shipping, "pay_amount")),
+            total=total,
+            shipping_fee=shipping,
+            payment_method="cod" if cod else text_at(order, "pay_type"),
+            transaction_id=text_at(order, "channel_payment_no"),
+            buyer={"id": text_at(order, "doudian_open_id")},
+            address=AddressDraft(
+                province=_name(addr, "province"),
+                province_hint=text_at(obj_at(addr, "province", "post_addr"), "id",
+                                      "post_addr.province"),
+                city=_name(addr, "city"),
+                district=_name(addr, "town"),
+                street=street + text_at(addr, "detail", "post_addr"),
+                name=text_at(order, "post_receiver"),
+                phone=text_at(order, "post_tel"),
+            ),
+            buyer_remark=text_at(order, "buyer_words"),
+            seller_remark=text_at(order, "seller_words"),
+            raw=extras(order, _MAPPED),
+        )

@@ -1,0 +1,219 @@
+"""Every message that crosses a topic boundary, besides the canonical Order.
+
+Ids are deterministic (derived from what caused the message), so a replay produces the same
+ids and every consumer (ClickHouse, WMS, shops) can drop what it has already seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from streams.models import SCHEMA_VERSION, Address, Channel, Code, Money, Order, Text
+
+
+def make_id(prefix: str, *parts: object) -> str:
+    """Stable id from the parts that identify a fact; same parts, same id, on any worker."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=10)
+    return f"{prefix}{digest.hexdigest()}"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class DlqReason(StrEnum):
+    """Machine-readable reasons; operators filter and replay by these."""
+
+    INVALID_UTF8 = "invalid_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PROCESSING_ERROR = "processing_error"
+
+
+class DlqRecord(_Message):
+    """An input the OMS could not accept, kept whole so it can be fixed and replayed."""
+
+    dlq_id: str
+    reason: DlqReason
+    detail: Annotated[str, Field(max_length=4000)]
+    source_topic: str
+    partition: int = -1
+    offset: int = -1
+    channel: str = ""
+    key: str = ""
+    payload: str  # the original bytes: utf-8 text, or base64 when not valid utf-8
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    received_at: AwareDatetime
+
+
+class OrderState(StrEnum):
+    RECEIVED = "received"
+    HELD = "held"
+    REJECTED = "rejected"
+    RESERVED = "reserved"
+    RELEASED = "released"  # fulfilment command sent to the WMS
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    RETURNED = "returned"
+    REFUNDED = "refunded"
+
+
+class EventKind(StrEnum):
+    RECEIVED = "received"
+    DUPLICATE = "duplicate"  # re-push of known content: counted, nothing else changes
+    UPDATED = "updated"  # changed content of a known order
+    STALE = "stale"  # an older version than the one we hold: ignored
+    HELD = "held"
+    REJECTED = "rejected"
+    RESERVED = "reserved"
+    RELEASED = "released"
+    RELEASE_STOCK = "stock_released"
+    CANCELLED = "cancelled"
+
+
+class Allocation(BaseModel):
+    """Units of one sku reserved in one warehouse for an order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sku: Code
+    warehouse: Code
+    quantity: Annotated[int, Field(gt=0)]
+
+
+class OrderEvent(_Message):
+    """One entry of the audit trail on ``oms.order-events``; also the source of ClickHouse facts."""
+
+    event_id: str
+    order_id: str
+    seq: int  # position in the order's history: orders events without trusting clocks
+    kind: EventKind
+    from_state: OrderState | None = None
+    to_state: OrderState | None = None
+    reason: Annotated[str, Field(max_length=200)] = ""
+    detail: Annotated[str, Field(max_length=2000)] = ""
+    at: AwareDatetime
+    channel: Channel
+    shop_id: str
+    external_id: str
+    warehouse: str = ""
+    allocations: list[Allocation] = Field(default_factory=list)
+    order: Order | None = None  # snapshot on received/updated, so facts need no lookup
+    actor: str = "system"
+
+
+class CommandKind(StrEnum):
+    OUTBOUND = "outbound"
+    CANCEL = "cancel"
+    INTERCEPT = "intercept"
+
+
+class CommandLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    line_id: Code
+    sku: Code
+    quantity: Annotated[int, Field(gt=0)]
+
+
+class FulfilmentCommand(_Message):
+    """What the WMS must do, on ``oms.fulfilment.commands``; ``command_id`` dedupes on its side."""
+
+    command_id: str
+    kind: CommandKind
+    order_id: str
+    channel: Channel
+    shop_id: str
+    external_id: str
+    warehouse: Code
+    carrier: str = ""
+    ship_to: Address
+    lines: list[CommandLine]
+    buyer_remark: Text = ""
+    created_at: AwareDatetime
+
+
+class WmsEventKind(StrEnum):
+    ACCEPTED = "accepted"
+    PICKED = "picked"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    SHORT_PICK = "short_pick"
+    EXCEPTION = "exception"
+    CANCELLED = "cancelled"
+
+
+class WmsEvent(_Message):
+    """What the WMS reports back on ``oms.wms.events``, keyed by order id."""
+
+    event_id: str
+    command_id: str
+    order_id: str
+    kind: WmsEventKind
+    warehouse: Code
+    carrier: str = ""
+    tracking_number: str = ""
+    lines: list[CommandLine] = Field(default_factory=list)
+    detail: Text = ""
+    at: AwareDatetime
+
+
+class AfterSalesKind(StrEnum):
+    CANCEL = "cancel"
+    RETURN = "return"
+    REFUND = "refund"
+    EXCHANGE = "exchange"
+    ADDRESS_CHANGE = "address_change"
+
+
+class AfterSalesRequest(_Message):
+    """A customer-service or channel request on ``oms.aftersales``, keyed by order id."""
+
+    request_id: str
+    order_id: str
+    kind: AfterSalesKind
+    line_ids: list[str] = Field(default_factory=list)  # empty: the whole order
+    amount: Money | None = None
+    new_address: Address | None = None
+    exchange_sku: str = ""
+    reason: Text = ""
+    requested_by: str = "channel"
+    at: AwareDatetime
+
+
+class ChannelStock(_Message):
+    """Sellable quantity a shop may show, on ``oms.channel.stock``, keyed by sku."""
+
+    channel: Channel
+    shop_id: str
+    sku: Code
+    sellable: Annotated[int, Field(ge=0)]
+    version: int
+    at: AwareDatetime
+
+
+class ChannelUpdate(_Message):
+    """Status or tracking to write back to a shop, on ``oms.channel.updates``."""
+
+    update_id: str
+    channel: Channel
+    shop_id: str
+    external_id: str
+    order_id: str
+    status: str
+    carrier: str = ""
+    tracking_number: str = ""
+    at: AwareDatetime
+    extra: dict[str, Any] = Field(default_factory=dict)

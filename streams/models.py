@@ -1,0 +1,177 @@
+"""Canonical order model: the one shape every channel adapter produces.
+
+Money is Decimal (never float), times are timezone-aware, and validation is strict so a
+channel quirk is caught at the edge (-> DLQ) instead of deep in the pipeline. Fields a channel
+sends that the model has no place for are kept in ``raw`` rather than dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+# Largest amount one order can carry; anything above is a parse error, not a sale.
+MAX_MONEY = Decimal("99999999999.99")
+
+
+def _check_money(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("money must be a finite number")
+    if value.as_tuple().exponent < -4:  # type: ignore[operator]
+        raise ValueError("money has more than 4 decimal places")
+    if abs(value) > MAX_MONEY:
+        raise ValueError("money amount is implausibly large")
+    return value
+
+
+# Serialised as a string so JSON consumers never see a float.
+Money = Annotated[
+    Decimal,
+    AfterValidator(_check_money),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+]
+NonNegativeMoney = Annotated[Money, Field(ge=0)]
+Text = Annotated[str, Field(max_length=2000)]
+Code = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Channel(StrEnum):
+    TAOBAO = "taobao"
+    JD = "jd"
+    DOUYIN = "douyin"
+    SHOPIFY = "shopify"
+    AMAZON = "amazon"
+    OWN = "own"
+
+
+class PaymentStatus(StrEnum):
+    UNPAID = "unpaid"
+    PAID = "paid"
+    COD = "cod"  # cash on delivery: nothing paid yet, but shippable
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+class ChannelStatus(StrEnum):
+    """The channel's own view of the order, folded to what the OMS acts on."""
+
+    PENDING_PAYMENT = "pending_payment"
+    PAID = "paid"  # ready to ship
+    SHIPPED = "shipped"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Address(_Model):
+    """Ship-to address. ``province_code`` is the routing key (ISO 3166-2:CN suffix for China)."""
+
+    country: Annotated[str, Field(min_length=2, max_length=2)] = "CN"
+    province: Text = ""
+    province_code: str = ""
+    city: Text = ""
+    district: Text = ""
+    street: Text = ""
+    postcode: Annotated[str, Field(max_length=32)] = ""
+    name: Text = ""
+    phone: Annotated[str, Field(max_length=64)] = ""
+
+
+class Buyer(_Model):
+    id: Annotated[str, Field(max_length=256)] = ""
+    name: Text = ""
+    email: Annotated[str, Field(max_length=320)] = ""
+    phone: Annotated[str, Field(max_length=64)] = ""
+
+
+class Payment(_Model):
+    status: PaymentStatus
+    method: Annotated[str, Field(max_length=64)] = ""
+    paid_total: NonNegativeMoney
+    paid_at: AwareDatetime | None = None
+    transaction_id: Annotated[str, Field(max_length=256)] = ""
+
+
+class OrderLine(_Model):
+    line_id: Code
+    sku: Code  # OMS sku after mapping
+    channel_sku: Annotated[str, Field(max_length=128)] = ""  # merchant code as the channel sent it
+    title: Text = ""
+    quantity: Annotated[int, Field(gt=0, le=1_000_000)]
+    unit_price: NonNegativeMoney  # list price of one unit before discounts
+    discount: NonNegativeMoney = Decimal("0")  # discount on the whole line
+    paid_amount: NonNegativeMoney  # what the buyer paid for the whole line
+    is_gift: bool = False
+
+
+class Order(_Model):
+    """One channel order in canonical form; the value of ``oms.orders``-like messages."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    order_id: Code
+    channel: Channel
+    shop_id: Code
+    external_id: Code
+    channel_status: ChannelStatus
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    buyer: Buyer
+    address: Address
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
+    payment: Payment
+    shipping_fee: NonNegativeMoney = Decimal("0")
+    discount_total: NonNegativeMoney = Decimal("0")
+    total: NonNegativeMoney  # what the buyer pays for the order, shipping included
+    buyer_remark: Text = ""
+    seller_remark: Text = ""
+    raw: dict[str, Any] = Field(default_factory=dict)  # channel fields with no canonical home
+
+    @model_validator(mode="after")
+    def _check_lines(self) -> Order:
+        ids = [line.line_id for line in self.lines]
+        if len(ids) != len(set(ids)):
+            raise ValueError("order has duplicate line_id values")
+        return self
+
+    @property
+    def quantity_by_sku(self) -> dict[str, int]:
+        """Lines of the same sku are reserved together."""
+        totals: dict[str, int] = {}
+        for line in self.lines:
+            totals[line.sku] = totals.get(line.sku, 0) + line.quantity
+        return totals
+
+    def fingerprint(self) -> str:
+        """Content hash that tells a re-push (same content) from an update (changed content)."""
+        data = self.model_dump(mode="json")
+        return hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def make_order_id(channel: str, shop_id: str, external_id: str) -> str:
+    """Deterministic OMS id: a replayed or re-pushed order always maps to the same id."""
+    digest = hashlib.blake2b(f"{channel}\x1f{shop_id}\x1f{external_id}".encode(), digest_size=8)
+    return f"O{digest.hexdigest().upper()}"
+
+
+def is_aware(value: datetime) -> bool:
+    return value.tzinfo is not None and value.tzinfo.utcoffset(value) is not None

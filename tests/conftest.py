@@ -1,0 +1,56 @@
+"""Fixtures: the isolated test stack (own ports, data under .oms/test), started once per session
+by the first integration test that needs it and stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ops.cli import test_environment
+
+# Plain `pytest` must never touch a developer's demo stack: default to the test stack's ports.
+for _key, _value in test_environment().items():
+    os.environ.setdefault(_key, _value)
+
+from ops.settings import Settings, get_settings, reset_settings  # noqa: E402
+
+reset_settings()
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def infra(base_settings: Settings) -> Iterator[Settings]:
+    """Broker, Redis and ClickHouse, without workers."""
+    from ops import stack
+
+    stack.up(base_settings, with_workers=False)
+    yield base_settings
+    stack.down(base_settings)
+
+
+@pytest.fixture(scope="session")
+def running_stack(infra: Settings) -> Iterator[Settings]:
+    """The infra plus the Faust workers, for end-to-end tests."""
+    from ops import stack
+
+    stack.up(infra)
+    yield infra
+    stack.stop_workers(infra)
+
+
+@pytest.fixture
+def redis_settings(infra: Settings) -> Settings:
+    """The test Redis with a key prefix of its own, so tests never see each other's stock."""
+    return infra.model_copy(update={"redis_prefix": f"t{uuid.uuid4().hex[:8]}"})
+
+
+@pytest.fixture(scope="module")
+def clickhouse_settings(infra: Settings) -> Settings:
+    return infra
