@@ -1059,6 +1059,7 @@ def start_workers(
     timeout_s: float = WORKER_START_TIMEOUT_S,
 ) -> list[ComponentStatus]:
     """Start workers w0..w{n-1} that are not running yet and wait until all are ready."""
+    settings = _absolute(settings)
     if n < 0:
         raise ValueError("number of workers must be >= 0")
     components = [worker_component(f"w{i}") for i in range(n)]
@@ -1070,6 +1071,7 @@ def stop_workers(settings: Settings, *, only: Iterable[str] | None = None) -> li
 
     All get SIGTERM at once so a consumer group rebalances once, not once per worker.
     """
+    settings = _absolute(settings)
     names = list(only) if only is not None else _managed_workers(settings)
     pids = {n: pid for n in names if (pid := read_pid(settings, n)) is not None}
     _terminate(pids, WORKER_STOP_TIMEOUT_S)
@@ -1098,6 +1100,13 @@ def _quiet(_message: str) -> None:
     return None
 
 
+def _absolute(settings: Settings) -> Settings:
+    """Generated configs and child processes (whose cwd differs) need an absolute home."""
+    if settings.home.is_absolute():
+        return settings
+    return settings.model_copy(update={"home": settings.home.resolve()})
+
+
 def up(
     settings: Settings,
     *,
@@ -1111,6 +1120,7 @@ def up(
     With workers, exactly ``workers`` (default ``settings.workers``) run afterwards: extra
     managed workers from an earlier, larger ``up`` are stopped.
     """
+    settings = _absolute(settings)
     say = progress or _quiet
     _require_loopback(settings)
     _prepare_dirs(settings)
@@ -1130,6 +1140,7 @@ def down(settings: Settings, *, only: set[str] | None = None) -> None:
     """Stop what this stack started: workers first (they flush into the services), then
     broker, Redis and ClickHouse together. ``only`` limits it to some names; ``"workers"``
     means every worker. Components not started by this stack are left alone."""
+    settings = _absolute(settings)
     workers = _managed_workers(settings)
     if only is None:
         chosen_workers, chosen_infra = workers, list(INFRA)
@@ -1154,6 +1165,7 @@ def down(settings: Settings, *, only: set[str] | None = None) -> None:
 def status(settings: Settings) -> list[ComponentStatus]:
     """Broker, Redis, ClickHouse, then every known worker (one with a pid file or a
     heartbeat in Redis); workers never started are not listed."""
+    settings = _absolute(settings)
     statuses = [_infra_status(settings, name) for name in INFRA]
     workers = dict.fromkeys(_managed_workers(settings) + sorted(_heartbeat_workers(settings)))
     statuses += [_worker_status(settings, component) for component in workers]
@@ -1163,6 +1175,7 @@ def status(settings: Settings) -> list[ComponentStatus]:
 def start_component(settings: Settings, name: str) -> ComponentStatus:
     """Start one component ("broker", "redis", "clickhouse", "worker-w0", ...) and wait
     until it is healthy; a no-op for one that already is."""
+    settings = _absolute(settings)
     if name.startswith(WORKER_PREFIX):
         return _start_worker_components(settings, [name], _quiet, WORKER_START_TIMEOUT_S)[0]
     if name not in _INFRA:
@@ -1177,6 +1190,7 @@ def stop_component(settings: Settings, name: str, *, kill: bool = False) -> bool
 
     Returns False when there was nothing of ours to stop.
     """
+    settings = _absolute(settings)
     if name.startswith(WORKER_PREFIX):
         worker_name(name)  # validates
         timeout_s = WORKER_STOP_TIMEOUT_S

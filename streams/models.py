@@ -93,7 +93,8 @@ class Address(_Model):
     street: Text = ""
     postcode: Annotated[str, Field(max_length=32)] = ""
     name: Text = ""
-    phone: Annotated[str, Field(max_length=64)] = ""
+    # Room for platform ciphertext (Douyin encrypts receiver phones until label printing).
+    phone: Annotated[str, Field(max_length=256)] = ""
 
 
 class Buyer(_Model):
@@ -164,7 +165,8 @@ class Order(_Model):
     def fingerprint(self) -> str:
         """Content hash that tells a re-push (same content) from an update (changed content)."""
         data = self.model_dump(mode="json")
-        return hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def make_order_id(channel: str, shop_id: str, external_id: str) -> str:

@@ -6,6 +6,8 @@ an Order or raises AdapterError (never anything else), so a bad payload becomes 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 from streams.adapters.amazon import AmazonAdapter
@@ -59,7 +61,7 @@ def get_adapter(channel: str) -> Adapter:
                            else "no adapter for this channel") from None
 
 
-def adapt_payload(channel: str, payload: dict, ctx: AdapterContext) -> Order:
+def adapt_payload(channel: str, payload: dict[str, Any], ctx: AdapterContext) -> Order:
     """Already-decoded payload -> Order; same error contract as :func:`adapt`."""
     adapter = get_adapter(channel)
     try:

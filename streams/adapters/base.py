@@ -564,7 +564,17 @@ def build_address(draft: AddressDraft) -> Address:
         street=_clip(draft.street, 2000),
         postcode=_fit(draft.postcode, 32),
         name=_clip(draft.name, 2000),
-        phone=_fit(draft.phone, 64),
+        phone=_fit(draft.phone, 256),
+    )
+
+
+def build_buyer(fields: Mapping[str, str]) -> Buyer:
+    """Buyer from id/name/email/phone text; an over-long email or phone is dropped, not cut."""
+    return Buyer(
+        id=_clip(fields.get("id", ""), 256),
+        name=_clip(fields.get("name", ""), 2000),
+        email=_fit(fields.get("email", ""), 320),
+        phone=_fit(fields.get("phone", ""), 64),
     )
 
 
@@ -625,8 +635,7 @@ def assemble(
             created_at=created_at,
             updated_at=updated_at or created_at,
             currency=currency.upper(),
-            buyer=Buyer(**{k: _clip(v, 256 if k == "id" else 2000) for k, v in (buyer or {}).items()
-                           if k != "phone"}, phone=_fit((buyer or {}).get("phone", ""), 64)),
+            buyer=build_buyer(buyer or {}),
             address=build_address(address or AddressDraft()),
             lines=order_lines,
             payment=Payment(

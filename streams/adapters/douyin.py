@@ -14,9 +14,8 @@ Mapping decisions:
   the difference is spread back so lines + shipping always equal the total.
 - total = ``pay_amount`` (postage included); shipping = ``post_amount``.
 - ``pay_type`` 0 is cash on delivery. Receiver name, phone and detail address arrive encrypted or
-  masked; they are kept as sent (a ciphertext phone longer than the model allows is dropped
-  there but its ``encrypt_post_tel`` copy stays in ``raw`` for decryption at label printing);
-  masked duplicates and buyer identity data are not copied into ``raw``.
+  masked; they are kept as sent (ciphertext included, with the ``encrypt_post_tel`` copy in
+  ``raw`` for decryption at label printing); masked duplicates and buyer identity data are not copied into ``raw``.
 """
 
 from __future__ import annotations
@@ -64,6 +63,8 @@ STATUS = {
     39: ChannelStatus.CANCELLED,  # 收货后退款完结
 }
 COD_PAY_TYPE = 0
+PAY_TYPES = {0: "cod", 1: "wechat", 2: "alipay", 3: "mini_program", 4: "bank_card",
+             5: "balance", 7: "none", 8: "dou_installment", 9: "new_card", 12: "pay_later"}
 
 _MAPPED = {
     "order_id", "shop_id", "create_time", "update_time", "pay_time", "pay_amount", "post_amount",
@@ -88,7 +89,8 @@ class DouyinAdapter:
     def to_order(self, payload: dict[str, Any], ctx: AdapterContext) -> Order:
         order = unwrap(payload, ("data", "shop_order_detail"), ("shop_order_detail",))
         status = status_from(STATUS, int_at(order, "order_status"), "order_status")
-        cod = int_at(order, "pay_type", default=-1) == COD_PAY_TYPE
+        pay_type = int_at(order, "pay_type", default=-1)
+        cod = pay_type == COD_PAY_TYPE
         paid_at = opt_time_at(order, "pay_time")
 
         drafts: list[LineDraft] = []
@@ -127,7 +129,7 @@ class DouyinAdapter:
             lines=with_paid(drafts, spread_discount(amounts, total - shipping, "pay_amount")),
             total=total,
             shipping_fee=shipping,
-            payment_method="cod" if cod else text_at(order, "pay_type"),
+            payment_method=PAY_TYPES.get(pay_type, str(pay_type) if pay_type >= 0 else ""),
             transaction_id=text_at(order, "channel_payment_no"),
             buyer={"id": text_at(order, "doudian_open_id")},
             address=AddressDraft(

@@ -15,6 +15,7 @@ Mapping decisions:
 - total = ``payment`` (what the buyer pays, postage included); shipping = ``post_fee``.
 - ``type == 'cod'`` is cash on delivery. TRADE_CLOSED (refunded after payment) and
   TRADE_CLOSED_BY_TAOBAO (closed before payment) are both CANCELLED; ``pay_time`` tells which.
+- some (not all) sub-orders with ``refund_status`` SUCCESS make a paid trade PARTIALLY_REFUNDED.
 - ``status`` is also kept in ``raw`` so rules can act on nuances the fold loses
   (PAID_FORBID_CONSIGN: paid but the platform forbids shipping yet).
 """

@@ -90,7 +90,8 @@ def jd(rows: list[tuple[int, int, int, int]], shipping: int,
     coupons = [{"skuId": str(100 + i), "couponType": "30-单品促销优惠", "couponPrice": yuan(d)}
                for i, (_, _, d, _) in enumerate(rows) if d]
     if order_coupon:
-        coupons.append({"skuId": None, "couponType": "41-京东券优惠", "couponPrice": yuan(order_coupon)})
+        coupons.append({"skuId": None, "couponType": "41-京东券优惠",
+                        "couponPrice": yuan(order_coupon)})
     seller = goods - order_coupon
     order = {"orderId": "88", "venderId": "7", "orderState": "WAIT_SELLER_STOCK_OUT",
              "payType": "4-在线支付", "orderStartTime": "2024-06-18 00:00:00",
