@@ -62,4 +62,3 @@ def raw_topic(app: faust.App, settings: Settings) -> faust.TopicT:
         key_serializer="raw",
         value_serializer="raw",
     )
-

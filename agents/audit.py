@@ -47,7 +47,8 @@ def check_quantities(order: Order, ctx: AuditContext) -> AuditResult | None:
     big = [line.line_id for line in order.lines if line.quantity > ctx.max_line_quantity]
     if big:
         return AuditResult(
-            Verdict.HOLD, "implausible_quantity",
+            Verdict.HOLD,
+            "implausible_quantity",
             f"lines {', '.join(big)} exceed {ctx.max_line_quantity} units",
         )
     return None

@@ -14,7 +14,9 @@ from streams.models import Order
 
 class Intake(StrEnum):
     NEW = "new"
-    REDELIVERY = "redelivery"  # same Kafka delivery seen again after a crash: re-emit, decide nothing
+    REDELIVERY = (
+        "redelivery"  # same Kafka delivery seen again after a crash: re-emit, decide nothing
+    )
     DUPLICATE = "duplicate"  # same content pushed again: counted, dropped
     UPDATE = "update"  # changed content, same or newer channel time: applied
     STALE = "stale"  # an older version than the one held: ignored

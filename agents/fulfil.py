@@ -35,7 +35,9 @@ def outbound_command(record: OrderRecord, at: datetime) -> FulfilmentCommand:
 
 def cancel_command(record: OrderRecord, at: datetime) -> FulfilmentCommand:
     cmd = outbound_command(record, at)
-    return cmd.model_copy(update={
-        "command_id": command_id(record.order_id, CommandKind.CANCEL, record.warehouse),
-        "kind": CommandKind.CANCEL,
-    })
+    return cmd.model_copy(
+        update={
+            "command_id": command_id(record.order_id, CommandKind.CANCEL, record.warehouse),
+            "kind": CommandKind.CANCEL,
+        }
+    )

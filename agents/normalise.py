@@ -35,8 +35,9 @@ class RawInput:
 def normalise(raw: RawInput, ctx: AdapterContext) -> Order | DlqRecord:
     """Never raises for bad input: anything the adapter refuses becomes a DLQ record."""
     shop = raw.headers.get(SHOP_HEADER, "")
-    local_ctx = AdapterContext(sku_map=ctx.sku_map, shop_id=shop or ctx.shop_id,
-                               default_shop=ctx.default_shop)
+    local_ctx = AdapterContext(
+        sku_map=ctx.sku_map, shop_id=shop or ctx.shop_id, default_shop=ctx.default_shop
+    )
     try:
         return adapt(raw.channel, raw.value, local_ctx)
     except AdapterError as exc:

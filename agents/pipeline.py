@@ -88,8 +88,9 @@ class OrderPipeline:
             parsed = normalise(raw, self.adapter_ctx)
             if isinstance(parsed, DlqRecord):
                 result.counts["dlq"] += 1
-                result.outputs.append((self.dlq_topic, raw.key or raw.input_id,
-                                       parsed.model_dump_json()))
+                result.outputs.append(
+                    (self.dlq_topic, raw.key or raw.input_id, parsed.model_dump_json())
+                )
             else:
                 pending.append((raw, parsed))
         ctx = await self._audit_context()
@@ -151,22 +152,35 @@ class OrderPipeline:
             result.outputs.extend(loaded.record.outbox[input_id])
             return None
         if loaded.record is None:
-            record = OrderRecord(order_id=order.order_id, state=OrderState.RECEIVED, order=order,
-                                 fingerprint=order.fingerprint())
+            record = OrderRecord(
+                order_id=order.order_id,
+                state=OrderState.RECEIVED,
+                order=order,
+                fingerprint=order.fingerprint(),
+            )
         else:
             record = loaded.record.model_copy(deep=True)
         plan = Plan(raw, input_id, record, loaded.version)
         if intake is Intake.NEW:
-            plan.messages.append(record_event(record, EventKind.RECEIVED, now,
-                                              to_state=OrderState.RECEIVED, with_snapshot=True))
+            plan.messages.append(
+                record_event(
+                    record,
+                    EventKind.RECEIVED,
+                    now,
+                    to_state=OrderState.RECEIVED,
+                    with_snapshot=True,
+                )
+            )
             self._decide(plan, ctx, now)
         elif intake is Intake.DUPLICATE:
             record.duplicates += 1
-            plan.messages.append(record_event(record, EventKind.DUPLICATE, now,
-                                              reason="same content pushed again"))
+            plan.messages.append(
+                record_event(record, EventKind.DUPLICATE, now, reason="same content pushed again")
+            )
         elif intake is Intake.STALE:
-            plan.messages.append(record_event(record, EventKind.STALE, now,
-                                              reason="older than the version held"))
+            plan.messages.append(
+                record_event(record, EventKind.STALE, now, reason="older than the version held")
+            )
         else:
             self._apply_update(plan, order, ctx, now)
         return plan
@@ -187,34 +201,53 @@ class OrderPipeline:
         """Audit, then either hold/reject or ask for a reservation."""
         record, order = plan.record, plan.record.order
         if order.channel_status is ChannelStatus.CANCELLED:
-            plan.messages.append(record_event(record, EventKind.CANCELLED, now,
-                                              to_state=OrderState.CANCELLED,
-                                              reason="cancelled_at_channel"))
+            plan.messages.append(
+                record_event(
+                    record,
+                    EventKind.CANCELLED,
+                    now,
+                    to_state=OrderState.CANCELLED,
+                    reason="cancelled_at_channel",
+                )
+            )
             return
         verdict = audit(order, ctx)
         if verdict.verdict is Verdict.PASS and order.channel_status in (
-            ChannelStatus.SHIPPED, ChannelStatus.COMPLETED
+            ChannelStatus.SHIPPED,
+            ChannelStatus.COMPLETED,
         ):
-            verdict = verdict.__class__(Verdict.HOLD, "shipped_at_channel",
-                                        "channel says shipped; check before fulfilling")
+            verdict = verdict.__class__(
+                Verdict.HOLD, "shipped_at_channel", "channel says shipped; check before fulfilling"
+            )
         if verdict.verdict is Verdict.PASS:
-            plan.reserve = ReserveRequest(order.order_id, order.quantity_by_sku,
-                                          self.routing.candidates(order))
+            plan.reserve = ReserveRequest(
+                order.order_id, order.quantity_by_sku, self.routing.candidates(order)
+            )
         elif verdict.verdict is Verdict.HOLD:
             self._hold(plan, verdict.reason, verdict.detail, now)
         else:
             record.reject_reason = verdict.reason
-            plan.messages.append(record_event(record, EventKind.REJECTED, now,
-                                              to_state=OrderState.REJECTED,
-                                              reason=verdict.reason, detail=verdict.detail))
+            plan.messages.append(
+                record_event(
+                    record,
+                    EventKind.REJECTED,
+                    now,
+                    to_state=OrderState.REJECTED,
+                    reason=verdict.reason,
+                    detail=verdict.detail,
+                )
+            )
 
     def _hold(self, plan: Plan, reason: str, detail: str, now: datetime) -> None:
         record = plan.record
         if record.state is OrderState.HELD and record.hold_reason == reason:
             return  # still held for the same reason: nothing new to say
         record.hold_reason = reason
-        plan.messages.append(record_event(record, EventKind.HELD, now, to_state=OrderState.HELD,
-                                          reason=reason, detail=detail))
+        plan.messages.append(
+            record_event(
+                record, EventKind.HELD, now, to_state=OrderState.HELD, reason=reason, detail=detail
+            )
+        )
 
     async def _reserve(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
         wanted = [p for p in plans if p.reserve is not None]
@@ -230,9 +263,15 @@ class OrderPipeline:
             result.counts["shortage"] += 1
             if self.settings.shortage_policy == "reject":
                 record.reject_reason = "out_of_stock"
-                plan.messages.append(record_event(record, EventKind.REJECTED, now,
-                                                  to_state=OrderState.REJECTED,
-                                                  reason="out_of_stock"))
+                plan.messages.append(
+                    record_event(
+                        record,
+                        EventKind.REJECTED,
+                        now,
+                        to_state=OrderState.REJECTED,
+                        reason="out_of_stock",
+                    )
+                )
             else:
                 self._hold(plan, "out_of_stock", "no warehouse can serve every line", now)
             return
@@ -242,14 +281,26 @@ class OrderPipeline:
         record.warehouse = reservation.warehouse
         record.allocations = list(reservation.allocations)
         record.hold_reason = ""
-        plan.messages.append(record_event(record, EventKind.RESERVED, now,
-                                          to_state=OrderState.RESERVED,
-                                          allocations=record.allocations))
+        plan.messages.append(
+            record_event(
+                record,
+                EventKind.RESERVED,
+                now,
+                to_state=OrderState.RESERVED,
+                allocations=record.allocations,
+            )
+        )
         command = outbound_command(record, now)
         plan.messages.append(command)
-        plan.messages.append(record_event(record, EventKind.RELEASED, now,
-                                          to_state=OrderState.RELEASED,
-                                          reason=f"outbound {command.command_id}"))
+        plan.messages.append(
+            record_event(
+                record,
+                EventKind.RELEASED,
+                now,
+                to_state=OrderState.RELEASED,
+                reason=f"outbound {command.command_id}",
+            )
+        )
 
     async def _release(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
         """Cancellations from the channel: give stock back, tell the WMS if it already knew."""
@@ -258,10 +309,16 @@ class OrderPipeline:
             released = await self.reservations.release(record.order_id)
             was_released_to_wms = record.state is OrderState.RELEASED
             try:
-                plan.messages.append(record_event(record, EventKind.CANCELLED, now,
-                                                  to_state=OrderState.CANCELLED,
-                                                  reason="cancelled_at_channel",
-                                                  allocations=released.allocations))
+                plan.messages.append(
+                    record_event(
+                        record,
+                        EventKind.CANCELLED,
+                        now,
+                        to_state=OrderState.CANCELLED,
+                        reason="cancelled_at_channel",
+                        allocations=released.allocations,
+                    )
+                )
             except IllegalTransition as exc:
                 result.counts["illegal_transitions"] += 1
                 log.warning("refused: %s", exc)

@@ -52,6 +52,9 @@ class RoutingTable:
         for prov, codes in [("default", default), *table.items()]:
             unknown = [c for c in codes if c not in warehouses]
             if unknown or not codes:
-                raise RoutingConfigError(f"{path}: routing.{prov} names unknown warehouses {unknown}"
-                                         if unknown else f"{path}: routing.{prov} is empty")
+                raise RoutingConfigError(
+                    f"{path}: routing.{prov} names unknown warehouses {unknown}"
+                    if unknown
+                    else f"{path}: routing.{prov} is empty"
+                )
         return cls(warehouses, table, default)

@@ -10,13 +10,12 @@ import logging
 from collections import Counter
 
 import faust
+from analytics.sink import FactSink
 from pydantic import ValidationError
 
-from analytics.sink import FactSink
 from ops.settings import Settings
 from streams import topics
 from streams.messages import DlqRecord, OrderEvent
-
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +34,22 @@ def parse_fact(topic: str, value: bytes, dlq_topic: str) -> OrderEvent | DlqReco
 def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
     dlq_topic = topics.DLQ.name(settings)
     source = app.topic(
-        topics.ORDER_EVENTS.name(settings), dlq_topic,
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        topics.ORDER_EVENTS.name(settings),
+        dlq_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     sink = FactSink(settings)
 
     @app.agent(source, name="facts")
     async def facts(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.sink_batch_size,
-                                               within=settings.sink_flush_s):
+        async for events in stream.take_events(
+            settings.sink_batch_size, within=settings.sink_flush_s
+        ):
             parsed = [parse_fact(e.message.topic, e.value, dlq_topic) for e in events]
             batch = [fact for fact in parsed if fact is not None]
             counters["bad_facts"] += len(parsed) - len(batch)
             await sink.write(batch)
             counters["facts"] += len(batch)
-

@@ -55,16 +55,22 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
 
     @app.timer(HEARTBEAT_SECONDS)
     async def heartbeat() -> None:
-        value = {"pid": os.getpid(), "ready": state["ready"], "partitions": state["partitions"],
-                 "ts": time.time(), "counters": dict(counters)}
+        value = {
+            "pid": os.getpid(),
+            "ready": state["ready"],
+            "partitions": state["partitions"],
+            "ts": time.time(),
+            "counters": dict(counters),
+        }
         await redis_client.set(keys.worker(name), orjson.dumps(value), ex=HEARTBEAT_TTL)
 
     return app
 
 
 def run_worker(settings: Settings, name: str, loglevel: str = "info") -> None:
-    logging.basicConfig(level=loglevel.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     app = build_worker_app(settings, name)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -29,6 +29,13 @@ def settings() -> Settings:
     return get_settings()
 
 
+def caller_path(path: Path) -> Path:
+    """`./oms` cd's to the repo; relative paths are meant from where the user typed them."""
+    if path.is_absolute():
+        return path
+    return Path(os.environ.get("OMS_CALLER_CWD", os.getcwd())) / path
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """OMS stream core: channels in, stock reserved, WMS commands out, facts in ClickHouse."""
@@ -38,8 +45,12 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--workers", type=click.IntRange(0, 16), default=None,
-              help="Faust workers to run (default OMS_WORKERS).")
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 16),
+    default=None,
+    help="Faust workers to run (default OMS_WORKERS).",
+)
 def up(workers: int | None) -> None:
     """Start broker, Redis, ClickHouse and the workers; returns when all are healthy."""
     from ops import stack
@@ -68,8 +79,9 @@ def status(as_json: bool) -> None:
 
     statuses = stack.status(settings())
     if as_json:
-        emit_json({"ok": all(s.healthy for s in statuses),
-                   "components": [s.to_dict() for s in statuses]})
+        emit_json(
+            {"ok": all(s.healthy for s in statuses), "components": [s.to_dict() for s in statuses]}
+        )
     else:
         _print_status(statuses)
     if not all(s.healthy for s in statuses):
@@ -112,7 +124,7 @@ def ingest(channel: str, shop: str, as_json: bool, file: Path) -> None:
     if channel not in CHANNELS:
         fail(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})", 2)
     try:
-        result = asyncio.run(ingest_file(settings(), channel, file, shop=shop))
+        result = asyncio.run(ingest_file(settings(), channel, caller_path(file), shop=shop))
     except IngestError as exc:
         fail(str(exc), 2)
     if as_json:
@@ -120,8 +132,9 @@ def ingest(channel: str, shop: str, as_json: bool, file: Path) -> None:
     else:
         click.echo(f"sent {result.sent} payload(s) to {result.topic}")
         if result.unparseable:
-            click.echo(f"  {result.unparseable} not valid JSON: they will land in the DLQ",
-                       err=True)
+            click.echo(
+                f"  {result.unparseable} not valid JSON: they will land in the DLQ", err=True
+            )
 
 
 @main.group()
@@ -142,7 +155,7 @@ def stock_load(file: Path, as_json: bool) -> None:
     s = settings()
     routing = RoutingTable.load(s.config_dir / "warehouses.toml")
     try:
-        rows = parse_stock_file(file, routing.warehouses)
+        rows = parse_stock_file(caller_path(file), routing.warehouses)
         count = load_stock(connect(s), Keys(s.redis_prefix), rows)
     except StockError as exc:
         fail(str(exc))
@@ -216,13 +229,20 @@ def dlq_list(limit: int, as_json: bool) -> None:
     records, counts = asyncio.run(list_dlq(settings()))
     shown = records[-limit:] if limit else records
     if as_json:
-        emit_json({"total": len(records), "by_reason": counts,
-                   "records": [r.model_dump(mode="json", exclude={"payload"}) for r in shown]})
+        emit_json(
+            {
+                "total": len(records),
+                "by_reason": counts,
+                "records": [r.model_dump(mode="json", exclude={"payload"}) for r in shown],
+            }
+        )
         return
     click.echo(f"{len(records)} record(s) in the DLQ; by reason: {counts}")
     for r in shown:
-        click.echo(f"{r.received_at:%Y-%m-%d %H:%M:%S} {r.channel:<8} {r.reason.value:<18} "
-                   f"{r.source_topic}[{r.partition}]@{r.offset} {r.detail[:90]}")
+        click.echo(
+            f"{r.received_at:%Y-%m-%d %H:%M:%S} {r.channel:<8} {r.reason.value:<18} "
+            f"{r.source_topic}[{r.partition}]@{r.offset} {r.detail[:90]}"
+        )
 
 
 # --- analysis and checks -----------------------------------------------------------------
@@ -255,9 +275,11 @@ def verify(as_json: bool) -> None:
     if as_json:
         emit_json(result.to_dict())
     else:
-        click.echo(f"{'ok' if result.ok else 'VIOLATIONS'}: {result.locations} stock location(s), "
-                   f"{result.active_reservations} active reservation(s), "
-                   f"oversold units {result.oversold_units}")
+        click.echo(
+            f"{'ok' if result.ok else 'VIOLATIONS'}: {result.locations} stock location(s), "
+            f"{result.active_reservations} active reservation(s), "
+            f"oversold units {result.oversold_units}"
+        )
         for v in result.violations[:50]:
             click.echo(f"  {v}")
     sys.exit(0 if result.ok else 1)
@@ -267,8 +289,14 @@ def verify(as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--orders", "n_orders", type=click.IntRange(10, 1_000_000), default=3000,
-              show_default=True, help="Orders in the peak-sale burst.")
+@click.option(
+    "--orders",
+    "n_orders",
+    type=click.IntRange(10, 1_000_000),
+    default=3000,
+    show_default=True,
+    help="Orders in the peak-sale burst.",
+)
 @click.option("--workers", type=click.IntRange(1, 16), default=None)
 def demo(n_orders: int, workers: int | None) -> None:
     """Start everything, load sample stock, flood a peak-sale burst, print the report."""

@@ -67,7 +67,9 @@ def to_records(channel: str, payloads: list[bytes], shop: str = "") -> list[Reco
     return records
 
 
-async def ingest_file(settings: Settings, channel: str, path: Path, *, shop: str = "") -> IngestResult:
+async def ingest_file(
+    settings: Settings, channel: str, path: Path, *, shop: str = ""
+) -> IngestResult:
     try:
         content = path.read_bytes()
     except OSError as exc:

@@ -15,12 +15,16 @@ Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, head
 
 
 def _client_kwargs(settings: Settings) -> dict[str, object]:
-    kwargs: dict[str, object] = {"bootstrap_servers": settings.kafka_bootstrap,
-                                 "security_protocol": settings.kafka_security_protocol}
+    kwargs: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
     if settings.kafka_sasl_mechanism:
-        kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism,
-                      sasl_plain_username=settings.kafka_sasl_username,
-                      sasl_plain_password=settings.kafka_sasl_password)
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
     return kwargs
 
 
@@ -31,8 +35,9 @@ async def produce(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Send everything and wait for every ack; returns the count sent."""
-    producer = AIOKafkaProducer(**_client_kwargs(settings), linger_ms=5,
-                                max_batch_size=512 * 1024, acks="all")
+    producer = AIOKafkaProducer(
+        **_client_kwargs(settings), linger_ms=5, max_batch_size=512 * 1024, acks="all"
+    )
     await producer.start()
     sent = 0
     try:
@@ -65,8 +70,9 @@ class TopicRecord:
 
 async def read_topic(settings: Settings, topic: str, limit: int | None = None) -> list[TopicRecord]:
     """Everything currently on a topic, from the beginning, without joining a group."""
-    consumer = AIOKafkaConsumer(**_client_kwargs(settings), enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        **_client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -87,8 +93,9 @@ async def read_topic(settings: Settings, topic: str, limit: int | None = None) -
                 break
             for tp, messages in batch.items():
                 for m in messages:
-                    out.append(TopicRecord(m.topic, m.partition, m.offset, m.key, m.value,
-                                           m.timestamp))
+                    out.append(
+                        TopicRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                    )
                 if messages and messages[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
             if limit is not None and len(out) >= limit:
@@ -106,7 +113,9 @@ async def group_lag(settings: Settings, group: str, topics: Sequence[str]) -> in
     await consumer.start()
     try:
         await consumer.topics()
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        tps = [
+            TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())
+        ]
         if not tps:
             return 0
         ends = await consumer.end_offsets(tps)

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
 
     # Where the local stack keeps data, pids and logs.
     home: Path = Field(default=REPO_ROOT / ".oms", description="data dir of the local stack")
-    config_dir: Path = Field(default=REPO_ROOT / "config", description="warehouses, routing, sku maps")
+    config_dir: Path = Field(
+        default=REPO_ROOT / "config", description="warehouses, routing, sku maps"
+    )
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"

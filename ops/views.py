@@ -24,16 +24,27 @@ async def find_orders(settings: Settings, ref: str) -> list[tuple[OrderRecord, d
         out = []
         for record in records:
             reservation = await ReservationStore(client, keys).get(record.order_id)
-            out.append((record, {
-                "status": ("reserved" if reservation.active else "released") if reservation else "none",
-                "allocations": [a.model_dump() for a in reservation.allocations] if reservation else [],
-            }))
+            out.append(
+                (
+                    record,
+                    {
+                        "status": ("reserved" if reservation.active else "released")
+                        if reservation
+                        else "none",
+                        "allocations": [a.model_dump() for a in reservation.allocations]
+                        if reservation
+                        else [],
+                    },
+                )
+            )
         return out
     finally:
         await client.aclose()
 
 
-def order_view(found: tuple[OrderRecord, dict[str, Any]], *, reveal: bool = False) -> dict[str, Any]:
+def order_view(
+    found: tuple[OrderRecord, dict[str, Any]], *, reveal: bool = False
+) -> dict[str, Any]:
     record, reservation = found
     order = record.order.model_dump(mode="json")
     if not reveal:
@@ -53,8 +64,19 @@ def order_view(found: tuple[OrderRecord, dict[str, Any]], *, reveal: bool = Fals
         "total": order["total"],
         "currency": order["currency"],
         "lines": [
-            {k: line[k] for k in ("line_id", "sku", "channel_sku", "title", "quantity",
-                                  "unit_price", "paid_amount", "is_gift")}
+            {
+                k: line[k]
+                for k in (
+                    "line_id",
+                    "sku",
+                    "channel_sku",
+                    "title",
+                    "quantity",
+                    "unit_price",
+                    "paid_amount",
+                    "is_gift",
+                )
+            }
             for line in order["lines"]
         ],
         "order": order,
@@ -66,24 +88,33 @@ def render_order(view: dict[str, Any]) -> str:
     out = [
         f"{view['order_id']}  {view['channel']}:{view['external_id']}  shop {view['shop_id']}",
         f"  state      {view['state']}"
-        + (f" ({view['hold_reason'] or view['reject_reason']})"
-           if view['hold_reason'] or view['reject_reason'] else ""),
+        + (
+            f" ({view['hold_reason'] or view['reject_reason']})"
+            if view["hold_reason"] or view["reject_reason"]
+            else ""
+        ),
         f"  paid       {view['paid_total']} {view['currency']}  (order total {view['total']})",
         f"  warehouse  {view['warehouse'] or '-'}   reservation {view['reservation']['status']}",
         "  lines:",
     ]
-    out += [f"    {ln['line_id']:<14} {ln['sku']:<20} x{ln['quantity']:<4} {ln['paid_amount']}"
-            for ln in view["lines"]]
+    out += [
+        f"    {ln['line_id']:<14} {ln['sku']:<20} x{ln['quantity']:<4} {ln['paid_amount']}"
+        for ln in view["lines"]
+    ]
     out.append("  history:")
-    out += [f"    #{h['seq']:<3} {h['at'][:19]} {h['kind']:<10} "
-            f"{(h['from_state'] or '-')}->{(h['to_state'] or '-')} {h['reason']}"
-            for h in view["history"]]
+    out += [
+        f"    #{h['seq']:<3} {h['at'][:19]} {h['kind']:<10} "
+        f"{(h['from_state'] or '-')}->{(h['to_state'] or '-')} {h['reason']}"
+        for h in view["history"]
+    ]
     return "\n".join(out)
 
 
 async def list_dlq(settings: Settings) -> tuple[list[DlqRecord], dict[str, int]]:
-    records = [DlqRecord.model_validate_json(r.value)
-               for r in await read_topic(settings, topics.DLQ.name(settings))]
+    records = [
+        DlqRecord.model_validate_json(r.value)
+        for r in await read_topic(settings, topics.DLQ.name(settings))
+    ]
     # A redelivered input is DLQ'd again with the same id: show it once.
     unique = list({r.dlq_id: r for r in sorted(records, key=lambda r: r.received_at)}.values())
     return unique, dict(Counter(r.reason.value for r in unique))

@@ -116,7 +116,9 @@ class OrderStore:
         """An OMS order id, or ``CHANNEL:EXTERNAL_ID`` (several shops may share a number)."""
         if ":" in ref:
             channel, external_id = ref.split(":", 1)
-            ids = sorted(await self._client.smembers(self._keys.external(channel.lower(), external_id)))
+            ids = sorted(
+                await self._client.smembers(self._keys.external(channel.lower(), external_id))
+            )
         else:
             ids = [ref]
         loaded = await self.load_many(ids)

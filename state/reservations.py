@@ -102,7 +102,9 @@ class ReservationStore:
                 continue
             released = _parse(order_id, ReserveStatus.EXISTING, record)
             given_back = released.allocations if status == "released" else []
-            return Reservation(order_id, ReserveStatus.EXISTING, active=False, allocations=given_back)
+            return Reservation(
+                order_id, ReserveStatus.EXISTING, active=False, allocations=given_back
+            )
         raise RuntimeError(f"reservation of {order_id} kept changing during release")
 
     async def get(self, order_id: str) -> Reservation | None:

@@ -41,7 +41,9 @@ class VerifyReport:
         }
 
 
-def reserved_by_reservations(client: redis.Redis, keys: Keys, report: VerifyReport) -> Counter[tuple[str, str]]:
+def reserved_by_reservations(
+    client: redis.Redis, keys: Keys, report: VerifyReport
+) -> Counter[tuple[str, str]]:
     totals: Counter[tuple[str, str]] = Counter()
     pattern = keys.reservation("*").replace("{*}", "*")
     batch: list[str] = []
@@ -58,8 +60,12 @@ def reserved_by_reservations(client: redis.Redis, keys: Keys, report: VerifyRepo
             for a in record.get("allocations") or []:
                 where = (a["sku"], a["warehouse"])
                 if where in seen:
-                    report.add("double_reservation", order_id=record.get("order_id", key),
-                               sku=where[0], warehouse=where[1])
+                    report.add(
+                        "double_reservation",
+                        order_id=record.get("order_id", key),
+                        sku=where[0],
+                        warehouse=where[1],
+                    )
                 seen.add(where)
                 totals[where] += int(a["quantity"])
         batch.clear()
@@ -81,15 +87,26 @@ def verify(client: redis.Redis, keys: Keys) -> VerifyReport:
     for lv in levels:
         if lv.available < 0:
             report.oversold_units += -lv.available
-            report.add("oversold", sku=lv.sku, warehouse=lv.warehouse, on_hand=lv.on_hand,
-                       reserved=lv.reserved)
+            report.add(
+                "oversold",
+                sku=lv.sku,
+                warehouse=lv.warehouse,
+                on_hand=lv.on_hand,
+                reserved=lv.reserved,
+            )
         if lv.reserved < 0:
-            report.add("negative_reserved", sku=lv.sku, warehouse=lv.warehouse,
-                       reserved=lv.reserved)
+            report.add(
+                "negative_reserved", sku=lv.sku, warehouse=lv.warehouse, reserved=lv.reserved
+            )
         expected = held.pop((lv.sku, lv.warehouse), 0)
         if lv.reserved != expected:
-            report.add("reserved_mismatch", sku=lv.sku, warehouse=lv.warehouse,
-                       reserved=lv.reserved, sum_of_reservations=expected)
+            report.add(
+                "reserved_mismatch",
+                sku=lv.sku,
+                warehouse=lv.warehouse,
+                reserved=lv.reserved,
+                sum_of_reservations=expected,
+            )
     for (sku, warehouse), qty in held.items():
         if qty:
             report.add("reservation_without_stock", sku=sku, warehouse=warehouse, quantity=qty)

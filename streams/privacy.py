@@ -26,8 +26,12 @@ def mask_order_dict(order: dict[str, Any]) -> dict[str, Any]:
     """A JSON-mode Order dict with buyer and address personal fields masked; region kept."""
     out = dict(order)
     address = dict(out.get("address") or {})
-    for field, fn in (("name", mask_name), ("phone", mask_phone), ("street", mask_text),
-                      ("postcode", mask_text)):
+    for field, fn in (
+        ("name", mask_name),
+        ("phone", mask_phone),
+        ("street", mask_text),
+        ("postcode", mask_text),
+    ):
         if address.get(field):
             address[field] = fn(address[field])
     buyer = dict(out.get("buyer") or {})

@@ -15,7 +15,8 @@ Mapping decisions:
 - total = ``pay_amount`` (postage included); shipping = ``post_amount``.
 - ``pay_type`` 0 is cash on delivery. Receiver name, phone and detail address arrive encrypted or
   masked; they are kept as sent (ciphertext included, with the ``encrypt_post_tel`` copy in
-  ``raw`` for decryption at label printing); masked duplicates and buyer identity data are not copied into ``raw``.
+  ``raw`` for decryption at label printing); masked duplicates and buyer identity data are not
+  copied into ``raw``.
 """
 
 from __future__ import annotations

@@ -39,24 +39,49 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 11, 0, 0, tzinfo=UTC)
 
 
-def own_order(ext: str, lines: dict[str, int], *, province: str = "ZJ", paid: bool = True,
-              status: ChannelStatus = ChannelStatus.PAID, minutes: int = 0) -> Order:
+def own_order(
+    ext: str,
+    lines: dict[str, int],
+    *,
+    province: str = "ZJ",
+    paid: bool = True,
+    status: ChannelStatus = ChannelStatus.PAID,
+    minutes: int = 0,
+) -> Order:
     order_lines = [
-        OrderLine(line_id=f"L{i}", sku=sku, quantity=qty, unit_price=Decimal("10.00"),
-                  paid_amount=Decimal("10.00") * qty)
+        OrderLine(
+            line_id=f"L{i}",
+            sku=sku,
+            quantity=qty,
+            unit_price=Decimal("10.00"),
+            paid_amount=Decimal("10.00") * qty,
+        )
         for i, (sku, qty) in enumerate(lines.items(), start=1)
     ]
     total = sum((ln.paid_amount for ln in order_lines), Decimal("0"))
     return Order(
-        order_id=make_order_id("own", "shop1", ext), channel=Channel.OWN, shop_id="shop1",
-        external_id=ext, channel_status=status, created_at=T0,
-        updated_at=T0 + timedelta(minutes=minutes), currency="CNY",
+        order_id=make_order_id("own", "shop1", ext),
+        channel=Channel.OWN,
+        shop_id="shop1",
+        external_id=ext,
+        channel_status=status,
+        created_at=T0,
+        updated_at=T0 + timedelta(minutes=minutes),
+        currency="CNY",
         buyer=Buyer(id="b1", name="张三"),
-        address=Address(province="浙江省", province_code=province, city="杭州市",
-                        street="文三路 1 号", name="张三", phone="13800000000"),
+        address=Address(
+            province="浙江省",
+            province_code=province,
+            city="杭州市",
+            street="文三路 1 号",
+            name="张三",
+            phone="13800000000",
+        ),
         lines=order_lines,
-        payment=Payment(status=PaymentStatus.PAID if paid else PaymentStatus.UNPAID,
-                        paid_total=total if paid else Decimal("0")),
+        payment=Payment(
+            status=PaymentStatus.PAID if paid else PaymentStatus.UNPAID,
+            paid_total=total if paid else Decimal("0"),
+        ),
         total=total,
     )
 
@@ -88,21 +113,31 @@ def stock(settings: Settings, rows: list[tuple[str, str, int]]) -> None:
 
 
 def events(result: BatchResult) -> list[OrderEvent]:
-    return [OrderEvent.model_validate_json(v) for t, _, v in result.outputs if t.endswith("order-events")]
+    return [
+        OrderEvent.model_validate_json(v)
+        for t, _, v in result.outputs
+        if t.endswith("order-events")
+    ]
 
 
 def commands(result: BatchResult) -> list[FulfilmentCommand]:
-    return [FulfilmentCommand.model_validate_json(v) for t, _, v in result.outputs
-            if t.endswith("fulfilment.commands")]
+    return [
+        FulfilmentCommand.model_validate_json(v)
+        for t, _, v in result.outputs
+        if t.endswith("fulfilment.commands")
+    ]
 
 
 def levels(settings: Settings, sku: str) -> dict[str, tuple[int, int]]:
-    return {lv.warehouse: (lv.on_hand, lv.reserved)
-            for lv in stock_levels(connect(settings), Keys(settings.redis_prefix), sku)}
+    return {
+        lv.warehouse: (lv.on_hand, lv.reserved)
+        for lv in stock_levels(connect(settings), Keys(settings.redis_prefix), sku)
+    }
 
 
-async def test_new_order_is_reserved_routed_and_released(pipeline: OrderPipeline,
-                                                         redis_settings: Settings) -> None:
+async def test_new_order_is_reserved_routed_and_released(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
     stock(redis_settings, [("A", "WH-SH", 5), ("B", "WH-SH", 1), ("B", "WH-BJ", 9)])
     feed = Feed()
     # Zhejiang routes WH-SH first, but WH-SH lacks 2 B: the whole order goes to... nowhere in
@@ -125,8 +160,9 @@ async def test_new_order_is_reserved_routed_and_released(pipeline: OrderPipeline
     assert record.warehouse == "WH-SH"
 
 
-async def test_repush_is_counted_and_redelivery_reemits_same_ids(pipeline: OrderPipeline,
-                                                                 redis_settings: Settings) -> None:
+async def test_repush_is_counted_and_redelivery_reemits_same_ids(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
     stock(redis_settings, [("A", "WH-SH", 10)])
     feed = Feed()
     order = own_order("7", {"A": 3})
@@ -141,8 +177,9 @@ async def test_repush_is_counted_and_redelivery_reemits_same_ids(pipeline: Order
     assert levels(redis_settings, "A") == {"WH-SH": (10, 3)}
 
 
-async def test_duplicates_in_one_batch_apply_in_order(pipeline: OrderPipeline,
-                                                      redis_settings: Settings) -> None:
+async def test_duplicates_in_one_batch_apply_in_order(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
     stock(redis_settings, [("A", "WH-SH", 10)])
     feed = Feed()
     order = own_order("8", {"A": 4})
@@ -151,28 +188,34 @@ async def test_duplicates_in_one_batch_apply_in_order(pipeline: OrderPipeline,
     assert levels(redis_settings, "A") == {"WH-SH": (10, 4)}
 
 
-async def test_unpaid_is_held_then_payment_update_reserves(pipeline: OrderPipeline,
-                                                           redis_settings: Settings) -> None:
+async def test_unpaid_is_held_then_payment_update_reserves(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
     stock(redis_settings, [("A", "WH-SH", 10)])
     feed = Feed()
     unpaid = await pipeline.process([feed.raw(own_order("9", {"A": 1}, paid=False))])
     assert events(unpaid)[-1].kind is EventKind.HELD and events(unpaid)[-1].reason == "unpaid"
     paid = await pipeline.process([feed.raw(own_order("9", {"A": 1}, minutes=5))])
-    assert [e.kind for e in events(paid)] == [EventKind.UPDATED, EventKind.RESERVED,
-                                              EventKind.RELEASED]
+    assert [e.kind for e in events(paid)] == [
+        EventKind.UPDATED,
+        EventKind.RESERVED,
+        EventKind.RELEASED,
+    ]
     stale = await pipeline.process([feed.raw(own_order("9", {"A": 1}, paid=False, minutes=1))])
     assert [e.kind for e in events(stale)] == [EventKind.STALE]
     assert levels(redis_settings, "A") == {"WH-SH": (10, 1)}
 
 
-async def test_channel_cancel_releases_stock_and_cancels_at_wms(pipeline: OrderPipeline,
-                                                                redis_settings: Settings) -> None:
+async def test_channel_cancel_releases_stock_and_cancels_at_wms(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
     stock(redis_settings, [("A", "WH-SH", 10)])
     feed = Feed()
     await pipeline.process([feed.raw(own_order("10", {"A": 6}))])
     assert levels(redis_settings, "A") == {"WH-SH": (10, 6)}
     cancel = await pipeline.process(
-        [feed.raw(own_order("10", {"A": 6}, status=ChannelStatus.CANCELLED, minutes=3))])
+        [feed.raw(own_order("10", {"A": 6}, status=ChannelStatus.CANCELLED, minutes=3))]
+    )
     assert [e.kind for e in events(cancel)] == [EventKind.UPDATED, EventKind.CANCELLED]
     assert [c.kind for c in commands(cancel)] == [CommandKind.CANCEL]
     assert levels(redis_settings, "A") == {"WH-SH": (10, 0)}
@@ -185,24 +228,28 @@ async def test_bad_input_goes_to_dlq_with_reason(pipeline: OrderPipeline) -> Non
     feed = Feed()
     bad = own_order("11", {"A": 1}).model_dump(mode="json")
     bad["lines"][0]["quantity"] = -2
-    result = await pipeline.process([
-        feed.raw(b"{not json"),
-        feed.raw(orjson.dumps({k: v for k, v in bad.items() if k != "external_id"})),
-        feed.raw(orjson.dumps(bad)),
-        feed.raw(b"\xff\xfe"),
-    ])
+    result = await pipeline.process(
+        [
+            feed.raw(b"{not json"),
+            feed.raw(orjson.dumps({k: v for k, v in bad.items() if k != "external_id"})),
+            feed.raw(orjson.dumps(bad)),
+            feed.raw(b"\xff\xfe"),
+        ]
+    )
     reasons = [orjson.loads(v)["reason"] for t, _, v in result.outputs if t.endswith(".dlq")]
     assert reasons == ["malformed_json", "missing_field", "invalid_field", "invalid_utf8"]
     assert result.counts["dlq"] == 4
 
 
-async def test_concurrent_workers_never_oversell(redis_settings: Settings,
-                                                 base_settings: Settings) -> None:
+async def test_concurrent_workers_never_oversell(
+    redis_settings: Settings, base_settings: Settings
+) -> None:
     """Three pipelines (as three workers would) race for 50 units of one hot sku."""
     stock(redis_settings, [("HOT", "WH-SH", 30), ("HOT", "WH-BJ", 20)])
     routing = RoutingTable.load(base_settings.config_dir / "warehouses.toml")
-    clients = [aioredis.Redis.from_url(redis_settings.redis_url, decode_responses=True)
-               for _ in range(3)]
+    clients = [
+        aioredis.Redis.from_url(redis_settings.redis_url, decode_responses=True) for _ in range(3)
+    ]
     pipes = [OrderPipeline(redis_settings, c, routing, AdapterContext()) for c in clients]
     feeds = [Feed() for _ in pipes]
     orders = [own_order(f"h{i}", {"HOT": 1 + i % 3}) for i in range(120)]
@@ -211,10 +258,12 @@ async def test_concurrent_workers_never_oversell(redis_settings: Settings,
     async def run(p: OrderPipeline, feed: Feed, batch: list[Order]) -> Counter[str]:
         total = BatchResult().counts
         for i in range(0, len(batch), 7):
-            total.update((await p.process([feed.raw(o) for o in batch[i:i + 7]])).counts)
+            total.update((await p.process([feed.raw(o) for o in batch[i : i + 7]])).counts)
         return total
 
-    results = await asyncio.gather(*(run(p, f, b) for p, f, b in zip(pipes, feeds, batches, strict=True)))
+    results = await asyncio.gather(
+        *(run(p, f, b) for p, f, b in zip(pipes, feeds, batches, strict=True))
+    )
     for c in clients:
         await c.aclose()
     reserved = sum(r for _, r in levels(redis_settings, "HOT").values())
