@@ -54,9 +54,12 @@ def main() -> None:
 def up(workers: int | None) -> None:
     """Start broker, Redis, ClickHouse and the workers; returns when all are healthy."""
     from ops import stack
+    from ops.prepare import prepare_stack
 
     try:
-        statuses = stack.up(settings(), workers=workers, progress=lambda m: click.echo(m, err=True))
+        statuses = prepare_stack(
+            settings(), workers=workers, progress=lambda m: click.echo(m, err=True)
+        )
     except stack.StackError as exc:
         fail(str(exc))
     _print_status(statuses)

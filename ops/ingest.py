@@ -55,7 +55,7 @@ def split_payloads(content: bytes) -> tuple[list[bytes], int]:
     return lines, bad
 
 
-def to_records(channel: str, payloads: list[bytes], shop: str = "") -> list[Record]:
+def to_records(topic: str, channel: str, payloads: list[bytes], shop: str = "") -> list[Record]:
     headers = [(SHOP_HEADER, shop.encode())] if shop else []
     records: list[Record] = []
     for payload in payloads:
@@ -63,7 +63,7 @@ def to_records(channel: str, payloads: list[bytes], shop: str = "") -> list[Reco
             key = channel_order_key(channel, orjson.loads(payload))
         except orjson.JSONDecodeError:
             key = ""
-        records.append((key.encode() or None, payload, headers))
+        records.append((topic, key.encode() or None, payload, headers))
     return records
 
 
@@ -78,5 +78,5 @@ async def ingest_file(
     if not payloads:
         raise IngestError(f"{path} holds no payloads")
     topic = topics.raw_topic(channel).name(settings)
-    sent = await produce(settings, topic, to_records(channel, payloads, shop))
+    sent = await produce(settings, to_records(topic, channel, payloads, shop))
     return IngestResult(topic, sent, bad)

@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ops.settings import Settings
 
-Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 
 def _client_kwargs(settings: Settings) -> dict[str, object]:
@@ -30,7 +30,6 @@ def _client_kwargs(settings: Settings) -> dict[str, object]:
 
 async def produce(
     settings: Settings,
-    topic: str,
     records: Iterable[Record],
     progress: Callable[[int], None] | None = None,
 ) -> int:
@@ -42,7 +41,7 @@ async def produce(
     sent = 0
     try:
         pending: list[asyncio.Future[object]] = []
-        for key, value, headers in records:
+        for topic, key, value, headers in records:
             pending.append(await producer.send(topic, value, key=key, headers=headers))
             sent += 1
             if len(pending) >= 2000:

@@ -29,8 +29,9 @@ def base_settings() -> Settings:
 def infra(base_settings: Settings) -> Iterator[Settings]:
     """Broker, Redis and ClickHouse, without workers."""
     from ops import stack
+    from ops.prepare import prepare_infra
 
-    stack.up(base_settings, with_workers=False)
+    prepare_infra(base_settings)
     yield base_settings
     stack.down(base_settings)
 

@@ -1,0 +1,32 @@
+"""Bring the stack to a state workers can run in: servers up, topics declared, ClickHouse
+migrated, then the workers. Shared by `./oms up`, `./oms demo` and the test fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from analytics.client import ensure_database
+from analytics.client import connect as ch_connect
+from analytics.schema import migrate
+from ops import stack
+from ops.settings import Settings
+from streams.topics import topic_partitions
+
+
+def prepare_infra(settings: Settings, progress: Callable[[str], None] | None = None) -> None:
+    stack.up(settings, with_workers=False, progress=progress)
+    stack.ensure_topics(settings, topic_partitions(settings))
+    ensure_database(settings)
+    applied = migrate(ch_connect(settings), settings.clickhouse_database)
+    if progress and applied:
+        progress(f"ClickHouse migrations applied: {', '.join(applied)}")
+
+
+def prepare_stack(
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[stack.ComponentStatus]:
+    prepare_infra(settings, progress)
+    return stack.up(settings, workers=workers, progress=progress)
