@@ -76,13 +76,12 @@ def check_skus(order: Order, ctx: AuditContext) -> AuditResult | None:
     return None
 
 
-# Order matters: the first rule that speaks decides, rejects before holds where both apply.
 RULES: tuple[Rule, ...] = (check_quantities, check_payment, check_address, check_skus)
 
 
 def audit(order: Order, ctx: AuditContext, rules: Iterable[Rule] = RULES) -> AuditResult:
-    for rule in rules:
-        result = rule(order, ctx)
-        if result is not None:
-            return result
-    return PASS
+    """A reject anywhere wins over any hold (a hold would only delay the same answer); among
+    holds, the first rule in order speaks."""
+    results = [r for r in (rule(order, ctx) for rule in rules) if r is not None]
+    rejects = [r for r in results if r.verdict is Verdict.REJECT]
+    return (rejects or results or [PASS])[0]

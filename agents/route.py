@@ -42,11 +42,21 @@ class RoutingTable:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise RoutingConfigError(f"{path}: {exc}") from exc
+        raw_warehouses = data.get("warehouses", {})
+        if not isinstance(raw_warehouses, dict) or not all(
+            isinstance(w, dict) for w in raw_warehouses.values()
+        ):
+            raise RoutingConfigError(f"{path}: every [warehouses.CODE] must be a table")
         warehouses = {
             code: Warehouse(code, str(w.get("name", code)), str(w.get("province", "")))
-            for code, w in data.get("warehouses", {}).items()
+            for code, w in raw_warehouses.items()
         }
-        routing = dict(data.get("routing", {}))
+        routing = data.get("routing", {})
+        if not isinstance(routing, dict) or not all(
+            isinstance(v, list) for v in routing.values()
+        ):
+            raise RoutingConfigError(f"{path}: [routing] maps provinces to lists of warehouses")
+        routing = dict(routing)
         default = tuple(routing.pop("default", list(warehouses)))
         table = {prov: tuple(codes) for prov, codes in routing.items()}
         for prov, codes in [("default", default), *table.items()]:

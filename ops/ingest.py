@@ -34,7 +34,7 @@ def split_payloads(content: bytes) -> tuple[list[bytes], int]:
     Lines that are not JSON are kept as they are (the workers DLQ them with a reason) and
     counted, so the operator sees at once that some input was bad.
     """
-    stripped = content.strip()
+    stripped = content.removeprefix(b"\xef\xbb\xbf").strip()  # editors add a UTF-8 BOM
     if not stripped:
         return [], 0
     try:

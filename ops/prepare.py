@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from analytics.client import ensure_database
 from analytics.client import connect as ch_connect
+from analytics.client import ensure_database
 from analytics.schema import migrate
 from ops import stack
 from ops.settings import Settings

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from state.keys import Keys
 from state.redis import lua_source
 
 MAX_QTY = 10**9
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() accepts '²'
 
 
 class StockError(ValueError):
@@ -128,7 +130,7 @@ def _row_problem(sku: str, warehouse: str, raw_qty: object, warehouses: set[str]
     if warehouse not in warehouses:
         return f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(warehouses))})"
     text = str(raw_qty).strip() if raw_qty is not None and not isinstance(raw_qty, bool) else ""
-    if not text.lstrip("-").isdigit():
+    if not WHOLE_NUMBER.fullmatch(text):
         return f"qty {raw_qty!r} is not a whole number"
     qty = int(text)
     if qty < 0:

@@ -12,10 +12,13 @@ def mask_name(name: str) -> str:
 
 
 def mask_phone(phone: str) -> str:
-    digits = [c for c in phone if c.isdigit()]
-    if len(digits) < 7:
-        return "***" if phone else ""
-    return f"{''.join(digits[:3])}****{''.join(digits[-4:])}"
+    """Mobile numbers keep 3 + 4 digits (the usual 138****1234); shorter ones keep only 2."""
+    digits = "".join(c for c in phone if c.isdigit())
+    if len(digits) >= 11:
+        return f"{digits[:3]}****{digits[-4:]}"
+    if len(digits) >= 7:
+        return f"****{digits[-2:]}"
+    return "***" if phone else ""
 
 
 def mask_text(text: str) -> str:

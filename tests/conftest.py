@@ -31,9 +31,24 @@ def infra(base_settings: Settings) -> Iterator[Settings]:
     from ops import stack
     from ops.prepare import prepare_infra
 
+    stack.up(base_settings, with_workers=False)
+    reset_test_data(base_settings)
     prepare_infra(base_settings)
     yield base_settings
     stack.down(base_settings)
+
+
+def reset_test_data(settings: Settings) -> None:
+    """The test stack's data dir survives runs (Redis AOF, ClickHouse files): start clean."""
+    from clickhouse_driver import Client
+
+    from state.redis import connect
+
+    assert "test" in str(settings.home), "refusing to wipe a non-test stack"
+    connect(settings).flushall()
+    Client(host=settings.clickhouse_host, port=settings.clickhouse_port).execute(
+        f"DROP DATABASE IF EXISTS {settings.clickhouse_database}"
+    )
 
 
 @pytest.fixture(scope="session")

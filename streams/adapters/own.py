@@ -55,6 +55,9 @@ class OwnAdapter:
     def to_order(self, payload: dict[str, Any], ctx: AdapterContext) -> Order:
         data = dict(payload)
         channel = data.setdefault("channel", self.channel.value)
+        if channel not in {c.value for c in Channel}:
+            # The value is not echoed: a mangled payload may carry personal data in any field.
+            raise AdapterError(DlqReason.UNKNOWN_CHANNEL, "channel: not a known channel")
         if channel != self.channel.value:
             raise AdapterError(DlqReason.INVALID_FIELD, "channel: must be 'own' on this topic")
         data["shop_id"] = text_at(data, "shop_id") or ctx.shop_for(self.channel)

@@ -1,0 +1,322 @@
+"""Pure mapping from pipeline messages to ClickHouse rows (no I/O, so it is cheap to unit-test).
+
+Each table's rows are tuples in the order of ``COLUMNS[table]``, typed exactly as
+clickhouse-driver expects for the column (str, int, Decimal, naive UTC datetime, list), which
+is what lets the sink insert with ``types_check=False``.
+
+Privacy: only region-level address fields (country, province code, city) and a keyed hash of
+the buyer's identity are kept; names, phones, streets, remarks and DLQ payloads never leave
+the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.messages import DlqRecord, EventKind, OrderEvent
+from streams.models import Buyer, Order
+
+ORDER_EVENTS = "order_events"
+ORDERS = "orders"
+ORDER_LINES = "order_lines"
+DLQ = "dlq"
+STOCK_MOVEMENTS = "stock_movements"
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    ORDER_EVENTS: (
+        "event_id",
+        "order_id",
+        "seq",
+        "kind",
+        "from_state",
+        "to_state",
+        "reason",
+        "at",
+        "channel",
+        "shop_id",
+        "external_id",
+        "warehouse",
+        "actor",
+        "alloc_sku",
+        "alloc_warehouse",
+        "alloc_qty",
+    ),
+    ORDERS: (
+        "order_id",
+        "version",
+        "event_id",
+        "channel",
+        "shop_id",
+        "external_id",
+        "channel_status",
+        "payment_status",
+        "created_at",
+        "updated_at",
+        "paid_at",
+        "currency",
+        "total",
+        "paid_total",
+        "shipping_fee",
+        "discount_total",
+        "country",
+        "province_code",
+        "city",
+        "line_count",
+        "units",
+        "buyer_hash",
+    ),
+    ORDER_LINES: (
+        "order_id",
+        "line_id",
+        "version",
+        "sku",
+        "channel_sku",
+        "quantity",
+        "unit_price",
+        "discount",
+        "paid_amount",
+        "is_gift",
+        "currency",
+        "channel",
+        "shop_id",
+        "created_at",
+        "province_code",
+    ),
+    DLQ: (
+        "dlq_id",
+        "reason",
+        "detail",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "channel",
+        "received_at",
+    ),
+    STOCK_MOVEMENTS: (
+        "movement_id",
+        "sku",
+        "warehouse",
+        "kind",
+        "on_hand_delta",
+        "reserved_delta",
+        "ref",
+        "at",
+    ),
+}
+
+# Keyed-hash salt for buyer identities. A deployment overrides it (FactSink(salt=...)); changing
+# it breaks repeat-buyer analysis across the change, which is the point when a salt leaks.
+DEFAULT_BUYER_SALT = "oms-analytics-buyer-v1"
+
+DLQ_DETAIL_MAX = 500  # enough to tell parse errors apart; a long detail may quote payload data
+
+# ClickHouse DateTime is an unsigned 32-bit epoch: values outside it cannot be stored, and a
+# bad channel clock must not wedge the sink, so they are clamped.
+_DT_MIN = datetime(1970, 1, 1)
+_DT_MAX = datetime(2105, 12, 31, 23, 59, 59)
+
+_SNAPSHOT_KINDS = frozenset({EventKind.RECEIVED, EventKind.UPDATED})
+
+
+def utc_naive(value: datetime) -> datetime:
+    """Aware datetime -> naive UTC (what DateTime('UTC') columns take), clamped to its range."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    if value < _DT_MIN:
+        return _DT_MIN
+    if value > _DT_MAX:
+        return _DT_MAX
+    return value.replace(microsecond=0)
+
+
+def buyer_hash(buyer: Buyer, salt: str = DEFAULT_BUYER_SALT) -> str:
+    """Stable pseudonym for repeat-buyer analysis; keyed so ids cannot be brute-forced back."""
+    if buyer.id:
+        ident = f"id:{buyer.id}"
+    elif buyer.email:
+        ident = f"email:{buyer.email.strip().lower()}"
+    elif buyer.phone:
+        ident = f"phone:{buyer.phone.strip()}"
+    else:
+        return ""
+    key = hashlib.blake2b(salt.encode(), digest_size=32).digest()
+    return hashlib.blake2b(ident.encode(), key=key, digest_size=16).hexdigest()
+
+
+def _version(seq: int) -> int:
+    return seq if seq > 0 else 0
+
+
+def event_row(event: OrderEvent) -> tuple[Any, ...]:
+    allocs = event.allocations
+    return (
+        event.event_id,
+        event.order_id,
+        _version(event.seq),
+        event.kind.value,
+        event.from_state.value if event.from_state else "",
+        event.to_state.value if event.to_state else "",
+        event.reason,
+        utc_naive(event.at),
+        event.channel.value,
+        event.shop_id,
+        event.external_id,
+        event.warehouse,
+        event.actor,
+        [a.sku for a in allocs],
+        [a.warehouse for a in allocs],
+        [a.quantity for a in allocs],
+    )
+
+
+def order_row(event: OrderEvent, order: Order, salt: str = DEFAULT_BUYER_SALT) -> tuple[Any, ...]:
+    paid_at = order.payment.paid_at
+    return (
+        order.order_id,
+        _version(event.seq),
+        event.event_id,
+        order.channel.value,
+        order.shop_id,
+        order.external_id,
+        order.channel_status.value,
+        order.payment.status.value,
+        utc_naive(order.created_at),
+        utc_naive(order.updated_at),
+        utc_naive(paid_at) if paid_at is not None else None,
+        order.currency,
+        order.total,
+        order.payment.paid_total,
+        order.shipping_fee,
+        order.discount_total,
+        order.address.country,
+        order.address.province_code,
+        order.address.city,
+        len(order.lines),
+        sum(line.quantity for line in order.lines),
+        buyer_hash(order.buyer, salt),
+    )
+
+
+def line_rows(event: OrderEvent, order: Order) -> list[tuple[Any, ...]]:
+    version = _version(event.seq)
+    created_at = utc_naive(order.created_at)
+    return [
+        (
+            order.order_id,
+            line.line_id,
+            version,
+            line.sku,
+            line.channel_sku,
+            line.quantity,
+            line.unit_price,
+            line.discount,
+            line.paid_amount,
+            1 if line.is_gift else 0,
+            order.currency,
+            order.channel.value,
+            order.shop_id,
+            created_at,
+            order.address.province_code,
+        )
+        for line in order.lines
+    ]
+
+
+def dlq_row(record: DlqRecord) -> tuple[Any, ...]:
+    return (
+        record.dlq_id,
+        record.reason.value,
+        record.detail[:DLQ_DETAIL_MAX],
+        record.source_topic,
+        record.partition,
+        record.offset,
+        record.channel,
+        utc_naive(record.received_at),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StockMovement:
+    """One stock ledger entry, as the stock layer reports it; ``movement_id`` is deterministic."""
+
+    movement_id: str
+    sku: str
+    warehouse: str
+    kind: str  # load, adjust, reserve, release, commit, ...
+    on_hand_delta: int
+    reserved_delta: int
+    at: datetime
+    ref: str = ""  # what caused it: order id, load file, operator action
+
+
+def stock_movement_rows(
+    items: Iterable[StockMovement | Mapping[str, Any]],
+) -> list[tuple[Any, ...]]:
+    """Rows for ``stock_movements``; mappings with the same keys are accepted too."""
+    rows: list[tuple[Any, ...]] = []
+    seen: set[str] = set()
+    for item in items:
+        m = item if isinstance(item, StockMovement) else StockMovement(**dict(item))
+        if m.movement_id in seen:
+            continue
+        seen.add(m.movement_id)
+        rows.append(
+            (
+                m.movement_id,
+                m.sku,
+                m.warehouse,
+                m.kind,
+                int(m.on_hand_delta),
+                int(m.reserved_delta),
+                m.ref,
+                utc_naive(m.at),
+            )
+        )
+    return rows
+
+
+def rows_for(
+    items: Sequence[OrderEvent | DlqRecord], *, salt: str = DEFAULT_BUYER_SALT
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows per table for a batch; duplicates inside the batch are dropped (cheaper, not needed
+    for correctness: the tables and queries are replay-safe anyway).
+
+    Only RECEIVED/UPDATED events with an order snapshot produce ``orders``/``order_lines`` rows,
+    one version per event seq.
+    """
+    out: dict[str, list[tuple[Any, ...]]] = {
+        ORDER_EVENTS: [],
+        ORDERS: [],
+        ORDER_LINES: [],
+        DLQ: [],
+    }
+    seen_events: set[str] = set()
+    seen_versions: set[tuple[str, int]] = set()
+    seen_dlq: set[str] = set()
+    for item in items:
+        if isinstance(item, OrderEvent):
+            if item.event_id in seen_events:
+                continue
+            seen_events.add(item.event_id)
+            out[ORDER_EVENTS].append(event_row(item))
+            order = item.order
+            if order is None or item.kind not in _SNAPSHOT_KINDS:
+                continue
+            key = (order.order_id, _version(item.seq))
+            if key in seen_versions:
+                continue
+            seen_versions.add(key)
+            out[ORDERS].append(order_row(item, order, salt))
+            out[ORDER_LINES].extend(line_rows(item, order))
+        elif isinstance(item, DlqRecord):
+            if item.dlq_id in seen_dlq:
+                continue
+            seen_dlq.add(item.dlq_id)
+            out[DLQ].append(dlq_row(item))
+        else:
+            raise TypeError(f"no ClickHouse fact for {type(item).__name__}")
+    return out

@@ -1,0 +1,361 @@
+"""Sales and health report from ClickHouse (``./oms report``).
+
+Every query is a module-level constant listed in ``QUERIES`` (the chdb test runs them all on
+current ClickHouse; the integration test on 18.16). Each one is exact before merges and after
+replays because it never trusts ReplacingMergeTree to have collapsed anything:
+
+* order state and allocations come from the ``order_status`` view: argMax(to_state, seq)
+  over events with a to_state; a replayed event has the same seq and values, so it cannot
+  change the argMax;
+* money and lines come from ``order_latest`` / ``order_lines_latest``: argMax by version per
+  order / line, lines filtered to the order's latest version;
+* DUPLICATE events, DLQ records and stock movements are counted by distinct id.
+
+Scope: with ``since``, order figures cover orders whose first event is at or after ``since``
+(with all their later events); duplicates and DLQ records are filtered on their own time.
+Oversell is a property of current stock, so it is never windowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from analytics.client import QueryClient
+
+# Latest states that mean "went through reservation": the order was accepted for fulfilment.
+ACCEPTED_STATES: tuple[str, ...] = (
+    "reserved",
+    "released",
+    "shipped",
+    "delivered",
+    "closed",
+    "returned",
+    "refunded",
+)
+# Latest states whose allocations still hold stock (reserved, or sent to the WMS and not yet
+# shipped: the stock layer commits on_hand when the WMS reports shipped).
+RESERVING_STATES: tuple[str, ...] = ("reserved", "released")
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+_SINCE = "toDateTime(%(since)s)"  # an epoch int: time-zone independent on every server
+_ACCEPTED_IN_SCOPE = (
+    "SELECT order_id FROM order_status "
+    f"WHERE state IN {_sql_list(ACCEPTED_STATES)} AND first_at >= {_SINCE}"
+)
+
+# Per (channel, latest state, reason for held/rejected): orders_in, by state, by channel, reasons.
+Q_ORDER_STATES = f"""
+SELECT
+    channel,
+    state,
+    if(state IN ('held', 'rejected'), reason, '') AS why,
+    count() AS orders
+FROM order_status
+WHERE first_at >= {_SINCE}
+GROUP BY channel, state, why
+ORDER BY channel, state, why
+"""
+
+Q_DUPLICATES = f"""
+SELECT uniqExact(event_id)
+FROM order_events
+WHERE kind = 'duplicate' AND at >= {_SINCE}
+"""
+
+Q_DLQ_BY_REASON = f"""
+SELECT d_reason, count() AS records
+FROM
+(
+    SELECT dlq_id, any(reason) AS d_reason, min(received_at) AS d_received_at
+    FROM dlq
+    GROUP BY dlq_id
+)
+WHERE d_received_at >= {_SINCE}
+GROUP BY d_reason
+ORDER BY d_reason
+"""
+
+Q_GMV_BY_CHANNEL = f"""
+SELECT channel, currency, count() AS orders, sum(total) AS gmv
+FROM order_latest
+WHERE order_id IN ({_ACCEPTED_IN_SCOPE})
+GROUP BY channel, currency
+ORDER BY channel, currency
+"""
+
+# toString: groupArray over a Decimal128 (a sum) segfaults ClickHouse 18.16.
+Q_TOP_SKUS = f"""
+SELECT sku, sum(c_units) AS units, groupArray(currency) AS currencies,
+       groupArray(toString(c_gmv)) AS gmvs
+FROM
+(
+    SELECT sku, currency, sum(quantity) AS c_units, sum(paid_amount) AS c_gmv
+    FROM order_lines_latest
+    WHERE order_id IN ({_ACCEPTED_IN_SCOPE})
+    GROUP BY sku, currency
+)
+GROUP BY sku
+ORDER BY units DESC, sku
+LIMIT 10
+"""
+
+Q_STOCK_MOVEMENT_ROWS = "SELECT count() FROM stock_movements"
+
+# Units allocated to orders still holding stock, against on-hand stock from the ledger.
+Q_OVERSOLD = f"""
+SELECT sku, warehouse, reserved_units, on_hand, reserved_units - on_hand AS excess
+FROM
+(
+    SELECT a_sku AS sku, a_warehouse AS warehouse, sum(a_qty) AS reserved_units
+    FROM
+    (
+        SELECT alloc_sku AS r_skus, alloc_warehouse AS r_warehouses, alloc_qty AS r_qtys
+        FROM order_status
+        WHERE state IN {_sql_list(RESERVING_STATES)}
+    )
+    ARRAY JOIN r_skus AS a_sku, r_warehouses AS a_warehouse, r_qtys AS a_qty
+    GROUP BY sku, warehouse
+) AS h
+ANY LEFT JOIN
+(
+    SELECT m_sku AS sku, m_warehouse AS warehouse, sum(m_delta) AS on_hand
+    FROM
+    (
+        SELECT movement_id, any(sku) AS m_sku, any(warehouse) AS m_warehouse,
+               any(on_hand_delta) AS m_delta
+        FROM stock_movements
+        GROUP BY movement_id
+    )
+    GROUP BY sku, warehouse
+) AS s USING (sku, warehouse)
+WHERE reserved_units > on_hand
+ORDER BY excess DESC, sku, warehouse
+"""
+
+# Inputs that have landed as facts: each raw input ends as exactly one RECEIVED, DUPLICATE,
+# UPDATED or STALE event, or one DLQ record (the demo polls this to know a burst is done).
+INPUT_EVENT_KINDS: tuple[str, ...] = ("received", "duplicate", "updated", "stale")
+Q_PROCESSED_INPUTS = f"""
+SELECT
+    (
+        SELECT uniqExact(event_id)
+        FROM order_events
+        WHERE kind IN {_sql_list(INPUT_EVENT_KINDS)} AND at >= {_SINCE}
+    )
+    +
+    (
+        SELECT uniqExact(dlq_id)
+        FROM dlq
+        WHERE received_at >= {_SINCE}
+    )
+"""
+
+QUERIES: dict[str, str] = {
+    "order_states": Q_ORDER_STATES,
+    "duplicates": Q_DUPLICATES,
+    "dlq_by_reason": Q_DLQ_BY_REASON,
+    "gmv_by_channel": Q_GMV_BY_CHANNEL,
+    "top_skus": Q_TOP_SKUS,
+    "stock_movement_rows": Q_STOCK_MOVEMENT_ROWS,
+    "oversold": Q_OVERSOLD,
+    "processed_inputs": Q_PROCESSED_INPUTS,
+}
+
+
+def money(value: Decimal) -> Decimal:
+    """Display form of a stored amount: cents when exact, else all (up to 4) decimals."""
+    value = Decimal(value)
+    cents = value.quantize(Decimal("0.01"))
+    return cents if cents == value else value.normalize()
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class GmvRow(_Row):
+    channel: str
+    currency: str
+    orders: int
+    gmv: Decimal
+
+
+class SkuRow(_Row):
+    sku: str
+    units: int
+    gmv: dict[str, Decimal]  # currency -> paid amount of the sku's lines
+
+
+class OversoldRow(_Row):
+    sku: str
+    warehouse: str
+    reserved_units: int
+    on_hand: int
+    excess: int
+
+
+class Report(BaseModel):
+    """What ``./oms report`` prints; ``to_dict`` is its ``--json`` form."""
+
+    since: datetime | None = None
+    orders_in: int = 0  # distinct orders with any event (in scope)
+    accepted: int = 0
+    held: int = 0
+    rejected: int = 0
+    orders_by_state: dict[str, int] = Field(default_factory=dict)  # sums to orders_in
+    orders_by_channel: dict[str, int] = Field(default_factory=dict)
+    held_by_reason: dict[str, int] = Field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    duplicates: int = 0
+    dlq_total: int = 0
+    dlq_by_reason: dict[str, int] = Field(default_factory=dict)
+    gmv_by_channel: list[GmvRow] = Field(default_factory=list)
+    top_skus: list[SkuRow] = Field(default_factory=list)
+    stock_checked: bool = False  # False: no stock movements loaded, oversell not measurable
+    oversold_units: int = 0
+    oversold: list[OversoldRow] = Field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: Decimals as strings (never floats), datetimes ISO 8601."""
+        return self.model_dump(mode="json")
+
+
+def _since_epoch(since: datetime | None) -> int:
+    if since is None:
+        return 0
+    if since.tzinfo is None:  # naive means UTC, like every stored DateTime
+        since = since.replace(tzinfo=UTC)
+    return max(0, int(since.timestamp()))
+
+
+def _add(counter: dict[str, int], key: str, n: int) -> None:
+    counter[key] = counter.get(key, 0) + n
+
+
+def build_report(client: QueryClient, *, since: datetime | None = None) -> Report:
+    """Run every report query (one round trip each) and assemble the report."""
+    params: Mapping[str, Any] = {"since": _since_epoch(since)}
+    report = Report(since=since)
+
+    for channel, state, why, n in client.execute(Q_ORDER_STATES, params):
+        n = int(n)
+        state = state or "unknown"  # only events without a state (never expected)
+        report.orders_in += n
+        _add(report.orders_by_state, state, n)
+        _add(report.orders_by_channel, channel, n)
+        if state in ACCEPTED_STATES:
+            report.accepted += n
+        elif state == "held":
+            report.held += n
+            _add(report.held_by_reason, why or "unspecified", n)
+        elif state == "rejected":
+            report.rejected += n
+            _add(report.rejected_by_reason, why or "unspecified", n)
+
+    report.duplicates = int(client.execute(Q_DUPLICATES, params)[0][0])
+
+    for reason, n in client.execute(Q_DLQ_BY_REASON, params):
+        report.dlq_by_reason[reason] = int(n)
+    report.dlq_total = sum(report.dlq_by_reason.values())
+
+    report.gmv_by_channel = [
+        GmvRow(channel=ch, currency=cur, orders=int(n), gmv=money(gmv))
+        for ch, cur, n, gmv in client.execute(Q_GMV_BY_CHANNEL, params)
+    ]
+    report.top_skus = [
+        SkuRow(
+            sku=sku,
+            units=int(units),
+            gmv={c: money(Decimal(g)) for c, g in sorted(zip(currencies, gmvs, strict=True))},
+        )
+        for sku, units, currencies, gmvs in client.execute(Q_TOP_SKUS, params)
+    ]
+
+    report.stock_checked = int(client.execute(Q_STOCK_MOVEMENT_ROWS, params)[0][0]) > 0
+    if report.stock_checked:
+        report.oversold = [
+            OversoldRow(sku=sku, warehouse=wh, reserved_units=int(r), on_hand=int(o), excess=int(e))
+            for sku, wh, r, o, e in client.execute(Q_OVERSOLD, params)
+        ]
+        report.oversold_units = sum(row.excess for row in report.oversold)
+    return report
+
+
+def processed_inputs(client: QueryClient, since: datetime | None = None) -> int:
+    """How many raw inputs (events by processing time ``at``, DLQ by ``received_at``) have
+    landed since ``since``; replays and redeliveries are not counted twice."""
+    return int(client.execute(Q_PROCESSED_INPUTS, {"since": _since_epoch(since)})[0][0])
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    """Numbers right-aligned, text left-aligned."""
+    numeric = [all(isinstance(r[i], int | Decimal) for r in rows) for i in range(len(header))]
+    cells = [header] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def fmt(r: tuple[str, ...]) -> str:
+        parts = (
+            c.rjust(w) if num and rows else c.ljust(w)
+            for c, w, num in zip(r, widths, numeric, strict=True)
+        )
+        return "  ".join(parts).rstrip()
+
+    lines = [title, "  " + fmt(cells[0]), "  " + "  ".join("-" * w for w in widths)]
+    lines += ["  " + fmt(r) for r in cells[1:]] or ["  (none)"]
+    return [*lines, ""]
+
+
+def format_report(report: Report) -> str:
+    """Plain-text tables for the terminal (safe to print through rich)."""
+    scope = f"orders first seen since {report.since.isoformat()}" if report.since else "all orders"
+    out = [f"OMS report ({scope})", ""]
+    out += _table(
+        "Orders",
+        ("metric", "count"),
+        [
+            ("orders in", report.orders_in),
+            ("accepted", report.accepted),
+            ("held", report.held),
+            ("rejected", report.rejected),
+            ("duplicates", report.duplicates),
+            ("dlq", report.dlq_total),
+            ("oversold units", report.oversold_units if report.stock_checked else "n/a (no stock)"),
+        ],
+    )
+    out += _table(
+        "Orders by latest state", ("state", "orders"), sorted(report.orders_by_state.items())
+    )
+    out += _table(
+        "Orders by channel", ("channel", "orders"), sorted(report.orders_by_channel.items())
+    )
+    out += _table(
+        "GMV by channel (accepted orders, order totals)",
+        ("channel", "currency", "orders", "gmv"),
+        [(r.channel, r.currency, r.orders, r.gmv) for r in report.gmv_by_channel],
+    )
+    out += _table(
+        "Top SKUs by units (accepted orders)",
+        ("sku", "units", "gmv"),
+        [(r.sku, r.units, " ".join(f"{c} {g}" for c, g in r.gmv.items())) for r in report.top_skus],
+    )
+    out += _table("Held by reason", ("reason", "orders"), sorted(report.held_by_reason.items()))
+    out += _table(
+        "Rejected by reason", ("reason", "orders"), sorted(report.rejected_by_reason.items())
+    )
+    out += _table("DLQ by reason", ("reason", "records"), sorted(report.dlq_by_reason.items()))
+    if report.oversold:
+        out += _table(
+            "Oversold (reserved units above on-hand stock)",
+            ("sku", "warehouse", "reserved", "on hand", "excess"),
+            [(r.sku, r.warehouse, r.reserved_units, r.on_hand, r.excess) for r in report.oversold],
+        )
+    return "\n".join(out).rstrip() + "\n"

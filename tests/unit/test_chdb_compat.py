@@ -1,0 +1,534 @@
+"""Current-ClickHouse side of the schema and report contract, proven in-process with chdb.
+
+Applies every migration and runs every report query (``reports.QUERIES``) on the ClickHouse
+engine that chdb embeds, through the same code paths as production (``migrate``, ``FactSink``,
+``build_report``) via a small shim with clickhouse-driver's ``execute`` signature. The 18.16
+side is covered by tests/integration/test_analytics.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+chdb_session = pytest.importorskip("chdb.session")
+
+from analytics import reports  # noqa: E402
+from analytics.facts import StockMovement  # noqa: E402
+from analytics.reports import QUERIES, build_report, processed_inputs  # noqa: E402
+from analytics.schema import load_migrations, migrate  # noqa: E402
+from analytics.sink import FactSink, SinkUnavailable  # noqa: E402
+from ops.settings import Settings  # noqa: E402
+from streams.messages import (  # noqa: E402
+    Allocation,
+    DlqReason,
+    DlqRecord,
+    EventKind,
+    OrderEvent,
+    OrderState,
+    make_id,
+)
+from streams.models import (  # noqa: E402
+    Address,
+    Buyer,
+    Channel,
+    ChannelStatus,
+    Order,
+    OrderLine,
+    Payment,
+    PaymentStatus,
+    make_order_id,
+)
+
+# ---------------------------------------------------------------- chdb shim
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.strftime("'%Y-%m-%d %H:%M:%S'")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)  # int, Decimal: exact text, parsed as the column's type
+
+
+def _split_type(args: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in args:
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    return [*parts, cur.strip()] if cur.strip() else parts
+
+
+def _convert(value: Any, ch_type: str) -> Any:
+    m = re.match(r"^(\w+)\((.*)\)$", ch_type)
+    name, args = (m.group(1), m.group(2)) if m else (ch_type, "")
+    if name == "Nullable":
+        return None if value is None else _convert(value, args)
+    if name == "Array":
+        return [_convert(v, args) for v in value]
+    if name == "Tuple":
+        return tuple(_convert(v, t) for v, t in zip(value, _split_type(args), strict=True))
+    if name.startswith("Decimal"):
+        return Decimal(str(value))
+    if re.match(r"^U?Int\d+$", name):
+        return int(value)
+    if name == "DateTime":
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    return value
+
+
+class ChdbClient:
+    """clickhouse-driver's ``execute`` on top of a chdb session (results as lists of tuples)."""
+
+    def __init__(self, session: Any, database: str) -> None:
+        self.session = session
+        self.database = database
+        self.queries: list[str] = []
+
+    def execute(self, query: str, params: Any = None, **_: Any) -> list[tuple[Any, ...]]:
+        self.session.query(f"USE {self.database}")
+        if query.rstrip().upper().endswith("VALUES"):
+            rows = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in params)
+            sql = f"{query} {rows}"
+        elif isinstance(params, dict):
+            sql = query % {k: _literal(v) for k, v in params.items()}
+        else:
+            sql = query
+        self.queries.append(sql)
+        raw = self.session.query(sql, "JSONCompact").bytes()
+        if not raw.strip():
+            return []
+        doc = json.loads(raw)
+        types = [c["type"] for c in doc["meta"]]
+        return [
+            tuple(_convert(v, t) for v, t in zip(row, types, strict=True)) for row in doc["data"]
+        ]
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[Any]:
+    with tempfile.TemporaryDirectory() as path:
+        sess = chdb_session.Session(path)
+        sess.query("SET output_format_json_quote_decimals = 1")
+        sess.query("SET output_format_json_quote_64bit_integers = 1")
+        yield sess
+        sess.close()
+
+
+@pytest.fixture
+def db(session: Any) -> Iterator[ChdbClient]:
+    """A fresh, migrated database per test."""
+    name = f"oms_chdb_{uuid.uuid4().hex[:8]}"
+    session.query(f"CREATE DATABASE {name}")
+    client = ChdbClient(session, name)
+    migrate(client, name)
+    yield client
+    session.query(f"DROP DATABASE IF EXISTS {name}")
+
+
+def sink_for(client: ChdbClient, **kwargs: Any) -> FactSink:
+    settings = Settings(clickhouse_database=client.database)
+    kwargs.setdefault("setup", None)
+    return FactSink(settings, lambda _s: client, **kwargs)
+
+
+# ---------------------------------------------------------------- scenario
+
+T0 = datetime(2024, 11, 11, tzinfo=UTC)
+
+
+def make_order(
+    channel: str,
+    ext: str,
+    lines: list[tuple[str, str, int, str, str]],
+    *,
+    total: str,
+    currency: str = "CNY",
+    shipping: str = "0",
+    created: datetime = T0,
+) -> Order:
+    return Order(
+        order_id=make_order_id(channel, "shop1", ext),
+        channel=Channel(channel),
+        shop_id="shop1",
+        external_id=ext,
+        channel_status=ChannelStatus.PAID,
+        created_at=created,
+        updated_at=created,
+        currency=currency,
+        buyer=Buyer(id=f"buyer-{ext}", name="Zhang San", phone="13800000000"),
+        address=Address(
+            province="Zhejiang",
+            province_code="ZJ",
+            city="Hangzhou",
+            street="1 West Lake Road",
+            name="Zhang San",
+            phone="13800000000",
+        ),
+        lines=[
+            OrderLine(
+                line_id=lid, sku=sku, quantity=q, unit_price=Decimal(up), paid_amount=Decimal(pa)
+            )
+            for lid, sku, q, up, pa in lines
+        ],
+        payment=Payment(status=PaymentStatus.PAID, paid_total=Decimal(total), paid_at=created),
+        shipping_fee=Decimal(shipping),
+        total=Decimal(total),
+    )
+
+
+def make_event(
+    order: Order,
+    seq: int,
+    kind: EventKind,
+    to_state: OrderState | None = None,
+    *,
+    reason: str = "",
+    allocs: tuple[tuple[str, str, int], ...] = (),
+    snapshot: Order | None = None,
+) -> OrderEvent:
+    return OrderEvent(
+        event_id=make_id("E", order.order_id, seq, kind),
+        order_id=order.order_id,
+        seq=seq,
+        kind=kind,
+        to_state=to_state,
+        reason=reason,
+        at=order.created_at + timedelta(seconds=seq),
+        channel=order.channel,
+        shop_id=order.shop_id,
+        external_id=order.external_id,
+        allocations=[Allocation(sku=s, warehouse=w, quantity=q) for s, w, q in allocs],
+        order=snapshot,
+    )
+
+
+def scenario() -> list[OrderEvent | DlqRecord]:
+    """5 orders: released, updated+reserved (a line removed), held, rejected, reserved+duplicate;
+    3 DLQ records. Money with 4 decimals on purpose."""
+    st, k = OrderState, EventKind
+    o1 = make_order(
+        "taobao",
+        "T1",
+        [("1", "A", 2, "19.99", "39.98"), ("2", "B", 1, "5.01", "5.01")],
+        total="50.99",
+        shipping="6",
+    )
+    o2 = make_order(
+        "taobao",
+        "T2",
+        [("1", "A", 2, "19.99", "39.98"), ("2", "B", 1, "5.01", "5.01")],
+        total="44.99",
+    )
+    o2b = make_order("taobao", "T2", [("1", "A", 1, "19.99", "19.99")], total="25.99", shipping="6")
+    o3 = make_order("shopify", "S3", [("1", "C", 1, "9.99", "9.99")], total="9.99", currency="USD")
+    o4 = make_order("shopify", "S4", [("1", "C", 1, "9.99", "9.99")], total="9.99", currency="USD")
+    o5 = make_order(
+        "shopify",
+        "S5",
+        [("1", "C", 3, "0.3333", "0.9999")],
+        total="10.9999",
+        currency="USD",
+        shipping="10",
+        created=T0 + timedelta(hours=1),
+    )
+    items: list[OrderEvent | DlqRecord] = [
+        make_event(o1, 1, k.RECEIVED, st.RECEIVED, snapshot=o1),
+        make_event(o1, 2, k.RESERVED, st.RESERVED, allocs=(("A", "W1", 2), ("B", "W1", 1))),
+        make_event(o1, 3, k.RELEASED, st.RELEASED, allocs=(("A", "W1", 2), ("B", "W1", 1))),
+        make_event(o2, 1, k.RECEIVED, st.RECEIVED, snapshot=o2),
+        make_event(o2, 2, k.UPDATED, st.RECEIVED, snapshot=o2b),
+        make_event(o2, 3, k.RESERVED, st.RESERVED, allocs=(("A", "W1", 1),)),
+        make_event(o3, 1, k.RECEIVED, st.RECEIVED, snapshot=o3),
+        make_event(o3, 2, k.HELD, st.HELD, reason="address_incomplete"),
+        make_event(o4, 1, k.RECEIVED, st.RECEIVED, snapshot=o4),
+        make_event(o4, 2, k.REJECTED, st.REJECTED, reason="blacklisted_buyer"),
+        make_event(o5, 1, k.RECEIVED, st.RECEIVED, snapshot=o5),
+        make_event(o5, 2, k.RESERVED, st.RESERVED, allocs=(("C", "W2", 3),)),
+        make_event(o5, 3, k.DUPLICATE, None, snapshot=o5),
+    ]
+    reasons = [DlqReason.MALFORMED_JSON, DlqReason.MALFORMED_JSON, DlqReason.UNKNOWN_CHANNEL]
+    items += [
+        DlqRecord(
+            dlq_id=f"D{i}",
+            reason=r,
+            detail="bad json " * 100,
+            source_topic="oms.raw.jd",
+            partition=0,
+            offset=i,
+            channel="jd",
+            payload='{"name": "Zhang San"}',
+            received_at=T0,
+        )
+        for i, r in enumerate(reasons)
+    ]
+    return items
+
+
+STOCK = [
+    StockMovement("M1", "A", "W1", "load", 2, 0, T0),
+    StockMovement("M2", "C", "W2", "load", 5, 0, T0),
+]
+
+EXPECTED: dict[str, Any] = {
+    "since": None,
+    "orders_in": 5,
+    "accepted": 3,
+    "held": 1,
+    "rejected": 1,
+    "orders_by_state": {"held": 1, "rejected": 1, "released": 1, "reserved": 2},
+    "orders_by_channel": {"shopify": 3, "taobao": 2},
+    "held_by_reason": {"address_incomplete": 1},
+    "rejected_by_reason": {"blacklisted_buyer": 1},
+    "duplicates": 1,
+    "dlq_total": 3,
+    "dlq_by_reason": {"malformed_json": 2, "unknown_channel": 1},
+    "gmv_by_channel": [
+        {"channel": "shopify", "currency": "USD", "orders": 1, "gmv": "10.9999"},
+        {"channel": "taobao", "currency": "CNY", "orders": 2, "gmv": "76.98"},
+    ],
+    "top_skus": [
+        {"sku": "A", "units": 3, "gmv": {"CNY": "59.97"}},
+        {"sku": "C", "units": 3, "gmv": {"USD": "0.9999"}},
+        {"sku": "B", "units": 1, "gmv": {"CNY": "5.01"}},
+    ],
+    "stock_checked": True,
+    "oversold_units": 2,
+    "oversold": [
+        {"sku": "A", "warehouse": "W1", "reserved_units": 3, "on_hand": 2, "excess": 1},
+        {"sku": "B", "warehouse": "W1", "reserved_units": 1, "on_hand": 0, "excess": 1},
+    ],
+}
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_every_migration_applies_once(session: Any) -> None:
+    name = f"oms_chdb_{uuid.uuid4().hex[:8]}"
+    session.query(f"CREATE DATABASE {name}")
+    client = ChdbClient(session, name)
+    assert migrate(client, name) == [m.name for m in load_migrations()]
+    assert migrate(client, name) == []
+    tables = {
+        r[0] for r in client.execute(f"SELECT name FROM system.tables WHERE database = '{name}'")
+    }
+    assert {
+        "schema_migrations",
+        "order_events",
+        "orders",
+        "order_lines",
+        "dlq",
+        "stock_movements",
+        "order_status",
+        "order_latest",
+        "order_lines_latest",
+        "sales_per_minute",
+    } <= tables
+    session.query(f"DROP DATABASE {name}")
+
+
+def test_every_report_query_runs_on_empty_tables(db: ChdbClient) -> None:
+    for sql in QUERIES.values():
+        db.execute(sql, {"since": 0})
+    report = build_report(db)
+    assert report.orders_in == 0 and report.gmv_by_channel == [] and not report.stock_checked
+
+
+# ---------------------------------------------------------------- report on current ClickHouse
+
+
+async def test_report_exact_and_replay_safe(db: ChdbClient) -> None:
+    sink = sink_for(db)
+    await sink.write(scenario())
+    await sink.write_stock_movements(STOCK)
+    first = build_report(db).to_dict()
+    assert first == EXPECTED
+
+    # replay: the whole batch again, then in two halves (separate, unmerged parts)
+    items = scenario()
+    await sink.write(items)
+    await sink.write(items[:7])
+    await sink.write(items[7:])
+    await sink.write_stock_movements(STOCK)
+    assert build_report(db).to_dict() == EXPECTED
+    assert sink.rows_written["order_events"] == 13 * 3
+
+    for table in ("order_events", "orders", "order_lines", "dlq", "stock_movements"):
+        db.execute(f"OPTIMIZE TABLE {table} FINAL")
+    assert build_report(db).to_dict() == EXPECTED
+    assert db.execute("SELECT count() FROM order_events")[0][0] == 13
+    # 5 received + 1 updated + 1 duplicate + 3 DLQ, however often replayed
+    assert processed_inputs(db) == 10
+    assert processed_inputs(db, T0 + timedelta(minutes=30)) == 2
+
+
+async def test_since_window(db: ChdbClient) -> None:
+    await sink_for(db).write(scenario())
+    late = build_report(db, since=T0 + timedelta(minutes=30)).to_dict()
+    assert late["orders_in"] == 1
+    assert late["orders_by_channel"] == {"shopify": 1}
+    assert late["gmv_by_channel"] == [
+        {"channel": "shopify", "currency": "USD", "orders": 1, "gmv": "10.9999"}
+    ]
+    assert late["duplicates"] == 1  # the duplicate event is at T0+1h+3s
+    assert late["dlq_total"] == 0
+    naive = build_report(db, since=(T0 + timedelta(minutes=30)).replace(tzinfo=None))
+    assert naive.orders_in == 1
+
+
+async def test_oversold_needs_stock_movements(db: ChdbClient) -> None:
+    await sink_for(db).write(scenario())
+    report = build_report(db)
+    assert report.stock_checked is False and report.oversold_units == 0
+    await sink_for(db).write_stock_movements(
+        [
+            *STOCK,
+            {
+                "movement_id": "M3",
+                "sku": "B",
+                "warehouse": "W1",
+                "kind": "load",
+                "on_hand_delta": 1,
+                "reserved_delta": 0,
+                "at": T0,
+            },
+        ]
+    )
+    report = build_report(db)
+    assert report.stock_checked and report.oversold_units == 1
+    assert [(r.sku, r.excess) for r in report.oversold] == [("A", 1)]
+
+
+async def test_views(db: ChdbClient) -> None:
+    await sink_for(db).write(scenario())
+    rows = db.execute(
+        "SELECT channel, sku, state, orders, units, gmv FROM sales_per_minute "
+        "ORDER BY channel, sku, state"
+    )
+    assert rows == [
+        ("shopify", "C", "held", 1, 1, Decimal("9.99")),
+        ("shopify", "C", "rejected", 1, 1, Decimal("9.99")),
+        ("shopify", "C", "reserved", 1, 3, Decimal("0.9999")),
+        ("taobao", "A", "released", 1, 2, Decimal("39.98")),
+        ("taobao", "A", "reserved", 1, 1, Decimal("19.99")),
+        ("taobao", "B", "released", 1, 1, Decimal("5.01")),
+    ]
+    latest = db.execute(
+        "SELECT external_id, version, total, line_count FROM order_latest ORDER BY external_id"
+    )
+    assert ("T2", 2, Decimal("25.99"), 1) in latest
+
+
+async def test_no_personal_data_stored(db: ChdbClient) -> None:
+    await sink_for(db).write(scenario())
+    for table in ("order_events", "orders", "order_lines", "dlq"):
+        dump = repr(db.execute(f"SELECT * FROM {table}"))
+        for secret in ("Zhang San", "13800000000", "West Lake", "buyer-T1"):
+            assert secret not in dump, (table, secret)
+
+
+# ---------------------------------------------------------------- sink retry logic
+
+
+class Flaky:
+    """Client factory that fails ``failures`` times before handing out the real client."""
+
+    def __init__(self, client: ChdbClient, failures: int, exc: Exception) -> None:
+        self.client, self.failures, self.exc, self.calls = client, failures, exc, 0
+
+    def __call__(self, _settings: Settings) -> ChdbClient:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc
+        return self.client
+
+
+async def test_sink_backs_off_and_retries_same_batch(db: ChdbClient) -> None:
+    delays: list[float] = []
+
+    async def fake_sleep(d: float) -> None:
+        delays.append(d)
+
+    flaky = Flaky(db, 6, ConnectionRefusedError("closed port"))
+    settings = Settings(clickhouse_database=db.database)
+    sink = FactSink(
+        settings, flaky, setup=None, base_delay_s=0.1, max_delay_s=0.5, sleep=fake_sleep
+    )
+    await sink.write(scenario())
+    assert sink.retries == 6 and sink.consecutive_failures == 0 and sink.batches_written == 1
+    assert "closed port" in (sink.last_error or "")
+    for attempt, delay in enumerate(delays, start=1):
+        cap = min(0.5, 0.1 * 2 ** (attempt - 1))
+        assert cap / 2 <= delay <= cap
+    assert build_report(db).to_dict()["orders_in"] == 5
+
+
+async def test_sink_partial_failure_resends_only_unwritten_tables(db: ChdbClient) -> None:
+    class FailOnce(ChdbClient):
+        failed = False
+
+        def execute(self, query: str, params: Any = None, **kw: Any) -> list[tuple[Any, ...]]:
+            if "INSERT INTO" in query and ".orders " in query and not FailOnce.failed:
+                FailOnce.failed = True
+                raise EOFError("connection reset mid-batch")
+            return super().execute(query, params, **kw)
+
+    client = FailOnce(db.session, db.database)
+    sink = sink_for(client, base_delay_s=0.001)
+    await sink.write(scenario())
+    assert sink.retries == 1
+    assert sink.rows_written["order_events"] == 13  # not resent after the orders failure
+    assert build_report(db).to_dict()["gmv_by_channel"] == EXPECTED["gmv_by_channel"]
+
+
+async def test_sink_gives_up_only_when_bounded(db: ChdbClient) -> None:
+    settings = Settings(clickhouse_database=db.database)
+    sink = FactSink(
+        settings, Flaky(db, 99, OSError("down")), setup=None, base_delay_s=0.001, max_attempts=3
+    )
+    with pytest.raises(SinkUnavailable):
+        await sink.write(scenario())
+    assert sink.retries == 3 and sink.consecutive_failures == 3
+
+
+async def test_sink_does_not_retry_bugs(db: ChdbClient) -> None:
+    sink = sink_for(db)
+    with pytest.raises(TypeError):
+        await sink.write([object()])  # type: ignore[list-item]
+    assert sink.retries == 0
+
+
+async def test_concurrent_writes_are_serialised(db: ChdbClient) -> None:
+    sink = sink_for(db)
+    items = scenario()
+    await asyncio.gather(*(sink.write(items) for _ in range(4)))
+    assert sink.batches_written == 4
+    assert build_report(db).to_dict()["orders_in"] == 5
+
+
+def test_queries_listed() -> None:
+    public = {n for n in dir(reports) if n.startswith("Q_")}
+    assert public == {f"Q_{k.upper()}" for k in QUERIES}

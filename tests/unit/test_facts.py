@@ -1,0 +1,253 @@
+"""Fact mapping: message -> ClickHouse row tuples (pure, no server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from analytics.facts import (
+    COLUMNS,
+    DLQ,
+    DLQ_DETAIL_MAX,
+    ORDER_EVENTS,
+    ORDER_LINES,
+    ORDERS,
+    STOCK_MOVEMENTS,
+    StockMovement,
+    buyer_hash,
+    rows_for,
+    stock_movement_rows,
+    utc_naive,
+)
+from streams.messages import (
+    Allocation,
+    DlqReason,
+    DlqRecord,
+    EventKind,
+    OrderEvent,
+    OrderState,
+    make_id,
+)
+from streams.models import (
+    Address,
+    Buyer,
+    Channel,
+    ChannelStatus,
+    Order,
+    OrderLine,
+    Payment,
+    PaymentStatus,
+    make_order_id,
+)
+
+CST = timezone(timedelta(hours=8))  # channels send China Standard Time
+CREATED = datetime(2024, 11, 11, 0, 0, 7, 123456, tzinfo=CST)
+SECRETS = ("Li Si", "13912345678", "88 Nanjing Road", "li@example.com", "buyer-42", "call me")
+
+
+def an_order(lines: int = 2) -> Order:
+    return Order(
+        order_id=make_order_id("jd", "shop9", "J1"),
+        channel=Channel.JD,
+        shop_id="shop9",
+        external_id="J1",
+        channel_status=ChannelStatus.PAID,
+        created_at=CREATED,
+        updated_at=CREATED,
+        currency="CNY",
+        buyer=Buyer(id="buyer-42", name="Li Si", email="li@example.com", phone="13912345678"),
+        address=Address(
+            province="Shanghai",
+            province_code="SH",
+            city="Shanghai",
+            district="Huangpu",
+            street="88 Nanjing Road",
+            name="Li Si",
+            phone="13912345678",
+        ),
+        lines=[
+            OrderLine(
+                line_id=str(i),
+                sku=f"SKU{i}",
+                channel_sku=f"JD-{i}",
+                quantity=i,
+                unit_price=Decimal("10.0050"),
+                discount=Decimal("0.01"),
+                paid_amount=Decimal("10.0050") * i - Decimal("0.01"),
+                is_gift=i == 2,
+            )
+            for i in range(1, lines + 1)
+        ],
+        payment=Payment(status=PaymentStatus.PAID, paid_total=Decimal("40.01"), paid_at=CREATED),
+        shipping_fee=Decimal("10"),
+        total=Decimal("40.01"),
+        buyer_remark="call me",
+    )
+
+
+def an_event(
+    seq: int, kind: EventKind, to_state: OrderState | None = None, *, order: Order | None = None
+) -> OrderEvent:
+    o = an_order()
+    return OrderEvent(
+        event_id=make_id("E", o.order_id, seq),
+        order_id=o.order_id,
+        seq=seq,
+        kind=kind,
+        from_state=OrderState.RECEIVED if seq > 1 else None,
+        to_state=to_state,
+        at=CREATED + timedelta(seconds=seq),
+        channel=o.channel,
+        shop_id=o.shop_id,
+        external_id=o.external_id,
+        warehouse="WH-SH" if kind is EventKind.RESERVED else "",
+        allocations=[Allocation(sku="SKU1", warehouse="WH-SH", quantity=1)]
+        if kind is EventKind.RESERVED
+        else [],
+        order=order,
+    )
+
+
+def a_dlq(i: int = 0) -> DlqRecord:
+    return DlqRecord(
+        dlq_id=f"D{i}",
+        reason=DlqReason.INVALID_FIELD,
+        detail="total: not a number " * 200,
+        source_topic="oms.raw.jd",
+        partition=3,
+        offset=99,
+        channel="jd",
+        key="J1",
+        payload='{"buyer": "Li Si", "phone": "13912345678"}',
+        received_at=CREATED,
+    )
+
+
+def test_utc_naive_converts_truncates_and_clamps() -> None:
+    assert utc_naive(CREATED) == datetime(2024, 11, 10, 16, 0, 7)
+    assert utc_naive(datetime(1900, 1, 1, tzinfo=UTC)) == datetime(1970, 1, 1)
+    assert utc_naive(datetime(2200, 1, 1, tzinfo=UTC)) == datetime(2105, 12, 31, 23, 59, 59)
+    assert utc_naive(datetime(2024, 1, 1, 12)).tzinfo is None  # naive is taken as UTC already
+
+
+def test_rows_match_columns_and_types() -> None:
+    o = an_order()
+    rows = rows_for([an_event(1, EventKind.RECEIVED, OrderState.RECEIVED, order=o), a_dlq()])
+    for table, table_rows in rows.items():
+        assert all(len(r) == len(COLUMNS[table]) for r in table_rows), table
+    order = dict(zip(COLUMNS[ORDERS], rows[ORDERS][0], strict=True))
+    assert order["version"] == 1
+    assert order["total"] == Decimal("40.01") and isinstance(order["total"], Decimal)
+    assert order["created_at"] == datetime(2024, 11, 10, 16, 0, 7)
+    assert order["paid_at"] == datetime(2024, 11, 10, 16, 0, 7)
+    assert (order["line_count"], order["units"]) == (2, 3)
+    assert (order["province_code"], order["city"]) == ("SH", "Shanghai")
+    assert order["channel"] == "jd" and order["payment_status"] == "paid"
+    lines = [dict(zip(COLUMNS[ORDER_LINES], r, strict=True)) for r in rows[ORDER_LINES]]
+    assert [(ln["line_id"], ln["quantity"], ln["is_gift"]) for ln in lines] == [
+        ("1", 1, 0),
+        ("2", 2, 1),
+    ]
+    assert lines[1]["paid_amount"] == Decimal("20.0000") and lines[1]["currency"] == "CNY"
+
+
+def test_event_row() -> None:
+    rows = rows_for([an_event(2, EventKind.RESERVED, OrderState.RESERVED)])
+    event = dict(zip(COLUMNS[ORDER_EVENTS], rows[ORDER_EVENTS][0], strict=True))
+    assert event["kind"] == "reserved"
+    assert (event["from_state"], event["to_state"]) == ("received", "reserved")
+    assert event["at"] == datetime(2024, 11, 10, 16, 0, 9)
+    assert (event["alloc_sku"], event["alloc_warehouse"], event["alloc_qty"]) == (
+        ["SKU1"],
+        ["WH-SH"],
+        [1],
+    )
+    assert rows[ORDERS] == [] and rows[ORDER_LINES] == []
+    no_state = rows_for([an_event(3, EventKind.DUPLICATE)])[ORDER_EVENTS][0]
+    assert no_state[COLUMNS[ORDER_EVENTS].index("to_state")] == ""
+
+
+def test_only_received_and_updated_snapshots_make_versions() -> None:
+    o = an_order()
+    rows = rows_for(
+        [
+            an_event(1, EventKind.RECEIVED, OrderState.RECEIVED, order=o),
+            an_event(2, EventKind.UPDATED, order=an_order(lines=1)),
+            an_event(3, EventKind.DUPLICATE, order=o),  # a snapshot here is not a new version
+        ]
+    )
+    assert len(rows[ORDER_EVENTS]) == 3
+    assert [r[1] for r in rows[ORDERS]] == [1, 2]
+    assert [(r[1], r[2]) for r in rows[ORDER_LINES]] == [("1", 1), ("2", 1), ("1", 2)]
+
+
+def test_duplicates_inside_a_batch_are_dropped() -> None:
+    o = an_order()
+    received = an_event(1, EventKind.RECEIVED, OrderState.RECEIVED, order=o)
+    rows = rows_for([received, received, a_dlq(), a_dlq()])
+    assert {t: len(r) for t, r in rows.items()} == {
+        ORDER_EVENTS: 1,
+        ORDERS: 1,
+        ORDER_LINES: 2,
+        DLQ: 1,
+    }
+
+
+def test_dlq_row_has_no_payload_and_a_short_detail() -> None:
+    row = dict(zip(COLUMNS[DLQ], rows_for([a_dlq()])[DLQ][0], strict=True))
+    assert len(row["detail"]) == DLQ_DETAIL_MAX
+    assert (row["source_partition"], row["source_offset"]) == (3, 99)
+    assert row["reason"] == "invalid_field" and row["received_at"].tzinfo is None
+    assert "payload" not in COLUMNS[DLQ] and "key" not in COLUMNS[DLQ]
+
+
+def test_no_personal_data_in_any_row() -> None:
+    o = an_order()
+    rows = rows_for([an_event(1, EventKind.RECEIVED, OrderState.RECEIVED, order=o), a_dlq()])
+    dump = repr(rows)
+    for secret in SECRETS:
+        assert secret not in dump, secret
+
+
+def test_buyer_hash_is_keyed_and_stable() -> None:
+    buyer = Buyer(id="buyer-42", name="Li Si")
+    h = buyer_hash(buyer)
+    assert h == buyer_hash(Buyer(id="buyer-42", name="someone else")) and len(h) == 32
+    assert buyer_hash(buyer, salt="other deployment") != h
+    assert "buyer-42" not in h
+    assert buyer_hash(Buyer(email=" Li@Example.com")) == buyer_hash(Buyer(email="li@example.com"))
+    assert buyer_hash(Buyer()) == ""
+    order_row = rows_for(
+        [an_event(1, EventKind.RECEIVED, OrderState.RECEIVED, order=an_order())], salt="s2"
+    )[ORDERS][0]
+    assert order_row[COLUMNS[ORDERS].index("buyer_hash")] == buyer_hash(
+        Buyer(id="buyer-42"), salt="s2"
+    )
+
+
+def test_stock_movement_rows() -> None:
+    at = datetime(2024, 1, 1, 8, tzinfo=CST)
+    rows = stock_movement_rows(
+        [
+            StockMovement("M1", "SKU1", "WH", "load", 10, 0, at, ref="stock.csv"),
+            {
+                "movement_id": "M2",
+                "sku": "SKU1",
+                "warehouse": "WH",
+                "kind": "reserve",
+                "on_hand_delta": 0,
+                "reserved_delta": 2,
+                "at": at,
+            },
+            StockMovement("M1", "SKU1", "WH", "load", 10, 0, at),  # replayed in the same batch
+        ]
+    )
+    assert len(rows) == 2 and all(len(r) == len(COLUMNS[STOCK_MOVEMENTS]) for r in rows)
+    assert rows[0] == ("M1", "SKU1", "WH", "load", 10, 0, "stock.csv", datetime(2024, 1, 1))
+
+
+def test_unknown_message_type_is_a_bug() -> None:
+    with pytest.raises(TypeError):
+        rows_for([an_order()])  # type: ignore[list-item]
