@@ -218,7 +218,10 @@ class Report(BaseModel):
     duplicates: int = 0
     dlq_total: int = 0
     dlq_by_reason: dict[str, int] = Field(default_factory=dict)
-    gmv_by_channel: list[GmvRow] = Field(default_factory=list)
+    # GMV of accepted orders in the reporting currency, channel -> amount (Decimal string in
+    # JSON); every currency, with order counts, is in gmv_by_channel_currency.
+    gmv_by_channel: dict[str, Decimal] = Field(default_factory=dict)
+    gmv_by_channel_currency: list[GmvRow] = Field(default_factory=list)
     top_skus: list[SkuRow] = Field(default_factory=list)
     stock_checked: bool = False  # False: no stock movements loaded, oversell not measurable
     oversold_units: int = 0
@@ -241,7 +244,9 @@ def _add(counter: dict[str, int], key: str, n: int) -> None:
     counter[key] = counter.get(key, 0) + n
 
 
-def build_report(client: QueryClient, *, since: datetime | None = None) -> Report:
+def build_report(
+    client: QueryClient, *, since: datetime | None = None, currency: str = "CNY"
+) -> Report:
     """Run every report query (one round trip each) and assemble the report."""
     params: Mapping[str, Any] = {"since": _since_epoch(since)}
     report = Report(since=since)
@@ -267,10 +272,13 @@ def build_report(client: QueryClient, *, since: datetime | None = None) -> Repor
         report.dlq_by_reason[reason] = int(n)
     report.dlq_total = sum(report.dlq_by_reason.values())
 
-    report.gmv_by_channel = [
+    report.gmv_by_channel_currency = [
         GmvRow(channel=ch, currency=cur, orders=int(n), gmv=money(gmv))
         for ch, cur, n, gmv in client.execute(Q_GMV_BY_CHANNEL, params)
     ]
+    report.gmv_by_channel = {
+        r.channel: r.gmv for r in report.gmv_by_channel_currency if r.currency == currency
+    }
     report.top_skus = [
         SkuRow(
             sku=sku,
@@ -340,7 +348,7 @@ def format_report(report: Report) -> str:
     out += _table(
         "GMV by channel (accepted orders, order totals)",
         ("channel", "currency", "orders", "gmv"),
-        [(r.channel, r.currency, r.orders, r.gmv) for r in report.gmv_by_channel],
+        [(r.channel, r.currency, r.orders, r.gmv) for r in report.gmv_by_channel_currency],
     )
     out += _table(
         "Top SKUs by units (accepted orders)",

@@ -225,7 +225,7 @@ def test_report_assembly_and_json() -> None:
     assert d["orders_by_channel"] == {"jd": 8, "own": 3}
     assert d["held_by_reason"] == {"address_incomplete": 2}
     assert d["rejected_by_reason"] == {"blacklisted_buyer": 1}
-    assert d["gmv_by_channel"][0]["gmv"] == "1234.50"  # a string, never a float
+    assert d["gmv_by_channel_currency"][0]["gmv"] == "1234.50"  # a string, never a float
     assert d["top_skus"][0]["gmv"] == {"CNY": "100.10", "USD": "0.005"}
     assert (d["stock_checked"], d["oversold_units"]) == (False, 0)
     assert d["dlq_total"] == 2 and d["duplicates"] == 4
