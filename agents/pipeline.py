@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,14 +21,15 @@ import redis.asyncio as aioredis
 
 from agents.audit import AuditContext, Verdict, audit
 from agents.dedupe import Intake, classify
-from agents.fulfil import cancel_command, outbound_command
+from agents.fulfil import cancel_commands, outbound_commands
 from agents.lifecycle import TERMINAL, IllegalTransition, record_event
 from agents.normalise import RawInput, normalise
 from agents.route import RoutingTable
 from ops.settings import Settings
+from state.allocation import ShortagePolicy
 from state.keys import Keys
 from state.orders import LoadedRecord, OrderRecord, OrderStore
-from state.reservations import Reservation, ReservationStore, ReserveRequest, ReserveStatus
+from state.reservations import Reservation, ReserveRequest, ReserveStatus, StockEngine
 from streams import topics
 from streams.adapters.base import AdapterContext
 from streams.messages import DlqRecord, EventKind, FulfilmentCommand, OrderEvent, OrderState
@@ -71,9 +73,10 @@ class OrderPipeline:
         self.keys = Keys(settings.redis_prefix)
         self.client = client
         self.orders = OrderStore(client, self.keys)
-        self.reservations = ReservationStore(client, self.keys)
+        self.stock = StockEngine(client, self.keys)
         self.routing = routing
         self.adapter_ctx = adapter_ctx
+        self.shop_policies: dict[str, ShortagePolicy] = load_shop_policies(settings)
         self.events_topic = topics.ORDER_EVENTS.name(settings)
         self.commands_topic = topics.FULFILMENT_COMMANDS.name(settings)
         self.dlq_topic = topics.DLQ.name(settings)
@@ -221,7 +224,10 @@ class OrderPipeline:
             )
         if verdict.verdict is Verdict.PASS:
             plan.reserve = ReserveRequest(
-                order.order_id, order.quantity_by_sku, self.routing.candidates(order)
+                order.order_id,
+                order.quantity_by_sku,
+                self.routing.candidates(order),
+                self.policy_for(order),
             )
         elif verdict.verdict is Verdict.HOLD:
             self._hold(plan, verdict.reason, verdict.detail, now)
@@ -251,7 +257,7 @@ class OrderPipeline:
 
     async def _reserve(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
         wanted = [p for p in plans if p.reserve is not None]
-        reservations = await self.reservations.reserve_many([p.reserve for p in wanted])  # type: ignore[misc]
+        reservations = await self.stock.reserve_many([p.reserve for p in wanted if p.reserve])
         for plan, reservation in zip(wanted, reservations, strict=True):
             self._after_reserve(plan, reservation, now, result)
 
@@ -261,7 +267,7 @@ class OrderPipeline:
         record = plan.record
         if reservation.status is ReserveStatus.SHORTAGE:
             result.counts["shortage"] += 1
-            if self.settings.shortage_policy == "reject":
+            if self.policy_for(record.order) is ShortagePolicy.REJECT:
                 record.reject_reason = "out_of_stock"
                 plan.messages.append(
                     record_event(
@@ -278,9 +284,11 @@ class OrderPipeline:
         if not reservation.active:
             self._hold(plan, "reservation_released", "stock was released earlier", now)
             return
-        record.warehouse = reservation.warehouse
+        record.warehouse = "+".join(reservation.warehouses)
         record.allocations = list(reservation.allocations)
         record.hold_reason = ""
+        if len(reservation.warehouses) > 1:
+            result.counts["split"] += 1
         plan.messages.append(
             record_event(
                 record,
@@ -290,15 +298,15 @@ class OrderPipeline:
                 allocations=record.allocations,
             )
         )
-        command = outbound_command(record, now)
-        plan.messages.append(command)
+        commands = outbound_commands(record, now)
+        plan.messages.extend(commands)
         plan.messages.append(
             record_event(
                 record,
                 EventKind.RELEASED,
                 now,
                 to_state=OrderState.RELEASED,
-                reason=f"outbound {command.command_id}",
+                reason="outbound " + " ".join(c.command_id for c in commands),
             )
         )
 
@@ -306,7 +314,7 @@ class OrderPipeline:
         """Cancellations from the channel: give stock back, tell the WMS if it already knew."""
         for plan in (p for p in plans if p.release):
             record = plan.record
-            released = await self.reservations.release(record.order_id)
+            released = await self.stock.release(record.order_id, list(record.order.quantity_by_sku))
             was_released_to_wms = record.state is OrderState.RELEASED
             try:
                 plan.messages.append(
@@ -316,7 +324,7 @@ class OrderPipeline:
                         now,
                         to_state=OrderState.CANCELLED,
                         reason="cancelled_at_channel",
-                        allocations=released.allocations,
+                        allocations=released,
                     )
                 )
             except IllegalTransition as exc:
@@ -324,12 +332,31 @@ class OrderPipeline:
                 log.warning("refused: %s", exc)
                 continue
             if was_released_to_wms:
-                plan.messages.append(cancel_command(record, now))
+                plan.messages.extend(cancel_commands(record, now))
             result.counts["cancelled"] += 1
+
+    def policy_for(self, order: Order) -> ShortagePolicy:
+        """Per-shop shortage policy from config/shops.toml, else the global default."""
+        return self.shop_policies.get(
+            f"{order.channel.value}/{order.shop_id}", ShortagePolicy(self.settings.shortage_policy)
+        )
 
     def _output(self, message: OrderEvent | FulfilmentCommand) -> Output:
         topic = self.commands_topic if isinstance(message, FulfilmentCommand) else self.events_topic
         return (topic, message.order_id, message.model_dump_json())
+
+
+def load_shop_policies(settings: Settings) -> dict[str, ShortagePolicy]:
+    """``[shops."CHANNEL/SHOP"] shortage_policy = "split"`` entries of config/shops.toml."""
+    path = settings.config_dir / "shops.toml"
+    if not path.exists():
+        return {}
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return {
+        shop: ShortagePolicy(entry["shortage_policy"])
+        for shop, entry in data.get("shops", {}).items()
+        if "shortage_policy" in entry
+    }
 
 
 def _split_round(

@@ -52,9 +52,7 @@ class RoutingTable:
             for code, w in raw_warehouses.items()
         }
         routing = data.get("routing", {})
-        if not isinstance(routing, dict) or not all(
-            isinstance(v, list) for v in routing.values()
-        ):
+        if not isinstance(routing, dict) or not all(isinstance(v, list) for v in routing.values()):
             raise RoutingConfigError(f"{path}: [routing] maps provinces to lists of warehouses")
         routing = dict(routing)
         default = tuple(routing.pop("default", list(warehouses)))

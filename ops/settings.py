@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     sink_flush_s: float = 0.5
 
     # Policy
-    shortage_policy: str = Field(default="hold", pattern="^(hold|reject)$")
+    shortage_policy: str = Field(default="hold", pattern="^(hold|reject|split)$")
     max_line_quantity: int = 999
 
     log_level: str = "info"

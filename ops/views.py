@@ -10,7 +10,7 @@ from ops.settings import Settings
 from state.keys import Keys
 from state.orders import OrderRecord, OrderStore
 from state.redis import connect_async
-from state.reservations import ReservationStore
+from state.reservations import StockEngine, to_allocations
 from streams import topics
 from streams.messages import DlqRecord
 from streams.privacy import mask_order_dict
@@ -22,21 +22,13 @@ async def find_orders(settings: Settings, ref: str) -> list[tuple[OrderRecord, d
         keys = Keys(settings.redis_prefix)
         records = await OrderStore(client, keys).find(ref)
         out = []
+        engine = StockEngine(client, keys)
         for record in records:
-            reservation = await ReservationStore(client, keys).get(record.order_id)
-            out.append(
-                (
-                    record,
-                    {
-                        "status": ("reserved" if reservation.active else "released")
-                        if reservation
-                        else "none",
-                        "allocations": [a.model_dump() for a in reservation.allocations]
-                        if reservation
-                        else [],
-                    },
-                )
-            )
+            fields = await engine.reservation(record.order_id, list(record.order.quantity_by_sku))
+            active = {sku: v for sku, v in fields.items() if v != "-"}
+            status = "reserved" if active else ("closed" if fields else "none")
+            allocations = [a.model_dump() for a in to_allocations(active)]
+            out.append((record, {"status": status, "allocations": allocations}))
         return out
     finally:
         await client.aclose()

@@ -14,9 +14,14 @@ class Keys:
         """Hash: ``on_hand:<wh>`` and ``reserved:<wh>`` per warehouse."""
         return f"{self.prefix}:stock:{{{sku}}}"
 
-    def reservation(self, order_id: str) -> str:
-        """JSON of the order's allocations and status; its existence makes reserve idempotent."""
-        return f"{self.prefix}:res:{{{order_id}}}"
+    def ledger(self, sku: str) -> str:
+        """Stream of every stock movement of the sku, written by the same script as the change."""
+        return f"{self.prefix}:ledger:{{{sku}}}"
+
+    @property
+    def ledger_cursor(self) -> str:
+        """Hash sku -> last ledger entry id shipped to ClickHouse."""
+        return f"{self.prefix}:ledger-cursor"
 
     def order(self, order_id: str) -> str:
         return f"{self.prefix}:order:{{{order_id}}}"

@@ -13,7 +13,13 @@ from ops.settings import Settings
 
 @cache
 def lua_source(name: str) -> str:
-    return resources.files("state").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    """A script's text; ``stock_*`` scripts get the shared helpers of common.lua prepended
+    (Redis scripts cannot import)."""
+    folder = resources.files("state").joinpath("lua")
+    source = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if name.startswith("stock_"):
+        source = folder.joinpath("common.lua").read_text(encoding="utf-8") + "\n" + source
+    return source
 
 
 def connect(settings: Settings) -> redis.Redis:

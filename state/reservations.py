@@ -1,9 +1,12 @@
-"""Reservations: all-or-nothing per order, idempotent per order id, one Lua call each.
+"""The reservation engine: all-or-nothing per order, idempotent per order, never oversells.
 
-Why a script and not a lock: the check (available >= wanted for every line) and the write
-(reserved += wanted) must be one atomic step, and a Lua script is exactly that in Redis with one
-round trip and no lock to leak. A batch of orders goes out as one pipeline, so a worker pays
-one round trip per batch, not per order. See docs/decisions/0003-lua-for-reservations.md.
+Each sku's stock is one Redis hash reserved by one Lua script (one hash slot: Redis Cluster
+ready). An order spanning several skus is reserved as a saga inside one call of
+``reserve_many``: plan on a snapshot, reserve every sku in one pipelined round trip, and if any
+sku came up short (another worker got there first), undo the skus that succeeded and plan
+again. A crash between the steps leaves per-sku reservations the next delivery of the same
+input finds (``existing``) and completes or undoes, so the order still ends all-or-nothing.
+Why scripts and not locks: docs/decisions/0003-lua-for-reservations.md.
 """
 
 from __future__ import annotations
@@ -12,101 +15,230 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import orjson
 import redis.asyncio as aioredis
 
+from state.allocation import (
+    Available,
+    Plan,
+    ShortagePolicy,
+    format_parts,
+    parse_parts,
+    plan_allocation,
+    take,
+)
 from state.keys import Keys
 from state.redis import lua_source
 from streams.messages import Allocation
 
+MAX_ATTEMPTS = 4
+
 
 class ReserveStatus(StrEnum):
     RESERVED = "reserved"  # reserved now
-    EXISTING = "existing"  # a replay: the first result is returned unchanged
-    SHORTAGE = "shortage"  # no candidate warehouse can serve the whole order; nothing changed
+    EXISTING = "existing"  # reserved by an earlier delivery of the same input: returned as is
+    BLOCKED = "blocked"  # the order's reservation was released for good (cancelled)
+    SHORTAGE = "shortage"  # no plan fits the stock; nothing is reserved
 
 
 @dataclass(frozen=True)
 class ReserveRequest:
     order_id: str
     quantities: dict[str, int]  # sku -> units, lines of one sku summed
-    warehouses: Sequence[str]  # candidates in priority order
+    warehouses: Sequence[str]  # candidates in routing priority
+    policy: ShortagePolicy = ShortagePolicy.HOLD
 
 
 @dataclass(frozen=True)
 class Reservation:
     order_id: str
     status: ReserveStatus
-    active: bool = False  # the units are still held (not released)
     allocations: list[Allocation] = field(default_factory=list)
 
     @property
+    def active(self) -> bool:
+        return self.status in (ReserveStatus.RESERVED, ReserveStatus.EXISTING)
+
+    @property
+    def warehouses(self) -> list[str]:
+        return sorted({a.warehouse for a in self.allocations})
+
+    @property
     def warehouse(self) -> str:
-        return self.allocations[0].warehouse if self.allocations else ""
+        """The warehouse of a single-warehouse reservation; '' when split or empty."""
+        whs = self.warehouses
+        return whs[0] if len(whs) == 1 else ""
 
 
-def _parse(order_id: str, status: str, record: str) -> Reservation:
-    if not record:
-        return Reservation(order_id, ReserveStatus(status))
-    data = orjson.loads(record)
-    allocations = data.get("allocations") or []  # cjson encodes an empty table as {}
-    return Reservation(
-        order_id,
-        ReserveStatus(status),
-        active=data.get("status") == "reserved",
-        allocations=[Allocation(**a) for a in allocations] if isinstance(allocations, list) else [],
-    )
+def to_allocations(per_sku: dict[str, str]) -> list[Allocation]:
+    return [
+        Allocation(sku=sku, warehouse=wh, quantity=qty)
+        for sku, text in sorted(per_sku.items())
+        for wh, qty in parse_parts(text)
+    ]
 
 
-class ReservationStore:
-    """The only writer of ``reserved`` figures besides stock loads."""
+class StockEngine:
+    """reserve / release / commit / settle, each one Lua call per sku, batched in pipelines."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
-        self._reserve = client.register_script(lua_source("reserve"))
-        self._release = client.register_script(lua_source("release"))
+        self._reserve = client.register_script(lua_source("stock_reserve"))
+        self._release = client.register_script(lua_source("stock_release"))
+        self._commit = client.register_script(lua_source("stock_commit"))
+        self._settle = client.register_script(lua_source("stock_settle"))
+
+    def _sku_keys(self, sku: str) -> list[str]:
+        return [self._keys.stock(sku), self._keys.ledger(sku)]
 
     async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[Reservation]:
-        """One pipelined round trip for the whole batch; each order stays all-or-nothing."""
-        if not requests:
-            return []
+        results: dict[int, Reservation] = {}
+        pending = list(range(len(requests)))
+        for _ in range(MAX_ATTEMPTS):
+            if not pending:
+                break
+            pending = await self._attempt(requests, pending, results)
+        for i in pending:
+            results[i] = Reservation(requests[i].order_id, ReserveStatus.SHORTAGE)
+        return [results[i] for i in range(len(requests))]
+
+    async def _attempt(
+        self,
+        requests: Sequence[ReserveRequest],
+        pending: list[int],
+        results: dict[int, Reservation],
+    ) -> list[int]:
+        """One round: snapshot, plan, reserve every sku, undo partial orders. Returns the
+        requests to try again (they lost a race for some sku)."""
+        available, existing = await self._snapshot([requests[i] for i in pending])
+        plans: dict[int, Plan] = {}
+        stale: list[tuple[str, str]] = []  # (order, sku) left over from an interrupted saga
+        for i in pending:
+            req = requests[i]
+            held = existing[req.order_id]
+            if held and "-" in held.values():
+                results[i] = Reservation(req.order_id, ReserveStatus.BLOCKED)
+            elif held and set(held) == set(req.quantities):
+                results[i] = Reservation(req.order_id, ReserveStatus.EXISTING, to_allocations(held))
+            else:
+                stale += [(req.order_id, sku) for sku in held]
+                plan = plan_allocation(req.quantities, req.warehouses, available, req.policy)
+                if plan is None:
+                    results[i] = Reservation(req.order_id, ReserveStatus.SHORTAGE)
+                else:
+                    take(available, plan)
+                    plans[i] = plan
+        if stale:
+            await self._undo(stale)
+        outcome = await self._reserve_plans(requests, plans)
+        retry: list[int] = []
+        undo: list[tuple[str, str]] = []
+        for i, per_sku in outcome.items():
+            order_id = requests[i].order_id
+            statuses = {status for status, _ in per_sku.values()}
+            got = {sku: alloc for sku, (status, alloc) in per_sku.items() if status != "shortage"}
+            if statuses <= {"reserved", "existing"} and "-" not in got.values():
+                results[i] = Reservation(order_id, ReserveStatus.RESERVED, to_allocations(got))
+            elif "-" in got.values():
+                undo += [(order_id, sku) for sku, a in got.items() if a != "-"]
+                results[i] = Reservation(order_id, ReserveStatus.BLOCKED)
+            else:
+                undo += [(order_id, sku) for sku in got]
+                retry.append(i)
+        if undo:
+            await self._undo(undo)
+        return retry
+
+    async def _snapshot(
+        self, requests: Sequence[ReserveRequest]
+    ) -> tuple[Available, dict[str, dict[str, str]]]:
+        """Available units per sku/warehouse and this batch's existing per-sku reservations, in
+        one round trip of HMGETs (never HGETALL: a hot sku's hash holds every open order)."""
+        skus = sorted({sku for r in requests for sku in r.quantities})
+        whs = sorted({wh for r in requests for wh in r.warehouses})
+        orders_by_sku: dict[str, list[str]] = {sku: [] for sku in skus}
+        for r in requests:
+            for sku in r.quantities:
+                orders_by_sku[sku].append(r.order_id)
         pipe = self._client.pipeline(transaction=False)
-        for req in requests:
-            skus = sorted(req.quantities)
-            keys = [self._keys.reservation(req.order_id), *(self._keys.stock(s) for s in skus)]
-            args: list[str | int] = [req.order_id, len(skus)]
-            args += [req.quantities[s] for s in skus]
-            args += skus
-            args += list(req.warehouses)
-            await self._reserve(keys=keys, args=args, client=pipe)
-        results = await pipe.execute()
-        return [
-            _parse(req.order_id, status, record)
-            for req, (status, record) in zip(requests, results, strict=True)
-        ]
+        for sku in skus:
+            fields = [f"on_hand:{wh}" for wh in whs] + [f"reserved:{wh}" for wh in whs]
+            fields += [f"r:{oid}" for oid in orders_by_sku[sku]]
+            pipe.hmget(self._keys.stock(sku), fields)
+        available: Available = {}
+        existing: dict[str, dict[str, str]] = {r.order_id: {} for r in requests}
+        for sku, values in zip(skus, await pipe.execute(), strict=True):
+            n = len(whs)
+            available[sku] = {
+                wh: int(values[k] or 0) - int(values[n + k] or 0) for k, wh in enumerate(whs)
+            }
+            for oid, value in zip(orders_by_sku[sku], values[2 * n :], strict=True):
+                if value is not None:
+                    existing[oid][sku] = value
+        return available, existing
 
-    async def release(self, order_id: str) -> Reservation:
-        """Return the units; afterwards the order can never reserve again (a replay is a no-op).
+    async def _reserve_plans(
+        self, requests: Sequence[ReserveRequest], plans: dict[int, Plan]
+    ) -> dict[int, dict[str, tuple[str, str]]]:
+        pipe = self._client.pipeline(transaction=False)
+        calls: list[tuple[int, str]] = []
+        for i, plan in plans.items():
+            for sku, parts in sorted(plan.items()):
+                await self._reserve(
+                    keys=self._sku_keys(sku),
+                    args=[requests[i].order_id, format_parts(parts)],
+                    client=pipe,
+                )
+                calls.append((i, sku))
+        outcome: dict[int, dict[str, tuple[str, str]]] = {i: {} for i in plans}
+        if calls:
+            for (i, sku), reply in zip(calls, await pipe.execute(), strict=True):
+                outcome[i][sku] = (reply[0], reply[1])
+        return outcome
 
-        The returned reservation carries the allocations that were given back (empty when there
-        was nothing to give back) so the caller can record the stock movement.
-        """
-        for _ in range(5):
-            current = await self.get(order_id)
-            stock_keys = [self._keys.stock(a.sku) for a in current.allocations] if current else []
-            status, record = await self._release(
-                keys=[self._keys.reservation(order_id), *stock_keys], args=[order_id]
-            )
-            if status == "retry":
-                continue
-            released = _parse(order_id, ReserveStatus.EXISTING, record)
-            given_back = released.allocations if status == "released" else []
-            return Reservation(
-                order_id, ReserveStatus.EXISTING, active=False, allocations=given_back
-            )
-        raise RuntimeError(f"reservation of {order_id} kept changing during release")
+    async def _undo(self, pairs: Sequence[tuple[str, str]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for order_id, sku in pairs:
+            await self._release(keys=self._sku_keys(sku), args=[order_id, "undo"], client=pipe)
+        await pipe.execute()
 
-    async def get(self, order_id: str) -> Reservation | None:
-        raw = await self._client.get(self._keys.reservation(order_id))
-        return _parse(order_id, ReserveStatus.EXISTING, raw) if raw else None
+    async def _per_sku(
+        self, script, order_id: str, skus: Sequence[str], *extra: str
+    ) -> list[Allocation]:  # type: ignore[no-untyped-def]
+        pipe = self._client.pipeline(transaction=False)
+        for sku in skus:
+            await script(keys=self._sku_keys(sku), args=[order_id, *extra], client=pipe)
+        done: dict[str, str] = {}
+        for sku, reply in zip(skus, await pipe.execute(), strict=True):
+            if reply[0] not in ("none",):
+                done[sku] = reply[1]
+        return to_allocations(done)
+
+    async def release(self, order_id: str, skus: Sequence[str]) -> list[Allocation]:
+        """Cancel, unpaid timeout or failed routing: units go back, and the order can never
+        reserve these skus again. Returns what was given back."""
+        return await self._per_sku(self._release, order_id, sorted(set(skus)), "final")
+
+    async def commit(self, order_id: str, skus: Sequence[str]) -> list[Allocation]:
+        """Shipped: reserved units leave on hand and become sales in transit."""
+        return await self._per_sku(self._commit, order_id, sorted(set(skus)))
+
+    async def settle(
+        self, order_id: str, skus: Sequence[str], *, returned: bool = False, sellable: bool = True
+    ) -> list[Allocation]:
+        """Delivered (in transit ends) or returned (in transit ends; on hand grows if sellable)."""
+        outcome = "returned" if returned else "delivered"
+        return await self._per_sku(
+            self._settle, order_id, sorted(set(skus)), outcome, "1" if sellable else "0"
+        )
+
+    async def reservation(self, order_id: str, skus: Sequence[str]) -> dict[str, str]:
+        """The order's raw per-sku reservation fields (active 'WH=qty', or '-' when closed)."""
+        pipe = self._client.pipeline(transaction=False)
+        for sku in skus:
+            pipe.hget(self._keys.stock(sku), f"r:{order_id}")
+        return {
+            sku: value
+            for sku, value in zip(skus, await pipe.execute(), strict=True)
+            if value is not None
+        }

@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
@@ -40,6 +43,8 @@ class StockLevel:
     warehouse: str
     on_hand: int
     reserved: int
+    inbound: int = 0  # purchase in transit
+    sales_in_transit: int = 0  # shipped, not yet signed for
 
     @property
     def available(self) -> int:
@@ -52,6 +57,8 @@ class StockLevel:
             "on_hand": self.on_hand,
             "reserved": self.reserved,
             "available": self.available,
+            "inbound": self.inbound,
+            "sales_in_transit": self.sales_in_transit,
         }
 
 
@@ -140,16 +147,94 @@ def _row_problem(sku: str, warehouse: str, raw_qty: object, warehouses: set[str]
     return None
 
 
-def load_stock(client: redis.Redis, keys: Keys, rows: list[StockRow]) -> int:
-    """Set on hand for every row atomically; registers skus it has not seen."""
-    script = client.register_script(lua_source("load_stock"))
-    status, detail = script(
-        keys=[keys.skus, *(keys.stock(r.sku) for r in rows)],
-        args=[f"{r.sku}|{r.warehouse}|{r.qty}" for r in rows],
-    )
-    if status != "ok":
-        raise StockError(f"nothing applied: {detail}")
-    return int(detail)
+class StockOp(StrEnum):
+    """Kinds of operator or WMS changes to stock; each lands in the ledger under its kind."""
+
+    LOAD = "load"  # set on hand from a file
+    ADJUST = "adjust"  # add/remove units (count correction, damage, found stock)
+    SNAPSHOT = "snapshot"  # the WMS's full count, applied under the stock lock
+    INBOUND = "inbound"  # purchase order placed: inbound grows
+    RECEIVE = "receive"  # purchase received: inbound shrinks, on hand grows
+
+
+@dataclass(frozen=True)
+class StockChange:
+    sku: str
+    warehouse: str
+    field: str  # on_hand | inbound
+    mode: str  # set | add
+    value: int
+
+    def arg(self) -> str:
+        return f"{self.warehouse}|{self.field}|{self.mode}|{self.value}"
+
+
+def apply_changes(
+    client: redis.Redis,
+    keys: Keys,
+    kind: StockOp,
+    op_id: str,
+    changes: list[StockChange],
+    *,
+    fence: int = 0,
+) -> int:
+    """Apply changes to many skus as one operation: every sku or none.
+
+    Each sku is one script call (one hash slot). If any sku refuses (below reserved, below
+    zero, stale fence), the skus already applied are reverted by their inverse, so the stock
+    file is never half-applied. ``op_id`` makes a retried operation a no-op. Returns the number
+    of skus changed.
+    """
+    script = client.register_script(lua_source("stock_apply"))
+    by_sku: dict[str, list[StockChange]] = {}
+    for change in changes:
+        by_sku.setdefault(change.sku, []).append(change)
+    applied: list[tuple[str, list[list[object]]]] = []
+    for sku, sku_changes in by_sku.items():
+        status, detail, *rest = script(
+            keys=[keys.stock(sku), keys.ledger(sku)],
+            args=[op_id, kind.value, fence, *(c.arg() for c in sku_changes)],
+        )
+        if status in ("applied", "duplicate"):
+            if status == "applied":
+                applied.append((sku, rest[0] if rest else []))
+            continue
+        _revert(client, keys, script, op_id, applied)
+        raise StockError(f"nothing applied: {sku} {detail}")
+    if by_sku:
+        client.sadd(keys.skus, *by_sku)
+    return len(applied)
+
+
+def _revert(
+    client: redis.Redis,
+    keys: Keys,
+    script: Any,
+    op_id: str,
+    applied: list[tuple[str, list[list[object]]]],
+) -> None:
+    for sku, moves in applied:
+        inverse = []
+        for wh, on_hand, _reserved, inbound, _sit in moves:
+            if int(on_hand):
+                inverse.append(f"{wh}|on_hand|add|{-int(on_hand)}")
+            if int(inbound):
+                inverse.append(f"{wh}|inbound|add|{-int(inbound)}")
+        if inverse:
+            script(
+                keys=[keys.stock(sku), keys.ledger(sku)],
+                args=[f"revert:{op_id}", "revert", 0, *inverse],
+            )
+
+
+def load_stock(client: redis.Redis, keys: Keys, rows: list[StockRow], *, op_id: str = "") -> int:
+    """Set on hand for every row, all rows or none; registers skus it has not seen."""
+    changes = [StockChange(r.sku, r.warehouse, "on_hand", "set", r.qty) for r in rows]
+    return apply_changes(client, keys, StockOp.LOAD, op_id or new_op_id(), changes)
+
+
+def new_op_id() -> str:
+    return uuid.uuid4().hex
 
 
 def stock_levels(client: redis.Redis, keys: Keys, sku: str) -> list[StockLevel]:
@@ -157,14 +242,25 @@ def stock_levels(client: redis.Redis, keys: Keys, sku: str) -> list[StockLevel]:
     return _levels(sku, fields)
 
 
+FIGURES = ("on_hand", "reserved", "inbound", "sit")
+
+
 def _levels(sku: str, fields: dict[str, str]) -> list[StockLevel]:
-    warehouses = sorted({f.split(":", 1)[1] for f in fields if ":" in f})
+    figures = {
+        (name, wh): int(value)
+        for key, value in fields.items()
+        for name, _, wh in [key.partition(":")]
+        if name in FIGURES
+    }
+    warehouses = sorted({wh for _, wh in figures})
     return [
         StockLevel(
             sku,
             wh,
-            int(fields.get(f"on_hand:{wh}", 0)),
-            int(fields.get(f"reserved:{wh}", 0)),
+            figures.get(("on_hand", wh), 0),
+            figures.get(("reserved", wh), 0),
+            figures.get(("inbound", wh), 0),
+            figures.get(("sit", wh), 0),
         )
         for wh in warehouses
     ]

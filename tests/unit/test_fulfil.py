@@ -9,9 +9,9 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.fulfil import cancel_command, command_id, outbound_command
+from agents.fulfil import cancel_commands, command_id, outbound_commands
 from state.orders import OrderRecord
-from streams.messages import CommandKind, FulfilmentCommand, OrderState
+from streams.messages import Allocation, CommandKind, FulfilmentCommand, OrderState
 from streams.models import (
     Address,
     Buyer,
@@ -66,7 +66,44 @@ def make_record(
         order=order,
         fingerprint=order.fingerprint(),
         warehouse=warehouse,
+        allocations=[
+            Allocation(sku=sku, warehouse=warehouse, quantity=qty)
+            for sku, qty in order.quantity_by_sku.items()
+        ],
     )
+
+
+def outbound_command(record: OrderRecord, at: datetime) -> FulfilmentCommand:
+    """A single-warehouse reservation gives exactly one outbound command."""
+    [command] = outbound_commands(record, at)
+    return command
+
+
+def cancel_command(record: OrderRecord, at: datetime) -> FulfilmentCommand:
+    [command] = cancel_commands(record, at)
+    return command
+
+
+def test_split_reservation_gives_one_command_per_warehouse_covering_every_unit() -> None:
+    record = make_record(LINES)
+    record.allocations = [
+        Allocation(sku="SKU-A", warehouse="WH-SH", quantity=3),
+        Allocation(sku="SKU-A", warehouse="WH-BJ", quantity=1),
+        Allocation(sku="SKU-B", warehouse="WH-BJ", quantity=2),
+    ]
+    commands = outbound_commands(record, T0)
+    assert [c.warehouse for c in commands] == ["WH-BJ", "WH-SH"]
+    assert len({c.command_id for c in commands}) == 2
+    shipped: dict[tuple[str, str], int] = {}
+    for c in commands:
+        for ln in c.lines:
+            shipped[(c.warehouse, ln.sku)] = shipped.get((c.warehouse, ln.sku), 0) + ln.quantity
+    assert shipped == {("WH-SH", "SKU-A"): 3, ("WH-BJ", "SKU-A"): 1, ("WH-BJ", "SKU-B"): 2}
+    per_line: dict[str, int] = {}
+    for c in commands:
+        for ln in c.lines:
+            per_line[ln.line_id] = per_line.get(ln.line_id, 0) + ln.quantity
+    assert per_line == {ln.line_id: ln.quantity for ln in record.order.lines}
 
 
 LINES = [("SKU-A", 1), ("SKU-B", 2), ("SKU-A", 3)]

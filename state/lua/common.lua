@@ -1,0 +1,44 @@
+-- Shared helpers, prepended to every stock script by state/redis.py (Redis has no require).
+-- All stock of one sku lives in one hash, KEYS[1] = <prefix>:stock:{sku}, and its ledger in one
+-- stream, KEYS[2] = <prefix>:ledger:{sku}: both carry the hash tag {sku}, so every script
+-- touches exactly one hash slot (Redis Cluster ready). Hash fields, per warehouse WH:
+--   on_hand:WH   physical units in the warehouse
+--   reserved:WH  units promised to open orders (sum of the r: fields naming WH)
+--   inbound:WH   purchase in transit (ordered from suppliers, not yet received)
+--   sit:WH       sales in transit (shipped, not yet signed for)
+--   fence:WH     highest fencing token a locked operation (snapshot, recount) has written with
+-- and per order ORDER:
+--   r:ORDER      active reservation "WH=qty,WH2=qty" ; "-" once released or committed
+--   s:ORDER      shipped units in transit "WH=qty,..." ; "-" once settled or returned
+--   op:ID        "1" once stock operation ID (load, adjust, restock...) has been applied
+
+local function num(field)
+  return tonumber(redis.call('HGET', KEYS[1], field) or '0')
+end
+
+local function parse_alloc(text)
+  local out = {}
+  for wh, qty in string.gmatch(text or '', '([^=,]+)=(%d+)') do
+    out[#out + 1] = {wh, tonumber(qty)}
+  end
+  return out
+end
+
+local function format_alloc(parts)
+  local items = {}
+  for i, p in ipairs(parts) do items[i] = p[1] .. '=' .. p[2] end
+  return table.concat(items, ',')
+end
+
+-- Every change of a figure is one ledger entry, written in the same atomic step as the change,
+-- so the ledger can never miss or double a movement. ARGV[1] is always the reference (order id
+-- or operation id) and KIND the movement kind set by each script.
+local KIND = 'unknown'
+local function movement(wh, on_hand, reserved, inbound, sit)
+  if on_hand == 0 and reserved == 0 and inbound == 0 and sit == 0 then
+    return {wh, 0, 0, 0, 0}
+  end
+  redis.call('XADD', KEYS[2], '*', 'wh', wh, 'kind', KIND, 'ref', ARGV[1],
+    'on_hand', on_hand, 'reserved', reserved, 'inbound', inbound, 'sit', sit)
+  return {wh, on_hand, reserved, inbound, sit}
+end

@@ -1,0 +1,44 @@
+-- Apply one stock operation to one sku, once: set or add on hand / inbound per warehouse.
+-- KEYS[1] stock hash of the sku, KEYS[2] its ledger stream
+-- ARGV[1] operation id (idempotency), ARGV[2] kind (load, adjust, snapshot, receive...),
+-- ARGV[3] fencing token ('0': unfenced),
+-- ARGV[4..] 'WH|field|mode|value' with field on_hand|inbound and mode set|add
+-- A set may not take on hand below what is reserved (that would turn accepted orders into
+-- oversells) and nothing may go below zero: then nothing is applied.
+-- Returns {'applied'|'duplicate'|'stale_fence'|'error', detail, movements}
+if redis.call('HEXISTS', KEYS[1], 'op:' .. ARGV[1]) == 1 then
+  return {'duplicate', ''}
+end
+KIND = ARGV[2]
+local token = tonumber(ARGV[3])
+local changes = {}
+for i = 4, #ARGV do
+  local wh, field, mode, value = string.match(ARGV[i], '^([^|]+)|([^|]+)|([^|]+)|(-?%d+)$')
+  value = tonumber(value)
+  if token > 0 and num('fence:' .. wh) > token then
+    return {'stale_fence', wh .. ' was written with a newer fencing token'}
+  end
+  local current = num(field .. ':' .. wh)
+  local target = value
+  if mode == 'add' then target = current + value end
+  if target < 0 then
+    return {'error', wh .. ': ' .. field .. ' would be ' .. target}
+  end
+  if field == 'on_hand' and target < num('reserved:' .. wh) then
+    return {'error', wh .. ': ' .. num('reserved:' .. wh) ..
+      ' reserved, on hand cannot be ' .. target}
+  end
+  changes[#changes + 1] = {wh, field, target, target - current}
+end
+local moves = {}
+for i, c in ipairs(changes) do
+  redis.call('HSET', KEYS[1], c[2] .. ':' .. c[1], c[3])
+  if token > 0 then redis.call('HSET', KEYS[1], 'fence:' .. c[1], token) end
+  if c[2] == 'on_hand' then
+    moves[i] = movement(c[1], c[4], 0, 0, 0)
+  else
+    moves[i] = movement(c[1], 0, 0, c[4], 0)
+  end
+end
+redis.call('HSET', KEYS[1], 'op:' .. ARGV[1], '1')
+return {'applied', '', moves}
