@@ -168,6 +168,48 @@ def stock_load(file: Path, as_json: bool) -> None:
         click.echo(f"loaded {count} row(s) for {len({r.sku for r in rows})} sku(s)")
 
 
+@stock.command("adjust")
+@click.argument("sku")
+@click.argument("warehouse")
+@click.argument("delta", type=int)
+@click.option("--field", type=click.Choice(["on_hand", "inbound"]), default="on_hand",
+              show_default=True, help="on_hand (count corrections) or inbound (purchases).")
+@click.option("--reason", default="", help="Why, for the ledger (e.g. damaged, recount).")
+@click.option("--op-id", default="", help="Idempotency key: re-running with it changes nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def stock_adjust(
+    sku: str, warehouse: str, delta: int, field: str, reason: str, op_id: str, as_json: bool
+) -> None:
+    """Add (or with a negative DELTA remove) units of a known sku at a warehouse.
+
+    Refused when the sku is unknown, the warehouse is unknown, or the result would go below
+    zero or below what is already reserved there.
+    """
+    from agents.route import RoutingTable
+    from state.keys import Keys
+    from state.redis import connect
+    from state.stock import StockChange, StockError, StockOp, apply_changes, known_skus, new_op_id
+
+    s = settings()
+    client, keys = connect(s), Keys(s.redis_prefix)
+    routing = RoutingTable.load(s.config_dir / "warehouses.toml")
+    if warehouse not in routing.warehouses:
+        fail(f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(routing.warehouses))})")
+    if sku not in known_skus(client, keys):
+        fail(f"unknown sku {sku!r}: load it first with `./oms stock load`")
+    op = op_id or new_op_id()
+    try:
+        apply_changes(client, keys, StockOp.ADJUST, f"{op}:{reason}" if reason else op,
+                      [StockChange(sku, warehouse, field, "add", delta)])
+    except StockError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"ok": True, "sku": sku, "warehouse": warehouse, "field": field,
+                   "delta": delta, "op_id": op})
+    else:
+        click.echo(f"{sku} at {warehouse}: {field} {delta:+d}")
+
+
 @stock.command("show")
 @click.argument("sku")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
@@ -185,9 +227,15 @@ def stock_show(sku: str, as_json: bool) -> None:
     if as_json:
         emit_json({"sku": sku, "warehouses": {lv.warehouse: lv.to_dict() for lv in levels}})
         return
-    click.echo(f"{'warehouse':<10} {'on_hand':>8} {'reserved':>9} {'available':>10}")
+    click.echo(
+        f"{'warehouse':<10} {'on_hand':>8} {'reserved':>9} {'available':>10} "
+        f"{'inbound':>8} {'in_transit':>10}"
+    )
     for lv in levels:
-        click.echo(f"{lv.warehouse:<10} {lv.on_hand:>8} {lv.reserved:>9} {lv.available:>10}")
+        click.echo(
+            f"{lv.warehouse:<10} {lv.on_hand:>8} {lv.reserved:>9} {lv.available:>10} "
+            f"{lv.inbound:>8} {lv.sales_in_transit:>10}"
+        )
 
 
 # --- orders ------------------------------------------------------------------------------
