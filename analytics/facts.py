@@ -105,6 +105,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "reserved_delta",
         "ref",
         "at",
+        "inbound_delta",  # added by migration 0003 (18.16 cannot place columns: appended)
+        "sit_delta",
     ),
 }
 
@@ -241,16 +243,19 @@ def dlq_row(record: DlqRecord) -> tuple[Any, ...]:
 
 @dataclass(frozen=True, slots=True)
 class StockMovement:
-    """One stock ledger entry, as the stock layer reports it; ``movement_id`` is deterministic."""
+    """One stock ledger entry, as the stock layer reports it; ``movement_id`` is deterministic
+    (the ledger shipper uses ``<sku>/<stream entry id>``)."""
 
     movement_id: str
     sku: str
     warehouse: str
-    kind: str  # load, adjust, reserve, release, commit, ...
+    kind: str  # load, adjust, snapshot, reserve, release, undo, commit, delivered, returned, ...
     on_hand_delta: int
     reserved_delta: int
     at: datetime
     ref: str = ""  # what caused it: order id, load file, operator action
+    inbound_delta: int = 0  # purchase in transit
+    sit_delta: int = 0  # sales in transit (shipped, not yet signed for)
 
 
 def stock_movement_rows(
@@ -274,6 +279,8 @@ def stock_movement_rows(
                 int(m.reserved_delta),
                 m.ref,
                 utc_naive(m.at),
+                int(m.inbound_delta),
+                int(m.sit_delta),
             )
         )
     return rows

@@ -336,6 +336,32 @@ def verify(as_json: bool) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@main.command("bench-stock")
+@click.option("--orders", type=click.IntRange(100, 10_000_000), default=50_000, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def bench_stock(orders: int, concurrency: int, as_json: bool) -> None:
+    """Reservations per second through state/ against a naive lock-read-check-write baseline,
+    both measured in this run on the local Redis. Starts the stack's servers if needed."""
+    from ops.bench_stock import bench_reservations
+    from ops.prepare import prepare_infra
+
+    s = settings()
+    prepare_infra(s)
+    result = bench_reservations(s, orders=orders, concurrency=concurrency)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(
+        f"{result['orders']} single-line orders, {concurrency} concurrent clients, "
+        f"Redis {result['redis_version']}\n"
+        f"  engine (pipelined Lua):        {result['engine_per_s']:>10,.0f} reservations/s\n"
+        f"  baseline (lock+read+write):    {result['baseline_per_s']:>10,.0f} reservations/s\n"
+        f"  ratio                          {result['ratio']:>10.1f}x\n"
+        f"  oversold: engine {result['engine_oversold']}, baseline {result['baseline_oversold']}"
+    )
+
+
 # --- the two commands --------------------------------------------------------------------
 
 

@@ -161,9 +161,17 @@ def scenario() -> list[OrderEvent | DlqRecord]:
     return items
 
 
+# The stock ledger of the scenario (as the ledger shipper writes it): A/W1 has 2 on hand but
+# 3 reserved (T1 2 + T2 1) and B/W1 none on hand but 1 reserved: 2 units oversold, which
+# the stock layer can never produce but the report must be able to show.
 STOCK = [
     StockMovement("M1", "A", "W1", "load", 2, 0, T0),
     StockMovement("M2", "C", "W2", "load", 5, 0, T0),
+    StockMovement("M3", "A", "W1", "reserve", 0, 2, T0, ref="T1"),
+    StockMovement("M4", "B", "W1", "reserve", 0, 1, T0, ref="T1"),
+    StockMovement("M5", "A", "W1", "reserve", 0, 1, T0, ref="T2"),
+    StockMovement("M6", "C", "W2", "reserve", 0, 3, T0, ref="S5"),
+    StockMovement("M7", "C", "W2", "inbound", 0, 0, T0, ref="PO1", inbound_delta=4),
 ]
 
 EXPECTED: dict[str, Any] = {

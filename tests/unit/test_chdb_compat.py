@@ -210,20 +210,23 @@ async def test_since_window(db: ChdbClient) -> None:
     assert naive.orders_in == 1
 
 
-async def test_oversold_needs_stock_movements(db: ChdbClient) -> None:
+async def test_oversold_comes_from_the_ledger(db: ChdbClient) -> None:
     await sink_for(db).write(scenario())
     report = build_report(db)
     assert report.stock_checked is False and report.oversold_units == 0
+    await sink_for(db).write_stock_movements(STOCK)
+    assert build_report(db).oversold_units == 2
     await sink_for(db).write_stock_movements(
         [
-            *STOCK,
+            *STOCK,  # replayed: changes nothing
             {
-                "movement_id": "M3",
+                "movement_id": "M8",
                 "sku": "B",
                 "warehouse": "W1",
-                "kind": "load",
+                "kind": "receive",
                 "on_hand_delta": 1,
                 "reserved_delta": 0,
+                "inbound_delta": -1,
                 "at": T0,
             },
         ]
@@ -231,6 +234,11 @@ async def test_oversold_needs_stock_movements(db: ChdbClient) -> None:
     report = build_report(db)
     assert report.stock_checked and report.oversold_units == 1
     assert [(r.sku, r.excess) for r in report.oversold] == [("A", 1)]
+    deduped = (
+        "SELECT sum(i), sum(s) FROM (SELECT movement_id, any(inbound_delta) AS i, "
+        "any(sit_delta) AS s FROM stock_movements GROUP BY movement_id)"
+    )
+    assert db.execute(deduped) == [(4 - 1, 0)]  # M7 (inbound 4), M8 (received 1)
 
 
 async def test_views(db: ChdbClient) -> None:
@@ -344,3 +352,32 @@ async def test_concurrent_writes_are_serialised(db: ChdbClient) -> None:
 def test_queries_listed() -> None:
     public = {n for n in dir(reports) if n.startswith("Q_")}
     assert public == {f"Q_{k.upper()}" for k in QUERIES}
+
+
+# ---------------------------------------------------------------- stock ledger queries
+
+
+async def test_ledger_shipped_totals(db: ChdbClient) -> None:
+    """state/ledger.py's range query (verify and snapshot sum the shipped ledger with it)."""
+    from analytics.facts import StockMovement
+    from state.ledger import movement_id, shipped_totals
+
+    def move(sku: str, eid: str, kind: str, on_hand: int, reserved: int = 0) -> StockMovement:
+        return StockMovement(movement_id(sku, eid), sku, "W1", kind, on_hand, reserved, T0)
+
+    moves = [
+        move("a/b", "1700000000000-0", "load", 10),
+        move("a/b", "1700000000000-1", "reserve", 0, 2),
+        move("a/b", "1700000000001-0", "commit", -2, -2),
+        move("c", "1700000000001-0", "load", 5),
+    ]
+    sink = sink_for(db)
+    await sink.write_stock_movements(moves)
+    await sink.write_stock_movements(moves[1:3])  # re-shipped: counted once
+    ranges = {"a/b": ((0, 0), (1700000000000, 1)), "c": ((0, 0), (1700000000001, 0))}
+    got = shipped_totals(db, ranges)
+    assert got[("a/b", "W1")] == {"entries": 2, "on_hand": 10, "reserved": 2, "inbound": 0, "sit": 0}
+    assert got[("c", "W1")]["on_hand"] == 5
+    after = {"a/b": ((1700000000000, 0), (1700000000001, 0))}
+    commits = shipped_totals(db, after, warehouse="W1", kinds=("commit",))
+    assert commits == {("a/b", "W1"): {"entries": 1, "on_hand": -2, "reserved": -2, "inbound": 0, "sit": 0}}

@@ -1,0 +1,1322 @@
+"""Load generator: a realistic peak-sale burst of native channel payloads (`./oms demo`, `./oms bench`).
+
+Every message is what the platform team would put on ``oms.raw.<channel>``: the channel's own
+order payload (Taobao ``trade``, JD ``orderInfo``, Douyin ``shop_order_detail``, Shopify webhook
+Order, Amazon SP-API Order + OrderItems, own-shop canonical Order), keyed by the channel order id.
+Payloads are built from the samples in ``samples/payloads/`` as templates (their static fields are
+kept, ids, times, lines, amounts, address and buyer are generated), in each platform's units and
+time formats.
+
+The burst looks like the first minutes of a Chinese peak sale:
+
+- channel mix taobao 35%, jd 25%, douyin 20%, own 8%, shopify 6%, amazon 6% (:data:`CHANNEL_MIX`);
+- skus Zipf-distributed over the catalogue, whose order is the popularity rank: with the default
+  catalogue the earbuds and the phone are so hot that a 3000-order burst sells out their stock in
+  ``samples/stock.csv`` (1200 and 300 units) while the other skus stay in stock;
+- 1-3 distinct skus per order, mostly one unit (expensive items almost always one), single-item
+  promotions on some lines, shop-wide 满减 / coupons on some orders, postage on some small orders;
+- ship-to addresses over all 31 mainland provinces weighted by e-commerce volume, with plausible
+  city, district, sub-district and street, fake recipient names and mobile numbers;
+- created within the last few minutes (ascending through the burst), paid seconds later.
+
+Mixed in, each at its rate: unpaid orders (native unpaid status: audit holds them as ``unpaid``),
+orders with an incomplete address (held as ``address_incomplete``), re-pushes of the exact bytes
+of an earlier order a little later in the stream (dedupe must drop them) and malformed payloads
+(broken JSON, no order id, negative quantity, non-numeric amount, invalid UTF-8, a JSON array),
+all of which must land in the DLQ.
+
+External ids embed a 7-digit hash of ``run_id`` (6 for Shopify, whose ids stay below 2^53, as
+JavaScript clients need), so bursts with different run ids do not collide (the odds are 1e-7 per
+pair of runs, 1e-6 for Shopify). Generation is deterministic for (seed, run_id, now).
+
+:func:`generate_burst` materialises the stream and its bookkeeping, by default filled in by running
+the real adapters once on every distinct valid order, so the expected GMV and units are exactly
+what the OMS will compute. :func:`iter_burst` streams the same messages in constant memory for
+large benchmarks, without that check.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import random
+from bisect import bisect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.keys import ORDER_ID_FIELDS, channel_order_key
+from streams.models import make_order_id
+from streams.regions import PROVINCES
+
+__all__ = [
+    "CHANNEL_MIX",
+    "DEFAULT_CATALOGUE",
+    "MALFORMED_KINDS",
+    "SHOP_HEADER",
+    "SHOP_HEADERS",
+    "BurstMessage",
+    "BurstPlan",
+    "generate_burst",
+    "iter_burst",
+]
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples" / "payloads"
+
+CHANNEL_MIX: dict[str, float] = {
+    "taobao": 0.35, "jd": 0.25, "douyin": 0.20, "own": 0.08, "shopify": 0.06, "amazon": 0.06,
+}
+
+# Shopify webhooks and Amazon orders do not name the shop: the producer sets it as a header
+# (agents.normalise.SHOP_HEADER), so every order of the burst belongs to one stable shop.
+SHOP_HEADER = "oms-shop"
+SHOP_HEADERS: dict[str, str] = {
+    "shopify": "geek-digital.myshopify.com",
+    "amazon": "amazon-cn",
+}
+
+# Popularity order (Zipf rank 1 first); prices as in samples/payloads/README.md.
+DEFAULT_CATALOGUE: tuple[tuple[str, Decimal], ...] = (
+    ("SKU-EARBUD-A2", Decimal("299.00")),
+    ("SKU-PHONE-X1", Decimal("3999.00")),
+    ("SKU-CASE-C3", Decimal("59.00")),
+    ("SKU-CHARGER-65W", Decimal("149.00")),
+    ("SKU-MASK-N95-10", Decimal("39.90")),
+    ("SKU-TSHIRT-L", Decimal("89.00")),
+    ("SKU-TEA-LONGJING", Decimal("268.00")),
+    ("SKU-SNEAKER-42", Decimal("699.00")),
+)
+ZIPF_EXPONENT = 1.0
+
+MALFORMED_KINDS = (
+    "broken_json", "missing_order_id", "negative_quantity", "non_numeric_amount",
+    "invalid_utf8", "json_array",
+)
+
+BURST_SPAN_S = 300  # orders were created over the last five minutes...
+BURST_END_S = 60  # ...up to a minute ago (then paid and updated within seconds)
+
+_TITLES = {
+    "SKU-PHONE-X1": ("X1 5G 智能手机 8GB+256GB 曜石黑", "机身颜色:曜石黑;存储容量:8GB+256GB"),
+    "SKU-EARBUD-A2": ("A2 真无线降噪蓝牙耳机 白色", "颜色分类:白色"),
+    "SKU-CASE-C3": ("X1 手机壳 液态硅胶 全包防摔", ""),
+    "SKU-CHARGER-65W": ("65W 氮化镓快充充电器 多口", "规格:65W 三口"),
+    "SKU-TEA-LONGJING": ("2024新茶 明前特级西湖龙井 250g 礼盒装", ""),
+    "SKU-MASK-N95-10": ("N95 防护口罩 独立包装 10只装", ""),
+    "SKU-SNEAKER-42": ("Air Runner 跑鞋", "尺码:42"),
+    "SKU-TSHIRT-L": ("纯棉圆领T恤", "尺码:L"),
+}
+_GRAMS = {"SKU-PHONE-X1": 450, "SKU-SNEAKER-42": 900, "SKU-TSHIRT-L": 250,
+          "SKU-TEA-LONGJING": 600, "SKU-CHARGER-65W": 200}
+
+# --- geography -------------------------------------------------------------------------------
+
+# Province -> rough share of online retail orders (percent), and a few cities each:
+# (city, GB/T 2260 code, postcode, ((district, code), ...)).
+_GEO: tuple[tuple[str, float, tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]], ...] = (
+    ("GD", 16.0, (
+        ("广州市", "440100", "510000", (("天河区", "440106"), ("越秀区", "440104"),
+                                        ("番禺区", "440113"))),
+        ("深圳市", "440300", "518000", (("南山区", "440305"), ("福田区", "440304"),
+                                        ("宝安区", "440306"))),
+        ("佛山市", "440600", "528000", (("南海区", "440605"), ("顺德区", "440606"))),
+        ("珠海市", "440400", "519000", (("香洲区", "440402"),)),
+    )),
+    ("ZJ", 12.0, (
+        ("杭州市", "330100", "310000", (("西湖区", "330106"), ("余杭区", "330110"),
+                                        ("滨江区", "330108"))),
+        ("宁波市", "330200", "315000", (("鄞州区", "330212"),)),
+        ("温州市", "330300", "325000", (("鹿城区", "330302"),)),
+        ("金华市", "330700", "322000", (("义乌市", "330782"),)),
+    )),
+    ("JS", 9.0, (
+        ("南京市", "320100", "210000", (("鼓楼区", "320106"), ("江宁区", "320115"))),
+        ("苏州市", "320500", "215000", (("姑苏区", "320508"), ("吴中区", "320506"),
+                                        ("昆山市", "320583"))),
+        ("无锡市", "320200", "214000", (("梁溪区", "320213"),)),
+    )),
+    ("SH", 7.0, (
+        ("上海市", "310100", "200000", (("浦东新区", "310115"), ("徐汇区", "310104"),
+                                        ("静安区", "310106"), ("闵行区", "310112"))),
+    )),
+    ("BJ", 6.0, (
+        ("北京市", "110100", "100000", (("朝阳区", "110105"), ("海淀区", "110108"),
+                                        ("东城区", "110101"), ("丰台区", "110106"))),
+    )),
+    ("SD", 6.0, (
+        ("济南市", "370100", "250000", (("历下区", "370102"),)),
+        ("青岛市", "370200", "266000", (("市南区", "370202"), ("崂山区", "370212"))),
+        ("烟台市", "370600", "264000", (("芝罘区", "370602"),)),
+    )),
+    ("SC", 4.5, (
+        ("成都市", "510100", "610000", (("武侯区", "510107"), ("锦江区", "510104"),
+                                        ("成华区", "510108"))),
+        ("绵阳市", "510700", "621000", (("涪城区", "510703"),)),
+    )),
+    ("FJ", 4.0, (
+        ("福州市", "350100", "350000", (("鼓楼区", "350102"),)),
+        ("厦门市", "350200", "361000", (("思明区", "350203"), ("湖里区", "350206"))),
+        ("泉州市", "350500", "362000", (("丰泽区", "350503"),)),
+    )),
+    ("HA", 4.0, (
+        ("郑州市", "410100", "450000", (("金水区", "410105"), ("二七区", "410103"))),
+        ("洛阳市", "410300", "471000", (("洛龙区", "410311"),)),
+    )),
+    ("HB", 3.5, (
+        ("武汉市", "420100", "430000", (("洪山区", "420111"), ("武昌区", "420106"),
+                                        ("江汉区", "420103"))),
+        ("宜昌市", "420500", "443000", (("西陵区", "420502"),)),
+    )),
+    ("HN", 3.0, (
+        ("长沙市", "430100", "410000", (("岳麓区", "430104"), ("天心区", "430103"))),
+        ("株洲市", "430200", "412000", (("天元区", "430211"),)),
+    )),
+    ("AH", 3.0, (
+        ("合肥市", "340100", "230000", (("蜀山区", "340104"), ("包河区", "340111"))),
+        ("芜湖市", "340200", "241000", (("镜湖区", "340202"),)),
+    )),
+    ("HE", 3.0, (
+        ("石家庄市", "130100", "050000", (("长安区", "130102"), ("裕华区", "130108"))),
+        ("保定市", "130600", "071000", (("竞秀区", "130602"), ("莲池区", "130606"))),
+        ("唐山市", "130200", "063000", (("路北区", "130203"),)),
+    )),
+    ("CQ", 2.5, (
+        ("重庆市", "500100", "400000", (("渝中区", "500103"), ("江北区", "500105"),
+                                        ("渝北区", "500112"))),
+    )),
+    ("SN", 2.0, (
+        ("西安市", "610100", "710000", (("雁塔区", "610113"), ("碑林区", "610103"))),
+        ("咸阳市", "610400", "712000", (("秦都区", "610402"),)),
+    )),
+    ("LN", 2.0, (
+        ("沈阳市", "210100", "110000", (("和平区", "210102"), ("浑南区", "210112"))),
+        ("大连市", "210200", "116000", (("中山区", "210202"), ("甘井子区", "210211"))),
+    )),
+    ("JX", 2.0, (
+        ("南昌市", "360100", "330000", (("东湖区", "360102"), ("红谷滩区", "360113"))),
+        ("赣州市", "360700", "341000", (("章贡区", "360702"),)),
+    )),
+    ("GX", 2.0, (
+        ("南宁市", "450100", "530000", (("青秀区", "450103"), ("西乡塘区", "450107"))),
+        ("桂林市", "450300", "541000", (("秀峰区", "450302"),)),
+    )),
+    ("YN", 1.5, (
+        ("昆明市", "530100", "650000", (("五华区", "530102"), ("盘龙区", "530103"))),
+        ("大理白族自治州", "532900", "671000", (("大理市", "532901"),)),
+    )),
+    ("TJ", 1.5, (
+        ("天津市", "120100", "300000", (("和平区", "120101"), ("南开区", "120104"),
+                                        ("滨海新区", "120116"))),
+    )),
+    ("SX", 1.2, (
+        ("太原市", "140100", "030000", (("小店区", "140105"), ("迎泽区", "140106"))),
+        ("大同市", "140200", "037000", (("平城区", "140213"),)),
+    )),
+    ("GZ", 1.2, (
+        ("贵阳市", "520100", "550000", (("南明区", "520102"), ("观山湖区", "520115"))),
+        ("遵义市", "520300", "563000", (("红花岗区", "520302"),)),
+    )),
+    ("HL", 1.0, (
+        ("哈尔滨市", "230100", "150000", (("南岗区", "230103"), ("道里区", "230102"))),
+        ("大庆市", "230600", "163000", (("萨尔图区", "230602"),)),
+    )),
+    ("JL", 0.8, (
+        ("长春市", "220100", "130000", (("朝阳区", "220104"), ("南关区", "220102"))),
+        ("吉林市", "220200", "132000", (("船营区", "220204"),)),
+    )),
+    ("NM", 0.7, (
+        ("呼和浩特市", "150100", "010000", (("赛罕区", "150105"), ("新城区", "150102"))),
+        ("包头市", "150200", "014000", (("昆都仑区", "150203"),)),
+    )),
+    ("XJ", 0.6, (
+        ("乌鲁木齐市", "650100", "830000", (("天山区", "650102"), ("沙依巴克区", "650103"))),
+    )),
+    ("GS", 0.6, (
+        ("兰州市", "620100", "730000", (("城关区", "620102"), ("七里河区", "620103"))),
+    )),
+    ("HI", 0.6, (
+        ("海口市", "460100", "570000", (("美兰区", "460108"), ("龙华区", "460106"))),
+        ("三亚市", "460200", "572000", (("吉阳区", "460203"),)),
+    )),
+    ("NX", 0.25, (
+        ("银川市", "640100", "750000", (("金凤区", "640106"), ("兴庆区", "640104"))),
+    )),
+    ("QH", 0.15, (
+        ("西宁市", "630100", "810000", (("城西区", "630104"),)),
+    )),
+    ("XZ", 0.08, (
+        ("拉萨市", "540100", "850000", (("城关区", "540102"),)),
+    )),
+)
+
+# JD's own area ids for provinces (consigneeInfo.provinceId).
+_JD_PROVINCE_ID = {
+    "BJ": 1, "SH": 2, "TJ": 3, "CQ": 4, "HE": 5, "SX": 6, "HA": 7, "LN": 8, "JL": 9, "HL": 10,
+    "NM": 11, "JS": 12, "SD": 13, "AH": 14, "ZJ": 15, "FJ": 16, "HB": 17, "HN": 18, "GD": 19,
+    "GX": 20, "JX": 21, "SC": 22, "HI": 23, "GZ": 24, "YN": 25, "XZ": 26, "SN": 27, "GS": 28,
+    "QH": 29, "NX": 30, "XJ": 31,
+}
+_GB_PROVINCE = {
+    "BJ": "11", "TJ": "12", "HE": "13", "SX": "14", "NM": "15", "LN": "21", "JL": "22",
+    "HL": "23", "SH": "31", "JS": "32", "ZJ": "33", "AH": "34", "FJ": "35", "JX": "36",
+    "SD": "37", "HA": "41", "HB": "42", "HN": "43", "GD": "44", "GX": "45", "HI": "46",
+    "CQ": "50", "SC": "51", "GZ": "52", "YN": "53", "XZ": "54", "SN": "61", "GS": "62",
+    "QH": "63", "NX": "64", "XJ": "65",
+}
+_TOWNS = ("新华街道", "东风街道", "建设街道", "和平街道", "城南街道", "城北街道", "中心街道",
+          "长安街道", "南湖街道", "花园街道")
+_ROADS = ("人民路", "解放路", "中山路", "建设路", "和平路", "新华路", "文化路", "长江路",
+          "黄河路", "胜利路", "青年路", "光明路", "朝阳路", "学府路", "科技路", "南京路",
+          "北京路", "工业大道", "滨江大道", "世纪大道")
+_HOMES = ("阳光花园", "翠苑小区", "锦绣华庭", "万科城", "碧桂园", "保利花园", "金地名郡",
+          "华润城", "绿城桂花园", "龙湖春江郦城", "世纪新城", "幸福里", "融创壹号院", "招商雍景湾")
+_OFFICES = ("科技园", "软件园", "国际大厦", "创新中心", "金融中心", "时代广场")
+_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"  # noqa: E501
+_GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥玲芬燕彬鹏辉晨浩宇欣怡子涵梓萱一诺思远佳琪雨轩俊杰文博晓东建国海燕志强丹丹婷婷"  # noqa: E501
+_MOBILE = ("130", "131", "132", "133", "135", "136", "137", "138", "139", "150", "151", "152",
+           "155", "156", "157", "158", "159", "166", "176", "177", "180", "181", "182", "183",
+           "185", "186", "187", "188", "189", "191", "198", "199")
+_REMARKS = ("请尽快发货，谢谢", "送礼用，不要放发票", "周末不在家，请工作日配送", "麻烦发顺丰",
+            "放快递柜就行", "包装好一点，谢谢", "到了打电话")
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+# --- public types ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BurstMessage:
+    channel: str  # taobao | jd | douyin | shopify | amazon | own
+    key: bytes | None  # channel order id (streams.keys.channel_order_key), None if it has none
+    value: bytes  # the raw native payload bytes (JSON, or deliberately broken bytes)
+    headers: list[tuple[str, bytes]]  # [("oms-shop", b"...")] for shopify/amazon; else []
+    kind: str  # "order" | "duplicate" | "malformed"
+
+
+@dataclass(frozen=True)
+class BurstPlan:
+    messages: list[BurstMessage]  # in send order (duplicates come some messages after their original)
+    orders: int  # distinct valid orders
+    duplicates: int  # re-pushes of identical bytes
+    malformed: int  # messages that must end in the DLQ
+    units_by_sku: dict[str, int]  # units asked for over the distinct valid orders
+    gmv: Decimal  # sum of the distinct valid orders' paid totals (as the adapters compute them)
+    by_channel: dict[str, int]  # distinct valid orders per channel
+    unpaid: int  # valid orders still unpaid (they will be held)
+    incomplete_address: int  # valid orders missing address parts (they will be held)
+
+
+def generate_burst(
+    n_orders: int,
+    *,
+    seed: int = 11,
+    run_id: str = "demo",
+    duplicate_rate: float = 0.03,
+    malformed_rate: float = 0.01,
+    unpaid_rate: float = 0.02,
+    incomplete_rate: float = 0.01,
+    catalogue: Sequence[tuple[str, Decimal]] | None = None,
+    now: datetime | None = None,
+    adapt_check: bool = True,
+) -> BurstPlan:
+    """The whole burst in memory with its bookkeeping.
+
+    With ``adapt_check`` (the default) every distinct valid order is run once through the real
+    adapter (with the shop header the message carries), and ``gmv``, ``units_by_sku`` and
+    ``by_channel`` are what the adapters computed; an order the adapter refuses raises its
+    AdapterError (a generator bug). Without it they come from the generator's own bookkeeping,
+    which the unit tests hold equal. ``now`` (default: the current time) anchors the order times.
+    """
+    from streams.adapters import AdapterContext, adapt
+
+    contexts: dict[str, AdapterContext] = {}
+    messages: list[BurstMessage] = []
+    units: dict[str, int] = {}
+    by_channel: dict[str, int] = {}
+    gmv_fen = 0
+    gmv = Decimal(0)
+    counts = {"order": 0, "duplicate": 0, "malformed": 0}
+    unpaid = incomplete = 0
+    for message, info in _burst(
+        n_orders, seed=seed, run_id=run_id, duplicate_rate=duplicate_rate,
+        malformed_rate=malformed_rate, unpaid_rate=unpaid_rate,
+        incomplete_rate=incomplete_rate, catalogue=catalogue, now=now,
+    ):
+        messages.append(message)
+        counts[message.kind] += 1
+        if info is None:
+            continue
+        unpaid += info.unpaid
+        incomplete += bool(info.incomplete)
+        if adapt_check:
+            shop = SHOP_HEADERS.get(message.channel, "")
+            ctx = contexts.get(shop) or contexts.setdefault(shop, AdapterContext(shop_id=shop))
+            order = adapt(message.channel, message.value, ctx)
+            gmv += order.payment.paid_total
+            for sku, qty in order.quantity_by_sku.items():
+                units[sku] = units.get(sku, 0) + qty
+            channel = order.channel.value
+        else:
+            gmv_fen += info.paid_fen
+            for sku, qty in info.units:
+                units[sku] = units.get(sku, 0) + qty
+            channel = message.channel
+        by_channel[channel] = by_channel.get(channel, 0) + 1
+    if not adapt_check:
+        gmv = Decimal(gmv_fen).scaleb(-2)
+    return BurstPlan(
+        messages=messages,
+        orders=counts["order"],
+        duplicates=counts["duplicate"],
+        malformed=counts["malformed"],
+        units_by_sku=units,
+        gmv=gmv,
+        by_channel=by_channel,
+        unpaid=unpaid,
+        incomplete_address=incomplete,
+    )
+
+
+def iter_burst(
+    n_orders: int,
+    *,
+    seed: int = 11,
+    run_id: str = "demo",
+    duplicate_rate: float = 0.03,
+    malformed_rate: float = 0.01,
+    unpaid_rate: float = 0.02,
+    incomplete_rate: float = 0.01,
+    catalogue: Sequence[tuple[str, Decimal]] | None = None,
+    now: datetime | None = None,
+) -> Iterator[BurstMessage]:
+    """The same messages as :func:`generate_burst`, streamed in constant memory (no adapter)."""
+    for message, _ in _burst(
+        n_orders, seed=seed, run_id=run_id, duplicate_rate=duplicate_rate,
+        malformed_rate=malformed_rate, unpaid_rate=unpaid_rate,
+        incomplete_rate=incomplete_rate, catalogue=catalogue, now=now,
+    ):
+        yield message
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+class _Info:
+    """Bookkeeping of one distinct valid order, as the generator meant it."""
+
+    __slots__ = ("incomplete", "paid_fen", "units", "unpaid")
+
+    def __init__(self, paid_fen: int, units: list[tuple[str, int]], unpaid: bool,
+                 incomplete: str) -> None:
+        self.paid_fen = paid_fen
+        self.units = units
+        self.unpaid = unpaid
+        self.incomplete = incomplete
+
+
+def _burst(
+    n_orders: int,
+    *,
+    seed: int,
+    run_id: str,
+    duplicate_rate: float,
+    malformed_rate: float,
+    unpaid_rate: float,
+    incomplete_rate: float,
+    catalogue: Sequence[tuple[str, Decimal]] | None,
+    now: datetime | None,
+) -> Iterator[tuple[BurstMessage, _Info | None]]:
+    if n_orders < 0 or n_orders >= 10**8:
+        raise ValueError("n_orders must be in [0, 10**8)")
+    for name, rate in (("duplicate_rate", duplicate_rate), ("malformed_rate", malformed_rate),
+                       ("unpaid_rate", unpaid_rate), ("incomplete_rate", incomplete_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be within [0, 1]")
+    if unpaid_rate + incomplete_rate > 1.0:
+        raise ValueError("unpaid_rate + incomplete_rate must not exceed 1")
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+
+    gen = _Generator(seed, run_id, _catalogue(catalogue), int(now.timestamp()), n_orders)
+    rng = gen.rng
+    pending: list[tuple[int, int, BurstMessage]] = []  # (due position, sequence, duplicate)
+    sent = 0
+    malformed = 0
+    for index in range(n_orders):
+        while pending and pending[0][0] <= sent:
+            yield heapq.heappop(pending)[2], None
+            sent += 1
+        r = rng.random()
+        unpaid = r < unpaid_rate
+        incomplete = "" if unpaid or r >= unpaid_rate + incomplete_rate else \
+            rng.choice(("phone", "street", "name"))
+        draft = gen.draft(index, unpaid=unpaid, incomplete=incomplete)
+        payload = gen.payload(draft)
+        value = orjson.dumps(payload)
+        message = BurstMessage(draft.channel, draft.key.encode(), value, _headers(draft.channel),
+                               "order")
+        yield message, _Info(0 if unpaid else draft.total, draft.units(), unpaid, incomplete)
+        sent += 1
+        if rng.random() < duplicate_rate:
+            duplicate = BurstMessage(message.channel, message.key, value,
+                                     _headers(message.channel), "duplicate")
+            heapq.heappush(pending, (sent + rng.randint(3, 200), index, duplicate))
+        if rng.random() < malformed_rate:
+            yield gen.malformed(malformed), None
+            malformed += 1
+            sent += 1
+    while pending:
+        yield heapq.heappop(pending)[2], None
+
+
+def _headers(channel: str) -> list[tuple[str, bytes]]:
+    shop = SHOP_HEADERS.get(channel)
+    return [(SHOP_HEADER, shop.encode())] if shop else []
+
+
+class _Sku:
+    __slots__ = ("asin", "code", "dy_product", "dy_sku", "grams", "index", "jd_sku", "jd_ware",
+                 "price", "price_s", "props", "sp_product", "sp_variant", "tb_item", "tb_sku",
+                 "title", "variants")
+
+    def __init__(self, index: int, code: str, price: Decimal) -> None:
+        fen = price * 100
+        if fen != fen.to_integral_value() or fen <= 0:
+            raise ValueError(f"catalogue price of {code} must be positive with at most 2 decimals")
+        digits = str(int.from_bytes(hashlib.blake2b(code.encode(), digest_size=8).digest(),
+                                    "big")).zfill(20)
+        self.index = index
+        self.code = code
+        self.price = int(fen)
+        self.price_s = _yuan(self.price)
+        self.title, self.props = _TITLES.get(code, (code, ""))
+        self.variants = bool(self.props) or code not in _TITLES
+        self.grams = _GRAMS.get(code, 100)
+        self.tb_item = int("7" + digits[:11])  # num_iid
+        self.tb_sku = "5" + digits[1:13]
+        self.jd_sku = "1000" + digits[2:10]
+        self.jd_ware = "1000" + digits[10:18]
+        self.dy_product = int("36" + digits[3:20])
+        self.dy_sku = int("17" + digits[4:18])
+        self.sp_product = int("80" + digits[5:16])
+        self.sp_variant = int("450" + digits[6:17])
+        self.asin = "B0" + "".join(_ALNUM[int(digits[i:i + 2]) % 36] for i in range(0, 16, 2))
+
+
+def _catalogue(catalogue: Sequence[tuple[str, Decimal]] | None) -> list[_Sku]:
+    items = list(DEFAULT_CATALOGUE if catalogue is None else catalogue)
+    if not items:
+        raise ValueError("catalogue is empty")
+    codes = [code for code, _ in items]
+    if len(set(codes)) != len(codes):
+        raise ValueError("catalogue skus must be distinct")
+    return [_Sku(i, code, Decimal(str(price))) for i, (code, price) in enumerate(items)]
+
+
+class _Draft:
+    """One order as decided, before it is dressed in a channel's payload."""
+
+    __slots__ = ("buyer", "channel", "created", "disc", "incomplete", "key", "lines", "modified",
+                 "name", "order_disc", "paid", "phone", "place", "serial", "shipping",
+                 "street1", "street2", "total", "town", "unpaid")
+
+    channel: str
+    serial: str
+    key: str
+    lines: list[tuple[_Sku, int, int, int, int]]  # sku, qty, line discount, order share, paid
+    order_disc: int
+    shipping: int
+    total: int
+    created: int
+    paid: int
+    modified: int
+    unpaid: bool
+    incomplete: str
+    place: tuple[str, str, str, str, str, str]  # prov, city, city code, postcode, district, code
+    town: tuple[str, str]
+    street1: str
+    street2: str
+    name: str
+    phone: str
+    buyer: int
+
+    def units(self) -> list[tuple[str, int]]:
+        return [(line[0].code, line[1]) for line in self.lines]
+
+    @property
+    def goods(self) -> int:
+        return self.total - self.shipping
+
+
+def _b62(number: int, width: int) -> str:
+    """Opaque platform ids (open uids, pins): base62 digits of a random number."""
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(_B62[digit])
+    return "".join(digits)
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def _spread(amounts: list[int], discount: int) -> list[int]:
+    """Share an order discount over lines in proportion, exactly (largest remainder, in fen)."""
+    total = sum(amounts)
+    if discount <= 0 or total <= 0:
+        return [0] * len(amounts)
+    shares = [discount * a // total for a in amounts]
+    left = discount - sum(shares)
+    if left:
+        ranked = sorted(range(len(amounts)), key=lambda i: -(discount * amounts[i] % total))
+        for i in ranked[:left]:
+            shares[i] += 1
+    return shares
+
+
+@lru_cache(maxsize=4096)
+def _beijing(ts: int) -> str:
+    return datetime.fromtimestamp(ts, CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@lru_cache(maxsize=4096)
+def _iso_beijing(ts: int) -> str:
+    return datetime.fromtimestamp(ts, CHINA_TZ).isoformat()
+
+
+@lru_cache(maxsize=4096)
+def _iso_utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=1)
+def _templates() -> dict[str, dict[str, Any]]:
+    return {channel: orjson.loads((SAMPLES_DIR / f"{channel}.json").read_bytes())
+            for channel in CHANNEL_MIX}
+
+
+def _cumulative(weights: Sequence[float]) -> list[float]:
+    total, result = 0.0, []
+    for weight in weights:
+        total += weight
+        result.append(total)
+    return [c / total for c in result]
+
+
+class _Generator:
+    def __init__(self, seed: int, run_id: str, skus: list[_Sku], now_ts: int,
+                 n_orders: int) -> None:
+        self.rng = random.Random(seed)
+        run = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest(), "big")
+        self.run7 = f"{run % 10**7:07d}"
+        self.run6 = self.run7[1:]
+        self.skus = skus
+        self.zipf = _cumulative([1 / (rank ** ZIPF_EXPONENT) for rank in range(1, len(skus) + 1)])
+        self.channels = list(CHANNEL_MIX)
+        self.channel_cum = _cumulative(list(CHANNEL_MIX.values()))
+        spots, weights = [], []
+        for code, weight, cities in _GEO:
+            n_spots = sum(len(c[3]) for c in cities)
+            for city, city_code, postcode, districts in cities:
+                for district, district_code in districts:
+                    spots.append((code, city, city_code, postcode, district, district_code))
+                    weights.append(weight / n_spots)
+        self.spots = spots
+        self.spot_cum = _cumulative(weights)
+        self.start = now_ts - BURST_SPAN_S
+        self.step = (BURST_SPAN_S - BURST_END_S) / max(n_orders, 1)
+        self.now = now_ts
+        self.tpl = _templates()
+        self.builders = {
+            "taobao": self._taobao, "jd": self._jd, "douyin": self._douyin,
+            "shopify": self._shopify, "amazon": self._amazon, "own": self._own,
+        }
+
+    # ids: 7 (Shopify 6) hash digits of the run + a 9-digit serial ('0'+index, '9'+n malformed)
+
+    def _key(self, channel: str, serial: str) -> str:
+        if channel == "taobao":
+            return f"40{self.run7}{serial}0"
+        if channel == "jd":
+            return f"3{self.run7}{serial}"
+        if channel == "douyin":
+            return f"69{self.run7}{serial}0"
+        if channel == "shopify":
+            return f"5{self.run6}{serial}"
+        if channel == "amazon":
+            digits = f"4{self.run7}{serial}"
+            return f"{digits[:3]}-{digits[3:10]}-{digits[10:]}"
+        return f"W{self.run7}-{serial}"
+
+    # --- the order itself ---------------------------------------------------------------
+
+    def draft(self, index: int, *, unpaid: bool, incomplete: str, serial: str = "",
+              channel: str = "") -> _Draft:
+        rng = self.rng
+        r = rng.random
+        d = _Draft()
+        d.channel = channel or self.channels[bisect(self.channel_cum, r())]
+        d.serial = serial or f"0{index:08d}"
+        d.key = self._key(d.channel, d.serial)
+        d.unpaid = unpaid
+        d.incomplete = incomplete
+
+        # lines: 1-3 distinct skus, Zipf by popularity
+        x = r()
+        n_lines = min(1 if x < 0.62 else 2 if x < 0.9 else 3, len(self.skus))
+        chosen: list[_Sku] = []
+        while len(chosen) < n_lines:
+            sku = self.skus[bisect(self.zipf, r())]
+            if sku not in chosen:
+                chosen.append(sku)
+        lines = []
+        for sku in chosen:
+            x = r()
+            if sku.price >= 100000:  # 1000 yuan and more: one per order, rarely two
+                qty = 1 if x < 0.97 else 2
+            elif sku.price < 5000:  # consumables
+                qty = 1 if x < 0.6 else 2 if x < 0.85 else 3
+            else:
+                qty = 1 if x < 0.85 else 2 if x < 0.96 else 3
+            amount = sku.price * qty
+            disc = 0
+            if r() < 0.3:  # single-item promotion (单品优惠 / 直降)
+                if sku.price >= 100000:
+                    disc = (10000, 20000, 30000)[int(r() * 3)]
+                else:
+                    disc = amount * (5, 10, 15, 20)[int(r() * 4)] // 100 // 100 * 100
+                disc = min(disc, amount // 2)
+            lines.append([sku, qty, disc, amount - disc])
+        goods = sum(line[3] for line in lines)
+
+        # order-level discount: cross-store 满300减40, or a shop coupon
+        x = r()
+        order_disc = 0
+        if x < 0.35 and goods >= 30000:
+            order_disc = goods // 30000 * 4000
+        elif x < 0.5 and goods >= 5000:
+            order_disc = min((300, 500, 1000, 2000)[int(r() * 4)], goods // 10)
+        shares = _spread([line[3] for line in lines], order_disc)
+        d.lines = [(sku, qty, disc, share, net - share)
+                   for (sku, qty, disc, net), share in zip(lines, shares, strict=True)]
+        d.order_disc = order_disc
+        goods -= order_disc
+
+        # postage: free over 99 yuan (包邮), sometimes charged below; Shopify ships SF Express
+        if d.channel == "shopify":
+            d.shipping = 1500 if goods < 50000 else 0
+        elif goods < 9900 and r() < 0.6:
+            d.shipping = (600, 800, 1000)[int(r() * 3)]
+        else:
+            d.shipping = 0
+        d.total = goods + d.shipping
+
+        # times: ascending through the burst, paid seconds after creation
+        if serial:  # a malformed payload: any time in the burst
+            d.created = self.now - BURST_END_S - int(r() * (BURST_SPAN_S - BURST_END_S))
+        else:
+            d.created = int(self.start + index * self.step) + int(r() * 3)
+        d.paid = 0 if unpaid else d.created + 2 + int(r() * 39)
+        d.modified = min(self.now, (d.paid or d.created) + 1 + int(r() * 20))
+
+        # ship-to and buyer: one draw of random bits sliced into the choices (fast)
+        d.place = self.spots[bisect(self.spot_cum, r())]
+        bits = rng.getrandbits(256)
+        bits, town = divmod(bits, len(_TOWNS))
+        bits, road = divmod(bits, len(_ROADS))
+        bits, number = divmod(bits, 999)
+        bits, form = divmod(bits, 4)
+        bits, building = divmod(bits, len(_HOMES))
+        bits, block = divmod(bits, 30)
+        bits, unit = divmod(bits, 4)
+        bits, floor = divmod(bits, 33)
+        bits, room = divmod(bits, 8)
+        bits, surname = divmod(bits, len(_SURNAMES))
+        bits, given1 = divmod(bits, len(_GIVEN))
+        bits, given2 = divmod(bits, len(_GIVEN) * 10 // 3)  # 30%: a one-character given name
+        bits, mobile = divmod(bits, len(_MOBILE))
+        d.buyer, subscriber = divmod(bits, 10**8)
+        d.town = (_TOWNS[town], f"{d.place[5]}{town + 1:03d}")
+        if form:  # 3 in 4 ship home
+            d.street1 = f"{_ROADS[road]}{number + 1}号{_HOMES[building]}"
+            d.street2 = f"{block + 1}栋{unit + 1}单元{floor + 1}{room + 1:02d}室"
+        else:
+            d.street1 = f"{_ROADS[road]}{number + 1}号{_OFFICES[building % len(_OFFICES)]}"
+            d.street2 = f"{'ABCD'[unit]}座{floor + 1}{room + 1:02d}室"
+        given = _GIVEN[given1] + (_GIVEN[given2] if given2 < len(_GIVEN) else "")
+        d.name = _SURNAMES[surname] + given
+        d.phone = f"{_MOBILE[mobile]}{subscriber:08d}"
+        return d
+
+    def payload(self, d: _Draft) -> dict[str, Any]:
+        return self.builders[d.channel](d)
+
+    # --- malformed ----------------------------------------------------------------------
+
+    def malformed(self, number: int) -> BurstMessage:
+        """A payload that must end in the DLQ; the six kinds take turns."""
+        rng = self.rng
+        kind = MALFORMED_KINDS[number % len(MALFORMED_KINDS)]
+        d = self.draft(0, unpaid=False, incomplete="", serial=f"9{number:08d}")
+        payload = self.payload(d)
+        channel = d.channel
+        if kind == "missing_order_id":
+            for field in ORDER_ID_FIELDS[channel]:
+                payload.pop(field, None)
+        elif kind == "negative_quantity":
+            self._negative_quantity(channel, payload, rng.randrange(len(d.lines)))
+        elif kind == "non_numeric_amount":
+            self._bad_amount(channel, payload, d)
+        good = orjson.dumps(payload)
+        if kind == "broken_json":  # cut short, as by a dropped connection
+            cut = rng.randrange(len(good) // 4, len(good) * 3 // 4)
+            while good[cut] & 0xC0 == 0x80:  # on a character boundary: broken JSON, valid UTF-8
+                cut -= 1
+            value = good[:cut]
+        elif kind == "invalid_utf8":  # a legacy system re-encoded it as GB18030
+            value = good.decode().encode("gb18030")
+            try:
+                value.decode("utf-8")
+                value = b"\xff" + value
+            except UnicodeDecodeError:
+                pass
+        elif kind == "json_array":  # a batch export pushed as one message
+            value = b"[" + good + b"]"
+        else:
+            value = good
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            parsed = None
+        key = channel_order_key(channel, parsed)
+        return BurstMessage(channel, key.encode() if key else None, value, _headers(channel),
+                            "malformed")
+
+    @staticmethod
+    def _negative_quantity(channel: str, payload: dict[str, Any], line: int) -> None:
+        if channel == "taobao":
+            payload["orders"]["order"][line]["num"] = -1
+        elif channel == "jd":
+            payload["itemInfoList"][line]["itemTotal"] = "-1"
+        elif channel == "douyin":
+            payload["sku_order_list"][line]["item_num"] = -1
+        elif channel == "shopify":
+            payload["line_items"][line]["quantity"] = -1
+        elif channel == "amazon":
+            payload["OrderItems"][line]["QuantityOrdered"] = -1
+        else:
+            payload["lines"][line]["quantity"] = -1
+
+    def _bad_amount(self, channel: str, payload: dict[str, Any], d: _Draft) -> None:
+        text = self.rng.choice(("¥{}", "{}元", "N/A", "1,{}"))
+        if channel == "taobao":
+            payload["payment"] = text.format(_yuan(d.total))
+        elif channel == "jd":
+            payload["orderSellerPrice"] = text.format(_yuan(d.goods))
+        elif channel == "douyin":
+            payload["pay_amount"] = text.format(d.total)
+        elif channel == "shopify":
+            payload["total_price"] = text.format(_yuan(d.total))
+        elif channel == "amazon":
+            payload["OrderTotal"] = {"CurrencyCode": "CNY", "Amount": text.format(_yuan(d.total))}
+        else:
+            payload["total"] = text.format(_yuan(d.total))
+
+    # --- channel payloads ---------------------------------------------------------------
+    #
+    # Each builder starts from a shallow copy of the sample payload (keys in the platform's
+    # order, static fields as the sample has them) and replaces everything order-specific.
+    # Nested objects of the template are shared between orders and never mutated: every
+    # nested object that changes is built fresh.
+
+    def _taobao(self, d: _Draft) -> dict[str, Any]:
+        prov, city, _, postcode, district, _ = d.place
+        tid = d.key
+        subs = []
+        list_total = line_disc = 0
+        for k, (sku, qty, disc, share, paid) in enumerate(d.lines):
+            amount = sku.price * qty
+            list_total += amount
+            line_disc += disc
+            status = "WAIT_BUYER_PAY" if d.unpaid else "WAIT_SELLER_SEND_GOODS"
+            sub = {
+                "oid": int(f"{tid[:-1]}{k + 1}"),
+                "num_iid": sku.tb_item,
+                "sku_id": sku.tb_sku if sku.variants else "",
+                "outer_sku_id": sku.code if sku.variants else "",
+                "outer_iid": sku.code,
+                "title": sku.title,
+                "sku_properties_name": sku.props,
+                "num": qty,
+                "price": sku.price_s,
+                "total_fee": _yuan(amount - disc),
+                "discount_fee": _yuan(disc),
+                "adjust_fee": "0.00",
+                "payment": _yuan(paid + (d.shipping if len(d.lines) == 1 else 0)),
+                "divide_order_fee": _yuan(paid),
+                "part_mjz_discount": _yuan(share),
+                "refund_status": "NO_REFUND",
+                "status": status,
+                "cid": 1512 + sku.index,
+                "is_oversold": False,
+            }
+            subs.append(sub)
+        p = dict(self.tpl["taobao"])
+        p.update({
+            "tid": int(tid),
+            "tid_str": tid,
+            "status": "WAIT_BUYER_PAY" if d.unpaid else "WAIT_SELLER_SEND_GOODS",
+            "buyer_nick": f"{_SURNAMES[d.buyer % len(_SURNAMES)]}**{d.buyer % 10}",
+            "buyer_open_uid": "AAH" + _b62(d.buyer, 21),
+            "created": _beijing(d.created),
+            "pay_time": _beijing(d.paid) if d.paid else "",
+            "modified": _beijing(d.modified),
+            "total_fee": _yuan(list_total),
+            "payment": _yuan(d.total),
+            "post_fee": _yuan(d.shipping),
+            "discount_fee": _yuan(line_disc + d.order_disc),
+            "alipay_no": "" if d.unpaid else f"{_beijing(d.paid)[:10].replace('-', '')}"
+                                             f"22001{d.buyer % 10**23:023d}",
+            "alipay_id": 2088000000000000 + d.buyer % 10**12,
+            "receiver_name": "" if d.incomplete == "name" else d.name,
+            "receiver_mobile": "" if d.incomplete == "phone" else d.phone,
+            "receiver_phone": "",
+            "receiver_state": PROVINCES[prov][0],
+            "receiver_city": city,
+            "receiver_district": district,
+            "receiver_town": "" if d.incomplete == "street" else d.town[0],
+            "receiver_address": "" if d.incomplete == "street" else d.street1 + d.street2,
+            "receiver_zip": postcode,
+            "buyer_message": self._remark(),
+            "promotion_details": {"promotion_detail": [{
+                "id": int(tid),
+                "promotion_name": "店铺满减" if d.order_disc % 4000 == 0 else "店铺优惠券",
+                "discount_fee": _yuan(d.order_disc),
+                "promotion_id": f"shopbonus-{d.buyer % 10**10:010d}_{d.order_disc}",
+            }]} if d.order_disc else {"promotion_detail": []},
+            "orders": {"order": subs},
+        })
+        p["has_buyer_message"] = bool(p["buyer_message"])
+        if d.unpaid:
+            del p["pay_time"]
+        return p
+
+    def _jd(self, d: _Draft) -> dict[str, Any]:
+        prov, city, city_code, _, district, district_code = d.place
+        province = PROVINCES[prov][0]
+        for suffix in ("壮族自治区", "回族自治区", "维吾尔自治区", "自治区", "省", "市"):
+            if province.endswith(suffix):
+                province = province[: -len(suffix)]
+                break
+        items, coupons = [], []
+        list_total = line_disc = 0
+        for sku, qty, disc, _, _ in d.lines:
+            list_total += sku.price * qty
+            line_disc += disc
+            items.append({
+                "skuId": sku.jd_sku,
+                "outerSkuId": sku.code,
+                "skuName": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
+                "jdPrice": sku.price_s,
+                "itemTotal": str(qty),
+                "wareId": sku.jd_ware,
+                "productNo": sku.code.removeprefix("SKU-"),
+                "giftPoint": "0",
+                "serviceName": "",
+                "newStoreId": "0",
+            })
+            if disc:
+                coupons.append({"orderId": d.key, "skuId": sku.jd_sku,
+                                "couponType": "30-单品促销优惠", "couponPrice": _yuan(disc)})
+        if d.order_disc:
+            coupons.append({"orderId": d.key, "skuId": None, "couponType": "41-京东券优惠",
+                            "couponPrice": _yuan(d.order_disc)})
+        street = "" if d.incomplete == "street" else d.street1 + d.street2
+        p = dict(self.tpl["jd"])
+        p.update({
+            "orderId": d.key,
+            "orderTotalPrice": _yuan(list_total + d.shipping),
+            "orderSellerPrice": _yuan(d.goods),
+            "orderPayment": _yuan(d.total),
+            "freightPrice": _yuan(d.shipping),
+            "sellerDiscount": _yuan(line_disc + d.order_disc),
+            "orderState": "NOT_PAY" if d.unpaid else "WAIT_SELLER_STOCK_OUT",
+            "orderStateRemark": "等待付款" if d.unpaid else "等待出库",
+            "orderRemark": self._remark(),
+            "orderStartTime": _beijing(d.created),
+            "paymentConfirmTime": _beijing(d.paid) if d.paid else "",
+            "modified": _beijing(d.modified),
+            "pin": f"jd_{d.buyer % 16**4:04x}****{d.buyer % 16**3:03x}",
+            "open_id_buyer": _b62(d.buyer >> 7, 24),
+            "consigneeInfo": {
+                "fullname": "" if d.incomplete == "name" else d.name,
+                "telephone": "",
+                "mobile": "" if d.incomplete == "phone" else d.phone,
+                "fullAddress": f"{province}{city}{district}{d.town[0]}{street}" if street else "",
+                "province": province,
+                "provinceId": str(_JD_PROVINCE_ID[prov]),
+                "city": city,
+                "cityId": str(int(city_code[:4])),
+                "county": district,
+                "countyId": district_code,
+                "town": d.town[0],
+                "townId": d.town[1],
+            },
+            "itemInfoList": items,
+            "couponDetailList": coupons,
+        })
+        return p
+
+    def _douyin(self, d: _Draft) -> dict[str, Any]:
+        prov, city, city_code, _, district, district_code = d.place
+        status, status_desc = (1, "待支付") if d.unpaid else (2, "备货中")
+        skus = []
+        list_total = 0
+        for k, (sku, qty, _disc, _share, paid) in enumerate(d.lines):
+            amount = sku.price * qty
+            list_total += amount
+            skus.append({
+                "order_id": f"{d.key[:-1]}{k + 1}",
+                "parent_order_id": d.key,
+                "order_level": 3,
+                "order_status": status,
+                "order_status_desc": status_desc,
+                "product_id": sku.dy_product,
+                "product_id_str": str(sku.dy_product),
+                "product_name": sku.title,
+                "sku_id": sku.dy_sku,
+                "code": sku.code,
+                "out_sku_id": "0",
+                "out_product_id": "0",
+                "spec": [{"name": "规格", "value": sku.props.split(":")[-1] or "默认"}],
+                "origin_amount": sku.price,
+                "item_num": qty,
+                "sum_amount": amount,
+                "order_amount": amount,
+                "pay_amount": paid,
+                "post_amount": 0,
+                "promotion_amount": amount - paid,
+                "promotion_shop_amount": amount - paid,
+                "promotion_platform_amount": 0,
+                "goods_type": 0,
+                "given_product_type": "MASTER",
+                "is_comment": 0,
+            })
+        promotion = list_total - d.goods
+        tag = "*CgwIARCtHBiqICgDMAESHgh"
+        cipher = base64.b64encode(self.rng.randbytes(96)).decode()  # 128 characters
+        tel = "" if d.incomplete == "phone" else \
+            f"#{cipher[:12]}#{cipher[12:44]}=={tag}{cipher[44:52]}#1##"
+        receiver = "" if d.incomplete == "name" else \
+            f"#{d.name[0]}*#{cipher[52:68]}=={tag}{cipher[68:72]}#1##"
+        no_street = d.incomplete == "street"
+        detail = "" if no_street else f"##{cipher[72:100]}=={tag}#1##"
+        prov_obj = {"name": PROVINCES[prov][0], "id": _GB_PROVINCE[prov]}
+        city_obj = {"name": city, "id": city_code}
+        town_obj = {"name": district, "id": district_code}
+        street_obj = {"name": "", "id": ""} if no_street else \
+            {"name": d.town[0], "id": d.town[1]}
+        p = dict(self.tpl["douyin"])
+        p.update({
+            "order_id": d.key,
+            "order_status": status,
+            "order_status_desc": status_desc,
+            "main_status": status,
+            "main_status_desc": status_desc,
+            "pay_time": d.paid,
+            "order_expire_time": d.created + 1800,
+            "create_time": d.created,
+            "update_time": d.modified,
+            "buyer_words": self._remark(),
+            "pay_type": 1 + d.buyer % 2,
+            "channel_payment_no": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
+            "order_amount": list_total + d.shipping,
+            "pay_amount": d.total,
+            "post_amount": d.shipping,
+            "promotion_amount": promotion,
+            "promotion_shop_amount": promotion,
+            "shop_cost_amount": promotion,
+            "total_promotion_amount": promotion,
+            "post_origin_amount": d.shipping,
+            "post_tel": tel,
+            "encrypt_post_tel": tel,
+            "post_receiver": receiver,
+            "encrypt_post_receiver": receiver,
+            "mask_post_receiver": "" if not receiver else f"{d.name[0]}*",
+            "mask_post_tel": "" if not tel else f"{d.phone[0]}*********{d.phone[-1]}",
+            "post_addr": {"province": prov_obj, "city": city_obj, "town": town_obj,
+                          "street": street_obj, "detail": detail, "encrypt_detail": detail},
+            "mask_post_addr": {"province": prov_obj, "city": city_obj, "town": town_obj,
+                               "street": street_obj,
+                               "detail": "" if no_street else f"{d.street1[:2]}***号"},
+            "exp_ship_time": d.created + 2 * 86400,
+            "doudian_open_id": f"1@#{cipher[100:128]}",
+            "sku_order_list": skus,
+        })
+        return p
+
+    def _shopify(self, d: _Draft) -> dict[str, Any]:
+        prov, city, _, postcode, _, _ = d.place
+        serial = int(d.serial)
+        items = []
+        list_total = discounts = grams = 0
+        for k, (sku, qty, disc, share, _paid) in enumerate(d.lines):
+            amount = sku.price * qty
+            list_total += amount
+            discounts += disc + share
+            grams += sku.grams * qty
+            line_id = int(f"1{self.run6[:5]}{d.serial}{k}")
+            money = {"amount": sku.price_s, "currency_code": "CNY"}
+            allocation = _yuan(disc + share)
+            variant = sku.props.split(":")[-1] if sku.props else None
+            items.append({
+                "id": line_id,
+                "admin_graphql_api_id": f"gid://shopify/LineItem/{line_id}",
+                "product_id": sku.sp_product,
+                "variant_id": sku.sp_variant,
+                "sku": sku.code,
+                "title": sku.title,
+                "variant_title": variant,
+                "name": f"{sku.title} - {variant}" if variant else sku.title,
+                "vendor": "Geek Digital",
+                "quantity": qty,
+                "current_quantity": qty,
+                "fulfillable_quantity": qty,
+                "price": sku.price_s,
+                "price_set": {"shop_money": money, "presentment_money": money},
+                "total_discount": "0.00",
+                "discount_allocations": [{
+                    "amount": allocation, "discount_application_index": 0,
+                    "amount_set": {
+                        "shop_money": {"amount": allocation, "currency_code": "CNY"},
+                        "presentment_money": {"amount": allocation, "currency_code": "CNY"},
+                    },
+                }] if disc + share else [],
+                "gift_card": False,
+                "requires_shipping": True,
+                "taxable": True,
+                "tax_lines": [],
+                "grams": sku.grams,
+                "fulfillment_service": "manual",
+                "fulfillment_status": None,
+                "product_exists": True,
+            })
+        shipping = _yuan(d.shipping)
+        ship_money = {"amount": shipping, "currency_code": "CNY"}
+        code = f"PEAK{discounts // 100}" if discounts else ""
+        surname, given = d.name[0], d.name[1:]
+        email = f"buyer{d.buyer % 10**8:08d}@example.com"
+        address = {
+            "first_name": given, "last_name": surname, "name": d.name,
+            "address1": d.street1, "address2": d.street2, "city": city,
+            "province": PROVINCES[prov][1], "province_code": prov, "country": "China",
+            "country_code": "CN", "zip": postcode, "phone": f"+86{d.phone}", "company": None,
+        }
+        shipping_address = dict(address)
+        if d.incomplete == "name":
+            shipping_address.update(first_name="", last_name="", name="")
+        elif d.incomplete == "phone":
+            shipping_address["phone"] = None
+        elif d.incomplete == "street":
+            shipping_address.update(address1="", address2=None)
+        subtotal = _yuan(d.goods)
+        total = _yuan(d.total)
+        p = dict(self.tpl["shopify"])
+        p.update({
+            "id": int(d.key),
+            "admin_graphql_api_id": f"gid://shopify/Order/{d.key}",
+            "name": f"#{1001 + serial % 10**8}",
+            "order_number": 1001 + serial % 10**8,
+            "number": 1 + serial % 10**8,
+            "token": f"{d.buyer % 16**32:032x}",
+            "created_at": _iso_beijing(d.created),
+            "updated_at": _iso_beijing(d.modified),
+            "processed_at": _iso_beijing(d.created),
+            "current_subtotal_price": subtotal,
+            "current_total_discounts": _yuan(discounts),
+            "current_total_price": total,
+            "subtotal_price": subtotal,
+            "total_line_items_price": _yuan(list_total),
+            "total_discounts": _yuan(discounts),
+            "total_price": total,
+            "total_outstanding": total if d.unpaid else "0.00",
+            "total_weight": grams,
+            "total_shipping_price_set": {"shop_money": ship_money,
+                                         "presentment_money": ship_money},
+            "financial_status": "pending" if d.unpaid else "paid",
+            "payment_gateway_names": ["manual"] if d.unpaid else ["shopify_payments"],
+            "discount_codes": [{"code": code, "amount": _yuan(discounts),
+                                "type": "fixed_amount"}] if code else [],
+            "discount_applications": [{
+                "type": "discount_code", "value": f"{discounts / 100:.1f}",
+                "value_type": "fixed_amount", "allocation_method": "across",
+                "target_selection": "all", "target_type": "line_item", "code": code,
+            }] if code else [],
+            "note": self._remark() or None,
+            "email": email,
+            "contact_email": email,
+            "browser_ip": f"203.0.113.{d.buyer % 250 + 1}",
+            "customer": {
+                "id": 7000000000000 + d.buyer % 10**12, "email": email,
+                "first_name": given, "last_name": surname, "phone": f"+86{d.phone}",
+                "currency": "CNY", "state": "enabled", "verified_email": True,
+            },
+            "billing_address": address,
+            "shipping_address": shipping_address,
+            "line_items": items,
+            "shipping_lines": [{
+                "id": int(f"44{self.run6[:4]}{d.serial}"), "code": "SF Express",
+                "title": "顺丰标快", "source": "shopify", "price": shipping,
+                "discounted_price": shipping, "discount_allocations": [], "tax_lines": [],
+            }] if d.shipping else [],
+        })
+        return p
+
+    def _amazon(self, d: _Draft) -> dict[str, Any]:
+        prov, city, _, postcode, district, _ = d.place
+        zero = {"CurrencyCode": "CNY", "Amount": "0.00"}
+        items = []
+        units = 0
+        for k, (sku, qty, disc, share, _paid) in enumerate(d.lines):
+            units += qty
+            promo = disc + share
+            items.append({
+                "ASIN": sku.asin,
+                "SellerSKU": sku.code,
+                "OrderItemId": f"6{self.run7[:2]}{d.serial}{k:02d}",
+                "Title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
+                "QuantityOrdered": qty,
+                "QuantityShipped": 0,
+                "ProductInfo": {"NumberOfItems": "1"},
+                "ItemPrice": {"CurrencyCode": "CNY", "Amount": _yuan(sku.price * qty)},
+                "ShippingPrice": {"CurrencyCode": "CNY",
+                                  "Amount": _yuan(d.shipping if k == 0 else 0)},
+                "ItemTax": zero,
+                "ShippingTax": zero,
+                "ShippingDiscount": zero,
+                "PromotionDiscount": {"CurrencyCode": "CNY", "Amount": _yuan(promo)},
+                "PromotionDiscountTax": zero,
+                "PromotionIds": [f"A{d.buyer % 10**12:012d} Peak-{promo // 100}off"]
+                if promo else [],
+                "IsGift": "false",
+                "ConditionId": "New",
+                "ConditionSubtypeId": "New",
+                "IsTransparency": False,
+            })
+        address: dict[str, Any] = {
+            "Name": d.name,
+            "AddressLine1": d.street1,
+            "AddressLine2": d.street2,
+            "City": city,
+            "District": district,
+            "StateOrRegion": PROVINCES[prov][0],
+            "PostalCode": postcode,
+            "CountryCode": "CN",
+            "Phone": d.phone,
+            "AddressType": "Residential",
+        }
+        if d.incomplete == "name":
+            del address["Name"]
+        elif d.incomplete == "phone":
+            del address["Phone"]
+        elif d.incomplete == "street":
+            del address["AddressLine1"], address["AddressLine2"]
+        p = dict(self.tpl["amazon"])
+        p.update({
+            "AmazonOrderId": d.key,
+            "SellerOrderId": d.key,
+            "PurchaseDate": _iso_utc(d.created),
+            "LastUpdateDate": _iso_utc(d.modified),
+            "OrderStatus": "Pending" if d.unpaid else "Unshipped",
+            "OrderTotal": {"CurrencyCode": "CNY", "Amount": _yuan(d.total)},
+            "NumberOfItemsShipped": 0,
+            "NumberOfItemsUnshipped": units,
+            "EarliestShipDate": _iso_utc(d.created),
+            "LatestShipDate": _iso_utc(d.created + 2 * 86400),
+            "ShippingAddress": address,
+            "BuyerInfo": {
+                "BuyerEmail": f"{_b62(d.buyer, 16).lower()}@marketplace.amazon.cn",
+                "BuyerName": d.name,
+            },
+            "OrderItems": items,
+        })
+        if d.unpaid:  # SP-API: a Pending order has no total and no address yet
+            del p["OrderTotal"], p["ShippingAddress"]
+        return p
+
+    def _own(self, d: _Draft) -> dict[str, Any]:
+        prov, city, _, postcode, district, _ = d.place
+        lines = []
+        line_disc = 0
+        for k, (sku, qty, disc, share, paid) in enumerate(d.lines):
+            line_disc += disc + share
+            lines.append({
+                "line_id": str(k + 1),
+                "sku": sku.code,
+                "channel_sku": sku.code,
+                "title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
+                "quantity": qty,
+                "unit_price": sku.price_s,
+                "discount": _yuan(disc + share),
+                "paid_amount": _yuan(paid),
+                "is_gift": False,
+            })
+        shop = self.tpl["own"]["shop_id"]
+        total = _yuan(d.total)
+        p = dict(self.tpl["own"])
+        p.update({
+            "order_id": make_order_id("own", shop, d.key),
+            "external_id": d.key,
+            "channel_status": "pending_payment" if d.unpaid else "paid",
+            "created_at": _iso_beijing(d.created),
+            "updated_at": _iso_beijing(d.modified),
+            "buyer": {
+                "id": f"member-{d.buyer % 10**6:06d}",
+                "name": d.name,
+                "email": f"member{d.buyer % 10**8:08d}@example.com",
+                "phone": d.phone,
+            },
+            "address": {
+                "country": "CN",
+                "province": PROVINCES[prov][0],
+                "province_code": prov,
+                "city": city,
+                "district": district,
+                "street": "" if d.incomplete == "street" else f"{d.town[0]}{d.street1}{d.street2}",
+                "postcode": postcode,
+                "name": "" if d.incomplete == "name" else d.name,
+                "phone": "" if d.incomplete == "phone" else d.phone,
+            },
+            "lines": lines,
+            "payment": {
+                "status": "unpaid" if d.unpaid else "paid",
+                "method": "wechat_pay" if d.buyer % 3 else "alipay",
+                "paid_total": "0.00" if d.unpaid else total,
+                "paid_at": None if d.unpaid else _iso_beijing(d.paid),
+                "transaction_id": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
+            },
+            "shipping_fee": _yuan(d.shipping),
+            "discount_total": _yuan(line_disc),
+            "total": total,
+            "buyer_remark": self._remark(),
+            "raw": {"source": ("mini-program", "app", "web")[d.buyer % 3],
+                    "coupon_codes": [f"PEAK{d.order_disc // 100}"] if d.order_disc else []},
+        })
+        return p
+
+    def _remark(self) -> str:
+        x = self.rng.random()
+        return _REMARKS[int(x * 100) % len(_REMARKS)] if x < 0.08 else ""

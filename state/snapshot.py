@@ -1,0 +1,308 @@
+"""Apply a full WMS stock count of one warehouse while orders keep flowing.
+
+A count is taken at ``as_of`` and arrives later. In between, orders were reserved (units
+still on the shelf: the count includes them), shipped (units gone: the count includes them
+too, but they have already left on hand here) and returned or received (units arrived: the
+count missed them). So for each sku the new on hand is
+
+    counted + on-hand movements of kind commit / returned / receive after as_of
+
+read from the ledger (stream, and ClickHouse for what the shipper already moved), while
+reserved is never touched. The write is an *add* of (target - on hand as read), applied by
+``stock_apply.lua`` in one step with the fencing token, so movements that land between our read
+and our write are kept too, and a writer whose lock lapsed is refused ('stale_fence').
+
+Choices an operator should know (also in state/README.md):
+- target below reserved: on hand is set to reserved (available 0) and the sku is reported as a
+  conflict with its shortfall. Setting the count as is would turn accepted orders into an
+  oversell; cancelling orders is a business decision, not the snapshot's.
+- a ``load`` or ``snapshot`` movement of the sku after as_of means a newer count is already
+  applied: the sku is skipped as ``superseded`` (an old file applied late must not win).
+- operator ``adjust`` movements after as_of are not carried over: the count replaces them.
+- skus missing from the file are left alone unless ``zero_missing`` (then counted as 0).
+- stream ids carry the Redis server's clock, ``as_of`` the WMS's: skew between the two
+  shifts which movements count as "after".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from analytics.client import QueryClient
+from state.keys import Keys
+from state.ledger import CHUNK, StreamId, read_ledgers, shipped_totals
+from state.lock import DEFAULT_TTL_MS, DistributedLock, stock_lock_name
+from state.redis import lua_source
+from state.stock import MAX_QTY, StockError, StockOp, known_skus
+
+FLOW_KINDS = ("commit", "returned", "receive")  # units physically left / arrived
+COUNT_KINDS = ("load", "snapshot")  # a newer count of the same sku
+MAX_SEQ = 2**64 - 1
+ATTEMPTS = 5  # re-reads of a sku whose reserved grew between our read and our write
+
+
+class SnapshotError(StockError):
+    """The snapshot cannot be applied as asked; nothing more is written."""
+
+
+class StaleFence(SnapshotError):
+    """A newer lock holder has written this warehouse: this snapshot must stop."""
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    sku: str
+    counted: int
+
+
+@dataclass(frozen=True)
+class SnapshotLine:
+    sku: str
+    status: str  # applied | unchanged | duplicate | superseded
+    counted: int = 0
+    moved_after: int = 0  # on-hand flow after as_of (shipments < 0, returns/receipts > 0)
+    before: int = 0  # on hand when read
+    on_hand: int = 0  # on hand we set (before + the change)
+    reserved: int = 0
+
+    @property
+    def target(self) -> int:
+        return self.counted + self.moved_after
+
+    @property
+    def shortfall(self) -> int:
+        """Units the count is short of open reservations (0: no conflict)."""
+        if self.status not in ("applied", "unchanged"):
+            return 0
+        return max(0, self.reserved - self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "status": self.status,
+            "counted": self.counted,
+            "moved_after": self.moved_after,
+            "before": self.before,
+            "on_hand": self.on_hand,
+            "reserved": self.reserved,
+            "shortfall": self.shortfall,
+        }
+
+
+@dataclass
+class SnapshotResult:
+    warehouse: str
+    op_id: str
+    fence: int
+    as_of: datetime
+    lines: list[SnapshotLine] = field(default_factory=list)
+
+    @property
+    def applied(self) -> list[SnapshotLine]:
+        return [ln for ln in self.lines if ln.status == "applied"]
+
+    @property
+    def conflicts(self) -> list[SnapshotLine]:
+        """Lines left at their reserved units because the count was short of them."""
+        return [ln for ln in self.lines if ln.shortfall > 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "warehouse": self.warehouse,
+            "op_id": self.op_id,
+            "fence": self.fence,
+            "as_of": self.as_of.isoformat(),
+            "applied": len(self.applied),
+            "conflicts": [ln.to_dict() for ln in self.conflicts],
+            "shortfall_units": sum(ln.shortfall for ln in self.conflicts),
+            "lines": [ln.to_dict() for ln in self.lines],
+        }
+
+
+def snapshot_op_id(
+    warehouse: str, as_of: datetime, rows: Sequence[SnapshotRow], zero_missing: bool
+) -> str:
+    """Same file, same warehouse, same as_of -> same id: applying it twice is a no-op."""
+    digest = hashlib.sha256(f"{warehouse}|{_as_of_ms(as_of)}|{int(zero_missing)}".encode())
+    for row in sorted(rows, key=lambda r: r.sku):
+        digest.update(f"\n{row.sku}|{row.counted}".encode())
+    return f"snapshot:{digest.hexdigest()[:24]}"
+
+
+def apply_snapshot(
+    client: redis.Redis,
+    keys: Keys,
+    warehouse: str,
+    rows: Sequence[SnapshotRow],
+    as_of: datetime,
+    *,
+    ch_client: QueryClient | None = None,
+    zero_missing: bool = False,
+    op_id: str | None = None,
+    lock_wait_s: float = 10.0,
+    lock_ttl_ms: int = DEFAULT_TTL_MS,
+) -> SnapshotResult:
+    """Take the ``stock:<warehouse>`` lock (bounded wait: LockTimeout) and apply the count.
+
+    ``ch_client`` is needed once movements after ``as_of`` have been shipped to ClickHouse
+    (SnapshotError otherwise, before anything is written)."""
+    lock = DistributedLock(
+        client, keys, stock_lock_name(warehouse), ttl_ms=lock_ttl_ms, wait_s=lock_wait_s
+    )
+    with lock as lease:
+        return apply_snapshot_fenced(
+            client,
+            keys,
+            warehouse,
+            rows,
+            as_of,
+            fence=lease.fence,
+            renew=lock.renew_if_due,
+            ch_client=ch_client,
+            zero_missing=zero_missing,
+            op_id=op_id,
+        )
+
+
+def apply_snapshot_fenced(
+    client: redis.Redis,
+    keys: Keys,
+    warehouse: str,
+    rows: Sequence[SnapshotRow],
+    as_of: datetime,
+    *,
+    fence: int,
+    renew: Callable[[], object] | None = None,
+    ch_client: QueryClient | None = None,
+    zero_missing: bool = False,
+    op_id: str | None = None,
+) -> SnapshotResult:
+    """The snapshot under a lease the caller holds: ``fence`` is its token and ``renew``
+    (raising LockLost) is called between steps. Split out so a caller already holding the
+    lock (a recount spanning several steps) and the tests can drive it."""
+    counted = _check_rows(rows)
+    op_id = op_id or snapshot_op_id(warehouse, as_of, rows, zero_missing)
+    result = SnapshotResult(warehouse, op_id, fence, as_of)
+    skus = sorted(counted)
+    if zero_missing:
+        skus += sorted(_stocked_skus(client, keys, warehouse) - set(counted))
+    after: StreamId = (_as_of_ms(as_of), MAX_SEQ)  # ids strictly after the as_of millisecond
+    script = client.register_script(lua_source("stock_apply"))
+    for start in range(0, len(skus), CHUNK):
+        pending = skus[start : start + CHUNK]
+        for _ in range(ATTEMPTS):
+            if renew is not None:
+                renew()
+            pending = _apply_chunk(
+                client, keys, script, result, pending, counted, after, ch_client, fence
+            )
+            if not pending:
+                break
+        if pending:
+            raise SnapshotError(
+                f"{warehouse}: reservations kept changing under {len(pending)} sku(s) "
+                f"({', '.join(pending[:5])}); skus before them are applied, run again"
+            )
+    if counted:
+        client.sadd(keys.skus, *counted)
+    return result
+
+
+def _apply_chunk(
+    client: redis.Redis,
+    keys: Keys,
+    script: Any,
+    result: SnapshotResult,
+    skus: list[str],
+    counted: dict[str, int],
+    after: StreamId,
+    ch_client: QueryClient | None,
+    fence: int,
+) -> list[str]:
+    """Read, compute and write each sku once; returns the skus to read again (raced)."""
+    wh = result.warehouse
+    fields = [f"on_hand:{wh}", f"reserved:{wh}", f"op:{result.op_id}"]
+    ledgers = read_ledgers(client, keys, skus, after=after, fields=fields)
+    ranges = {lg.sku: lg.shipped for lg in ledgers if lg.shipped is not None}
+    if ranges and ch_client is None:
+        raise SnapshotError(
+            f"movements after as_of of {len(ranges)} sku(s) were already shipped to "
+            "ClickHouse: a ClickHouse connection is needed to apply this snapshot"
+        )
+    flows = shipped_totals(ch_client, ranges, warehouse=wh, kinds=FLOW_KINDS) if ranges else {}
+    counts = shipped_totals(ch_client, ranges, warehouse=wh, kinds=COUNT_KINDS) if ranges else {}
+    retry: list[str] = []
+    for lg in ledgers:
+        sku = lg.sku
+        if lg.fields.get(f"op:{result.op_id}"):
+            result.lines.append(SnapshotLine(sku, "duplicate", counted.get(sku, 0)))
+            continue
+        mine = [e for _, e in lg.entries if e["wh"] == wh]
+        newer_count = counts.get((sku, wh), {}).get("entries", 0) > 0 or any(
+            e.get("kind") in COUNT_KINDS for e in mine
+        )
+        moved = flows.get((sku, wh), {}).get("on_hand", 0) + sum(
+            int(e.get("on_hand", 0)) for e in mine if e.get("kind") in FLOW_KINDS
+        )
+        before = int(lg.fields.get(f"on_hand:{wh}", 0))
+        reserved = int(lg.fields.get(f"reserved:{wh}", 0))
+        line = SnapshotLine(sku, "applied", counted.get(sku, 0), moved, before, before, reserved)
+        if newer_count:
+            result.lines.append(replace(line, status="superseded"))
+            continue
+        new = max(line.target, reserved)
+        if new == before:
+            result.lines.append(replace(line, status="unchanged"))
+            continue
+        status, detail, *_ = script(
+            keys=[keys.stock(sku), keys.ledger(sku)],
+            args=[result.op_id, StockOp.SNAPSHOT.value, fence, f"{wh}|on_hand|add|{new - before}"],
+        )
+        if status == "stale_fence":
+            raise StaleFence(f"{sku}: {detail}; snapshot stopped (fence {fence})")
+        if status == "error":  # reserved grew (or on hand fell) since the read: read again
+            retry.append(sku)
+        elif status == "duplicate":
+            result.lines.append(replace(line, status="duplicate"))
+        else:
+            result.lines.append(replace(line, on_hand=new))
+    return retry
+
+
+def _check_rows(rows: Sequence[SnapshotRow]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    errors = []
+    for n, row in enumerate(rows, start=1):
+        if not row.sku or any(c in row.sku for c in "|{}\n\r\t"):
+            errors.append(f"row {n}: sku {row.sku!r} is empty or has forbidden characters")
+        elif row.sku in counted:
+            errors.append(f"row {n}: duplicate sku {row.sku}")
+        elif not 0 <= row.counted <= MAX_QTY:
+            errors.append(f"row {n}: counted {row.counted} out of range")
+        else:
+            counted[row.sku] = row.counted
+    if errors:
+        raise SnapshotError(f"{len(errors)} bad row(s), nothing applied:\n  " + "\n  ".join(errors))
+    return counted
+
+
+def _stocked_skus(client: redis.Redis, keys: Keys, warehouse: str) -> set[str]:
+    """Known skus with any figure at the warehouse (what a full count should have listed)."""
+    skus = sorted(known_skus(client, keys))
+    pipe = client.pipeline(transaction=False)
+    for sku in skus:
+        pipe.hmget(keys.stock(sku), [f"on_hand:{warehouse}", f"reserved:{warehouse}"])
+    return {sku for sku, values in zip(skus, pipe.execute(), strict=True) if any(v for v in values)}
+
+
+def _as_of_ms(as_of: datetime) -> int:
+    """Naive means UTC, like every stored time."""
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    return int(as_of.timestamp() * 1000)
