@@ -1,4 +1,4 @@
-"""Load generator: a realistic peak-sale burst of native channel payloads (`./oms demo`, `./oms bench`).
+"""Load generator: a realistic peak-sale burst of native channel payloads (demo and bench).
 
 Every message is what the platform team would put on ``oms.raw.<channel>``: the channel's own
 order payload (Taobao ``trade``, JD ``orderInfo``, Douyin ``shop_order_detail``, Shopify webhook
@@ -120,7 +120,8 @@ _GRAMS = {"SKU-PHONE-X1": 450, "SKU-SNEAKER-42": 900, "SKU-TSHIRT-L": 250,
 
 # Province -> rough share of online retail orders (percent), and a few cities each:
 # (city, GB/T 2260 code, postcode, ((district, code), ...)).
-_GEO: tuple[tuple[str, float, tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]], ...] = (
+_City = tuple[str, str, str, tuple[tuple[str, str], ...]]
+_GEO: tuple[tuple[str, float, tuple[_City, ...]], ...] = (
     ("GD", 16.0, (
         ("广州市", "440100", "510000", (("天河区", "440106"), ("越秀区", "440104"),
                                         ("番禺区", "440113"))),
@@ -286,7 +287,6 @@ _MOBILE = ("130", "131", "132", "133", "135", "136", "137", "138", "139", "150",
 _REMARKS = ("请尽快发货，谢谢", "送礼用，不要放发票", "周末不在家，请工作日配送", "麻烦发顺丰",
             "放快递柜就行", "包装好一点，谢谢", "到了打电话")
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
@@ -305,7 +305,7 @@ class BurstMessage:
 
 @dataclass(frozen=True)
 class BurstPlan:
-    messages: list[BurstMessage]  # in send order (duplicates come some messages after their original)
+    messages: list[BurstMessage]  # in send order (a duplicate comes a little after its original)
     orders: int  # distinct valid orders
     duplicates: int  # re-pushes of identical bytes
     malformed: int  # messages that must end in the DLQ
@@ -528,7 +528,7 @@ def _catalogue(catalogue: Sequence[tuple[str, Decimal]] | None) -> list[_Sku]:
 class _Draft:
     """One order as decided, before it is dressed in a channel's payload."""
 
-    __slots__ = ("buyer", "channel", "created", "disc", "incomplete", "key", "lines", "modified",
+    __slots__ = ("buyer", "channel", "created", "incomplete", "key", "lines", "modified",
                  "name", "order_disc", "paid", "phone", "place", "serial", "shipping",
                  "street1", "street2", "total", "town", "unpaid")
 
@@ -561,16 +561,14 @@ class _Draft:
 
 
 def _b62(number: int, width: int) -> str:
-    """Opaque platform ids (open uids, pins): base62 digits of a random number."""
-    digits = []
-    for _ in range(width):
-        number, digit = divmod(number, 62)
-        digits.append(_B62[digit])
-    return "".join(digits)
+    """Opaque platform ids (open uids, pins): alphanumeric digits of a random number."""
+    raw = (number & ((1 << (6 * width)) - 1)).to_bytes((6 * width + 7) // 8, "big")
+    return base64.b64encode(raw, altchars=b"xy").decode()[:width]
 
 
 def _yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
+    """Fen -> the yuan string the platforms send ('3999.00')."""
+    return "%d.%02d" % divmod(fen, 100)  # noqa: UP031 (twice as fast as the f-string)
 
 
 def _spread(amounts: list[int], discount: int) -> list[int]:
@@ -746,7 +744,7 @@ class _Generator:
         bits, room = divmod(bits, 8)
         bits, surname = divmod(bits, len(_SURNAMES))
         bits, given1 = divmod(bits, len(_GIVEN))
-        bits, given2 = divmod(bits, len(_GIVEN) * 10 // 3)  # 30%: a one-character given name
+        bits, given2 = divmod(bits, len(_GIVEN) * 10 // 7)  # 30%: a one-character given name
         bits, mobile = divmod(bits, len(_MOBILE))
         d.buyer, subscriber = divmod(bits, 10**8)
         d.town = (_TOWNS[town], f"{d.place[5]}{town + 1:03d}")
@@ -889,7 +887,7 @@ class _Generator:
             "post_fee": _yuan(d.shipping),
             "discount_fee": _yuan(line_disc + d.order_disc),
             "alipay_no": "" if d.unpaid else f"{_beijing(d.paid)[:10].replace('-', '')}"
-                                             f"22001{d.buyer % 10**23:023d}",
+                                             f"22001{d.buyer % 10**15:015d}",
             "alipay_id": 2088000000000000 + d.buyer % 10**12,
             "receiver_name": "" if d.incomplete == "name" else d.name,
             "receiver_mobile": "" if d.incomplete == "phone" else d.phone,
@@ -948,7 +946,7 @@ class _Generator:
         p = dict(self.tpl["jd"])
         p.update({
             "orderId": d.key,
-            "orderTotalPrice": _yuan(list_total + d.shipping),
+            "orderTotalPrice": _yuan(list_total),
             "orderSellerPrice": _yuan(d.goods),
             "orderPayment": _yuan(d.total),
             "freightPrice": _yuan(d.shipping),
@@ -1069,7 +1067,7 @@ class _Generator:
         return p
 
     def _shopify(self, d: _Draft) -> dict[str, Any]:
-        prov, city, _, postcode, _, _ = d.place
+        prov, city, _, postcode, district, _ = d.place
         serial = int(d.serial)
         items = []
         list_total = discounts = grams = 0
@@ -1121,7 +1119,7 @@ class _Generator:
         email = f"buyer{d.buyer % 10**8:08d}@example.com"
         address = {
             "first_name": given, "last_name": surname, "name": d.name,
-            "address1": d.street1, "address2": d.street2, "city": city,
+            "address1": district + d.street1, "address2": d.street2, "city": city,
             "province": PROVINCES[prov][1], "province_code": prov, "country": "China",
             "country_code": "CN", "zip": postcode, "phone": f"+86{d.phone}", "company": None,
         }
