@@ -59,6 +59,7 @@ class StaleFence(SnapshotError):
 class SnapshotRow:
     sku: str
     counted: int
+    as_of: datetime | None = None  # when this sku was counted; None: the snapshot's as_of
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class SnapshotResult:
     warehouse: str
     op_id: str
     fence: int
-    as_of: datetime
+    as_of: datetime | None  # the snapshot's; rows may carry their own
     lines: list[SnapshotLine] = field(default_factory=list)
 
     @property
@@ -117,7 +118,7 @@ class SnapshotResult:
             "warehouse": self.warehouse,
             "op_id": self.op_id,
             "fence": self.fence,
-            "as_of": self.as_of.isoformat(),
+            "as_of": self.as_of.isoformat() if self.as_of else None,
             "applied": len(self.applied),
             "conflicts": [ln.to_dict() for ln in self.conflicts],
             "shortfall_units": sum(ln.shortfall for ln in self.conflicts),
@@ -126,12 +127,14 @@ class SnapshotResult:
 
 
 def snapshot_op_id(
-    warehouse: str, as_of: datetime, rows: Sequence[SnapshotRow], zero_missing: bool
+    warehouse: str, as_of: datetime | None, rows: Sequence[SnapshotRow], zero_missing: bool
 ) -> str:
     """Same file, same warehouse, same as_of -> same id: applying it twice is a no-op."""
-    digest = hashlib.sha256(f"{warehouse}|{_as_of_ms(as_of)}|{int(zero_missing)}".encode())
+    file_ms = _as_of_ms(as_of) if as_of else 0
+    digest = hashlib.sha256(f"{warehouse}|{file_ms}|{int(zero_missing)}".encode())
     for row in sorted(rows, key=lambda r: r.sku):
-        digest.update(f"\n{row.sku}|{row.counted}".encode())
+        row_ms = _as_of_ms(row.as_of) if row.as_of else 0
+        digest.update(f"\n{row.sku}|{row.counted}|{row_ms}".encode())
     return f"snapshot:{digest.hexdigest()[:24]}"
 
 
@@ -140,7 +143,7 @@ def apply_snapshot(
     keys: Keys,
     warehouse: str,
     rows: Sequence[SnapshotRow],
-    as_of: datetime,
+    as_of: datetime | None,
     *,
     ch_client: QueryClient | None = None,
     zero_missing: bool = False,
@@ -175,7 +178,7 @@ def apply_snapshot_fenced(
     keys: Keys,
     warehouse: str,
     rows: Sequence[SnapshotRow],
-    as_of: datetime,
+    as_of: datetime | None,
     *,
     fence: int,
     renew: Callable[[], object] | None = None,
@@ -186,29 +189,33 @@ def apply_snapshot_fenced(
     """The snapshot under a lease the caller holds: ``fence`` is its token and ``renew``
     (raising LockLost) is called between steps. Split out so a caller already holding the
     lock (a recount spanning several steps) and the tests can drive it."""
-    counted = _check_rows(rows)
+    counted, counted_at = _check_rows(rows, as_of, zero_missing)
     op_id = op_id or snapshot_op_id(warehouse, as_of, rows, zero_missing)
     result = SnapshotResult(warehouse, op_id, fence, as_of)
-    skus = sorted(counted)
-    if zero_missing:
-        skus += sorted(_stocked_skus(client, keys, warehouse) - set(counted))
-    after: StreamId = (_as_of_ms(as_of), MAX_SEQ)  # ids strictly after the as_of millisecond
+    if zero_missing and as_of is not None:
+        missing = _stocked_skus(client, keys, warehouse) - set(counted)
+        counted_at |= dict.fromkeys(missing, _as_of_ms(as_of))
+    by_time: dict[int, list[str]] = {}
+    for sku in sorted(counted_at):
+        by_time.setdefault(counted_at[sku], []).append(sku)
     script = client.register_script(lua_source("stock_apply"))
-    for start in range(0, len(skus), CHUNK):
-        pending = skus[start : start + CHUNK]
-        for _ in range(ATTEMPTS):
-            if renew is not None:
-                renew()
-            pending = _apply_chunk(
-                client, keys, script, result, pending, counted, after, ch_client, fence
-            )
-            if not pending:
-                break
-        if pending:
-            raise SnapshotError(
-                f"{warehouse}: reservations kept changing under {len(pending)} sku(s) "
-                f"({', '.join(pending[:5])}); skus before them are applied, run again"
-            )
+    for at_ms, skus in sorted(by_time.items()):
+        after: StreamId = (at_ms, MAX_SEQ)  # ids strictly after the as_of millisecond
+        for start in range(0, len(skus), CHUNK):
+            pending = skus[start : start + CHUNK]
+            for _ in range(ATTEMPTS):
+                if renew is not None:
+                    renew()
+                pending = _apply_chunk(
+                    client, keys, script, result, pending, counted, after, ch_client, fence
+                )
+                if not pending:
+                    break
+            if pending:
+                raise SnapshotError(
+                    f"{warehouse}: reservations kept changing under {len(pending)} sku(s) "
+                    f"({', '.join(pending[:5])}); other skus may be applied, run again"
+                )
     if counted:
         client.sadd(keys.skus, *counted)
     return result
@@ -275,21 +282,31 @@ def _apply_chunk(
     return retry
 
 
-def _check_rows(rows: Sequence[SnapshotRow]) -> dict[str, int]:
+def _check_rows(
+    rows: Sequence[SnapshotRow], as_of: datetime | None, zero_missing: bool
+) -> tuple[dict[str, int], dict[str, int]]:
+    """sku -> counted, and sku -> as_of in ms; every bad row reported, nothing applied."""
     counted: dict[str, int] = {}
+    counted_at: dict[str, int] = {}
     errors = []
+    if zero_missing and as_of is None:
+        errors.append("zero_missing needs the snapshot's as_of (when were the others counted?)")
     for n, row in enumerate(rows, start=1):
+        when = row.as_of or as_of
         if not row.sku or any(c in row.sku for c in "|{}\n\r\t"):
             errors.append(f"row {n}: sku {row.sku!r} is empty or has forbidden characters")
         elif row.sku in counted:
             errors.append(f"row {n}: duplicate sku {row.sku}")
         elif not 0 <= row.counted <= MAX_QTY:
             errors.append(f"row {n}: counted {row.counted} out of range")
+        elif when is None:
+            errors.append(f"row {n}: no as_of for {row.sku} (row or snapshot)")
         else:
             counted[row.sku] = row.counted
+            counted_at[row.sku] = _as_of_ms(when)
     if errors:
         raise SnapshotError(f"{len(errors)} bad row(s), nothing applied:\n  " + "\n  ".join(errors))
-    return counted
+    return counted, counted_at
 
 
 def _stocked_skus(client: redis.Redis, keys: Keys, warehouse: str) -> set[str]:

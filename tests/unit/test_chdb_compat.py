@@ -376,8 +376,8 @@ async def test_ledger_shipped_totals(db: ChdbClient) -> None:
     await sink.write_stock_movements(moves[1:3])  # re-shipped: counted once
     ranges = {"a/b": ((0, 0), (1700000000000, 1)), "c": ((0, 0), (1700000000001, 0))}
     got = shipped_totals(db, ranges)
-    assert got[("a/b", "W1")] == {"entries": 2, "on_hand": 10, "reserved": 2, "inbound": 0, "sit": 0}
+    assert got[("a/b", "W1")] == dict(entries=2, on_hand=10, reserved=2, inbound=0, sit=0)
     assert got[("c", "W1")]["on_hand"] == 5
     after = {"a/b": ((1700000000000, 0), (1700000000001, 0))}
     commits = shipped_totals(db, after, warehouse="W1", kinds=("commit",))
-    assert commits == {("a/b", "W1"): {"entries": 1, "on_hand": -2, "reserved": -2, "inbound": 0, "sit": 0}}
+    assert commits == {("a/b", "W1"): dict(entries=1, on_hand=-2, reserved=-2, inbound=0, sit=0)}
