@@ -31,13 +31,18 @@ def register_ledger(app: faust.App, settings: Settings, counters: Counter[str]) 
 
     @app.timer(INTERVAL_S, name="ledger_shipper")
     async def ship_ledger() -> None:
-        # FactSink.write_stock_movements retries ClickHouse until it lands; only Redis
-        # trouble reaches here, and the next tick simply tries again (nothing was advanced).
+        # FactSink.write_stock_movements retries ClickHouse until it lands. Anything else
+        # (Redis down, a bug) must not take the order pipeline of this worker down with it:
+        # nothing was advanced, the next tick tries again, and the counter shows it.
         try:
             result = await shipper.ship()
-        except (RedisError, OSError) as exc:
+        except RedisError as exc:
             counters["ledger_errors"] += 1
             log.warning("ledger shipping failed, retrying next tick: %s", exc)
+            return
+        except Exception:
+            counters["ledger_errors"] += 1
+            log.exception("ledger shipping failed, retrying next tick")
             return
         counters["ledger_shipped"] += result.entries
         counters["ledger_invalid"] += result.invalid

@@ -14,6 +14,7 @@ from faust.types import TP
 
 from agents.app import create_app
 from agents.intake import register_intake
+from agents.ledger import register_ledger
 from agents.pipeline import OrderPipeline
 from agents.route import RoutingTable
 from agents.sink import register_sink
@@ -41,6 +42,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
 
     register_intake(app, settings, make_pipeline, counters)
     register_sink(app, settings, counters)
+    register_ledger(app, settings, counters)
 
     @app.task
     async def declare_topics() -> None:

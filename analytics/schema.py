@@ -85,6 +85,25 @@ def applied_versions(client: QueryClient, database: str) -> dict[int, str]:
     return {int(v): str(c) for v, c in rows}
 
 
+DUPLICATE_COLUMN = 44  # ClickHouse ILLEGAL_COLUMN: "column ... already exists"
+
+
+def execute_idempotent(client: QueryClient, statement: str) -> None:
+    """Run one migration statement; an ADD COLUMN that already happened counts as done.
+
+    18.16 has no ``ADD COLUMN IF NOT EXISTS``: a process that died between an ALTER and its
+    bookkeeping row would otherwise wedge every later start.
+    """
+    try:
+        client.execute(statement)
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        if code == DUPLICATE_COLUMN and "ADD COLUMN" in statement.upper():
+            log.warning("column already present, treating as applied: %s", exc)
+            return
+        raise
+
+
 def migrate(
     client: QueryClient, database: str, migrations: list[Migration] | None = None
 ) -> list[str]:
@@ -98,7 +117,7 @@ def migrate(
                 log.warning("migration %s changed after it was applied; not re-run", mig.name)
             continue
         for statement in mig.render(database):
-            client.execute(statement)
+            execute_idempotent(client, statement)
         client.execute(
             f"INSERT INTO {db}.schema_migrations (version, name, checksum, applied_at) VALUES",
             [

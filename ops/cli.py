@@ -210,6 +210,42 @@ def stock_adjust(
         click.echo(f"{sku} at {warehouse}: {field} {delta:+d}")
 
 
+@stock.command("snapshot")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--warehouse", required=True, help="The warehouse the WMS counted.")
+@click.option("--zero-missing", is_flag=True, help="Skus absent from the file count as 0.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def stock_snapshot(file: Path, warehouse: str, zero_missing: bool, as_json: bool) -> None:
+    """Apply a full WMS count (CSV sku,qty[,as_of] or JSON) under the warehouse's stock lock.
+
+    Units shipped or received after the count's as_of time are kept; reservations are never
+    touched; a count below what is reserved is reported as a conflict, not applied as an
+    oversell.
+    """
+    from agents.route import RoutingTable
+    from analytics.client import connect as ch_connect
+    from state.keys import Keys
+    from state.redis import connect
+    from state.snapshot import SnapshotError, apply_snapshot, parse_snapshot_file
+
+    s = settings()
+    routing = RoutingTable.load(s.config_dir / "warehouses.toml")
+    if warehouse not in routing.warehouses:
+        fail(f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(routing.warehouses))})")
+    try:
+        rows, as_of = parse_snapshot_file(caller_path(file))
+        result = apply_snapshot(connect(s), Keys(s.redis_prefix), warehouse, rows, as_of,
+                                ch_client=ch_connect(s), zero_missing=zero_missing)
+    except SnapshotError as exc:
+        fail(str(exc))
+    data = result.to_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"snapshot of {warehouse}: {data}")
+    sys.exit(1 if result.conflicts else 0)
+
+
 @stock.command("show")
 @click.argument("sku")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
@@ -317,12 +353,13 @@ def report(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def verify(as_json: bool) -> None:
     """Reconcile stock: no oversell, reserved = sum of reservations. Exit 1 on a violation."""
+    from analytics.client import connect as ch_connect
     from state.keys import Keys
     from state.redis import connect
     from state.verify import verify as run_verify
 
     s = settings()
-    result = run_verify(connect(s), Keys(s.redis_prefix))
+    result = run_verify(connect(s), Keys(s.redis_prefix), ch_connect(s))
     if as_json:
         emit_json(result.to_dict())
     else:

@@ -51,7 +51,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     from analytics.reports import build_report, format_report
 
     report = build_report(ch_connect(settings), since=started)
-    check = verify(connect(settings), Keys(settings.redis_prefix))
+    check = verify(connect(settings), Keys(settings.redis_prefix), ch_connect(settings))
     console.rule("[bold]Report (from ClickHouse)")
     console.print(format_report(report), markup=False, highlight=False)
     console.rule("[bold]Checks")

@@ -19,8 +19,9 @@ stream entries after it. The cursor is read *after* the sku's hash and stream (t
 MULTI: same hash slot), and the ClickHouse part is cut at the newest entry id seen with the
 hash. Everything up to the cursor was inserted before the cursor moved; nothing after it was
 trimmed; so the two parts neither miss nor double an entry even while the shipper runs, and
-the hash matches exactly the entries counted. No lock is needed for that, and it works on a
-Redis Cluster (no cross-slot MULTI).
+the hash matches exactly the entries counted. No lock is needed for that, and the only
+atomic read is one sku's hash + stream (one slot). Batching 200 skus into one MULTI, as
+below, is a single-node shortcut: on a Redis Cluster it becomes one MULTI per sku.
 """
 
 from __future__ import annotations

@@ -26,20 +26,24 @@ Choices an operator should know (also in state/README.md):
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 
 from analytics.client import QueryClient
 from state.keys import Keys
-from state.ledger import CHUNK, StreamId, read_ledgers, shipped_totals
+from state.ledger import CHUNK, StreamId, parse_id, read_ledgers, shipped_totals
 from state.lock import DEFAULT_TTL_MS, DistributedLock, stock_lock_name
 from state.redis import lua_source
-from state.stock import MAX_QTY, StockError, StockOp, known_skus
+from state.stock import MAX_QTY, WHOLE_NUMBER, StockError, StockOp, known_skus
 
 FLOW_KINDS = ("commit", "returned", "receive")  # units physically left / arrived
 COUNT_KINDS = ("load", "snapshot")  # a newer count of the same sku
@@ -154,7 +158,8 @@ def apply_snapshot(
     """Take the ``stock:<warehouse>`` lock (bounded wait: LockTimeout) and apply the count.
 
     ``ch_client`` is needed once movements after ``as_of`` have been shipped to ClickHouse
-    (SnapshotError otherwise, before anything is written)."""
+    (SnapshotError otherwise: checked before the first write, and again per batch in case
+    the shipper moves on meanwhile; a rerun with the same file is a no-op for skus done)."""
     lock = DistributedLock(
         client, keys, stock_lock_name(warehouse), ttl_ms=lock_ttl_ms, wait_s=lock_wait_s
     )
@@ -195,6 +200,8 @@ def apply_snapshot_fenced(
     if zero_missing and as_of is not None:
         missing = _stocked_skus(client, keys, warehouse) - set(counted)
         counted_at |= dict.fromkeys(missing, _as_of_ms(as_of))
+    if ch_client is None:
+        _require_unshipped(client, keys, counted_at)
     by_time: dict[int, list[str]] = {}
     for sku in sorted(counted_at):
         by_time.setdefault(counted_at[sku], []).append(sku)
@@ -309,6 +316,21 @@ def _check_rows(
     return counted, counted_at
 
 
+def _require_unshipped(client: redis.Redis, keys: Keys, counted_at: dict[str, int]) -> None:
+    skus = sorted(counted_at)
+    cursors = client.hmget(keys.ledger_cursor, skus) if skus else []
+    shipped = [
+        sku
+        for sku, cursor in zip(skus, cursors, strict=True)  # type: ignore[arg-type]
+        if cursor and parse_id(cursor)[0] > counted_at[sku]
+    ]
+    if shipped:
+        raise SnapshotError(
+            f"movements after as_of of {len(shipped)} sku(s) ({', '.join(shipped[:5])}) were "
+            "already shipped to ClickHouse: a ClickHouse connection is needed, nothing applied"
+        )
+
+
 def _stocked_skus(client: redis.Redis, keys: Keys, warehouse: str) -> set[str]:
     """Known skus with any figure at the warehouse (what a full count should have listed)."""
     skus = sorted(known_skus(client, keys))
@@ -323,3 +345,65 @@ def _as_of_ms(as_of: datetime) -> int:
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     return int(as_of.timestamp() * 1000)
+
+
+def parse_snapshot_file(path: Path) -> tuple[list[SnapshotRow], datetime | None]:
+    """A WMS count file: CSV with header ``sku,qty`` (or ``counted``) and an optional
+    ``as_of`` column, or JSON ``{"as_of": ..., "rows": [{"sku", "qty", "as_of"?}]}`` (or the
+    bare list). Times are ISO 8601 with a UTC offset: a naive WMS time would be read in the
+    wrong zone and misplace every movement after it. Returns (rows, the file's as_of)."""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {path}: {exc.strerror}") from exc
+    as_of: object = None
+    if path.suffix.lower() == ".json" or content.lstrip()[:1] in (b"[", b"{"):
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise SnapshotError(f"{path}: not valid JSON ({exc})") from exc
+        if isinstance(data, dict):
+            as_of, data = data.get("as_of"), data.get("rows")
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise SnapshotError(f"{path}: expected a list of objects with sku, qty")
+        records: list[dict[str, Any]] = data
+    else:
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SnapshotError(f"{path}: not UTF-8 text") from exc
+        reader = csv.DictReader(io.StringIO(text))
+        records = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    rows: list[SnapshotRow] = []
+    errors: list[str] = []
+    file_as_of = _parse_time(as_of, "as_of", errors) if as_of is not None else None
+    for n, rec in enumerate(records, start=1):
+        sku = str(rec.get("sku") or "").strip()
+        raw = rec.get("qty", rec.get("counted"))
+        text = "" if raw is None or isinstance(raw, bool) else str(raw).strip()
+        if not WHOLE_NUMBER.fullmatch(text):
+            errors.append(f"row {n}: qty {raw!r} is not a whole number")
+            continue
+        row_as_of = rec.get("as_of")
+        when = _parse_time(row_as_of, f"row {n}: as_of", errors) if row_as_of else None
+        rows.append(SnapshotRow(sku, int(text), when))
+    if errors:
+        raise SnapshotError(f"{len(errors)} bad row(s), nothing applied:\n  " + "\n  ".join(errors))
+    if not rows:
+        raise SnapshotError(f"{path}: no rows")
+    times = {r.as_of for r in rows}
+    if file_as_of is None and len(times) == 1:
+        file_as_of = times.pop()  # one count time for the whole file (CSV column)
+    return rows, file_as_of
+
+
+def _parse_time(value: object, what: str, errors: list[str]) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        errors.append(f"{what} {value!r} is not an ISO 8601 time")
+        return None
+    if when.tzinfo is None:
+        errors.append(f"{what} {value!r} has no UTC offset")
+        return None
+    return when

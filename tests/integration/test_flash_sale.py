@@ -13,12 +13,12 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from ops.loadgen import generate_burst
 
 from analytics.client import connect as ch_connect
 from analytics.reports import build_report, processed_inputs
 from ops import stack
 from ops.kafka import Record, produce
+from ops.loadgen import generate_burst
 from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect
@@ -80,7 +80,7 @@ def test_flash_sale_reserves_exactly_the_stock(three_workers: Settings) -> None:
     levels = {lv.warehouse: lv for lv in stock_levels(connect(settings), keys, sku)}
     assert levels["WH-SH"].reserved == 600 and levels["WH-BJ"].reserved == 400
     assert all(lv.available == 0 for lv in levels.values())
-    check = verify(connect(settings), keys)
+    check = verify(connect(settings), keys, ch_connect(settings))
     assert check.ok, check.violations[:5]
     assert check.oversold_units == 0
 

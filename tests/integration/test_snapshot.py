@@ -8,10 +8,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from clickhouse_driver import Client
 
 from analytics.client import connect as ch_connect
@@ -30,6 +30,7 @@ from state.snapshot import (
     StaleFence,
     apply_snapshot,
     apply_snapshot_fenced,
+    parse_snapshot_file,
 )
 from state.stock import StockChange, StockOp, apply_changes, stock_levels
 from state.verify import verify
@@ -256,4 +257,51 @@ async def test_reservations_racing_the_write_are_retried(
     assert level(client, keys, "SKU1") == (5, 5, 0)
 
 
-_ = aioredis  # the engine's client type, imported for readers of reserve()
+async def test_rows_counted_at_different_times(
+    client: redis.Redis, keys: Keys, redis_settings: Settings
+) -> None:
+    """A cycle count: each sku has its own as_of; only shipments after *its* count count."""
+    load(client, keys, [("SKU1", "W1", 10), ("SKU2", "W1", 10)])
+    engine = await reserve(redis_settings, keys, "O1", "SKU1", 2)
+    await reserve(redis_settings, keys, "O2", "SKU2", 2)
+    first = redis_now(client)  # SKU1 counted: 10
+    after_a_tick()
+    await engine.commit("O1", ["SKU1"])
+    await engine.commit("O2", ["SKU2"])
+    after_a_tick()
+    second = redis_now(client)  # SKU2 counted after its shipment: 8
+    rows = [SnapshotRow("SKU1", 10, first), SnapshotRow("SKU2", 8, second)]
+    result = apply_snapshot(client, keys, "W1", rows, None)
+    assert {ln.sku: (ln.status, ln.moved_after) for ln in result.lines} == {
+        "SKU1": ("unchanged", -2),
+        "SKU2": ("unchanged", 0),
+    }
+    with pytest.raises(SnapshotError, match="zero_missing needs"):
+        apply_snapshot(client, keys, "W1", rows, None, zero_missing=True)
+    with pytest.raises(SnapshotError, match="no as_of"):
+        apply_snapshot(client, keys, "W1", [SnapshotRow("SKU1", 1)], None)
+
+
+def test_snapshot_files(tmp_path: Path) -> None:
+    csv_file = tmp_path / "count.csv"
+    csv_file.write_text(
+        "sku,qty,as_of\nA,3,2024-11-11T00:00:00+08:00\nB,0,2024-11-11T00:00:00+08:00\n"
+    )
+    rows, as_of = parse_snapshot_file(csv_file)
+    assert [(r.sku, r.counted) for r in rows] == [("A", 3), ("B", 0)]
+    assert as_of == datetime(2024, 11, 10, 16, tzinfo=UTC)
+
+    json_file = tmp_path / "count.json"
+    json_file.write_text(
+        '{"as_of": "2024-11-11T00:00:00Z", "rows": [{"sku": "A", "qty": 3},'
+        ' {"sku": "B", "counted": 1, "as_of": "2024-11-11T01:00:00Z"}]}'
+    )
+    rows, as_of = parse_snapshot_file(json_file)
+    assert as_of == datetime(2024, 11, 11, tzinfo=UTC)
+    assert rows[0].as_of is None and rows[1].as_of == datetime(2024, 11, 11, 1, tzinfo=UTC)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sku,qty,as_of\nA,x,2024-11-11T00:00:00Z\nB,1,2024-11-11 00:00\n")
+    with pytest.raises(SnapshotError, match="2 bad row") as exc:
+        parse_snapshot_file(bad)
+    assert "not a whole number" in str(exc.value) and "no UTC offset" in str(exc.value)
