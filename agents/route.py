@@ -58,6 +58,8 @@ class RoutingTable:
         default = tuple(routing.pop("default", list(warehouses)))
         table = {prov: tuple(codes) for prov, codes in routing.items()}
         for prov, codes in [("default", default), *table.items()]:
+            if len(set(codes)) != len(codes):
+                raise RoutingConfigError(f"{path}: routing.{prov} lists a warehouse twice")
             unknown = [c for c in codes if c not in warehouses]
             if unknown or not codes:
                 raise RoutingConfigError(

@@ -36,6 +36,7 @@ def plan_split(
 ) -> Plan | None:
     """Warehouses in priority order each give what they can; None when even all of them
     together cannot serve the order (then nothing is reserved)."""
+    candidates = list(dict.fromkeys(candidates))
     plan: Plan = {sku: [] for sku in quantities}
     for sku, wanted in quantities.items():
         remaining = wanted
@@ -57,6 +58,7 @@ def plan_allocation(
     available: Available,
     policy: ShortagePolicy = ShortagePolicy.HOLD,
 ) -> Plan | None:
+    candidates = list(dict.fromkeys(candidates))  # a warehouse listed twice is one warehouse
     single = plan_single(quantities, candidates, available)
     if single is not None or policy is not ShortagePolicy.SPLIT:
         return single

@@ -8,7 +8,16 @@ local existing = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
 if existing then
   return {'existing', existing}
 end
-local parts = parse_alloc(ARGV[2])
+-- Parts naming one warehouse twice are merged first: each warehouse is checked for its total.
+local parts, index = {}, {}
+for _, p in ipairs(parse_alloc(ARGV[2])) do
+  if index[p[1]] then
+    parts[index[p[1]]][2] = parts[index[p[1]]][2] + p[2]
+  else
+    parts[#parts + 1] = {p[1], p[2]}
+    index[p[1]] = #parts
+  end
+end
 for _, p in ipairs(parts) do
   if num('on_hand:' .. p[1]) - num('reserved:' .. p[1]) < p[2] then
     return {'shortage', ''}

@@ -274,3 +274,23 @@ async def test_concurrent_workers_never_oversell(
     assert report.oversold_units == 0
     # Everything not reserved was held for stock: every order accounted for.
     assert sum(r["new"] for r in results) == 120
+
+
+def test_reserve_script_checks_a_warehouse_named_twice_for_its_total(
+    redis_settings: Settings,
+) -> None:
+    """A plan naming one warehouse twice must not pass the per-part check twice."""
+    from state.redis import lua_source
+
+    stock(redis_settings, [("A", "WH-SH", 5)])
+    keys = Keys(redis_settings.redis_prefix)
+    client = connect(redis_settings)
+    script = client.register_script(lua_source("stock_reserve"))
+    status, _ = script(keys=[keys.stock("A"), keys.ledger("A")], args=["o1", "WH-SH=3,WH-SH=3"])
+    assert status == "shortage"
+    status, alloc, *_ = script(
+        keys=[keys.stock("A"), keys.ledger("A")], args=["o2", "WH-SH=2,WH-SH=3"]
+    )
+    assert status == "reserved" and alloc == "WH-SH=5"
+    assert levels(redis_settings, "A") == {"WH-SH": (5, 5)}
+    assert verify(client, keys).ok

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -162,12 +161,6 @@ def test_parse_closed_reservation_is_empty() -> None:
     assert parse_parts("") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan_split draws the same warehouse twice when it appears twice among the "
-    "candidates (routing config does not reject duplicates), planning more than it holds; "
-    "stock_reserve.lua then checks each part alone and accepts the oversell",
-)
 def test_plan_split_with_repeated_candidate_stays_within_stock() -> None:
     plan = plan_split({"A": 5}, ["WH-SH", "WH-SH"], {"A": {"WH-SH": 3}})
     assert plan is None  # 3 units in the only warehouse cannot serve 5
