@@ -228,6 +228,7 @@ class OrderPipeline:
                 order.quantity_by_sku,
                 self.routing.candidates(order),
                 self.policy_for(order),
+                shop=f"{order.channel.value}/{order.shop_id}",  # its channel quotas apply
             )
         elif verdict.verdict is Verdict.HOLD:
             self._hold(plan, verdict.reason, verdict.detail, now)

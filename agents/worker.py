@@ -13,6 +13,7 @@ import orjson
 from faust.types import TP
 
 from agents.app import create_app
+from agents.channel_stock import register_channel_stock
 from agents.intake import register_intake
 from agents.ledger import register_ledger
 from agents.pipeline import OrderPipeline
@@ -43,6 +44,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     register_intake(app, settings, make_pipeline, counters)
     register_sink(app, settings, counters)
     register_ledger(app, settings, counters)
+    register_channel_stock(app, settings, counters)
 
     @app.task
     async def declare_topics() -> None:

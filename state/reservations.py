@@ -26,6 +26,7 @@ from state.allocation import (
     plan_allocation,
     take,
 )
+from state.channel_stock import quota_key_for
 from state.keys import Keys
 from state.redis import lua_source
 from streams.messages import Allocation
@@ -46,6 +47,7 @@ class ReserveRequest:
     quantities: dict[str, int]  # sku -> units, lines of one sku summed
     warehouses: Sequence[str]  # candidates in routing priority
     policy: ShortagePolicy = ShortagePolicy.HOLD
+    shop: str = ""  # "CHANNEL/SHOP": its channel quotas apply ('' = none; state/channel_stock.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,23 @@ class Reservation:
         """The warehouse of a single-warehouse reservation; '' when split or empty."""
         whs = self.warehouses
         return whs[0] if len(whs) == 1 else ""
+
+
+Quotas = dict[str, dict[str, str | None]]  # sku -> quota key -> field value (snapshot)
+
+
+def _quota_charges(req: ReserveRequest, quotas: Quotas) -> list[tuple[str, str, int]] | None:
+    """What the reserve script will charge the request's channel quotas, as (sku, key, units
+    left); None when a quota cannot cover it."""
+    charges = []
+    for sku, qty in req.quantities.items() if req.shop else ():
+        key = quota_key_for(req.shop, quotas.get(sku, {}))
+        if key is not None:
+            left = int(str(quotas[sku][key])) - qty
+            if left < 0:
+                return None
+            charges.append((sku, key, left))
+    return charges
 
 
 def to_allocations(per_sku: dict[str, str]) -> list[Allocation]:
@@ -92,15 +111,20 @@ class StockEngine:
         return [self._keys.stock(sku), self._keys.ledger(sku)]
 
     async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[Reservation]:
+        """One result per request; an order repeated in the batch is reserved once and every
+        occurrence gets that result (the snapshot is charged once)."""
+        first: dict[str, int] = {}
+        for i, req in enumerate(requests):
+            first.setdefault(req.order_id, i)
         results: dict[int, Reservation] = {}
-        pending = list(range(len(requests)))
+        pending = sorted(first.values())
         for _ in range(MAX_ATTEMPTS):
             if not pending:
                 break
             pending = await self._attempt(requests, pending, results)
         for i in pending:
             results[i] = Reservation(requests[i].order_id, ReserveStatus.SHORTAGE)
-        return [results[i] for i in range(len(requests))]
+        return [results[first[req.order_id]] for req in requests]
 
     async def _attempt(
         self,
@@ -110,7 +134,7 @@ class StockEngine:
     ) -> list[int]:
         """One round: snapshot, plan, reserve every sku, undo partial orders. Returns the
         requests to try again (they lost a race for some sku)."""
-        available, existing = await self._snapshot([requests[i] for i in pending])
+        available, existing, quotas = await self._snapshot([requests[i] for i in pending])
         plans: dict[int, Plan] = {}
         stale: list[tuple[str, str]] = []  # (order, sku) left over from an interrupted saga
         for i in pending:
@@ -122,11 +146,21 @@ class StockEngine:
                 results[i] = Reservation(req.order_id, ReserveStatus.EXISTING, to_allocations(held))
             else:
                 stale += [(req.order_id, sku) for sku in held]
-                plan = plan_allocation(req.quantities, req.warehouses, available, req.policy)
+                for sku, text in held.items():  # about to be undone: usable by this plan
+                    for wh, qty in parse_parts(text):
+                        available.setdefault(sku, {})[wh] = available[sku].get(wh, 0) + qty
+                # Over its channel quota: short for good this round, no retry (the script would
+                # refuse it anyway). Skipped when undoing leftovers gives quota back first.
+                charges = [] if held else _quota_charges(req, quotas)
+                plan = None
+                if charges is not None:
+                    plan = plan_allocation(req.quantities, req.warehouses, available, req.policy)
                 if plan is None:
                     results[i] = Reservation(req.order_id, ReserveStatus.SHORTAGE)
                 else:
                     take(available, plan)
+                    for sku, key, left in charges or ():
+                        quotas[sku][key] = str(left)
                     plans[i] = plan
         if stale:
             await self._undo(stale)
@@ -151,31 +185,38 @@ class StockEngine:
 
     async def _snapshot(
         self, requests: Sequence[ReserveRequest]
-    ) -> tuple[Available, dict[str, dict[str, str]]]:
-        """Available units per sku/warehouse and this batch's existing per-sku reservations, in
-        one round trip of HMGETs (never HGETALL: a hot sku's hash holds every open order)."""
+    ) -> tuple[Available, dict[str, dict[str, str]], Quotas]:
+        """Available units per sku/warehouse, this batch's existing per-sku reservations and
+        the channel quotas its shops may use (sku -> quota key -> value), in one round trip of
+        HMGETs (never HGETALL: a hot sku's hash holds every open order)."""
         skus = sorted({sku for r in requests for sku in r.quantities})
         whs = sorted({wh for r in requests for wh in r.warehouses})
         orders_by_sku: dict[str, list[str]] = {sku: [] for sku in skus}
+        quota_keys = sorted(
+            {k for r in requests if r.shop for k in (r.shop, f"{r.shop.partition('/')[0]}/*")}
+        )
         for r in requests:
             for sku in r.quantities:
                 orders_by_sku[sku].append(r.order_id)
         pipe = self._client.pipeline(transaction=False)
         for sku in skus:
             fields = [f"on_hand:{wh}" for wh in whs] + [f"reserved:{wh}" for wh in whs]
+            fields += [f"quota:{k}" for k in quota_keys]
             fields += [f"r:{oid}" for oid in orders_by_sku[sku]]
             pipe.hmget(self._keys.stock(sku), fields)
         available: Available = {}
         existing: dict[str, dict[str, str]] = {r.order_id: {} for r in requests}
+        quotas: Quotas = {}
         for sku, values in zip(skus, await pipe.execute(), strict=True):
-            n = len(whs)
+            n, q = len(whs), len(quota_keys)
             available[sku] = {
                 wh: int(values[k] or 0) - int(values[n + k] or 0) for k, wh in enumerate(whs)
             }
-            for oid, value in zip(orders_by_sku[sku], values[2 * n :], strict=True):
+            quotas[sku] = dict(zip(quota_keys, values[2 * n : 2 * n + q], strict=True))
+            for oid, value in zip(orders_by_sku[sku], values[2 * n + q :], strict=True):
                 if value is not None:
                     existing[oid][sku] = value
-        return available, existing
+        return available, existing, quotas
 
     async def _reserve_plans(
         self, requests: Sequence[ReserveRequest], plans: dict[int, Plan]
@@ -186,7 +227,7 @@ class StockEngine:
             for sku, parts in sorted(plan.items()):
                 await self._reserve(
                     keys=self._sku_keys(sku),
-                    args=[requests[i].order_id, format_parts(parts)],
+                    args=[requests[i].order_id, format_parts(parts), requests[i].shop],
                     client=pipe,
                 )
                 calls.append((i, sku))

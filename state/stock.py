@@ -180,51 +180,66 @@ def apply_changes(
 ) -> int:
     """Apply changes to many skus as one operation: every sku or none.
 
-    Each sku is one script call (one hash slot). If any sku refuses (below reserved, below
-    zero, stale fence), the skus already applied are reverted by their inverse, so the stock
-    file is never half-applied. ``op_id`` makes a retried operation a no-op. Returns the number
-    of skus changed.
+    Each sku is one script call (one hash slot). Every sku is first checked by a dry run in one
+    round trip, so a bad file is refused before anything changes. If a sku still refuses at
+    apply time (a reservation landed in between), the skus already applied are reverted; if a
+    revert is itself refused (reservations took those units meanwhile), the error says so
+    instead of claiming nothing was applied. ``op_id`` makes a retried operation a no-op.
+    Returns the number of skus changed.
     """
     script = client.register_script(lua_source("stock_apply"))
     by_sku: dict[str, list[StockChange]] = {}
     for change in changes:
         by_sku.setdefault(change.sku, []).append(change)
+
+    def call(sku: str, op: str, op_kind: str, args: list[str], target: Any = None) -> Any:
+        return script(
+            keys=[keys.stock(sku), keys.ledger(sku)],
+            args=[op, op_kind, fence, *args],
+            client=target,
+        )
+
+    pipe = client.pipeline(transaction=False)
+    for sku, sku_changes in by_sku.items():
+        call(sku, op_id, f"dry-run:{kind.value}", [c.arg() for c in sku_changes], pipe)
+    refused = [
+        f"{sku}: {reply[1]}"
+        for sku, reply in zip(by_sku, pipe.execute(), strict=True)
+        if reply[0] not in ("ok", "duplicate")
+    ]
+    if refused:
+        raise StockError("nothing applied:\n  " + "\n  ".join(refused))
+
     applied: list[tuple[str, list[list[object]]]] = []
     for sku, sku_changes in by_sku.items():
-        status, detail, *rest = script(
-            keys=[keys.stock(sku), keys.ledger(sku)],
-            args=[op_id, kind.value, fence, *(c.arg() for c in sku_changes)],
-        )
-        if status in ("applied", "duplicate"):
-            if status == "applied":
-                applied.append((sku, rest[0] if rest else []))
-            continue
-        _revert(client, keys, script, op_id, applied)
-        raise StockError(f"nothing applied: {sku} {detail}")
+        status, detail, *rest = call(sku, op_id, kind.value, [c.arg() for c in sku_changes])
+        if status == "applied":
+            applied.append((sku, rest[0] if rest else []))
+        elif status != "duplicate":
+            stuck = [
+                done
+                for done, moves in applied
+                if call(done, f"revert:{op_id}", "revert", _inverse(moves))[0] != "applied"
+            ]
+            if stuck:
+                raise StockError(
+                    f"{sku}: {detail}; partially applied: {', '.join(stuck)} could "
+                    "not be reverted (reservations took the units meanwhile)"
+                )
+            raise StockError(f"nothing applied: {sku}: {detail}")
     if by_sku:
         client.sadd(keys.skus, *by_sku)
     return len(applied)
 
 
-def _revert(
-    client: redis.Redis,
-    keys: Keys,
-    script: Any,
-    op_id: str,
-    applied: list[tuple[str, list[list[object]]]],
-) -> None:
-    for sku, moves in applied:
-        inverse = []
-        for wh, on_hand, _reserved, inbound, _sit in moves:
-            if int(on_hand):
-                inverse.append(f"{wh}|on_hand|add|{-int(on_hand)}")
-            if int(inbound):
-                inverse.append(f"{wh}|inbound|add|{-int(inbound)}")
-        if inverse:
-            script(
-                keys=[keys.stock(sku), keys.ledger(sku)],
-                args=[f"revert:{op_id}", "revert", 0, *inverse],
-            )
+def _inverse(moves: list[list[object]]) -> list[str]:
+    inverse = []
+    for wh, on_hand, _reserved, inbound, _sit in moves:
+        if int(str(on_hand)):
+            inverse.append(f"{wh}|on_hand|add|{-int(str(on_hand))}")
+        if int(str(inbound)):
+            inverse.append(f"{wh}|inbound|add|{-int(str(inbound))}")
+    return inverse
 
 
 def load_stock(client: redis.Redis, keys: Keys, rows: list[StockRow], *, op_id: str = "") -> int:

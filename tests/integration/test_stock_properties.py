@@ -162,7 +162,6 @@ class StockMachine(RuleBasedStateMachine):
                 ),
                 min_size=1,
                 max_size=4,
-                unique=True,  # two changes of one place in one op: see the xfail test below
             )
         )
         changes = []
@@ -193,37 +192,36 @@ class StockMachine(RuleBasedStateMachine):
         self.history.append(Replay("stock", (kind, op_id, changes, fence)))
 
     def model_apply(self, op_id: str, changes: list[StockChange], fence: int) -> int | None:
-        """apply_changes: per sku in first-seen order, each sku all-or-nothing by its script;
-        a refusal reverts the skus already applied (their op id and fence stay recorded)."""
+        """apply_changes: every sku of the operation is checked before any changes (a refusal
+        leaves no trace at all); within a sku, changes apply in order, each on the last."""
         by_sku: dict[str, list[StockChange]] = {}
         for c in changes:
             by_sku.setdefault(c.sku, []).append(c)
-        saved: dict[str, dict[tuple[str, str], int]] = {}
+        planned: dict[str, dict[tuple[str, str], int]] = {}
         for sku, sku_changes in by_sku.items():
             m = self.model[sku]
             if op_id in m.ops:
                 continue
-            targets = []
+            figures = defaultdict(int, m.fig)
             for c in sku_changes:
-                current = m.fig[(c.field, c.warehouse)]
+                current = figures[(c.field, c.warehouse)]
                 target = c.value if c.mode == "set" else current + c.value
-                refused = (
+                if (
                     (fence > 0 and m.fence[c.warehouse] > fence)
                     or target < 0
                     or (c.field == "on_hand" and target < m.fig[("reserved", c.warehouse)])
-                )
-                if refused:
-                    for done, figures in saved.items():
-                        self.model[done].fig = figures
+                ):
                     return None
-                targets.append((c, target))
-            saved[sku] = defaultdict(int, m.fig)
-            for c, target in targets:
-                m.fig[(c.field, c.warehouse)] = target
-                if fence > 0:
+                figures[(c.field, c.warehouse)] = target
+            planned[sku] = figures
+        for sku, figures in planned.items():
+            m = self.model[sku]
+            m.fig = figures
+            if fence > 0:
+                for c in by_sku[sku]:
                     m.fence[c.warehouse] = fence
             m.ops.add(op_id)
-        return len(saved)
+        return len(planned)
 
     # ---- reservations ------------------------------------------------------------------------
 
@@ -238,15 +236,23 @@ class StockMachine(RuleBasedStateMachine):
         ids = data.draw(st.lists(st.sampled_from(ORDER_IDS), min_size=1, max_size=4, unique=True))
         requests = [self.request(data, oid) for oid in ids]
         if data.draw(st.booleans(), label="same order twice in the batch"):
-            requests.append(data.draw(st.sampled_from(requests)))
-        self.do_reserve(requests, distinct=len(ids))
+            again = data.draw(st.sampled_from(requests))
+            requests.insert(data.draw(st.integers(0, len(requests))), again)
+        self.do_reserve(requests)
 
-    def do_reserve(self, requests: list[ReserveRequest], distinct: int) -> list[Reservation]:
+    def do_reserve(self, requests: list[ReserveRequest]) -> list[Reservation]:
+        """The batch behaves as its distinct orders served one after the other, in order of
+        first occurrence; a repeat of an order gets the result of its first occurrence."""
         results = self.run(self.engine.reserve_many(requests))
         assert len(results) == len(requests)
-        for req, res in zip(requests[:distinct], results, strict=False):
-            status, per_sku = self.model_reserve(req)
+        first: dict[str, Reservation] = {}
+        for req, res in zip(requests, results, strict=True):
             assert res.order_id == req.order_id
+            if req.order_id in first:
+                assert res == first[req.order_id], "a repeat in the batch must agree"
+                continue
+            first[req.order_id] = res
+            status, per_sku = self.model_reserve(req)
             assert res.status is status, (req, res, status)
             assert res.allocations == to_allocations(per_sku)
             event(f"reserve: {res.status.value}" + (" split" if len(res.warehouses) > 1 else ""))
@@ -254,17 +260,6 @@ class StockMachine(RuleBasedStateMachine):
                 held = self.run(self.engine.reservation(req.order_id, list(req.quantities)))
                 assert to_allocations(held) == res.allocations
                 self.history.append(Replay("reserve", (req,)))
-        first = {res.order_id: res for res in results[:distinct]}
-        for res in results[distinct:]:  # a repeated order, appended after the distinct ones
-            before = first[res.order_id]
-            if before.active:
-                # SHORTAGE is the known bug of test_same_order_twice_in_a_batch_*; what matters
-                # here is that the stock figures (checked after the step) did not move.
-                assert res.status is ReserveStatus.SHORTAGE or (
-                    res.active and res.allocations == before.allocations
-                ), (before, res)
-            else:
-                assert res.status is before.status
         return results
 
     def model_reserve(self, req: ReserveRequest) -> tuple[ReserveStatus, dict[str, str]]:
@@ -391,7 +386,7 @@ class StockMachine(RuleBasedStateMachine):
             assert apply_changes(self.client, self.keys, kind, op_id, changes, fence=fence) == 0
         elif past.kind == "reserve":
             (req,) = past.args
-            (res,) = self.do_reserve([req], distinct=1)
+            (res,) = self.do_reserve([req])
             assert res.status in (ReserveStatus.EXISTING, ReserveStatus.BLOCKED)
         elif past.kind == "release":
             self.release(*past.args)
@@ -546,54 +541,41 @@ async def test_stale_fence_is_refused_whole(env: Env) -> None:
     assert env.clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: StockEngine._attempt plans the redelivered order on a snapshot that still "
-    "counts its own stale per-sku hold (taken before _undo frees it), so an order whose "
-    "interrupted saga holds the last units is reported SHORTAGE and loses them",
-)
 async def test_redelivery_after_interrupted_saga_may_use_what_it_held(env: Env) -> None:
+    """Regression: the redelivery planned on a snapshot that still counted its own stale hold,
+    so an order whose interrupted saga held the last units came out SHORTAGE."""
     env.load({("A", "W1"): 1, ("B", "W1"): 1})
     env.reserve_script("A", "o1", "W1=1")  # the crashed worker's half of the saga
     (res,) = await env.engine.reserve_many([req("o1", {"A": 1, "B": 1}, ["W1"])])
     assert res.status is ReserveStatus.RESERVED
+    assert await env.engine.reservation("o1", ["A", "B"]) == {"A": "W1=1", "B": "W1=1"}
+    assert env.clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: reserve_many plans a repeated order of one batch as a new order on the "
-    "snapshot already charged with its first occurrence: the repeat reports SHORTAGE while "
-    "the order is reserved",
-)
 async def test_same_order_twice_in_a_batch_reports_the_reservation(env: Env) -> None:
+    """Regression: the repeat was planned as a new order on the snapshot already charged with
+    the first occurrence and reported SHORTAGE although the order was reserved."""
     env.load({("A", "W1"): 5})
     first, again = await env.engine.reserve_many([req("o1", {"A": 3}, ["W1"])] * 2)
     assert first.status is ReserveStatus.RESERVED
-    assert again.active and again.allocations == first.allocations
+    assert again == first
+    assert env.level("A", "W1") == (5, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: reserve_many charges the snapshot twice for an order repeated in one batch "
-    "(take() per occurrence), so a later order of the batch is refused SHORTAGE although "
-    "its stock is free",
-)
 async def test_same_order_twice_in_a_batch_does_not_starve_the_next(env: Env) -> None:
+    """Regression: the snapshot was charged once per occurrence, so a later order of the batch
+    was refused although its stock was free."""
     env.load({("A", "W1"): 10})
     results = await env.engine.reserve_many(
         [req("o1", {"A": 3}, ["W1"]), req("o1", {"A": 3}, ["W1"]), req("o2", {"A": 5}, ["W1"])]
     )
-    assert env.level("A", "W1") == (10, 3)  # the repeat reserved nothing twice: that holds
-    assert results[2].status is ReserveStatus.RESERVED
+    assert [r.status for r in results] == [ReserveStatus.RESERVED] * 3
+    assert env.level("A", "W1") == (10, 8)  # o1 once, o2
+    assert env.clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stock_reserve.lua checks each part of an allocation alone against the "
-    "figures, so an allocation naming a warehouse twice (plan_split over a candidate list "
-    "with a repeated warehouse; routing config does not reject repeats) oversells",
-)
 async def test_repeated_candidate_warehouse_never_oversells(env: Env) -> None:
+    """Regression (fixed in 66bf720): a warehouse listed twice was checked once per part."""
     env.load({("A", "W1"): 3})
     await env.engine.reserve_many([req("o1", {"A": 5}, ["W1", "W1"], "split")])
     env.reserve_script("A", "o2", "W1=3,W1=3")  # the script alone, whatever the planner does
@@ -601,48 +583,40 @@ async def test_repeated_candidate_warehouse_never_oversells(env: Env) -> None:
     assert env.level("A", "W1")[1] <= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: apply_changes/stock_apply.lua: two changes of the same sku/warehouse/field in "
-    "one operation are each computed from the stored value; the last one wins while the "
-    "ledger records both deltas (verify: ledger_mismatch)",
-)
 async def test_two_changes_of_one_place_in_one_operation(env: Env) -> None:
+    """Regression: each change was computed from the stored value, the last one won and the
+    ledger recorded both deltas (verify: ledger_mismatch)."""
     changes = [
         StockChange("A", "W1", "on_hand", "add", 5),
         StockChange("A", "W1", "on_hand", "add", 3),
     ]
-    try:
-        apply_changes(env.client, env.keys, StockOp.ADJUST, "op", changes)
-    except StockError:
-        assert env.level("A", "W1") == (0, 0)  # refusing the whole operation is fine too
-    else:
-        assert env.level("A", "W1") == (8, 0)
+    apply_changes(env.client, env.keys, StockOp.ADJUST, "op", changes)
+    assert env.level("A", "W1") == (8, 0)
     assert env.clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: apply_changes marks op:ID on skus it applied and then reverted after another "
-    "sku refused; a retry with the same op id (after the cause is fixed) skips them as "
-    "'duplicate' and applies only the rest: the operation ends half-applied",
-)
 async def test_retry_of_a_refused_operation_is_all_or_nothing(env: Env) -> None:
+    """Regression: a refused operation left op:ID on the skus it had applied and reverted, so a
+    retry with the same op id skipped them and ended half-applied."""
     env.load({("A", "W1"): 10, ("B", "W1"): 10})
     await env.engine.reserve_many([req("o1", {"B": 8}, ["W1"])])
     changes = [
         StockChange("A", "W1", "on_hand", "set", 20),
         StockChange("B", "W1", "on_hand", "set", 5),
     ]
-    with pytest.raises(StockError):
+    with pytest.raises(StockError, match="nothing applied"):
         apply_changes(env.client, env.keys, StockOp.LOAD, "file-1", changes)
+    assert env.level("A", "W1") == (10, 0)
     await env.engine.release("o1", ["B"])  # the cause is gone: the operator retries the file
-    apply_changes(env.client, env.keys, StockOp.LOAD, "file-1", changes)
+    assert apply_changes(env.client, env.keys, StockOp.LOAD, "file-1", changes) == 2
     assert env.level("A", "W1") == (20, 0) and env.level("B", "W1") == (5, 0)
+    assert apply_changes(env.client, env.keys, StockOp.LOAD, "file-1", changes) == 0
+    assert env.clean()
 
 
 class RacingClient:
-    """A redis client whose stock scripts let another worker act after the first call."""
+    """A redis client whose stock script lets another worker act right after its first direct
+    (not pipelined) call: between two skus of one operation."""
 
     def __init__(self, real: redis.Redis, between: Callable[[], None]) -> None:
         self._real = real
@@ -653,7 +627,7 @@ class RacingClient:
 
         def call(**kwargs: Any) -> Any:
             out = script(**kwargs)
-            if self._between is not None:
+            if self._between is not None and kwargs.get("client") is None:
                 between, self._between = self._between, None
                 between()
             return out
@@ -664,31 +638,36 @@ class RacingClient:
         return getattr(self._real, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: apply_changes ignores the reply of its revert; when a reservation takes the "
-    "units of an already-applied sku before another sku refuses, the inverse is refused "
-    "(on hand below reserved) and the load stays while StockError says 'nothing applied'",
-)
-async def test_refused_operation_stays_unapplied_under_concurrent_reservations(env: Env) -> None:
+async def test_refusal_after_the_dry_run_reports_what_stayed_applied(env: Env) -> None:
+    """Regression: when reservations land between two skus of an operation (after its checks),
+    the second sku refuses and the first cannot be reverted (its units are reserved now): the
+    error must not claim that nothing was applied."""
     env.load({("B", "W1"): 5})
-    env.reserve_script("B", "o1", "W1=5")
-    racing = RacingClient(env.client, lambda: env.reserve_script("A", "o2", "W1=10"))
+
+    def other_worker() -> None:
+        env.reserve_script("A", "o2", "W1=10")  # takes the units A was just loaded with
+        env.reserve_script("B", "o1", "W1=5")  # B can no longer be set to 3
+
+    racing = RacingClient(env.client, other_worker)
     changes = [
         StockChange("A", "W1", "on_hand", "set", 10),
-        StockChange("B", "W1", "on_hand", "set", 0),
+        StockChange("B", "W1", "on_hand", "set", 3),
     ]
-    with pytest.raises(StockError, match="nothing applied"):
+    with pytest.raises(StockError) as refused:
         apply_changes(racing, env.keys, StockOp.LOAD, "file-1", changes)  # type: ignore[arg-type]
-    assert env.level("A", "W1")[0] == 0, "StockError said nothing was applied"
+    assert env.level("B", "W1") == (5, 5)
+    if env.level("A", "W1")[0]:
+        assert "nothing applied" not in str(refused.value)
+        assert "A" in str(refused.value).partition("partially applied")[2]
+    assert env.clean()
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: StockEngine._attempt undoes every sku of a failed attempt including those "
     "whose reply was 'existing', i.e. reserved by a concurrent delivery of the same order "
-    "(redelivery during a rebalance): that delivery has already reported RESERVED, and the "
-    "order ends holding nothing",
+    "(redelivery during a rebalance): that delivery has already reported RESERVED with those "
+    "allocations, and the order ends holding other ones (or nothing)",
 )
 async def test_concurrent_redeliveries_of_one_order_agree(env: Env) -> None:
     env.load({("A", "W1"): 5, ("A", "W2"): 5, ("B", "W1"): 1, ("B", "W2"): 1})

@@ -162,5 +162,28 @@ def test_parse_closed_reservation_is_empty() -> None:
 
 
 def test_plan_split_with_repeated_candidate_stays_within_stock() -> None:
+    """Regression (66bf720): a warehouse listed twice was drawn from twice."""
     plan = plan_split({"A": 5}, ["WH-SH", "WH-SH"], {"A": {"WH-SH": 3}})
     assert plan is None  # 3 units in the only warehouse cannot serve 5
+
+
+@PROPERTY
+@given(
+    quantities_st,
+    st.lists(st.sampled_from(WAREHOUSES), max_size=8),
+    available_st,
+    st.sampled_from(list(ShortagePolicy)),
+)
+def test_repeated_candidates_never_plan_beyond_stock(
+    quantities: dict[str, int],
+    candidates: list[str],
+    available: Available,
+    policy: ShortagePolicy,
+) -> None:
+    plan = plan_allocation(quantities, candidates, available, policy)
+    for sku, parts in (plan or {}).items():
+        used: dict[str, int] = {}
+        for wh, qty in parts:
+            used[wh] = used.get(wh, 0) + qty
+        assert len(used) == len(parts), "one warehouse, one part"
+        assert all(qty <= avail(available, sku, wh) for wh, qty in used.items())
