@@ -53,6 +53,7 @@ class Plan:
     messages: list[OrderEvent | FulfilmentCommand] = field(default_factory=list)
     reserve: ReserveRequest | None = None
     release: bool = False
+    busy: bool = False  # another delivery of this order holds its reservation saga: redo later
 
 
 @dataclass
@@ -126,10 +127,14 @@ class OrderPipeline:
                 plans.append(plan)
         await self._reserve(plans, now, result)
         await self._release(plans, now, result)
+        conflicts: list[tuple[RawInput, Order]] = []
+        for plan in [p for p in plans if p.busy]:
+            result.counts["saga_busy"] += 1
+            conflicts.append((plan.raw, plan.record.order))
+        plans = [p for p in plans if not p.busy]
         for plan in plans:
             plan.record.remember_outputs(plan.input_id, [self._output(m) for m in plan.messages])
         saved = await self.orders.save_many([(p.record, p.expected_version) for p in plans])
-        conflicts: list[tuple[RawInput, Order]] = []
         for plan, ok in zip(plans, saved, strict=True):
             if ok:
                 result.outputs.extend(plan.record.outbox[plan.input_id])
@@ -266,6 +271,9 @@ class OrderPipeline:
         self, plan: Plan, reservation: Reservation, now: datetime, result: BatchResult
     ) -> None:
         record = plan.record
+        if reservation.status is ReserveStatus.BUSY:
+            plan.busy = True
+            return
         if reservation.status is ReserveStatus.SHORTAGE:
             result.counts["shortage"] += 1
             if self.policy_for(record.order) is ShortagePolicy.REJECT:

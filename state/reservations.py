@@ -11,6 +11,9 @@ Why scripts and not locks: docs/decisions/0003-lua-for-reservations.md.
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +35,8 @@ from state.redis import lua_source
 from streams.messages import Allocation
 
 MAX_ATTEMPTS = 4
+SAGA_TTL_MS = 10_000  # a crashed worker's lease lapses well before Kafka redelivers its inputs
+SAGA_WAIT_S = 2.0
 
 
 class ReserveStatus(StrEnum):
@@ -39,6 +44,7 @@ class ReserveStatus(StrEnum):
     EXISTING = "existing"  # reserved by an earlier delivery of the same input: returned as is
     BLOCKED = "blocked"  # the order's reservation was released for good (cancelled)
     SHORTAGE = "shortage"  # no plan fits the stock; nothing is reserved
+    BUSY = "busy"  # another delivery of the same order is reserving it right now: try later
 
 
 @dataclass(frozen=True)
@@ -106,25 +112,69 @@ class StockEngine:
         self._release = client.register_script(lua_source("stock_release"))
         self._commit = client.register_script(lua_source("stock_commit"))
         self._settle = client.register_script(lua_source("stock_settle"))
+        self._unlease = client.register_script(lua_source("lock_release"))
 
     def _sku_keys(self, sku: str) -> list[str]:
         return [self._keys.stock(sku), self._keys.ledger(sku)]
 
     async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[Reservation]:
         """One result per request; an order repeated in the batch is reserved once and every
-        occurrence gets that result (the snapshot is charged once)."""
+        occurrence gets that result (the snapshot is charged once).
+
+        Each order's saga runs under a short per-order lease, so two deliveries of one order
+        (a redelivery during a consumer-group rebalance) never interleave their reserve and
+        undo steps; an order whose lease another worker holds comes back BUSY.
+        """
         first: dict[str, int] = {}
         for i, req in enumerate(requests):
             first.setdefault(req.order_id, i)
         results: dict[int, Reservation] = {}
-        pending = sorted(first.values())
-        for _ in range(MAX_ATTEMPTS):
-            if not pending:
-                break
-            pending = await self._attempt(requests, pending, results)
-        for i in pending:
-            results[i] = Reservation(requests[i].order_id, ReserveStatus.SHORTAGE)
+        owner = uuid.uuid4().hex
+        leased = await self._lease_sagas(list(first), owner)
+        try:
+            pending = []
+            for order_id, i in first.items():
+                if order_id in leased:
+                    pending.append(i)
+                else:
+                    results[i] = Reservation(order_id, ReserveStatus.BUSY)
+            for _ in range(MAX_ATTEMPTS):
+                if not pending:
+                    break
+                pending = await self._attempt(requests, sorted(pending), results)
+            for i in pending:
+                results[i] = Reservation(requests[i].order_id, ReserveStatus.SHORTAGE)
+        finally:
+            await self._end_sagas(leased, owner)
         return [results[first[req.order_id]] for req in requests]
+
+    def _saga_key(self, order_id: str) -> str:
+        return f"{self._keys.prefix}:saga:{{{order_id}}}"
+
+    async def _lease_sagas(self, order_ids: Sequence[str], owner: str) -> set[str]:
+        """SET NX PX per order in one round trip, retrying the taken ones for a short while."""
+        leased: set[str] = set()
+        wanted = list(order_ids)
+        deadline = time.monotonic() + SAGA_WAIT_S
+        while wanted:
+            pipe = self._client.pipeline(transaction=False)
+            for oid in wanted:
+                pipe.set(self._saga_key(oid), owner, nx=True, px=SAGA_TTL_MS)
+            got = await pipe.execute()
+            leased.update(oid for oid, ok in zip(wanted, got, strict=True) if ok)
+            wanted = [oid for oid, ok in zip(wanted, got, strict=True) if not ok]
+            if not wanted or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        return leased
+
+    async def _end_sagas(self, order_ids: set[str], owner: str) -> None:
+        if not order_ids:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for oid in order_ids:
+            await self._unlease(keys=[self._saga_key(oid)], args=[owner], client=pipe)
+        await pipe.execute()
 
     async def _attempt(
         self,

@@ -7,7 +7,7 @@ must be clean, and every order must hold all its skus or none. Targeted tests be
 the interleavings a single-threaded machine cannot reach (crashes, races), and the concurrency
 test races several clients for a hot sku.
 
-Bugs found in state/ are kept as strict xfail tests (reason starts with "BUG:").
+Bugs found in state/ stay as regression tests.
 """
 
 from __future__ import annotations
@@ -662,62 +662,41 @@ async def test_refusal_after_the_dry_run_reports_what_stayed_applied(env: Env) -
     assert env.clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: StockEngine._attempt undoes every sku of a failed attempt including those "
-    "whose reply was 'existing', i.e. reserved by a concurrent delivery of the same order "
-    "(redelivery during a rebalance): that delivery has already reported RESERVED with those "
-    "allocations, and the order ends holding other ones (or nothing)",
-)
 async def test_concurrent_redeliveries_of_one_order_agree(env: Env) -> None:
+    """Two deliveries of one order (a redelivery during a rebalance) never interleave their
+    sagas: the second is told BUSY while the first runs, and afterwards sees exactly what the
+    first reserved. (Found as a bug: the failing delivery used to undo skus the other had
+    already reported as reserved.)"""
     env.load({("A", "W1"): 5, ("A", "W2"): 5, ("B", "W1"): 1, ("B", "W2"): 1})
     order = req("o1", {"A": 1, "B": 1}, ["W1", "W2"])
     other = aioredis.Redis.from_url(env.settings.redis_url, decode_responses=True)
     first, second = env.engine, StockEngine(other, env.keys)
-    steps = {
-        name: asyncio.Event()
-        for name in ("planned1", "go1", "reserved1", "undo1", "planned2", "go2")
-    }
+    planned, go = asyncio.Event(), asyncio.Event()
+    original = first._reserve_plans
 
-    def gate(
-        engine: StockEngine, method: str, before: str | None, wait: str, after: str | None
-    ) -> None:
-        original = getattr(engine, method)
+    async def gated(*args: Any) -> Any:
+        planned.set()
+        await go.wait()
+        return await original(*args)
 
-        async def gated(*args: Any) -> Any:
-            if before:
-                steps[before].set()
-            await steps[wait].wait()
-            out = await original(*args)
-            if after:
-                steps[after].set()
-            return out
-
-        setattr(engine, method, gated)
-
-    gate(first, "_reserve_plans", "planned1", "go1", "reserved1")
-    gate(first, "_undo", None, "undo1", None)
-    gate(second, "_reserve_plans", "planned2", "go2", None)
+    first._reserve_plans = gated  # type: ignore[method-assign]
     try:
         one = asyncio.create_task(first.reserve_many([order]))
-        await steps["planned1"].wait()  # delivery 1 planned both skus in W1
+        await planned.wait()  # delivery 1 planned both skus in W1 and holds the saga lease
         await StockEngine(env.aclient, env.keys).reserve_many([req("x", {"B": 1}, ["W1"])])
-        two = asyncio.create_task(second.reserve_many([order]))
-        await steps["planned2"].wait()  # delivery 2 planned both skus in W2
-        steps["go1"].set()
-        await steps["reserved1"].wait()  # delivery 1: A reserved in W1, B short in W1
-        steps["go2"].set()
-        (res2,) = await two  # delivery 2: A 'existing' (delivery 1's), B reserved in W2
-        steps["undo1"].set()
-        await one
+        (busy,) = await second.reserve_many([order])
+        assert busy.status is ReserveStatus.BUSY
+        go.set()
+        (res1,) = await one  # B is short in W1 now: undo A, re-plan, both in W2
+        (res2,) = await second.reserve_many([order])
     finally:
-        for event in steps.values():
-            event.set()
+        go.set()
         await other.aclose()
-    assert env.clean()
-    assert res2.status is ReserveStatus.RESERVED
+    assert res1.status is ReserveStatus.RESERVED and res1.warehouses == ["W2"]
+    assert res2.status is ReserveStatus.EXISTING and res2.allocations == res1.allocations
     held = await env.engine.reservation("o1", ["A", "B"])
-    assert to_allocations(held) == res2.allocations
+    assert to_allocations(held) == res1.allocations
+    assert env.clean()
 
 
 # --------------------------------------------------------------------------------------------
