@@ -121,20 +121,23 @@ class StockEngine:
         """One result per request; an order repeated in the batch is reserved once and every
         occurrence gets that result (the snapshot is charged once).
 
-        Each order's saga runs under a short per-order lease, so two deliveries of one order
-        (a redelivery during a consumer-group rebalance) never interleave their reserve and
-        undo steps; an order whose lease another worker holds comes back BUSY.
+        Each multi-sku order's saga runs under a short per-order lease, so two deliveries of one
+        order (a redelivery during a consumer-group rebalance) never interleave their reserve
+        and undo steps; an order whose lease another worker holds comes back BUSY. A single-sku
+        order is one atomic script call and needs none.
         """
         first: dict[str, int] = {}
         for i, req in enumerate(requests):
             first.setdefault(req.order_id, i)
         results: dict[int, Reservation] = {}
         owner = uuid.uuid4().hex
-        leased = await self._lease_sagas(list(first), owner)
+        # One sku is one atomic script with nothing to undo: only multi-sku sagas need a lease.
+        sagas = [oid for oid, i in first.items() if len(requests[i].quantities) > 1]
+        leased = await self._lease_sagas(sagas, owner)
         try:
             pending = []
             for order_id, i in first.items():
-                if order_id in leased:
+                if order_id in leased or len(requests[i].quantities) == 1:
                     pending.append(i)
                 else:
                     results[i] = Reservation(order_id, ReserveStatus.BUSY)
@@ -154,6 +157,8 @@ class StockEngine:
     async def _lease_sagas(self, order_ids: Sequence[str], owner: str) -> set[str]:
         """SET NX PX per order in one round trip, retrying the taken ones for a short while."""
         leased: set[str] = set()
+        if not order_ids:
+            return leased
         wanted = list(order_ids)
         deadline = time.monotonic() + SAGA_WAIT_S
         while wanted:
