@@ -332,6 +332,32 @@ def dlq_list(limit: int, as_json: bool) -> None:
         )
 
 
+@dlq.command("replay")
+@click.option("--reason", default="", help="Only records with this reason (e.g. invalid_field).")
+@click.option("--channel", default="", help="Only records from this channel.")
+@click.option("--again", is_flag=True, help="Also records replayed before.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
+    """Send DLQ'd inputs back to their source topic, e.g. after fixing a sku map or an adapter.
+
+    Each record is replayed once unless --again; an input that is still bad lands in the DLQ
+    again with a new record, a now-valid one is processed like any order.
+    """
+    from ops.views import replay_dlq
+    from streams.messages import DlqReason
+
+    if reason and reason not in {r.value for r in DlqReason}:
+        fail(f"unknown reason {reason!r} (known: {', '.join(r.value for r in DlqReason)})", 2)
+    if channel and channel not in CHANNELS:
+        fail(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})", 2)
+    result = asyncio.run(replay_dlq(settings(), reason=reason, channel=channel, again=again))
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(f"replayed {result.sent} of {result.selected} record(s); "
+                   f"{result.skipped_already_replayed} replayed before (use --again)")
+
+
 # --- analysis and checks -----------------------------------------------------------------
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from ops.kafka import read_topic
+from ops.kafka import Record, produce, read_topic
 from ops.settings import Settings
 from state.keys import Keys
 from state.orders import OrderRecord, OrderStore
@@ -14,6 +16,8 @@ from state.reservations import StockEngine, to_allocations
 from streams import topics
 from streams.messages import DlqRecord
 from streams.privacy import mask_order_dict
+
+REPLAY_HEADER = "oms-replay-of"
 
 
 async def find_orders(settings: Settings, ref: str) -> list[tuple[OrderRecord, dict[str, Any]]]:
@@ -110,3 +114,55 @@ async def list_dlq(settings: Settings) -> tuple[list[DlqRecord], dict[str, int]]
     # A redelivered input is DLQ'd again with the same id: show it once.
     unique = list({r.dlq_id: r for r in sorted(records, key=lambda r: r.received_at)}.values())
     return unique, dict(Counter(r.reason.value for r in unique))
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    selected: int
+    sent: int
+    skipped_already_replayed: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "selected": self.selected,
+            "sent": self.sent,
+            "skipped_already_replayed": self.skipped_already_replayed,
+        }
+
+
+def replay_records(records: list[DlqRecord]) -> list[Record]:
+    """DLQ records -> the original raw messages, to their source topic with their key, marked
+    with the DLQ id they replay (workers treat them like any other input)."""
+    out: list[Record] = []
+    for r in records:
+        value = (
+            base64.b64decode(r.payload) if r.payload_encoding == "base64" else r.payload.encode()
+        )
+        out.append(
+            (r.source_topic, r.key.encode() or None, value, [(REPLAY_HEADER, r.dlq_id.encode())])
+        )
+    return out
+
+
+async def replay_dlq(
+    settings: Settings, *, reason: str = "", channel: str = "", again: bool = False
+) -> ReplayResult:
+    """Send DLQ'd inputs back through the pipeline (after a fix to config or code). Each record
+    is replayed once unless ``again``; a still-bad input simply lands in the DLQ again."""
+    records, _ = await list_dlq(settings)
+    chosen = [
+        r
+        for r in records
+        if (not reason or r.reason.value == reason) and (not channel or r.channel == channel)
+    ]
+    client = connect_async(settings)
+    try:
+        key = Keys(settings.redis_prefix).dlq_replayed
+        done = set() if again else set(await client.smembers(key))
+        todo = [r for r in chosen if r.dlq_id not in done]
+        sent = await produce(settings, replay_records(todo)) if todo else 0
+        if todo:
+            await client.sadd(key, *(r.dlq_id for r in todo))
+    finally:
+        await client.aclose()
+    return ReplayResult(len(chosen), sent, len(chosen) - len(todo))

@@ -35,6 +35,11 @@ class Keys:
         return f"{self.prefix}:skus"
 
     @property
+    def dlq_replayed(self) -> str:
+        """Set of DLQ ids already sent back through the pipeline by `./oms dlq replay`."""
+        return f"{self.prefix}:dlq-replayed"
+
+    @property
     def held(self) -> str:
         return f"{self.prefix}:held"
 

@@ -137,3 +137,22 @@ def test_facts_reach_clickhouse_and_verify_is_ok(loaded: Settings) -> None:
         assert Decimal(data["gmv_by_channel"][channel]) == Decimal(paid)
     verified = json.loads(oms(loaded, "verify", "--json").stdout)
     assert verified["ok"] and verified["oversold_units"] == 0
+
+
+def test_dlq_replay_sends_each_record_back_once(loaded: Settings) -> None:
+    oms(loaded, "ingest", "--channel", "taobao", str(SAMPLES / "bad" / "malformed.json"))
+
+    def dlq() -> dict[str, Any]:
+        return json.loads(oms(loaded, "dlq", "list", "--json", "--limit", "0").stdout)
+
+    assert wait_for(lambda: dlq()["by_reason"].get("malformed_json", 0) >= 1)
+    before = dlq()["by_reason"]["malformed_json"]
+    first = json.loads(oms(loaded, "dlq", "replay", "--reason", "malformed_json", "--json").stdout)
+    assert first["sent"] == first["selected"] == before
+    # Still malformed: each replayed input is DLQ'd again, as a new record.
+    assert wait_for(lambda: dlq()["by_reason"]["malformed_json"] == 2 * before)
+    again = json.loads(oms(loaded, "dlq", "replay", "--reason", "malformed_json", "--json").stdout)
+    assert again["sent"] == before  # the new records, not the ones replayed already
+    assert again["skipped_already_replayed"] == before
+    bad = oms(loaded, "dlq", "replay", "--reason", "no_such_reason", check=False)
+    assert bad.returncode == 2 and "unknown reason" in bad.stderr
