@@ -172,8 +172,13 @@ def stock_load(file: Path, as_json: bool) -> None:
 @click.argument("sku")
 @click.argument("warehouse")
 @click.argument("delta", type=int)
-@click.option("--field", type=click.Choice(["on_hand", "inbound"]), default="on_hand",
-              show_default=True, help="on_hand (count corrections) or inbound (purchases).")
+@click.option(
+    "--field",
+    type=click.Choice(["on_hand", "inbound"]),
+    default="on_hand",
+    show_default=True,
+    help="on_hand (count corrections) or inbound (purchases).",
+)
 @click.option("--reason", default="", help="Why, for the ledger (e.g. damaged, recount).")
 @click.option("--op-id", default="", help="Idempotency key: re-running with it changes nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
@@ -199,13 +204,26 @@ def stock_adjust(
         fail(f"unknown sku {sku!r}: load it first with `./oms stock load`")
     op = op_id or new_op_id()
     try:
-        apply_changes(client, keys, StockOp.ADJUST, f"{op}:{reason}" if reason else op,
-                      [StockChange(sku, warehouse, field, "add", delta)])
+        apply_changes(
+            client,
+            keys,
+            StockOp.ADJUST,
+            f"{op}:{reason}" if reason else op,
+            [StockChange(sku, warehouse, field, "add", delta)],
+        )
     except StockError as exc:
         fail(str(exc))
     if as_json:
-        emit_json({"ok": True, "sku": sku, "warehouse": warehouse, "field": field,
-                   "delta": delta, "op_id": op})
+        emit_json(
+            {
+                "ok": True,
+                "sku": sku,
+                "warehouse": warehouse,
+                "field": field,
+                "delta": delta,
+                "op_id": op,
+            }
+        )
     else:
         click.echo(f"{sku} at {warehouse}: {field} {delta:+d}")
 
@@ -234,8 +252,15 @@ def stock_snapshot(file: Path, warehouse: str, zero_missing: bool, as_json: bool
         fail(f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(routing.warehouses))})")
     try:
         rows, as_of = parse_snapshot_file(caller_path(file))
-        result = apply_snapshot(connect(s), Keys(s.redis_prefix), warehouse, rows, as_of,
-                                ch_client=ch_connect(s), zero_missing=zero_missing)
+        result = apply_snapshot(
+            connect(s),
+            Keys(s.redis_prefix),
+            warehouse,
+            rows,
+            as_of,
+            ch_client=ch_connect(s),
+            zero_missing=zero_missing,
+        )
     except SnapshotError as exc:
         fail(str(exc))
     data = result.to_dict()
@@ -302,6 +327,33 @@ def orders_show(ref: str, as_json: bool, reveal: bool) -> None:
 
 
 @main.group()
+def held() -> None:
+    """Orders on hold, waiting for payment, stock or a person."""
+
+
+@held.command("list")
+@click.option("--reason", default="", help="Only holds with this reason (e.g. out_of_stock).")
+@click.option("--limit", type=int, default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def held_list(reason: str, limit: int, as_json: bool) -> None:
+    """Held orders, oldest first, with their reason."""
+    from ops.views import list_held
+
+    rows = [
+        r for r in asyncio.run(list_held(settings(), limit)) if not reason or r["reason"] == reason
+    ]
+    if as_json:
+        emit_json({"total": len(rows), "orders": rows})
+        return
+    click.echo(f"{len(rows)} held order(s)")
+    for r in rows:
+        click.echo(
+            f"{r['held_at'][:19]} {r['order_id']} {r['channel']}:{r['external_id']:<22} "
+            f"{r['reason']}"
+        )
+
+
+@main.group()
 def dlq() -> None:
     """The dead-letter topic: inputs that could not be accepted."""
 
@@ -354,8 +406,10 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_dict())
     else:
-        click.echo(f"replayed {result.sent} of {result.selected} record(s); "
-                   f"{result.skipped_already_replayed} replayed before (use --again)")
+        click.echo(
+            f"replayed {result.sent} of {result.selected} record(s); "
+            f"{result.skipped_already_replayed} replayed before (use --again)"
+        )
 
 
 # --- analysis and checks -----------------------------------------------------------------

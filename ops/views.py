@@ -166,3 +166,32 @@ async def replay_dlq(
     finally:
         await client.aclose()
     return ReplayResult(len(chosen), sent, len(chosen) - len(todo))
+
+
+async def list_held(settings: Settings, limit: int = 1000) -> list[dict[str, Any]]:
+    """Held orders, oldest hold first, with the reason a person has to work on."""
+    client = connect_async(settings)
+    try:
+        store = OrderStore(client, Keys(settings.redis_prefix))
+        ids = await store.held_ids(limit)
+        loaded = await store.load_many(ids)
+        out = []
+        for oid in ids:
+            record = loaded[oid].record
+            if record is None:
+                continue
+            held_at = next((h.at for h in reversed(record.history) if h.kind.value == "held"), None)
+            out.append(
+                {
+                    "order_id": oid,
+                    "channel": record.order.channel.value,
+                    "shop_id": record.order.shop_id,
+                    "external_id": record.order.external_id,
+                    "reason": record.hold_reason,
+                    "held_at": held_at.isoformat() if held_at else "",
+                    "total": str(record.order.total),
+                }
+            )
+        return out
+    finally:
+        await client.aclose()

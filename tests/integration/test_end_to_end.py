@@ -156,3 +156,21 @@ def test_dlq_replay_sends_each_record_back_once(loaded: Settings) -> None:
     assert again["skipped_already_replayed"] == before
     bad = oms(loaded, "dlq", "replay", "--reason", "no_such_reason", check=False)
     assert bad.returncode == 2 and "unknown reason" in bad.stderr
+
+
+def test_unpaid_order_is_listed_as_held(loaded: Settings, tmp_path: Path) -> None:
+    unpaid = json.loads((SAMPLES / "own.json").read_text())
+    unpaid["external_id"] = "W-UNPAID-1"
+    unpaid["channel_status"] = "pending_payment"
+    unpaid["payment"] = {**unpaid["payment"], "status": "unpaid", "paid_total": "0",
+                         "paid_at": None}
+    (tmp_path / "unpaid.json").write_text(json.dumps(unpaid))
+    oms(loaded, "ingest", "--channel", "own", str(tmp_path / "unpaid.json"))
+
+    def held() -> list[dict[str, Any]] | None:
+        rows = json.loads(oms(loaded, "held", "list", "--reason", "unpaid", "--json").stdout)
+        return [r for r in rows["orders"] if r["external_id"] == "W-UNPAID-1"] or None
+
+    rows = wait_for(held)
+    assert rows and rows[0]["reason"] == "unpaid" and rows[0]["channel"] == "own"
+    assert show(loaded, "own:W-UNPAID-1")["state"] == "held"  # type: ignore[index]
