@@ -13,16 +13,17 @@ import logging
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
 from agents.audit import AuditContext, Verdict, audit
 from agents.dedupe import Intake, classify
 from agents.fulfil import cancel_commands, outbound_commands
-from agents.lifecycle import TERMINAL, IllegalTransition, record_event
+from agents.lifecycle import TERMINAL, IllegalTransition, can_move, record_event
 from agents.normalise import RawInput, normalise
 from agents.route import RoutingTable
 from ops.settings import Settings
@@ -32,7 +33,15 @@ from state.orders import LoadedRecord, OrderRecord, OrderStore
 from state.reservations import Reservation, ReserveRequest, ReserveStatus, StockEngine
 from streams import topics
 from streams.adapters.base import AdapterContext
-from streams.messages import DlqRecord, EventKind, FulfilmentCommand, OrderEvent, OrderState
+from streams.messages import (
+    DlqRecord,
+    EventKind,
+    FulfilmentCommand,
+    OperatorAction,
+    OperatorActionKind,
+    OrderEvent,
+    OrderState,
+)
 from streams.models import ChannelStatus, Order
 
 log = logging.getLogger(__name__)
@@ -40,19 +49,22 @@ log = logging.getLogger(__name__)
 Output = tuple[str, str, str]  # topic, key, JSON value
 SKU_CACHE_SECONDS = 2.0
 MAX_CAS_ROUNDS = 5
+T = TypeVar("T")
 
 
 @dataclass
 class Plan:
     """What one input does to one order, built up across the batch's phases."""
 
-    raw: RawInput
+    source: Any  # what to process again after a lost race: (RawInput, Order) or an action
     input_id: str
     record: OrderRecord
     expected_version: int
     messages: list[OrderEvent | FulfilmentCommand] = field(default_factory=list)
     reserve: ReserveRequest | None = None
     release: bool = False
+    release_reason: str = "cancelled_at_channel"
+    actor: str = "system"
     busy: bool = False  # another delivery of this order holds its reservation saga: redo later
 
 
@@ -125,12 +137,17 @@ class OrderPipeline:
             plan = self._intake(raw, order, loaded[order.order_id], ctx, now, result)
             if plan is not None:
                 plans.append(plan)
+        return await self._finish(plans, now, result)
+
+    async def _finish(self, plans: list[Plan], now: datetime, result: BatchResult) -> list[Any]:
+        """Reserve, release, CAS-save and emit; returns the sources to process again (lost a
+        CAS race or found the order's saga busy)."""
         await self._reserve(plans, now, result)
         await self._release(plans, now, result)
-        conflicts: list[tuple[RawInput, Order]] = []
+        again: list[Any] = []
         for plan in [p for p in plans if p.busy]:
             result.counts["saga_busy"] += 1
-            conflicts.append((plan.raw, plan.record.order))
+            again.append(plan.source)
         plans = [p for p in plans if not p.busy]
         for plan in plans:
             plan.record.remember_outputs(plan.input_id, [self._output(m) for m in plan.messages])
@@ -140,8 +157,79 @@ class OrderPipeline:
                 result.outputs.extend(plan.record.outbox[plan.input_id])
             else:
                 result.counts["cas_conflicts"] += 1
-                conflicts.append((plan.raw, plan.record.order))
-        return conflicts
+                again.append(plan.source)
+        return again
+
+    async def apply_actions(self, actions: Sequence[OperatorAction]) -> BatchResult:
+        """Operator decisions (release a hold, cancel), applied like any input: same CAS, same
+        outbox, so a redelivered action is applied once and lands in the trail with its actor."""
+        result = BatchResult()
+        pending = list(actions)
+        ctx = await self._audit_context()
+        for _ in range(MAX_CAS_ROUNDS + len(actions)):
+            if not pending:
+                return result
+            batch, later = _first_per_order(pending, lambda a: a.order_id)
+            loaded = await self.orders.load_many([a.order_id for a in batch])
+            now = datetime.now(UTC)
+            plans = [
+                plan
+                for a in batch
+                if (plan := self._action_plan(a, loaded[a.order_id], ctx, now, result))
+            ]
+            pending = await self._finish(plans, now, result) + later
+        raise RuntimeError("order records keep changing under this worker; giving up actions")
+
+    def _action_plan(
+        self,
+        action: OperatorAction,
+        loaded: LoadedRecord,
+        ctx: AuditContext,
+        now: datetime,
+        result: BatchResult,
+    ) -> Plan | None:
+        result.counts[f"action_{action.kind.value}"] += 1
+        if loaded.record is None:
+            result.counts["action_unknown_order"] += 1
+            log.warning(
+                "operator action %s for unknown order %s", action.action_id, action.order_id
+            )
+            return None
+        input_id = f"action:{action.action_id}"
+        if input_id in loaded.record.outbox:
+            result.outputs.extend(loaded.record.outbox[input_id])
+            return None
+        record = loaded.record.model_copy(deep=True)
+        plan = Plan(action, input_id, record, loaded.version, actor=action.actor)
+        state = record.state
+        if action.kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
+            plan.messages.append(
+                record_event(
+                    record,
+                    EventKind.HOLD_RELEASED,
+                    now,
+                    reason=record.hold_reason,
+                    detail=action.reason,
+                    actor=action.actor,
+                )
+            )
+            self._decide(plan, ctx, now, override_holds=True)
+        elif action.kind is OperatorActionKind.CANCEL and can_move(state, OrderState.CANCELLED):
+            plan.release = True
+            plan.release_reason = "cancelled_by_operator"
+        else:
+            result.counts["action_refused"] += 1
+            plan.messages.append(
+                record_event(
+                    record,
+                    EventKind.ACTION_REFUSED,
+                    now,
+                    reason=action.kind.value,
+                    detail=f"not applicable to a {state.value} order",
+                    actor=action.actor,
+                )
+            )
+        return plan
 
     def _intake(
         self,
@@ -168,7 +256,7 @@ class OrderPipeline:
             )
         else:
             record = loaded.record.model_copy(deep=True)
-        plan = Plan(raw, input_id, record, loaded.version)
+        plan = Plan((raw, order), input_id, record, loaded.version)
         if intake is Intake.NEW:
             plan.messages.append(
                 record_event(
@@ -205,8 +293,11 @@ class OrderPipeline:
         elif record.state is OrderState.HELD:
             self._decide(plan, ctx, now)
 
-    def _decide(self, plan: Plan, ctx: AuditContext, now: datetime) -> None:
-        """Audit, then either hold/reject or ask for a reservation."""
+    def _decide(
+        self, plan: Plan, ctx: AuditContext, now: datetime, *, override_holds: bool = False
+    ) -> None:
+        """Audit, then either hold/reject or ask for a reservation. An operator's release
+        overrides holds (a person checked the order); rejects still apply."""
         record, order = plan.record, plan.record.order
         if order.channel_status is ChannelStatus.CANCELLED:
             plan.messages.append(
@@ -227,6 +318,8 @@ class OrderPipeline:
             verdict = verdict.__class__(
                 Verdict.HOLD, "shipped_at_channel", "channel says shipped; check before fulfilling"
             )
+        if verdict.verdict is Verdict.HOLD and override_holds:
+            verdict = verdict.__class__(Verdict.PASS)
         if verdict.verdict is Verdict.PASS:
             plan.reserve = ReserveRequest(
                 order.order_id,
@@ -320,7 +413,8 @@ class OrderPipeline:
         )
 
     async def _release(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
-        """Cancellations from the channel: give stock back, tell the WMS if it already knew."""
+        """Cancellations (channel or operator): give stock back, tell the WMS if it already
+        knew."""
         for plan in (p for p in plans if p.release):
             record = plan.record
             released = await self.stock.release(record.order_id, list(record.order.quantity_by_sku))
@@ -332,8 +426,9 @@ class OrderPipeline:
                         EventKind.CANCELLED,
                         now,
                         to_state=OrderState.CANCELLED,
-                        reason="cancelled_at_channel",
+                        reason=plan.release_reason,
                         allocations=released,
+                        actor=plan.actor,
                     )
                 )
             except IllegalTransition as exc:
@@ -368,15 +463,19 @@ def load_shop_policies(settings: Settings) -> dict[str, ShortagePolicy]:
     }
 
 
-def _split_round(
-    items: list[tuple[RawInput, Order]],
-) -> tuple[list[tuple[RawInput, Order]], list[tuple[RawInput, Order]]]:
+def _first_per_order(items: list[T], order_of: Callable[[T], str]) -> tuple[list[T], list[T]]:
     """First occurrence of each order id now, later ones in a later round, order kept."""
     seen: set[str] = set()
-    now: list[tuple[RawInput, Order]] = []
-    later: list[tuple[RawInput, Order]] = []
+    now: list[T] = []
+    later: list[T] = []
     for item in items:
-        oid = item[1].order_id
+        oid = order_of(item)
         (later if oid in seen else now).append(item)
         seen.add(oid)
     return now, later
+
+
+def _split_round(
+    items: list[tuple[RawInput, Order]],
+) -> tuple[list[tuple[RawInput, Order]], list[tuple[RawInput, Order]]]:
+    return _first_per_order(items, lambda item: item[1].order_id)

@@ -16,6 +16,7 @@ from agents.app import create_app
 from agents.channel_stock import register_channel_stock
 from agents.intake import register_intake
 from agents.ledger import register_ledger
+from agents.operator import register_operator
 from agents.pipeline import OrderPipeline
 from agents.route import RoutingTable
 from agents.sink import register_sink
@@ -42,6 +43,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
         return OrderPipeline(settings, redis_client, routing, ctx)
 
     register_intake(app, settings, make_pipeline, counters)
+    register_operator(app, settings, make_pipeline, counters)
     register_sink(app, settings, counters)
     register_ledger(app, settings, counters)
     register_channel_stock(app, settings, counters)

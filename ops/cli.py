@@ -353,6 +353,66 @@ def held_list(reason: str, limit: int, as_json: bool) -> None:
         )
 
 
+def _operator() -> str:
+    """Who acts, for the audit trail: OMS_OPERATOR, else the login name."""
+    return os.environ.get("OMS_OPERATOR") or os.environ.get("USER") or "operator"
+
+
+def _act(ref: str, kind: str, reason: str, as_json: bool) -> None:
+    from ops.views import submit_action
+
+    try:
+        before, after = asyncio.run(
+            submit_action(settings(), ref, kind, actor=_operator(), reason=reason)
+        )
+    except LookupError as exc:
+        fail(str(exc))
+    if after is None:
+        fail(
+            f"{before.order_id}: the action is queued but no worker applied it within 30 s "
+            "(are the workers up? ./oms status)"
+        )
+    last = after.history[-1]
+    data = {
+        "order_id": after.order_id,
+        "before": before.state.value,
+        "state": after.state.value,
+        "last_event": last.kind.value,
+        "reason": after.hold_reason or after.reject_reason or last.reason,
+        "actor": _operator(),
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(
+            f"{after.order_id}: {before.state.value} -> {after.state.value} "
+            f"({last.kind.value}{': ' + data['reason'] if data['reason'] else ''})"
+        )
+    if last.kind.value == "action_refused":
+        sys.exit(1)
+
+
+@held.command("release")
+@click.argument("ref")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def held_release(ref: str, reason: str, as_json: bool) -> None:
+    """Release a held order (OMS id or CHANNEL:EXTERNAL_ID): holds are overridden, the order
+    is reserved and released to the WMS if stock allows; rejects still apply. Exit 1 when the
+    order is not held."""
+    _act(ref, "release_hold", reason, as_json)
+
+
+@held.command("cancel")
+@click.argument("ref")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def held_cancel(ref: str, reason: str, as_json: bool) -> None:
+    """Cancel an order that is not shipped yet: its stock goes back, and the WMS gets a cancel
+    command if it already had the order. Exit 1 when it can no longer be cancelled."""
+    _act(ref, "cancel", reason, as_json)
+
+
 @main.group()
 def dlq() -> None:
     """The dead-letter topic: inputs that could not be accepted."""

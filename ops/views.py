@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ops.kafka import Record, produce, read_topic
@@ -14,7 +18,7 @@ from state.orders import OrderRecord, OrderStore
 from state.redis import connect_async
 from state.reservations import StockEngine, to_allocations
 from streams import topics
-from streams.messages import DlqRecord
+from streams.messages import DlqRecord, OperatorAction, OperatorActionKind
 from streams.privacy import mask_order_dict
 
 REPLAY_HEADER = "oms-replay-of"
@@ -193,5 +197,48 @@ async def list_held(settings: Settings, limit: int = 1000) -> list[dict[str, Any
                 }
             )
         return out
+    finally:
+        await client.aclose()
+
+
+async def submit_action(
+    settings: Settings, ref: str, kind: str, *, actor: str, reason: str = "", wait_s: float = 30.0
+) -> tuple[OrderRecord, OrderRecord | None]:
+    """Put an operator action on ``oms.operator`` for the one order ``ref`` names, then wait
+    (bounded) until a worker has applied it; returns (before, after or None on timeout)."""
+    found = await find_orders(settings, ref)
+    if len(found) != 1:
+        raise LookupError(f"{ref!r} names {len(found)} orders; use the OMS order id")
+    before = found[0][0]
+    action = OperatorAction(
+        action_id=uuid.uuid4().hex,
+        order_id=before.order_id,
+        kind=OperatorActionKind(kind),
+        actor=actor,
+        reason=reason,
+        at=datetime.now(UTC),
+    )
+    await produce(
+        settings,
+        [
+            (
+                topics.OPERATOR.name(settings),
+                before.order_id.encode(),
+                action.model_dump_json().encode(),
+                [],
+            )
+        ],
+    )
+    input_id = f"action:{action.action_id}"
+    client = connect_async(settings)
+    try:
+        store = OrderStore(client, Keys(settings.redis_prefix))
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            after = await store.load(before.order_id)
+            if after is not None and input_id in after.outbox:
+                return before, after
+            await asyncio.sleep(0.2)
+        return before, None
     finally:
         await client.aclose()

@@ -81,6 +81,8 @@ class EventKind(StrEnum):
     RELEASED = "released"
     RELEASE_STOCK = "stock_released"
     CANCELLED = "cancelled"
+    HOLD_RELEASED = "hold_released"  # an operator released a hold: the order is audited again
+    ACTION_REFUSED = "action_refused"  # an operator action that does not apply in this state
 
 
 class Allocation(BaseModel):
@@ -167,6 +169,24 @@ class WmsEvent(_Message):
     tracking_number: str = ""
     lines: list[CommandLine] = Field(default_factory=list)
     detail: Text = ""
+    at: AwareDatetime
+
+
+class OperatorActionKind(StrEnum):
+    RELEASE_HOLD = "release_hold"  # "checked, go ahead": holds are overridden, rejects are not
+    CANCEL = "cancel"
+
+
+class OperatorAction(_Message):
+    """An operator's decision on one order, on ``oms.operator`` keyed by order id; applied by a
+    worker like any input (CAS on the order record), so it lands in the audit trail with its
+    actor and a redelivery applies it once."""
+
+    action_id: str
+    order_id: str
+    kind: OperatorActionKind
+    actor: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Text = ""
     at: AwareDatetime
 
 

@@ -24,6 +24,7 @@ from streams.messages import (
     ChannelUpdate,
     DlqRecord,
     FulfilmentCommand,
+    OperatorAction,
     OrderEvent,
     WmsEvent,
 )
@@ -53,6 +54,7 @@ WMS_EVENTS = TopicSpec("wms.events", "order id", WmsEvent, "accepted/shipped/exc
 AFTERSALES = TopicSpec("aftersales", "order id", AfterSalesRequest, "cancel/return/refund")
 CHANNEL_STOCK = TopicSpec("channel.stock", "sku", ChannelStock, "sellable stock per shop")
 CHANNEL_UPDATES = TopicSpec("channel.updates", "order id", ChannelUpdate, "status back to shops")
+OPERATOR = TopicSpec("operator", "order id", OperatorAction, "operator decisions: release, cancel")
 DLQ = TopicSpec("dlq", "source key", DlqRecord, "inputs that could not be accepted, with reason")
 
 
@@ -72,6 +74,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     AFTERSALES,
     CHANNEL_STOCK,
     CHANNEL_UPDATES,
+    OPERATOR,
     DLQ,
 )
 

@@ -65,8 +65,9 @@ def loaded(running_stack: Settings) -> Settings:
 def test_each_channel_payload_lands_as_a_released_order(loaded: Settings, channel: str) -> None:
     external_id, lines, paid = EXPECTED[channel]
     oms(loaded, "ingest", "--channel", channel, str(SAMPLES / f"{channel}.json"))
-    view = wait_for(lambda: (v := show(loaded, f"{channel}:{external_id}"))
-                    and v["state"] == "released" and v)
+    view = wait_for(
+        lambda: (v := show(loaded, f"{channel}:{external_id}")) and v["state"] == "released" and v
+    )
     assert view, f"{channel}:{external_id} did not reach released"
     got: dict[str, int] = {}
     for line in view["lines"]:
@@ -90,8 +91,9 @@ def test_repush_is_a_counted_duplicate_and_reserves_nothing_more(loaded: Setting
     assert after == before
 
 
-def test_bad_input_lands_in_dlq_with_reasons_and_worker_survives(loaded: Settings,
-                                                                  tmp_path: Path) -> None:
+def test_bad_input_lands_in_dlq_with_reasons_and_worker_survives(
+    loaded: Settings, tmp_path: Path
+) -> None:
     unknown_channel = json.loads((SAMPLES / "own.json").read_text())
     unknown_channel["channel"] = "wish"
     unknown_channel["external_id"] = "WISH-1"
@@ -162,8 +164,12 @@ def test_unpaid_order_is_listed_as_held(loaded: Settings, tmp_path: Path) -> Non
     unpaid = json.loads((SAMPLES / "own.json").read_text())
     unpaid["external_id"] = "W-UNPAID-1"
     unpaid["channel_status"] = "pending_payment"
-    unpaid["payment"] = {**unpaid["payment"], "status": "unpaid", "paid_total": "0",
-                         "paid_at": None}
+    unpaid["payment"] = {
+        **unpaid["payment"],
+        "status": "unpaid",
+        "paid_total": "0",
+        "paid_at": None,
+    }
     (tmp_path / "unpaid.json").write_text(json.dumps(unpaid))
     oms(loaded, "ingest", "--channel", "own", str(tmp_path / "unpaid.json"))
 
@@ -174,3 +180,46 @@ def test_unpaid_order_is_listed_as_held(loaded: Settings, tmp_path: Path) -> Non
     rows = wait_for(held)
     assert rows and rows[0]["reason"] == "unpaid" and rows[0]["channel"] == "own"
     assert show(loaded, "own:W-UNPAID-1")["state"] == "held"  # type: ignore[index]
+
+
+def test_operator_releases_and_cancels_through_the_cli(loaded: Settings, tmp_path: Path) -> None:
+    unpaid = json.loads((SAMPLES / "own.json").read_text())
+    unpaid["external_id"] = "W-OPERATOR-1"
+    unpaid["channel_status"] = "pending_payment"
+    unpaid["payment"] = {
+        **unpaid["payment"],
+        "status": "unpaid",
+        "paid_total": "0",
+        "paid_at": None,
+    }
+    (tmp_path / "op.json").write_text(json.dumps(unpaid))
+    oms(loaded, "ingest", "--channel", "own", str(tmp_path / "op.json"))
+    assert wait_for(lambda: (v := show(loaded, "own:W-OPERATOR-1")) and v["state"] == "held")
+
+    env = {"OMS_OPERATOR": "alice"}
+    os.environ.update(env)
+    try:
+        released = json.loads(
+            oms(
+                loaded,
+                "held",
+                "release",
+                "own:W-OPERATOR-1",
+                "--reason",
+                "paid by bank transfer",
+                "--json",
+            ).stdout
+        )
+        assert released["before"] == "held" and released["state"] == "released"
+        cancelled = json.loads(oms(loaded, "held", "cancel", "own:W-OPERATOR-1", "--json").stdout)
+        assert cancelled["state"] == "cancelled" and cancelled["actor"] == "alice"
+        again = oms(loaded, "held", "release", "own:W-OPERATOR-1", "--json", check=False)
+        assert again.returncode == 1 and json.loads(again.stdout)["last_event"] == "action_refused"
+    finally:
+        os.environ.pop("OMS_OPERATOR", None)
+    view = show(loaded, "own:W-OPERATOR-1")
+    assert view is not None and view["reservation"]["status"] == "closed"
+    kinds = [(h["kind"], h["actor"]) for h in view["history"]]
+    assert ("hold_released", "alice") in kinds and ("cancelled", "alice") in kinds
+    missing = oms(loaded, "held", "release", "own:NO-SUCH-ORDER", check=False)
+    assert missing.returncode == 1 and "names 0 orders" in missing.stderr

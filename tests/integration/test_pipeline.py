@@ -21,7 +21,15 @@ from state.redis import connect
 from state.stock import StockRow, load_stock, stock_levels
 from state.verify import verify
 from streams.adapters.base import AdapterContext
-from streams.messages import CommandKind, EventKind, FulfilmentCommand, OrderEvent, OrderState
+from streams.messages import (
+    CommandKind,
+    EventKind,
+    FulfilmentCommand,
+    OperatorAction,
+    OperatorActionKind,
+    OrderEvent,
+    OrderState,
+)
 from streams.models import (
     Address,
     Buyer,
@@ -294,3 +302,59 @@ def test_reserve_script_checks_a_warehouse_named_twice_for_its_total(
     assert status == "reserved" and alloc == "WH-SH=5"
     assert levels(redis_settings, "A") == {"WH-SH": (5, 5)}
     assert verify(client, keys).ok
+
+
+def action(order_id: str, kind: str, n: int = 1) -> OperatorAction:
+    return OperatorAction(
+        action_id=f"a{n}-{order_id}",
+        order_id=order_id,
+        kind=OperatorActionKind(kind),
+        actor="alice",
+        at=T0,
+    )
+
+
+async def test_operator_release_and_cancel(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    stock(redis_settings, [("A", "WH-SH", 10)])
+    feed = Feed()
+    held = own_order("20", {"A": 2}, paid=False)
+    await pipeline.process([feed.raw(held)])
+    released = await pipeline.apply_actions([action(held.order_id, "release_hold")])
+    assert [e.kind for e in events(released)] == [
+        EventKind.HOLD_RELEASED,
+        EventKind.RESERVED,
+        EventKind.RELEASED,
+    ]
+    assert {e.actor for e in events(released)[:1]} == {"alice"}
+    assert len(commands(released)) == 1
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 2)}
+    # The same action delivered again re-emits what it produced, and changes nothing.
+    again = await pipeline.apply_actions([action(held.order_id, "release_hold")])
+    assert again.outputs == released.outputs
+    cancel = await pipeline.apply_actions([action(held.order_id, "cancel", 2)])
+    assert [e.kind for e in events(cancel)] == [EventKind.CANCELLED]
+    [cancelled] = events(cancel)
+    assert cancelled.actor == "alice" and cancelled.reason == "cancelled_by_operator"
+    assert [c.kind for c in commands(cancel)] == [CommandKind.CANCEL]
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 0)}
+    refused = await pipeline.apply_actions([action(held.order_id, "release_hold", 3)])
+    assert [e.kind for e in events(refused)] == [EventKind.ACTION_REFUSED]
+    record = await pipeline.orders.load(held.order_id)
+    assert record is not None and record.state is OrderState.CANCELLED
+    assert verify(connect(redis_settings), Keys(redis_settings.redis_prefix)).ok
+
+
+async def test_operator_release_cannot_override_physics(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    stock(redis_settings, [("A", "WH-SH", 1)])
+    feed = Feed()
+    big = own_order("21", {"A": 5})
+    await pipeline.process([feed.raw(big)])
+    result = await pipeline.apply_actions([action(big.order_id, "release_hold")])
+    assert [e.kind for e in events(result)] == [EventKind.HOLD_RELEASED]  # still out of stock
+    record = await pipeline.orders.load(big.order_id)
+    assert record is not None and record.state is OrderState.HELD
+    assert levels(redis_settings, "A") == {"WH-SH": (1, 0)}
