@@ -214,6 +214,13 @@ class OrderPipeline:
                 )
             )
             self._decide(plan, ctx, now, override_holds=True)
+        elif (
+            action.kind is OperatorActionKind.EXPIRE_UNPAID
+            and state is OrderState.HELD
+            and record.hold_reason == "unpaid"
+        ):
+            plan.release = True
+            plan.release_reason = "unpaid_timeout"
         elif action.kind is OperatorActionKind.CANCEL and can_move(state, OrderState.CANCELLED):
             plan.release = True
             plan.release_reason = "cancelled_by_operator"

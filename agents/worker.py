@@ -20,6 +20,7 @@ from agents.operator import register_operator
 from agents.pipeline import OrderPipeline
 from agents.route import RoutingTable
 from agents.sink import register_sink
+from agents.timers import register_unpaid_timer
 from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect_async
@@ -47,6 +48,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     register_sink(app, settings, counters)
     register_ledger(app, settings, counters)
     register_channel_stock(app, settings, counters)
+    register_unpaid_timer(app, settings, counters)
 
     @app.task
     async def declare_topics() -> None:

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # Policy
     shortage_policy: str = Field(default="hold", pattern="^(hold|reject|split)$")
     max_line_quantity: int = 999
+    # Unpaid orders are cancelled (stock released) this long after they were first held.
+    unpaid_timeout_s: float = Field(default=1800.0, gt=0)
 
     log_level: str = "info"
 

@@ -175,6 +175,7 @@ class WmsEvent(_Message):
 class OperatorActionKind(StrEnum):
     RELEASE_HOLD = "release_hold"  # "checked, go ahead": holds are overridden, rejects are not
     CANCEL = "cancel"
+    EXPIRE_UNPAID = "expire_unpaid"  # the unpaid timer: cancels only if still held as unpaid
 
 
 class OperatorAction(_Message):

@@ -12,7 +12,8 @@ end
 redis.call('HSET', KEYS[1], 'version', current + 1, 'doc', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 if ARGV[4] == '1' then
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+  -- NX: the score stays the time the order was first held, which timeouts are measured from.
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[3])
 else
   redis.call('ZREM', KEYS[3], ARGV[3])
 end

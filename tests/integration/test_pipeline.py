@@ -4,6 +4,7 @@ fulfil, replay safety and the no-oversell invariant under concurrent workers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -358,3 +359,33 @@ async def test_operator_release_cannot_override_physics(
     record = await pipeline.orders.load(big.order_id)
     assert record is not None and record.state is OrderState.HELD
     assert levels(redis_settings, "A") == {"WH-SH": (1, 0)}
+
+
+async def test_unpaid_timeout_cancels_only_orders_still_unpaid(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    from agents.timers import due_unpaid
+
+    stock(redis_settings, [("A", "WH-SH", 10)])
+    feed = Feed()
+    stale, paid_late, fresh = (own_order(x, {"A": 1}, paid=False) for x in ("30", "31", "32"))
+    await pipeline.process([feed.raw(stale), feed.raw(paid_late)])
+    held_since = time.time()
+    # Only orders held for longer than the timeout are due.
+    assert await due_unpaid(pipeline.client, pipeline.keys, timeout_s=50, now=held_since) == []
+    due = await due_unpaid(pipeline.client, pipeline.keys, timeout_s=50, now=held_since + 100)
+    await pipeline.process([feed.raw(fresh)])  # held after the scan: not in `due`
+    # The second order gets paid after the scan picked it: the expiry must be refused.
+    assert {a.order_id for a in due} == {stale.order_id, paid_late.order_id}
+    await pipeline.process([feed.raw(own_order("31", {"A": 1}, minutes=5))])
+    result = await pipeline.apply_actions(due)
+    by_order = {e.order_id: e for e in events(result)}
+    assert by_order[stale.order_id].kind is EventKind.CANCELLED
+    assert by_order[stale.order_id].reason == "unpaid_timeout"
+    assert by_order[paid_late.order_id].kind is EventKind.ACTION_REFUSED
+    # Firing twice cancels once: the same action ids are a redelivery.
+    again = await pipeline.apply_actions(due)
+    assert again.outputs == result.outputs
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 1)}  # only the paid order holds stock
+    still = await pipeline.orders.load(fresh.order_id)
+    assert still is not None and still.state is OrderState.HELD
