@@ -1,3 +1,3 @@
 from ops.cli import main
 
-main()
+main(prog_name="oms")
