@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,6 +30,26 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def settings() -> Settings:
     return get_settings()
+
+
+@contextmanager
+def services_reachable() -> Iterator[None]:
+    """Redis or ClickHouse down: one clear line and exit 1, not a traceback."""
+    from clickhouse_driver import errors as ch_errors
+    from redis import exceptions as redis_errors
+
+    s = settings()
+    # clickhouse-driver logs every failed connect with a traceback; the error below says it all.
+    logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    try:
+        yield
+    except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError) as exc:
+        fail(
+            f"ClickHouse at {s.clickhouse_host}:{s.clickhouse_port} is not reachable ({exc}); "
+            "is the stack up? ./oms status"
+        )
+    except redis_errors.ConnectionError as exc:
+        fail(f"Redis at {s.redis_url} is not reachable ({exc}); is the stack up? ./oms status")
 
 
 def caller_path(path: Path) -> Path:
@@ -482,7 +505,8 @@ def report(as_json: bool) -> None:
     from analytics.client import connect
     from analytics.reports import build_report, format_report
 
-    rep = build_report(connect(settings()))
+    with services_reachable():
+        rep = build_report(connect(settings()))
     if as_json:
         emit_json(rep.to_dict())
     else:
@@ -499,7 +523,8 @@ def verify(as_json: bool) -> None:
     from state.verify import verify as run_verify
 
     s = settings()
-    result = run_verify(connect(s), Keys(s.redis_prefix), ch_connect(s))
+    with services_reachable():
+        result = run_verify(connect(s), Keys(s.redis_prefix), ch_connect(s))
     if as_json:
         emit_json(result.to_dict())
     else:
