@@ -50,6 +50,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     from analytics.client import connect as ch_connect
     from analytics.reports import build_report, format_report
 
+    work_holds(settings, console)
     report = build_report(ch_connect(settings), since=started)
     check = verify(connect(settings), Keys(settings.redis_prefix), ch_connect(settings))
     console.rule("[bold]Report (from ClickHouse)")
@@ -66,6 +67,29 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
         "./oms dlq list | ./oms stock show SKU-PHONE-X1\nStop it with: ./oms down"
     )
     return 0 if check.ok and processed >= len(plan.messages) else 1
+
+
+def work_holds(settings: Settings, console: Console, per_reason: int = 2) -> None:
+    """An operator at work: a few address holds released after a call to the buyer, a few
+    unpaid orders cancelled (stock goes back). Shows the path `./oms held` takes."""
+    from ops.views import list_held, submit_action
+
+    held = asyncio.run(list_held(settings))
+    console.rule("[bold]Operator at work (./oms held release | cancel)")
+    for reason, kind, why in (
+        ("address_incomplete", "release_hold", "address confirmed by phone"),
+        ("unpaid", "cancel", "buyer asked to cancel"),
+    ):
+        for row in [r for r in held if r["reason"] == reason][:per_reason]:
+            before, after = asyncio.run(
+                submit_action(settings, row["order_id"], kind, actor="demo-operator", reason=why)
+            )
+            state = after.state.value if after else "not applied within 30 s"
+            if after is not None and after.hold_reason:
+                state += f" ({after.hold_reason}: the release cannot create stock)"
+            console.print(
+                f"{kind:<13} {row['order_id']} ({reason}): {before.state.value} -> {state}"
+            )
 
 
 def top_up_stock(settings: Settings) -> list[StockRow]:
@@ -92,9 +116,7 @@ def flood(settings: Settings, plan: BurstPlan) -> float:
     with _progress() as progress:
         task = progress.add_task("flooding", total=len(records))
         started = time.monotonic()
-        asyncio.run(
-            produce(settings, records, progress=lambda n: progress.advance(task, n))
-        )
+        asyncio.run(produce(settings, records, progress=lambda n: progress.advance(task, n)))
     return time.monotonic() - started
 
 
@@ -124,4 +146,3 @@ def _progress() -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-
