@@ -109,15 +109,7 @@ class OrderPipeline:
                 )
             else:
                 pending.append((raw, parsed))
-        ctx = await self._audit_context()
-        rounds = 0
-        while pending:
-            batch, pending = _split_round(pending)
-            conflicts = await self._process_round(batch, ctx, result)
-            pending = conflicts + pending
-            rounds += 1
-            if rounds > MAX_CAS_ROUNDS + len(raws):
-                raise RuntimeError("order records keep changing under this worker; giving up batch")
+        await self._apply_in_rounds(pending, lambda item: item[1].order_id, self._intake, result)
         return result
 
     async def _audit_context(self) -> AuditContext:
@@ -127,17 +119,31 @@ class OrderPipeline:
             self._skus_at = now
         return AuditContext(self._skus, self.settings.max_line_quantity)
 
-    async def _process_round(
-        self, batch: list[tuple[RawInput, Order]], ctx: AuditContext, result: BatchResult
-    ) -> list[tuple[RawInput, Order]]:
-        loaded = await self.orders.load_many([order.order_id for _, order in batch])
-        now = datetime.now(UTC)
-        plans: list[Plan] = []
-        for raw, order in batch:
-            plan = self._intake(raw, order, loaded[order.order_id], ctx, now, result)
-            if plan is not None:
-                plans.append(plan)
-        return await self._finish(plans, now, result)
+    async def _apply_in_rounds(
+        self,
+        items: list[T],
+        order_of: Callable[[T], str],
+        plan_for: Callable[[T, LoadedRecord, AuditContext, datetime, BatchResult], Plan | None],
+        result: BatchResult,
+    ) -> None:
+        """The one loop for every kind of input: each order at most once per round (so its
+        inputs apply in order), one load and one CAS save per round, and inputs that lost a
+        race go again on the fresh record."""
+        ctx = await self._audit_context()
+        pending = list(items)
+        for _ in range(MAX_CAS_ROUNDS + len(items)):
+            if not pending:
+                return
+            batch, later = first_per_order(pending, order_of)
+            loaded = await self.orders.load_many([order_of(item) for item in batch])
+            now = datetime.now(UTC)
+            plans = [
+                plan
+                for item in batch
+                if (plan := plan_for(item, loaded[order_of(item)], ctx, now, result))
+            ]
+            pending = await self._finish(plans, now, result) + later
+        raise RuntimeError("order records keep changing under this worker; giving up batch")
 
     async def _finish(self, plans: list[Plan], now: datetime, result: BatchResult) -> list[Any]:
         """Reserve, release, CAS-save and emit; returns the sources to process again (lost a
@@ -164,21 +170,10 @@ class OrderPipeline:
         """Operator decisions (release a hold, cancel), applied like any input: same CAS, same
         outbox, so a redelivered action is applied once and lands in the trail with its actor."""
         result = BatchResult()
-        pending = list(actions)
-        ctx = await self._audit_context()
-        for _ in range(MAX_CAS_ROUNDS + len(actions)):
-            if not pending:
-                return result
-            batch, later = _first_per_order(pending, lambda a: a.order_id)
-            loaded = await self.orders.load_many([a.order_id for a in batch])
-            now = datetime.now(UTC)
-            plans = [
-                plan
-                for a in batch
-                if (plan := self._action_plan(a, loaded[a.order_id], ctx, now, result))
-            ]
-            pending = await self._finish(plans, now, result) + later
-        raise RuntimeError("order records keep changing under this worker; giving up actions")
+        await self._apply_in_rounds(
+            list(actions), lambda action: action.order_id, self._action_plan, result
+        )
+        return result
 
     def _action_plan(
         self,
@@ -240,13 +235,13 @@ class OrderPipeline:
 
     def _intake(
         self,
-        raw: RawInput,
-        order: Order,
+        item: tuple[RawInput, Order],
         loaded: LoadedRecord,
         ctx: AuditContext,
         now: datetime,
         result: BatchResult,
     ) -> Plan | None:
+        raw, order = item
         input_id = f"{raw.input_id}:{order.fingerprint()[:12]}"
         intake = classify(loaded.record, order, input_id)
         result.counts[intake.value] += 1
@@ -263,7 +258,7 @@ class OrderPipeline:
             )
         else:
             record = loaded.record.model_copy(deep=True)
-        plan = Plan((raw, order), input_id, record, loaded.version)
+        plan = Plan(item, input_id, record, loaded.version)
         if intake is Intake.NEW:
             plan.messages.append(
                 record_event(
@@ -470,7 +465,7 @@ def load_shop_policies(settings: Settings) -> dict[str, ShortagePolicy]:
     }
 
 
-def _first_per_order(items: list[T], order_of: Callable[[T], str]) -> tuple[list[T], list[T]]:
+def first_per_order(items: list[T], order_of: Callable[[T], str]) -> tuple[list[T], list[T]]:
     """First occurrence of each order id now, later ones in a later round, order kept."""
     seen: set[str] = set()
     now: list[T] = []
@@ -481,8 +476,3 @@ def _first_per_order(items: list[T], order_of: Callable[[T], str]) -> tuple[list
         seen.add(oid)
     return now, later
 
-
-def _split_round(
-    items: list[tuple[RawInput, Order]],
-) -> tuple[list[tuple[RawInput, Order]], list[tuple[RawInput, Order]]]:
-    return _first_per_order(items, lambda item: item[1].order_id)

@@ -8,6 +8,7 @@ sends that the model has no place for are kept in ``raw`` rather than dropped.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     model_validator,
 )
 
@@ -146,6 +148,7 @@ class Order(_Model):
     buyer_remark: Text = ""
     seller_remark: Text = ""
     raw: dict[str, Any] = Field(default_factory=dict)  # channel fields with no canonical home
+    _fingerprint: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_lines(self) -> Order:
@@ -162,11 +165,24 @@ class Order(_Model):
             totals[line.sku] = totals.get(line.sku, 0) + line.quantity
         return totals
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Order:
+        """A copy with changed content must not keep the cached fingerprint of the original."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy._fingerprint = None
+        return copy
+
     def fingerprint(self) -> str:
-        """Content hash that tells a re-push (same content) from an update (changed content)."""
-        data = self.model_dump(mode="json")
-        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-        return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+        """Content hash that tells a re-push (same content) from an update (changed content).
+
+        Computed once per order (the model is frozen): dedupe, the input id and the record all
+        need it on the hot path, and a full dump + hash is the costliest step after parsing.
+        """
+        if self._fingerprint is None:
+            data = self.model_dump(mode="json")
+            canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+            self._fingerprint = hashlib.blake2b(canonical, digest_size=16).hexdigest()
+        return self._fingerprint
 
 
 def make_order_id(channel: str, shop_id: str, external_id: str) -> str:

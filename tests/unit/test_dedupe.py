@@ -1,5 +1,5 @@
 """Intake classification (agents/dedupe.py), content fingerprints, and the pipeline's split of a
-batch into rounds with one input per order id (agents/pipeline.py ``_split_round``)."""
+batch into rounds with one input per order id (agents/pipeline.py ``first_per_order``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from agents.dedupe import Intake, classify
 from agents.normalise import RawInput
-from agents.pipeline import _split_round
+from agents.pipeline import first_per_order
 from state.orders import OrderRecord
 from streams.adapters import adapt
 from streams.messages import OrderState
@@ -201,7 +201,7 @@ def test_fingerprint_ignores_key_order_of_raw(raw: dict[str, int]) -> None:
     assert forwards.fingerprint() == backwards.fingerprint()
 
 
-# --- _split_round -------------------------------------------------------------------------
+# --- first_per_order -------------------------------------------------------------------------
 
 
 def _item(ext: str, n: int) -> tuple[RawInput, Order]:
@@ -224,6 +224,11 @@ def test_split_round_of_nothing() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from("ABCDE"), max_size=30))
+def _split_round(items: list[Any]) -> tuple[list[Any], list[Any]]:
+    """How the pipeline splits (raw, order) inputs into rounds."""
+    return first_per_order(items, lambda item: item[1].order_id)
+
+
 def test_split_rounds_apply_each_orders_inputs_in_order(exts: list[str]) -> None:
     pending = [_item(e, n) for n, e in enumerate(exts)]
     rounds: list[list[tuple[RawInput, Order]]] = []
