@@ -204,6 +204,11 @@ def test_fingerprint_ignores_key_order_of_raw(raw: dict[str, int]) -> None:
 # --- first_per_order -------------------------------------------------------------------------
 
 
+def _split_round(items: list[Any]) -> tuple[list[Any], list[Any]]:
+    """How the pipeline splits (raw, order) inputs into rounds."""
+    return first_per_order(items, lambda item: item[1].order_id)
+
+
 def _item(ext: str, n: int) -> tuple[RawInput, Order]:
     return RawInput("own", b"{}", "oms.raw.own", 0, n), make_order(ext=ext)
 
@@ -224,11 +229,6 @@ def test_split_round_of_nothing() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from("ABCDE"), max_size=30))
-def _split_round(items: list[Any]) -> tuple[list[Any], list[Any]]:
-    """How the pipeline splits (raw, order) inputs into rounds."""
-    return first_per_order(items, lambda item: item[1].order_id)
-
-
 def test_split_rounds_apply_each_orders_inputs_in_order(exts: list[str]) -> None:
     pending = [_item(e, n) for n, e in enumerate(exts)]
     rounds: list[list[tuple[RawInput, Order]]] = []
