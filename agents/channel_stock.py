@@ -29,8 +29,9 @@ from datetime import UTC, datetime
 
 import faust
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from agents.guard import guarded
+from agents.intake import send_all
 from ops.settings import Settings
 from state.channel_stock import (
     CHANNEL_QUOTA_LOCK,
@@ -157,31 +158,20 @@ def register_channel_stock(app: faust.App, settings: Settings, counters: Counter
     topic_name = topics.CHANNEL_STOCK.name(settings)
 
     async def send(outputs: list[tuple[str, str]]) -> None:
-        producer = app.producer
-        futures = [
-            await producer.send(topic_name, key.encode(), value.encode(), None, None, None)
-            for key, value in outputs
-        ]
-        for future in futures:
-            await future
+        await send_all(app, [(topic_name, key, value) for key, value in outputs])
 
-    @app.timer(INTERVAL_S, name="channel_stock")
-    async def publish_channel_stock() -> None:
-        # Like the ledger shipper: a failure must not take the order pipeline down; nothing
-        # was stored as published, so the next tick repeats the work.
+    async def tick() -> TickResult | None:
         try:
-            result = await publisher.tick(send)
+            return await publisher.tick(send)
         except LockLost as exc:
             counters["channel_stock_lease_lost"] += 1
             log.warning("channel quota lease lost, next tick retries: %s", exc)
-            return
-        except RedisError as exc:
-            counters["channel_stock_errors"] += 1
-            log.warning("channel stock publishing failed, retrying next tick: %s", exc)
-            return
-        except Exception:
-            counters["channel_stock_errors"] += 1
-            log.exception("channel stock publishing failed, retrying next tick")
-            return
-        counters["channel_stock_rebalanced"] += result.changed
-        counters["channel_stock_published"] += result.published
+            return None
+
+    @app.timer(INTERVAL_S, name="channel_stock")
+    async def publish_channel_stock() -> None:
+        # Nothing is stored as published before the broker acked it: the next tick repeats.
+        result = await guarded(counters, "channel_stock_errors", "channel stock publishing", tick)
+        if result is not None:
+            counters["channel_stock_rebalanced"] += result.changed
+            counters["channel_stock_published"] += result.published

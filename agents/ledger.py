@@ -8,19 +8,16 @@ so they are read where they are (and a Kafka hop would cost a produce per moveme
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
 import faust
-from redis.exceptions import RedisError
 
+from agents.guard import guarded
 from analytics.sink import FactSink
 from ops.settings import Settings
 from state.keys import Keys
 from state.ledger import LedgerShipper
 from state.redis import connect_async
-
-log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
 
@@ -31,18 +28,10 @@ def register_ledger(app: faust.App, settings: Settings, counters: Counter[str]) 
 
     @app.timer(INTERVAL_S, name="ledger_shipper")
     async def ship_ledger() -> None:
-        # FactSink.write_stock_movements retries ClickHouse until it lands. Anything else
-        # (Redis down, a bug) must not take the order pipeline of this worker down with it:
-        # nothing was advanced, the next tick tries again, and the counter shows it.
-        try:
-            result = await shipper.ship()
-        except RedisError as exc:
-            counters["ledger_errors"] += 1
-            log.warning("ledger shipping failed, retrying next tick: %s", exc)
-            return
-        except Exception:
-            counters["ledger_errors"] += 1
-            log.exception("ledger shipping failed, retrying next tick")
+        # FactSink.write_stock_movements retries ClickHouse until it lands; anything else (Redis
+        # down, a bug) advanced nothing, and the next tick tries again.
+        result = await guarded(counters, "ledger_errors", "ledger shipping", shipper.ship)
+        if result is None:
             return
         counters["ledger_shipped"] += result.entries
         counters["ledger_invalid"] += result.invalid

@@ -475,4 +475,3 @@ def first_per_order(items: list[T], order_of: Callable[[T], str]) -> tuple[list[
         (later if oid in seen else now).append(item)
         seen.add(oid)
     return now, later
-

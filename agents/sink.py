@@ -6,29 +6,19 @@ until it does), and fact ids are deterministic, so a redelivered batch is harmle
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
 import faust
-from analytics.sink import FactSink
-from pydantic import ValidationError
 
+from agents.guard import parse_or_none
+from analytics.sink import FactSink
 from ops.settings import Settings
 from streams import topics
 from streams.messages import DlqRecord, OrderEvent
 
-log = logging.getLogger(__name__)
-
 
 def parse_fact(topic: str, value: bytes, dlq_topic: str) -> OrderEvent | DlqRecord | None:
-    """None for a record no OMS writer produced: logged and counted, never a crash."""
-    try:
-        if topic == dlq_topic:
-            return DlqRecord.model_validate_json(value)
-        return OrderEvent.model_validate_json(value)
-    except ValidationError as exc:
-        log.error("unparseable fact on %s: %s", topic, exc.errors(include_input=False)[:1])
-        return None
+    return parse_or_none(DlqRecord if topic == dlq_topic else OrderEvent, value, topic)
 
 
 def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) -> None:

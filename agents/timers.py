@@ -8,7 +8,6 @@ twice cancels once (the action id is derived from the order and its hold).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 import faust
 import redis.asyncio as aioredis
 
+from agents.guard import guarded
 from agents.intake import send_all
 from ops.settings import Settings
 from state.keys import Keys
@@ -23,8 +23,6 @@ from state.lock import AsyncDistributedLock
 from state.orders import OrderStore
 from streams import topics
 from streams.messages import OperatorAction, OperatorActionKind, make_id
-
-log = logging.getLogger(__name__)
 
 SCAN_EVERY_S = 5.0
 SCAN_LIMIT = 2000
@@ -65,20 +63,19 @@ def register_unpaid_timer(app: faust.App, settings: Settings, counters: Counter[
     lock = AsyncDistributedLock(client, keys, "unpaid-timer", ttl_ms=int(SCAN_EVERY_S * 4000))
     operator_topic = topics.OPERATOR.name(settings)
 
+    async def tick() -> None:
+        if await lock.try_acquire() is None:
+            return
+        try:
+            actions = await due_unpaid(client, keys, timeout_s=settings.unpaid_timeout_s)
+            await send_all(
+                app, [(operator_topic, a.order_id, a.model_dump_json()) for a in actions]
+            )
+            counters["unpaid_expiry_sent"] += len(actions)
+        finally:
+            await lock.release()
+
     @app.timer(SCAN_EVERY_S)
     async def expire_unpaid() -> None:
-        """One worker scans per tick (lock); errors are logged and counted, never fatal."""
-        try:
-            if await lock.try_acquire() is None:
-                return
-            try:
-                actions = await due_unpaid(client, keys, timeout_s=settings.unpaid_timeout_s)
-                await send_all(
-                    app, [(operator_topic, a.order_id, a.model_dump_json()) for a in actions]
-                )
-                counters["unpaid_expiry_sent"] += len(actions)
-            finally:
-                await lock.release()
-        except Exception:
-            counters["unpaid_timer_errors"] += 1
-            log.exception("unpaid timer tick failed")
+        """One worker scans per tick (lock)."""
+        await guarded(counters, "unpaid_timer_errors", "unpaid timer", tick)
