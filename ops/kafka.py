@@ -1,13 +1,12 @@
-"""Kafka plumbing for the CLI: produce files and floods, read a topic, measure consumer lag."""
+"""Kafka plumbing for the CLI: produce files and floods, read a topic from the beginning."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from ops.settings import Settings
 
@@ -103,28 +102,3 @@ async def read_topic(settings: Settings, topic: str, limit: int | None = None) -
     finally:
         await consumer.stop()
 
-
-async def group_lag(settings: Settings, group: str, topics: Sequence[str]) -> int:
-    """Messages on ``topics`` not yet committed by ``group``: 0 means it has caught up."""
-    admin = AIOKafkaAdminClient(**_client_kwargs(settings))
-    consumer = AIOKafkaConsumer(**_client_kwargs(settings), enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())
-        ]
-        if not tps:
-            return 0
-        ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(group)
-        lag = 0
-        for tp in tps:
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag += max(0, ends[tp] - done)
-        return lag
-    finally:
-        await consumer.stop()
-        await admin.close()

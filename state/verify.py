@@ -25,7 +25,15 @@ import redis
 from analytics.client import QueryClient
 from state.allocation import parse_parts
 from state.keys import Keys
-from state.ledger import CHUNK, Entry, Totals, format_id, read_ledgers, shipped_totals
+from state.ledger import (
+    CHUNK,
+    Entry,
+    Totals,
+    format_id,
+    read_ledgers,
+    shipped_totals,
+    stream_totals,
+)
 from state.lock import LEDGER_SHIPPER, DistributedLock, LockLost
 from state.stock import FIGURES, _levels, known_skus
 
@@ -144,15 +152,13 @@ def check_sku(
         for wh, qty in parts:
             (held if prefix == "r" else in_transit)[wh] += qty
     totals: Counter[tuple[str, str]] = Counter()
-    for _, entry in ledger:
-        for figure in FIGURES:
-            totals[(figure, entry["wh"])] += int(entry.get(figure, 0))
-    report.ledger_entries += len(ledger)
-    for wh, sums in (shipped or {}).items():
-        for figure in FIGURES:
-            totals[(figure, wh)] += sums[figure]
-        report.ledger_entries += sums["entries"]
-        report.ledger_shipped += sums["entries"]
+    for part, counted_as_shipped in ((stream_totals(ledger), False), (shipped or {}, True)):
+        for wh, sums in part.items():
+            for figure in FIGURES:
+                totals[(figure, wh)] += sums[figure]
+            report.ledger_entries += sums["entries"]
+            if counted_as_shipped:
+                report.ledger_shipped += sums["entries"]
     for lv in _levels(sku, fields):
         report.locations += 1
         where = {"sku": sku, "warehouse": lv.warehouse}
