@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from streams.models import Order, PaymentStatus
+from streams.models import ChannelStatus, Order, PaymentStatus
 
 
 class Verdict(StrEnum):
@@ -76,7 +76,23 @@ def check_skus(order: Order, ctx: AuditContext) -> AuditResult | None:
     return None
 
 
-RULES: tuple[Rule, ...] = (check_quantities, check_payment, check_address, check_skus)
+def check_channel_status(order: Order, ctx: AuditContext) -> AuditResult | None:
+    """An order the channel already calls shipped must not be fulfilled twice unseen."""
+    if order.channel_status in (ChannelStatus.SHIPPED, ChannelStatus.COMPLETED):
+        return AuditResult(
+            Verdict.HOLD, "shipped_at_channel", "channel says shipped; check before fulfilling"
+        )
+    return None
+
+
+# Among holds the first rule speaks: the channel-status check comes last.
+RULES: tuple[Rule, ...] = (
+    check_quantities,
+    check_payment,
+    check_address,
+    check_skus,
+    check_channel_status,
+)
 
 
 def audit(order: Order, ctx: AuditContext, rules: Iterable[Rule] = RULES) -> AuditResult:

@@ -100,10 +100,15 @@ def top_up_stock(settings: Settings) -> list[StockRow]:
     routing = RoutingTable.load(settings.config_dir / "warehouses.toml")
     rows = parse_stock_file(SAMPLE_STOCK, routing.warehouses)
     client, keys = connect(settings), Keys(settings.redis_prefix)
-    topped = []
-    for row in rows:
-        reserved = {lv.warehouse: lv.reserved for lv in stock_levels(client, keys, row.sku)}
-        topped.append(StockRow(row.sku, row.warehouse, row.qty + reserved.get(row.warehouse, 0)))
+    reserved = {
+        (lv.sku, lv.warehouse): lv.reserved
+        for sku in {row.sku for row in rows}
+        for lv in stock_levels(client, keys, sku)
+    }
+    topped = [
+        StockRow(row.sku, row.warehouse, row.qty + reserved.get((row.sku, row.warehouse), 0))
+        for row in rows
+    ]
     load_stock(client, keys, topped)
     return topped
 
