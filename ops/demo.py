@@ -50,7 +50,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     from analytics.client import connect as ch_connect
     from analytics.reports import build_report, format_report
 
-    work_holds(settings, console)
+    wait_cancelled_facts(settings, started, work_holds(settings, console))
     report = build_report(ch_connect(settings), since=started)
     check = verify(connect(settings), Keys(settings.redis_prefix), ch_connect(settings))
     console.rule("[bold]Report (from ClickHouse)")
@@ -69,12 +69,13 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     return 0 if check.ok and processed >= len(plan.messages) else 1
 
 
-def work_holds(settings: Settings, console: Console, per_reason: int = 2) -> None:
+def work_holds(settings: Settings, console: Console, per_reason: int = 2) -> int:
     """An operator at work: a few address holds released after a call to the buyer, a few
     unpaid orders cancelled (stock goes back). Shows the path `./oms held` takes."""
     from ops.views import list_held, submit_action
 
     held = asyncio.run(list_held(settings))
+    cancelled = 0
     console.rule("[bold]Operator at work (./oms held release | cancel)")
     for reason, kind, why in (
         ("address_incomplete", "release_hold", "address confirmed by phone"),
@@ -85,11 +86,27 @@ def work_holds(settings: Settings, console: Console, per_reason: int = 2) -> Non
                 submit_action(settings, row["order_id"], kind, actor="demo-operator", reason=why)
             )
             state = after.state.value if after else "not applied within 30 s"
-            if after is not None and after.hold_reason:
+            if after is not None and after.state.value == "held":
                 state += f" ({after.hold_reason}: the release cannot create stock)"
+            cancelled += after is not None and after.state.value == "cancelled"
             console.print(
                 f"{kind:<13} {row['order_id']} ({reason}): {before.state.value} -> {state}"
             )
+    return cancelled
+
+
+def wait_cancelled_facts(settings: Settings, since: datetime, cancelled: int) -> None:
+    """The operator's cancels reach ClickHouse through the facts agent a moment after the
+    order records change: wait (bounded) so the report shows them."""
+    from analytics.client import connect as ch_connect
+    from analytics.reports import build_report
+
+    deadline = time.monotonic() + 15
+    client = ch_connect(settings)
+    while time.monotonic() < deadline:
+        if build_report(client, since=since).orders_by_state.get("cancelled", 0) >= cancelled:
+            return
+        time.sleep(0.5)
 
 
 def top_up_stock(settings: Settings) -> list[StockRow]:
