@@ -50,7 +50,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     from analytics.client import connect as ch_connect
     from analytics.reports import build_report, format_report
 
-    wait_cancelled_facts(settings, started, work_holds(settings, console))
+    wait_cancelled_facts(settings, started, work_holds(settings, console, started))
     report = build_report(ch_connect(settings), since=started)
     check = verify(connect(settings), Keys(settings.redis_prefix), ch_connect(settings))
     console.rule("[bold]Report (from ClickHouse)")
@@ -69,12 +69,13 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     return 0 if check.ok and processed >= len(plan.messages) else 1
 
 
-def work_holds(settings: Settings, console: Console, per_reason: int = 2) -> int:
+def work_holds(settings: Settings, console: Console, since: datetime, per_reason: int = 2) -> int:
     """An operator at work: a few address holds released after a call to the buyer, a few
-    unpaid orders cancelled (stock goes back). Shows the path `./oms held` takes."""
+    unpaid orders cancelled (stock goes back), among this run's holds. Shows the path
+    `./oms held` takes."""
     from ops.views import list_held, submit_action
 
-    held = asyncio.run(list_held(settings))
+    held = [r for r in asyncio.run(list_held(settings)) if r["held_at"] >= since.isoformat()]
     cancelled = 0
     console.rule("[bold]Operator at work (./oms held release | cancel)")
     for reason, kind, why in (
