@@ -75,7 +75,7 @@ def work_holds(settings: Settings, console: Console, since: datetime, per_reason
     `./oms held` takes."""
     from ops.views import list_held, submit_action
 
-    held = [r for r in asyncio.run(list_held(settings)) if r["held_at"] >= since.isoformat()]
+    held = asyncio.run(list_held(settings, since=since.timestamp()))
     cancelled = 0
     console.rule("[bold]Operator at work (./oms held release | cancel)")
     for reason, kind, why in (

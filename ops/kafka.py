@@ -101,4 +101,3 @@ async def read_topic(settings: Settings, topic: str, limit: int | None = None) -
         return out
     finally:
         await consumer.stop()
-

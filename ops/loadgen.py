@@ -71,7 +71,12 @@ __all__ = [
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples" / "payloads"
 
 CHANNEL_MIX: dict[str, float] = {
-    "taobao": 0.35, "jd": 0.25, "douyin": 0.20, "own": 0.08, "shopify": 0.06, "amazon": 0.06,
+    "taobao": 0.35,
+    "jd": 0.25,
+    "douyin": 0.20,
+    "own": 0.08,
+    "shopify": 0.06,
+    "amazon": 0.06,
 }
 
 # Shopify webhooks and Amazon orders do not name the shop: the producer sets it as a header
@@ -96,8 +101,12 @@ DEFAULT_CATALOGUE: tuple[tuple[str, Decimal], ...] = (
 ZIPF_EXPONENT = 1.0
 
 MALFORMED_KINDS = (
-    "broken_json", "missing_order_id", "negative_quantity", "non_numeric_amount",
-    "invalid_utf8", "json_array",
+    "broken_json",
+    "missing_order_id",
+    "negative_quantity",
+    "non_numeric_amount",
+    "invalid_utf8",
+    "json_array",
 )
 
 BURST_SPAN_S = 300  # orders were created over the last five minutes...
@@ -113,8 +122,13 @@ _TITLES = {
     "SKU-SNEAKER-42": ("Air Runner 跑鞋", "尺码:42"),
     "SKU-TSHIRT-L": ("纯棉圆领T恤", "尺码:L"),
 }
-_GRAMS = {"SKU-PHONE-X1": 450, "SKU-SNEAKER-42": 900, "SKU-TSHIRT-L": 250,
-          "SKU-TEA-LONGJING": 600, "SKU-CHARGER-65W": 200}
+_GRAMS = {
+    "SKU-PHONE-X1": 450,
+    "SKU-SNEAKER-42": 900,
+    "SKU-TSHIRT-L": 250,
+    "SKU-TEA-LONGJING": 600,
+    "SKU-CHARGER-65W": 200,
+}
 
 # --- geography -------------------------------------------------------------------------------
 
@@ -122,170 +136,452 @@ _GRAMS = {"SKU-PHONE-X1": 450, "SKU-SNEAKER-42": 900, "SKU-TSHIRT-L": 250,
 # (city, GB/T 2260 code, postcode, ((district, code), ...)).
 _City = tuple[str, str, str, tuple[tuple[str, str], ...]]
 _GEO: tuple[tuple[str, float, tuple[_City, ...]], ...] = (
-    ("GD", 16.0, (
-        ("广州市", "440100", "510000", (("天河区", "440106"), ("越秀区", "440104"),
-                                        ("番禺区", "440113"))),
-        ("深圳市", "440300", "518000", (("南山区", "440305"), ("福田区", "440304"),
-                                        ("宝安区", "440306"))),
-        ("佛山市", "440600", "528000", (("南海区", "440605"), ("顺德区", "440606"))),
-        ("珠海市", "440400", "519000", (("香洲区", "440402"),)),
-    )),
-    ("ZJ", 12.0, (
-        ("杭州市", "330100", "310000", (("西湖区", "330106"), ("余杭区", "330110"),
-                                        ("滨江区", "330108"))),
-        ("宁波市", "330200", "315000", (("鄞州区", "330212"),)),
-        ("温州市", "330300", "325000", (("鹿城区", "330302"),)),
-        ("金华市", "330700", "322000", (("义乌市", "330782"),)),
-    )),
-    ("JS", 9.0, (
-        ("南京市", "320100", "210000", (("鼓楼区", "320106"), ("江宁区", "320115"))),
-        ("苏州市", "320500", "215000", (("姑苏区", "320508"), ("吴中区", "320506"),
-                                        ("昆山市", "320583"))),
-        ("无锡市", "320200", "214000", (("梁溪区", "320213"),)),
-    )),
-    ("SH", 7.0, (
-        ("上海市", "310100", "200000", (("浦东新区", "310115"), ("徐汇区", "310104"),
-                                        ("静安区", "310106"), ("闵行区", "310112"))),
-    )),
-    ("BJ", 6.0, (
-        ("北京市", "110100", "100000", (("朝阳区", "110105"), ("海淀区", "110108"),
-                                        ("东城区", "110101"), ("丰台区", "110106"))),
-    )),
-    ("SD", 6.0, (
-        ("济南市", "370100", "250000", (("历下区", "370102"),)),
-        ("青岛市", "370200", "266000", (("市南区", "370202"), ("崂山区", "370212"))),
-        ("烟台市", "370600", "264000", (("芝罘区", "370602"),)),
-    )),
-    ("SC", 4.5, (
-        ("成都市", "510100", "610000", (("武侯区", "510107"), ("锦江区", "510104"),
-                                        ("成华区", "510108"))),
-        ("绵阳市", "510700", "621000", (("涪城区", "510703"),)),
-    )),
-    ("FJ", 4.0, (
-        ("福州市", "350100", "350000", (("鼓楼区", "350102"),)),
-        ("厦门市", "350200", "361000", (("思明区", "350203"), ("湖里区", "350206"))),
-        ("泉州市", "350500", "362000", (("丰泽区", "350503"),)),
-    )),
-    ("HA", 4.0, (
-        ("郑州市", "410100", "450000", (("金水区", "410105"), ("二七区", "410103"))),
-        ("洛阳市", "410300", "471000", (("洛龙区", "410311"),)),
-    )),
-    ("HB", 3.5, (
-        ("武汉市", "420100", "430000", (("洪山区", "420111"), ("武昌区", "420106"),
-                                        ("江汉区", "420103"))),
-        ("宜昌市", "420500", "443000", (("西陵区", "420502"),)),
-    )),
-    ("HN", 3.0, (
-        ("长沙市", "430100", "410000", (("岳麓区", "430104"), ("天心区", "430103"))),
-        ("株洲市", "430200", "412000", (("天元区", "430211"),)),
-    )),
-    ("AH", 3.0, (
-        ("合肥市", "340100", "230000", (("蜀山区", "340104"), ("包河区", "340111"))),
-        ("芜湖市", "340200", "241000", (("镜湖区", "340202"),)),
-    )),
-    ("HE", 3.0, (
-        ("石家庄市", "130100", "050000", (("长安区", "130102"), ("裕华区", "130108"))),
-        ("保定市", "130600", "071000", (("竞秀区", "130602"), ("莲池区", "130606"))),
-        ("唐山市", "130200", "063000", (("路北区", "130203"),)),
-    )),
-    ("CQ", 2.5, (
-        ("重庆市", "500100", "400000", (("渝中区", "500103"), ("江北区", "500105"),
-                                        ("渝北区", "500112"))),
-    )),
-    ("SN", 2.0, (
-        ("西安市", "610100", "710000", (("雁塔区", "610113"), ("碑林区", "610103"))),
-        ("咸阳市", "610400", "712000", (("秦都区", "610402"),)),
-    )),
-    ("LN", 2.0, (
-        ("沈阳市", "210100", "110000", (("和平区", "210102"), ("浑南区", "210112"))),
-        ("大连市", "210200", "116000", (("中山区", "210202"), ("甘井子区", "210211"))),
-    )),
-    ("JX", 2.0, (
-        ("南昌市", "360100", "330000", (("东湖区", "360102"), ("红谷滩区", "360113"))),
-        ("赣州市", "360700", "341000", (("章贡区", "360702"),)),
-    )),
-    ("GX", 2.0, (
-        ("南宁市", "450100", "530000", (("青秀区", "450103"), ("西乡塘区", "450107"))),
-        ("桂林市", "450300", "541000", (("秀峰区", "450302"),)),
-    )),
-    ("YN", 1.5, (
-        ("昆明市", "530100", "650000", (("五华区", "530102"), ("盘龙区", "530103"))),
-        ("大理白族自治州", "532900", "671000", (("大理市", "532901"),)),
-    )),
-    ("TJ", 1.5, (
-        ("天津市", "120100", "300000", (("和平区", "120101"), ("南开区", "120104"),
-                                        ("滨海新区", "120116"))),
-    )),
-    ("SX", 1.2, (
-        ("太原市", "140100", "030000", (("小店区", "140105"), ("迎泽区", "140106"))),
-        ("大同市", "140200", "037000", (("平城区", "140213"),)),
-    )),
-    ("GZ", 1.2, (
-        ("贵阳市", "520100", "550000", (("南明区", "520102"), ("观山湖区", "520115"))),
-        ("遵义市", "520300", "563000", (("红花岗区", "520302"),)),
-    )),
-    ("HL", 1.0, (
-        ("哈尔滨市", "230100", "150000", (("南岗区", "230103"), ("道里区", "230102"))),
-        ("大庆市", "230600", "163000", (("萨尔图区", "230602"),)),
-    )),
-    ("JL", 0.8, (
-        ("长春市", "220100", "130000", (("朝阳区", "220104"), ("南关区", "220102"))),
-        ("吉林市", "220200", "132000", (("船营区", "220204"),)),
-    )),
-    ("NM", 0.7, (
-        ("呼和浩特市", "150100", "010000", (("赛罕区", "150105"), ("新城区", "150102"))),
-        ("包头市", "150200", "014000", (("昆都仑区", "150203"),)),
-    )),
-    ("XJ", 0.6, (
-        ("乌鲁木齐市", "650100", "830000", (("天山区", "650102"), ("沙依巴克区", "650103"))),
-    )),
-    ("GS", 0.6, (
-        ("兰州市", "620100", "730000", (("城关区", "620102"), ("七里河区", "620103"))),
-    )),
-    ("HI", 0.6, (
-        ("海口市", "460100", "570000", (("美兰区", "460108"), ("龙华区", "460106"))),
-        ("三亚市", "460200", "572000", (("吉阳区", "460203"),)),
-    )),
-    ("NX", 0.25, (
-        ("银川市", "640100", "750000", (("金凤区", "640106"), ("兴庆区", "640104"))),
-    )),
-    ("QH", 0.15, (
-        ("西宁市", "630100", "810000", (("城西区", "630104"),)),
-    )),
-    ("XZ", 0.08, (
-        ("拉萨市", "540100", "850000", (("城关区", "540102"),)),
-    )),
+    (
+        "GD",
+        16.0,
+        (
+            (
+                "广州市",
+                "440100",
+                "510000",
+                (("天河区", "440106"), ("越秀区", "440104"), ("番禺区", "440113")),
+            ),
+            (
+                "深圳市",
+                "440300",
+                "518000",
+                (("南山区", "440305"), ("福田区", "440304"), ("宝安区", "440306")),
+            ),
+            ("佛山市", "440600", "528000", (("南海区", "440605"), ("顺德区", "440606"))),
+            ("珠海市", "440400", "519000", (("香洲区", "440402"),)),
+        ),
+    ),
+    (
+        "ZJ",
+        12.0,
+        (
+            (
+                "杭州市",
+                "330100",
+                "310000",
+                (("西湖区", "330106"), ("余杭区", "330110"), ("滨江区", "330108")),
+            ),
+            ("宁波市", "330200", "315000", (("鄞州区", "330212"),)),
+            ("温州市", "330300", "325000", (("鹿城区", "330302"),)),
+            ("金华市", "330700", "322000", (("义乌市", "330782"),)),
+        ),
+    ),
+    (
+        "JS",
+        9.0,
+        (
+            ("南京市", "320100", "210000", (("鼓楼区", "320106"), ("江宁区", "320115"))),
+            (
+                "苏州市",
+                "320500",
+                "215000",
+                (("姑苏区", "320508"), ("吴中区", "320506"), ("昆山市", "320583")),
+            ),
+            ("无锡市", "320200", "214000", (("梁溪区", "320213"),)),
+        ),
+    ),
+    (
+        "SH",
+        7.0,
+        (
+            (
+                "上海市",
+                "310100",
+                "200000",
+                (
+                    ("浦东新区", "310115"),
+                    ("徐汇区", "310104"),
+                    ("静安区", "310106"),
+                    ("闵行区", "310112"),
+                ),
+            ),
+        ),
+    ),
+    (
+        "BJ",
+        6.0,
+        (
+            (
+                "北京市",
+                "110100",
+                "100000",
+                (
+                    ("朝阳区", "110105"),
+                    ("海淀区", "110108"),
+                    ("东城区", "110101"),
+                    ("丰台区", "110106"),
+                ),
+            ),
+        ),
+    ),
+    (
+        "SD",
+        6.0,
+        (
+            ("济南市", "370100", "250000", (("历下区", "370102"),)),
+            ("青岛市", "370200", "266000", (("市南区", "370202"), ("崂山区", "370212"))),
+            ("烟台市", "370600", "264000", (("芝罘区", "370602"),)),
+        ),
+    ),
+    (
+        "SC",
+        4.5,
+        (
+            (
+                "成都市",
+                "510100",
+                "610000",
+                (("武侯区", "510107"), ("锦江区", "510104"), ("成华区", "510108")),
+            ),
+            ("绵阳市", "510700", "621000", (("涪城区", "510703"),)),
+        ),
+    ),
+    (
+        "FJ",
+        4.0,
+        (
+            ("福州市", "350100", "350000", (("鼓楼区", "350102"),)),
+            ("厦门市", "350200", "361000", (("思明区", "350203"), ("湖里区", "350206"))),
+            ("泉州市", "350500", "362000", (("丰泽区", "350503"),)),
+        ),
+    ),
+    (
+        "HA",
+        4.0,
+        (
+            ("郑州市", "410100", "450000", (("金水区", "410105"), ("二七区", "410103"))),
+            ("洛阳市", "410300", "471000", (("洛龙区", "410311"),)),
+        ),
+    ),
+    (
+        "HB",
+        3.5,
+        (
+            (
+                "武汉市",
+                "420100",
+                "430000",
+                (("洪山区", "420111"), ("武昌区", "420106"), ("江汉区", "420103")),
+            ),
+            ("宜昌市", "420500", "443000", (("西陵区", "420502"),)),
+        ),
+    ),
+    (
+        "HN",
+        3.0,
+        (
+            ("长沙市", "430100", "410000", (("岳麓区", "430104"), ("天心区", "430103"))),
+            ("株洲市", "430200", "412000", (("天元区", "430211"),)),
+        ),
+    ),
+    (
+        "AH",
+        3.0,
+        (
+            ("合肥市", "340100", "230000", (("蜀山区", "340104"), ("包河区", "340111"))),
+            ("芜湖市", "340200", "241000", (("镜湖区", "340202"),)),
+        ),
+    ),
+    (
+        "HE",
+        3.0,
+        (
+            ("石家庄市", "130100", "050000", (("长安区", "130102"), ("裕华区", "130108"))),
+            ("保定市", "130600", "071000", (("竞秀区", "130602"), ("莲池区", "130606"))),
+            ("唐山市", "130200", "063000", (("路北区", "130203"),)),
+        ),
+    ),
+    (
+        "CQ",
+        2.5,
+        (
+            (
+                "重庆市",
+                "500100",
+                "400000",
+                (("渝中区", "500103"), ("江北区", "500105"), ("渝北区", "500112")),
+            ),
+        ),
+    ),
+    (
+        "SN",
+        2.0,
+        (
+            ("西安市", "610100", "710000", (("雁塔区", "610113"), ("碑林区", "610103"))),
+            ("咸阳市", "610400", "712000", (("秦都区", "610402"),)),
+        ),
+    ),
+    (
+        "LN",
+        2.0,
+        (
+            ("沈阳市", "210100", "110000", (("和平区", "210102"), ("浑南区", "210112"))),
+            ("大连市", "210200", "116000", (("中山区", "210202"), ("甘井子区", "210211"))),
+        ),
+    ),
+    (
+        "JX",
+        2.0,
+        (
+            ("南昌市", "360100", "330000", (("东湖区", "360102"), ("红谷滩区", "360113"))),
+            ("赣州市", "360700", "341000", (("章贡区", "360702"),)),
+        ),
+    ),
+    (
+        "GX",
+        2.0,
+        (
+            ("南宁市", "450100", "530000", (("青秀区", "450103"), ("西乡塘区", "450107"))),
+            ("桂林市", "450300", "541000", (("秀峰区", "450302"),)),
+        ),
+    ),
+    (
+        "YN",
+        1.5,
+        (
+            ("昆明市", "530100", "650000", (("五华区", "530102"), ("盘龙区", "530103"))),
+            ("大理白族自治州", "532900", "671000", (("大理市", "532901"),)),
+        ),
+    ),
+    (
+        "TJ",
+        1.5,
+        (
+            (
+                "天津市",
+                "120100",
+                "300000",
+                (("和平区", "120101"), ("南开区", "120104"), ("滨海新区", "120116")),
+            ),
+        ),
+    ),
+    (
+        "SX",
+        1.2,
+        (
+            ("太原市", "140100", "030000", (("小店区", "140105"), ("迎泽区", "140106"))),
+            ("大同市", "140200", "037000", (("平城区", "140213"),)),
+        ),
+    ),
+    (
+        "GZ",
+        1.2,
+        (
+            ("贵阳市", "520100", "550000", (("南明区", "520102"), ("观山湖区", "520115"))),
+            ("遵义市", "520300", "563000", (("红花岗区", "520302"),)),
+        ),
+    ),
+    (
+        "HL",
+        1.0,
+        (
+            ("哈尔滨市", "230100", "150000", (("南岗区", "230103"), ("道里区", "230102"))),
+            ("大庆市", "230600", "163000", (("萨尔图区", "230602"),)),
+        ),
+    ),
+    (
+        "JL",
+        0.8,
+        (
+            ("长春市", "220100", "130000", (("朝阳区", "220104"), ("南关区", "220102"))),
+            ("吉林市", "220200", "132000", (("船营区", "220204"),)),
+        ),
+    ),
+    (
+        "NM",
+        0.7,
+        (
+            ("呼和浩特市", "150100", "010000", (("赛罕区", "150105"), ("新城区", "150102"))),
+            ("包头市", "150200", "014000", (("昆都仑区", "150203"),)),
+        ),
+    ),
+    (
+        "XJ",
+        0.6,
+        (("乌鲁木齐市", "650100", "830000", (("天山区", "650102"), ("沙依巴克区", "650103"))),),
+    ),
+    ("GS", 0.6, (("兰州市", "620100", "730000", (("城关区", "620102"), ("七里河区", "620103"))),)),
+    (
+        "HI",
+        0.6,
+        (
+            ("海口市", "460100", "570000", (("美兰区", "460108"), ("龙华区", "460106"))),
+            ("三亚市", "460200", "572000", (("吉阳区", "460203"),)),
+        ),
+    ),
+    ("NX", 0.25, (("银川市", "640100", "750000", (("金凤区", "640106"), ("兴庆区", "640104"))),)),
+    ("QH", 0.15, (("西宁市", "630100", "810000", (("城西区", "630104"),)),)),
+    ("XZ", 0.08, (("拉萨市", "540100", "850000", (("城关区", "540102"),)),)),
 )
 
 # JD's own area ids for provinces (consigneeInfo.provinceId).
 _JD_PROVINCE_ID = {
-    "BJ": 1, "SH": 2, "TJ": 3, "CQ": 4, "HE": 5, "SX": 6, "HA": 7, "LN": 8, "JL": 9, "HL": 10,
-    "NM": 11, "JS": 12, "SD": 13, "AH": 14, "ZJ": 15, "FJ": 16, "HB": 17, "HN": 18, "GD": 19,
-    "GX": 20, "JX": 21, "SC": 22, "HI": 23, "GZ": 24, "YN": 25, "XZ": 26, "SN": 27, "GS": 28,
-    "QH": 29, "NX": 30, "XJ": 31,
+    "BJ": 1,
+    "SH": 2,
+    "TJ": 3,
+    "CQ": 4,
+    "HE": 5,
+    "SX": 6,
+    "HA": 7,
+    "LN": 8,
+    "JL": 9,
+    "HL": 10,
+    "NM": 11,
+    "JS": 12,
+    "SD": 13,
+    "AH": 14,
+    "ZJ": 15,
+    "FJ": 16,
+    "HB": 17,
+    "HN": 18,
+    "GD": 19,
+    "GX": 20,
+    "JX": 21,
+    "SC": 22,
+    "HI": 23,
+    "GZ": 24,
+    "YN": 25,
+    "XZ": 26,
+    "SN": 27,
+    "GS": 28,
+    "QH": 29,
+    "NX": 30,
+    "XJ": 31,
 }
 _GB_PROVINCE = {
-    "BJ": "11", "TJ": "12", "HE": "13", "SX": "14", "NM": "15", "LN": "21", "JL": "22",
-    "HL": "23", "SH": "31", "JS": "32", "ZJ": "33", "AH": "34", "FJ": "35", "JX": "36",
-    "SD": "37", "HA": "41", "HB": "42", "HN": "43", "GD": "44", "GX": "45", "HI": "46",
-    "CQ": "50", "SC": "51", "GZ": "52", "YN": "53", "XZ": "54", "SN": "61", "GS": "62",
-    "QH": "63", "NX": "64", "XJ": "65",
+    "BJ": "11",
+    "TJ": "12",
+    "HE": "13",
+    "SX": "14",
+    "NM": "15",
+    "LN": "21",
+    "JL": "22",
+    "HL": "23",
+    "SH": "31",
+    "JS": "32",
+    "ZJ": "33",
+    "AH": "34",
+    "FJ": "35",
+    "JX": "36",
+    "SD": "37",
+    "HA": "41",
+    "HB": "42",
+    "HN": "43",
+    "GD": "44",
+    "GX": "45",
+    "HI": "46",
+    "CQ": "50",
+    "SC": "51",
+    "GZ": "52",
+    "YN": "53",
+    "XZ": "54",
+    "SN": "61",
+    "GS": "62",
+    "QH": "63",
+    "NX": "64",
+    "XJ": "65",
 }
-_TOWNS = ("新华街道", "东风街道", "建设街道", "和平街道", "城南街道", "城北街道", "中心街道",
-          "长安街道", "南湖街道", "花园街道")
-_ROADS = ("人民路", "解放路", "中山路", "建设路", "和平路", "新华路", "文化路", "长江路",
-          "黄河路", "胜利路", "青年路", "光明路", "朝阳路", "学府路", "科技路", "南京路",
-          "北京路", "工业大道", "滨江大道", "世纪大道")
-_HOMES = ("阳光花园", "翠苑小区", "锦绣华庭", "万科城", "碧桂园", "保利花园", "金地名郡",
-          "华润城", "绿城桂花园", "龙湖春江郦城", "世纪新城", "幸福里", "融创壹号院", "招商雍景湾")
+_TOWNS = (
+    "新华街道",
+    "东风街道",
+    "建设街道",
+    "和平街道",
+    "城南街道",
+    "城北街道",
+    "中心街道",
+    "长安街道",
+    "南湖街道",
+    "花园街道",
+)
+_ROADS = (
+    "人民路",
+    "解放路",
+    "中山路",
+    "建设路",
+    "和平路",
+    "新华路",
+    "文化路",
+    "长江路",
+    "黄河路",
+    "胜利路",
+    "青年路",
+    "光明路",
+    "朝阳路",
+    "学府路",
+    "科技路",
+    "南京路",
+    "北京路",
+    "工业大道",
+    "滨江大道",
+    "世纪大道",
+)
+_HOMES = (
+    "阳光花园",
+    "翠苑小区",
+    "锦绣华庭",
+    "万科城",
+    "碧桂园",
+    "保利花园",
+    "金地名郡",
+    "华润城",
+    "绿城桂花园",
+    "龙湖春江郦城",
+    "世纪新城",
+    "幸福里",
+    "融创壹号院",
+    "招商雍景湾",
+)
 _OFFICES = ("科技园", "软件园", "国际大厦", "创新中心", "金融中心", "时代广场")
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"  # noqa: E501
 _GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥玲芬燕彬鹏辉晨浩宇欣怡子涵梓萱一诺思远佳琪雨轩俊杰文博晓东建国海燕志强丹丹婷婷"  # noqa: E501
-_MOBILE = ("130", "131", "132", "133", "135", "136", "137", "138", "139", "150", "151", "152",
-           "155", "156", "157", "158", "159", "166", "176", "177", "180", "181", "182", "183",
-           "185", "186", "187", "188", "189", "191", "198", "199")
-_REMARKS = ("请尽快发货，谢谢", "送礼用，不要放发票", "周末不在家，请工作日配送", "麻烦发顺丰",
-            "放快递柜就行", "包装好一点，谢谢", "到了打电话")
+_MOBILE = (
+    "130",
+    "131",
+    "132",
+    "133",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "155",
+    "156",
+    "157",
+    "158",
+    "159",
+    "166",
+    "176",
+    "177",
+    "180",
+    "181",
+    "182",
+    "183",
+    "185",
+    "186",
+    "187",
+    "188",
+    "189",
+    "191",
+    "198",
+    "199",
+)
+_REMARKS = (
+    "请尽快发货，谢谢",
+    "送礼用，不要放发票",
+    "周末不在家，请工作日配送",
+    "麻烦发顺丰",
+    "放快递柜就行",
+    "包装好一点，谢谢",
+    "到了打电话",
+)
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -348,9 +644,15 @@ def generate_burst(
     counts = {"order": 0, "duplicate": 0, "malformed": 0}
     unpaid = incomplete = 0
     for message, info in _burst(
-        n_orders, seed=seed, run_id=run_id, duplicate_rate=duplicate_rate,
-        malformed_rate=malformed_rate, unpaid_rate=unpaid_rate,
-        incomplete_rate=incomplete_rate, catalogue=catalogue, now=now,
+        n_orders,
+        seed=seed,
+        run_id=run_id,
+        duplicate_rate=duplicate_rate,
+        malformed_rate=malformed_rate,
+        unpaid_rate=unpaid_rate,
+        incomplete_rate=incomplete_rate,
+        catalogue=catalogue,
+        now=now,
     ):
         messages.append(message)
         counts[message.kind] += 1
@@ -401,9 +703,15 @@ def iter_burst(
 ) -> Iterator[BurstMessage]:
     """The same messages as :func:`generate_burst`, streamed in constant memory (no adapter)."""
     for message, _ in _burst(
-        n_orders, seed=seed, run_id=run_id, duplicate_rate=duplicate_rate,
-        malformed_rate=malformed_rate, unpaid_rate=unpaid_rate,
-        incomplete_rate=incomplete_rate, catalogue=catalogue, now=now,
+        n_orders,
+        seed=seed,
+        run_id=run_id,
+        duplicate_rate=duplicate_rate,
+        malformed_rate=malformed_rate,
+        unpaid_rate=unpaid_rate,
+        incomplete_rate=incomplete_rate,
+        catalogue=catalogue,
+        now=now,
     ):
         yield message
 
@@ -416,8 +724,9 @@ class _Info:
 
     __slots__ = ("incomplete", "paid_fen", "units", "unpaid")
 
-    def __init__(self, paid_fen: int, units: list[tuple[str, int]], unpaid: bool,
-                 incomplete: str) -> None:
+    def __init__(
+        self, paid_fen: int, units: list[tuple[str, int]], unpaid: bool, incomplete: str
+    ) -> None:
         self.paid_fen = paid_fen
         self.units = units
         self.unpaid = unpaid
@@ -438,8 +747,12 @@ def _burst(
 ) -> Iterator[tuple[BurstMessage, _Info | None]]:
     if n_orders < 0 or n_orders >= 10**8:
         raise ValueError("n_orders must be in [0, 10**8)")
-    for name, rate in (("duplicate_rate", duplicate_rate), ("malformed_rate", malformed_rate),
-                       ("unpaid_rate", unpaid_rate), ("incomplete_rate", incomplete_rate)):
+    for name, rate in (
+        ("duplicate_rate", duplicate_rate),
+        ("malformed_rate", malformed_rate),
+        ("unpaid_rate", unpaid_rate),
+        ("incomplete_rate", incomplete_rate),
+    ):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be within [0, 1]")
     if unpaid_rate + incomplete_rate > 1.0:
@@ -460,18 +773,23 @@ def _burst(
             sent += 1
         r = rng.random()
         unpaid = r < unpaid_rate
-        incomplete = "" if unpaid or r >= unpaid_rate + incomplete_rate else \
-            rng.choice(("phone", "street", "name"))
+        incomplete = (
+            ""
+            if unpaid or r >= unpaid_rate + incomplete_rate
+            else rng.choice(("phone", "street", "name"))
+        )
         draft = gen.draft(index, unpaid=unpaid, incomplete=incomplete)
         payload = gen.payload(draft)
         value = orjson.dumps(payload)
-        message = BurstMessage(draft.channel, draft.key.encode(), value, _headers(draft.channel),
-                               "order")
+        message = BurstMessage(
+            draft.channel, draft.key.encode(), value, _headers(draft.channel), "order"
+        )
         yield message, _Info(0 if unpaid else draft.total, draft.units(), unpaid, incomplete)
         sent += 1
         if rng.random() < duplicate_rate:
-            duplicate = BurstMessage(message.channel, message.key, value,
-                                     _headers(message.channel), "duplicate")
+            duplicate = BurstMessage(
+                message.channel, message.key, value, _headers(message.channel), "duplicate"
+            )
             heapq.heappush(pending, (sent + rng.randint(3, 200), index, duplicate))
         if rng.random() < malformed_rate:
             yield gen.malformed(malformed), None
@@ -487,16 +805,33 @@ def _headers(channel: str) -> list[tuple[str, bytes]]:
 
 
 class _Sku:
-    __slots__ = ("asin", "code", "dy_product", "dy_sku", "grams", "index", "jd_sku", "jd_ware",
-                 "price", "price_s", "props", "sp_product", "sp_variant", "tb_item", "tb_sku",
-                 "title", "variants")
+    __slots__ = (
+        "asin",
+        "code",
+        "dy_product",
+        "dy_sku",
+        "grams",
+        "index",
+        "jd_sku",
+        "jd_ware",
+        "price",
+        "price_s",
+        "props",
+        "sp_product",
+        "sp_variant",
+        "tb_item",
+        "tb_sku",
+        "title",
+        "variants",
+    )
 
     def __init__(self, index: int, code: str, price: Decimal) -> None:
         fen = price * 100
         if fen != fen.to_integral_value() or fen <= 0:
             raise ValueError(f"catalogue price of {code} must be positive with at most 2 decimals")
-        digits = str(int.from_bytes(hashlib.blake2b(code.encode(), digest_size=8).digest(),
-                                    "big")).zfill(20)
+        digits = str(
+            int.from_bytes(hashlib.blake2b(code.encode(), digest_size=8).digest(), "big")
+        ).zfill(20)
         self.index = index
         self.code = code
         self.price = int(fen)
@@ -512,7 +847,7 @@ class _Sku:
         self.dy_sku = int("17" + digits[4:18])
         self.sp_product = int("80" + digits[5:16])
         self.sp_variant = int("450" + digits[6:17])
-        self.asin = "B0" + "".join(_ALNUM[int(digits[i:i + 2]) % 36] for i in range(0, 16, 2))
+        self.asin = "B0" + "".join(_ALNUM[int(digits[i : i + 2]) % 36] for i in range(0, 16, 2))
 
 
 def _catalogue(catalogue: Sequence[tuple[str, Decimal]] | None) -> list[_Sku]:
@@ -528,9 +863,27 @@ def _catalogue(catalogue: Sequence[tuple[str, Decimal]] | None) -> list[_Sku]:
 class _Draft:
     """One order as decided, before it is dressed in a channel's payload."""
 
-    __slots__ = ("buyer", "channel", "created", "incomplete", "key", "lines", "modified",
-                 "name", "order_disc", "paid", "phone", "place", "serial", "shipping",
-                 "street1", "street2", "total", "town", "unpaid")
+    __slots__ = (
+        "buyer",
+        "channel",
+        "created",
+        "incomplete",
+        "key",
+        "lines",
+        "modified",
+        "name",
+        "order_disc",
+        "paid",
+        "phone",
+        "place",
+        "serial",
+        "shipping",
+        "street1",
+        "street2",
+        "total",
+        "town",
+        "unpaid",
+    )
 
     channel: str
     serial: str
@@ -602,8 +955,10 @@ def _iso_utc(ts: int) -> str:
 
 @lru_cache(maxsize=1)
 def _templates() -> dict[str, dict[str, Any]]:
-    return {channel: orjson.loads((SAMPLES_DIR / f"{channel}.json").read_bytes())
-            for channel in CHANNEL_MIX}
+    return {
+        channel: orjson.loads((SAMPLES_DIR / f"{channel}.json").read_bytes())
+        for channel in CHANNEL_MIX
+    }
 
 
 def _cumulative(weights: Sequence[float]) -> list[float]:
@@ -615,14 +970,15 @@ def _cumulative(weights: Sequence[float]) -> list[float]:
 
 
 class _Generator:
-    def __init__(self, seed: int, run_id: str, skus: list[_Sku], now_ts: int,
-                 n_orders: int) -> None:
+    def __init__(
+        self, seed: int, run_id: str, skus: list[_Sku], now_ts: int, n_orders: int
+    ) -> None:
         self.rng = random.Random(seed)
         run = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest(), "big")
         self.run7 = f"{run % 10**7:07d}"
         self.run6 = self.run7[1:]
         self.skus = skus
-        self.zipf = _cumulative([1 / (rank ** ZIPF_EXPONENT) for rank in range(1, len(skus) + 1)])
+        self.zipf = _cumulative([1 / (rank**ZIPF_EXPONENT) for rank in range(1, len(skus) + 1)])
         self.channels = list(CHANNEL_MIX)
         self.channel_cum = _cumulative(list(CHANNEL_MIX.values()))
         spots, weights = [], []
@@ -639,8 +995,12 @@ class _Generator:
         self.now = now_ts
         self.tpl = _templates()
         self.builders = {
-            "taobao": self._taobao, "jd": self._jd, "douyin": self._douyin,
-            "shopify": self._shopify, "amazon": self._amazon, "own": self._own,
+            "taobao": self._taobao,
+            "jd": self._jd,
+            "douyin": self._douyin,
+            "shopify": self._shopify,
+            "amazon": self._amazon,
+            "own": self._own,
         }
 
     # ids: 7 (Shopify 6) hash digits of the run + a 9-digit serial ('0'+index, '9'+n malformed)
@@ -661,8 +1021,9 @@ class _Generator:
 
     # --- the order itself ---------------------------------------------------------------
 
-    def draft(self, index: int, *, unpaid: bool, incomplete: str, serial: str = "",
-              channel: str = "") -> _Draft:
+    def draft(
+        self, index: int, *, unpaid: bool, incomplete: str, serial: str = "", channel: str = ""
+    ) -> _Draft:
         rng = self.rng
         r = rng.random
         d = _Draft()
@@ -708,8 +1069,10 @@ class _Generator:
         elif x < 0.5 and goods >= 5000:
             order_disc = min((300, 500, 1000, 2000)[int(r() * 4)], goods // 10)
         shares = _spread([line[3] for line in lines], order_disc)
-        d.lines = [(sku, qty, disc, share, net - share)
-                   for (sku, qty, disc, net), share in zip(lines, shares, strict=True)]
+        d.lines = [
+            (sku, qty, disc, share, net - share)
+            for (sku, qty, disc, net), share in zip(lines, shares, strict=True)
+        ]
         d.order_disc = order_disc
         goods -= order_disc
 
@@ -800,8 +1163,9 @@ class _Generator:
         except orjson.JSONDecodeError:
             parsed = None
         key = channel_order_key(channel, parsed)
-        return BurstMessage(channel, key.encode() if key else None, value, _headers(channel),
-                            "malformed")
+        return BurstMessage(
+            channel, key.encode() if key else None, value, _headers(channel), "malformed"
+        )
 
     @staticmethod
     def _negative_quantity(channel: str, payload: dict[str, Any], line: int) -> None:
@@ -873,40 +1237,51 @@ class _Generator:
             }
             subs.append(sub)
         p = dict(self.tpl["taobao"])
-        p.update({
-            "tid": int(tid),
-            "tid_str": tid,
-            "status": "WAIT_BUYER_PAY" if d.unpaid else "WAIT_SELLER_SEND_GOODS",
-            "buyer_nick": f"{_SURNAMES[d.buyer % len(_SURNAMES)]}**{d.buyer % 10}",
-            "buyer_open_uid": "AAH" + _b62(d.buyer, 21),
-            "created": _beijing(d.created),
-            "pay_time": _beijing(d.paid) if d.paid else "",
-            "modified": _beijing(d.modified),
-            "total_fee": _yuan(list_total),
-            "payment": _yuan(d.total),
-            "post_fee": _yuan(d.shipping),
-            "discount_fee": _yuan(line_disc + d.order_disc),
-            "alipay_no": "" if d.unpaid else f"{_beijing(d.paid)[:10].replace('-', '')}"
-                                             f"22001{d.buyer % 10**15:015d}",
-            "alipay_id": 2088000000000000 + d.buyer % 10**12,
-            "receiver_name": "" if d.incomplete == "name" else d.name,
-            "receiver_mobile": "" if d.incomplete == "phone" else d.phone,
-            "receiver_phone": "",
-            "receiver_state": PROVINCES[prov][0],
-            "receiver_city": city,
-            "receiver_district": district,
-            "receiver_town": "" if d.incomplete == "street" else d.town[0],
-            "receiver_address": "" if d.incomplete == "street" else d.street1 + d.street2,
-            "receiver_zip": postcode,
-            "buyer_message": self._remark(),
-            "promotion_details": {"promotion_detail": [{
-                "id": int(tid),
-                "promotion_name": "店铺满减" if d.order_disc % 4000 == 0 else "店铺优惠券",
-                "discount_fee": _yuan(d.order_disc),
-                "promotion_id": f"shopbonus-{d.buyer % 10**10:010d}_{d.order_disc}",
-            }]} if d.order_disc else {"promotion_detail": []},
-            "orders": {"order": subs},
-        })
+        p.update(
+            {
+                "tid": int(tid),
+                "tid_str": tid,
+                "status": "WAIT_BUYER_PAY" if d.unpaid else "WAIT_SELLER_SEND_GOODS",
+                "buyer_nick": f"{_SURNAMES[d.buyer % len(_SURNAMES)]}**{d.buyer % 10}",
+                "buyer_open_uid": "AAH" + _b62(d.buyer, 21),
+                "created": _beijing(d.created),
+                "pay_time": _beijing(d.paid) if d.paid else "",
+                "modified": _beijing(d.modified),
+                "total_fee": _yuan(list_total),
+                "payment": _yuan(d.total),
+                "post_fee": _yuan(d.shipping),
+                "discount_fee": _yuan(line_disc + d.order_disc),
+                "alipay_no": ""
+                if d.unpaid
+                else f"{_beijing(d.paid)[:10].replace('-', '')}22001{d.buyer % 10**15:015d}",
+                "alipay_id": 2088000000000000 + d.buyer % 10**12,
+                "receiver_name": "" if d.incomplete == "name" else d.name,
+                "receiver_mobile": "" if d.incomplete == "phone" else d.phone,
+                "receiver_phone": "",
+                "receiver_state": PROVINCES[prov][0],
+                "receiver_city": city,
+                "receiver_district": district,
+                "receiver_town": "" if d.incomplete == "street" else d.town[0],
+                "receiver_address": "" if d.incomplete == "street" else d.street1 + d.street2,
+                "receiver_zip": postcode,
+                "buyer_message": self._remark(),
+                "promotion_details": {
+                    "promotion_detail": [
+                        {
+                            "id": int(tid),
+                            "promotion_name": "店铺满减"
+                            if d.order_disc % 4000 == 0
+                            else "店铺优惠券",
+                            "discount_fee": _yuan(d.order_disc),
+                            "promotion_id": f"shopbonus-{d.buyer % 10**10:010d}_{d.order_disc}",
+                        }
+                    ]
+                }
+                if d.order_disc
+                else {"promotion_detail": []},
+                "orders": {"order": subs},
+            }
+        )
         p["has_buyer_message"] = bool(p["buyer_message"])
         if d.unpaid:
             del p["pay_time"]
@@ -924,58 +1299,76 @@ class _Generator:
         for sku, qty, disc, _, _ in d.lines:
             list_total += sku.price * qty
             line_disc += disc
-            items.append({
-                "skuId": sku.jd_sku,
-                "outerSkuId": sku.code,
-                "skuName": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
-                "jdPrice": sku.price_s,
-                "itemTotal": str(qty),
-                "wareId": sku.jd_ware,
-                "productNo": sku.code.removeprefix("SKU-"),
-                "giftPoint": "0",
-                "serviceName": "",
-                "newStoreId": "0",
-            })
+            items.append(
+                {
+                    "skuId": sku.jd_sku,
+                    "outerSkuId": sku.code,
+                    "skuName": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
+                    "jdPrice": sku.price_s,
+                    "itemTotal": str(qty),
+                    "wareId": sku.jd_ware,
+                    "productNo": sku.code.removeprefix("SKU-"),
+                    "giftPoint": "0",
+                    "serviceName": "",
+                    "newStoreId": "0",
+                }
+            )
             if disc:
-                coupons.append({"orderId": d.key, "skuId": sku.jd_sku,
-                                "couponType": "30-单品促销优惠", "couponPrice": _yuan(disc)})
+                coupons.append(
+                    {
+                        "orderId": d.key,
+                        "skuId": sku.jd_sku,
+                        "couponType": "30-单品促销优惠",
+                        "couponPrice": _yuan(disc),
+                    }
+                )
         if d.order_disc:
-            coupons.append({"orderId": d.key, "skuId": None, "couponType": "41-京东券优惠",
-                            "couponPrice": _yuan(d.order_disc)})
+            coupons.append(
+                {
+                    "orderId": d.key,
+                    "skuId": None,
+                    "couponType": "41-京东券优惠",
+                    "couponPrice": _yuan(d.order_disc),
+                }
+            )
         street = "" if d.incomplete == "street" else d.street1 + d.street2
         p = dict(self.tpl["jd"])
-        p.update({
-            "orderId": d.key,
-            "orderTotalPrice": _yuan(list_total),
-            "orderSellerPrice": _yuan(d.goods),
-            "orderPayment": _yuan(d.total),
-            "freightPrice": _yuan(d.shipping),
-            "sellerDiscount": _yuan(line_disc + d.order_disc),
-            "orderState": "NOT_PAY" if d.unpaid else "WAIT_SELLER_STOCK_OUT",
-            "orderStateRemark": "等待付款" if d.unpaid else "等待出库",
-            "orderRemark": self._remark(),
-            "orderStartTime": _beijing(d.created),
-            "paymentConfirmTime": _beijing(d.paid) if d.paid else "",
-            "modified": _beijing(d.modified),
-            "pin": f"jd_{d.buyer % 16**4:04x}****{d.buyer % 16**3:03x}",
-            "open_id_buyer": _b62(d.buyer >> 7, 24),
-            "consigneeInfo": {
-                "fullname": "" if d.incomplete == "name" else d.name,
-                "telephone": "",
-                "mobile": "" if d.incomplete == "phone" else d.phone,
-                "fullAddress": f"{province}{city}{district}{d.town[0]}{street}" if street else "",
-                "province": province,
-                "provinceId": str(_JD_PROVINCE_ID[prov]),
-                "city": city,
-                "cityId": str(int(city_code[:4])),
-                "county": district,
-                "countyId": district_code,
-                "town": d.town[0],
-                "townId": d.town[1],
-            },
-            "itemInfoList": items,
-            "couponDetailList": coupons,
-        })
+        p.update(
+            {
+                "orderId": d.key,
+                "orderTotalPrice": _yuan(list_total),
+                "orderSellerPrice": _yuan(d.goods),
+                "orderPayment": _yuan(d.total),
+                "freightPrice": _yuan(d.shipping),
+                "sellerDiscount": _yuan(line_disc + d.order_disc),
+                "orderState": "NOT_PAY" if d.unpaid else "WAIT_SELLER_STOCK_OUT",
+                "orderStateRemark": "等待付款" if d.unpaid else "等待出库",
+                "orderRemark": self._remark(),
+                "orderStartTime": _beijing(d.created),
+                "paymentConfirmTime": _beijing(d.paid) if d.paid else "",
+                "modified": _beijing(d.modified),
+                "pin": f"jd_{d.buyer % 16**4:04x}****{d.buyer % 16**3:03x}",
+                "open_id_buyer": _b62(d.buyer >> 7, 24),
+                "consigneeInfo": {
+                    "fullname": "" if d.incomplete == "name" else d.name,
+                    "telephone": "",
+                    "mobile": "" if d.incomplete == "phone" else d.phone,
+                    "fullAddress": f"{province}{city}{district}{d.town[0]}{street}"
+                    if street
+                    else "",
+                    "province": province,
+                    "provinceId": str(_JD_PROVINCE_ID[prov]),
+                    "city": city,
+                    "cityId": str(int(city_code[:4])),
+                    "county": district,
+                    "countyId": district_code,
+                    "town": d.town[0],
+                    "townId": d.town[1],
+                },
+                "itemInfoList": items,
+                "couponDetailList": coupons,
+            }
+        )
         return p
 
     def _douyin(self, d: _Draft) -> dict[str, Any]:
@@ -986,84 +1379,103 @@ class _Generator:
         for k, (sku, qty, _disc, _share, paid) in enumerate(d.lines):
             amount = sku.price * qty
             list_total += amount
-            skus.append({
-                "order_id": f"{d.key[:-1]}{k + 1}",
-                "parent_order_id": d.key,
-                "order_level": 3,
-                "order_status": status,
-                "order_status_desc": status_desc,
-                "product_id": sku.dy_product,
-                "product_id_str": str(sku.dy_product),
-                "product_name": sku.title,
-                "sku_id": sku.dy_sku,
-                "code": sku.code,
-                "out_sku_id": "0",
-                "out_product_id": "0",
-                "spec": [{"name": "规格", "value": sku.props.split(":")[-1] or "默认"}],
-                "origin_amount": sku.price,
-                "item_num": qty,
-                "sum_amount": amount,
-                "order_amount": amount,
-                "pay_amount": paid,
-                "post_amount": 0,
-                "promotion_amount": amount - paid,
-                "promotion_shop_amount": amount - paid,
-                "promotion_platform_amount": 0,
-                "goods_type": 0,
-                "given_product_type": "MASTER",
-                "is_comment": 0,
-            })
+            skus.append(
+                {
+                    "order_id": f"{d.key[:-1]}{k + 1}",
+                    "parent_order_id": d.key,
+                    "order_level": 3,
+                    "order_status": status,
+                    "order_status_desc": status_desc,
+                    "product_id": sku.dy_product,
+                    "product_id_str": str(sku.dy_product),
+                    "product_name": sku.title,
+                    "sku_id": sku.dy_sku,
+                    "code": sku.code,
+                    "out_sku_id": "0",
+                    "out_product_id": "0",
+                    "spec": [{"name": "规格", "value": sku.props.split(":")[-1] or "默认"}],
+                    "origin_amount": sku.price,
+                    "item_num": qty,
+                    "sum_amount": amount,
+                    "order_amount": amount,
+                    "pay_amount": paid,
+                    "post_amount": 0,
+                    "promotion_amount": amount - paid,
+                    "promotion_shop_amount": amount - paid,
+                    "promotion_platform_amount": 0,
+                    "goods_type": 0,
+                    "given_product_type": "MASTER",
+                    "is_comment": 0,
+                }
+            )
         promotion = list_total - d.goods
         tag = "*CgwIARCtHBiqICgDMAESHgh"
         cipher = base64.b64encode(self.rng.randbytes(96)).decode()  # 128 characters
-        tel = "" if d.incomplete == "phone" else \
-            f"#{cipher[:12]}#{cipher[12:44]}=={tag}{cipher[44:52]}#1##"
-        receiver = "" if d.incomplete == "name" else \
-            f"#{d.name[0]}*#{cipher[52:68]}=={tag}{cipher[68:72]}#1##"
+        tel = (
+            ""
+            if d.incomplete == "phone"
+            else f"#{cipher[:12]}#{cipher[12:44]}=={tag}{cipher[44:52]}#1##"
+        )
+        receiver = (
+            ""
+            if d.incomplete == "name"
+            else f"#{d.name[0]}*#{cipher[52:68]}=={tag}{cipher[68:72]}#1##"
+        )
         no_street = d.incomplete == "street"
         detail = "" if no_street else f"##{cipher[72:100]}=={tag}#1##"
         prov_obj = {"name": PROVINCES[prov][0], "id": _GB_PROVINCE[prov]}
         city_obj = {"name": city, "id": city_code}
         town_obj = {"name": district, "id": district_code}
-        street_obj = {"name": "", "id": ""} if no_street else \
-            {"name": d.town[0], "id": d.town[1]}
+        street_obj = {"name": "", "id": ""} if no_street else {"name": d.town[0], "id": d.town[1]}
         p = dict(self.tpl["douyin"])
-        p.update({
-            "order_id": d.key,
-            "order_status": status,
-            "order_status_desc": status_desc,
-            "main_status": status,
-            "main_status_desc": status_desc,
-            "pay_time": d.paid,
-            "order_expire_time": d.created + 1800,
-            "create_time": d.created,
-            "update_time": d.modified,
-            "buyer_words": self._remark(),
-            "pay_type": 1 + d.buyer % 2,
-            "channel_payment_no": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
-            "order_amount": list_total + d.shipping,
-            "pay_amount": d.total,
-            "post_amount": d.shipping,
-            "promotion_amount": promotion,
-            "promotion_shop_amount": promotion,
-            "shop_cost_amount": promotion,
-            "total_promotion_amount": promotion,
-            "post_origin_amount": d.shipping,
-            "post_tel": tel,
-            "encrypt_post_tel": tel,
-            "post_receiver": receiver,
-            "encrypt_post_receiver": receiver,
-            "mask_post_receiver": "" if not receiver else f"{d.name[0]}*",
-            "mask_post_tel": "" if not tel else f"{d.phone[0]}*********{d.phone[-1]}",
-            "post_addr": {"province": prov_obj, "city": city_obj, "town": town_obj,
-                          "street": street_obj, "detail": detail, "encrypt_detail": detail},
-            "mask_post_addr": {"province": prov_obj, "city": city_obj, "town": town_obj,
-                               "street": street_obj,
-                               "detail": "" if no_street else f"{d.street1[:2]}***号"},
-            "exp_ship_time": d.created + 2 * 86400,
-            "doudian_open_id": f"1@#{cipher[100:128]}",
-            "sku_order_list": skus,
-        })
+        p.update(
+            {
+                "order_id": d.key,
+                "order_status": status,
+                "order_status_desc": status_desc,
+                "main_status": status,
+                "main_status_desc": status_desc,
+                "pay_time": d.paid,
+                "order_expire_time": d.created + 1800,
+                "create_time": d.created,
+                "update_time": d.modified,
+                "buyer_words": self._remark(),
+                "pay_type": 1 + d.buyer % 2,
+                "channel_payment_no": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
+                "order_amount": list_total + d.shipping,
+                "pay_amount": d.total,
+                "post_amount": d.shipping,
+                "promotion_amount": promotion,
+                "promotion_shop_amount": promotion,
+                "shop_cost_amount": promotion,
+                "total_promotion_amount": promotion,
+                "post_origin_amount": d.shipping,
+                "post_tel": tel,
+                "encrypt_post_tel": tel,
+                "post_receiver": receiver,
+                "encrypt_post_receiver": receiver,
+                "mask_post_receiver": "" if not receiver else f"{d.name[0]}*",
+                "mask_post_tel": "" if not tel else f"{d.phone[0]}*********{d.phone[-1]}",
+                "post_addr": {
+                    "province": prov_obj,
+                    "city": city_obj,
+                    "town": town_obj,
+                    "street": street_obj,
+                    "detail": detail,
+                    "encrypt_detail": detail,
+                },
+                "mask_post_addr": {
+                    "province": prov_obj,
+                    "city": city_obj,
+                    "town": town_obj,
+                    "street": street_obj,
+                    "detail": "" if no_street else f"{d.street1[:2]}***号",
+                },
+                "exp_ship_time": d.created + 2 * 86400,
+                "doudian_open_id": f"1@#{cipher[100:128]}",
+                "sku_order_list": skus,
+            }
+        )
         return p
 
     def _shopify(self, d: _Draft) -> dict[str, Any]:
@@ -1080,48 +1492,64 @@ class _Generator:
             money = {"amount": sku.price_s, "currency_code": "CNY"}
             allocation = _yuan(disc + share)
             variant = sku.props.split(":")[-1] if sku.props else None
-            items.append({
-                "id": line_id,
-                "admin_graphql_api_id": f"gid://shopify/LineItem/{line_id}",
-                "product_id": sku.sp_product,
-                "variant_id": sku.sp_variant,
-                "sku": sku.code,
-                "title": sku.title,
-                "variant_title": variant,
-                "name": f"{sku.title} - {variant}" if variant else sku.title,
-                "vendor": "Geek Digital",
-                "quantity": qty,
-                "current_quantity": qty,
-                "fulfillable_quantity": qty,
-                "price": sku.price_s,
-                "price_set": {"shop_money": money, "presentment_money": money},
-                "total_discount": "0.00",
-                "discount_allocations": [{
-                    "amount": allocation, "discount_application_index": 0,
-                    "amount_set": {
-                        "shop_money": {"amount": allocation, "currency_code": "CNY"},
-                        "presentment_money": {"amount": allocation, "currency_code": "CNY"},
-                    },
-                }] if disc + share else [],
-                "gift_card": False,
-                "requires_shipping": True,
-                "taxable": True,
-                "tax_lines": [],
-                "grams": sku.grams,
-                "fulfillment_service": "manual",
-                "fulfillment_status": None,
-                "product_exists": True,
-            })
+            items.append(
+                {
+                    "id": line_id,
+                    "admin_graphql_api_id": f"gid://shopify/LineItem/{line_id}",
+                    "product_id": sku.sp_product,
+                    "variant_id": sku.sp_variant,
+                    "sku": sku.code,
+                    "title": sku.title,
+                    "variant_title": variant,
+                    "name": f"{sku.title} - {variant}" if variant else sku.title,
+                    "vendor": "Geek Digital",
+                    "quantity": qty,
+                    "current_quantity": qty,
+                    "fulfillable_quantity": qty,
+                    "price": sku.price_s,
+                    "price_set": {"shop_money": money, "presentment_money": money},
+                    "total_discount": "0.00",
+                    "discount_allocations": [
+                        {
+                            "amount": allocation,
+                            "discount_application_index": 0,
+                            "amount_set": {
+                                "shop_money": {"amount": allocation, "currency_code": "CNY"},
+                                "presentment_money": {"amount": allocation, "currency_code": "CNY"},
+                            },
+                        }
+                    ]
+                    if disc + share
+                    else [],
+                    "gift_card": False,
+                    "requires_shipping": True,
+                    "taxable": True,
+                    "tax_lines": [],
+                    "grams": sku.grams,
+                    "fulfillment_service": "manual",
+                    "fulfillment_status": None,
+                    "product_exists": True,
+                }
+            )
         shipping = _yuan(d.shipping)
         ship_money = {"amount": shipping, "currency_code": "CNY"}
         code = f"PEAK{discounts // 100}" if discounts else ""
         surname, given = d.name[0], d.name[1:]
         email = f"buyer{d.buyer % 10**8:08d}@example.com"
         address = {
-            "first_name": given, "last_name": surname, "name": d.name,
-            "address1": district + d.street1, "address2": d.street2, "city": city,
-            "province": PROVINCES[prov][1], "province_code": prov, "country": "China",
-            "country_code": "CN", "zip": postcode, "phone": f"+86{d.phone}", "company": None,
+            "first_name": given,
+            "last_name": surname,
+            "name": d.name,
+            "address1": district + d.street1,
+            "address2": d.street2,
+            "city": city,
+            "province": PROVINCES[prov][1],
+            "province_code": prov,
+            "country": "China",
+            "country_code": "CN",
+            "zip": postcode,
+            "phone": f"+86{d.phone}",
+            "company": None,
         }
         shipping_address = dict(address)
         if d.incomplete == "name":
@@ -1133,54 +1561,83 @@ class _Generator:
         subtotal = _yuan(d.goods)
         total = _yuan(d.total)
         p = dict(self.tpl["shopify"])
-        p.update({
-            "id": int(d.key),
-            "admin_graphql_api_id": f"gid://shopify/Order/{d.key}",
-            "name": f"#{1001 + serial % 10**8}",
-            "order_number": 1001 + serial % 10**8,
-            "number": 1 + serial % 10**8,
-            "token": f"{d.buyer % 16**32:032x}",
-            "created_at": _iso_beijing(d.created),
-            "updated_at": _iso_beijing(d.modified),
-            "processed_at": _iso_beijing(d.created),
-            "current_subtotal_price": subtotal,
-            "current_total_discounts": _yuan(discounts),
-            "current_total_price": total,
-            "subtotal_price": subtotal,
-            "total_line_items_price": _yuan(list_total),
-            "total_discounts": _yuan(discounts),
-            "total_price": total,
-            "total_outstanding": total if d.unpaid else "0.00",
-            "total_weight": grams,
-            "total_shipping_price_set": {"shop_money": ship_money,
-                                         "presentment_money": ship_money},
-            "financial_status": "pending" if d.unpaid else "paid",
-            "payment_gateway_names": ["manual"] if d.unpaid else ["shopify_payments"],
-            "discount_codes": [{"code": code, "amount": _yuan(discounts),
-                                "type": "fixed_amount"}] if code else [],
-            "discount_applications": [{
-                "type": "discount_code", "value": f"{discounts / 100:.1f}",
-                "value_type": "fixed_amount", "allocation_method": "across",
-                "target_selection": "all", "target_type": "line_item", "code": code,
-            }] if code else [],
-            "note": self._remark() or None,
-            "email": email,
-            "contact_email": email,
-            "browser_ip": f"203.0.113.{d.buyer % 250 + 1}",
-            "customer": {
-                "id": 7000000000000 + d.buyer % 10**12, "email": email,
-                "first_name": given, "last_name": surname, "phone": f"+86{d.phone}",
-                "currency": "CNY", "state": "enabled", "verified_email": True,
-            },
-            "billing_address": address,
-            "shipping_address": shipping_address,
-            "line_items": items,
-            "shipping_lines": [{
-                "id": int(f"44{self.run6[:4]}{d.serial}"), "code": "SF Express",
-                "title": "顺丰标快", "source": "shopify", "price": shipping,
-                "discounted_price": shipping, "discount_allocations": [], "tax_lines": [],
-            }] if d.shipping else [],
-        })
+        p.update(
+            {
+                "id": int(d.key),
+                "admin_graphql_api_id": f"gid://shopify/Order/{d.key}",
+                "name": f"#{1001 + serial % 10**8}",
+                "order_number": 1001 + serial % 10**8,
+                "number": 1 + serial % 10**8,
+                "token": f"{d.buyer % 16**32:032x}",
+                "created_at": _iso_beijing(d.created),
+                "updated_at": _iso_beijing(d.modified),
+                "processed_at": _iso_beijing(d.created),
+                "current_subtotal_price": subtotal,
+                "current_total_discounts": _yuan(discounts),
+                "current_total_price": total,
+                "subtotal_price": subtotal,
+                "total_line_items_price": _yuan(list_total),
+                "total_discounts": _yuan(discounts),
+                "total_price": total,
+                "total_outstanding": total if d.unpaid else "0.00",
+                "total_weight": grams,
+                "total_shipping_price_set": {
+                    "shop_money": ship_money,
+                    "presentment_money": ship_money,
+                },
+                "financial_status": "pending" if d.unpaid else "paid",
+                "payment_gateway_names": ["manual"] if d.unpaid else ["shopify_payments"],
+                "discount_codes": [
+                    {"code": code, "amount": _yuan(discounts), "type": "fixed_amount"}
+                ]
+                if code
+                else [],
+                "discount_applications": [
+                    {
+                        "type": "discount_code",
+                        "value": f"{discounts / 100:.1f}",
+                        "value_type": "fixed_amount",
+                        "allocation_method": "across",
+                        "target_selection": "all",
+                        "target_type": "line_item",
+                        "code": code,
+                    }
+                ]
+                if code
+                else [],
+                "note": self._remark() or None,
+                "email": email,
+                "contact_email": email,
+                "browser_ip": f"203.0.113.{d.buyer % 250 + 1}",
+                "customer": {
+                    "id": 7000000000000 + d.buyer % 10**12,
+                    "email": email,
+                    "first_name": given,
+                    "last_name": surname,
+                    "phone": f"+86{d.phone}",
+                    "currency": "CNY",
+                    "state": "enabled",
+                    "verified_email": True,
+                },
+                "billing_address": address,
+                "shipping_address": shipping_address,
+                "line_items": items,
+                "shipping_lines": [
+                    {
+                        "id": int(f"44{self.run6[:4]}{d.serial}"),
+                        "code": "SF Express",
+                        "title": "顺丰标快",
+                        "source": "shopify",
+                        "price": shipping,
+                        "discounted_price": shipping,
+                        "discount_allocations": [],
+                        "tax_lines": [],
+                    }
+                ]
+                if d.shipping
+                else [],
+            }
+        )
         return p
 
     def _amazon(self, d: _Draft) -> dict[str, Any]:
@@ -1191,29 +1648,34 @@ class _Generator:
         for k, (sku, qty, disc, share, _paid) in enumerate(d.lines):
             units += qty
             promo = disc + share
-            items.append({
-                "ASIN": sku.asin,
-                "SellerSKU": sku.code,
-                "OrderItemId": f"6{self.run7[:2]}{d.serial}{k:02d}",
-                "Title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
-                "QuantityOrdered": qty,
-                "QuantityShipped": 0,
-                "ProductInfo": {"NumberOfItems": "1"},
-                "ItemPrice": {"CurrencyCode": "CNY", "Amount": _yuan(sku.price * qty)},
-                "ShippingPrice": {"CurrencyCode": "CNY",
-                                  "Amount": _yuan(d.shipping if k == 0 else 0)},
-                "ItemTax": zero,
-                "ShippingTax": zero,
-                "ShippingDiscount": zero,
-                "PromotionDiscount": {"CurrencyCode": "CNY", "Amount": _yuan(promo)},
-                "PromotionDiscountTax": zero,
-                "PromotionIds": [f"A{d.buyer % 10**12:012d} Peak-{promo // 100}off"]
-                if promo else [],
-                "IsGift": "false",
-                "ConditionId": "New",
-                "ConditionSubtypeId": "New",
-                "IsTransparency": False,
-            })
+            items.append(
+                {
+                    "ASIN": sku.asin,
+                    "SellerSKU": sku.code,
+                    "OrderItemId": f"6{self.run7[:2]}{d.serial}{k:02d}",
+                    "Title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
+                    "QuantityOrdered": qty,
+                    "QuantityShipped": 0,
+                    "ProductInfo": {"NumberOfItems": "1"},
+                    "ItemPrice": {"CurrencyCode": "CNY", "Amount": _yuan(sku.price * qty)},
+                    "ShippingPrice": {
+                        "CurrencyCode": "CNY",
+                        "Amount": _yuan(d.shipping if k == 0 else 0),
+                    },
+                    "ItemTax": zero,
+                    "ShippingTax": zero,
+                    "ShippingDiscount": zero,
+                    "PromotionDiscount": {"CurrencyCode": "CNY", "Amount": _yuan(promo)},
+                    "PromotionDiscountTax": zero,
+                    "PromotionIds": [f"A{d.buyer % 10**12:012d} Peak-{promo // 100}off"]
+                    if promo
+                    else [],
+                    "IsGift": "false",
+                    "ConditionId": "New",
+                    "ConditionSubtypeId": "New",
+                    "IsTransparency": False,
+                }
+            )
         address: dict[str, Any] = {
             "Name": d.name,
             "AddressLine1": d.street1,
@@ -1233,24 +1695,26 @@ class _Generator:
         elif d.incomplete == "street":
             del address["AddressLine1"], address["AddressLine2"]
         p = dict(self.tpl["amazon"])
-        p.update({
-            "AmazonOrderId": d.key,
-            "SellerOrderId": d.key,
-            "PurchaseDate": _iso_utc(d.created),
-            "LastUpdateDate": _iso_utc(d.modified),
-            "OrderStatus": "Pending" if d.unpaid else "Unshipped",
-            "OrderTotal": {"CurrencyCode": "CNY", "Amount": _yuan(d.total)},
-            "NumberOfItemsShipped": 0,
-            "NumberOfItemsUnshipped": units,
-            "EarliestShipDate": _iso_utc(d.created),
-            "LatestShipDate": _iso_utc(d.created + 2 * 86400),
-            "ShippingAddress": address,
-            "BuyerInfo": {
-                "BuyerEmail": f"{_b62(d.buyer, 16).lower()}@marketplace.amazon.cn",
-                "BuyerName": d.name,
-            },
-            "OrderItems": items,
-        })
+        p.update(
+            {
+                "AmazonOrderId": d.key,
+                "SellerOrderId": d.key,
+                "PurchaseDate": _iso_utc(d.created),
+                "LastUpdateDate": _iso_utc(d.modified),
+                "OrderStatus": "Pending" if d.unpaid else "Unshipped",
+                "OrderTotal": {"CurrencyCode": "CNY", "Amount": _yuan(d.total)},
+                "NumberOfItemsShipped": 0,
+                "NumberOfItemsUnshipped": units,
+                "EarliestShipDate": _iso_utc(d.created),
+                "LatestShipDate": _iso_utc(d.created + 2 * 86400),
+                "ShippingAddress": address,
+                "BuyerInfo": {
+                    "BuyerEmail": f"{_b62(d.buyer, 16).lower()}@marketplace.amazon.cn",
+                    "BuyerName": d.name,
+                },
+                "OrderItems": items,
+            }
+        )
         if d.unpaid:  # SP-API: a Pending order has no total and no address yet
             del p["OrderTotal"], p["ShippingAddress"]
         return p
@@ -1261,58 +1725,66 @@ class _Generator:
         line_disc = 0
         for k, (sku, qty, disc, share, paid) in enumerate(d.lines):
             line_disc += disc + share
-            lines.append({
-                "line_id": str(k + 1),
-                "sku": sku.code,
-                "channel_sku": sku.code,
-                "title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
-                "quantity": qty,
-                "unit_price": sku.price_s,
-                "discount": _yuan(disc + share),
-                "paid_amount": _yuan(paid),
-                "is_gift": False,
-            })
+            lines.append(
+                {
+                    "line_id": str(k + 1),
+                    "sku": sku.code,
+                    "channel_sku": sku.code,
+                    "title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
+                    "quantity": qty,
+                    "unit_price": sku.price_s,
+                    "discount": _yuan(disc + share),
+                    "paid_amount": _yuan(paid),
+                    "is_gift": False,
+                }
+            )
         shop = self.tpl["own"]["shop_id"]
         total = _yuan(d.total)
         p = dict(self.tpl["own"])
-        p.update({
-            "order_id": make_order_id("own", shop, d.key),
-            "external_id": d.key,
-            "channel_status": "pending_payment" if d.unpaid else "paid",
-            "created_at": _iso_beijing(d.created),
-            "updated_at": _iso_beijing(d.modified),
-            "buyer": {
-                "id": f"member-{d.buyer % 10**6:06d}",
-                "name": d.name,
-                "email": f"member{d.buyer % 10**8:08d}@example.com",
-                "phone": d.phone,
-            },
-            "address": {
-                "country": "CN",
-                "province": PROVINCES[prov][0],
-                "province_code": prov,
-                "city": city,
-                "district": district,
-                "street": "" if d.incomplete == "street" else f"{d.town[0]}{d.street1}{d.street2}",
-                "postcode": postcode,
-                "name": "" if d.incomplete == "name" else d.name,
-                "phone": "" if d.incomplete == "phone" else d.phone,
-            },
-            "lines": lines,
-            "payment": {
-                "status": "unpaid" if d.unpaid else "paid",
-                "method": "wechat_pay" if d.buyer % 3 else "alipay",
-                "paid_total": "0.00" if d.unpaid else total,
-                "paid_at": None if d.unpaid else _iso_beijing(d.paid),
-                "transaction_id": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
-            },
-            "shipping_fee": _yuan(d.shipping),
-            "discount_total": _yuan(line_disc),
-            "total": total,
-            "buyer_remark": self._remark(),
-            "raw": {"source": ("mini-program", "app", "web")[d.buyer % 3],
-                    "coupon_codes": [f"PEAK{d.order_disc // 100}"] if d.order_disc else []},
-        })
+        p.update(
+            {
+                "order_id": make_order_id("own", shop, d.key),
+                "external_id": d.key,
+                "channel_status": "pending_payment" if d.unpaid else "paid",
+                "created_at": _iso_beijing(d.created),
+                "updated_at": _iso_beijing(d.modified),
+                "buyer": {
+                    "id": f"member-{d.buyer % 10**6:06d}",
+                    "name": d.name,
+                    "email": f"member{d.buyer % 10**8:08d}@example.com",
+                    "phone": d.phone,
+                },
+                "address": {
+                    "country": "CN",
+                    "province": PROVINCES[prov][0],
+                    "province_code": prov,
+                    "city": city,
+                    "district": district,
+                    "street": ""
+                    if d.incomplete == "street"
+                    else f"{d.town[0]}{d.street1}{d.street2}",
+                    "postcode": postcode,
+                    "name": "" if d.incomplete == "name" else d.name,
+                    "phone": "" if d.incomplete == "phone" else d.phone,
+                },
+                "lines": lines,
+                "payment": {
+                    "status": "unpaid" if d.unpaid else "paid",
+                    "method": "wechat_pay" if d.buyer % 3 else "alipay",
+                    "paid_total": "0.00" if d.unpaid else total,
+                    "paid_at": None if d.unpaid else _iso_beijing(d.paid),
+                    "transaction_id": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
+                },
+                "shipping_fee": _yuan(d.shipping),
+                "discount_total": _yuan(line_disc),
+                "total": total,
+                "buyer_remark": self._remark(),
+                "raw": {
+                    "source": ("mini-program", "app", "web")[d.buyer % 3],
+                    "coupon_codes": [f"PEAK{d.order_disc // 100}"] if d.order_disc else [],
+                },
+            }
+        )
         return p
 
     def _remark(self) -> str:

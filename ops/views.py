@@ -172,12 +172,14 @@ async def replay_dlq(
     return ReplayResult(len(chosen), sent, len(chosen) - len(todo))
 
 
-async def list_held(settings: Settings, limit: int = 1000) -> list[dict[str, Any]]:
+async def list_held(
+    settings: Settings, limit: int = 1000, since: float = 0.0
+) -> list[dict[str, Any]]:
     """Held orders, oldest hold first, with the reason a person has to work on."""
     client = connect_async(settings)
     try:
         store = OrderStore(client, Keys(settings.redis_prefix))
-        ids = await store.held_ids(limit)
+        ids = await store.held_ids(limit, since)
         loaded = await store.load_many(ids)
         out = []
         for oid in ids:

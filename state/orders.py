@@ -124,5 +124,8 @@ class OrderStore:
         loaded = await self.load_many(ids)
         return [lr.record for lr in loaded.values() if lr.record]
 
-    async def held_ids(self, limit: int = 1000) -> list[str]:
-        return list(await self._client.zrange(self._keys.held, 0, limit - 1))
+    async def held_ids(self, limit: int = 1000, since: float = 0.0) -> list[str]:
+        """Held orders, oldest hold first; ``since`` (unix seconds) skips older holds."""
+        return list(
+            await self._client.zrangebyscore(self._keys.held, since or "-inf", "+inf", 0, limit)
+        )
