@@ -13,15 +13,41 @@ from streams.messages import Allocation, EventKind, OrderEvent, OrderState, make
 
 S = OrderState
 
+# The WMS has the order: these states can be cancelled only through the WMS (intercept).
+AT_WMS = frozenset({S.RELEASED, S.ACCEPTED, S.PICKED, S.EXCEPTION})
+# Nothing left the warehouse yet and the WMS does not know the order: cancel gives stock back.
+BEFORE_WMS = frozenset({S.RECEIVED, S.AUDITED, S.HELD, S.RESERVED, S.ROUTED})
+# Goods reached (or are on their way to) the buyer: after-sales returns and refunds apply.
+AFTER_SHIPMENT = frozenset(
+    {S.PARTIALLY_SHIPPED, S.SHIPPED, S.DELIVERED, S.RETURNED, S.REFUNDED, S.RETURNING}
+)
+_REROUTE = frozenset({S.ROUTED, S.HELD, S.RESERVED})  # after a short pick
+
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
-    S.RECEIVED: frozenset({S.HELD, S.REJECTED, S.RESERVED, S.CANCELLED}),
-    S.HELD: frozenset({S.HELD, S.REJECTED, S.RESERVED, S.CANCELLED}),
-    S.RESERVED: frozenset({S.RELEASED, S.CANCELLED, S.HELD}),
-    S.RELEASED: frozenset({S.SHIPPED, S.CANCELLED}),
-    S.SHIPPED: frozenset({S.DELIVERED, S.RETURNED}),
-    S.DELIVERED: frozenset({S.CLOSED, S.RETURNED}),
-    S.RETURNED: frozenset({S.REFUNDED, S.CLOSED}),
-    S.REFUNDED: frozenset({S.CLOSED}),
+    S.RECEIVED: frozenset({S.AUDITED, S.HELD, S.REJECTED, S.CANCELLED}),
+    S.AUDITED: frozenset({S.RESERVED, S.HELD, S.REJECTED, S.CANCELLED}),
+    S.HELD: frozenset({S.HELD, S.AUDITED, S.REJECTED, S.CANCELLED}),
+    S.RESERVED: frozenset({S.ROUTED, S.HELD, S.CANCELLED}),
+    S.ROUTED: frozenset({S.RELEASED, S.HELD, S.CANCELLED}),
+    S.RELEASED: frozenset(
+        {S.ACCEPTED, S.PICKED, S.PARTIALLY_SHIPPED, S.SHIPPED, S.EXCEPTION, S.INTERCEPTING}
+        | _REROUTE
+    ),
+    S.ACCEPTED: frozenset(
+        {S.PICKED, S.PARTIALLY_SHIPPED, S.SHIPPED, S.EXCEPTION, S.INTERCEPTING} | _REROUTE
+    ),
+    S.PICKED: frozenset({S.PARTIALLY_SHIPPED, S.SHIPPED, S.EXCEPTION, S.INTERCEPTING} | _REROUTE),
+    S.EXCEPTION: frozenset({S.RELEASED, S.INTERCEPTING, S.SHIPPED, S.PARTIALLY_SHIPPED}),
+    S.PARTIALLY_SHIPPED: frozenset(
+        {S.PARTIALLY_SHIPPED, S.SHIPPED, S.EXCEPTION, S.INTERCEPTING, S.RETURNING}
+    ),
+    S.INTERCEPTING: frozenset({S.CANCELLED, S.RETURNING, S.INTERCEPTING}),
+    S.SHIPPED: frozenset({S.DELIVERED, S.RETURNING, S.EXCHANGING, S.REFUNDED}),
+    S.DELIVERED: frozenset({S.CLOSED, S.RETURNING, S.EXCHANGING, S.REFUNDED}),
+    S.RETURNING: frozenset({S.RETURNED, S.RETURNING, S.REFUNDED}),
+    S.EXCHANGING: frozenset({S.SHIPPED, S.EXCHANGING, S.RETURNING}),
+    S.RETURNED: frozenset({S.REFUNDED, S.CLOSED, S.RETURNING, S.EXCHANGING}),
+    S.REFUNDED: frozenset({S.CLOSED, S.RETURNING, S.REFUNDED}),
     S.REJECTED: frozenset(),
     S.CANCELLED: frozenset(),
     S.CLOSED: frozenset(),

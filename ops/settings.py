@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     # Unpaid orders are cancelled (stock released) this long after they were first held.
     unpaid_timeout_s: float = Field(default=1800.0, gt=0)
 
+    # Lifecycle. Shops may set their own merge window in config/shops.toml (merge_window_s).
+    merge_window_s: float = Field(default=0.0, ge=0, description="0 = release at once")
+    close_after_s: float = Field(default=7 * 86400.0, gt=0)  # after-sales window once delivered
+
+    # The WMS simulator (`./oms wms-sim`; `./oms up` starts one when wms_sim is true).
+    wms_sim: bool = False
+    wms_sim_delay_s: float = Field(default=0.5, ge=0)  # mean delay between a parcel's steps
+    wms_sim_short_pick_rate: float = Field(default=0.0, ge=0, le=1)
+    wms_sim_exception_rate: float = Field(default=0.0, ge=0, le=1)
+    wms_sim_unsellable_rate: float = Field(default=0.1, ge=0, le=1)  # returns that cannot restock
+
     log_level: str = "info"
 
     @property

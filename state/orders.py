@@ -11,14 +11,23 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
 
 import redis.asyncio as aioredis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from state.keys import Keys
 from state.redis import lua_source
-from streams.messages import Allocation, EventKind, OrderState
-from streams.models import Order
+from streams.messages import (
+    AfterSalesKind,
+    Allocation,
+    CommandKind,
+    CommandLine,
+    EventKind,
+    OrderState,
+)
+from streams.models import Address, Money, Order, OrderLine
 
 OUTBOX_INPUTS = 16  # recent inputs whose outputs are kept for re-emission on replay
 
@@ -36,6 +45,53 @@ class HistoryEntry(BaseModel):
     actor: str = "system"
 
 
+class CommandStatus(StrEnum):
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    PICKED = "picked"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"  # the WMS confirmed nothing left (cancel/intercept succeeded)
+    SUPERSEDED = "superseded"  # replaced by a re-sent outbound (short pick, exception)
+    FAILED = "failed"  # short pick or exception: no longer being worked
+    DONE = "done"  # a return inbound whose units all came back
+
+
+LIVE_OUTBOUND = frozenset(
+    {CommandStatus.SENT, CommandStatus.ACCEPTED, CommandStatus.PICKED}
+)
+
+
+class CommandRef(BaseModel):
+    """A command sent to the WMS for this order, and what the WMS has said about it since."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: str
+    kind: CommandKind
+    warehouse: str
+    shipment: str  # the reservation it fulfils: the order id, or an exchange's own id
+    status: CommandStatus = CommandStatus.SENT
+    attempt: int = 1
+    carrier: str = ""
+    tracking_number: str = ""
+    lines: list[CommandLine] = Field(default_factory=list)
+    primary: str = ""  # the order whose key carries a merged command ('' = this order)
+    refers_to: str = ""
+
+
+class AfterSalesEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    kind: AfterSalesKind
+    line_ids: list[str] = Field(default_factory=list)
+    status: str = "open"  # open | done | refused
+    amount: Money | None = None
+    exchange_sku: str = ""
+    shipment: str = ""  # exchange: the replacement's reservation id
+
+
 class OrderRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +105,16 @@ class OrderRecord(BaseModel):
     hold_reason: str = ""
     reject_reason: str = ""
     duplicates: int = 0
+    ship_to: Address | None = None  # an after-sales address change; else the order's address
+    carrier: str = ""
+    weight_g: int = 0
+    gift_lines: list[OrderLine] = Field(default_factory=list)
+    commands: list[CommandRef] = Field(default_factory=list)
+    merge_group: str = ""  # set while the order waits in its merge window
+    merged_with: list[str] = Field(default_factory=list)  # every order of its merged shipment
+    excluded_warehouses: list[str] = Field(default_factory=list)  # short-picked there
+    aftersales: list[AfterSalesEntry] = Field(default_factory=list)
+    refunded: Money = Decimal("0")
     history: list[HistoryEntry] = Field(default_factory=list)
     # input id -> serialised outputs (topic, key, value JSON) of that input
     outbox: dict[str, list[tuple[str, str, str]]] = Field(default_factory=dict)
@@ -56,6 +122,30 @@ class OrderRecord(BaseModel):
     @property
     def next_seq(self) -> int:
         return len(self.history) + 1
+
+    @property
+    def address(self) -> Address:
+        """Where the goods go: an after-sales change wins over what the channel sent."""
+        return self.ship_to or self.order.address
+
+    @property
+    def lines(self) -> list[OrderLine]:
+        """What ships: the channel's lines and the gifts promotions added."""
+        return [*self.order.lines, *self.gift_lines]
+
+    @property
+    def quantities(self) -> dict[str, int]:
+        """Units per sku of the order's own reservation, gifts included."""
+        totals: dict[str, int] = {}
+        for line in self.lines:
+            totals[line.sku] = totals.get(line.sku, 0) + line.quantity
+        return totals
+
+    def live_commands(self, kind: CommandKind = CommandKind.OUTBOUND) -> list[CommandRef]:
+        return [c for c in self.commands if c.kind is kind and c.status in LIVE_OUTBOUND]
+
+    def command(self, command_id: str) -> CommandRef | None:
+        return next((c for c in self.commands if c.command_id == command_id), None)
 
     def remember_outputs(self, input_id: str, outputs: list[tuple[str, str, str]]) -> None:
         self.outbox[input_id] = outputs

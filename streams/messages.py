@@ -57,17 +57,28 @@ class DlqRecord(_Message):
 
 
 class OrderState(StrEnum):
+    """The order's life; ``agents/lifecycle.py`` says which moves between these exist."""
+
     RECEIVED = "received"
-    HELD = "held"
+    AUDITED = "audited"  # passed every audit rule
+    HELD = "held"  # waits for a person or an event (payment, address fix, stock)
     REJECTED = "rejected"
-    RESERVED = "reserved"
+    RESERVED = "reserved"  # stock reserved (warehouse chosen by the reserve script)
+    ROUTED = "routed"  # carrier chosen; waits here while its merge window is open
     RELEASED = "released"  # fulfilment command sent to the WMS
+    ACCEPTED = "accepted"  # the WMS took the command
+    PICKED = "picked"
+    PARTIALLY_SHIPPED = "partially_shipped"  # a split order: some warehouses shipped
     SHIPPED = "shipped"
     DELIVERED = "delivered"
-    CLOSED = "closed"
-    CANCELLED = "cancelled"
+    EXCEPTION = "exception"  # the WMS reported a problem; an operator decides
+    INTERCEPTING = "intercepting"  # cancel/intercept sent to the WMS, waiting for its answer
+    RETURNING = "returning"  # a return is expected at the warehouse
+    EXCHANGING = "exchanging"  # goods come back and a replacement goes out
     RETURNED = "returned"
     REFUNDED = "refunded"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
 
 
 class EventKind(StrEnum):
@@ -83,6 +94,28 @@ class EventKind(StrEnum):
     CANCELLED = "cancelled"
     HOLD_RELEASED = "hold_released"  # an operator released a hold: the order is audited again
     ACTION_REFUSED = "action_refused"  # an operator action that does not apply in this state
+    TRANSITION_REFUSED = "transition_refused"  # an input that would break the state machine
+    AUDITED = "audited"
+    ROUTED = "routed"  # carrier chosen (detail: carrier, weight)
+    MERGED = "merged"  # shipped as one with other orders of the same buyer and address
+    GIFT_ADDED = "gift_added"
+    GIFT_SKIPPED = "gift_skipped"  # out of stock: the order goes on without it
+    WMS_ACCEPTED = "wms_accepted"
+    PICKED = "picked"
+    SHIPPED = "shipped"
+    PARTIALLY_SHIPPED = "partially_shipped"
+    DELIVERED = "delivered"
+    SHORT_PICK = "short_pick"  # the warehouse lacked units: written off, order re-routed
+    WMS_EXCEPTION = "wms_exception"
+    INTERCEPT_REQUESTED = "intercept_requested"
+    INTERCEPT_FAILED = "intercept_failed"  # already left the warehouse: becomes a return
+    ADDRESS_CHANGED = "address_changed"
+    RETURN_REQUESTED = "return_requested"
+    RETURN_RECEIVED = "return_received"
+    RETURNED = "returned"
+    REFUNDED = "refunded"
+    EXCHANGE_REQUESTED = "exchange_requested"
+    CLOSED = "closed"
 
 
 class Allocation(BaseModel):
@@ -117,9 +150,10 @@ class OrderEvent(_Message):
 
 
 class CommandKind(StrEnum):
-    OUTBOUND = "outbound"
-    CANCEL = "cancel"
-    INTERCEPT = "intercept"
+    OUTBOUND = "outbound"  # pick, pack and ship these lines
+    CANCEL = "cancel"  # drop an outbound the warehouse has not started
+    INTERCEPT = "intercept"  # stop an outbound already being picked or handed to the carrier
+    RETURN_INBOUND = "return_inbound"  # expect these units back from the buyer
 
 
 class CommandLine(BaseModel):
@@ -128,6 +162,8 @@ class CommandLine(BaseModel):
     line_id: Code
     sku: Code
     quantity: Annotated[int, Field(gt=0)]
+    order_id: str = ""  # the member order of a merged command ('' = the command's order)
+    is_gift: bool = False
 
 
 class FulfilmentCommand(_Message):
@@ -145,6 +181,11 @@ class FulfilmentCommand(_Message):
     lines: list[CommandLine]
     buyer_remark: Text = ""
     created_at: AwareDatetime
+    attempt: int = 1  # a re-sent outbound (after a short pick or exception) counts up
+    shipment: str = ""  # reservation it fulfils: '' the order's own, else e.g. an exchange
+    merged_order_ids: list[str] = Field(default_factory=list)  # every order this ships for
+    weight_g: int = 0
+    refers_to: str = ""  # the outbound a cancel/intercept/return is about
 
 
 class WmsEventKind(StrEnum):
@@ -152,9 +193,11 @@ class WmsEventKind(StrEnum):
     PICKED = "picked"
     SHIPPED = "shipped"
     DELIVERED = "delivered"
-    SHORT_PICK = "short_pick"
+    SHORT_PICK = "short_pick"  # lines lists the units the warehouse could not find
     EXCEPTION = "exception"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # a cancel or intercept succeeded: nothing left the warehouse
+    INTERCEPT_FAILED = "intercept_failed"  # too late: the parcel is with the carrier
+    RETURN_RECEIVED = "return_received"  # lines came back; ``sellable`` says if they restock
 
 
 class WmsEvent(_Message):
@@ -169,6 +212,7 @@ class WmsEvent(_Message):
     tracking_number: str = ""
     lines: list[CommandLine] = Field(default_factory=list)
     detail: Text = ""
+    sellable: bool = True
     at: AwareDatetime
 
 
@@ -176,6 +220,8 @@ class OperatorActionKind(StrEnum):
     RELEASE_HOLD = "release_hold"  # "checked, go ahead": holds are overridden, rejects are not
     CANCEL = "cancel"
     EXPIRE_UNPAID = "expire_unpaid"  # the unpaid timer: cancels only if still held as unpaid
+    RELEASE_MERGED = "release_merged"  # the merge timer: a window closed, ship members as one
+    CLOSE = "close"  # the close timer: the after-sales window of a delivered order ended
 
 
 class OperatorAction(_Message):
@@ -189,6 +235,7 @@ class OperatorAction(_Message):
     actor: Annotated[str, Field(min_length=1, max_length=128)]
     reason: Text = ""
     at: AwareDatetime
+    members: list[str] = Field(default_factory=list)  # release_merged: the group's orders
 
 
 class AfterSalesKind(StrEnum):
