@@ -1,5 +1,5 @@
-"""Warehouse routing (agents/route.py): the shipped config/warehouses.toml, candidate choice per
-address, and config files that must be refused."""
+"""Warehouse routing (agents/route.py): the shipped config/warehouses.toml, candidate choice by
+coverage, shipping cost and priority, and config files that must be refused."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.route import RoutingConfigError, RoutingTable, Warehouse
+from agents.route import (
+    DESTINATIONS,
+    OTHER,
+    RoutingConfigError,
+    RoutingTable,
+    destination_of,
+)
 from streams.models import (
     Address,
     Buyer,
@@ -28,10 +34,17 @@ MAINLAND = sorted(set(PROVINCES) - {"HK", "MO", "TW"})
 T0 = datetime(2026, 11, 11, tzinfo=UTC)
 
 
-def order_to(country: str = "CN", province_code: str = "") -> Order:
-    line = OrderLine(
-        line_id="L1", sku="SKU-A", quantity=1, unit_price=Decimal("1"), paid_amount=Decimal("1")
-    )
+def address(country: str = "CN", province_code: str = "") -> Address:
+    return Address(country=country, province_code=province_code, city="c", street="s")
+
+
+def order_to(country: str = "CN", province_code: str = "", lines: list[OrderLine] | None = None):
+    lines = lines or [
+        OrderLine(
+            line_id="L1", sku="SKU-A", quantity=1, unit_price=Decimal("1"), paid_amount=Decimal("1")
+        )
+    ]
+    paid = sum((line.paid_amount for line in lines), Decimal(0))
     return Order(
         order_id=make_order_id("own", "s", "E1"),
         channel=Channel.OWN,
@@ -42,10 +55,10 @@ def order_to(country: str = "CN", province_code: str = "") -> Order:
         updated_at=T0,
         currency="CNY",
         buyer=Buyer(),
-        address=Address(country=country, province_code=province_code, city="c", street="s"),
-        lines=[line],
-        payment=Payment(status=PaymentStatus.PAID, paid_total=Decimal("1")),
-        total=Decimal("1"),
+        address=address(country, province_code),
+        lines=lines,
+        payment=Payment(status=PaymentStatus.PAID, paid_total=paid),
+        total=paid,
     )
 
 
@@ -54,9 +67,40 @@ def shipped() -> RoutingTable:
     return RoutingTable.load(CONFIG)
 
 
-def write(tmp_path: Path, text: str) -> Path:
+# A minimal valid set of files; tests replace one part to break it.
+WAREHOUSES = """
+[warehouses.A]
+name = "Alpha"
+province = "SH"
+priority = 2
+covers = ["all"]
+shipping_cost = { default = "10", east = "6", SH = "4.50", mainland = "8" }
+
+[warehouses.B]
+province = "BJ"
+priority = 1
+covers = ["mainland"]
+shipping_cost = { default = "10", BJ = "4.50" }
+"""
+CARRIERS = """
+default_weight_g = 300
+[carriers.EMS]
+name = "China Post EMS"
+[default]
+carrier = "EMS"
+first_kg = "20"
+"""
+SKUS = "sku,weight_g\nSKU-A,100\n"
+
+
+def write_config(
+    tmp_path: Path, warehouses: str = WAREHOUSES, carriers: str = CARRIERS, skus: str = SKUS
+) -> Path:
+    """warehouses.toml with carriers.toml and skus.csv beside it, as the loader expects."""
+    (tmp_path / "carriers.toml").write_text(carriers, encoding="utf-8")
+    (tmp_path / "skus.csv").write_text(skus, encoding="utf-8")
     path = tmp_path / "warehouses.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(warehouses, encoding="utf-8")
     return path
 
 
@@ -69,41 +113,58 @@ def test_there_are_31_mainland_provinces() -> None:
 
 def test_shipped_warehouses(shipped: RoutingTable) -> None:
     assert set(shipped.warehouses) == {"WH-SH", "WH-BJ", "WH-GZ", "WH-CD"}
-    assert shipped.warehouses["WH-GZ"] == Warehouse("WH-GZ", "Guangzhou", "GD")
+    gz = shipped.warehouses["WH-GZ"]
+    assert (gz.code, gz.name, gz.province) == ("WH-GZ", "Guangzhou", "GD")
     for wh in shipped.warehouses.values():
         assert wh.province in PROVINCES
+        assert set(wh.shipping_cost) == DESTINATIONS
+
+
+@pytest.mark.parametrize(
+    ("province", "first"), [("SH", "WH-SH"), ("GD", "WH-GZ"), ("SC", "WH-CD"), ("BJ", "WH-BJ")]
+)
+def test_a_warehouse_province_goes_to_its_own_warehouse(
+    shipped: RoutingTable, province: str, first: str
+) -> None:
+    assert shipped.candidates(order_to("CN", province))[0] == first
+    assert shipped.warehouses[first].province == province
 
 
 @pytest.mark.parametrize("code", MAINLAND)
 def test_every_mainland_province_ranks_all_four_warehouses(
     shipped: RoutingTable, code: str
 ) -> None:
-    ranked = shipped.by_province[code]
-    assert len(ranked) == 4
-    assert set(ranked) == set(shipped.warehouses)
-    assert shipped.candidates(order_to("CN", code)) == ranked
+    ranked = shipped.candidates(order_to("CN", code))
+    assert sorted(ranked) == sorted(shipped.warehouses)
+    assert ranked == shipped.by_province[code]
 
 
-def test_routing_table_names_only_real_province_codes(shipped: RoutingTable) -> None:
-    assert set(shipped.by_province) <= set(PROVINCES)
-    assert set(MAINLAND) <= set(shipped.by_province)
+@pytest.mark.parametrize("destination", sorted(DESTINATIONS))
+def test_candidates_are_the_covering_warehouses_by_cost_then_priority(
+    shipped: RoutingTable, destination: str
+) -> None:
+    ranked = shipped.default if destination == OTHER else shipped.by_province[destination]
+    covering = {w.code for w in shipped.warehouses.values() if destination in w.covers}
+    assert set(ranked) == covering and ranked
+    keys = [
+        (shipped.warehouses[c].shipping_cost[destination], shipped.warehouses[c].priority)
+        for c in ranked
+    ]
+    assert keys == sorted(keys)
 
 
-def test_a_warehouse_province_prefers_its_own_warehouse(shipped: RoutingTable) -> None:
-    for wh in shipped.warehouses.values():
-        assert shipped.by_province[wh.province][0] == wh.code
-
-
-def test_default_serves_every_warehouse(shipped: RoutingTable) -> None:
-    assert len(shipped.default) == 4
-    assert set(shipped.default) == set(shipped.warehouses)
+def test_remote_and_western_provinces_ship_from_chengdu(shipped: RoutingTable) -> None:
+    for code in ("XZ", "XJ", "QH", "CQ", "YN", "GZ"):
+        assert shipped.candidates(order_to("CN", code))[0] == "WH-CD", code
 
 
 @pytest.mark.parametrize(
     ("country", "code"), [("US", ""), ("US", "CA"), ("SG", ""), ("JP", "GD"), ("DE", "BJ")]
 )
-def test_foreign_addresses_get_the_default(shipped: RoutingTable, country: str, code: str) -> None:
-    assert shipped.candidates(order_to(country, code)) == shipped.default
+def test_foreign_addresses_get_the_cross_border_hubs(
+    shipped: RoutingTable, country: str, code: str
+) -> None:
+    assert shipped.candidates(order_to(country, code)) == shipped.default == ("WH-SH", "WH-GZ")
 
 
 def test_chinese_address_without_or_with_unknown_province_gets_the_default(
@@ -117,79 +178,167 @@ def test_chinese_address_without_or_with_unknown_province_gets_the_default(
 def test_sars_and_taiwan_route_as_country_or_subdivision(shipped: RoutingTable, code: str) -> None:
     ranked = shipped.by_province[code]
     assert shipped.candidates(order_to(code, code)) == ranked
+    assert shipped.candidates(order_to(code, "")) == ranked
     assert shipped.candidates(order_to("CN", code)) == ranked
-    assert ranked != shipped.default
+    assert set(ranked) == {"WH-SH", "WH-GZ"}  # customs clearance: the bonded hubs only
 
 
 def test_country_is_case_insensitive(shipped: RoutingTable) -> None:
     assert shipped.candidates(order_to("cn", "SC")) == shipped.by_province["SC"]
 
 
+def test_an_address_override_wins_over_the_order_address(shipped: RoutingTable) -> None:
+    order = order_to("CN", "SH")
+    assert shipped.candidates(order, address("CN", "SC"))[0] == "WH-CD"
+    assert shipped.candidates(order, address("US"))[0] == "WH-SH"
+    assert shipped.candidates(order, None) == shipped.by_province["SH"]
+
+
+def test_shipping_cost_is_decimal_per_destination(shipped: RoutingTable) -> None:
+    assert shipped.shipping_cost("WH-SH", address("CN", "SH")) == Decimal("5.00")
+    assert shipped.shipping_cost("WH-CD", address("CN", "SH")) == Decimal("12.00")
+    with pytest.raises(ValueError, match="WH-NOPE"):
+        shipped.shipping_cost("WH-NOPE", address())
+
+
+@pytest.mark.parametrize(
+    ("country", "code", "expected"),
+    [
+        ("CN", "ZJ", "ZJ"),
+        ("cn", "zj", "ZJ"),
+        ("HK", "", "HK"),
+        ("US", "CA", OTHER),
+        ("CN", "", OTHER),
+    ],
+)
+def test_destination_of(country: str, code: str, expected: str) -> None:
+    assert destination_of(address(country, code)) == expected
+
+
 # --- config files -------------------------------------------------------------------------
-
-GOOD = """
-[warehouses.A]
-name = "Alpha"
-province = "SH"
-
-[warehouses.B]
-province = "BJ"
-
-[routing]
-default = ["B", "A"]
-SH = ["A", "B"]
-"""
 
 
 def test_minimal_config_loads(tmp_path: Path) -> None:
-    table = RoutingTable.load(write(tmp_path, GOOD))
-    assert table.warehouses["A"] == Warehouse("A", "Alpha", "SH")
-    assert table.warehouses["B"] == Warehouse("B", "B", "BJ")  # name defaults to the code
-    assert table.default == ("B", "A")
-    assert table.by_province == {"SH": ("A", "B")}
-    assert table.candidates(order_to("CN", "SH")) == ("A", "B")
-    assert table.candidates(order_to("CN", "BJ")) == ("B", "A")
+    table = RoutingTable.load(write_config(tmp_path))
+    a, b = table.warehouses["A"], table.warehouses["B"]
+    assert (a.name, a.province, a.priority) == ("Alpha", "SH", 2)
+    assert b.name == "B"  # the name defaults to the code
+    assert OTHER not in b.covers and OTHER in a.covers
 
 
-def test_missing_default_means_every_warehouse_in_file_order(tmp_path: Path) -> None:
-    text = GOOD.replace('default = ["B", "A"]\n', "")
-    table = RoutingTable.load(write(tmp_path, text))
-    assert table.default == ("A", "B")
+def test_the_most_specific_cost_wins(tmp_path: Path) -> None:
+    a = RoutingTable.load(write_config(tmp_path)).warehouses["A"]
+    assert a.shipping_cost["SH"] == Decimal("4.50")  # province
+    assert a.shipping_cost["ZJ"] == Decimal("6")  # region east
+    assert a.shipping_cost["BJ"] == Decimal("8")  # mainland
+    assert a.shipping_cost["HK"] == a.shipping_cost[OTHER] == Decimal("10")  # default
 
 
-def test_unknown_warehouse_in_a_province_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD + 'GD = ["A", "WH-NOPE"]\n')
-    with pytest.raises(RoutingConfigError, match=r"routing\.GD.*WH-NOPE"):
+def test_ranking_by_cost_then_priority_then_coverage(tmp_path: Path) -> None:
+    table = RoutingTable.load(write_config(tmp_path))
+    assert table.candidates(order_to("CN", "SH")) == ("A", "B")  # 4.50 < 10
+    assert table.candidates(order_to("CN", "BJ")) == ("B", "A")  # 4.50 < 8
+    assert table.candidates(order_to("CN", "GD")) == ("A", "B")  # 8 < 10
+    assert table.candidates(order_to("CN", "HK")) == ("A",)  # B covers the mainland only
+    assert table.candidates(order_to("US")) == ("A",)
+
+
+def test_equal_costs_go_by_priority_then_code(tmp_path: Path) -> None:
+    text = "".join(
+        f'[warehouses.{code}]\nprovince = "SH"\npriority = {prio}\ncovers = ["all"]\n'
+        'shipping_cost = { default = "9" }\n'
+        for code, prio in [("C", 1), ("B", 2), ("A", 2)]
+    )
+    table = RoutingTable.load(write_config(tmp_path, warehouses=text))
+    assert table.candidates(order_to("CN", "GD")) == ("C", "A", "B")
+
+
+def test_a_config_with_another_carriers_and_skus_path(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "c.toml").write_text(CARRIERS.replace("300", "700"), encoding="utf-8")
+    (other / "w.csv").write_text("sku,weight_g\nSKU-B,5\n", encoding="utf-8")
+    table = RoutingTable.load(path, carriers=other / "c.toml", skus=other / "w.csv")
+    assert table.weights.default_g == 700
+    assert dict(table.weights.grams) == {"SKU-B": 5}
+
+
+COVERS_B = 'covers = ["mainland"]'
+COST_B = 'shipping_cost = { default = "10", BJ = "4.50" }'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('province = "BJ"', 'province = "XX"', r"warehouses\.B\.province: .*'XX'"),
+        (COVERS_B, 'covers = ["mainland", "atlantis"]', r"warehouses\.B\.covers: .*atlantis"),
+        (COVERS_B, "covers = []", r"warehouses\.B\.covers: is empty"),
+        (COVERS_B, 'covers = ["BJ", "BJ"]', r"warehouses\.B\.covers: .*\['BJ'\] more than once"),
+        (COVERS_B, 'covers = "mainland"', r"warehouses\.B\.covers: .*list"),
+        (COST_B, 'shipping_cost = { default = "10", BJ = "-1" }', r"shipping_cost\.BJ: .*0"),
+        (COST_B, 'shipping_cost = { default = "10", BJ = 4.5 }', r"shipping_cost\.BJ: .*string"),
+        (COST_B, 'shipping_cost = { default = "x" }', r"shipping_cost\.default: .*not a number"),
+        (COST_B, 'shipping_cost = { BJ = "4" }', r"shipping_cost: .*\"default\""),
+        (COST_B, 'shipping_cost = { default = "4", all = "3" }', r"shipping_cost: .*all"),
+        (COST_B, 'shipping_cost = { default = "4", XX = "3" }', r"shipping_cost: .*XX"),
+        ("priority = 1", "priority = -1", r"warehouses\.B\.priority"),
+        ("priority = 1", 'priority = "1"', r"warehouses\.B\.priority"),
+        ("priority = 1\n", "", r"warehouses\.B\.priority: Field required"),
+        ("[warehouses.B]", "[warehouses.'B,1']", r"warehouses\.B,1"),
+        ("[warehouses.B]", "[warehouses.B]\nregion = 'north'", r"warehouses\.B\.region: Extra"),
+    ],
+)
+def test_bad_warehouse_is_refused_naming_file_and_field(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    assert old in WAREHOUSES
+    path = write_config(tmp_path, warehouses=WAREHOUSES.replace(old, new))
+    with pytest.raises(RoutingConfigError, match=message) as exc:
         RoutingTable.load(path)
+    assert str(path) in str(exc.value)
 
 
-def test_unknown_warehouse_in_default_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace('default = ["B", "A"]', 'default = ["B", "Z"]'))
-    with pytest.raises(RoutingConfigError, match=r"routing\.default.*'Z'"):
-        RoutingTable.load(path)
+def test_a_destination_no_warehouse_covers_is_refused(tmp_path: Path) -> None:
+    text = WAREHOUSES.replace('covers = ["all"]', 'covers = ["east", "south"]')
+    with pytest.raises(RoutingConfigError, match=r"no warehouse covers \['other'\]"):
+        RoutingTable.load(write_config(tmp_path, warehouses=text))
 
 
-def test_empty_province_list_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RoutingConfigError, match=r"routing\.GD is empty"):
-        RoutingTable.load(write(tmp_path, GOOD + "GD = []\n"))
+def test_the_old_priority_lists_are_refused(tmp_path: Path) -> None:
+    text = WAREHOUSES + '[routing]\ndefault = ["A", "B"]\n'
+    with pytest.raises(RoutingConfigError, match="routing: Extra inputs"):
+        RoutingTable.load(write_config(tmp_path, warehouses=text))
+
+
+def test_duplicate_warehouse_is_refused(tmp_path: Path) -> None:
+    text = WAREHOUSES + '[warehouses.A]\nprovince = "SH"\n'
+    with pytest.raises(RoutingConfigError, match=r"warehouses\.toml"):
+        RoutingTable.load(write_config(tmp_path, warehouses=text))
 
 
 def test_no_warehouses_at_all_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RoutingConfigError, match="empty"):
-        RoutingTable.load(write(tmp_path, "[routing]\n"))
+        RoutingTable.load(write_config(tmp_path, warehouses="warehouses = {}\n"))
+    with pytest.raises(RoutingConfigError, match="warehouses: Field required"):
+        RoutingTable.load(write_config(tmp_path, warehouses=""))
 
 
 def test_invalid_toml_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RoutingConfigError, match=str(tmp_path.name)):
-        RoutingTable.load(write(tmp_path, "[warehouses.A\nname = "))
+        RoutingTable.load(write_config(tmp_path, warehouses="[warehouses.A\nname = "))
 
 
-def test_missing_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RoutingConfigError):
+def test_missing_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RoutingConfigError, match=r"absent\.toml"):
         RoutingTable.load(tmp_path / "absent.toml")
+    path = write_config(tmp_path)
+    (tmp_path / "carriers.toml").unlink()
+    with pytest.raises(RoutingConfigError, match=r"carriers\.toml"):
+        RoutingTable.load(path)
 
 
 def test_warehouse_entry_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, '[warehouses]\nWH-A = "Shanghai"\n\n[routing]\ndefault = ["WH-A"]\n')
-    with pytest.raises(RoutingConfigError):
+    path = write_config(tmp_path, warehouses='[warehouses]\nWH-A = "Shanghai"\n')
+    with pytest.raises(RoutingConfigError, match=r"warehouses\.WH-A"):
         RoutingTable.load(path)
