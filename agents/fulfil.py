@@ -1,32 +1,47 @@
-"""Stage 6: fulfilment commands the WMS acts on, one per warehouse, with deterministic ids."""
+"""Stage 6: commands the WMS acts on, with deterministic ids, and the record of what was sent.
+
+Outbound: one per warehouse of the reservation. Cancel/intercept: one per live outbound, with
+``refers_to`` naming it. Return inbound: one per warehouse the returned units left from. The
+same cause always gives the same id, so the WMS drops a command it has seen.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from state.orders import OrderRecord
-from streams.messages import CommandKind, CommandLine, FulfilmentCommand, make_id
+from state.orders import CommandRef, CommandStatus, OrderRecord
+from streams.messages import Allocation, CommandKind, CommandLine, FulfilmentCommand, make_id
 
 
-def command_id(order_id: str, kind: CommandKind, warehouse: str, attempt: int = 1) -> str:
-    """Same order, kind, warehouse and attempt -> same id, so the WMS drops a re-sent command."""
-    return make_id("C", order_id, kind.value, warehouse, attempt)
+def command_id(
+    order_id: str, kind: CommandKind, warehouse: str, attempt: int = 1, refers_to: str = ""
+) -> str:
+    """Same order, kind, warehouse, attempt (and target) -> same id on any worker."""
+    parts: tuple[object, ...] = (order_id, kind.value, warehouse, attempt)
+    return make_id("C", *parts, refers_to) if refers_to else make_id("C", *parts)
 
 
-def lines_by_warehouse(record: OrderRecord) -> dict[str, list[CommandLine]]:
-    """Order lines shared out over the reservation's allocations; a sku split across
-    warehouses splits its lines' quantities the same way."""
+def lines_by_warehouse(
+    record: OrderRecord, allocations: Sequence[Allocation] | None = None
+) -> dict[str, list[CommandLine]]:
+    """Order lines (gifts included) shared out over the reservation's allocations; a sku split
+    across warehouses splits its lines' quantities the same way."""
     left = defaultdict(list)  # sku -> [(warehouse, units)] still to hand out
-    for a in record.allocations:
+    for a in record.allocations if allocations is None else allocations:
         left[a.sku].append([a.warehouse, a.quantity])
     out: dict[str, list[CommandLine]] = defaultdict(list)
-    for line in record.order.lines:
+    for line in record.lines:
         need = line.quantity
         for part in left[line.sku]:
             take = min(need, part[1])
             if take:
-                out[part[0]].append(CommandLine(line_id=line.line_id, sku=line.sku, quantity=take))
+                out[part[0]].append(
+                    CommandLine(
+                        line_id=line.line_id, sku=line.sku, quantity=take, is_gift=line.is_gift
+                    )
+                )
                 part[1] -= take
                 need -= take
             if not need:
@@ -34,29 +49,150 @@ def lines_by_warehouse(record: OrderRecord) -> dict[str, list[CommandLine]]:
     return dict(out)
 
 
-def _commands(record: OrderRecord, kind: CommandKind, at: datetime) -> list[FulfilmentCommand]:
+def build_command(
+    record: OrderRecord,
+    kind: CommandKind,
+    warehouse: str,
+    lines: list[CommandLine],
+    at: datetime,
+    *,
+    cid: str,
+    carrier: str = "",
+    attempt: int = 1,
+    shipment: str = "",
+    refers_to: str = "",
+    merged: Sequence[str] = (),
+    weight_g: int = 0,
+) -> FulfilmentCommand:
     order = record.order
-    return [
-        FulfilmentCommand(
-            command_id=command_id(order.order_id, kind, warehouse),
-            kind=kind,
-            order_id=order.order_id,
-            channel=order.channel,
-            shop_id=order.shop_id,
-            external_id=order.external_id,
-            warehouse=warehouse,
-            ship_to=order.address,
-            lines=lines,
-            buyer_remark=order.buyer_remark,
-            created_at=at,
+    return FulfilmentCommand(
+        command_id=cid,
+        kind=kind,
+        order_id=record.order_id,
+        channel=order.channel,
+        shop_id=order.shop_id,
+        external_id=order.external_id,
+        warehouse=warehouse,
+        carrier=carrier,
+        ship_to=record.address,
+        lines=lines,
+        buyer_remark=order.buyer_remark,
+        created_at=at,
+        attempt=attempt,
+        shipment=shipment,
+        merged_order_ids=list(merged),
+        weight_g=weight_g,
+        refers_to=refers_to,
+    )
+
+
+def track(record: OrderRecord, command: FulfilmentCommand, primary: str = "") -> None:
+    """Remember a sent command on the record, so WMS answers can be matched to it."""
+    record.commands.append(
+        CommandRef(
+            command_id=command.command_id,
+            kind=command.kind,
+            warehouse=command.warehouse,
+            shipment=command.shipment or record.order_id,
+            attempt=command.attempt,
+            carrier=command.carrier,
+            lines=list(command.lines),
+            primary=primary,
+            refers_to=command.refers_to,
         )
-        for warehouse, lines in sorted(lines_by_warehouse(record).items())
-    ]
+    )
 
 
-def outbound_commands(record: OrderRecord, at: datetime) -> list[FulfilmentCommand]:
-    return _commands(record, CommandKind.OUTBOUND, at)
+def next_attempt(record: OrderRecord) -> int:
+    outbound = [c.attempt for c in record.commands if c.kind is CommandKind.OUTBOUND]
+    return max(outbound, default=0) + 1
 
 
-def cancel_commands(record: OrderRecord, at: datetime) -> list[FulfilmentCommand]:
-    return _commands(record, CommandKind.CANCEL, at)
+def outbound_commands(
+    record: OrderRecord,
+    at: datetime,
+    carriers: Mapping[str, str] | None = None,
+    *,
+    attempt: int = 1,
+    weights: Mapping[str, int] | None = None,
+) -> list[FulfilmentCommand]:
+    """One outbound per warehouse of the order's reservation, tracked on the record."""
+    commands = []
+    for warehouse, lines in sorted(lines_by_warehouse(record).items()):
+        command = build_command(
+            record,
+            CommandKind.OUTBOUND,
+            warehouse,
+            lines,
+            at,
+            cid=command_id(record.order_id, CommandKind.OUTBOUND, warehouse, attempt),
+            carrier=(carriers or {}).get(warehouse, record.carrier),
+            attempt=attempt,
+            weight_g=(weights or {}).get(warehouse, 0),
+        )
+        track(record, command)
+        commands.append(command)
+    return commands
+
+
+def stop_command(record: OrderRecord, ref: CommandRef, at: datetime) -> FulfilmentCommand:
+    """Cancel an outbound the warehouse has not picked yet, intercept one it has."""
+    kind = CommandKind.INTERCEPT if ref.status is CommandStatus.PICKED else CommandKind.CANCEL
+    command = build_command(
+        record,
+        kind,
+        ref.warehouse,
+        [line for line in ref.lines if line.order_id in ("", record.order_id)] or ref.lines,
+        at,
+        cid=command_id(record.order_id, kind, ref.warehouse, ref.attempt, ref.command_id),
+        carrier=ref.carrier,
+        attempt=ref.attempt,
+        shipment="" if ref.shipment == record.order_id else ref.shipment,
+        refers_to=ref.command_id,
+    )
+    track(record, command, primary=ref.primary)
+    return command
+
+
+def return_commands(
+    record: OrderRecord,
+    by_warehouse: Mapping[str, list[CommandLine]],
+    request_id: str,
+    at: datetime,
+) -> list[FulfilmentCommand]:
+    """Tell each warehouse which units to expect back."""
+    commands = []
+    for warehouse, lines in sorted(by_warehouse.items()):
+        command = build_command(
+            record,
+            CommandKind.RETURN_INBOUND,
+            warehouse,
+            lines,
+            at,
+            cid=make_id(
+                "C", record.order_id, CommandKind.RETURN_INBOUND.value, warehouse, request_id
+            ),
+            refers_to=request_id,
+        )
+        track(record, command)
+        commands.append(command)
+    return commands
+
+
+def shipped_units(
+    record: OrderRecord, line_ids: Iterable[str] = ()
+) -> dict[str, list[CommandLine]]:
+    """The order's own units that left each warehouse (merged shipments included), optionally
+    only of some lines: what a return can bring back."""
+    wanted = set(line_ids)
+    out: dict[str, list[CommandLine]] = defaultdict(list)
+    for ref in record.commands:
+        if ref.kind is not CommandKind.OUTBOUND or ref.shipment != record.order_id:
+            continue
+        if ref.status not in (CommandStatus.SHIPPED, CommandStatus.DELIVERED):
+            continue
+        for line in ref.lines:
+            mine = line.order_id in ("", record.order_id)
+            if mine and (not wanted or line.line_id in wanted):
+                out[ref.warehouse].append(line.model_copy(update={"order_id": ""}))
+    return dict(out)

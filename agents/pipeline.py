@@ -1,10 +1,12 @@
-"""The order path for a batch of raw inputs: normalise -> dedupe -> audit -> reserve/route ->
-fulfil, with Redis as the only state and Kafka outputs returned to the caller.
+"""The order path for a batch of inputs: normalise -> dedupe -> audit -> reserve -> route ->
+(merge window) -> fulfil, and everything after: operator actions, WMS answers, after-sales
+requests. Redis is the only state; Kafka outputs are returned to the caller.
 
-No Faust here: the intake agent hands a batch in and sends what comes out, so the whole path
-is tested against a real Redis without a broker. Round trips per batch: one to load records,
-one pipelined Lua call per order for reservations, one pipelined CAS save. An order that
-appears twice in one batch is processed in a later round, so its inputs apply in order.
+No Faust here: the agents hand a batch in and send what comes out, so the whole life of an
+order is tested against a real Redis without a broker. Round trips per round: one to load the
+records, one pipelined call for reservations, one for other stock effects, one pipelined CAS
+save. An order touched twice in one batch is processed in a later round, so its inputs apply
+in order; an input that touches several orders (a merged shipment) saves them all or none.
 """
 
 from __future__ import annotations
@@ -14,33 +16,39 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from agents import aftersales, wms
 from agents.audit import PASS, AuditContext, Verdict, audit
 from agents.dedupe import Intake, classify
-from agents.fulfil import cancel_commands, outbound_commands
-from agents.lifecycle import TERMINAL, IllegalTransition, can_move, record_event
+from agents.fulfil import lines_by_warehouse, next_attempt, outbound_commands, stop_command
+from agents.lifecycle import AT_WMS, BEFORE_WMS, TERMINAL, IllegalTransition, record_event
+from agents.merge import merge_group, merged_command, waiting_members
 from agents.normalise import RawInput, normalise
+from agents.plan import Message, Plan, StockOp, StockOpKind
 from agents.route import RoutingTable
 from ops.settings import Settings
 from state.allocation import ShortagePolicy
 from state.keys import Keys
-from state.orders import LoadedRecord, OrderRecord, OrderStore
+from state.orders import CommandStatus, LoadedRecord, OrderRecord, OrderStore
 from state.reservations import Reservation, ReserveRequest, ReserveStatus, StockEngine
 from streams import topics
 from streams.adapters.base import AdapterContext
 from streams.messages import (
+    AfterSalesRequest,
+    ChannelUpdate,
     DlqRecord,
     EventKind,
     FulfilmentCommand,
     OperatorAction,
     OperatorActionKind,
-    OrderEvent,
     OrderState,
+    WmsEvent,
 )
 from streams.models import ChannelStatus, Order
 
@@ -50,28 +58,21 @@ Output = tuple[str, str, str]  # topic, key, JSON value
 SKU_CACHE_SECONDS = 2.0
 MAX_CAS_ROUNDS = 5
 T = TypeVar("T")
-
-
-@dataclass
-class Plan:
-    """What one input does to one order, built up across the batch's phases."""
-
-    source: Any  # what to process again after a lost race: (RawInput, Order) or an action
-    input_id: str
-    record: OrderRecord
-    expected_version: int
-    messages: list[OrderEvent | FulfilmentCommand] = field(default_factory=list)
-    reserve: ReserveRequest | None = None
-    release: bool = False
-    release_reason: str = "cancelled_at_channel"
-    actor: str = "system"
-    busy: bool = False  # another delivery of this order holds its reservation saga: redo later
+PlanFor = Callable[[T, dict[str, LoadedRecord], AuditContext, datetime, "BatchResult"], list[Plan]]
 
 
 @dataclass
 class BatchResult:
     outputs: list[Output] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class ShopRules:
+    """Per-shop settings from config/shops.toml."""
+
+    shortage_policy: ShortagePolicy | None = None
+    merge_window_s: float | None = None
 
 
 class OrderPipeline:
@@ -89,14 +90,20 @@ class OrderPipeline:
         self.stock = StockEngine(client, self.keys)
         self.routing = routing
         self.adapter_ctx = adapter_ctx
-        self.shop_policies: dict[str, ShortagePolicy] = load_shop_policies(settings)
+        self.shops: dict[str, ShopRules] = load_shop_rules(settings.config_dir / "shops.toml")
+        self.audit_rules = load_rules(settings.config_dir)
+        self.promotions = load_gift_rules(settings.config_dir)
         self.events_topic = topics.ORDER_EVENTS.name(settings)
         self.commands_topic = topics.FULFILMENT_COMMANDS.name(settings)
+        self.updates_topic = topics.CHANNEL_UPDATES.name(settings)
         self.dlq_topic = topics.DLQ.name(settings)
         self._skus: frozenset[str] = frozenset()
         self._skus_at = 0.0
 
+    # --- inputs ---------------------------------------------------------------------------
+
     async def process(self, raws: Sequence[RawInput]) -> BatchResult:
+        """Raw channel payloads: DLQ what cannot be parsed, the rest through intake."""
         result = BatchResult()
         pending: list[tuple[RawInput, Order]] = []
         for raw in raws:
@@ -109,147 +116,147 @@ class OrderPipeline:
                 )
             else:
                 pending.append((raw, parsed))
-        await self._apply_in_rounds(pending, lambda item: item[1].order_id, self._intake, result)
+        velocity = await self._record_velocity([order for _, order in pending])
+        await self._apply_in_rounds(
+            pending, lambda item: [item[1].order_id], self._intake, result, velocity
+        )
         return result
 
-    async def _audit_context(self) -> AuditContext:
+    async def apply_actions(self, actions: Sequence[OperatorAction]) -> BatchResult:
+        """Operator decisions and timer actions, applied like any input: same CAS, same
+        outbox, so a redelivered action is applied once and lands in the trail with its actor."""
+        result = BatchResult()
+        await self._apply_in_rounds(
+            list(actions),
+            lambda action: sorted(set(action.members)) or [action.order_id],
+            self._action_plans,
+            result,
+        )
+        return result
+
+    async def apply_wms_events(self, events: Sequence[WmsEvent]) -> BatchResult:
+        """WMS answers. An answer about a merged shipment applies to every order in it."""
+        result = BatchResult()
+        keyed = await self.orders.load_many(sorted({e.order_id for e in events}))
+        members = {
+            oid: sorted(set(lr.record.merged_with)) or [oid]
+            for oid, lr in keyed.items()
+            if lr.record is not None
+        }
+        await self._apply_in_rounds(
+            list(events),
+            lambda event: members.get(event.order_id, [event.order_id]),
+            self._wms_plans,
+            result,
+        )
+        return result
+
+    async def apply_aftersales(self, requests: Sequence[AfterSalesRequest]) -> BatchResult:
+        result = BatchResult()
+        await self._apply_in_rounds(
+            list(requests), lambda req: [req.order_id], self._aftersales_plans, result
+        )
+        return result
+
+    # --- the round loop -------------------------------------------------------------------
+
+    async def _audit_context(self, velocity: dict[str, Any] | None = None) -> AuditContext:
         now = time.monotonic()
         if now - self._skus_at > SKU_CACHE_SECONDS:
             self._skus = frozenset(await self.client.smembers(self.keys.skus))
             self._skus_at = now
-        return AuditContext(self._skus, self.settings.max_line_quantity)
+        return make_audit_context(self._skus, self.settings, self.audit_rules, velocity or {})
+
+    async def _record_velocity(self, orders: list[Order]) -> dict[str, Any]:
+        """Orders per buyer and address in the scalper window: one round trip per batch."""
+        window = scalper_window(self.audit_rules)
+        if not orders or window <= 0:
+            return {}
+        from state.velocity import record_recent
+
+        return await record_recent(self.client, self.keys, orders, window_s=window, now=time.time())
 
     async def _apply_in_rounds(
         self,
         items: list[T],
-        order_of: Callable[[T], str],
-        plan_for: Callable[[T, LoadedRecord, AuditContext, datetime, BatchResult], Plan | None],
+        targets_of: Callable[[T], list[str]],
+        plan_for: PlanFor[T],
         result: BatchResult,
+        velocity: dict[str, Any] | None = None,
     ) -> None:
         """The one loop for every kind of input: each order at most once per round (so its
         inputs apply in order), one load and one CAS save per round, and inputs that lost a
-        race go again on the fresh record."""
-        ctx = await self._audit_context()
+        race go again on the fresh records."""
+        ctx = await self._audit_context(velocity)
         pending = list(items)
         for _ in range(MAX_CAS_ROUNDS + len(items)):
             if not pending:
                 return
-            batch, later = first_per_order(pending, order_of)
-            loaded = await self.orders.load_many([order_of(item) for item in batch])
+            batch, later = first_per_order(pending, targets_of)
+            wanted = sorted({oid for item in batch for oid in targets_of(item)})
+            loaded = await self.orders.load_many(wanted)
             now = datetime.now(UTC)
-            plans = [
-                plan
+            steps = [
+                (item, plans)
                 for item in batch
-                if (plan := plan_for(item, loaded[order_of(item)], ctx, now, result))
+                if (plans := plan_for(item, loaded, ctx, now, result))
             ]
-            pending = await self._finish(plans, now, result) + later
+            pending = await self._finish(steps, now, result) + later
         raise RuntimeError("order records keep changing under this worker; giving up batch")
 
-    async def _finish(self, plans: list[Plan], now: datetime, result: BatchResult) -> list[Any]:
-        """Reserve, release, CAS-save and emit; returns the sources to process again (lost a
-        CAS race or found the order's saga busy)."""
+    async def _finish(
+        self, steps: list[tuple[Any, list[Plan]]], now: datetime, result: BatchResult
+    ) -> list[Any]:
+        """Reserve, apply stock effects, CAS-save and emit; returns the inputs to process
+        again (lost a CAS race or found the order's saga busy)."""
+        plans = [plan for _, group in steps for plan in group]
+        await self._apply_stock_ops(plans)  # first: a short pick undoes before re-reserving
         await self._reserve(plans, now, result)
-        await self._release(plans, now, result)
         again: list[Any] = []
-        for plan in [p for p in plans if p.busy]:
-            result.counts["saga_busy"] += 1
-            again.append(plan.source)
-        plans = [p for p in plans if not p.busy]
-        for plan in plans:
-            plan.record.remember_outputs(plan.input_id, [self._output(m) for m in plan.messages])
-        saved = await self.orders.save_many([(p.record, p.expected_version) for p in plans])
-        for plan, ok in zip(plans, saved, strict=True):
+        ready: list[tuple[Any, list[Plan]]] = []
+        for item, group in steps:
+            if any(p.busy for p in group):
+                result.counts["saga_busy"] += 1
+                again.append(item)
+            else:
+                ready.append((item, group))
+        for _, group in ready:
+            for plan in group:
+                plan.record.remember_outputs(
+                    plan.input_id, [self._output(m) for m in plan.messages]
+                )
+        saved = await self.orders.save_groups(
+            [[(p.record, p.expected_version) for p in group] for _, group in ready]
+        )
+        for (item, group), ok in zip(ready, saved, strict=True):
             if ok:
-                result.outputs.extend(plan.record.outbox[plan.input_id])
+                for plan in group:
+                    result.outputs.extend(plan.record.outbox[plan.input_id])
             else:
                 result.counts["cas_conflicts"] += 1
-                again.append(plan.source)
+                again.append(item)
         return again
 
-    async def apply_actions(self, actions: Sequence[OperatorAction]) -> BatchResult:
-        """Operator decisions (release a hold, cancel), applied like any input: same CAS, same
-        outbox, so a redelivered action is applied once and lands in the trail with its actor."""
-        result = BatchResult()
-        await self._apply_in_rounds(
-            list(actions), lambda action: action.order_id, self._action_plan, result
-        )
-        return result
-
-    def _action_plan(
-        self,
-        action: OperatorAction,
-        loaded: LoadedRecord,
-        ctx: AuditContext,
-        now: datetime,
-        result: BatchResult,
-    ) -> Plan | None:
-        result.counts[f"action_{action.kind.value}"] += 1
-        if loaded.record is None:
-            result.counts["action_unknown_order"] += 1
-            log.warning(
-                "operator action %s for unknown order %s", action.action_id, action.order_id
-            )
-            return None
-        input_id = f"action:{action.action_id}"
-        if input_id in loaded.record.outbox:
-            result.outputs.extend(loaded.record.outbox[input_id])
-            return None
-        record = loaded.record.model_copy(deep=True)
-        plan = Plan(action, input_id, record, loaded.version, actor=action.actor)
-        state = record.state
-        if action.kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
-            plan.messages.append(
-                record_event(
-                    record,
-                    EventKind.HOLD_RELEASED,
-                    now,
-                    reason=record.hold_reason,
-                    detail=action.reason,
-                    actor=action.actor,
-                )
-            )
-            self._decide(plan, ctx, now, override_holds=True)
-        elif (
-            action.kind is OperatorActionKind.EXPIRE_UNPAID
-            and state is OrderState.HELD
-            and record.hold_reason == "unpaid"
-        ):
-            plan.release = True
-            plan.release_reason = "unpaid_timeout"
-        elif action.kind is OperatorActionKind.CANCEL and can_move(state, OrderState.CANCELLED):
-            plan.release = True
-            plan.release_reason = "cancelled_by_operator"
-        else:
-            result.counts["action_refused"] += 1
-            plan.messages.append(
-                record_event(
-                    record,
-                    EventKind.ACTION_REFUSED,
-                    now,
-                    reason=action.kind.value,
-                    detail=f"not applicable to a {state.value} order",
-                    actor=action.actor,
-                )
-            )
-        return plan
+    # --- channel inputs -------------------------------------------------------------------
 
     def _intake(
         self,
         item: tuple[RawInput, Order],
-        loaded: LoadedRecord,
+        loaded: dict[str, LoadedRecord],
         ctx: AuditContext,
         now: datetime,
         result: BatchResult,
-    ) -> Plan | None:
+    ) -> list[Plan]:
         raw, order = item
+        current = loaded[order.order_id]
         input_id = f"{raw.input_id}:{order.fingerprint()[:12]}"
-        intake = classify(loaded.record, order, input_id)
+        intake = classify(current.record, order, input_id)
         result.counts[intake.value] += 1
         if intake is Intake.REDELIVERY:
-            assert loaded.record is not None
-            result.outputs.extend(loaded.record.outbox[input_id])
-            return None
-        if loaded.record is None:
+            assert current.record is not None
+            result.outputs.extend(current.record.outbox[input_id])
+            return []
+        if current.record is None:
             record = OrderRecord(
                 order_id=order.order_id,
                 state=OrderState.RECEIVED,
@@ -257,8 +264,8 @@ class OrderPipeline:
                 fingerprint=order.fingerprint(),
             )
         else:
-            record = loaded.record.model_copy(deep=True)
-        plan = Plan(item, input_id, record, loaded.version)
+            record = current.record.model_copy(deep=True)
+        plan = Plan(item, input_id, record, current.version)
         if intake is Intake.NEW:
             plan.messages.append(
                 record_event(
@@ -269,21 +276,19 @@ class OrderPipeline:
                     with_snapshot=True,
                 )
             )
-            self._decide(plan, ctx, now)
+            self.decide(plan, ctx, now)
         elif intake is Intake.DUPLICATE:
             record.duplicates += 1
-            plan.messages.append(
-                record_event(record, EventKind.DUPLICATE, now, reason="same content pushed again")
-            )
+            self.note(plan, EventKind.DUPLICATE, now, reason="same content pushed again")
         elif intake is Intake.STALE:
-            plan.messages.append(
-                record_event(record, EventKind.STALE, now, reason="older than the version held")
-            )
+            self.note(plan, EventKind.STALE, now, reason="older than the version held")
         else:
-            self._apply_update(plan, order, ctx, now)
-        return plan
+            self._apply_update(plan, order, ctx, now, result)
+        return [plan]
 
-    def _apply_update(self, plan: Plan, order: Order, ctx: AuditContext, now: datetime) -> None:
+    def _apply_update(
+        self, plan: Plan, order: Order, ctx: AuditContext, now: datetime, result: BatchResult
+    ) -> None:
         record = plan.record
         record.order = order
         record.fingerprint = order.fingerprint()
@@ -291,71 +296,307 @@ class OrderPipeline:
         if record.state in TERMINAL:
             return
         if order.channel_status is ChannelStatus.CANCELLED:
-            plan.release = True
+            self.cancel(plan, "cancelled_at_channel", now, result)
         elif record.state is OrderState.HELD:
-            self._decide(plan, ctx, now)
+            self.decide(plan, ctx, now)
 
-    def _decide(
+    # --- operator and timer actions -------------------------------------------------------
+
+    def _action_plans(
+        self,
+        action: OperatorAction,
+        loaded: dict[str, LoadedRecord],
+        ctx: AuditContext,
+        now: datetime,
+        result: BatchResult,
+    ) -> list[Plan]:
+        result.counts[f"action_{action.kind.value}"] += 1
+        input_id = f"action:{action.action_id}"
+        if action.kind is OperatorActionKind.RELEASE_MERGED:
+            return self._release_group(action, input_id, loaded, now, result)
+        current = loaded[action.order_id]
+        if current.record is None:
+            result.counts["action_unknown_order"] += 1
+            log.warning(
+                "operator action %s for unknown order %s", action.action_id, action.order_id
+            )
+            return []
+        if input_id in current.record.outbox:
+            result.outputs.extend(current.record.outbox[input_id])
+            return []
+        record = current.record.model_copy(deep=True)
+        plan = Plan(action, input_id, record, current.version, actor=action.actor)
+        state, kind = record.state, action.kind
+        if kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
+            self.note(
+                plan,
+                EventKind.HOLD_RELEASED,
+                now,
+                reason=record.hold_reason,
+                detail=action.reason,
+            )
+            self.decide(plan, ctx, now, override_holds=True)
+        elif kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.EXCEPTION:
+            self.note(
+                plan, EventKind.HOLD_RELEASED, now, reason=record.hold_reason, detail=action.reason
+            )
+            wms.resend_outbound(self, plan, now)
+        elif (
+            kind is OperatorActionKind.EXPIRE_UNPAID
+            and state is OrderState.HELD
+            and record.hold_reason == "unpaid"
+        ):
+            self.cancel(plan, "unpaid_timeout", now, result)
+        elif kind is OperatorActionKind.CANCEL and state in BEFORE_WMS | AT_WMS:
+            self.cancel(plan, "cancelled_by_operator", now, result)
+        elif kind is OperatorActionKind.CLOSE and state is OrderState.DELIVERED:
+            self.move(
+                plan, EventKind.CLOSED, now, OrderState.CLOSED, reason="after-sales window ended"
+            )
+        else:
+            self.refuse(
+                plan,
+                EventKind.ACTION_REFUSED,
+                now,
+                kind.value,
+                f"not applicable to a {state.value} order",
+                result,
+            )
+        return [plan]
+
+    def _release_group(
+        self,
+        action: OperatorAction,
+        input_id: str,
+        loaded: dict[str, LoadedRecord],
+        now: datetime,
+        result: BatchResult,
+    ) -> list[Plan]:
+        """A merge window closed: every member still waiting is released in one outbound
+        (or alone, when it is the only one left)."""
+        group = action.order_id
+        records = [lr.record for oid in action.members if (lr := loaded[oid]).record]
+        if any(input_id in r.outbox for r in records):
+            for r in records:
+                result.outputs.extend(r.outbox.get(input_id, []))
+            return []
+        members = waiting_members([r.model_copy(deep=True) for r in records], group)
+        if not members:
+            return []
+        plans = [
+            Plan(action, input_id, m, loaded[m.order_id].version, actor=action.actor)
+            for m in members
+        ]
+        if len(members) == 1:
+            self.send_outbound(plans[0], now)
+            return plans
+        result.counts["merged_orders"] += len(members)
+        result.counts["merged_shipments"] += 1
+        lines = [line for m in members for line in m.lines]
+        warehouse = members[0].allocations[0].warehouse
+        weight = self.routing.weight_g(lines)
+        carrier = self.routing.choose_carrier(warehouse, members[0].address, weight).code
+        command = merged_command(members, now, carrier, weight)
+        others = ", ".join(m.order_id for m in members)
+        for plan in plans:
+            plan.record.carrier = carrier
+            self.note(
+                plan,
+                EventKind.MERGED,
+                now,
+                reason=command.command_id,
+                detail=f"ships with {others}",
+            )
+            if plan.record is members[0]:
+                plan.messages.append(command)
+            self.move(
+                plan,
+                EventKind.RELEASED,
+                now,
+                OrderState.RELEASED,
+                reason=f"outbound {command.command_id}",
+            )
+        return plans
+
+    # --- WMS answers and after-sales requests ---------------------------------------------
+
+    def _wms_plans(
+        self,
+        event: WmsEvent,
+        loaded: dict[str, LoadedRecord],
+        ctx: AuditContext,
+        now: datetime,
+        result: BatchResult,
+    ) -> list[Plan]:
+        result.counts[f"wms_{event.kind.value}"] += 1
+        input_id = f"wms:{event.event_id}"
+        keyed = loaded.get(event.order_id)
+        if keyed is None or keyed.record is None:
+            result.counts["wms_unknown_order"] += 1
+            log.warning("WMS event %s for unknown order %s", event.event_id, event.order_id)
+            return []
+        targets = sorted(set(keyed.record.merged_with)) or [event.order_id]
+        records = {oid: lr for oid in targets if (lr := loaded.get(oid)) and lr.record}
+        if any(input_id in lr.record.outbox for lr in records.values() if lr.record):
+            for lr in records.values():
+                if lr.record:
+                    result.outputs.extend(lr.record.outbox.get(input_id, []))
+            return []
+        plans = [
+            Plan(event, input_id, lr.record.model_copy(deep=True), lr.version, actor="wms")
+            for lr in records.values()
+            if lr.record
+        ]
+        keyed_ref = keyed.record.command(event.command_id)
+        for plan in plans:
+            wms.apply_event(self, plan, event, keyed_ref, now, result)
+        return plans
+
+    def _aftersales_plans(
+        self,
+        request: AfterSalesRequest,
+        loaded: dict[str, LoadedRecord],
+        ctx: AuditContext,
+        now: datetime,
+        result: BatchResult,
+    ) -> list[Plan]:
+        result.counts[f"aftersales_{request.kind.value}"] += 1
+        current = loaded[request.order_id]
+        input_id = f"aftersales:{request.request_id}"
+        if current.record is None:
+            result.counts["aftersales_unknown_order"] += 1
+            log.warning(
+                "after-sales request %s for unknown order %s", request.request_id, request.order_id
+            )
+            return []
+        if input_id in current.record.outbox:
+            result.outputs.extend(current.record.outbox[input_id])
+            return []
+        record = current.record.model_copy(deep=True)
+        plan = Plan(request, input_id, record, current.version, actor=request.requested_by)
+        aftersales.apply_request(self, plan, request, ctx, now, result)
+        return [plan]
+
+    # --- the steps every flow shares ------------------------------------------------------
+
+    def note(self, plan: Plan, kind: EventKind, now: datetime, **kw: Any) -> None:
+        """An event in the trail that moves no state."""
+        plan.messages.append(record_event(plan.record, kind, now, actor=plan.actor, **kw))
+
+    def move(self, plan: Plan, kind: EventKind, now: datetime, to: OrderState, **kw: Any) -> bool:
+        """One transition; an illegal one is refused (logged, counted, in the trail), never
+        applied. Returns whether it moved."""
+        try:
+            plan.messages.append(
+                record_event(plan.record, kind, now, to_state=to, actor=plan.actor, **kw)
+            )
+            return True
+        except IllegalTransition as exc:
+            log.warning("refused: %s", exc)
+            plan.refused = True
+            self.note(plan, EventKind.TRANSITION_REFUSED, now, reason=kind.value, detail=str(exc))
+            return False
+
+    def refuse(
+        self,
+        plan: Plan,
+        kind: EventKind,
+        now: datetime,
+        reason: str,
+        detail: str,
+        result: BatchResult,
+    ) -> None:
+        result.counts["refused"] += 1
+        plan.refused = True
+        self.note(plan, kind, now, reason=reason, detail=detail)
+
+    def decide(
         self, plan: Plan, ctx: AuditContext, now: datetime, *, override_holds: bool = False
     ) -> None:
         """Audit, then either hold/reject or ask for a reservation. An operator's release
         overrides holds (a person checked the order); rejects still apply."""
         record, order = plan.record, plan.record.order
         if order.channel_status is ChannelStatus.CANCELLED:
-            plan.messages.append(
-                record_event(
-                    record,
-                    EventKind.CANCELLED,
-                    now,
-                    to_state=OrderState.CANCELLED,
-                    reason="cancelled_at_channel",
-                )
+            self.move(
+                plan, EventKind.CANCELLED, now, OrderState.CANCELLED, reason="cancelled_at_channel"
             )
             return
+        if record.ship_to is not None:  # an after-sales address change is what ships
+            order = order.model_copy(update={"address": record.ship_to})
         verdict = audit(order, ctx)
         if verdict.verdict is Verdict.HOLD and override_holds:
             verdict = PASS
         if verdict.verdict is Verdict.PASS:
-            plan.reserve = ReserveRequest(
-                order.order_id,
-                order.quantity_by_sku,
-                self.routing.candidates(order),
-                self.policy_for(order),
-                shop=f"{order.channel.value}/{order.shop_id}",  # its channel quotas apply
-            )
+            self.move(plan, EventKind.AUDITED, now, OrderState.AUDITED)
+            self.request_reservation(plan)
         elif verdict.verdict is Verdict.HOLD:
-            self._hold(plan, verdict.reason, verdict.detail, now)
+            self.hold(plan, verdict.reason, verdict.detail, now)
         else:
             record.reject_reason = verdict.reason
-            plan.messages.append(
-                record_event(
-                    record,
-                    EventKind.REJECTED,
-                    now,
-                    to_state=OrderState.REJECTED,
-                    reason=verdict.reason,
-                    detail=verdict.detail,
-                )
+            self.move(
+                plan,
+                EventKind.REJECTED,
+                now,
+                OrderState.REJECTED,
+                reason=verdict.reason,
+                detail=verdict.detail,
             )
 
-    def _hold(self, plan: Plan, reason: str, detail: str, now: datetime) -> None:
+    def hold(self, plan: Plan, reason: str, detail: str, now: datetime) -> None:
         record = plan.record
         if record.state is OrderState.HELD and record.hold_reason == reason:
             return  # still held for the same reason: nothing new to say
         record.hold_reason = reason
-        plan.messages.append(
-            record_event(
-                record, EventKind.HELD, now, to_state=OrderState.HELD, reason=reason, detail=detail
-            )
+        self.move(plan, EventKind.HELD, now, OrderState.HELD, reason=reason, detail=detail)
+
+    def request_reservation(self, plan: Plan) -> None:
+        """Reserve the order's lines (gifts the promotions add included); a gift that does not
+        fit the stock is dropped rather than blocking the order."""
+        record = plan.record
+        gifts = self.gifts_for(record.order)
+        record.gift_lines = gifts
+        candidates = tuple(
+            wh
+            for wh in self.routing.candidates(record.order, record.address)
+            if wh not in record.excluded_warehouses
         )
+        request = ReserveRequest(
+            record.order_id,
+            record.quantities,
+            candidates,
+            self.policy_for(record.order),
+            shop=f"{record.order.channel.value}/{record.order.shop_id}",  # its quotas apply
+        )
+        plan.reserve = request
+        if gifts:
+            plan.gift_fallback = replace(request, quantities=record.order.quantity_by_sku)
 
     async def _reserve(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
         wanted = [p for p in plans if p.reserve is not None]
         reservations = await self.stock.reserve_many([p.reserve for p in wanted if p.reserve])
-        for plan, reservation in zip(wanted, reservations, strict=True):
-            self._after_reserve(plan, reservation, now, result)
+        fallback = [
+            (p, r)
+            for p, r in zip(wanted, reservations, strict=True)
+            if r.status is ReserveStatus.SHORTAGE and p.gift_fallback is not None
+        ]
+        retried = await self.stock.reserve_many(
+            [p.gift_fallback for p, _ in fallback if p.gift_fallback]
+        )
+        by_plan = {id(p): r for p, r in zip(wanted, reservations, strict=True)}
+        for (plan, _), reservation in zip(fallback, retried, strict=True):
+            by_plan[id(plan)] = reservation
+            skipped = ", ".join(f"{g.sku} x{g.quantity}" for g in plan.record.gift_lines)
+            plan.record.gift_lines = []
+            result.counts["gifts_skipped"] += 1
+            self.note(plan, EventKind.GIFT_SKIPPED, now, reason="out_of_stock", detail=skipped)
+        for plan in wanted:
+            reservation = by_plan[id(plan)]
+            if plan.after_reserve is not None:  # an exchange's replacement, say
+                plan.after_reserve(plan, reservation)
+            else:
+                self._route(plan, reservation, now, result)
 
-    def _after_reserve(
+    def _route(
         self, plan: Plan, reservation: Reservation, now: datetime, result: BatchResult
     ) -> None:
         record = plan.record
@@ -366,105 +607,240 @@ class OrderPipeline:
             result.counts["shortage"] += 1
             if self.policy_for(record.order) is ShortagePolicy.REJECT:
                 record.reject_reason = "out_of_stock"
-                plan.messages.append(
-                    record_event(
-                        record,
-                        EventKind.REJECTED,
-                        now,
-                        to_state=OrderState.REJECTED,
-                        reason="out_of_stock",
-                    )
-                )
+                self.move(plan, EventKind.REJECTED, now, OrderState.REJECTED, reason="out_of_stock")
             else:
-                self._hold(plan, "out_of_stock", "no warehouse can serve every line", now)
+                self.hold(plan, "out_of_stock", "no warehouse can serve every line", now)
             return
         if not reservation.active:
-            self._hold(plan, "reservation_released", "stock was released earlier", now)
+            self.hold(plan, "reservation_released", "stock was released earlier", now)
             return
+        for gift in record.gift_lines:
+            result.counts["gifts_added"] += 1
+            self.note(
+                plan,
+                EventKind.GIFT_ADDED,
+                now,
+                reason=gift.line_id,
+                detail=f"{gift.sku} x{gift.quantity}",
+            )
         record.warehouse = "+".join(reservation.warehouses)
         record.allocations = list(reservation.allocations)
         record.hold_reason = ""
         if len(reservation.warehouses) > 1:
             result.counts["split"] += 1
-        plan.messages.append(
-            record_event(
-                record,
-                EventKind.RESERVED,
-                now,
-                to_state=OrderState.RESERVED,
-                allocations=record.allocations,
-            )
+        self.move(
+            plan, EventKind.RESERVED, now, OrderState.RESERVED, allocations=record.allocations
         )
-        commands = outbound_commands(record, now)
-        plan.messages.extend(commands)
-        plan.messages.append(
-            record_event(
-                record,
-                EventKind.RELEASED,
-                now,
-                to_state=OrderState.RELEASED,
-                reason="outbound " + " ".join(c.command_id for c in commands),
+        self.release_to_wms(plan, now)
+
+    def release_to_wms(self, plan: Plan, now: datetime) -> None:
+        """Carrier per parcel, then release at once, or wait in the merge window."""
+        record = plan.record
+        carriers = self._carriers(record)
+        record.carrier = carriers[min(carriers)] if carriers else ""
+        detail = ", ".join(f"{wh}: {c}" for wh, c in sorted(carriers.items()))
+        window = self.merge_window_for(record.order)
+        first_release = next_attempt(record) == 1 and not record.merged_with
+        group = merge_group(record, record.warehouse) if window > 0 and len(carriers) == 1 else ""
+        waits = bool(group) and first_release
+        if waits:
+            record.merge_group = group
+            record.merge_due = time.time() + window
+            detail += f"; waits up to {window:.0f} s to merge"
+        if (
+            self.move(
+                plan, EventKind.ROUTED, now, OrderState.ROUTED, reason=record.carrier, detail=detail
             )
+            and not waits
+        ):
+            self.send_outbound(plan, now)
+
+    def send_outbound(self, plan: Plan, now: datetime) -> None:
+        record = plan.record
+        carriers = self._carriers(record)
+        weights = self._weights(record)
+        commands = outbound_commands(
+            record, now, carriers, attempt=next_attempt(record), weights=weights
+        )
+        plan.messages.extend(commands)
+        self.move(
+            plan,
+            EventKind.RELEASED,
+            now,
+            OrderState.RELEASED,
+            reason="outbound " + " ".join(c.command_id for c in commands),
         )
 
-    async def _release(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
-        """Cancellations (channel or operator): give stock back, tell the WMS if it already
-        knew."""
-        for plan in (p for p in plans if p.release):
-            record = plan.record
-            released = await self.stock.release(record.order_id, list(record.order.quantity_by_sku))
-            was_released_to_wms = record.state is OrderState.RELEASED
-            try:
-                plan.messages.append(
-                    record_event(
-                        record,
-                        EventKind.CANCELLED,
-                        now,
-                        to_state=OrderState.CANCELLED,
-                        reason=plan.release_reason,
-                        allocations=released,
-                        actor=plan.actor,
-                    )
-                )
-            except IllegalTransition as exc:
-                result.counts["illegal_transitions"] += 1
-                log.warning("refused: %s", exc)
-                continue
-            if was_released_to_wms:
-                plan.messages.extend(cancel_commands(record, now))
+    def _weights(self, record: OrderRecord) -> dict[str, int]:
+        by_sku = {line.sku: line for line in record.lines}
+        return {
+            wh: self.routing.weight_g(
+                [by_sku[cl.sku].model_copy(update={"quantity": cl.quantity}) for cl in lines]
+            )
+            for wh, lines in lines_by_warehouse(record).items()
+        }
+
+    def _carriers(self, record: OrderRecord) -> dict[str, str]:
+        return {
+            wh: self.routing.choose_carrier(wh, record.address, weight).code
+            for wh, weight in self._weights(record).items()
+        }
+
+    def cancel(self, plan: Plan, reason: str, now: datetime, result: BatchResult) -> None:
+        """Before the WMS has the order: stock back at once. After: ask the WMS to stop it
+        (cancel, or intercept once picked) and give stock back only when it confirms, since
+        the parcel may already be gone."""
+        record = plan.record
+        if record.state in BEFORE_WMS:
+            self.cancel_now(plan, reason, now, result)
+            return
+        live = record.live_commands()
+        if record.state is OrderState.EXCEPTION and not live:  # the WMS stopped working on it
+            failed = [c for c in record.commands if c.status is CommandStatus.FAILED]
+            plan.messages.extend(stop_command(record, ref, now) for ref in failed)
+            self.cancel_now(plan, reason, now, result)
+            return
+        if record.state in AT_WMS and live:
+            stops = [stop_command(record, ref, now) for ref in live]
+            plan.messages.extend(stops)
+            record.hold_reason = reason
+            self.move(
+                plan,
+                EventKind.INTERCEPT_REQUESTED,
+                now,
+                OrderState.INTERCEPTING,
+                reason=reason,
+                detail=" ".join(c.command_id for c in stops),
+            )
+            result.counts["intercepts"] += 1
+            return
+        self.refuse(
+            plan,
+            EventKind.ACTION_REFUSED,
+            now,
+            "cancel",
+            f"not applicable to a {record.state.value} order",
+            result,
+        )
+
+    def cancel_now(self, plan: Plan, reason: str, now: datetime, result: BatchResult) -> None:
+        record = plan.record
+        moved = self.move(
+            plan,
+            EventKind.CANCELLED,
+            now,
+            OrderState.CANCELLED,
+            reason=reason,
+            allocations=record.allocations,
+        )
+        if moved:
+            plan.stock_ops.append(
+                StockOp(StockOpKind.RELEASE, record.order_id, tuple(record.quantities))
+            )
             result.counts["cancelled"] += 1
+
+    async def _apply_stock_ops(self, plans: list[Plan]) -> None:
+        for plan in plans:
+            for op in plan.stock_ops:
+                await self._apply_stock_op(op)
+
+    async def _apply_stock_op(self, op: StockOp) -> None:
+        stock = self.stock
+        if op.kind is StockOpKind.RELEASE:
+            await stock.release(op.shipment, op.skus)
+        elif op.kind is StockOpKind.COMMIT:
+            await stock.commit(op.shipment, op.skus, op.warehouse)
+        elif op.kind is StockOpKind.SETTLE:
+            await stock.settle(op.shipment, op.skus, warehouse=op.warehouse)
+        elif op.kind is StockOpKind.RETURN:
+            units = [(sku, op.warehouse, qty) for sku, qty in op.units]
+            await stock.receive_return(op.shipment, units, sellable=op.sellable, receipt=op.receipt)
+        elif op.kind is StockOpKind.SHORT_PICK:
+            await stock.short_pick(op.shipment, op.skus, op.warehouse, dict(op.units))
+
+    # --- configuration --------------------------------------------------------------------
+
+    def gifts_for(self, order: Order) -> list[Any]:
+        from agents.promotions import gift_lines
+
+        return gift_lines(order, self.promotions) if self.promotions is not None else []
 
     def policy_for(self, order: Order) -> ShortagePolicy:
         """Per-shop shortage policy from config/shops.toml, else the global default."""
-        return self.shop_policies.get(
-            f"{order.channel.value}/{order.shop_id}", ShortagePolicy(self.settings.shortage_policy)
-        )
+        rules = self.shops.get(f"{order.channel.value}/{order.shop_id}")
+        if rules and rules.shortage_policy:
+            return rules.shortage_policy
+        return ShortagePolicy(self.settings.shortage_policy)
 
-    def _output(self, message: OrderEvent | FulfilmentCommand) -> Output:
-        topic = self.commands_topic if isinstance(message, FulfilmentCommand) else self.events_topic
+    def merge_window_for(self, order: Order) -> float:
+        rules = self.shops.get(f"{order.channel.value}/{order.shop_id}")
+        if rules and rules.merge_window_s is not None:
+            return rules.merge_window_s
+        return self.settings.merge_window_s
+
+    def _output(self, message: Message) -> Output:
+        if isinstance(message, FulfilmentCommand):
+            topic = self.commands_topic
+        elif isinstance(message, ChannelUpdate):
+            topic = self.updates_topic
+        else:
+            topic = self.events_topic
         return (topic, message.order_id, message.model_dump_json())
 
 
-def load_shop_policies(settings: Settings) -> dict[str, ShortagePolicy]:
-    """``[shops."CHANNEL/SHOP"] shortage_policy = "split"`` entries of config/shops.toml."""
-    path = settings.config_dir / "shops.toml"
+def make_audit_context(
+    skus: frozenset[str], settings: Settings, rules: Any, velocity: dict[str, Any]
+) -> AuditContext:
+    return AuditContext(skus, settings.max_line_quantity, rules=rules, velocity=velocity)
+
+
+def load_rules(config_dir: Path) -> Any:
+    from agents.audit import DEFAULT_RULES, load_audit_rules
+
+    path = config_dir / "audit.toml"
+    return load_audit_rules(path) if path.exists() else DEFAULT_RULES
+
+
+def scalper_window(rules: Any) -> float:
+    scalper = getattr(rules, "scalper", None)
+    if scalper is None or not getattr(scalper, "enabled", False):
+        return 0.0
+    return float(scalper.window_s)
+
+
+def load_gift_rules(config_dir: Path) -> Any:
+    from agents.promotions import load_promotions
+
+    path = config_dir / "promotions.toml"
+    return load_promotions(path) if path.exists() else None
+
+
+def load_shop_rules(path: Path) -> dict[str, ShopRules]:
+    """``[shops."CHANNEL/SHOP"]`` entries of config/shops.toml."""
     if not path.exists():
         return {}
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return {
-        shop: ShortagePolicy(entry["shortage_policy"])
-        for shop, entry in data.get("shops", {}).items()
-        if "shortage_policy" in entry
-    }
+    out = {}
+    for shop, entry in data.get("shops", {}).items():
+        policy = entry.get("shortage_policy")
+        window = entry.get("merge_window_s")
+        out[shop] = ShopRules(
+            ShortagePolicy(policy) if policy else None,
+            float(window) if window is not None else None,
+        )
+    return out
 
 
-def first_per_order(items: list[T], order_of: Callable[[T], str]) -> tuple[list[T], list[T]]:
-    """First occurrence of each order id now, later ones in a later round, order kept."""
+def first_per_order(
+    items: list[T], targets_of: Callable[[T], list[str]]
+) -> tuple[list[T], list[T]]:
+    """Items whose orders no earlier item of the round touches now, the rest in a later round,
+    order kept: an order's inputs apply one at a time, in order."""
     seen: set[str] = set()
     now: list[T] = []
     later: list[T] = []
     for item in items:
-        oid = order_of(item)
-        (later if oid in seen else now).append(item)
-        seen.add(oid)
+        targets = targets_of(item)
+        (later if seen.intersection(targets) else now).append(item)
+        seen.update(targets)
     return now, later

@@ -45,3 +45,27 @@ class Keys:
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
+
+    @property
+    def closing(self) -> str:
+        """Zset of delivered orders, scored by when their after-sales window ends."""
+        return f"{self.prefix}:closing"
+
+    def merge_group(self, group: str) -> str:
+        """Set of the orders waiting in one merge window (same shop, buyer, address, warehouse)."""
+        return f"{self.prefix}:merge:{{{group}}}"
+
+    @property
+    def merge_due(self) -> str:
+        """Zset of merge group keys, scored by when their window closes."""
+        return f"{self.prefix}:merge-due"
+
+    def velocity_buyer(self, digest: str) -> str:
+        """Sorted set order id -> created_at of one buyer's recent orders (state/velocity.py);
+        named by a hash of channel, shop and buyer id, never the id itself."""
+        return f"{self.prefix}:velocity:buyer:{digest}"
+
+    def velocity_address(self, digest: str) -> str:
+        """Sorted set order id -> created_at of recent orders to one address, named by a hash
+        of the normalised province, city and street."""
+        return f"{self.prefix}:velocity:address:{digest}"

@@ -57,9 +57,7 @@ class CommandStatus(StrEnum):
     DONE = "done"  # a return inbound whose units all came back
 
 
-LIVE_OUTBOUND = frozenset(
-    {CommandStatus.SENT, CommandStatus.ACCEPTED, CommandStatus.PICKED}
-)
+LIVE_OUTBOUND = frozenset({CommandStatus.SENT, CommandStatus.ACCEPTED, CommandStatus.PICKED})
 
 
 class CommandRef(BaseModel):
@@ -115,6 +113,8 @@ class OrderRecord(BaseModel):
     excluded_warehouses: list[str] = Field(default_factory=list)  # short-picked there
     aftersales: list[AfterSalesEntry] = Field(default_factory=list)
     refunded: Money = Decimal("0")
+    merge_due: float = 0.0  # unix seconds its merge window closes (while merge_group is set)
+    close_due: float = 0.0  # unix seconds its after-sales window ends (once delivered)
     history: list[HistoryEntry] = Field(default_factory=list)
     # input id -> serialised outputs (topic, key, value JSON) of that input
     outbox: dict[str, list[tuple[str, str, str]]] = Field(default_factory=dict)
@@ -153,6 +153,20 @@ class OrderRecord(BaseModel):
             self.outbox.pop(next(iter(self.outbox)))
 
 
+NEEDS_A_PERSON = frozenset({OrderState.HELD, OrderState.EXCEPTION})
+
+
+def index_args(record: OrderRecord, now: float) -> list[str | float]:
+    """What the save script files the record under: held list, close timer, merge window."""
+    held = "1" if record.state in NEEDS_A_PERSON else "0"
+    closing = f"{record.close_due:.3f}" if record.state is OrderState.DELIVERED else ""
+    merge = ""
+    if record.merge_group:
+        waiting = record.state is OrderState.ROUTED
+        merge = f"join:{record.merge_due:.3f}" if waiting else "leave"
+    return [held, now, closing, merge]
+
+
 @dataclass(frozen=True)
 class LoadedRecord:
     record: OrderRecord | None
@@ -180,27 +194,38 @@ class OrderStore:
 
     async def save_many(self, items: Sequence[tuple[OrderRecord, int]]) -> list[bool]:
         """CAS-save (record, expected version) pairs in one round trip; False = lost a race."""
+        return await self.save_groups([[item] for item in items])
+
+    async def save_groups(self, groups: Sequence[Sequence[tuple[OrderRecord, int]]]) -> list[bool]:
+        """CAS-save groups of records in one round trip: each group lands whole or not at all
+        (a merged shipment moves all its orders at once). One bool per group."""
         pipe = self._client.pipeline(transaction=False)
         now = time.time()
-        for record, expected in items:
-            record.version = expected + 1
-            order = record.order
-            await self._save(
-                keys=[
-                    self._keys.order(record.order_id),
-                    self._keys.external(order.channel.value, order.external_id),
-                    self._keys.held,
-                ],
-                args=[
+        for group in groups:
+            keys: list[str] = []
+            args: list[str | int | float] = []
+            for record, expected in group:
+                record.version = expected + 1
+                keys += self._index_keys(record)
+                args += [
                     expected,
                     record.model_dump_json(),
                     record.order_id,
-                    "1" if record.state is OrderState.HELD else "0",
-                    now,
-                ],
-                client=pipe,
-            )
+                    *index_args(record, now),
+                ]
+            await self._save(keys=keys, args=args, client=pipe)
         return [bool(r) for r in await pipe.execute()]
+
+    def _index_keys(self, record: OrderRecord) -> list[str]:
+        k = self._keys
+        return [
+            k.order(record.order_id),
+            k.external(record.order.channel.value, record.order.external_id),
+            k.held,
+            k.closing,
+            k.merge_group(record.merge_group or "-"),
+            k.merge_due,
+        ]
 
     async def find(self, ref: str) -> list[OrderRecord]:
         """An OMS order id, or ``CHANNEL:EXTERNAL_ID`` (several shops may share a number)."""

@@ -112,6 +112,8 @@ class StockEngine:
         self._release = client.register_script(lua_source("stock_release"))
         self._commit = client.register_script(lua_source("stock_commit"))
         self._settle = client.register_script(lua_source("stock_settle"))
+        self._return = client.register_script(lua_source("stock_return"))
+        self._short = client.register_script(lua_source("stock_short"))
         self._unlease = client.register_script(lua_source("lock_release"))
 
     def _sku_keys(self, sku: str) -> list[str]:
@@ -315,18 +317,74 @@ class StockEngine:
         reserve these skus again. Returns what was given back."""
         return await self._per_sku(self._release, order_id, sorted(set(skus)), "final")
 
-    async def commit(self, order_id: str, skus: Sequence[str]) -> list[Allocation]:
-        """Shipped: reserved units leave on hand and become sales in transit."""
-        return await self._per_sku(self._commit, order_id, sorted(set(skus)))
+    async def undo(self, order_id: str, skus: Sequence[str]) -> list[Allocation]:
+        """Give units back but let the order reserve again (re-routing after a short pick)."""
+        return await self._per_sku(self._release, order_id, sorted(set(skus)), "undo")
+
+    async def commit(
+        self, order_id: str, skus: Sequence[str], warehouse: str = ""
+    ) -> list[Allocation]:
+        """Shipped: reserved units (of one warehouse's parcel, or all) leave on hand and become
+        sales in transit."""
+        return await self._per_sku(self._commit, order_id, sorted(set(skus)), warehouse)
 
     async def settle(
-        self, order_id: str, skus: Sequence[str], *, returned: bool = False, sellable: bool = True
+        self,
+        order_id: str,
+        skus: Sequence[str],
+        *,
+        returned: bool = False,
+        sellable: bool = True,
+        warehouse: str = "",
     ) -> list[Allocation]:
         """Delivered (in transit ends) or returned (in transit ends; on hand grows if sellable)."""
         outcome = "returned" if returned else "delivered"
         return await self._per_sku(
-            self._settle, order_id, sorted(set(skus)), outcome, "1" if sellable else "0"
+            self._settle, order_id, sorted(set(skus)), outcome, "1" if sellable else "0", warehouse
         )
+
+    async def receive_return(
+        self, order_id: str, units: Sequence[tuple[str, str, int]], *, sellable: bool, receipt: str
+    ) -> list[Allocation]:
+        """Returned (sku, warehouse, units) arrive; sellable ones restock. Once per receipt id
+        and sku, so a replayed receipt restocks nothing twice."""
+        pipe = self._client.pipeline(transaction=False)
+        for sku, wh, qty in units:
+            await self._return(
+                keys=self._sku_keys(sku),
+                args=[order_id, wh, qty, "1" if sellable else "0", f"ret:{receipt}:{wh}"],
+                client=pipe,
+            )
+        back = []
+        for (sku, _wh, _qty), reply in zip(units, await pipe.execute(), strict=True):
+            if reply[0] == "returned":
+                back += [
+                    Allocation(sku=sku, warehouse=wh, quantity=qty)
+                    for wh, qty in parse_parts(reply[1])
+                    if qty
+                ]
+        return back
+
+    async def short_pick(
+        self, order_id: str, skus: Sequence[str], warehouse: str, short: dict[str, int]
+    ) -> list[Allocation]:
+        """The warehouse lacked ``short`` units (sku -> units): those are written off, and the
+        order's reservation of ``skus`` is undone so it can be reserved elsewhere."""
+        pipe = self._client.pipeline(transaction=False)
+        ordered = sorted(set(skus))
+        for sku in ordered:
+            if short.get(sku):
+                await self._short(
+                    keys=self._sku_keys(sku), args=[order_id, warehouse, short[sku]], client=pipe
+                )
+            else:
+                await self._release(keys=self._sku_keys(sku), args=[order_id, "undo"], client=pipe)
+        done = {
+            sku: reply[1]
+            for sku, reply in zip(ordered, await pipe.execute(), strict=True)
+            if reply[0] != "none"
+        }
+        return to_allocations(done)
 
     async def reservation(self, order_id: str, skus: Sequence[str]) -> dict[str, str]:
         """The order's raw per-sku reservation fields (active 'WH=qty', or '-' when closed)."""

@@ -42,3 +42,29 @@ local function movement(wh, on_hand, reserved, inbound, sit)
     'on_hand', on_hand, 'reserved', reserved, 'inbound', inbound, 'sit', sit)
   return {wh, on_hand, reserved, inbound, sit}
 end
+
+-- Split "WH=qty,..." into the parts of warehouse `wh` ('' = every warehouse) and the rest.
+local function split_parts(text, wh)
+  local picked, rest = {}, {}
+  for _, p in ipairs(parse_alloc(text)) do
+    if wh == '' or p[1] == wh then picked[#picked + 1] = p else rest[#rest + 1] = p end
+  end
+  return picked, rest
+end
+
+-- Add parts into an allocation text ('-' or absent counts as empty), one part per warehouse.
+local function add_parts(text, parts)
+  local out, index = {}, {}
+  local existing = (text and text ~= '-') and parse_alloc(text) or {}
+  for _, list in ipairs({existing, parts}) do
+    for _, p in ipairs(list) do
+      if index[p[1]] then
+        out[index[p[1]]][2] = out[index[p[1]]][2] + p[2]
+      else
+        out[#out + 1] = {p[1], p[2]}
+        index[p[1]] = #out
+      end
+    end
+  end
+  return format_alloc(out)
+end

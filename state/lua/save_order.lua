@@ -1,20 +1,51 @@
--- Compare-and-set of an order record: the write only lands if nobody saved a newer version
--- since we read it (two workers can briefly own one partition during a rebalance).
+-- Compare-and-set of one or more order records, all or nothing: the writes only land if nobody
+-- saved a newer version of ANY of them since we read them (two workers can briefly own one
+-- partition during a rebalance; a merged shipment changes several orders in one step).
 --
--- KEYS[1] order hash (fields version, doc), KEYS[2] channel order number index, KEYS[3] held set
--- ARGV[1] expected version (0: must not exist), ARGV[2] new record JSON, ARGV[3] order id
--- ARGV[4] '1' if the order is now held, else '0'; ARGV[5] hold score (unix seconds)
--- Returns 1 when saved, 0 on a version conflict.
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if current ~= tonumber(ARGV[1]) then
-  return 0
+-- Per record i (0-based), KEYS[6i+1..6i+6]: order hash (fields version, doc), channel order
+-- number index, held zset, closing zset, merge group set, merge due zset; ARGV[7i+1..7i+7]:
+--   expected version (0: must not exist), new record JSON, order id,
+--   '1' if the order now waits for a person (held, WMS exception) else '0', now (unix seconds),
+--   close-due score ('' = not closing), merge: '' no group | 'join:<due>' | 'leave'
+-- Returns 1 when saved, 0 on a version conflict (then nothing was written).
+local n = #KEYS / 6
+for i = 0, n - 1 do
+  local current = tonumber(redis.call('HGET', KEYS[6 * i + 1], 'version') or '0')
+  if current ~= tonumber(ARGV[7 * i + 1]) then
+    return 0
+  end
 end
-redis.call('HSET', KEYS[1], 'version', current + 1, 'doc', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-if ARGV[4] == '1' then
-  -- NX: the score stays the time the order was first held, which timeouts are measured from.
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[3])
-else
-  redis.call('ZREM', KEYS[3], ARGV[3])
+for i = 0, n - 1 do
+  local k, a = 6 * i, 7 * i
+  local oid = ARGV[a + 3]
+  redis.call('HSET', KEYS[k + 1], 'version', tonumber(ARGV[a + 1]) + 1, 'doc', ARGV[a + 2])
+  redis.call('SADD', KEYS[k + 2], oid)
+  if ARGV[a + 4] == '1' then
+    -- NX: the score stays the time the order was first held, which timeouts are measured from.
+    redis.call('ZADD', KEYS[k + 3], 'NX', ARGV[a + 5], oid)
+  else
+    redis.call('ZREM', KEYS[k + 3], oid)
+  end
+  if ARGV[a + 6] ~= '' then
+    redis.call('ZADD', KEYS[k + 4], ARGV[a + 6], oid)
+  else
+    redis.call('ZREM', KEYS[k + 4], oid)
+  end
+  local merge = ARGV[a + 7]
+  if merge ~= '' then
+    local group = KEYS[k + 5]
+    if string.sub(merge, 1, 5) == 'join:' then
+      -- The first member of an empty group opens its window; later ones join it.
+      if redis.call('SCARD', group) == 0 then
+        redis.call('ZADD', KEYS[k + 6], string.sub(merge, 6), group)
+      end
+      redis.call('SADD', group, oid)
+    else
+      redis.call('SREM', group, oid)
+      if redis.call('SCARD', group) == 0 then
+        redis.call('ZREM', KEYS[k + 6], group)
+      end
+    end
+  end
 end
 return 1
