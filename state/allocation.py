@@ -6,17 +6,19 @@ a stale snapshot can fail (and be retried) but can never oversell.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 
 Plan = dict[str, list[tuple[str, int]]]  # sku -> [(warehouse, units)]
 Available = dict[str, dict[str, int]]  # sku -> warehouse -> available units
+# sku -> warehouses that stock it at all (its hash has on_hand:WH, even at 0)
+Stocked = Mapping[str, Collection[str]]
 
 
 class ShortagePolicy(StrEnum):
     """What a shop wants when no single warehouse can serve a whole order."""
 
-    HOLD = "hold"  # wait for stock (or a person)
+    HOLD = "hold"  # wait for stock (or a person); split if no warehouse stocks every sku
     REJECT = "reject"  # refuse the order
     SPLIT = "split"  # ship from several warehouses
 
@@ -52,17 +54,30 @@ def plan_split(
     return plan
 
 
+def stocks_everything(quantities: Mapping[str, int], warehouse: str, stocked: Stocked) -> bool:
+    return all(warehouse in stocked.get(sku, ()) for sku in quantities)
+
+
 def plan_allocation(
     quantities: Mapping[str, int],
     candidates: Sequence[str],
     available: Available,
     policy: ShortagePolicy = ShortagePolicy.HOLD,
+    stocked: Stocked | None = None,
 ) -> Plan | None:
+    """One warehouse if any can serve the whole order; else split when the policy says so, or
+    when the policy is HOLD but no candidate even stocks every sku (``stocked`` given): then
+    waiting for a restock could never make one warehouse able to serve it."""
     candidates = list(dict.fromkeys(candidates))  # a warehouse listed twice is one warehouse
     single = plan_single(quantities, candidates, available)
-    if single is not None or policy is not ShortagePolicy.SPLIT:
+    if single is not None or policy is ShortagePolicy.REJECT:
         return single
-    return plan_split(quantities, candidates, available)
+    never_single = stocked is not None and not any(
+        stocks_everything(quantities, wh, stocked) for wh in candidates
+    )
+    if policy is ShortagePolicy.SPLIT or never_single:
+        return plan_split(quantities, candidates, available)
+    return None
 
 
 def take(available: Available, plan: Plan) -> None:

@@ -24,6 +24,7 @@ from state.allocation import (
     Available,
     Plan,
     ShortagePolicy,
+    Stocked,
     format_parts,
     parse_parts,
     plan_allocation,
@@ -191,7 +192,7 @@ class StockEngine:
     ) -> list[int]:
         """One round: snapshot, plan, reserve every sku, undo partial orders. Returns the
         requests to try again (they lost a race for some sku)."""
-        available, existing, quotas = await self._snapshot([requests[i] for i in pending])
+        available, existing, quotas, stocked = await self._snapshot([requests[i] for i in pending])
         plans: dict[int, Plan] = {}
         stale: list[tuple[str, str]] = []  # (order, sku) left over from an interrupted saga
         for i in pending:
@@ -211,7 +212,9 @@ class StockEngine:
                 charges = [] if held else _quota_charges(req, quotas)
                 plan = None
                 if charges is not None:
-                    plan = plan_allocation(req.quantities, req.warehouses, available, req.policy)
+                    plan = plan_allocation(
+                        req.quantities, req.warehouses, available, req.policy, stocked
+                    )
                 if plan is None:
                     results[i] = Reservation(req.order_id, ReserveStatus.SHORTAGE)
                 else:
@@ -242,10 +245,11 @@ class StockEngine:
 
     async def _snapshot(
         self, requests: Sequence[ReserveRequest]
-    ) -> tuple[Available, dict[str, dict[str, str]], Quotas]:
-        """Available units per sku/warehouse, this batch's existing per-sku reservations and
-        the channel quotas its shops may use (sku -> quota key -> value), in one round trip of
-        HMGETs (never HGETALL: a hot sku's hash holds every open order)."""
+    ) -> tuple[Available, dict[str, dict[str, str]], Quotas, Stocked]:
+        """Available units per sku/warehouse, this batch's existing per-sku reservations, the
+        channel quotas its shops may use (sku -> quota key -> value) and where each sku is
+        stocked at all (an on_hand field, even 0), in one round trip of HMGETs (never HGETALL:
+        a hot sku's hash holds every open order)."""
         skus = sorted({sku for r in requests for sku in r.quantities})
         whs = sorted({wh for r in requests for wh in r.warehouses})
         orders_by_sku: dict[str, list[str]] = {sku: [] for sku in skus}
@@ -264,16 +268,18 @@ class StockEngine:
         available: Available = {}
         existing: dict[str, dict[str, str]] = {r.order_id: {} for r in requests}
         quotas: Quotas = {}
+        stocked: dict[str, set[str]] = {}
         for sku, values in zip(skus, await pipe.execute(), strict=True):
             n, q = len(whs), len(quota_keys)
             available[sku] = {
                 wh: int(values[k] or 0) - int(values[n + k] or 0) for k, wh in enumerate(whs)
             }
+            stocked[sku] = {wh for k, wh in enumerate(whs) if values[k] is not None}
             quotas[sku] = dict(zip(quota_keys, values[2 * n : 2 * n + q], strict=True))
             for oid, value in zip(orders_by_sku[sku], values[2 * n + q :], strict=True):
                 if value is not None:
                     existing[oid][sku] = value
-        return available, existing, quotas
+        return available, existing, quotas, stocked
 
     async def _reserve_plans(
         self, requests: Sequence[ReserveRequest], plans: dict[int, Plan]

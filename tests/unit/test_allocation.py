@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from state.allocation import (
     Available,
     ShortagePolicy,
+    Stocked,
     format_parts,
     parse_parts,
     plan_allocation,
@@ -36,6 +37,11 @@ available_st: st.SearchStrategy[Available] = st.dictionaries(
     st.dictionaries(st.sampled_from(WAREHOUSES), st.integers(min_value=-3, max_value=15)),
 )
 candidates_st = st.lists(st.sampled_from(WAREHOUSES), unique=True, max_size=len(WAREHOUSES))
+# Where each sku is stocked at all; independent of available_st so a stocked place may show 0
+# or less and an unstocked one may (in a stale snapshot) still show units.
+stocked_st: st.SearchStrategy[Stocked] = st.dictionaries(
+    st.sampled_from(SKUS), st.frozensets(st.sampled_from(WAREHOUSES))
+)
 
 
 def avail(available: Available, sku: str, wh: str) -> int:
@@ -187,3 +193,104 @@ def test_repeated_candidates_never_plan_beyond_stock(
             used[wh] = used.get(wh, 0) + qty
         assert len(used) == len(parts), "one warehouse, one part"
         assert all(qty <= avail(available, sku, wh) for wh, qty in used.items())
+
+
+# --- HOLD splits when no candidate stocks every sku (waiting would never help) ----------------
+
+
+def assert_within_stock_and_complete(
+    plan: dict[str, list[tuple[str, int]]] | None,
+    quantities: dict[str, int],
+    candidates: list[str],
+    available: Available,
+) -> None:
+    if plan is None:
+        return
+    assert set(plan) == set(quantities)
+    for sku, parts in plan.items():
+        assert sum(qty for _, qty in parts) == quantities[sku], "every unit or nothing"
+        for wh, qty in parts:
+            assert wh in candidates and 0 < qty <= avail(available, sku, wh)
+
+
+@PROPERTY
+@given(
+    quantities_st,
+    candidates_st,
+    available_st,
+    st.sampled_from(list(ShortagePolicy)),
+    stocked_st | st.none(),
+)
+def test_plan_never_exceeds_availability_and_covers_every_unit_or_is_none(
+    quantities: dict[str, int],
+    candidates: list[str],
+    available: Available,
+    policy: ShortagePolicy,
+    stocked: Stocked | None,
+) -> None:
+    before = copy.deepcopy(available)
+    plan = plan_allocation(quantities, candidates, available, policy, stocked)
+    assert available == before, "planning must not touch the snapshot"
+    assert_within_stock_and_complete(plan, quantities, candidates, available)
+
+
+@PROPERTY
+@given(quantities_st, candidates_st, available_st, stocked_st)
+def test_hold_splits_exactly_when_no_candidate_stocks_every_sku(
+    quantities: dict[str, int], candidates: list[str], available: Available, stocked: Stocked
+) -> None:
+    plan = plan_allocation(quantities, candidates, available, ShortagePolicy.HOLD, stocked)
+    single = plan_single(quantities, candidates, available)
+    some_stock_all = any(all(wh in stocked.get(s, ()) for s in quantities) for wh in candidates)
+    if single is not None:
+        assert plan == single
+    elif some_stock_all:
+        assert plan is None  # a restock there could serve it whole: wait
+    else:
+        assert plan == plan_split(quantities, candidates, available)
+
+
+@PROPERTY
+@given(quantities_st, candidates_st, available_st, stocked_st)
+def test_reject_and_split_ignore_where_skus_are_stocked(
+    quantities: dict[str, int], candidates: list[str], available: Available, stocked: Stocked
+) -> None:
+    for policy in (ShortagePolicy.REJECT, ShortagePolicy.SPLIT):
+        assert plan_allocation(quantities, candidates, available, policy, stocked) == (
+            plan_allocation(quantities, candidates, available, policy)
+        )
+
+
+SH_ONLY_A = {"A": {"WH-SH": 5, "WH-BJ": 0}, "B": {"WH-SH": 0, "WH-BJ": 5}}
+
+
+def test_hold_splits_an_order_no_warehouse_stocks_whole() -> None:
+    stocked = {"A": {"WH-SH"}, "B": {"WH-BJ"}}
+    plan = plan_allocation(
+        {"A": 2, "B": 1}, ["WH-SH", "WH-BJ"], SH_ONLY_A, ShortagePolicy.HOLD, stocked
+    )
+    assert plan == {"A": [("WH-SH", 2)], "B": [("WH-BJ", 1)]}
+
+
+def test_hold_waits_when_a_warehouse_stocks_every_sku_even_at_zero() -> None:
+    stocked = {"A": {"WH-SH"}, "B": {"WH-BJ", "WH-SH"}}  # B is stocked in WH-SH, sold out
+    plan = plan_allocation(
+        {"A": 2, "B": 1}, ["WH-SH", "WH-BJ"], SH_ONLY_A, ShortagePolicy.HOLD, stocked
+    )
+    assert plan is None
+
+
+def test_hold_split_counts_only_candidate_warehouses() -> None:
+    stocked = {"A": {"WH-SH", "WH-GZ"}, "B": {"WH-BJ", "WH-GZ"}}  # WH-GZ is not a candidate
+    plan = plan_allocation(
+        {"A": 1, "B": 1}, ["WH-SH", "WH-BJ"], SH_ONLY_A, ShortagePolicy.HOLD, stocked
+    )
+    assert plan == {"A": [("WH-SH", 1)], "B": [("WH-BJ", 1)]}
+
+
+def test_hold_split_is_none_when_all_candidates_together_are_short() -> None:
+    stocked = {"A": {"WH-SH"}, "B": {"WH-BJ"}}
+    plan = plan_allocation(
+        {"A": 6, "B": 1}, ["WH-SH", "WH-BJ"], SH_ONLY_A, ShortagePolicy.HOLD, stocked
+    )
+    assert plan is None
