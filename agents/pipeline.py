@@ -761,9 +761,11 @@ class OrderPipeline:
     # --- configuration --------------------------------------------------------------------
 
     def gifts_for(self, order: Order) -> list[Any]:
+        if self.promotions is None:
+            return []
         from agents.promotions import gift_lines
 
-        return gift_lines(order, self.promotions) if self.promotions is not None else []
+        return gift_lines(order, self.promotions)
 
     def policy_for(self, order: Order) -> ShortagePolicy:
         """Per-shop shortage policy from config/shops.toml, else the global default."""
@@ -809,10 +811,12 @@ def scalper_window(rules: Any) -> float:
 
 
 def load_gift_rules(config_dir: Path) -> Any:
+    path = config_dir / "promotions.toml"
+    if not path.exists():
+        return None
     from agents.promotions import load_promotions
 
-    path = config_dir / "promotions.toml"
-    return load_promotions(path) if path.exists() else None
+    return load_promotions(path)
 
 
 def load_shop_rules(path: Path) -> dict[str, ShopRules]:

@@ -1,15 +1,18 @@
-"""Timers: unpaid orders are cancelled, and their stock released, after OMS_UNPAID_TIMEOUT_S.
+"""Timers: unpaid orders are cancelled (stock released) after OMS_UNPAID_TIMEOUT_S; merge
+windows close and their orders ship as one; delivered orders close when their after-sales
+window (OMS_CLOSE_AFTER_S) ends.
 
-The timer only decides *which* orders are due; the cancel itself is an `expire_unpaid` operator
-action on `oms.operator`, applied by the pipeline like any input, so a payment that arrives
-between the scan and the action wins (the action is refused, not applied) and a timer firing
-twice cancels once (the action id is derived from the order and its hold).
+A timer only decides *which* orders are due; the change itself is an operator action on
+`oms.operator`, applied by the pipeline like any input, so an input that arrives between the
+scan and the action wins (the action is refused, not applied) and a timer firing twice acts
+once (the action id is derived from what is due). One worker scans per tick (a lock).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import faust
@@ -25,6 +28,7 @@ from streams import topics
 from streams.messages import OperatorAction, OperatorActionKind, make_id
 
 SCAN_EVERY_S = 5.0
+MERGE_SCAN_EVERY_S = 1.0  # windows are seconds to minutes: close them promptly
 SCAN_LIMIT = 2000
 TIMER_ACTOR = "system:unpaid-timer"
 
@@ -57,25 +61,100 @@ async def due_unpaid(
     return actions
 
 
-def register_unpaid_timer(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
+async def due_merges(
+    client: aioredis.Redis, keys: Keys, *, now: float | None = None
+) -> list[OperatorAction]:
+    """One release_merged action per merge group whose window has closed."""
+    now = time.time() if now is None else now
+    groups = await client.zrangebyscore(keys.merge_due, "-inf", now, start=0, num=SCAN_LIMIT)
+    if not groups:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for group in groups:
+        pipe.smembers(group)
+    actions = []
+    for group_key, members in zip(groups, await pipe.execute(), strict=True):
+        if not members:
+            await client.zrem(keys.merge_due, group_key)
+            continue
+        group = group_key.rsplit("{", 1)[-1].rstrip("}")
+        ordered = sorted(members)
+        actions.append(
+            OperatorAction(
+                action_id=make_id("X", group, "release_merged", *ordered),
+                order_id=group,
+                kind=OperatorActionKind.RELEASE_MERGED,
+                actor="system:merge-timer",
+                reason="merge window closed",
+                at=datetime.now(UTC),
+                members=ordered,
+            )
+        )
+    return actions
+
+
+async def due_closes(
+    client: aioredis.Redis, keys: Keys, *, now: float | None = None
+) -> list[OperatorAction]:
+    """Close actions for delivered orders whose after-sales window has ended."""
+    now = time.time() if now is None else now
+    ids = await client.zrangebyscore(keys.closing, "-inf", now, start=0, num=SCAN_LIMIT)
+    return [
+        OperatorAction(
+            action_id=make_id("X", oid, "close"),
+            order_id=oid,
+            kind=OperatorActionKind.CLOSE,
+            actor="system:close-timer",
+            reason="after-sales window ended",
+            at=datetime.now(UTC),
+        )
+        for oid in ids
+    ]
+
+
+Scan = Callable[[aioredis.Redis, Keys, Settings], Awaitable[list[OperatorAction]]]
+
+SCANS: dict[str, tuple[float, Scan]] = {
+    "unpaid": (SCAN_EVERY_S, lambda c, k, s: due_unpaid(c, k, timeout_s=s.unpaid_timeout_s)),
+    "merge": (MERGE_SCAN_EVERY_S, lambda c, k, s: due_merges(c, k)),
+    "close": (SCAN_EVERY_S, lambda c, k, s: due_closes(c, k)),
+}
+
+
+def register_timers(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
     client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     keys = Keys(settings.redis_prefix)
-    lock = AsyncDistributedLock(client, keys, "unpaid-timer", ttl_ms=int(SCAN_EVERY_S * 4000))
+    for name, (every, scan) in SCANS.items():
+        _register_timer(app, settings, counters, client, keys, name, every, scan)
+
+
+def _register_timer(
+    app: faust.App,
+    settings: Settings,
+    counters: Counter[str],
+    client: aioredis.Redis,
+    keys: Keys,
+    name: str,
+    every: float,
+    scan: Scan,
+) -> None:
+    lock = AsyncDistributedLock(client, keys, f"{name}-timer", ttl_ms=int(every * 4000))
     operator_topic = topics.OPERATOR.name(settings)
 
     async def tick() -> None:
         if await lock.try_acquire() is None:
             return
         try:
-            actions = await due_unpaid(client, keys, timeout_s=settings.unpaid_timeout_s)
+            actions = await scan(client, keys, settings)
             await send_all(
                 app, [(operator_topic, a.order_id, a.model_dump_json()) for a in actions]
             )
-            counters["unpaid_expiry_sent"] += len(actions)
+            counters[f"{name}_actions_sent"] += len(actions)
         finally:
             await lock.release()
 
-    @app.timer(SCAN_EVERY_S)
-    async def expire_unpaid() -> None:
-        """One worker scans per tick (lock)."""
-        await guarded(counters, "unpaid_timer_errors", "unpaid timer", tick)
+    async def timer() -> None:
+        await guarded(counters, f"{name}_timer_errors", f"{name} timer", tick)
+
+    timer.__name__ = f"{name}_timer"
+    app.timer(every, name=f"{name}_timer")(timer)

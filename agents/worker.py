@@ -1,5 +1,5 @@
-"""One OMS worker process: the Faust app with the intake and fact-sink agents and a heartbeat
-that the launcher and `./oms status` read from Redis."""
+"""One OMS worker process: the Faust app with the intake and fact-sink agents, the order query
+API (agents/api.py) and a heartbeat that the launcher and `./oms status` read from Redis."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import faust
 import orjson
 from faust.types import TP
 
+from agents.api import register_api
 from agents.app import create_app
 from agents.channel_stock import register_channel_stock
 from agents.intake import register_intake
@@ -20,7 +21,8 @@ from agents.operator import register_operator
 from agents.pipeline import OrderPipeline
 from agents.route import RoutingTable
 from agents.sink import register_sink
-from agents.timers import register_unpaid_timer
+from agents.timers import register_timers
+from agents.wms_events import register_order_inputs
 from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect_async
@@ -48,7 +50,9 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     register_sink(app, settings, counters)
     register_ledger(app, settings, counters)
     register_channel_stock(app, settings, counters)
-    register_unpaid_timer(app, settings, counters)
+    register_timers(app, settings, counters)
+    register_order_inputs(app, settings, make_pipeline, counters)
+    api = register_api(app, settings, redis_client, name)
 
     @app.task
     async def declare_topics() -> None:
@@ -69,6 +73,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
             "partitions": state["partitions"],
             "ts": time.time(),
             "counters": dict(counters),
+            "api_port": api.port if api.serving else None,  # None: not (yet) serving
         }
         await redis_client.set(keys.worker(name), orjson.dumps(value), ex=HEARTBEAT_TTL)
 

@@ -30,6 +30,9 @@ from streams.messages import (
     OperatorActionKind,
     OrderEvent,
     OrderState,
+    WmsEvent,
+    WmsEventKind,
+    make_id,
 )
 from streams.models import (
     Address,
@@ -137,6 +140,19 @@ def commands(result: BatchResult) -> list[FulfilmentCommand]:
     ]
 
 
+def wms_answer(command: FulfilmentCommand, kind: WmsEventKind, **fields: object) -> WmsEvent:
+    """What the WMS says about a command, as the simulator would."""
+    return WmsEvent(
+        event_id=make_id("W", command.command_id, kind.value),
+        command_id=command.command_id,
+        order_id=command.order_id,
+        kind=kind,
+        warehouse=command.warehouse,
+        at=datetime.now(UTC),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
 def levels(settings: Settings, sku: str) -> dict[str, tuple[int, int]]:
     return {
         lv.warehouse: (lv.on_hand, lv.reserved)
@@ -152,13 +168,19 @@ async def test_new_order_is_reserved_routed_and_released(
     # Zhejiang routes WH-SH first, but WH-SH lacks 2 B: the whole order goes to... nowhere in
     # WH-SH; WH-GZ has nothing; WH-BJ has B but no A -> shortage, held, nothing reserved.
     held = await pipeline.process([feed.raw(own_order("1", {"A": 1, "B": 2}))])
-    assert [e.kind for e in events(held)] == [EventKind.RECEIVED, EventKind.HELD]
+    assert [e.kind for e in events(held)] == [EventKind.RECEIVED, EventKind.AUDITED, EventKind.HELD]
     assert events(held)[-1].reason == "out_of_stock"
     assert levels(redis_settings, "B") == {"WH-SH": (1, 0), "WH-BJ": (9, 0)}
 
     ok = await pipeline.process([feed.raw(own_order("2", {"A": 2, "B": 1}))])
     kinds = [e.kind for e in events(ok)]
-    assert kinds == [EventKind.RECEIVED, EventKind.RESERVED, EventKind.RELEASED]
+    assert kinds == [
+        EventKind.RECEIVED,
+        EventKind.AUDITED,
+        EventKind.RESERVED,
+        EventKind.ROUTED,
+        EventKind.RELEASED,
+    ]
     [cmd] = commands(ok)
     assert cmd.kind is CommandKind.OUTBOUND and cmd.warehouse == "WH-SH"
     assert {(ln.sku, ln.quantity) for ln in cmd.lines} == {("A", 2), ("B", 1)}
@@ -207,7 +229,9 @@ async def test_unpaid_is_held_then_payment_update_reserves(
     paid = await pipeline.process([feed.raw(own_order("9", {"A": 1}, minutes=5))])
     assert [e.kind for e in events(paid)] == [
         EventKind.UPDATED,
+        EventKind.AUDITED,
         EventKind.RESERVED,
+        EventKind.ROUTED,
         EventKind.RELEASED,
     ]
     stale = await pipeline.process([feed.raw(own_order("9", {"A": 1}, paid=False, minutes=1))])
@@ -225,8 +249,13 @@ async def test_channel_cancel_releases_stock_and_cancels_at_wms(
     cancel = await pipeline.process(
         [feed.raw(own_order("10", {"A": 6}, status=ChannelStatus.CANCELLED, minutes=3))]
     )
-    assert [e.kind for e in events(cancel)] == [EventKind.UPDATED, EventKind.CANCELLED]
-    assert [c.kind for c in commands(cancel)] == [CommandKind.CANCEL]
+    # The WMS has the order: ask it to stop; stock comes back only when it confirms.
+    assert [e.kind for e in events(cancel)] == [EventKind.UPDATED, EventKind.INTERCEPT_REQUESTED]
+    [stop] = commands(cancel)
+    assert stop.kind is CommandKind.CANCEL and stop.refers_to
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 6)}
+    confirmed = await pipeline.apply_wms_events([wms_answer(stop, WmsEventKind.CANCELLED)])
+    assert [e.kind for e in events(confirmed)] == [EventKind.CANCELLED]
     assert levels(redis_settings, "A") == {"WH-SH": (10, 0)}
     # A late re-push of the paid version cannot resurrect the reservation.
     late = await pipeline.process([feed.raw(own_order("10", {"A": 6}, minutes=4))])
@@ -325,7 +354,9 @@ async def test_operator_release_and_cancel(
     released = await pipeline.apply_actions([action(held.order_id, "release_hold")])
     assert [e.kind for e in events(released)] == [
         EventKind.HOLD_RELEASED,
+        EventKind.AUDITED,
         EventKind.RESERVED,
+        EventKind.ROUTED,
         EventKind.RELEASED,
     ]
     assert {e.actor for e in events(released)[:1]} == {"alice"}
@@ -335,10 +366,12 @@ async def test_operator_release_and_cancel(
     again = await pipeline.apply_actions([action(held.order_id, "release_hold")])
     assert again.outputs == released.outputs
     cancel = await pipeline.apply_actions([action(held.order_id, "cancel", 2)])
-    assert [e.kind for e in events(cancel)] == [EventKind.CANCELLED]
-    [cancelled] = events(cancel)
-    assert cancelled.actor == "alice" and cancelled.reason == "cancelled_by_operator"
-    assert [c.kind for c in commands(cancel)] == [CommandKind.CANCEL]
+    assert [e.kind for e in events(cancel)] == [EventKind.INTERCEPT_REQUESTED]
+    [asked] = events(cancel)
+    assert asked.actor == "alice" and asked.reason == "cancelled_by_operator"
+    [stop] = commands(cancel)
+    assert stop.kind is CommandKind.CANCEL
+    await pipeline.apply_wms_events([wms_answer(stop, WmsEventKind.CANCELLED)])
     assert levels(redis_settings, "A") == {"WH-SH": (10, 0)}
     refused = await pipeline.apply_actions([action(held.order_id, "release_hold", 3)])
     assert [e.kind for e in events(refused)] == [EventKind.ACTION_REFUSED]
@@ -355,7 +388,8 @@ async def test_operator_release_cannot_override_physics(
     big = own_order("21", {"A": 5})
     await pipeline.process([feed.raw(big)])
     result = await pipeline.apply_actions([action(big.order_id, "release_hold")])
-    assert [e.kind for e in events(result)] == [EventKind.HOLD_RELEASED]  # still out of stock
+    kinds = [e.kind for e in events(result)]
+    assert kinds == [EventKind.HOLD_RELEASED, EventKind.AUDITED, EventKind.HELD]  # still short
     record = await pipeline.orders.load(big.order_id)
     assert record is not None and record.state is OrderState.HELD
     assert levels(redis_settings, "A") == {"WH-SH": (1, 0)}
