@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -97,7 +97,8 @@ def _to_money(value: object) -> object:
         raise ValueError(f"{value!r} is not a number") from exc
 
 
-Cost = Annotated[
+# Money in a config file: a string (or a whole number), never a TOML float.
+ConfigMoney = Annotated[
     Decimal,
     BeforeValidator(_to_money),
     Field(ge=0, allow_inf_nan=False, decimal_places=4, max_digits=14),
@@ -132,7 +133,7 @@ class _WarehouseSpec(_Config):
     province: str
     priority: Annotated[int, Field(ge=0)]
     covers: list[str]
-    shipping_cost: dict[str, Cost]
+    shipping_cost: dict[str, ConfigMoney]
 
     @field_validator("province")
     @classmethod
@@ -172,8 +173,8 @@ class _WarehousesFile(_Config):
 
 class _Price(_Config):
     carrier: Code
-    first_kg: Cost  # the first kilogram (or part of it)
-    per_extra_kg: Cost = Decimal("0")  # every further started kilogram
+    first_kg: ConfigMoney  # the first kilogram (or part of it)
+    per_extra_kg: ConfigMoney = Decimal("0")  # every further started kilogram
 
 
 class _Rule(_Price):
@@ -233,27 +234,26 @@ class _CarriersFile(_Config):
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise RoutingConfigError(f"{path}: {exc}") from exc
-
-
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
-def parse_spec(path: Path, model: type[SpecT]) -> SpecT:
+def parse_spec(
+    path: Path, model: type[SpecT], error: type[ValueError] = RoutingConfigError
+) -> SpecT:
     """Validate one TOML file; every problem is reported as 'file: field: message'."""
     try:
-        return model.model_validate(_read_toml(path))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise error(f"{path}: {exc}") from exc
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = [
             ": ".join(filter(None, [_field_path(e["loc"]), e["msg"].removeprefix("Value error, ")]))
             for e in exc.errors()
         ]
-        raise RoutingConfigError(f"{path}: " + "; ".join(problems)) from exc
+        raise error(f"{path}: " + "; ".join(problems)) from exc
 
 
 # --- the loaded tables ----------------------------------------------------------------------
