@@ -427,3 +427,28 @@ async def test_exchange_without_replacement_stock_is_refused(
     )
     assert commands(result) == [] and [e.kind for e in events(result)] == [EventKind.ACTION_REFUSED]
     assert await state_of(pipeline, oid) is S.SHIPPED
+
+
+async def test_gifts_reserve_stock_but_never_block_the_order(
+    redis_settings: Settings, base_settings: Settings
+) -> None:
+    client = aioredis.Redis.from_url(redis_settings.redis_url, decode_responses=True)
+    routing = RoutingTable.load(base_settings.config_dir / "warehouses.toml")
+    pipeline = OrderPipeline(redis_settings, client, routing, AdapterContext())
+    try:
+        # config/promotions.toml: every SKU-PHONE-X1 comes with a SKU-CASE-C3.
+        stock(redis_settings, [("SKU-PHONE-X1", "WH-SH", 5), ("SKU-CASE-C3", "WH-SH", 1)])
+        _, [out] = await released(pipeline, "G1", {"SKU-PHONE-X1": 1})
+        gifts = [ln for ln in out.lines if ln.is_gift]
+        assert [(g.sku, g.quantity) for g in gifts] == [("SKU-CASE-C3", 1)]
+        assert figures(redis_settings, "SKU-CASE-C3")["WH-SH"]["reserved"] == 1
+        # The cases are gone: the next phone still ships, without its gift.
+        result = await pipeline.process([Feed().raw(own_order("G2", {"SKU-PHONE-X1": 1}))])
+        kinds = [e.kind for e in events(result)]
+        assert EventKind.GIFT_SKIPPED in kinds and kinds[-1] is EventKind.RELEASED
+        [plain] = commands(result)
+        assert [(ln.sku, ln.is_gift) for ln in plain.lines] == [("SKU-PHONE-X1", False)]
+        assert figures(redis_settings, "SKU-PHONE-X1")["WH-SH"]["reserved"] == 2
+        assert reconciles(redis_settings)
+    finally:
+        await client.aclose()
