@@ -1,4 +1,8 @@
-"""Read models for the CLI: an order as operators see it, the DLQ by reason."""
+"""Read models for the CLI and the worker's order API: an order as operators see it, held
+orders, the DLQ by reason.
+
+The order reads take an optional long-lived Redis client: the CLI runs one call per process and
+lets them open and close their own, a worker's HTTP API passes the client it already holds."""
 
 from __future__ import annotations
 
@@ -7,9 +11,14 @@ import base64
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from ops.kafka import Record, produce, read_topic
 from ops.settings import Settings
@@ -24,31 +33,77 @@ from streams.privacy import mask_order_dict
 REPLAY_HEADER = "oms-replay-of"
 
 
-async def find_orders(settings: Settings, ref: str) -> list[tuple[OrderRecord, dict[str, Any]]]:
-    client = connect_async(settings)
+@asynccontextmanager
+async def redis_for(
+    settings: Settings, client: aioredis.Redis | None = None
+) -> AsyncIterator[aioredis.Redis]:
+    """The caller's long-lived client untouched, else a client for this call only (closed after):
+    one read path whether a CLI process or a worker's API asks."""
+    if client is not None:
+        yield client
+        return
+    own = connect_async(settings)
     try:
-        keys = Keys(settings.redis_prefix)
-        records = await OrderStore(client, keys).find(ref)
-        out = []
-        engine = StockEngine(client, keys)
-        for record in records:
-            fields = await engine.reservation(record.order_id, list(record.order.quantity_by_sku))
-            active = {sku: v for sku, v in fields.items() if v != "-"}
-            status = "reserved" if active else ("closed" if fields else "none")
-            allocations = [a.model_dump() for a in to_allocations(active)]
-            out.append((record, {"status": status, "allocations": allocations}))
-        return out
+        yield own
     finally:
-        await client.aclose()
+        await own.aclose()
+
+
+async def find_orders(
+    settings: Settings, ref: str, *, client: aioredis.Redis | None = None
+) -> list[tuple[OrderRecord, dict[str, Any]]]:
+    """The orders ``ref`` names (OMS id or ``CHANNEL:EXTERNAL_ID``) with their live reservation."""
+    async with redis_for(settings, client) as redis_client:
+        keys = Keys(settings.redis_prefix)
+        records = await OrderStore(redis_client, keys).find(ref)
+        engine = StockEngine(redis_client, keys)
+        return [(record, await reservation_of(engine, record)) for record in records]
+
+
+async def reservation_of(engine: StockEngine, record: OrderRecord) -> dict[str, Any]:
+    """What the stock engine holds for the order now: reserved, closed (all given back or
+    shipped) or none, with the open allocations."""
+    # Gift lines are reserved with the order: ask for every sku that ships.
+    fields = await engine.reservation(record.order_id, list(record.quantities))
+    active = {sku: v for sku, v in fields.items() if v != "-"}
+    status = "reserved" if active else ("closed" if fields else "none")
+    return {"status": status, "allocations": [a.model_dump() for a in to_allocations(active)]}
+
+
+LINE_FIELDS = (
+    "line_id",
+    "sku",
+    "channel_sku",
+    "title",
+    "quantity",
+    "unit_price",
+    "paid_amount",
+    "is_gift",
+)
+# Record fields shown as they are (JSON mode): what happened to the order after intake.
+LIFE_FIELDS = {
+    "carrier",
+    "commands",
+    "merge_group",
+    "merged_with",
+    "excluded_warehouses",
+    "aftersales",
+    "refunded",
+}
 
 
 def order_view(
     found: tuple[OrderRecord, dict[str, Any]], *, reveal: bool = False
 ) -> dict[str, Any]:
+    """An order's whole life as one JSON-ready dict: what the channel sent, its state, stock,
+    WMS commands, after-sales and history. Personal data is masked unless ``reveal``."""
     record, reservation = found
     order = record.order.model_dump(mode="json")
+    ship_to = record.ship_to.model_dump(mode="json") if record.ship_to else None
     if not reveal:
         order = mask_order_dict(order)
+        ship_to = mask_address(ship_to)
+    life = record.model_dump(mode="json", include=LIFE_FIELDS)
     return {
         "order_id": record.order_id,
         "channel": order["channel"],
@@ -63,25 +118,22 @@ def order_view(
         "paid_total": order["payment"]["paid_total"],
         "total": order["total"],
         "currency": order["currency"],
-        "lines": [
-            {
-                k: line[k]
-                for k in (
-                    "line_id",
-                    "sku",
-                    "channel_sku",
-                    "title",
-                    "quantity",
-                    "unit_price",
-                    "paid_amount",
-                    "is_gift",
-                )
-            }
-            for line in order["lines"]
-        ],
+        "lines": [pick_line(line) for line in order["lines"]],
+        "gift_lines": [pick_line(line.model_dump(mode="json")) for line in record.gift_lines],
+        "ship_to": ship_to,
+        **{field: life[field] for field in sorted(LIFE_FIELDS)},
         "order": order,
         "history": [h.model_dump(mode="json") for h in record.history],
     }
+
+
+def pick_line(line: dict[str, Any]) -> dict[str, Any]:
+    return {k: line[k] for k in LINE_FIELDS}
+
+
+def mask_address(address: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An after-sales ship-to masked exactly like the order's own address (same helper)."""
+    return mask_order_dict({"address": address})["address"] if address else None
 
 
 def render_order(view: dict[str, Any]) -> str:
@@ -93,14 +145,20 @@ def render_order(view: dict[str, Any]) -> str:
             if view["hold_reason"] or view["reject_reason"]
             else ""
         ),
-        f"  paid       {view['paid_total']} {view['currency']}  (order total {view['total']})",
-        f"  warehouse  {view['warehouse'] or '-'}   reservation {view['reservation']['status']}",
-        "  lines:",
+        f"  paid       {view['paid_total']} {view['currency']}  (order total {view['total']})"
+        + (f"  refunded {view['refunded']}" if Decimal(view["refunded"]) else ""),
+        f"  warehouse  {view['warehouse'] or '-'}   reservation {view['reservation']['status']}"
+        + (f"   carrier {view['carrier']}" if view["carrier"] else ""),
     ]
-    out += [
-        f"    {ln['line_id']:<14} {ln['sku']:<20} x{ln['quantity']:<4} {ln['paid_amount']}"
-        for ln in view["lines"]
-    ]
+    if view["merged_with"]:
+        out.append(f"  merged     {', '.join(view['merged_with'])}")
+    out += render_lines("lines", view["lines"])
+    if view["gift_lines"]:
+        out += render_lines("gifts", view["gift_lines"])
+    if view["commands"]:
+        out += ["  commands:", *map(render_command, view["commands"])]
+    if view["aftersales"]:
+        out += ["  after-sales:", *map(render_aftersales, view["aftersales"])]
     out.append("  history:")
     out += [
         f"    #{h['seq']:<3} {h['at'][:19]} {h['kind']:<10} "
@@ -108,6 +166,26 @@ def render_order(view: dict[str, Any]) -> str:
         for h in view["history"]
     ]
     return "\n".join(out)
+
+
+def render_command(c: dict[str, Any]) -> str:
+    return (
+        f"    {c['command_id']:<24} {c['kind']:<14} {c['warehouse']:<8} {c['status']:<10} "
+        f"{c['carrier']} {c['tracking_number']}"
+    ).rstrip()
+
+
+def render_aftersales(a: dict[str, Any]) -> str:
+    return (
+        f"    {a['request_id']:<24} {a['kind']:<14} {a['status']:<8} {a['amount'] or ''}".rstrip()
+    )
+
+
+def render_lines(title: str, lines: list[dict[str, Any]]) -> list[str]:
+    return [f"  {title}:"] + [
+        f"    {ln['line_id']:<14} {ln['sku']:<20} x{ln['quantity']:<4} {ln['paid_amount']}"
+        for ln in lines
+    ]
 
 
 async def list_dlq(settings: Settings) -> tuple[list[DlqRecord], dict[str, int]]:
@@ -173,34 +251,34 @@ async def replay_dlq(
 
 
 async def list_held(
-    settings: Settings, limit: int = 1000, since: float = 0.0
+    settings: Settings,
+    limit: int = 1000,
+    since: float = 0.0,
+    *,
+    reason: str = "",
+    client: aioredis.Redis | None = None,
 ) -> list[dict[str, Any]]:
-    """Held orders, oldest hold first, with the reason a person has to work on."""
-    client = connect_async(settings)
-    try:
-        store = OrderStore(client, Keys(settings.redis_prefix))
+    """Held orders, oldest hold first, with the reason a person has to work on. ``limit`` bounds
+    the holds read and ``reason`` then keeps one kind, as `./oms held list` always did."""
+    async with redis_for(settings, client) as redis_client:
+        store = OrderStore(redis_client, Keys(settings.redis_prefix))
         ids = await store.held_ids(limit, since)
         loaded = await store.load_many(ids)
-        out = []
-        for oid in ids:
-            record = loaded[oid].record
-            if record is None:
-                continue
-            held_at = next((h.at for h in reversed(record.history) if h.kind.value == "held"), None)
-            out.append(
-                {
-                    "order_id": oid,
-                    "channel": record.order.channel.value,
-                    "shop_id": record.order.shop_id,
-                    "external_id": record.order.external_id,
-                    "reason": record.hold_reason,
-                    "held_at": held_at.isoformat() if held_at else "",
-                    "total": str(record.order.total),
-                }
-            )
-        return out
-    finally:
-        await client.aclose()
+        rows = [held_row(oid, lr.record) for oid, lr in loaded.items() if lr.record is not None]
+        return [r for r in rows if not reason or r["reason"] == reason]
+
+
+def held_row(order_id: str, record: OrderRecord) -> dict[str, Any]:
+    held_at = next((h.at for h in reversed(record.history) if h.kind.value == "held"), None)
+    return {
+        "order_id": order_id,
+        "channel": record.order.channel.value,
+        "shop_id": record.order.shop_id,
+        "external_id": record.order.external_id,
+        "reason": record.hold_reason,
+        "held_at": held_at.isoformat() if held_at else "",
+        "total": str(record.order.total),
+    }
 
 
 async def submit_action(
