@@ -5,7 +5,8 @@ docker-compose.yml are replaced by plain processes bound to loopback on non-defa
 with every byte they write (data, logs, pid files, generated configs) under ``settings.home``:
 
     home/run/NAME.pid     one line, the pid; the process leads its own session (process group)
-    home/log/NAME.log     stdout and stderr of NAME (workers: worker-wN.log)
+    home/log/NAME.log     stdout and stderr of NAME (workers: worker-wN.log, WMS simulator:
+                          wms-sim.log)
     home/conf/            generated redis.conf, clickhouse config.xml and users.xml
     home/data/redis       AOF files, so stock and reservations survive a restart
     home/data/clickhouse  ClickHouse tables
@@ -15,8 +16,9 @@ tests that kill and restart single components; hence the small per-component API
 (``start_component``/``stop_component``) next to the whole-stack one.
 
 Health is always judged by talking to the service (a Kafka metadata request, PING,
-``SELECT 1``, the worker's own heartbeat in Redis), never by "the process exists": a process
-that is alive but not answering is exactly what an operator needs to see.
+``SELECT 1``, the worker's or the WMS simulator's own heartbeat in Redis), never by "the
+process exists": a process that is alive but not answering is exactly what an operator
+needs to see.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ CLICKHOUSE = "clickhouse"
 INFRA: tuple[str, ...] = (BROKER, REDIS, CLICKHOUSE)
 WORKER_PREFIX = "worker-"
 WORKERS_ALIAS = "workers"
+WMS_SIM = "wms-sim"  # ops/wms_sim.py: answers fulfilment commands like a warehouse
 
 # Start-up bounds. ClickHouse needs a few seconds on a cold data dir; a Faust worker needs
 # tens of seconds until its partitions are assigned, longer when several start at once
@@ -61,6 +64,11 @@ WORKER_START_TIMEOUT_S = 120.0
 # a Faust worker commits offsets and flushes its sinks.
 STOP_TIMEOUT_S = {BROKER: 10.0, REDIS: 15.0, CLICKHOUSE: 30.0}
 WORKER_STOP_TIMEOUT_S = 30.0
+# The simulator is ready once its consumer group has its partitions (seconds on the local
+# broker); it stops within one poll (0.2 s) of SIGTERM.
+WMS_SIM_START_TIMEOUT_S = 60.0
+WMS_SIM_STOP_TIMEOUT_S = 15.0
+WMS_SIM_HEARTBEAT_STALE_S = 10.0
 KILL_WAIT_S = 5.0
 POLL_INTERVAL_S = 0.2
 HEALTH_TIMEOUT_S = 2.0
@@ -219,6 +227,19 @@ def worker_name(component: str) -> str:
 def worker_heartbeat_key(settings: Settings, name: str) -> str:
     """Redis key a worker refreshes (TTL 10 s, every 2 s) with {"pid","ready","partitions","ts"}."""
     return f"{settings.redis_prefix}:worker:{name}"
+
+
+def wms_sim_heartbeat_key(settings: Settings) -> str:
+    """Redis key the WMS simulator refreshes (TTL 10 s, every 2 s) with
+    {"pid","ready","ts","pending","counters"}; outside ``worker:`` so it is not a worker."""
+    return f"{settings.redis_prefix}:wms-sim"
+
+
+def heartbeat_key(settings: Settings, component: str) -> str:
+    """The heartbeat key of a worker component or of the WMS simulator."""
+    if component == WMS_SIM:
+        return wms_sim_heartbeat_key(settings)
+    return worker_heartbeat_key(settings, worker_name(component))
 
 
 def _worker_index(component: str) -> int | None:
@@ -627,36 +648,71 @@ def clickhouse_health(settings: Settings) -> tuple[bool, str]:
     return one == 1, f"clickhouse {version}"
 
 
-def worker_health(settings: Settings, name: str, pid: int | None) -> tuple[bool, str]:
-    """Healthy when the worker's heartbeat says ``ready`` and comes from ``pid``.
+def read_heartbeat(
+    settings: Settings, key: str, pid: int | None
+) -> tuple[dict[str, Any] | None, str]:
+    """The heartbeat under ``key`` if it comes from ``pid`` (any live pid when None),
+    else None and why not.
 
-    The pid check matters after a restart: the killed worker's heartbeat lives on for up
-    to its TTL and must not make the new, still starting worker look ready.
+    The pid check matters after a restart: the killed process's heartbeat lives on for up
+    to its TTL and must not make the new, still starting one look ready.
     """
     try:
         client = redis_client(settings)
         try:
-            raw = client.get(worker_heartbeat_key(settings, name))
+            raw = client.get(key)
         finally:
             client.close()
-    except Exception as exc:  # Redis down: worker health is unknown, so not healthy
-        return False, f"redis unavailable for heartbeat: {type(exc).__name__}"
+    except Exception as exc:  # Redis down: health is unknown, so not healthy
+        return None, f"redis unavailable for heartbeat: {type(exc).__name__}"
     if raw is None:
-        return False, "no heartbeat yet"
+        return None, "no heartbeat yet"
     try:
         beat = json.loads(raw)
     except ValueError:
-        return False, "unreadable heartbeat"
+        return None, "unreadable heartbeat"
     if not isinstance(beat, dict):
-        return False, "unreadable heartbeat"
+        return None, "unreadable heartbeat"
     beat_pid = beat.get("pid")
     if pid is not None and beat_pid != pid:
-        return False, f"heartbeat is from pid {beat_pid}, not {pid}"
+        return None, f"heartbeat is from pid {beat_pid}, not {pid}"
     if pid is None and not (isinstance(beat_pid, int) and pid_alive(beat_pid)):
-        return False, f"stale heartbeat of pid {beat_pid}"
+        return None, f"stale heartbeat of pid {beat_pid}"
+    return beat, "ok"
+
+
+def worker_health(settings: Settings, name: str, pid: int | None) -> tuple[bool, str]:
+    """Healthy when the worker's heartbeat says ``ready`` and comes from ``pid``."""
+    beat, problem = read_heartbeat(settings, worker_heartbeat_key(settings, name), pid)
+    if beat is None:
+        return False, problem
     if not beat.get("ready"):
         return False, "starting: partitions not assigned yet"
     return True, f"ready, {beat.get('partitions', '?')} partitions"
+
+
+def wms_sim_health(settings: Settings, pid: int | None) -> tuple[bool, str]:
+    """Healthy when the simulator's heartbeat comes from ``pid``, is fresh and says
+    ``ready`` (its consumer has the command partitions); the detail has its counts.
+
+    Freshness is checked besides the TTL: a simulator whose loop is stuck stops beating
+    while its process lives on, and that is what an operator needs to see.
+    """
+    beat, problem = read_heartbeat(settings, wms_sim_heartbeat_key(settings), pid)
+    if beat is None:
+        return False, problem
+    ts = beat.get("ts")
+    age = time.time() - ts if isinstance(ts, int | float) else None
+    if age is None or age > WMS_SIM_HEARTBEAT_STALE_S:
+        return False, "heartbeat not fresh" if age is None else f"heartbeat {age:.0f} s old"
+    if not beat.get("ready"):
+        return False, "starting: command partitions not assigned yet"
+    counters = beat.get("counters") if isinstance(beat.get("counters"), dict) else {}
+    return True, (
+        f"ready, {counters.get('commands', 0)} commands, "
+        f"{sum(v for k, v in counters.items() if k.startswith('event_'))} events sent, "
+        f"{beat.get('pending', '?')} pending"
+    )
 
 
 # --------------------------------------------------------------------------- commands
@@ -841,6 +897,12 @@ def worker_command(settings: Settings, name: str) -> list[str]:
     return [sys.executable, "-m", "ops", "worker", "--name", name]
 
 
+def wms_sim_argv(settings: Settings) -> list[str]:
+    """The WMS simulator (``./oms wms-sim``), run as its module so it starts whatever the
+    CLI registers; its options come from the OMS_WMS_SIM_* settings in the environment."""
+    return [sys.executable, "-m", "ops.wms_sim"]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as OMS_* variables, so a child process reads the very same settings
     even when the caller built them in code (tests with a temporary home and ports)."""
@@ -1006,12 +1068,18 @@ def _worker_status(settings: Settings, component: str) -> ComponentStatus:
     return ComponentStatus(component, None, pid, healthy, detail)
 
 
-def _require_infra(settings: Settings) -> None:
-    """Workers cannot become ready without broker and Redis: say so now, not after 2 min."""
+def _require_infra(settings: Settings, what: str = "workers") -> None:
+    """Workers (and the WMS simulator) cannot become ready without broker and Redis: say so
+    now, not after 2 min."""
     for name in (BROKER, REDIS):
         healthy, detail = _INFRA[name].health(settings)
         if not healthy:
-            raise StackError(f"cannot start workers: {name} is not healthy ({detail}); run up")
+            raise StackError(f"cannot start {what}: {name} is not healthy ({detail}); run up")
+
+
+def _child_cwd(settings: Settings) -> Path:
+    """The repo (so ``-m ops`` imports this checkout), else home for an installed package."""
+    return REPO_ROOT if (REPO_ROOT / "ops" / "__init__.py").is_file() else settings.home
 
 
 def _launch_worker(settings: Settings, component: str) -> int:
@@ -1019,9 +1087,12 @@ def _launch_worker(settings: Settings, component: str) -> int:
     if pid is not None:
         return pid  # running (ready or still starting): never a second copy
     name = worker_name(component)
-    cwd = REPO_ROOT if (REPO_ROOT / "ops" / "__init__.py").is_file() else settings.home
     return _spawn(
-        settings, component, worker_command(settings, name), env=child_env(settings), cwd=cwd
+        settings,
+        component,
+        worker_command(settings, name),
+        env=child_env(settings),
+        cwd=_child_cwd(settings),
     )
 
 
@@ -1067,12 +1138,13 @@ def start_workers(
 
 
 def stop_workers(settings: Settings, *, only: Iterable[str] | None = None) -> list[str]:
-    """Stop every worker this stack started (or just ``only``); returns the stopped names.
+    """Stop every worker and the WMS simulator this stack started (or just ``only``);
+    returns the stopped names.
 
     All get SIGTERM at once so a consumer group rebalances once, not once per worker.
     """
     settings = _absolute(settings)
-    names = list(only) if only is not None else _managed_workers(settings)
+    names = list(only) if only is not None else _managed_workers(settings) + _managed_sim(settings)
     pids = {n: pid for n in names if (pid := read_pid(settings, n)) is not None}
     _terminate(pids, WORKER_STOP_TIMEOUT_S)
     for name in names:
@@ -1082,15 +1154,88 @@ def stop_workers(settings: Settings, *, only: Iterable[str] | None = None) -> li
 
 
 def _forget_heartbeats(settings: Settings, components: Sequence[str]) -> None:
-    """A dead worker's heartbeat would look ready for up to its TTL: delete it."""
+    """A dead worker's (or simulator's) heartbeat would look ready for up to its TTL:
+    delete it."""
     if not components:
         return
     with contextlib.suppress(Exception):
         client = redis_client(settings)
         try:
-            client.delete(*(worker_heartbeat_key(settings, worker_name(c)) for c in components))
+            client.delete(*(heartbeat_key(settings, c) for c in components))
         finally:
             client.close()
+
+
+# --------------------------------------------------------------------------- WMS simulator
+
+
+def _managed_sim(settings: Settings) -> list[str]:
+    """``[WMS_SIM]`` when this stack started the simulator (it has a pid file), else []."""
+    return [WMS_SIM] if pid_file(settings, WMS_SIM).is_file() else []
+
+
+def _sim_known(settings: Settings) -> bool:
+    """Started by this stack, or announcing itself in Redis (``./oms wms-sim`` by hand)."""
+    if _managed_sim(settings):
+        return True
+    try:
+        client = redis_client(settings)
+        try:
+            return bool(client.exists(wms_sim_heartbeat_key(settings)))
+        finally:
+            client.close()
+    except Exception:  # Redis down: no heartbeat to see
+        return False
+
+
+def _wms_sim_status(settings: Settings) -> ComponentStatus:
+    pid = read_pid(settings, WMS_SIM)
+    healthy, detail = wms_sim_health(settings, pid)
+    if pid is None and healthy:
+        detail += " (not started by this stack)"
+    elif pid is None:
+        detail = f"not running: {detail}"
+    return ComponentStatus(WMS_SIM, None, pid, healthy, detail)
+
+
+def start_wms_sim(
+    settings: Settings,
+    *,
+    progress: Callable[[str], None] | None = None,
+    timeout_s: float = WMS_SIM_START_TIMEOUT_S,
+) -> ComponentStatus:
+    """Start the WMS simulator unless it runs, and wait until it consumes commands.
+
+    Its delays and rates are the ``wms_sim_*`` fields of ``settings``, which reach the
+    child through its environment.
+    """
+    settings = _absolute(settings)
+    say = progress or _quiet
+    _require_loopback(settings)
+    _prepare_dirs(settings)
+    _require_infra(settings, WMS_SIM)
+    pid = read_pid(settings, WMS_SIM)
+    if pid is None:
+        argv = wms_sim_argv(settings)
+        pid = _spawn(settings, WMS_SIM, argv, env=child_env(settings), cwd=_child_cwd(settings))
+        say(f"starting {WMS_SIM} (pid {pid}, log {log_file(settings, WMS_SIM)})")
+    _await(settings, WMS_SIM, pid, lambda: wms_sim_health(settings, pid), timeout_s)
+    status = _wms_sim_status(settings)
+    say(f"{WMS_SIM} ready: {status.detail}")
+    return status
+
+
+def stop_wms_sim(settings: Settings, *, kill: bool = False) -> bool:
+    """Stop the simulator this stack started (SIGTERM, or SIGKILL when ``kill``); returns
+    False when there was none."""
+    settings = _absolute(settings)
+    pid = read_pid(settings, WMS_SIM)
+    if pid is not None:
+        _terminate({WMS_SIM: pid}, WMS_SIM_STOP_TIMEOUT_S, kill=kill)
+    pid_file(settings, WMS_SIM).unlink(missing_ok=True)
+    if pid is not None:
+        _forget_heartbeats(settings, [WMS_SIM])
+    return pid is not None
 
 
 # --------------------------------------------------------------------------- public API
@@ -1118,7 +1263,8 @@ def up(
 
     Idempotent: what is healthy stays as it is (same pids); what is missing is started.
     With workers, exactly ``workers`` (default ``settings.workers``) run afterwards: extra
-    managed workers from an earlier, larger ``up`` are stopped.
+    managed workers from an earlier, larger ``up`` are stopped; then the WMS simulator
+    starts when ``settings.wms_sim`` is set.
     """
     settings = _absolute(settings)
     say = progress or _quiet
@@ -1133,26 +1279,33 @@ def up(
             say(f"stopping extra workers: {', '.join(extra)}")
             stop_workers(settings, only=extra)
         statuses += start_workers(settings, n, progress=say)
+        if settings.wms_sim:
+            statuses.append(start_wms_sim(settings, progress=say))
     return statuses
 
 
 def down(settings: Settings, *, only: set[str] | None = None) -> None:
-    """Stop what this stack started: workers first (they flush into the services), then
-    broker, Redis and ClickHouse together. ``only`` limits it to some names; ``"workers"``
-    means every worker. Components not started by this stack are left alone."""
+    """Stop what this stack started: workers and the WMS simulator first (they flush into
+    the services), then broker, Redis and ClickHouse together. ``only`` limits it to some
+    names; ``"workers"`` means every worker. Components not started by this stack are left
+    alone."""
     settings = _absolute(settings)
     workers = _managed_workers(settings)
+    sim = _managed_sim(settings)
     if only is None:
-        chosen_workers, chosen_infra = workers, list(INFRA)
+        chosen_workers, chosen_infra = workers + sim, list(INFRA)
     else:
         unknown = {
             n
             for n in only
-            if n not in INFRA and n != WORKERS_ALIAS and not n.startswith(WORKER_PREFIX)
+            if n not in INFRA
+            and n not in (WORKERS_ALIAS, WMS_SIM)
+            and not n.startswith(WORKER_PREFIX)
         }
         if unknown:
             raise ValueError(f"unknown components: {', '.join(sorted(unknown))}")
         chosen_workers = workers if WORKERS_ALIAS in only else [w for w in workers if w in only]
+        chosen_workers += [s for s in sim if s in only]
         chosen_infra = [n for n in INFRA if n in only]
     stop_workers(settings, only=chosen_workers)
     pids = {n: pid for n in chosen_infra if (pid := read_pid(settings, n)) is not None}
@@ -1164,22 +1317,29 @@ def down(settings: Settings, *, only: set[str] | None = None) -> None:
 
 def status(settings: Settings) -> list[ComponentStatus]:
     """Broker, Redis, ClickHouse, then every known worker (one with a pid file or a
-    heartbeat in Redis); workers never started are not listed."""
+    heartbeat in Redis), then the WMS simulator if known the same way; what was never
+    started is not listed."""
     settings = _absolute(settings)
     statuses = [_infra_status(settings, name) for name in INFRA]
     workers = dict.fromkeys(_managed_workers(settings) + sorted(_heartbeat_workers(settings)))
     statuses += [_worker_status(settings, component) for component in workers]
+    if _sim_known(settings):
+        statuses.append(_wms_sim_status(settings))
     return statuses
 
 
 def start_component(settings: Settings, name: str) -> ComponentStatus:
-    """Start one component ("broker", "redis", "clickhouse", "worker-w0", ...) and wait
-    until it is healthy; a no-op for one that already is."""
+    """Start one component ("broker", "redis", "clickhouse", "worker-w0", "wms-sim", ...)
+    and wait until it is healthy; a no-op for one that already is."""
     settings = _absolute(settings)
     if name.startswith(WORKER_PREFIX):
         return _start_worker_components(settings, [name], _quiet, WORKER_START_TIMEOUT_S)[0]
+    if name == WMS_SIM:
+        return start_wms_sim(settings)
     if name not in _INFRA:
-        raise ValueError(f"unknown component {name!r}; expected one of {INFRA} or worker-NAME")
+        raise ValueError(
+            f"unknown component {name!r}; expected one of {INFRA}, {WMS_SIM} or worker-NAME"
+        )
     _require_loopback(settings)
     _prepare_dirs(settings)
     return _start_infra(settings, [name], _quiet)[0]
@@ -1191,13 +1351,17 @@ def stop_component(settings: Settings, name: str, *, kill: bool = False) -> bool
     Returns False when there was nothing of ours to stop.
     """
     settings = _absolute(settings)
+    if name == WMS_SIM:
+        return stop_wms_sim(settings, kill=kill)
     if name.startswith(WORKER_PREFIX):
         worker_name(name)  # validates
         timeout_s = WORKER_STOP_TIMEOUT_S
     elif name in _INFRA:
         timeout_s = STOP_TIMEOUT_S[name]
     else:
-        raise ValueError(f"unknown component {name!r}; expected one of {INFRA} or worker-NAME")
+        raise ValueError(
+            f"unknown component {name!r}; expected one of {INFRA}, {WMS_SIM} or worker-NAME"
+        )
     pid = read_pid(settings, name)
     if pid is None:
         return False
