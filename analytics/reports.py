@@ -31,12 +31,43 @@ from analytics.client import QueryClient
 # Latest states that mean "went through reservation": the order was accepted for fulfilment.
 ACCEPTED_STATES: tuple[str, ...] = (
     "reserved",
+    "routed",
     "released",
+    "accepted",
+    "picked",
+    "partially_shipped",
     "shipped",
     "delivered",
+    "exception",
+    "intercepting",
+    "returning",
+    "exchanging",
     "closed",
     "returned",
     "refunded",
+)
+
+# Events of an order's life after intake that the report counts (orders and events per kind).
+LIFECYCLE_KINDS: tuple[str, ...] = (
+    "merged",
+    "gift_added",
+    "gift_skipped",
+    "shipped",
+    "partially_shipped",
+    "delivered",
+    "short_pick",
+    "wms_exception",
+    "intercept_requested",
+    "intercept_failed",
+    "address_changed",
+    "return_requested",
+    "return_received",
+    "refunded",
+    "exchange_requested",
+    "cancelled",
+    "closed",
+    "action_refused",
+    "transition_refused",
 )
 
 
@@ -61,6 +92,25 @@ FROM order_status
 WHERE first_at >= {_SINCE}
 GROUP BY channel, state, why
 ORDER BY channel, state, why
+"""
+
+Q_LIFECYCLE = f"""
+SELECT kind, uniqExact(order_id) AS orders, uniqExact(event_id) AS events
+FROM order_events
+WHERE kind IN {_sql_list(LIFECYCLE_KINDS)} AND at >= {_SINCE}
+GROUP BY kind
+ORDER BY kind
+"""
+
+# Orders reserved across more than one warehouse (split), and merged parcels (one reason =
+# the merged outbound's command id).
+Q_SPLITS_AND_MERGES = f"""
+SELECT
+    uniqExactIf(order_id, kind = 'reserved' AND arrayUniq(alloc_warehouse) > 1) AS split,
+    uniqExactIf(reason, kind = 'merged') AS parcels,
+    uniqExact(event_id) AS events
+FROM order_events
+WHERE kind IN ('reserved', 'merged') AND at >= {_SINCE}
 """
 
 Q_DUPLICATES = f"""
@@ -160,6 +210,8 @@ QUERIES: dict[str, str] = {
     "stock_movement_rows": Q_STOCK_MOVEMENT_ROWS,
     "oversold": Q_OVERSOLD,
     "processed_inputs": Q_PROCESSED_INPUTS,
+    "lifecycle": Q_LIFECYCLE,
+    "splits_and_merges": Q_SPLITS_AND_MERGES,
 }
 
 
@@ -218,6 +270,11 @@ class Report(BaseModel):
     stock_checked: bool = False  # False: no stock movements loaded, oversell not measurable
     oversold_units: int = 0
     oversold: list[OversoldRow] = Field(default_factory=list)
+    # The life after intake: kind -> orders with such an event (and events in lifecycle_events).
+    lifecycle: dict[str, int] = Field(default_factory=dict)
+    lifecycle_events: dict[str, int] = Field(default_factory=dict)
+    split_orders: int = 0
+    merged_parcels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: Decimals as strings (never floats), datetimes ISO 8601."""
@@ -279,6 +336,12 @@ def build_report(
         )
         for sku, units, currencies, gmvs in client.execute(Q_TOP_SKUS, params)
     ]
+
+    for kind, orders, n in client.execute(Q_LIFECYCLE, params):
+        report.lifecycle[kind] = int(orders)
+        report.lifecycle_events[kind] = int(n)
+    split, parcels, _ = client.execute(Q_SPLITS_AND_MERGES, params)[0]
+    report.split_orders, report.merged_parcels = int(split), int(parcels)
 
     report.stock_checked = int(client.execute(Q_STOCK_MOVEMENT_ROWS, params)[0][0]) > 0
     if report.stock_checked:
@@ -346,6 +409,19 @@ def format_report(report: Report) -> str:
         "Top SKUs by units (accepted orders)",
         ("sku", "units", "gmv"),
         [(r.sku, r.units, " ".join(f"{c} {g}" for c, g in r.gmv.items())) for r in report.top_skus],
+    )
+    out += _table(
+        "Order life (events after intake)",
+        ("event", "orders", "events"),
+        [
+            ("split over warehouses", report.split_orders, report.split_orders),
+            ("merged into one parcel", report.lifecycle.get("merged", 0), report.merged_parcels),
+            *(
+                (kind.replace("_", " "), n, report.lifecycle_events.get(kind, 0))
+                for kind, n in sorted(report.lifecycle.items())
+                if kind != "merged"
+            ),
+        ],
     )
     out += _table("Held by reason", ("reason", "orders"), sorted(report.held_by_reason.items()))
     out += _table(

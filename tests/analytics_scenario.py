@@ -203,4 +203,9 @@ EXPECTED: dict[str, Any] = {
         {"sku": "A", "warehouse": "W1", "reserved_units": 3, "on_hand": 2, "excess": 1},
         {"sku": "B", "warehouse": "W1", "reserved_units": 1, "on_hand": 0, "excess": 1},
     ],
+    # The scenario ends at release; tests/integration/test_lifecycle_e2e.py covers the rest.
+    "lifecycle": {},
+    "lifecycle_events": {},
+    "split_orders": 0,
+    "merged_parcels": 0,
 }

@@ -19,9 +19,11 @@ from analytics.reports import (
     Q_DLQ_BY_REASON,
     Q_DUPLICATES,
     Q_GMV_BY_CHANNEL,
+    Q_LIFECYCLE,
     Q_ORDER_STATES,
     Q_OVERSOLD,
     Q_PROCESSED_INPUTS,
+    Q_SPLITS_AND_MERGES,
     Q_STOCK_MOVEMENT_ROWS,
     Q_TOP_SKUS,
     QUERIES,
@@ -121,6 +123,8 @@ def test_every_query_is_listed() -> None:
         Q_STOCK_MOVEMENT_ROWS,
         Q_OVERSOLD,
         Q_PROCESSED_INPUTS,
+        Q_LIFECYCLE,
+        Q_SPLITS_AND_MERGES,
     }
 
 
@@ -220,6 +224,8 @@ CANNED = {
     Q_STOCK_MOVEMENT_ROWS: [(0,)],
     Q_OVERSOLD: [],
     Q_PROCESSED_INPUTS: [(12,)],
+    Q_LIFECYCLE: [("merged", 4, 4), ("shipped", 3, 3), ("short_pick", 1, 1)],
+    Q_SPLITS_AND_MERGES: [(2, 2, 9)],
 }
 
 
@@ -238,9 +244,12 @@ def test_report_assembly_and_json() -> None:
     assert d["top_skus"][0]["gmv"] == {"CNY": "100.10", "USD": "0.005"}
     assert (d["stock_checked"], d["oversold_units"]) == (False, 0)
     assert d["dlq_total"] == 2 and d["duplicates"] == 4
+    assert d["lifecycle"] == {"merged": 4, "shipped": 3, "short_pick": 1}
+    assert (d["split_orders"], d["merged_parcels"]) == (2, 2)
     json.dumps(d)
     text = format_report(report)
     assert "GMV by channel" in text and "1234.50" in text and "n/a" in text
+    assert "merged into one parcel" in text and "short pick" in text
     assert processed_inputs(client) == 12
 
 
@@ -249,6 +258,7 @@ def test_empty_report_formats() -> None:
         Q_DUPLICATES: [(0,)],
         Q_STOCK_MOVEMENT_ROWS: [(0,)],
         Q_PROCESSED_INPUTS: [(0,)],
+        Q_SPLITS_AND_MERGES: [(0, 0, 0)],
     }
     text = format_report(build_report(CannedClient(empty)))
     assert "(none)" in text
