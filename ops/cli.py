@@ -384,18 +384,25 @@ def _operator() -> str:
 def _act(ref: str, kind: str, reason: str, as_json: bool) -> None:
     from ops.views import submit_action
 
+    _report_applied(
+        lambda: submit_action(settings(), ref, kind, actor=_operator(), reason=reason), as_json
+    )
+
+
+def _report_applied(submit: Any, as_json: bool) -> None:
+    """Run a submit coroutine (send an order input, wait for a worker to apply it) and print
+    before -> after; exit 1 when it was refused or not applied in time."""
     try:
-        before, after = asyncio.run(
-            submit_action(settings(), ref, kind, actor=_operator(), reason=reason)
-        )
+        before, after = asyncio.run(submit())
     except LookupError as exc:
         fail(str(exc))
     if after is None:
         fail(
-            f"{before.order_id}: the action is queued but no worker applied it within 30 s "
+            f"{before.order_id}: the request is queued but no worker applied it within 30 s "
             "(are the workers up? ./oms status)"
         )
     last = after.history[-1]
+    refused = last.kind.value in ("action_refused", "transition_refused")
     data = {
         "order_id": after.order_id,
         "before": before.state.value,
@@ -403,7 +410,12 @@ def _act(ref: str, kind: str, reason: str, as_json: bool) -> None:
         "last_event": last.kind.value,
         "reason": after.hold_reason or after.reject_reason or last.reason,
         "actor": _operator(),
+        "commands": [c.command_id for c in after.commands[len(before.commands) :]],
     }
+    if refused:
+        data["refused"] = next(
+            (h.reason for h in reversed(after.history) if h.kind is last.kind), ""
+        )
     if as_json:
         emit_json(data)
     else:
@@ -411,7 +423,7 @@ def _act(ref: str, kind: str, reason: str, as_json: bool) -> None:
             f"{after.order_id}: {before.state.value} -> {after.state.value} "
             f"({last.kind.value}{': ' + data['reason'] if data['reason'] else ''})"
         )
-    if last.kind.value == "action_refused":
+    if refused:
         sys.exit(1)
 
 
@@ -434,6 +446,132 @@ def held_cancel(ref: str, reason: str, as_json: bool) -> None:
     """Cancel an order that is not shipped yet: its stock goes back, and the WMS gets a cancel
     command if it already had the order. Exit 1 when it can no longer be cancelled."""
     _act(ref, "cancel", reason, as_json)
+
+
+@main.group()
+def aftersales() -> None:
+    """Customer-service requests on an order: cancel, address change, return, refund,
+    exchange. Each goes through oms.aftersales and is applied by a worker; exit 1 when the
+    order's state does not allow it (the reason is in its history)."""
+
+
+def _lines(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _request(ref: str, kind: str, as_json: bool, **fields: Any) -> None:
+    from ops.views import submit_aftersales
+    from streams.messages import AfterSalesKind
+
+    _report_applied(
+        lambda: submit_aftersales(
+            settings(), ref, AfterSalesKind(kind), requested_by=_operator(), **fields
+        ),
+        as_json,
+    )
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+_REASON = click.option("--reason", default="", help="Why, for the audit trail.")
+_LINES = click.option("--lines", default="", help="Comma-separated line ids (default: every line).")
+
+
+@aftersales.command("cancel")
+@click.argument("ref")
+@_REASON
+@_JSON
+def aftersales_cancel(ref: str, reason: str, as_json: bool) -> None:
+    """Cancel: before release the stock goes back at once; after release the WMS is asked to
+    stop the parcel (cancel or intercept); once shipped it becomes a return."""
+    _request(ref, "cancel", as_json, reason=reason)
+
+
+@aftersales.command("address")
+@click.argument("ref")
+@click.option("--province", required=True, help="Province name or code, e.g. 广东省 or GD.")
+@click.option("--city", required=True)
+@click.option("--district", default="")
+@click.option("--street", required=True)
+@click.option("--name", default="", help="Receiver (default: unchanged).")
+@click.option("--phone", default="", help="Receiver phone (default: unchanged).")
+@click.option("--postcode", default="")
+@_JSON
+def aftersales_address(
+    ref: str,
+    province: str,
+    city: str,
+    district: str,
+    street: str,
+    name: str,
+    phone: str,
+    postcode: str,
+    as_json: bool,
+) -> None:
+    """Change the ship-to address; only before the WMS has the order."""
+    from ops.views import find_one
+    from streams.regions import province_code
+
+    code = province_code(province)
+    if not code:
+        fail(f"unknown province {province!r}", 2)
+    try:
+        current = asyncio.run(find_one(settings(), ref)).address
+    except LookupError as exc:
+        fail(str(exc))
+    address = current.model_copy(
+        update={
+            "province": province,
+            "province_code": code,
+            "city": city,
+            "district": district,
+            "street": street,
+            "postcode": postcode,
+            "name": name or current.name,
+            "phone": phone or current.phone,
+        }
+    )
+    _request(ref, "address_change", as_json, new_address=address)
+
+
+@aftersales.command("return")
+@click.argument("ref")
+@_LINES
+@_REASON
+@_JSON
+def aftersales_return(ref: str, lines: str, reason: str, as_json: bool) -> None:
+    """Return shipped lines: the warehouse is told to expect them; they restock on receipt
+    when sellable and the buyer is refunded."""
+    _request(ref, "return", as_json, line_ids=_lines(lines), reason=reason)
+
+
+@aftersales.command("refund")
+@click.argument("ref")
+@_LINES
+@click.option("--amount", default="", help="Amount (default: what the lines were paid).")
+@_REASON
+@_JSON
+def aftersales_refund(ref: str, lines: str, amount: str, reason: str, as_json: bool) -> None:
+    """Refund without goods coming back; never more than was paid."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(amount) if amount else None
+    except InvalidOperation:
+        fail(f"--amount {amount!r} is not a number", 2)
+    if value is not None and (not value.is_finite() or value <= 0):
+        fail(f"--amount must be a positive amount, got {amount!r}", 2)
+    _request(ref, "refund", as_json, line_ids=_lines(lines), amount=value, reason=reason)
+
+
+@aftersales.command("exchange")
+@click.argument("ref")
+@_LINES
+@click.option("--sku", default="", help="Replacement sku (default: the same sku).")
+@_REASON
+@_JSON
+def aftersales_exchange(ref: str, lines: str, sku: str, reason: str, as_json: bool) -> None:
+    """Exchange shipped lines: they come back, and a replacement is reserved and shipped."""
+    _request(ref, "exchange", as_json, line_ids=_lines(lines), exchange_sku=sku, reason=reason)
 
 
 @main.group()
@@ -608,3 +746,33 @@ def test_environment() -> dict[str, str]:
         "OMS_PARTITIONS": "4",
         "OMS_WORKERS": "2",
     }
+
+
+_PASS_THROUGH = {
+    "ignore_unknown_options": True,
+    "allow_extra_args": True,
+    "help_option_names": [],
+}
+
+
+@main.command("wms-sim", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def wms_sim(args: tuple[str, ...]) -> None:
+    """Simulate the WMS: answer fulfilment commands like a warehouse (see --help)."""
+    from ops.wms_sim import wms_sim_command
+
+    wms_sim_command.main(list(args), prog_name="oms wms-sim")
+
+
+@main.group()
+def rules() -> None:
+    """Audit rules (config/audit.toml)."""
+
+
+@rules.command("check", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def rules_check(args: tuple[str, ...]) -> None:
+    """Validate an audit rules file and print its rules (see --help)."""
+    from ops.rules_cli import rules_check as check
+
+    check.main(list(args), prog_name="oms rules check")

@@ -27,7 +27,13 @@ from state.orders import OrderRecord, OrderStore
 from state.redis import connect_async
 from state.reservations import StockEngine, to_allocations
 from streams import topics
-from streams.messages import DlqRecord, OperatorAction, OperatorActionKind
+from streams.messages import (
+    AfterSalesKind,
+    AfterSalesRequest,
+    DlqRecord,
+    OperatorAction,
+    OperatorActionKind,
+)
 from streams.privacy import mask_order_dict
 
 REPLAY_HEADER = "oms-replay-of"
@@ -286,10 +292,7 @@ async def submit_action(
 ) -> tuple[OrderRecord, OrderRecord | None]:
     """Put an operator action on ``oms.operator`` for the one order ``ref`` names, then wait
     (bounded) until a worker has applied it; returns (before, after or None on timeout)."""
-    found = await find_orders(settings, ref)
-    if len(found) != 1:
-        raise LookupError(f"{ref!r} names {len(found)} orders; use the OMS order id")
-    before = found[0][0]
+    before = await find_one(settings, ref)
     action = OperatorAction(
         action_id=uuid.uuid4().hex,
         order_id=before.order_id,
@@ -298,27 +301,65 @@ async def submit_action(
         reason=reason,
         at=datetime.now(UTC),
     )
-    await produce(
-        settings,
-        [
-            (
-                topics.OPERATOR.name(settings),
-                before.order_id.encode(),
-                action.model_dump_json().encode(),
-                [],
-            )
-        ],
+    after = await send_and_wait(
+        settings, topics.OPERATOR.name(settings), action, f"action:{action.action_id}", wait_s
     )
-    input_id = f"action:{action.action_id}"
+    return before, after
+
+
+async def submit_aftersales(
+    settings: Settings,
+    ref: str,
+    kind: AfterSalesKind,
+    *,
+    requested_by: str,
+    wait_s: float = 30.0,
+    **fields: Any,
+) -> tuple[OrderRecord, OrderRecord | None]:
+    """An after-sales request on ``oms.aftersales`` for the one order ``ref`` names; waits
+    (bounded) until a worker has applied it."""
+    before = await find_one(settings, ref)
+    request = AfterSalesRequest(
+        request_id=uuid.uuid4().hex,
+        order_id=before.order_id,
+        kind=kind,
+        requested_by=requested_by,
+        at=datetime.now(UTC),
+        **fields,
+    )
+    after = await send_and_wait(
+        settings,
+        topics.AFTERSALES.name(settings),
+        request,
+        f"aftersales:{request.request_id}",
+        wait_s,
+    )
+    return before, after
+
+
+async def find_one(settings: Settings, ref: str) -> OrderRecord:
+    found = await find_orders(settings, ref)
+    if len(found) != 1:
+        raise LookupError(f"{ref!r} names {len(found)} orders; use the OMS order id")
+    return found[0][0]
+
+
+async def send_and_wait(
+    settings: Settings, topic: str, message: Any, input_id: str, wait_s: float
+) -> OrderRecord | None:
+    """Send one order-keyed message and poll the order record until the input is in its
+    outbox (applied by a worker), or None after ``wait_s``."""
+    order_id = message.order_id
+    await produce(settings, [(topic, order_id.encode(), message.model_dump_json().encode(), [])])
     client = connect_async(settings)
     try:
         store = OrderStore(client, Keys(settings.redis_prefix))
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            after = await store.load(before.order_id)
+            after = await store.load(order_id)
             if after is not None and input_id in after.outbox:
-                return before, after
+                return after
             await asyncio.sleep(0.2)
-        return before, None
+        return None
     finally:
         await client.aclose()
