@@ -25,6 +25,17 @@ of an earlier order a little later in the stream (dedupe must drop them) and mal
 (broken JSON, no order id, negative quantity, non-numeric amount, invalid UTF-8, a JSON array),
 all of which must land in the DLQ.
 
+Also mixed in, for the audit rules of ``config/audit.toml`` (as shipped, :data:`DEFAULT_RULES`):
+``flagged_rate`` of the orders are built to trip one rule each, in turn: shipped to the demo's
+blacklisted phone (rejected as ``blacklisted``), a buyer remark a person must act on (invoice,
+address change, rush: held as ``remark_review``), a line priced at a tenth of its list price
+(held as ``price_below_list``). And ``scalper_bursts`` bursts (default two, in bursts of 200
+orders or more): one Taobao buyer ordering three more times than the rule allows within a
+minute, then several Taobao and own-shop accounts shipping to one address; the orders beyond the
+limit are held as ``scalper_suspected`` (state/velocity.py counts them by creation time). A
+flagged order is paid and complete, so only its rule speaks; :attr:`BurstPlan.flagged` counts
+them by reason code.
+
 External ids embed a 7-digit hash of ``run_id`` (6 for Shopify, whose ids stay below 2^53, as
 JavaScript clients need), so bursts with different run ids do not collide (the odds are 1e-7 per
 pair of runs, 1e-6 for Shopify). Generation is deterministic for (seed, run_id, now).
@@ -43,7 +54,7 @@ import heapq
 import random
 from bisect import bisect
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
@@ -52,6 +63,7 @@ from typing import Any
 
 import orjson
 
+from agents.audit import DEFAULT_RULES, DEMO_BLACKLISTED_PHONE
 from streams.keys import ORDER_ID_FIELDS, channel_order_key
 from streams.models import make_order_id
 from streams.regions import PROVINCES
@@ -582,6 +594,19 @@ _REMARKS = (
     "包装好一点，谢谢",
     "到了打电话",
 )
+# Remarks a person must act on (config/audit.toml [remark_review] keywords).
+_REVIEW_REMARKS = (
+    "麻烦开发票，抬头写公司名称",
+    "地址写错了，请帮我改地址",
+    "加急！周五之前一定要到",
+    "Please include an invoice",
+    "I need to change the address",
+)
+# The kinds of flagged single orders, in turn; scalper bursts are placed on their own.
+FLAGGED_KINDS = ("blacklisted", "remark_review", "price_below_list")
+SCALPER_KINDS = ("buyer", "address")  # one buyer ordering again and again; many to one address
+SCALPER_EXTRA = 3  # orders per burst beyond what the scalper rule allows
+SCALPER_MIN_ORDERS = 200  # smaller bursts get no scalper bursts
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -610,6 +635,8 @@ class BurstPlan:
     by_channel: dict[str, int]  # distinct valid orders per channel
     unpaid: int  # valid orders still unpaid (they will be held)
     incomplete_address: int  # valid orders missing address parts (they will be held)
+    # reason code -> valid orders the shipped audit rules will flag with it (module docstring)
+    flagged: dict[str, int] = field(default_factory=dict)
 
 
 def generate_burst(
@@ -621,6 +648,8 @@ def generate_burst(
     malformed_rate: float = 0.01,
     unpaid_rate: float = 0.02,
     incomplete_rate: float = 0.01,
+    flagged_rate: float = 0.01,
+    scalper_bursts: int = 2,
     catalogue: Sequence[tuple[str, Decimal]] | None = None,
     now: datetime | None = None,
     adapt_check: bool = True,
@@ -643,6 +672,7 @@ def generate_burst(
     gmv = Decimal(0)
     counts = {"order": 0, "duplicate": 0, "malformed": 0}
     unpaid = incomplete = 0
+    flagged: dict[str, int] = {}
     for message, info in _burst(
         n_orders,
         seed=seed,
@@ -651,6 +681,8 @@ def generate_burst(
         malformed_rate=malformed_rate,
         unpaid_rate=unpaid_rate,
         incomplete_rate=incomplete_rate,
+        flagged_rate=flagged_rate,
+        scalper_bursts=scalper_bursts,
         catalogue=catalogue,
         now=now,
     ):
@@ -660,6 +692,8 @@ def generate_burst(
             continue
         unpaid += info.unpaid
         incomplete += bool(info.incomplete)
+        if info.flagged:
+            flagged[info.flagged] = flagged.get(info.flagged, 0) + 1
         if adapt_check:
             shop = SHOP_HEADERS.get(message.channel, "")
             ctx = contexts.get(shop) or contexts.setdefault(shop, AdapterContext(shop_id=shop))
@@ -686,6 +720,7 @@ def generate_burst(
         by_channel=by_channel,
         unpaid=unpaid,
         incomplete_address=incomplete,
+        flagged=flagged,
     )
 
 
@@ -698,6 +733,8 @@ def iter_burst(
     malformed_rate: float = 0.01,
     unpaid_rate: float = 0.02,
     incomplete_rate: float = 0.01,
+    flagged_rate: float = 0.01,
+    scalper_bursts: int = 2,
     catalogue: Sequence[tuple[str, Decimal]] | None = None,
     now: datetime | None = None,
 ) -> Iterator[BurstMessage]:
@@ -710,6 +747,8 @@ def iter_burst(
         malformed_rate=malformed_rate,
         unpaid_rate=unpaid_rate,
         incomplete_rate=incomplete_rate,
+        flagged_rate=flagged_rate,
+        scalper_bursts=scalper_bursts,
         catalogue=catalogue,
         now=now,
     ):
@@ -722,15 +761,21 @@ def iter_burst(
 class _Info:
     """Bookkeeping of one distinct valid order, as the generator meant it."""
 
-    __slots__ = ("incomplete", "paid_fen", "units", "unpaid")
+    __slots__ = ("flagged", "incomplete", "paid_fen", "units", "unpaid")
 
     def __init__(
-        self, paid_fen: int, units: list[tuple[str, int]], unpaid: bool, incomplete: str
+        self,
+        paid_fen: int,
+        units: list[tuple[str, int]],
+        unpaid: bool,
+        incomplete: str,
+        flagged: str = "",
     ) -> None:
         self.paid_fen = paid_fen
         self.units = units
         self.unpaid = unpaid
         self.incomplete = incomplete
+        self.flagged = flagged  # the reason code the shipped audit rules will give, or ''
 
 
 def _burst(
@@ -742,6 +787,8 @@ def _burst(
     malformed_rate: float,
     unpaid_rate: float,
     incomplete_rate: float,
+    flagged_rate: float,
+    scalper_bursts: int,
     catalogue: Sequence[tuple[str, Decimal]] | None,
     now: datetime | None,
 ) -> Iterator[tuple[BurstMessage, _Info | None]]:
@@ -752,9 +799,12 @@ def _burst(
         ("malformed_rate", malformed_rate),
         ("unpaid_rate", unpaid_rate),
         ("incomplete_rate", incomplete_rate),
+        ("flagged_rate", flagged_rate),
     ):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be within [0, 1]")
+    if scalper_bursts < 0:
+        raise ValueError("scalper_bursts must not be negative")
     if unpaid_rate + incomplete_rate > 1.0:
         raise ValueError("unpaid_rate + incomplete_rate must not exceed 1")
     if now is None:
@@ -764,6 +814,10 @@ def _burst(
 
     gen = _Generator(seed, run_id, _catalogue(catalogue), int(now.timestamp()), n_orders)
     rng = gen.rng
+    scalpers = _scalper_slots(n_orders, scalper_bursts)
+    # A separate stream decides the flagged orders, so every other order is drawn as before.
+    flag_rng = random.Random(f"flagged:{seed}")
+    flagged_count = 0
     pending: list[tuple[int, int, BurstMessage]] = []  # (due position, sequence, duplicate)
     sent = 0
     malformed = 0
@@ -778,13 +832,25 @@ def _burst(
             if unpaid or r >= unpaid_rate + incomplete_rate
             else rng.choice(("phone", "street", "name"))
         )
+        slot = scalpers.get(index)
+        kind = ""
+        if flag_rng.random() < flagged_rate and slot is None:
+            kind = FLAGGED_KINDS[flagged_count % len(FLAGGED_KINDS)]
+            flagged_count += 1
+        if slot is not None or kind:  # a flagged order is paid and complete: one rule speaks
+            unpaid, incomplete = False, ""
         draft = gen.draft(index, unpaid=unpaid, incomplete=incomplete)
+        if slot is not None:
+            kind = gen.join_scalper_burst(draft, *slot)
+        elif kind:
+            gen.flag(draft, kind)
         payload = gen.payload(draft)
         value = orjson.dumps(payload)
         message = BurstMessage(
             draft.channel, draft.key.encode(), value, _headers(draft.channel), "order"
         )
-        yield message, _Info(0 if unpaid else draft.total, draft.units(), unpaid, incomplete)
+        info = _Info(0 if unpaid else draft.total, draft.units(), unpaid, incomplete, kind)
+        yield message, info
         sent += 1
         if rng.random() < duplicate_rate:
             duplicate = BurstMessage(
@@ -802,6 +868,34 @@ def _burst(
 def _headers(channel: str) -> list[tuple[str, bytes]]:
     shop = SHOP_HEADERS.get(channel)
     return [(SHOP_HEADER, shop.encode())] if shop else []
+
+
+def scalper_limit(kind: str) -> int:
+    """Orders the shipped scalper rule lets through per buyer or per address in its window."""
+    rule = DEFAULT_RULES.scalper
+    return rule.max_orders_per_buyer if kind == "buyer" else rule.max_orders_per_address
+
+
+def _scalper_slots(n_orders: int, bursts: int) -> dict[int, tuple[int, int]]:
+    """Order index -> (burst, member) for the scalper bursts, spread evenly over the stream.
+
+    Members of a burst sit ``gap`` indices apart, at least 4 seconds of creation time, so each
+    member is created strictly after the previous one (creation times jitter by up to 2 s): the
+    k-th member counts k orders, and exactly the last SCALPER_EXTRA exceed the limit. Slots
+    that would overlap an earlier burst are left out.
+    """
+    if n_orders < SCALPER_MIN_ORDERS or bursts == 0:
+        return {}
+    gap = -(-4 * n_orders // (BURST_SPAN_S - BURST_END_S))
+    slots: dict[int, tuple[int, int]] = {}
+    for burst in range(bursts):
+        size = scalper_limit(SCALPER_KINDS[burst % len(SCALPER_KINDS)]) + SCALPER_EXTRA
+        start = max(0, (burst + 1) * n_orders // (bursts + 1) - size * gap // 2)
+        for member in range(size):
+            index = start + member * gap
+            if index < n_orders and index not in slots:
+                slots[index] = (burst, member)
+    return slots
 
 
 class _Sku:
@@ -876,6 +970,7 @@ class _Draft:
         "paid",
         "phone",
         "place",
+        "remark",
         "serial",
         "shipping",
         "street1",
@@ -904,6 +999,7 @@ class _Draft:
     name: str
     phone: str
     buyer: int
+    remark: str  # the buyer's remark ('' mostly)
 
     def units(self) -> list[tuple[str, int]]:
         return [(line[0].code, line[1]) for line in self.lines]
@@ -911,6 +1007,16 @@ class _Draft:
     @property
     def goods(self) -> int:
         return self.total - self.shipping
+
+
+def _cut_price(d: _Draft) -> None:
+    """The first line sold at a tenth of its list price, as when a promotion's price is typed
+    one digit short; the difference is a line discount, so every total still adds up."""
+    sku, qty, disc, share, paid = d.lines[0]
+    cheap = max(1, sku.price * qty // 10)
+    cut = paid - cheap
+    d.lines[0] = (sku, qty, disc + cut, share, cheap)
+    d.total -= cut
 
 
 def _b62(number: int, width: int) -> str:
@@ -1002,6 +1108,46 @@ class _Generator:
             "amazon": self._amazon,
             "own": self._own,
         }
+        self.ringleaders: dict[int, _Draft] = {}  # scalper burst -> its first order
+
+    # --- orders built to trip an audit rule (module docstring) --------------------------
+
+    def _recast(self, d: _Draft, channel: str) -> None:
+        """Move a draft to another channel (its id follows; amounts stay valid anywhere)."""
+        if d.channel == "douyin":
+            self.rng.randbytes(96)  # the cipher the Douyin payload draws: keep the stream aligned
+        d.channel = channel
+        d.key = self._key(channel, d.serial)
+
+    def join_scalper_burst(self, d: _Draft, burst: int, member: int) -> str:
+        """Make the draft one more order of the burst's buyer (same Taobao account, new
+        address each time) or to its address (new Taobao or own-shop account each time).
+        Returns the reason the rule will give, '' while the member is within the limit."""
+        kind = SCALPER_KINDS[burst % len(SCALPER_KINDS)]
+        first = self.ringleaders.setdefault(burst, d)
+        if kind == "buyer":
+            self._recast(d, "taobao")
+            d.buyer = first.buyer
+        else:
+            self._recast(d, ("taobao", "own")[member % 2])
+            d.place, d.town = first.place, first.town
+            d.street1, d.street2 = first.street1, first.street2
+            d.name, d.phone = first.name, first.phone
+        return "scalper_suspected" if member >= scalper_limit(kind) else ""
+
+    def flag(self, d: _Draft, kind: str) -> None:
+        """Build the draft to trip one rule; channels that cannot carry the trip (Douyin
+        encrypts phones, Amazon has no remark) hand the order to Taobao."""
+        if kind == "blacklisted":
+            if d.channel == "douyin":
+                self._recast(d, "taobao")
+            d.phone = DEMO_BLACKLISTED_PHONE
+        elif kind == "remark_review":
+            if d.channel == "amazon":
+                self._recast(d, "taobao")
+            d.remark = _REVIEW_REMARKS[d.buyer % len(_REVIEW_REMARKS)]
+        else:
+            _cut_price(d)
 
     # ids: 7 (Shopify 6) hash digits of the run + a 9-digit serial ('0'+index, '9'+n malformed)
 
@@ -1090,7 +1236,8 @@ class _Generator:
             d.created = self.now - BURST_END_S - int(r() * (BURST_SPAN_S - BURST_END_S))
         else:
             d.created = int(self.start + index * self.step) + int(r() * 3)
-        d.paid = 0 if unpaid else d.created + 2 + int(r() * 39)
+        delay = 2 + int(r() * 39)  # drawn even when unpaid: a flagged order is made paid
+        d.paid = 0 if unpaid else d.created + delay
         d.modified = min(self.now, (d.paid or d.created) + 1 + int(r() * 20))
 
         # ship-to and buyer: one draw of random bits sliced into the choices (fast)
@@ -1120,6 +1267,10 @@ class _Generator:
         given = _GIVEN[given1] + (_GIVEN[given2] if given2 < len(_GIVEN) else "")
         d.name = _SURNAMES[surname] + given
         d.phone = f"{_MOBILE[mobile]}{subscriber:08d}"
+        # drawn here for every channel (Amazon carries none), so a draft moved to another
+        # channel (a flagged order) draws as many numbers as before and shifts no other order
+        x = r()
+        d.remark = _REMARKS[int(x * 100) % len(_REMARKS)] if x < 0.08 else ""
         return d
 
     def payload(self, d: _Draft) -> dict[str, Any]:
@@ -1135,8 +1286,8 @@ class _Generator:
         payload = self.payload(d)
         channel = d.channel
         if kind == "missing_order_id":
-            for field in ORDER_ID_FIELDS[channel]:
-                payload.pop(field, None)
+            for name in ORDER_ID_FIELDS[channel]:
+                payload.pop(name, None)
         elif kind == "negative_quantity":
             self._negative_quantity(channel, payload, rng.randrange(len(d.lines)))
         elif kind == "non_numeric_amount":
@@ -1264,7 +1415,7 @@ class _Generator:
                 "receiver_town": "" if d.incomplete == "street" else d.town[0],
                 "receiver_address": "" if d.incomplete == "street" else d.street1 + d.street2,
                 "receiver_zip": postcode,
-                "buyer_message": self._remark(),
+                "buyer_message": d.remark,
                 "promotion_details": {
                     "promotion_detail": [
                         {
@@ -1343,7 +1494,7 @@ class _Generator:
                 "sellerDiscount": _yuan(line_disc + d.order_disc),
                 "orderState": "NOT_PAY" if d.unpaid else "WAIT_SELLER_STOCK_OUT",
                 "orderStateRemark": "等待付款" if d.unpaid else "等待出库",
-                "orderRemark": self._remark(),
+                "orderRemark": d.remark,
                 "orderStartTime": _beijing(d.created),
                 "paymentConfirmTime": _beijing(d.paid) if d.paid else "",
                 "modified": _beijing(d.modified),
@@ -1439,7 +1590,7 @@ class _Generator:
                 "order_expire_time": d.created + 1800,
                 "create_time": d.created,
                 "update_time": d.modified,
-                "buyer_words": self._remark(),
+                "buyer_words": d.remark,
                 "pay_type": 1 + d.buyer % 2,
                 "channel_payment_no": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
                 "order_amount": list_total + d.shipping,
@@ -1605,7 +1756,7 @@ class _Generator:
                 ]
                 if code
                 else [],
-                "note": self._remark() or None,
+                "note": d.remark or None,
                 "email": email,
                 "contact_email": email,
                 "browser_ip": f"203.0.113.{d.buyer % 250 + 1}",
@@ -1778,7 +1929,7 @@ class _Generator:
                 "shipping_fee": _yuan(d.shipping),
                 "discount_total": _yuan(line_disc),
                 "total": total,
-                "buyer_remark": self._remark(),
+                "buyer_remark": d.remark,
                 "raw": {
                     "source": ("mini-program", "app", "web")[d.buyer % 3],
                     "coupon_codes": [f"PEAK{d.order_disc // 100}"] if d.order_disc else [],
@@ -1786,7 +1937,3 @@ class _Generator:
             }
         )
         return p
-
-    def _remark(self) -> str:
-        x = self.rng.random()
-        return _REMARKS[int(x * 100) % len(_REMARKS)] if x < 0.08 else ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
@@ -13,11 +14,20 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.audit import AuditContext, Verdict, audit
+from agents.audit import (
+    DEFAULT_RULES,
+    DEMO_BLACKLISTED_PHONE,
+    AuditContext,
+    Velocity,
+    Verdict,
+    audit,
+    normalise_phone,
+)
 from ops import loadgen
 from ops.loadgen import (
     CHANNEL_MIX,
     DEFAULT_CATALOGUE,
+    SCALPER_EXTRA,
     SHOP_HEADER,
     SHOP_HEADERS,
     BurstMessage,
@@ -25,6 +35,7 @@ from ops.loadgen import (
     generate_burst,
     iter_burst,
 )
+from state.velocity import address_digest, buyer_digest
 from streams.adapters import AdapterContext, AdapterError, adapt
 from streams.keys import channel_order_key
 from streams.messages import DlqReason
@@ -96,8 +107,11 @@ def test_every_order_and_duplicate_adapts_and_every_malformed_one_is_refused() -
             order = to_order(message)
             assert order.external_id == message.key.decode()  # type: ignore[union-attr]
     assert set(reasons) == {
-        DlqReason.MALFORMED_JSON, DlqReason.MISSING_FIELD, DlqReason.INVALID_FIELD,
-        DlqReason.INVALID_UTF8, DlqReason.NOT_AN_OBJECT,
+        DlqReason.MALFORMED_JSON,
+        DlqReason.MISSING_FIELD,
+        DlqReason.INVALID_FIELD,
+        DlqReason.INVALID_UTF8,
+        DlqReason.NOT_AN_OBJECT,
     }
 
 
@@ -159,26 +173,154 @@ def test_duplicates_repeat_the_bytes_of_an_earlier_order_a_little_later() -> Non
             repeated.add(ident)
 
 
-def test_unpaid_and_incomplete_counts_match_the_audit() -> None:
+def simulated_velocity(orders: Iterable[Order], window_s: float) -> dict[str, Velocity]:
+    """What state/velocity.record_recent counts, without Redis: per buyer and per address
+    (the same digests), the orders created within the window that ends at each order."""
+    created: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+    keyed = []
+    for order in orders:
+        ident = {"buyer": buyer_digest(order), "address": address_digest(order)}
+        for kind, digest in ident.items():
+            if digest:
+                created[kind, digest].append(order.created_at.timestamp())
+        keyed.append((order, ident))
+
+    def count(kind: str, digest: str, at: float) -> int:
+        return sum(at - window_s <= t <= at for t in created[kind, digest]) if digest else 0
+
+    return {
+        order.order_id: Velocity(
+            **{kind: count(kind, d, order.created_at.timestamp()) for kind, d in ident.items()}
+        )
+        for order, ident in keyed
+    }
+
+
+def judged(orders: list[Order]) -> Counter[str]:
+    """Reason code (or 'pass') -> orders, as the shipped rules judge them in one stream."""
+    velocity = simulated_velocity(orders, DEFAULT_RULES.scalper.window_s)
+    ctx = AuditContext(known_skus=SKUS, velocity=velocity)
+    return Counter(audit(order, ctx).reason or "pass" for order in orders)
+
+
+def audit_plan(which: str) -> Counter[str]:
+    return judged([order for _, order in adapted(which)])
+
+
+def test_audit_verdicts_match_the_plan() -> None:
     plan = busy_plan()
+    verdicts = audit_plan("busy")
+    expected = Counter(
+        {"unpaid": plan.unpaid, "address_incomplete": plan.incomplete_address, **plan.flagged}
+    )
+    expected["pass"] = plan.orders - sum(expected.values())
+    assert verdicts == expected
+    assert plan.unpaid > 40 and plan.incomplete_address > 40
+    assert set(plan.flagged) == {
+        "blacklisted",
+        "remark_review",
+        "price_below_list",
+        "scalper_suspected",
+    }
+    assert plan.flagged["scalper_suspected"] == 2 * SCALPER_EXTRA
+
+
+def test_only_the_blacklist_rejects_and_unpaid_orders_are_unpaid() -> None:
     ctx = AuditContext(known_skus=SKUS)
-    verdicts: Counter[str] = Counter()
     for _, order in adapted("busy"):
         result = audit(order, ctx)
-        assert result.verdict is not Verdict.REJECT
-        verdicts[result.reason or "pass"] += 1
+        if result.verdict is Verdict.REJECT:
+            assert result.reason == "blacklisted"
+            phones = {normalise_phone(order.address.phone), normalise_phone(order.buyer.phone)}
+            assert DEMO_BLACKLISTED_PHONE in phones
         if result.reason == "unpaid":
             assert order.payment.status is PaymentStatus.UNPAID
             assert order.payment.paid_total == 0
-    assert verdicts["unpaid"] == plan.unpaid > 40
-    assert verdicts["address_incomplete"] == plan.incomplete_address > 40
-    assert verdicts["pass"] == plan.orders - plan.unpaid - plan.incomplete_address
+
+
+def test_the_demo_burst_mostly_passes_and_shows_every_new_rule() -> None:
+    plan = demo_plan()
+    verdicts = audit_plan("demo")
+    assert verdicts["pass"] > 0.9 * plan.orders
+    flagged = sum(plan.flagged.values())
+    assert 0.005 * plan.orders < flagged < 0.03 * plan.orders
+    for reason in ("blacklisted", "remark_review", "price_below_list", "scalper_suspected"):
+        assert verdicts[reason] == plan.flagged[reason] > 0, reason
+
+
+def test_scalper_bursts_are_one_buyer_and_one_address() -> None:
+    orders = [order for _, order in adapted("busy")]
+    by_buyer = Counter(buyer_digest(o) for o in orders if buyer_digest(o))
+    by_address = Counter(address_digest(o) for o in orders if address_digest(o))
+    (buyer, buyer_orders), (_, runner_up) = by_buyer.most_common(2)
+    assert buyer_orders == DEFAULT_RULES.scalper.max_orders_per_buyer + SCALPER_EXTRA
+    assert runner_up <= 2  # everyone else is an ordinary buyer
+    address, address_orders = by_address.most_common(1)[0]
+    assert address_orders == DEFAULT_RULES.scalper.max_orders_per_address + SCALPER_EXTRA
+    burst = [o for o in orders if address_digest(o) == address]
+    assert {o.channel.value for o in burst} == {"taobao", "own"}  # counted across channels
+    assert len({buyer_digest(o) for o in burst}) == len(burst)  # a new account each time
+    created = sorted(o.created_at for o in burst)
+    assert created[-1] - created[0] < timedelta(minutes=2)
+    assert len(set(created)) == len(created)  # strictly one after another
+    assert all(o.channel.value == "taobao" for o in orders if buyer_digest(o) == buyer)
+
+
+def test_flagged_orders_carry_what_trips_their_rule() -> None:
+    ctx = AuditContext(known_skus=SKUS)
+    seen: Counter[str] = Counter()
+    for _, order in adapted("busy"):
+        reason = audit(order, ctx).reason
+        seen[reason] += 1
+        if reason == "price_below_list":
+            first = order.lines[0]
+            assert first.paid_amount <= first.unit_price * first.quantity / 10
+        elif reason == "remark_review":
+            assert order.buyer_remark and order.channel.value != "amazon"
+        elif reason == "blacklisted":
+            assert order.channel.value != "douyin"  # its phones are encrypted
+    assert all(seen[kind] > 0 for kind in ("price_below_list", "remark_review", "blacklisted"))
+
+
+def test_flagged_orders_shift_no_other_order() -> None:
+    plain = generate_burst(
+        800, seed=5, run_id="busy", now=NOW, flagged_rate=0, scalper_bursts=0, **BUSY
+    )
+    busy = busy_plan()
+    assert plain.flagged == {}
+    assert [m.kind for m in plain.messages] == [m.kind for m in busy.messages]
+    pairs = list(zip(plain.messages, busy.messages, strict=True))
+    changed_orders = sum(p != b for p, b in pairs if p.kind == "order")
+    rule = DEFAULT_RULES.scalper
+    scalper_members = rule.max_orders_per_buyer + rule.max_orders_per_address + 2 * SCALPER_EXTRA
+    singles = sum(busy.flagged.values()) - busy.flagged["scalper_suspected"]
+    assert changed_orders == singles + scalper_members
+    assert all(p == b for p, b in pairs if p.kind == "malformed")
+
+
+def test_no_flagged_orders_when_asked_for_none() -> None:
+    plan = generate_burst(800, seed=5, run_id="busy", now=NOW, flagged_rate=0, scalper_bursts=0)
+    assert plan.flagged == {}
+    verdicts = judged([to_order(m) for m in plan.messages if m.kind == "order"])
+    assert verdicts == {
+        "pass": plan.orders - plan.unpaid - plan.incomplete_address,
+        "unpaid": plan.unpaid,
+        "address_incomplete": plan.incomplete_address,
+    }
+
+
+def test_small_bursts_have_no_scalper_bursts() -> None:
+    assert "scalper_suspected" not in generate_burst(150, now=NOW, flagged_rate=0.1).flagged
 
 
 def test_ids_have_each_platform_shape() -> None:
     shapes = {
-        "taobao": r"\d{19}", "jd": r"\d{12,19}", "douyin": r"\d{19}", "shopify": r"\d{13,16}",
-        "amazon": r"\d{3}-\d{7}-\d{7}", "own": r"W\d{7}-\d{9}",
+        "taobao": r"\d{19}",
+        "jd": r"\d{12,19}",
+        "douyin": r"\d{19}",
+        "shopify": r"\d{13,16}",
+        "amazon": r"\d{3}-\d{7}-\d{7}",
+        "own": r"W\d{7}-\d{9}",
     }
     for message in busy_plan().messages:
         if message.kind == "order":
@@ -221,8 +363,10 @@ def test_amounts_in_native_units() -> None:
         payload = orjson.loads(message.value)
         if message.channel == "douyin":  # fen
             assert payload["pay_amount"] == int(order.total * 100)
-            assert sum(s["pay_amount"] for s in payload["sku_order_list"]) + \
-                payload["post_amount"] == payload["pay_amount"]
+            assert (
+                sum(s["pay_amount"] for s in payload["sku_order_list"]) + payload["post_amount"]
+                == payload["pay_amount"]
+            )
         elif message.channel == "taobao":
             assert Decimal(payload["payment"]) == order.total
         # every channel: lines + shipping = total, discounts never negative
@@ -309,4 +453,8 @@ def test_rejects_bad_arguments() -> None:
         generate_burst(10, catalogue=[("X", Decimal("1.001"))])
     with pytest.raises(ValueError):
         generate_burst(10, now=datetime(2024, 1, 1))
+    with pytest.raises(ValueError):
+        generate_burst(10, flagged_rate=1.5)
+    with pytest.raises(ValueError):
+        generate_burst(10, scalper_bursts=-1)
     assert generate_burst(0).messages == []

@@ -1,0 +1,97 @@
+"""Order velocity per buyer and per address, for the scalper rule (agents/audit.py).
+
+Each buyer (channel + shop + buyer id) and each ship-to address (normalised province + city +
+street) has a sorted set of its recent order ids scored by the order's ``created_at``. Scoring
+by creation time rather than arrival makes a count a fact about the orders, not about the
+stream: a redelivered or re-pushed order is the same member with the same score (counted
+once), a backlog flushed after an outage does not look like a burst, and the count an order
+sees (orders created in the window that ends at its own creation) is the same however its batch
+was split or replayed.
+
+Key names are hashes (state/keys.py), members are order ids: no name, phone, buyer id or street
+is ever written to Redis or logged in clear (streams/privacy.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from agents.audit import Velocity, is_masked, is_protected, normalise_text
+from state.keys import Keys
+from streams.models import Order
+
+__all__ = ["Velocity", "address_digest", "buyer_digest", "record_recent"]
+
+# Commands queued per counted key: ZADD, ZREMRANGEBYSCORE, ZCOUNT, EXPIRE (ZCOUNT is third).
+_PER_KEY = 4
+_COUNT_AT = 2
+# Keys outlive the window a little, so a clock step between workers cannot drop live counts.
+_TTL_SLACK_S = 60
+
+
+def _digest(*parts: str) -> str:
+    joined = "\x1f".join(parts)
+    return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
+
+
+def buyer_digest(order: Order) -> str:
+    """'' when the buyer cannot be told apart: no id, or one the channel masked (JD's
+    'jd_4f8a****b21' is shared by many buyers)."""
+    buyer_id = order.buyer.id.strip()
+    if not buyer_id or is_masked(buyer_id):
+        return ""
+    return _digest(order.channel.value, order.shop_id, buyer_id)
+
+
+def address_digest(order: Order) -> str:
+    """'' without a street, or with an encrypted one (Douyin ciphertext differs per order, so
+    it would only cost a key and never match)."""
+    address = order.address
+    street = normalise_text(address.street)
+    if not street or is_protected(address.street):
+        return ""
+    province = address.province_code or normalise_text(address.province)
+    return _digest(address.country.upper(), province, normalise_text(address.city), street)
+
+
+async def record_recent(
+    client: aioredis.Redis,
+    keys: Keys,
+    orders: Sequence[Order],
+    *,
+    window_s: float,
+    now: float,
+) -> dict[str, Velocity]:
+    """Record the batch and count, in one pipelined round trip, each order's recent orders
+    from its buyer and to its address (itself included). ``now`` (unix seconds) drops members
+    created more than ``window_s`` ago; an order older than that counts 0. Orders that cannot
+    be counted (see buyer_digest, address_digest) get 0."""
+    if window_s <= 0:
+        raise ValueError("window_s must be positive")
+    since = now - window_s
+    ttl = math.ceil(window_s) + _TTL_SLACK_S
+    pipe = client.pipeline(transaction=False)
+    slots: list[tuple[str, str, int]] = []  # (order id, "buyer" | "address", first reply index)
+    for order in orders:
+        score = order.created_at.timestamp()
+        for kind, digest, key_of in (
+            ("buyer", buyer_digest(order), keys.velocity_buyer),
+            ("address", address_digest(order), keys.velocity_address),
+        ):
+            if not digest:
+                continue
+            key = key_of(digest)
+            slots.append((order.order_id, kind, len(slots) * _PER_KEY))
+            pipe.zadd(key, {order.order_id: score})
+            pipe.zremrangebyscore(key, "-inf", f"({since!r}")
+            pipe.zcount(key, max(since, score - window_s), score)
+            pipe.expire(key, ttl)
+    replies = await pipe.execute() if slots else []
+    counts: dict[str, dict[str, int]] = {order.order_id: {} for order in orders}
+    for order_id, kind, first in slots:
+        counts[order_id][kind] = int(replies[first + _COUNT_AT])
+    return {order_id: Velocity(**found) for order_id, found in counts.items()}
