@@ -206,7 +206,7 @@ def test_fingerprint_ignores_key_order_of_raw(raw: dict[str, int]) -> None:
 
 def _split_round(items: list[Any]) -> tuple[list[Any], list[Any]]:
     """How the pipeline splits (raw, order) inputs into rounds."""
-    return first_per_order(items, lambda item: item[1].order_id)
+    return first_per_order(items, lambda item: [item[1].order_id])
 
 
 def _item(ext: str, n: int) -> tuple[RawInput, Order]:

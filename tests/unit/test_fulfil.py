@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.fulfil import cancel_commands, command_id, outbound_commands
+from agents.fulfil import command_id, outbound_commands, stop_command
 from state.orders import OrderRecord
 from streams.messages import Allocation, CommandKind, FulfilmentCommand, OrderState
 from streams.models import (
@@ -80,8 +80,8 @@ def outbound_command(record: OrderRecord, at: datetime) -> FulfilmentCommand:
 
 
 def cancel_command(record: OrderRecord, at: datetime) -> FulfilmentCommand:
-    [command] = cancel_commands(record, at)
-    return command
+    """The stop for the record's (tracked) outbound: a cancel until the WMS has picked it."""
+    return stop_command(record, record.commands[0], at)
 
 
 def test_split_reservation_gives_one_command_per_warehouse_covering_every_unit() -> None:
@@ -216,10 +216,22 @@ def test_cancel_command_mirrors_outbound_with_its_own_id() -> None:
     record = make_record(LINES)
     out = outbound_command(record, T0)
     cancel = cancel_command(record, T0)
-    assert cancel.kind is CommandKind.CANCEL
-    assert cancel.command_id == command_id(record.order_id, CommandKind.CANCEL, "WH-SH")
+    assert cancel.kind is CommandKind.CANCEL and cancel.refers_to == out.command_id
+    assert cancel.command_id == command_id(
+        record.order_id, CommandKind.CANCEL, "WH-SH", 1, out.command_id
+    )
     assert cancel.command_id != out.command_id
-    assert cancel.model_dump(exclude={"kind", "command_id"}) == out.model_dump(
-        exclude={"kind", "command_id"}
+    assert cancel.model_dump(exclude={"kind", "command_id", "refers_to"}) == out.model_dump(
+        exclude={"kind", "command_id", "refers_to"}
     )
     assert cancel_command(record, T0).command_id == cancel.command_id
+
+
+def test_a_picked_outbound_is_intercepted_not_cancelled() -> None:
+    from state.orders import CommandStatus
+
+    record = make_record(LINES)
+    out = outbound_command(record, T0)
+    record.commands[0].status = CommandStatus.PICKED
+    stop = cancel_command(record, T0)
+    assert stop.kind is CommandKind.INTERCEPT and stop.refers_to == out.command_id

@@ -35,8 +35,15 @@ KIND_FOR: dict[OrderState, EventKind] = {
     S.RECEIVED: EventKind.RECEIVED,
     S.HELD: EventKind.HELD,
     S.REJECTED: EventKind.REJECTED,
+    S.AUDITED: EventKind.AUDITED,
     S.RESERVED: EventKind.RESERVED,
+    S.ROUTED: EventKind.ROUTED,
     S.RELEASED: EventKind.RELEASED,
+    S.SHIPPED: EventKind.SHIPPED,
+    S.DELIVERED: EventKind.DELIVERED,
+    S.RETURNED: EventKind.RETURNED,
+    S.REFUNDED: EventKind.REFUNDED,
+    S.CLOSED: EventKind.CLOSED,
     S.CANCELLED: EventKind.CANCELLED,
 }
 
@@ -144,7 +151,7 @@ def test_every_live_state_can_still_end(state: OrderState) -> None:
     ("current", "wanted"),
     [
         (S.RESERVED, S.RECEIVED),
-        (S.RELEASED, S.RESERVED),
+        (S.RELEASED, S.AUDITED),
         (S.SHIPPED, S.CANCELLED),
         (S.DELIVERED, S.SHIPPED),
         (S.REFUNDED, S.RETURNED),
@@ -220,7 +227,17 @@ def test_first_event_has_no_from_state_and_seq_one() -> None:
 
 
 def test_seq_and_event_ids_are_increasing_and_deterministic() -> None:
-    steps = [S.HELD, S.HELD, S.RESERVED, S.RELEASED, S.SHIPPED, S.DELIVERED, S.CLOSED]
+    steps = [
+        S.HELD,
+        S.HELD,
+        S.AUDITED,
+        S.RESERVED,
+        S.ROUTED,
+        S.RELEASED,
+        S.SHIPPED,
+        S.DELIVERED,
+        S.CLOSED,
+    ]
 
     def run(ext: str) -> list[tuple[int, str]]:
         record = received_record(ext)
@@ -241,21 +258,24 @@ def test_history_records_each_step() -> None:
     record = received_record()
     record_event(record, EventKind.HELD, T0, to_state=S.HELD, reason="unpaid", actor="ops")
     record_event(record, EventKind.UPDATED, T0)
+    record_event(record, EventKind.AUDITED, T0, to_state=S.AUDITED)
     record_event(record, EventKind.RESERVED, T0, to_state=S.RESERVED)
     assert [(h.kind, h.from_state, h.to_state) for h in record.history] == [
         (EventKind.RECEIVED, None, S.RECEIVED),
         (EventKind.HELD, S.RECEIVED, S.HELD),
         (EventKind.UPDATED, S.HELD, None),
-        (EventKind.RESERVED, S.HELD, S.RESERVED),
+        (EventKind.AUDITED, S.HELD, S.AUDITED),
+        (EventKind.RESERVED, S.AUDITED, S.RESERVED),
     ]
     assert record.history[1].reason == "unpaid"
     assert record.history[1].actor == "ops"
-    assert [h.seq for h in record.history] == [1, 2, 3, 4]
-    assert record.next_seq == 5
+    assert [h.seq for h in record.history] == [1, 2, 3, 4, 5]
+    assert record.next_seq == 6
 
 
 def test_event_carries_order_identity_and_extras() -> None:
     record = received_record()
+    record_event(record, EventKind.AUDITED, T0, to_state=S.AUDITED)
     record.warehouse = "WH-SH"
     allocs = [Allocation(sku="SKU-A", warehouse="WH-SH", quantity=2)]
     event = record_event(
