@@ -353,6 +353,29 @@ def build_report(
     return report
 
 
+Q_ORDERS_IN_STATE = f"""
+SELECT order_id
+FROM order_status
+WHERE state = %(state)s AND first_at >= {_SINCE}
+ORDER BY order_id
+LIMIT 200
+"""
+
+
+def orders_in_state(client: QueryClient, state: str, since: datetime | None = None) -> list[str]:
+    """Up to 200 order ids whose latest state is ``state`` (the demo's after-sales desk)."""
+    rows = client.execute(Q_ORDERS_IN_STATE, {"since": _since_epoch(since), "state": state})
+    return [oid for (oid,) in rows]
+
+
+def states_since(client: QueryClient, since: datetime | None = None) -> dict[str, int]:
+    """Orders per latest state, in scope."""
+    out: dict[str, int] = {}
+    for _, state, _, n in client.execute(Q_ORDER_STATES, {"since": _since_epoch(since)}):
+        _add(out, state or "unknown", int(n))
+    return out
+
+
 def processed_inputs(client: QueryClient, since: datetime | None = None) -> int:
     """How many raw inputs (events by processing time ``at``, DLQ by ``received_at``) have
     landed since ``since``; replays and redeliveries are not counted twice."""

@@ -393,37 +393,38 @@ def _report_applied(submit: Any, as_json: bool) -> None:
     """Run a submit coroutine (send an order input, wait for a worker to apply it) and print
     before -> after; exit 1 when it was refused or not applied in time."""
     try:
-        before, after = asyncio.run(submit())
+        applied = asyncio.run(submit())
     except LookupError as exc:
         fail(str(exc))
+    before, after = applied.before, applied.after
     if after is None:
         fail(
             f"{before.order_id}: the request is queued but no worker applied it within 30 s "
             "(are the workers up? ./oms status)"
         )
-    last = after.history[-1]
-    refused = last.kind.value in ("action_refused", "transition_refused")
+    last = applied.events[-1] if applied.events else None
+    refused = applied.refused
     data = {
         "order_id": after.order_id,
         "before": before.state.value,
         "state": after.state.value,
-        "last_event": last.kind.value,
-        "reason": after.hold_reason or after.reject_reason or last.reason,
+        "last_event": last.kind.value if last else "",
+        "reason": after.hold_reason or after.reject_reason or (last.reason if last else ""),
         "actor": _operator(),
         "commands": [c.command_id for c in after.commands[len(before.commands) :]],
     }
-    if refused:
-        data["refused"] = next(
-            (h.reason for h in reversed(after.history) if h.kind is last.kind), ""
-        )
+    if refused is not None:
+        data["refused"] = refused.detail
     if as_json:
         emit_json(data)
     else:
         click.echo(
             f"{after.order_id}: {before.state.value} -> {after.state.value} "
-            f"({last.kind.value}{': ' + data['reason'] if data['reason'] else ''})"
+            f"({data['last_event']}{': ' + data['reason'] if data['reason'] else ''})"
         )
-    if refused:
+        if refused is not None:
+            click.echo(f"refused: {refused.detail}", err=True)
+    if refused is not None:
         sys.exit(1)
 
 

@@ -2,13 +2,21 @@
 
 Each run gets its own run id (so its orders are new, not duplicates of an earlier run) and tops
 stock up to the sample figures on top of what earlier runs still hold reserved.
+
+The order's whole life is on show: the WMS simulator runs beside the workers (a few short picks
+and exceptions on purpose), some buyers of the web shop order twice within its merge window,
+an operator works the holds, and a customer-service desk files returns, a refund, an exchange,
+an address fix and cancels of released orders; the report then shows all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,13 +32,25 @@ from state.verify import verify
 from streams import topics
 
 SAMPLE_STOCK = REPO_ROOT / "samples" / "stock.csv"
+OWN_SAMPLE = REPO_ROOT / "samples" / "payloads" / "own.json"
 PROCESS_TIMEOUT_S = 300.0
+WMS_TIMEOUT_S = 90.0
+MERGE_BUYERS = 20  # web-shop buyers who order twice (every fourth: three times) in a row
+# The demo's warehouse: quick, with the odd short pick and exception to show those paths.
+DEMO_WMS = {
+    "wms_sim": True,
+    "wms_sim_delay_s": 0.4,
+    "wms_sim_short_pick_rate": 0.01,
+    "wms_sim_exception_rate": 0.005,
+    "wms_sim_unsellable_rate": 0.2,
+}
 
 
 def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     console = Console()
+    settings = settings.model_copy(update=DEMO_WMS)
     console.rule("[bold]OMS demo: a peak-sale burst")
-    console.print("starting the local stack (broker, Redis, ClickHouse, workers)...")
+    console.print("starting the local stack (broker, Redis, ClickHouse, workers, WMS simulator)...")
     prepare_stack(settings, workers=workers, progress=lambda m: console.print(f"  {m}"))
 
     rows = top_up_stock(settings)
@@ -38,25 +58,31 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
 
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     plan = generate_burst(n_orders, run_id=run_id)
+    merges = merge_scenario(settings, run_id)
     console.print(
         f"burst {run_id}: {plan.orders} orders over {len(plan.by_channel)} channels, "
-        f"{plan.duplicates} re-pushed duplicates, {plan.malformed} malformed payloads"
+        f"{plan.duplicates} re-pushed duplicates, {plan.malformed} malformed payloads, "
+        f"{len(merges)} web-shop orders from {MERGE_BUYERS} buyers ordering in a row"
     )
     started = datetime.now(UTC).replace(microsecond=0)
-    sent_s = flood(settings, plan)
-    console.print(f"sent {len(plan.messages)} messages in {sent_s:.1f}s")
-    processed, waited_s = wait_processed(settings, started, len(plan.messages))
+    sent_s = flood(settings, plan, merges)
+    inputs = len(plan.messages) + len(merges)
+    console.print(f"sent {inputs} messages in {sent_s:.1f}s")
+    processed, waited_s = wait_processed(settings, started, inputs)
 
     from analytics.client import connect as ch_connect
     from analytics.reports import build_report, format_report
 
-    wait_cancelled_facts(settings, started, work_holds(settings, console, started))
+    wait_for_wms(settings, console, started)
+    cancelled = work_holds(settings, console, started)
+    work_aftersales(settings, console, started)
+    wait_cancelled_facts(settings, started, cancelled)
     report = build_report(ch_connect(settings), since=started)
     check = verify(connect(settings), Keys(settings.redis_prefix), ch_connect(settings))
     console.rule("[bold]Report (from ClickHouse)")
     console.print(format_report(report), markup=False, highlight=False)
     console.rule("[bold]Checks")
-    console.print(f"inputs processed     {processed} / {len(plan.messages)} in {waited_s:.1f}s")
+    console.print(f"inputs processed     {processed} / {inputs} in {waited_s:.1f}s")
     console.print(f"expected duplicates  {plan.duplicates}, expected DLQ {plan.malformed}")
     console.print(
         f"stock verify         {'ok' if check.ok else 'VIOLATIONS'}, "
@@ -66,7 +92,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
         "\nThe stack is still up. Try: ./oms status | ./oms report | ./oms verify | "
         "./oms dlq list | ./oms stock show SKU-PHONE-X1\nStop it with: ./oms down"
     )
-    return 0 if check.ok and processed >= len(plan.messages) else 1
+    return 0 if check.ok and processed >= inputs else 1
 
 
 def work_holds(settings: Settings, console: Console, since: datetime, per_reason: int = 2) -> int:
@@ -83,9 +109,10 @@ def work_holds(settings: Settings, console: Console, since: datetime, per_reason
         ("unpaid", "cancel", "buyer asked to cancel"),
     ):
         for row in [r for r in held if r["reason"] == reason][:per_reason]:
-            before, after = asyncio.run(
+            applied = asyncio.run(
                 submit_action(settings, row["order_id"], kind, actor="demo-operator", reason=why)
             )
+            before, after = applied.before, applied.after
             state = after.state.value if after else "not applied within 30 s"
             if after is not None and after.state.value == "held":
                 state += f" ({after.hold_reason}: the release cannot create stock)"
@@ -94,6 +121,103 @@ def work_holds(settings: Settings, console: Console, since: datetime, per_reason
                 f"{kind:<13} {row['order_id']} ({reason}): {before.state.value} -> {state}"
             )
     return cancelled
+
+
+def wait_for_wms(settings: Settings, console: Console, since: datetime) -> None:
+    """Until the simulated warehouse has answered every released order of this run (shipped,
+    short-picked and re-routed, or flagged as an exception), bounded."""
+    from analytics.client import connect as ch_connect
+    from analytics.reports import states_since
+
+    client = ch_connect(settings)
+    waiting = ("routed", "released", "accepted", "picked", "partially_shipped")
+    deadline = time.monotonic() + WMS_TIMEOUT_S
+    with _progress() as progress:
+        task = progress.add_task("warehouse", total=None)
+        while time.monotonic() < deadline:
+            states = states_since(client, since)
+            busy = sum(states.get(s, 0) for s in waiting)
+            done = sum(n for s, n in states.items() if s in ("shipped", "delivered", "exception"))
+            progress.update(task, completed=done, total=done + busy)
+            if busy == 0 and states.get("delivered", 0):
+                break
+            time.sleep(1.0)
+
+
+def work_aftersales(settings: Settings, console: Console, since: datetime) -> None:
+    """A customer-service desk at work through `./oms aftersales`: two returns, a refund
+    only, an exchange on delivered orders; an address fix for an address hold; a cancel of
+    orders the warehouse already has (it is asked to stop them first)."""
+    from analytics.client import connect as ch_connect
+    from analytics.reports import orders_in_state
+    from ops.views import list_held, submit_aftersales
+    from streams.messages import AfterSalesKind as K
+
+    client = ch_connect(settings)
+    delivered = orders_in_state(client, "delivered", since)
+    at_wms = (
+        orders_in_state(client, "shipped", since)[:1]
+        + orders_in_state(client, "released", since)[:1]
+    )
+    held = asyncio.run(list_held(settings, since=since.timestamp()))
+    address_holds = [r["order_id"] for r in held if r["reason"] == "address_incomplete"][:1]
+    console.rule("[bold]Customer service at work (./oms aftersales ...)")
+    desk: list[tuple[str, K, dict[str, Any]]] = [
+        *((oid, K.RETURN, {"reason": "wrong size"}) for oid in delivered[:2]),
+        *((oid, K.REFUND, {"reason": "arrived late: goodwill refund"}) for oid in delivered[2:3]),
+        *((oid, K.EXCHANGE, {"reason": "defective"}) for oid in delivered[3:4]),
+        *((oid, K.CANCEL, {"reason": "buyer changed mind"}) for oid in at_wms),
+        *((oid, K.ADDRESS_CHANGE, {"new_address": fixed_address()}) for oid in address_holds),
+    ]
+    for oid, kind, fields in desk:
+        applied = asyncio.run(
+            submit_aftersales(settings, oid, kind, requested_by="demo-cs", **fields)
+        )
+        before, after = applied.before, applied.after
+        state = after.state.value if after else "not applied within 30 s"
+        last = ", ".join(e.kind.value for e in applied.events)
+        console.print(f"{kind.value:<15} {oid}: {before.state.value} -> {state} ({last})")
+    wait_settled(settings, [oid for oid, kind, _ in desk if kind is not K.REFUND])
+
+
+def fixed_address() -> Any:
+    """The address a buyer gives on the phone when asked to complete an incomplete one."""
+    from streams.models import Address
+
+    return Address(
+        province="上海市",
+        province_code="SH",
+        city="上海市",
+        district="浦东新区",
+        street="世纪大道 100 号 28 楼",
+        name="李四",
+        phone="13912345678",
+    )
+
+
+def wait_settled(settings: Settings, order_ids: list[str], timeout_s: float = 30) -> None:
+    """Returns come back and are refunded, exchanges ship, stops are confirmed: give the
+    warehouse a moment (bounded) so the report shows the outcome."""
+    asyncio.run(_wait_settled(settings, order_ids, timeout_s))
+
+
+async def _wait_settled(settings: Settings, order_ids: list[str], timeout_s: float) -> None:
+    from state.orders import OrderStore
+    from state.redis import connect_async
+
+    pending = {"returning", "exchanging", "intercepting", "routed", "released", "accepted"}
+    client = connect_async(settings)
+    try:
+        store = OrderStore(client, Keys(settings.redis_prefix))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            loaded = await store.load_many(order_ids)
+            states = {lr.record.state.value for lr in loaded.values() if lr.record}
+            if not states & pending:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await client.aclose()
 
 
 def wait_cancelled_facts(settings: Settings, since: datetime, cancelled: int) -> None:
@@ -131,11 +255,36 @@ def top_up_stock(settings: Settings) -> list[StockRow]:
     return topped
 
 
-def flood(settings: Settings, plan: BurstPlan) -> float:
+def merge_scenario(settings: Settings, run_id: str) -> list[Record]:
+    """Web-shop buyers who order again within the shop's merge window (config/shops.toml),
+    to the same address: their orders ship as one parcel."""
+    template = json.loads(OWN_SAMPLE.read_text(encoding="utf-8"))
+    now = datetime.now(UTC)
+    topic = topics.raw_topic("own").name(settings)
+    records: list[Record] = []
+    for buyer in range(MERGE_BUYERS):
+        for n in range(3 if buyer % 4 == 0 else 2):
+            external_id = f"M{run_id}-{buyer:02d}-{n}"
+            created = (now + timedelta(seconds=n)).isoformat()
+            order = {
+                **template,
+                "external_id": external_id,
+                "created_at": created,
+                "updated_at": created,
+                "buyer": {**template["buyer"], "id": f"member-{run_id}-{buyer}"},
+                "address": {**template["address"], "street": f"珞喻路{100 + buyer}号"},
+                "payment": {**template["payment"], "paid_at": created},
+            }
+            records.append((topic, external_id.encode(), json.dumps(order).encode(), []))
+    return records
+
+
+def flood(settings: Settings, plan: BurstPlan, extra: Sequence[Record] = ()) -> float:
     records: list[Record] = [
         (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
         for m in plan.messages
     ]
+    records += extra
     with _progress() as progress:
         task = progress.add_task("flooding", total=len(records))
         started = time.monotonic()

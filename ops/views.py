@@ -31,8 +31,10 @@ from streams.messages import (
     AfterSalesKind,
     AfterSalesRequest,
     DlqRecord,
+    EventKind,
     OperatorAction,
     OperatorActionKind,
+    OrderEvent,
 )
 from streams.privacy import mask_order_dict
 
@@ -287,9 +289,24 @@ def held_row(order_id: str, record: OrderRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Applied:
+    """An order input sent from the CLI and what became of it: the record before, the record
+    once a worker applied it (None: not within the wait), and the events it produced."""
+
+    before: OrderRecord
+    after: OrderRecord | None
+    events: list[OrderEvent]
+
+    @property
+    def refused(self) -> OrderEvent | None:
+        kinds = (EventKind.ACTION_REFUSED, EventKind.TRANSITION_REFUSED)
+        return next((e for e in self.events if e.kind in kinds), None)
+
+
 async def submit_action(
     settings: Settings, ref: str, kind: str, *, actor: str, reason: str = "", wait_s: float = 30.0
-) -> tuple[OrderRecord, OrderRecord | None]:
+) -> Applied:
     """Put an operator action on ``oms.operator`` for the one order ``ref`` names, then wait
     (bounded) until a worker has applied it; returns (before, after or None on timeout)."""
     before = await find_one(settings, ref)
@@ -301,10 +318,14 @@ async def submit_action(
         reason=reason,
         at=datetime.now(UTC),
     )
-    after = await send_and_wait(
-        settings, topics.OPERATOR.name(settings), action, f"action:{action.action_id}", wait_s
+    return await send_and_wait(
+        settings,
+        topics.OPERATOR.name(settings),
+        before,
+        action,
+        f"action:{action.action_id}",
+        wait_s,
     )
-    return before, after
 
 
 async def submit_aftersales(
@@ -315,7 +336,7 @@ async def submit_aftersales(
     requested_by: str,
     wait_s: float = 30.0,
     **fields: Any,
-) -> tuple[OrderRecord, OrderRecord | None]:
+) -> Applied:
     """An after-sales request on ``oms.aftersales`` for the one order ``ref`` names; waits
     (bounded) until a worker has applied it."""
     before = await find_one(settings, ref)
@@ -327,14 +348,24 @@ async def submit_aftersales(
         at=datetime.now(UTC),
         **fields,
     )
-    after = await send_and_wait(
+    return await send_and_wait(
         settings,
         topics.AFTERSALES.name(settings),
+        before,
         request,
         f"aftersales:{request.request_id}",
         wait_s,
     )
-    return before, after
+
+
+def events_of(record: OrderRecord, input_id: str) -> list[OrderEvent]:
+    """The events one input produced, from the record's outbox."""
+    suffix = topics.ORDER_EVENTS.suffix
+    return [
+        OrderEvent.model_validate_json(value)
+        for topic, _, value in record.outbox.get(input_id, [])
+        if topic.endswith(suffix)
+    ]
 
 
 async def find_one(settings: Settings, ref: str) -> OrderRecord:
@@ -345,10 +376,15 @@ async def find_one(settings: Settings, ref: str) -> OrderRecord:
 
 
 async def send_and_wait(
-    settings: Settings, topic: str, message: Any, input_id: str, wait_s: float
-) -> OrderRecord | None:
+    settings: Settings,
+    topic: str,
+    before: OrderRecord,
+    message: Any,
+    input_id: str,
+    wait_s: float,
+) -> Applied:
     """Send one order-keyed message and poll the order record until the input is in its
-    outbox (applied by a worker), or None after ``wait_s``."""
+    outbox (applied by a worker), or give up after ``wait_s``."""
     order_id = message.order_id
     await produce(settings, [(topic, order_id.encode(), message.model_dump_json().encode(), [])])
     client = connect_async(settings)
@@ -358,8 +394,8 @@ async def send_and_wait(
         while time.monotonic() < deadline:
             after = await store.load(order_id)
             if after is not None and input_id in after.outbox:
-                return after
+                return Applied(before, after, events_of(after, input_id))
             await asyncio.sleep(0.2)
-        return None
+        return Applied(before, None, [])
     finally:
         await client.aclose()

@@ -76,8 +76,11 @@ def test_each_channel_payload_lands_as_a_released_order(loaded: Settings, channe
     assert Decimal(view["paid_total"]) == Decimal(paid)
     assert view["warehouse"] in {"WH-SH", "WH-BJ", "WH-GZ", "WH-CD"}
     assert view["reservation"]["status"] == "reserved"
-    assert {a["sku"] for a in view["reservation"]["allocations"]} == set(lines)
-    assert [h["kind"] for h in view["history"]] == ["received", "reserved", "released"]
+    reserved = {a["sku"] for a in view["reservation"]["allocations"]}
+    gifts = {g["sku"] for g in view["gift_lines"]}  # promotions (config/promotions.toml)
+    assert reserved == set(lines) | gifts
+    moves = [h["kind"] for h in view["history"] if h["to_state"]]
+    assert moves == ["received", "audited", "reserved", "routed", "released"]
 
 
 def test_repush_is_a_counted_duplicate_and_reserves_nothing_more(loaded: Settings) -> None:
@@ -210,7 +213,8 @@ def test_operator_releases_and_cancels_through_the_cli(loaded: Settings, tmp_pat
                 "--json",
             ).stdout
         )
-        assert released["before"] == "held" and released["state"] == "released"
+        # The web shop merges a buyer's orders: a released hold may wait in its window.
+        assert released["before"] == "held" and released["state"] in ("routed", "released")
         cancelled = json.loads(oms(loaded, "held", "cancel", "own:W-OPERATOR-1", "--json").stdout)
         assert cancelled["state"] == "cancelled" and cancelled["actor"] == "alice"
         again = oms(loaded, "held", "release", "own:W-OPERATOR-1", "--json", check=False)

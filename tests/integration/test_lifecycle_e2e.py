@@ -37,9 +37,17 @@ def wms(running_stack: Settings) -> Iterator[Settings]:
     stack.stop_wms_sim(settings)
 
 
-def own_order(tmp: Path, ext: str, **changes: Any) -> Path:
-    """The own-shop sample under a new number (and any changed fields), as a file to ingest."""
-    data = {**OWN, "external_id": ext, **changes}
+def own_order(tmp: Path, ext: str, buyer: str = "", **changes: Any) -> Path:
+    """The own-shop sample under a new number, bought by its own buyer at its own street
+    (``buyer`` shared: the same buyer and address), with any fields changed, as a file."""
+    who = buyer or ext
+    data = {
+        **OWN,
+        "external_id": ext,
+        "buyer": {**OWN["buyer"], "id": f"member-{who}"},
+        "address": {**OWN["address"], "street": f"珞喻路{sum(map(ord, who)) % 9000}号"},
+        **changes,
+    }
     path = tmp / f"{ext}.json"
     path.write_text(json.dumps(data, ensure_ascii=False))
     return path
@@ -175,8 +183,8 @@ def test_cancel_after_release_is_confirmed_by_the_wms(wms: Settings, tmp_path: P
 def test_merge_window_ships_two_orders_of_one_buyer_as_one_parcel(
     wms: Settings, tmp_path: Path
 ) -> None:
-    first = own_order(tmp_path, "E2E-MERGE-1")
-    second = own_order(tmp_path, "E2E-MERGE-2")
+    first = own_order(tmp_path, "E2E-MERGE-1", buyer="MERGE")
+    second = own_order(tmp_path, "E2E-MERGE-2", buyer="MERGE")
     oms(wms, "ingest", "--channel", "own", str(first))
     oms(wms, "ingest", "--channel", "own", str(second))
     a = state_is(wms, "own:E2E-MERGE-1", "shipped", "delivered")
@@ -189,5 +197,7 @@ def test_merge_window_ships_two_orders_of_one_buyer_as_one_parcel(
 
 
 def test_stock_still_reconciles_after_every_flow(wms: Settings) -> None:
-    check = verify(connect(wms), Keys(wms.redis_prefix))
+    from analytics.client import connect as ch_connect
+
+    check = verify(connect(wms), Keys(wms.redis_prefix), ch_connect(wms))
     assert check.ok, check.violations[:5]
