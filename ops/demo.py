@@ -39,7 +39,7 @@ MERGE_BUYERS = 20  # web-shop buyers who order twice (every fourth: three times)
 # The demo's warehouse: quick, with the odd short pick and exception to show those paths.
 DEMO_WMS = {
     "wms_sim": True,
-    "wms_sim_delay_s": 0.4,
+    "wms_sim_delay_s": 1.0,
     "wms_sim_short_pick_rate": 0.01,
     "wms_sim_exception_rate": 0.005,
     "wms_sim_unsellable_rate": 0.2,
@@ -65,14 +65,19 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
         f"{len(merges)} web-shop orders from {MERGE_BUYERS} buyers ordering in a row"
     )
     started = datetime.now(UTC).replace(microsecond=0)
-    sent_s = flood(settings, plan, merges)
+    sent_s = flood(settings, plan)
+    console.print(f"sent {len(plan.messages)} messages in {sent_s:.1f}s")
+    processed, waited_s = wait_processed(settings, started, len(plan.messages))
+    # After the rush, web-shop buyers order again in a row: those orders wait in the shop's
+    # merge window, and some buyers cancel, before and after release.
+    asyncio.run(produce(settings, merges))
     inputs = len(plan.messages) + len(merges)
-    console.print(f"sent {inputs} messages in {sent_s:.1f}s")
-    processed, waited_s = wait_processed(settings, started, inputs)
+    processed, _ = wait_processed(settings, started, inputs)
 
     from analytics.client import connect as ch_connect
     from analytics.reports import build_report, format_report
 
+    stop_at_wms(settings, console, merges)
     wait_for_wms(settings, console, started)
     cancelled = work_holds(settings, console, started)
     work_aftersales(settings, console, started)
@@ -107,6 +112,7 @@ def work_holds(settings: Settings, console: Console, since: datetime, per_reason
     for reason, kind, why in (
         ("address_incomplete", "release_hold", "address confirmed by phone"),
         ("unpaid", "cancel", "buyer asked to cancel"),
+        ("wms_exception", "release_hold", "re-packed at the warehouse: send again"),
     ):
         for row in [r for r in held if r["reason"] == reason][:per_reason]:
             applied = asyncio.run(
@@ -130,7 +136,7 @@ def wait_for_wms(settings: Settings, console: Console, since: datetime) -> None:
     from analytics.reports import states_since
 
     client = ch_connect(settings)
-    waiting = ("routed", "released", "accepted", "picked", "partially_shipped")
+    waiting = ("routed", "released", "accepted", "picked", "partially_shipped", "intercepting")
     deadline = time.monotonic() + WMS_TIMEOUT_S
     with _progress() as progress:
         task = progress.add_task("warehouse", total=None)
@@ -146,19 +152,14 @@ def wait_for_wms(settings: Settings, console: Console, since: datetime) -> None:
 
 def work_aftersales(settings: Settings, console: Console, since: datetime) -> None:
     """A customer-service desk at work through `./oms aftersales`: two returns, a refund
-    only, an exchange on delivered orders; an address fix for an address hold; a cancel of
-    orders the warehouse already has (it is asked to stop them first)."""
+    only, an exchange on delivered orders; an address fix for an address hold."""
     from analytics.client import connect as ch_connect
     from analytics.reports import orders_in_state
-    from ops.views import list_held, submit_aftersales
+    from ops.views import list_held
     from streams.messages import AfterSalesKind as K
 
     client = ch_connect(settings)
     delivered = orders_in_state(client, "delivered", since)
-    at_wms = (
-        orders_in_state(client, "shipped", since)[:1]
-        + orders_in_state(client, "released", since)[:1]
-    )
     held = asyncio.run(list_held(settings, since=since.timestamp()))
     address_holds = [r["order_id"] for r in held if r["reason"] == "address_incomplete"][:1]
     console.rule("[bold]Customer service at work (./oms aftersales ...)")
@@ -166,9 +167,52 @@ def work_aftersales(settings: Settings, console: Console, since: datetime) -> No
         *((oid, K.RETURN, {"reason": "wrong size"}) for oid in delivered[:2]),
         *((oid, K.REFUND, {"reason": "arrived late: goodwill refund"}) for oid in delivered[2:3]),
         *((oid, K.EXCHANGE, {"reason": "defective"}) for oid in delivered[3:4]),
-        *((oid, K.CANCEL, {"reason": "buyer changed mind"}) for oid in at_wms),
         *((oid, K.ADDRESS_CHANGE, {"new_address": fixed_address()}) for oid in address_holds),
     ]
+    file_requests(settings, console, desk)
+    wait_settled(settings, [oid for oid, kind, _ in desk if kind is not K.REFUND])
+
+
+def stop_at_wms(
+    settings: Settings, console: Console, merges: Sequence[Record], timeout_s: float = 30
+) -> None:
+    """Buyers cancel web-shop orders: one still in its merge window (stock back at once) and,
+    as soon as they are released, two the warehouse already has (the WMS is asked to stop
+    them and confirms; a parcel already gone would come back as a return)."""
+    from streams.messages import AfterSalesKind as K
+    from streams.models import make_order_id
+
+    ids = [make_order_id("own", "own-web", key.decode()) for _, key, _, _ in merges if key]
+    console.rule("[bold]Cancels before and after release (./oms aftersales cancel)")
+    wanted = {"routed": 1, "released": 2}
+    deadline = time.monotonic() + timeout_s
+    while any(wanted.values()) and time.monotonic() < deadline:
+        states = asyncio.run(_states(settings, ids))
+        for oid, state in states.items():
+            if wanted.get(state, 0) > 0:
+                wanted[state] -= 1
+                ids.remove(oid)
+                file_requests(settings, console, [(oid, K.CANCEL, {"reason": "changed mind"})])
+        time.sleep(0.1)
+
+
+async def _states(settings: Settings, order_ids: list[str]) -> dict[str, str]:
+    from state.orders import OrderStore
+    from state.redis import connect_async
+
+    client = connect_async(settings)
+    try:
+        loaded = await OrderStore(client, Keys(settings.redis_prefix)).load_many(order_ids)
+        return {oid: lr.record.state.value for oid, lr in loaded.items() if lr.record}
+    finally:
+        await client.aclose()
+
+
+def file_requests(
+    settings: Settings, console: Console, desk: list[tuple[str, Any, dict[str, Any]]]
+) -> None:
+    from ops.views import submit_aftersales
+
     for oid, kind, fields in desk:
         applied = asyncio.run(
             submit_aftersales(settings, oid, kind, requested_by="demo-cs", **fields)
@@ -177,7 +221,6 @@ def work_aftersales(settings: Settings, console: Console, since: datetime) -> No
         state = after.state.value if after else "not applied within 30 s"
         last = ", ".join(e.kind.value for e in applied.events)
         console.print(f"{kind.value:<15} {oid}: {before.state.value} -> {state} ({last})")
-    wait_settled(settings, [oid for oid, kind, _ in desk if kind is not K.REFUND])
 
 
 def fixed_address() -> Any:
@@ -279,12 +322,11 @@ def merge_scenario(settings: Settings, run_id: str) -> list[Record]:
     return records
 
 
-def flood(settings: Settings, plan: BurstPlan, extra: Sequence[Record] = ()) -> float:
+def flood(settings: Settings, plan: BurstPlan) -> float:
     records: list[Record] = [
         (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
         for m in plan.messages
     ]
-    records += extra
     with _progress() as progress:
         task = progress.add_task("flooding", total=len(records))
         started = time.monotonic()
