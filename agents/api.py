@@ -297,7 +297,9 @@ def register_api(
     """Serve the API from this worker (Faust's own web server stays disabled): started with the
     app's services, stopped when the worker shuts down. Returns the server for the heartbeat."""
     server = ApiServer(
-        create_api(RedisReads(settings, client), worker=worker), api_port(settings, worker)
+        create_api(RedisReads(settings, client), worker=worker),
+        api_port(settings, worker),
+        settings.worker_web_host,
     )
 
     class OrderApiService(Service):

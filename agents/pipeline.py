@@ -225,6 +225,11 @@ class OrderPipeline:
                 plan.record.remember_outputs(
                     plan.input_id, [self._output(m) for m in plan.messages]
                 )
+                result.counts["illegal_transitions"] += sum(
+                    1
+                    for m in plan.messages
+                    if getattr(m, "kind", None) is EventKind.TRANSITION_REFUSED
+                )
         saved = await self.orders.save_groups(
             [[(p.record, p.expected_version) for p in group] for _, group in ready]
         )
@@ -314,19 +319,11 @@ class OrderPipeline:
         input_id = f"action:{action.action_id}"
         if action.kind is OperatorActionKind.RELEASE_MERGED:
             return self._release_group(action, input_id, loaded, now, result)
-        current = loaded[action.order_id]
-        if current.record is None:
-            result.counts["action_unknown_order"] += 1
-            log.warning(
-                "operator action %s for unknown order %s", action.action_id, action.order_id
-            )
+        current = self._known(loaded, action.order_id, "action", input_id, result)
+        if current is None or replayed([current], input_id, result):
             return []
-        if input_id in current.record.outbox:
-            result.outputs.extend(current.record.outbox[input_id])
-            return []
-        record = current.record.model_copy(deep=True)
-        plan = Plan(action, input_id, record, current.version, actor=action.actor)
-        state, kind = record.state, action.kind
+        plan = fresh_plan(action, input_id, current, actor=action.actor)
+        record, state, kind = plan.record, plan.record.state, action.kind
         if kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
             self.note(
                 plan,
@@ -430,23 +427,14 @@ class OrderPipeline:
     ) -> list[Plan]:
         result.counts[f"wms_{event.kind.value}"] += 1
         input_id = f"wms:{event.event_id}"
-        keyed = loaded.get(event.order_id)
+        keyed = self._known(loaded, event.order_id, "wms", input_id, result)
         if keyed is None or keyed.record is None:
-            result.counts["wms_unknown_order"] += 1
-            log.warning("WMS event %s for unknown order %s", event.event_id, event.order_id)
             return []
         targets = sorted(set(keyed.record.merged_with)) or [event.order_id]
-        records = {oid: lr for oid in targets if (lr := loaded.get(oid)) and lr.record}
-        if any(input_id in lr.record.outbox for lr in records.values() if lr.record):
-            for lr in records.values():
-                if lr.record:
-                    result.outputs.extend(lr.record.outbox.get(input_id, []))
+        current = [lr for oid in targets if (lr := loaded.get(oid)) and lr.record]
+        if replayed(current, input_id, result):
             return []
-        plans = [
-            Plan(event, input_id, lr.record.model_copy(deep=True), lr.version, actor="wms")
-            for lr in records.values()
-            if lr.record
-        ]
+        plans = [fresh_plan(event, input_id, lr, actor="wms") for lr in current]
         keyed_ref = keyed.record.command(event.command_id)
         for plan in plans:
             wms.apply_event(self, plan, event, keyed_ref, now, result)
@@ -461,21 +449,29 @@ class OrderPipeline:
         result: BatchResult,
     ) -> list[Plan]:
         result.counts[f"aftersales_{request.kind.value}"] += 1
-        current = loaded[request.order_id]
         input_id = f"aftersales:{request.request_id}"
-        if current.record is None:
-            result.counts["aftersales_unknown_order"] += 1
-            log.warning(
-                "after-sales request %s for unknown order %s", request.request_id, request.order_id
-            )
+        current = self._known(loaded, request.order_id, "aftersales", input_id, result)
+        if current is None or replayed([current], input_id, result):
             return []
-        if input_id in current.record.outbox:
-            result.outputs.extend(current.record.outbox[input_id])
-            return []
-        record = current.record.model_copy(deep=True)
-        plan = Plan(request, input_id, record, current.version, actor=request.requested_by)
+        plan = fresh_plan(request, input_id, current, actor=request.requested_by)
         aftersales.apply_request(self, plan, request, ctx, now, result)
         return [plan]
+
+    def _known(
+        self,
+        loaded: dict[str, LoadedRecord],
+        order_id: str,
+        what: str,
+        input_id: str,
+        result: BatchResult,
+    ) -> LoadedRecord | None:
+        """The loaded record an input is about; an unknown order is logged and counted."""
+        current = loaded.get(order_id)
+        if current is None or current.record is None:
+            result.counts[f"{what}_unknown_order"] += 1
+            log.warning("%s for unknown order %s", input_id, order_id)
+            return None
+        return current
 
     # --- the steps every flow shares ------------------------------------------------------
 
@@ -788,6 +784,22 @@ class OrderPipeline:
         else:
             topic = self.events_topic
         return (topic, message.order_id, message.model_dump_json())
+
+
+def replayed(current: Sequence[LoadedRecord], input_id: str, result: BatchResult) -> bool:
+    """A redelivered input: re-emit what it produced the first time (same ids), decide
+    nothing. A group is saved whole, so either every record has it or none."""
+    done = [lr.record for lr in current if lr.record and input_id in lr.record.outbox]
+    for record in done:
+        result.outputs.extend(record.outbox[input_id])
+    return bool(done)
+
+
+def fresh_plan(source: Any, input_id: str, current: LoadedRecord, *, actor: str) -> Plan:
+    """A plan on a private copy of the record (a lost race leaves the loaded one intact)."""
+    assert current.record is not None
+    record = current.record.model_copy(deep=True)
+    return Plan(source, input_id, record, current.version, actor=actor)
 
 
 def make_audit_context(

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
 
     # Workers
     workers: int = 2
-    worker_web_port: int = 16066
+    worker_web_port: int = 16066  # worker wN serves the order API on this port + N
+    worker_web_host: str = "127.0.0.1"  # loopback unless deployed behind a trusted network
     batch_size: int = 500
     batch_within_s: float = 0.05
     sink_batch_size: int = 5000

@@ -153,6 +153,7 @@ async def test_an_illegal_transition_is_refused_and_counted(
     await ship(pipeline, outbound, "SF1")
     late = await pipeline.apply_wms_events([wms_answer(outbound, WmsEventKind.EXCEPTION)])
     assert [e.kind for e in events(late)] == [EventKind.TRANSITION_REFUSED]
+    assert late.counts["illegal_transitions"] == 1  # the worker's counters show it
     assert await state_of(pipeline, oid) is S.SHIPPED
 
 

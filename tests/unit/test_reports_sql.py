@@ -20,6 +20,7 @@ from analytics.reports import (
     Q_DUPLICATES,
     Q_GMV_BY_CHANNEL,
     Q_LIFECYCLE,
+    Q_ORDER_IDS_BY_STATE,
     Q_ORDER_STATES,
     Q_OVERSOLD,
     Q_PROCESSED_INPUTS,
@@ -30,6 +31,7 @@ from analytics.reports import (
     build_report,
     format_report,
     money,
+    orders_in_state,
     processed_inputs,
 )
 from analytics.schema import load_migrations, migrate, split_statements
@@ -125,6 +127,7 @@ def test_every_query_is_listed() -> None:
         Q_PROCESSED_INPUTS,
         Q_LIFECYCLE,
         Q_SPLITS_AND_MERGES,
+        Q_ORDER_IDS_BY_STATE,
     }
 
 
@@ -226,6 +229,7 @@ CANNED = {
     Q_PROCESSED_INPUTS: [(12,)],
     Q_LIFECYCLE: [("merged", 4, 4), ("shipped", 3, 3), ("short_pick", 1, 1)],
     Q_SPLITS_AND_MERGES: [(2, 2, 9)],
+    Q_ORDER_IDS_BY_STATE: [("held", ["O1", "O2"]), ("delivered", ["O3"])],
 }
 
 
@@ -251,6 +255,8 @@ def test_report_assembly_and_json() -> None:
     assert "GMV by channel" in text and "1234.50" in text and "n/a" in text
     assert "merged into one parcel" in text and "short pick" in text
     assert processed_inputs(client) == 12
+    assert orders_in_state(client, "held") == ["O1", "O2"]
+    assert orders_in_state(client, "shipped") == []
 
 
 def test_empty_report_formats() -> None:
