@@ -7,6 +7,7 @@ and a redelivered input must change nothing."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ from streams.messages import (
     FulfilmentCommand,
     OperatorAction,
     OperatorActionKind,
-    WmsEvent,
+    OrderState,
     WmsEventKind,
 )
 from tests.integration.test_pipeline import Feed, own_order, wms_answer
@@ -42,6 +43,8 @@ from tests.integration.test_pipeline import Feed, own_order, wms_answer
 pytestmark = pytest.mark.integration
 
 WMS_KINDS = list(WmsEventKind)
+ACTIONS = [OperatorActionKind.CANCEL, OperatorActionKind.RELEASE_HOLD]
+IDLE = {OrderState.HELD, OrderState.REJECTED, OrderState.CANCELLED}
 AFTERSALES = [
     AfterSalesKind.CANCEL,
     AfterSalesKind.RETURN,
@@ -123,7 +126,10 @@ class Lifecycle(RuleBasedStateMachine):
         self.inputs.append(("aftersales", request))
         self.absorb(self.run(self.pipeline.apply_aftersales([request])))
 
-    @rule(data=st.data(), kind=st.sampled_from([OperatorActionKind.CANCEL, OperatorActionKind.RELEASE_HOLD]))
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from([OperatorActionKind.CANCEL, OperatorActionKind.RELEASE_HOLD]),
+    )
     def operator_acts(self, data: st.DataObject, kind: OperatorActionKind) -> None:
         if not self.orders:
             return
@@ -170,11 +176,25 @@ class Lifecycle(RuleBasedStateMachine):
         for lr in loaded.values():
             assert lr.record is not None
             moves = [h for h in lr.record.history if h.to_state is not None]
-            for prev, nxt in zip(moves, moves[1:], strict=False):
+            for prev, nxt in itertools.pairwise(moves):
                 assert nxt.to_state in ALLOWED[prev.to_state], (prev.to_state, nxt.to_state)
             assert [h.seq for h in lr.record.history] == list(range(1, len(lr.record.history) + 1))
             outbound = [c for c in lr.record.commands if c.kind is CommandKind.OUTBOUND]
             assert len({c.command_id for c in outbound}) == len(outbound)
+
+    @invariant()
+    def nothing_waiting_or_ended_holds_stock(self) -> None:
+        """A held, rejected or cancelled order keeps no units from other buyers."""
+        if not getattr(self, "orders", None):
+            return
+        loaded = self.loop.run_until_complete(self.pipeline.orders.load_many(self.orders))
+        for oid, lr in loaded.items():
+            assert lr.record is not None
+            if lr.record.state in IDLE:
+                held = self.loop.run_until_complete(
+                    self.pipeline.stock.reservation(oid, list(lr.record.quantities))
+                )
+                assert set(held.values()) <= {"-"}, (lr.record.state, held)
 
     def teardown(self) -> None:
         if hasattr(self, "client"):
@@ -185,7 +205,7 @@ class Lifecycle(RuleBasedStateMachine):
 def test_random_lifecycles_keep_stock_and_state_machine_intact(redis_settings: Settings) -> None:
     Lifecycle.base = redis_settings
     run = settings(
-        max_examples=40,
+        max_examples=60,
         stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
