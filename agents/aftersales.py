@@ -90,7 +90,14 @@ def refuse(
     steps.refuse(plan, EventKind.ACTION_REFUSED, now, entry.kind.value, why, result)
 
 
-def cancel(steps, plan, entry, request, now, result) -> None:  # type: ignore[no-untyped-def]
+def cancel(
+    steps: OrderPipeline,
+    plan: Plan,
+    entry: AfterSalesEntry,
+    request: AfterSalesRequest,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     state = plan.record.state
     if state in BEFORE_WMS | AT_WMS:
         steps.cancel(plan, "cancelled_by_buyer", now, result)
@@ -101,7 +108,15 @@ def cancel(steps, plan, entry, request, now, result) -> None:  # type: ignore[no
         refuse(steps, plan, entry, now, f"a {state.value} order cannot be cancelled", result)
 
 
-def change_address(steps, plan, entry, request, ctx, now, result) -> None:  # type: ignore[no-untyped-def]
+def change_address(
+    steps: OrderPipeline,
+    plan: Plan,
+    entry: AfterSalesEntry,
+    request: AfterSalesRequest,
+    ctx: AuditContext,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     record = plan.record
     if request.new_address is None:
         refuse(steps, plan, entry, now, "no new address given", result)
@@ -127,7 +142,14 @@ def change_address(steps, plan, entry, request, ctx, now, result) -> None:  # ty
         steps.send_outbound(plan, now)  # a new address leaves its merge group: ship now
 
 
-def request_return(steps, plan, entry, request, now, result) -> None:  # type: ignore[no-untyped-def]
+def request_return(
+    steps: OrderPipeline,
+    plan: Plan,
+    entry: AfterSalesEntry,
+    request: AfterSalesRequest,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     record = plan.record
     units = unreturned(record, shipped_units(record, request.line_ids))
     if record.state not in RETURNABLE or not units:
@@ -155,7 +177,14 @@ def unreturned(
     return {wh: lines for wh, lines in left.items() if lines}
 
 
-def refund_only(steps, plan, entry, request, now, result) -> None:  # type: ignore[no-untyped-def]
+def refund_only(
+    steps: OrderPipeline,
+    plan: Plan,
+    entry: AfterSalesEntry,
+    request: AfterSalesRequest,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     record = plan.record
     if record.state not in REFUNDABLE:
         refuse(steps, plan, entry, now, f"a {record.state.value} order cannot be refunded", result)
@@ -180,7 +209,14 @@ def refund_only(steps, plan, entry, request, now, result) -> None:  # type: igno
         entry.status = "refused"
 
 
-def exchange(steps, plan, entry, request, now, result) -> None:  # type: ignore[no-untyped-def]
+def exchange(
+    steps: OrderPipeline,
+    plan: Plan,
+    entry: AfterSalesEntry,
+    request: AfterSalesRequest,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     """Reserve the replacement first: if it is out of stock nothing is asked back."""
     record = plan.record
     units = unreturned(record, shipped_units(record, request.line_ids))

@@ -15,7 +15,7 @@ import logging
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,19 +24,29 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from agents import aftersales, wms
-from agents.audit import PASS, AuditContext, Verdict, audit
+from agents.audit import (
+    PASS,
+    AuditContext,
+    AuditRules,
+    Velocity,
+    Verdict,
+    audit,
+    load_audit_rules,
+)
 from agents.dedupe import Intake, classify
 from agents.fulfil import lines_by_warehouse, next_attempt, outbound_commands, stop_command
 from agents.lifecycle import AT_WMS, BEFORE_WMS, TERMINAL, IllegalTransition, record_event
 from agents.merge import merge_group, merged_command, waiting_members
 from agents.normalise import RawInput, normalise
 from agents.plan import Message, Plan, StockOp, StockOpKind
+from agents.promotions import Promotions, gift_lines, load_promotions
 from agents.route import RoutingTable
 from ops.settings import Settings
 from state.allocation import ShortagePolicy
 from state.keys import Keys
 from state.orders import CommandStatus, LoadedRecord, OrderRecord, OrderStore
 from state.reservations import Reservation, ReserveRequest, ReserveStatus, StockEngine
+from state.velocity import record_recent
 from streams import topics
 from streams.adapters.base import AdapterContext
 from streams.messages import (
@@ -50,7 +60,7 @@ from streams.messages import (
     OrderState,
     WmsEvent,
 )
-from streams.models import ChannelStatus, Order
+from streams.models import ChannelStatus, Order, OrderLine
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +170,18 @@ class OrderPipeline:
 
     # --- the round loop -------------------------------------------------------------------
 
-    async def _audit_context(self, velocity: dict[str, Any] | None = None) -> AuditContext:
+    async def _audit_context(self, velocity: Mapping[str, Velocity] | None = None) -> AuditContext:
         now = time.monotonic()
         if now - self._skus_at > SKU_CACHE_SECONDS:
             self._skus = frozenset(await self.client.smembers(self.keys.skus))
             self._skus_at = now
         return make_audit_context(self._skus, self.settings, self.audit_rules, velocity or {})
 
-    async def _record_velocity(self, orders: list[Order]) -> dict[str, Any]:
+    async def _record_velocity(self, orders: list[Order]) -> dict[str, Velocity]:
         """Orders per buyer and address in the scalper window: one round trip per batch."""
         window = scalper_window(self.audit_rules)
         if not orders or window <= 0:
             return {}
-        from state.velocity import record_recent
-
         return await record_recent(self.client, self.keys, orders, window_s=window, now=time.time())
 
     async def _apply_in_rounds(
@@ -182,7 +190,7 @@ class OrderPipeline:
         targets_of: Callable[[T], list[str]],
         plan_for: PlanFor[T],
         result: BatchResult,
-        velocity: dict[str, Any] | None = None,
+        velocity: Mapping[str, Velocity] | None = None,
     ) -> None:
         """The one loop for every kind of input: each order at most once per round (so its
         inputs apply in order), one load and one CAS save per round, and inputs that lost a
@@ -756,12 +764,8 @@ class OrderPipeline:
 
     # --- configuration --------------------------------------------------------------------
 
-    def gifts_for(self, order: Order) -> list[Any]:
-        if self.promotions is None:
-            return []
-        from agents.promotions import gift_lines
-
-        return gift_lines(order, self.promotions)
+    def gifts_for(self, order: Order) -> list[OrderLine]:
+        return gift_lines(order, self.promotions) if self.promotions is not None else []
 
     def policy_for(self, order: Order) -> ShortagePolicy:
         """Per-shop shortage policy from config/shops.toml, else the global default."""
@@ -803,32 +807,23 @@ def fresh_plan(source: Any, input_id: str, current: LoadedRecord, *, actor: str)
 
 
 def make_audit_context(
-    skus: frozenset[str], settings: Settings, rules: Any, velocity: dict[str, Any]
+    skus: frozenset[str], settings: Settings, rules: AuditRules, velocity: Mapping[str, Velocity]
 ) -> AuditContext:
     return AuditContext(skus, settings.max_line_quantity, rules=rules, velocity=velocity)
 
 
-def load_rules(config_dir: Path) -> Any:
-    from agents.audit import DEFAULT_RULES, load_audit_rules
-
-    path = config_dir / "audit.toml"
-    return load_audit_rules(path) if path.exists() else DEFAULT_RULES
+def load_rules(config_dir: Path) -> AuditRules:
+    """config/audit.toml, validated (a bad file stops the worker with a clear error)."""
+    return load_audit_rules(config_dir / "audit.toml")
 
 
-def scalper_window(rules: Any) -> float:
-    scalper = getattr(rules, "scalper", None)
-    if scalper is None or not getattr(scalper, "enabled", False):
-        return 0.0
-    return float(scalper.window_s)
+def scalper_window(rules: AuditRules) -> float:
+    return rules.scalper.window_s if rules.scalper.enabled else 0.0
 
 
-def load_gift_rules(config_dir: Path) -> Any:
+def load_gift_rules(config_dir: Path) -> Promotions | None:
     path = config_dir / "promotions.toml"
-    if not path.exists():
-        return None
-    from agents.promotions import load_promotions
-
-    return load_promotions(path)
+    return load_promotions(path) if path.exists() else None
 
 
 def load_shop_rules(path: Path) -> dict[str, ShopRules]:

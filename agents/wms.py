@@ -80,7 +80,14 @@ def outbounds(record: OrderRecord) -> list[CommandRef]:
     return [c for c in record.commands if c.kind is CommandKind.OUTBOUND and c.status in IN_PLAY]
 
 
-def on_accepted(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_accepted(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     if ref.status is CommandStatus.SENT:
         ref.status = CommandStatus.ACCEPTED
     if plan.record.state is S.RELEASED:
@@ -89,7 +96,14 @@ def on_accepted(steps, plan, ref, event, now, result) -> None:  # type: ignore[n
         steps.note(plan, EventKind.WMS_ACCEPTED, now, reason=ref.warehouse)
 
 
-def on_picked(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_picked(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     if ref.status in (CommandStatus.SENT, CommandStatus.ACCEPTED):
         ref.status = CommandStatus.PICKED
     if plan.record.state in (S.RELEASED, S.ACCEPTED):
@@ -108,7 +122,14 @@ def mark_shipped(plan: Plan, ref: CommandRef, carrier: str, tracking: str) -> No
     )
 
 
-def on_shipped(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_shipped(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     record = plan.record
     if ref.status not in LIVE_OUTBOUND:
         steps.refuse(
@@ -144,7 +165,14 @@ def on_shipped(steps, plan, ref, event, now, result) -> None:  # type: ignore[no
     )
 
 
-def on_delivered(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_delivered(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     record = plan.record
     if ref.status is not CommandStatus.SHIPPED:
         steps.note(plan, EventKind.DELIVERED, now, reason=ref.command_id, detail="not shipped")
@@ -162,7 +190,14 @@ def on_delivered(steps, plan, ref, event, now, result) -> None:  # type: ignore[
         steps.note(plan, EventKind.DELIVERED, now, reason=ref.command_id)
 
 
-def on_short_pick(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_short_pick(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     """Missing units: write them off and re-reserve the order elsewhere. Only an order whose
     single live parcel this is can be re-routed safely; anything else waits for a person."""
     record = plan.record
@@ -203,7 +238,14 @@ def on_short_pick(steps, plan, ref, event, now, result) -> None:  # type: ignore
     steps.request_reservation(plan)
 
 
-def on_exception(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_exception(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     if ref.status in LIVE_OUTBOUND:
         ref.status = CommandStatus.FAILED
     plan.record.hold_reason = "wms_exception"
@@ -212,7 +254,14 @@ def on_exception(steps, plan, ref, event, now, result) -> None:  # type: ignore[
     )
 
 
-def on_cancelled(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_cancelled(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     """The WMS stopped an outbound. The order that asked is cancelled (stock back); a merged
     sibling whose parcel went with it is released again on its own."""
     record = plan.record
@@ -251,7 +300,14 @@ def on_cancelled(steps, plan, ref, event, now, result) -> None:  # type: ignore[
     steps.note(plan, EventKind.CANCELLED, now, reason=target.command_id, detail="not requested")
 
 
-def on_intercept_failed(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_intercept_failed(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     """Too late: the parcel is with the carrier, so the cancel becomes a return."""
     record = plan.record
     target = record.command(ref.refers_to) if ref.refers_to else None
@@ -299,7 +355,14 @@ def refund_value(record: OrderRecord, lines: list[CommandLine]) -> Decimal:
     return total
 
 
-def on_return_received(steps, plan, ref, event, now, result) -> None:  # type: ignore[no-untyped-def]
+def on_return_received(
+    steps: OrderPipeline,
+    plan: Plan,
+    ref: CommandRef,
+    event: WmsEvent,
+    now: datetime,
+    result: BatchResult,
+) -> None:
     record = plan.record
     if ref.kind is not CommandKind.RETURN_INBOUND or ref.status is CommandStatus.DONE:
         steps.note(
