@@ -196,6 +196,25 @@ def test_merge_window_ships_two_orders_of_one_buyer_as_one_parcel(
     assert report["merged_parcels"] >= 1 and report["lifecycle"].get("merged", 0) >= 2
 
 
+def test_skus_stocked_apart_split_into_two_parcels(wms: Settings, tmp_path: Path) -> None:
+    stock = tmp_path / "apart.csv"
+    stock.write_text("sku,warehouse,qty\nSKU-E2E-NORTH,WH-BJ,5\nSKU-E2E-SOUTH,WH-GZ,5\n")
+    oms(wms, "stock", "load", str(stock))
+    line = OWN["lines"][0]
+    lines = [
+        {**line, "line_id": "1", "sku": "SKU-E2E-NORTH", "channel_sku": "SKU-E2E-NORTH"},
+        {**line, "line_id": "2", "sku": "SKU-E2E-SOUTH", "channel_sku": "SKU-E2E-SOUTH"},
+    ]
+    oms(wms, "ingest", "--channel", "own", str(own_order(tmp_path, "E2E-SPLIT-1", lines=lines)))
+    view = state_is(wms, "own:E2E-SPLIT-1", "shipped", "delivered")
+    parcels = {c["warehouse"]: c for c in view["commands"] if c["kind"] == "outbound"}
+    assert sorted(parcels) == ["WH-BJ", "WH-GZ"]
+    assert all(c["tracking_number"] for c in parcels.values())
+    assert "partially_shipped" in [h["kind"] for h in view["history"]]
+    for sku in ("SKU-E2E-NORTH", "SKU-E2E-SOUTH"):
+        assert sum(r["on_hand"] for r in stock_of(wms, sku)) == 5 - line["quantity"]
+
+
 def test_stock_still_reconciles_after_every_flow(wms: Settings) -> None:
     from analytics.client import connect as ch_connect
 
