@@ -44,7 +44,7 @@ from agents.route import RoutingTable
 from ops.settings import Settings
 from state.allocation import ShortagePolicy
 from state.keys import Keys
-from state.orders import CommandStatus, LoadedRecord, OrderRecord, OrderStore
+from state.orders import CLOSABLE, CommandStatus, LoadedRecord, OrderRecord, OrderStore
 from state.reservations import Reservation, ReserveRequest, ReserveStatus, StockEngine
 from state.velocity import record_recent
 from streams import topics
@@ -354,7 +354,7 @@ class OrderPipeline:
             self.cancel(plan, "unpaid_timeout", now, result)
         elif kind is OperatorActionKind.CANCEL and state in BEFORE_WMS | AT_WMS:
             self.cancel(plan, "cancelled_by_operator", now, result)
-        elif kind is OperatorActionKind.CLOSE and state is OrderState.DELIVERED:
+        elif kind is OperatorActionKind.CLOSE and state in CLOSABLE:
             self.move(
                 plan, EventKind.CLOSED, now, OrderState.CLOSED, reason="after-sales window ended"
             )

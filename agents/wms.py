@@ -430,6 +430,7 @@ def refund(steps: OrderPipeline, plan: Plan, amount: Decimal, now: datetime, *, 
     ):
         return False
     record.refunded += amount
+    record.close_due = time.time() + steps.settings.close_after_s  # a new after-sales window
     plan.messages.append(channel_update(record, "refunded", now, cause=cause, amount=amount))
     return True
 

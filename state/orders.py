@@ -154,12 +154,14 @@ class OrderRecord(BaseModel):
 
 
 NEEDS_A_PERSON = frozenset({OrderState.HELD, OrderState.EXCEPTION})
+# Goods with the buyer and money settled: closed when the after-sales window ends.
+CLOSABLE = frozenset({OrderState.DELIVERED, OrderState.RETURNED, OrderState.REFUNDED})
 
 
 def index_args(record: OrderRecord, now: float) -> list[str | float]:
     """What the save script files the record under: held list, close timer, merge window."""
     held = "1" if record.state in NEEDS_A_PERSON else "0"
-    closing = f"{record.close_due:.3f}" if record.state is OrderState.DELIVERED else ""
+    closing = f"{record.close_due:.3f}" if record.state in CLOSABLE and record.close_due else ""
     merge = ""
     if record.merge_group:
         waiting = record.state is OrderState.ROUTED

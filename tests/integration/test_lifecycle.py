@@ -387,6 +387,12 @@ async def test_return_refund_and_exchange_after_delivery(
     assert record is not None and record.state is S.REFUNDED
     assert record.refunded == Decimal("30.00")  # 10 refund only + 20 for the return
     assert figures(redis_settings, "A")["WH-SH"]["on_hand"] == 8  # not sellable: no restock
+    # Refunded orders close too, when the new after-sales window ends.
+    keys = Keys(redis_settings.redis_prefix)
+    closes = await due_closes(pipeline.client, keys, now=time.time() + 8 * 86400)
+    assert [a.order_id for a in closes] == [oid]
+    await pipeline.apply_actions(closes)
+    assert await state_of(pipeline, oid) is S.CLOSED
     # Exchange on another order: B comes back, A goes out as the replacement.
     ex, [out2] = await released(pipeline, "R2", {"B": 1})
     await ship(pipeline, out2, "SF-R2")
