@@ -230,8 +230,9 @@ def exchange(
     replacement: dict[str, int] = {}
     for lines in units.values():
         for ln in lines:
-            sku = request.exchange_sku or ln.sku
-            replacement[sku] = replacement.get(sku, 0) + ln.quantity
+            if not ln.is_gift:  # the buyer keeps a gift: only what was bought is replaced
+                sku = request.exchange_sku or ln.sku
+                replacement[sku] = replacement.get(sku, 0) + ln.quantity
     plan.reserve = ReserveRequest(
         shipment,
         replacement,
@@ -253,14 +254,19 @@ def exchange(
             return
         entry.status = "done"
         plan.messages.extend(return_commands(record, units, request.request_id, now))
+        by_warehouse: dict[str, list[CommandLine]] = {}
         for alloc in reservation.allocations:
+            by_warehouse.setdefault(alloc.warehouse, []).append(
+                CommandLine(line_id=f"X-{alloc.sku}", sku=alloc.sku, quantity=alloc.quantity)
+            )
+        for warehouse, lines in sorted(by_warehouse.items()):  # one parcel per warehouse
             command = build_command(
                 record,
                 CommandKind.OUTBOUND,
-                alloc.warehouse,
-                [CommandLine(line_id=f"X-{alloc.sku}", sku=alloc.sku, quantity=alloc.quantity)],
+                warehouse,
+                lines,
                 now,
-                cid=command_id(shipment, CommandKind.OUTBOUND, alloc.warehouse, 1),
+                cid=command_id(shipment, CommandKind.OUTBOUND, warehouse, 1),
                 carrier=record.carrier,
                 shipment=shipment,
             )

@@ -267,7 +267,9 @@ def on_cancelled(
     record = plan.record
     target = record.command(ref.refers_to) if ref.refers_to else ref
     if target is None:
-        steps.note(plan, EventKind.CANCELLED, now, reason=ref.command_id, detail="nothing to stop")
+        steps.note(
+            plan, EventKind.STOP_CONFIRMED, now, reason=ref.command_id, detail="nothing to stop"
+        )
         return
     if target.status in LIVE_OUTBOUND:
         target.status = CommandStatus.CANCELLED
@@ -297,7 +299,9 @@ def on_cancelled(
         ):
             steps.release_to_wms(plan, now)
         return
-    steps.note(plan, EventKind.CANCELLED, now, reason=target.command_id, detail="not requested")
+    steps.note(
+        plan, EventKind.STOP_CONFIRMED, now, reason=target.command_id, detail="not requested"
+    )
 
 
 def on_intercept_failed(

@@ -59,6 +59,7 @@ LIFECYCLE_KINDS: tuple[str, ...] = (
     "wms_exception",
     "intercept_requested",
     "intercept_failed",
+    "stop_confirmed",
     "address_changed",
     "return_requested",
     "return_received",

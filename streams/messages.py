@@ -116,6 +116,7 @@ class EventKind(StrEnum):
     REFUNDED = "refunded"
     EXCHANGE_REQUESTED = "exchange_requested"
     CLOSED = "closed"
+    STOP_CONFIRMED = "stop_confirmed"  # the WMS stopped a parcel; no move until all answered
 
 
 class Allocation(BaseModel):

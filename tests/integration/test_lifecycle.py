@@ -423,6 +423,20 @@ async def test_return_refund_and_exchange_after_delivery(
     assert reconciles(redis_settings)
 
 
+async def test_an_exchange_of_several_lines_is_one_replacement_parcel(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    stock(redis_settings, [("A", "WH-SH", 5), ("B", "WH-SH", 5)])
+    oid, [out] = await released(pipeline, "R4", {"A": 1, "B": 2})
+    await ship(pipeline, out, "SF-R4")
+    exchange = await pipeline.apply_aftersales([request(oid, AfterSalesKind.EXCHANGE)])
+    [replacement] = [c for c in commands(exchange) if c.kind is CommandKind.OUTBOUND]
+    assert sorted((ln.sku, ln.quantity) for ln in replacement.lines) == [("A", 1), ("B", 2)]
+    await ship(pipeline, replacement, "SF-R4X")
+    assert await state_of(pipeline, oid) is S.SHIPPED
+    assert reconciles(redis_settings)
+
+
 async def test_exchange_without_replacement_stock_is_refused(
     pipeline: OrderPipeline, redis_settings: Settings
 ) -> None:
