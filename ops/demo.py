@@ -219,6 +219,8 @@ def file_requests(
         )
         before, after = applied.before, applied.after
         state = after.state.value if after else "not applied within 30 s"
+        if after is not None and after.hold_reason and after.state.value == "held":
+            state += f" [{after.hold_reason}]"
         last = ", ".join(e.kind.value for e in applied.events)
         console.print(f"{kind.value:<15} {oid}: {before.state.value} -> {state} ({last})")
 
