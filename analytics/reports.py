@@ -19,7 +19,7 @@ Oversell is a property of current stock, so it is never windowed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -368,6 +368,17 @@ def orders_in_state(client: QueryClient, state: str, since: datetime | None = No
     """Up to 200 order ids whose latest state is ``state``."""
     rows = client.execute(Q_ORDER_IDS_BY_STATE, {"since": _since_epoch(since)})
     return next((list(ids) for s, ids in rows if s == state), [])
+
+
+def latest_states(client: QueryClient, order_ids: Sequence[str]) -> dict[str, str]:
+    """Latest state per order as ClickHouse knows it (order ids are OMS ids: [A-Z0-9])."""
+    wanted = [oid for oid in order_ids if oid.isalnum()]
+    if not wanted:
+        return {}
+    rows = client.execute(
+        "SELECT order_id, state FROM order_status WHERE order_id IN %(ids)s", {"ids": tuple(wanted)}
+    )
+    return {oid: state for oid, state in rows}
 
 
 def states_since(client: QueryClient, since: datetime | None = None) -> dict[str, int]:

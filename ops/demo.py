@@ -77,11 +77,11 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     from analytics.client import connect as ch_connect
     from analytics.reports import build_report, format_report
 
-    stop_at_wms(settings, console, merges)
+    touched = stop_at_wms(settings, console, merges)
     wait_for_wms(settings, console, started)
-    cancelled = work_holds(settings, console, started)
-    work_aftersales(settings, console, started)
-    wait_cancelled_facts(settings, started, cancelled)
+    touched += work_holds(settings, console, started)
+    touched += work_aftersales(settings, console, started)
+    wait_facts(settings, touched)
     report = build_report(ch_connect(settings), since=started)
     check = verify(connect(settings), Keys(settings.redis_prefix), ch_connect(settings))
     console.rule("[bold]Report (from ClickHouse)")
@@ -100,14 +100,16 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     return 0 if check.ok and processed >= inputs else 1
 
 
-def work_holds(settings: Settings, console: Console, since: datetime, per_reason: int = 2) -> int:
+def work_holds(
+    settings: Settings, console: Console, since: datetime, per_reason: int = 2
+) -> list[str]:
     """An operator at work: a few address holds released after a call to the buyer, a few
     unpaid orders cancelled (stock goes back), among this run's holds. Shows the path
     `./oms held` takes."""
     from ops.views import list_held, submit_action
 
     held = asyncio.run(list_held(settings, since=since.timestamp()))
-    cancelled = 0
+    touched: list[str] = []
     console.rule("[bold]Operator at work (./oms held release | cancel)")
     for reason, kind, why in (
         ("address_incomplete", "release_hold", "address confirmed by phone"),
@@ -122,11 +124,11 @@ def work_holds(settings: Settings, console: Console, since: datetime, per_reason
             state = after.state.value if after else "not applied within 30 s"
             if after is not None and after.state.value == "held":
                 state += f" ({after.hold_reason}: the release cannot create stock)"
-            cancelled += after is not None and after.state.value == "cancelled"
+            touched.append(row["order_id"])
             console.print(
                 f"{kind:<13} {row['order_id']} ({reason}): {before.state.value} -> {state}"
             )
-    return cancelled
+    return touched
 
 
 def wait_for_wms(settings: Settings, console: Console, since: datetime) -> None:
@@ -150,7 +152,7 @@ def wait_for_wms(settings: Settings, console: Console, since: datetime) -> None:
             time.sleep(1.0)
 
 
-def work_aftersales(settings: Settings, console: Console, since: datetime) -> None:
+def work_aftersales(settings: Settings, console: Console, since: datetime) -> list[str]:
     """A customer-service desk at work through `./oms aftersales`: two returns, a refund
     only, an exchange on delivered orders; an address fix for an address hold."""
     from analytics.client import connect as ch_connect
@@ -161,21 +163,45 @@ def work_aftersales(settings: Settings, console: Console, since: datetime) -> No
     client = ch_connect(settings)
     delivered = orders_in_state(client, "delivered", since)
     held = asyncio.run(list_held(settings, since=since.timestamp()))
-    address_holds = [r["order_id"] for r in held if r["reason"] == "address_incomplete"][:1]
+    address_holds = [r["order_id"] for r in held if r["reason"] == "address_incomplete"][:6]
     console.rule("[bold]Customer service at work (./oms aftersales ...)")
     desk: list[tuple[str, K, dict[str, Any]]] = [
         *((oid, K.RETURN, {"reason": "wrong size"}) for oid in delivered[:2]),
         *((oid, K.REFUND, {"reason": "arrived late: goodwill refund"}) for oid in delivered[2:3]),
-        *((oid, K.EXCHANGE, {"reason": "defective"}) for oid in delivered[3:4]),
-        *((oid, K.ADDRESS_CHANGE, {"new_address": fixed_address()}) for oid in address_holds),
     ]
-    file_requests(settings, console, desk)
-    wait_settled(settings, [oid for oid, kind, _ in desk if kind is not K.REFUND])
+    applied = file_requests(settings, console, desk)
+    # An exchange needs the replacement in stock, an address fix may still meet a sold-out
+    # sku: the desk tries a few orders until one goes through.
+    applied += first_that_works(
+        settings, console, [(oid, K.EXCHANGE, {"reason": "defective"}) for oid in delivered[3:9]]
+    )
+    applied += first_that_works(
+        settings,
+        console,
+        [(oid, K.ADDRESS_CHANGE, {"new_address": fixed_address()}) for oid in address_holds],
+    )
+    touched = [a.before.order_id for a in applied]
+    wait_settled(settings, touched)
+    return touched
+
+
+def first_that_works(
+    settings: Settings, console: Console, tries: list[tuple[str, Any, dict[str, Any]]]
+) -> list[Any]:
+    """File requests one at a time until one is applied and leaves the order moving."""
+    done = []
+    for attempt in tries:
+        applied = file_requests(settings, console, [attempt])
+        done += applied
+        after = applied[0].after
+        if after is not None and not applied[0].refused and after.state.value != "held":
+            break
+    return done
 
 
 def stop_at_wms(
     settings: Settings, console: Console, merges: Sequence[Record], timeout_s: float = 30
-) -> None:
+) -> list[str]:
     """Buyers cancel web-shop orders: one still in its merge window (stock back at once) and,
     as soon as they are released, two the warehouse already has (the WMS is asked to stop
     them and confirms; a parcel already gone would come back as a return)."""
@@ -185,6 +211,7 @@ def stop_at_wms(
     ids = [make_order_id("own", "own-web", key.decode()) for _, key, _, _ in merges if key]
     console.rule("[bold]Cancels before and after release (./oms aftersales cancel)")
     wanted = {"routed": 1, "released": 2}
+    touched: list[str] = []
     deadline = time.monotonic() + timeout_s
     while any(wanted.values()) and time.monotonic() < deadline:
         states = asyncio.run(_states(settings, ids))
@@ -192,8 +219,10 @@ def stop_at_wms(
             if wanted.get(state, 0) > 0:
                 wanted[state] -= 1
                 ids.remove(oid)
+                touched.append(oid)
                 file_requests(settings, console, [(oid, K.CANCEL, {"reason": "changed mind"})])
         time.sleep(0.1)
+    return touched
 
 
 async def _states(settings: Settings, order_ids: list[str]) -> dict[str, str]:
@@ -210,9 +239,11 @@ async def _states(settings: Settings, order_ids: list[str]) -> dict[str, str]:
 
 def file_requests(
     settings: Settings, console: Console, desk: list[tuple[str, Any, dict[str, Any]]]
-) -> None:
+) -> list[Any]:
+    """Each request through oms.aftersales, as `./oms aftersales` sends it; prints the move."""
     from ops.views import submit_aftersales
 
+    done = []
     for oid, kind, fields in desk:
         applied = asyncio.run(
             submit_aftersales(settings, oid, kind, requested_by="demo-cs", **fields)
@@ -220,9 +251,13 @@ def file_requests(
         before, after = applied.before, applied.after
         state = after.state.value if after else "not applied within 30 s"
         if after is not None and after.hold_reason and after.state.value == "held":
-            state += f" [{after.hold_reason}]"
+            state += f" for {after.hold_reason}"
         last = ", ".join(e.kind.value for e in applied.events)
-        console.print(f"{kind.value:<15} {oid}: {before.state.value} -> {state} ({last})")
+        console.print(
+            f"{kind.value:<15} {oid}: {before.state.value} -> {state} ({last})", markup=False
+        )
+        done.append(applied)
+    return done
 
 
 def fixed_address() -> Any:
@@ -265,16 +300,17 @@ async def _wait_settled(settings: Settings, order_ids: list[str], timeout_s: flo
         await client.aclose()
 
 
-def wait_cancelled_facts(settings: Settings, since: datetime, cancelled: int) -> None:
-    """The operator's cancels reach ClickHouse through the facts agent a moment after the
-    order records change: wait (bounded) so the report shows them."""
+def wait_facts(settings: Settings, order_ids: list[str], timeout_s: float = 20) -> None:
+    """The facts agent lands each change in ClickHouse a moment after the order record
+    changes: wait (bounded) until ClickHouse shows every order the demo touched in the state
+    Redis has, so the report shows the outcome."""
     from analytics.client import connect as ch_connect
-    from analytics.reports import build_report
+    from analytics.reports import latest_states
 
-    deadline = time.monotonic() + 15
     client = ch_connect(settings)
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if build_report(client, since=since).orders_by_state.get("cancelled", 0) >= cancelled:
+        if asyncio.run(_states(settings, order_ids)) == latest_states(client, order_ids):
             return
         time.sleep(0.5)
 
