@@ -47,7 +47,8 @@ ACCEPTED_STATES: tuple[str, ...] = (
     "refunded",
 )
 
-# Events of an order's life after intake that the report counts (orders and events per kind).
+# Events of an order's life after intake that the report counts (orders and events per kind),
+# for the orders in scope (first seen since), like every other section.
 LIFECYCLE_KINDS: tuple[str, ...] = (
     "merged",
     "gift_added",
@@ -77,6 +78,7 @@ def _sql_list(values: tuple[str, ...]) -> str:
 
 
 _SINCE = "toDateTime(%(since)s)"  # an epoch int: time-zone independent on every server
+_IN_SCOPE = f"SELECT order_id FROM order_status WHERE first_at >= {_SINCE}"
 _ACCEPTED_IN_SCOPE = (
     "SELECT order_id FROM order_status "
     f"WHERE state IN {_sql_list(ACCEPTED_STATES)} AND first_at >= {_SINCE}"
@@ -98,7 +100,7 @@ ORDER BY channel, state, why
 Q_LIFECYCLE = f"""
 SELECT kind, uniqExact(order_id) AS orders, uniqExact(event_id) AS events
 FROM order_events
-WHERE kind IN {_sql_list(LIFECYCLE_KINDS)} AND at >= {_SINCE}
+WHERE kind IN {_sql_list(LIFECYCLE_KINDS)} AND order_id IN ({_IN_SCOPE})
 GROUP BY kind
 ORDER BY kind
 """
@@ -111,7 +113,7 @@ SELECT
     uniqExactIf(reason, kind = 'merged') AS parcels,
     uniqExact(event_id) AS events
 FROM order_events
-WHERE kind IN ('reserved', 'merged') AND at >= {_SINCE}
+WHERE kind IN ('reserved', 'merged') AND order_id IN ({_IN_SCOPE})
 """
 
 Q_DUPLICATES = f"""

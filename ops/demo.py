@@ -353,7 +353,11 @@ def merge_scenario(settings: Settings, run_id: str) -> list[Record]:
                 "created_at": created,
                 "updated_at": created,
                 "buyer": {**template["buyer"], "id": f"member-{run_id}-{buyer}"},
-                "address": {**template["address"], "street": f"珞喻路{100 + buyer}号"},
+                # A street of its own per buyer and run: runs must not add up to a scalper.
+                "address": {
+                    **template["address"],
+                    "street": f"珞喻路{100 + buyer}号{run_id[-6:]}室",
+                },
                 "payment": {**template["payment"], "paid_at": created},
             }
             records.append((topic, external_id.encode(), json.dumps(order).encode(), []))
