@@ -1081,6 +1081,8 @@ class _Generator:
     ) -> None:
         self.rng = random.Random(seed)
         run = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest(), "big")
+        self.run_bits = int.from_bytes(hashlib.blake2b(run_id.encode()).digest()[:32], "big")
+        self.run_pad = hashlib.blake2b(run_id.encode(), digest_size=48).digest() * 2
         self.run7 = f"{run % 10**7:07d}"
         self.run6 = self.run7[1:]
         self.skus = skus
@@ -1242,7 +1244,9 @@ class _Generator:
 
         # ship-to and buyer: one draw of random bits sliced into the choices (fast)
         d.place = self.spots[bisect(self.spot_cum, r())]
-        bits = rng.getrandbits(256)
+        # XOR the run in: another run's burst has other buyers and addresses (runs within the
+        # audit's scalper window must not add up), while the draws stay in step.
+        bits = rng.getrandbits(256) ^ self.run_bits
         bits, town = divmod(bits, len(_TOWNS))
         bits, road = divmod(bits, len(_ROADS))
         bits, number = divmod(bits, 999)
@@ -1561,7 +1565,9 @@ class _Generator:
             )
         promotion = list_total - d.goods
         tag = "*CgwIARCtHBiqICgDMAESHgh"
-        cipher = base64.b64encode(self.rng.randbytes(96)).decode()  # 128 characters
+        drawn = self.rng.randbytes(96)  # the run XORed in, as for every buyer (_draft)
+        cipher = base64.b64encode(bytes(a ^ b for a, b in zip(drawn, self.run_pad, strict=True)))
+        cipher = cipher.decode()  # 128 characters
         tel = (
             ""
             if d.incomplete == "phone"

@@ -458,3 +458,16 @@ def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         generate_burst(10, scalper_bursts=-1)
     assert generate_burst(0).messages == []
+
+
+def test_separate_runs_have_other_buyers_and_addresses() -> None:
+    """Two demo runs within the scalper window must not look like the same buyers again."""
+
+    def people(run_id: str) -> tuple[set[str], set[str]]:
+        plan = generate_burst(300, run_id=run_id, now=NOW, flagged_rate=0, scalper_bursts=0)
+        orders = [to_order(m) for m in plan.messages if m.kind == "order"]
+        return {buyer_digest(o) for o in orders}, {address_digest(o) for o in orders}
+
+    (buyers_a, places_a), (buyers_b, places_b) = people("run-a"), people("run-b")
+    assert len(buyers_a & buyers_b) <= 3 and len(places_a & places_b) <= 3
+    assert people("run-a") == (buyers_a, places_a)  # still deterministic per run
