@@ -31,7 +31,7 @@ def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) ->
         key_serializer="raw",
         value_serializer="raw",
     )
-    sink = FactSink(settings)
+    sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
 
     @app.agent(source, name="facts")
     async def facts(stream: faust.StreamT) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -47,7 +49,11 @@ class FactSink:
     """One ClickHouse connection, used by one batch at a time.
 
     Metrics: ``rows_written`` (per table), ``batches_written``, ``retries``,
-    ``consecutive_failures`` (0 when healthy) and ``last_error``.
+    ``consecutive_failures`` (0 when healthy), ``last_error``, ``outages`` (how many times
+    ClickHouse went away), ``outage_s`` (how long the current one has lasted) and
+    ``last_outage_s`` (how long the last finished one lasted). With ``counters`` (the
+    worker's heartbeat Counter) they are mirrored there under ``sink_*`` at every attempt, so
+    ``./oms status`` and the heartbeat show an outage while ``write`` is still retrying.
     """
 
     def __init__(
@@ -58,9 +64,11 @@ class FactSink:
         setup: Callable[[Settings], object] | None = ensure_schema,
         salt: str | None = None,
         base_delay_s: float = 0.2,
-        max_delay_s: float = 30.0,
+        max_delay_s: float = 5.0,
         max_attempts: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        counters: Counter[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self._client_factory = client_factory
@@ -78,9 +86,22 @@ class FactSink:
         self.retries = 0
         self.consecutive_failures = 0
         self.last_error: str | None = None
+        self.outages = 0
+        self.last_outage_s = 0.0
+        self._outage_started: float | None = None  # clock() at the first failure of an outage
+        self._counters = counters
+        self._clock = clock
+
+    @property
+    def outage_s(self) -> float:
+        """Seconds since the first failed attempt of the current outage; 0 when healthy."""
+        if self._outage_started is None:
+            return 0.0
+        return max(0.0, self._clock() - self._outage_started)
 
     async def write(self, items: Sequence[OrderEvent | DlqRecord]) -> None:
-        """Insert all facts of ``items``: one INSERT per table, retried until it lands."""
+        """Insert all facts of ``items`` (order events, DLQ records, fulfilment commands, WMS
+        events, after-sales requests): one INSERT per table, retried until it lands."""
         if not items:
             return
         rows = await asyncio.to_thread(rows_for, items, salt=self.salt)
@@ -99,8 +120,13 @@ class FactSink:
             self._drop_client()
 
     def backoff(self, attempt: int) -> float:
-        """Delay before retry ``attempt`` (1-based): exponential, capped, with jitter."""
-        delay = min(self.max_delay_s, self.base_delay_s * (2 ** min(attempt - 1, 30)))
+        """Delay before retry ``attempt`` (1-based): exponential, capped, with jitter.
+
+        The cap is a few seconds, not minutes: once ClickHouse is back the backlog should
+        start draining at once. The jitter (half to all of the delay) keeps several workers
+        from reconnecting in lockstep after the same outage.
+        """
+        delay = min(self.max_delay_s, self.base_delay_s * (2 ** min(max(attempt, 1) - 1, 30)))
         return delay * random.uniform(0.5, 1.0)
 
     async def _write_rows(self, rows: Rows) -> None:
@@ -113,19 +139,22 @@ class FactSink:
                 try:
                     await asyncio.to_thread(self._insert_pending, pending)
                 except RETRYABLE as exc:
-                    attempt += 1
-                    self.retries += 1
-                    self.consecutive_failures += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                    # The connection may be half-closed or mid-packet: never reuse it.
                     self._drop_client()
+                    attempt += 1
+                    self._on_failure(exc)
                     if self.max_attempts is not None and attempt >= self.max_attempts:
                         raise SinkUnavailable(
                             f"ClickHouse write failed {attempt} times: {self.last_error}"
                         ) from exc
                     delay = self.backoff(attempt)
+                    # One line per attempt, no traceback: an outage of minutes must not bury
+                    # the log, and the error text is already redacted of values.
                     log.warning(
-                        "ClickHouse write failed (attempt %d, %s); retrying %d tables in %.2fs",
+                        "ClickHouse write failed (attempt %d, down %.1fs, %s); "
+                        "retrying %d tables in %.2fs",
                         attempt,
+                        self.outage_s,
                         self.last_error,
                         len(pending),
                         delay,
@@ -135,8 +164,46 @@ class FactSink:
                     # The worker thread may still be using the client: abandon, don't share it.
                     self._client = None
                     raise
+                except BaseException:
+                    # A bug (not retried), but the connection may hold a half-sent INSERT.
+                    self._drop_client()
+                    raise
             self.batches_written += 1
-            self.consecutive_failures = 0
+            self._on_success()
+
+    def _on_failure(self, exc: BaseException) -> None:
+        """Count one failed attempt; the first of a run starts the outage clock."""
+        if self._outage_started is None:
+            self._outage_started = self._clock()
+            self.outages += 1
+        self.retries += 1
+        self.consecutive_failures += 1
+        self.last_error = describe_error(exc)
+        self._publish()
+
+    def _on_success(self) -> None:
+        """End the outage (if any): remember how long it lasted and say so once."""
+        if self._outage_started is not None:
+            self.last_outage_s = self.outage_s
+            log.info(
+                "ClickHouse writes recovered after %d failed attempts over %.1fs",
+                self.consecutive_failures,
+                self.last_outage_s,
+            )
+            self._outage_started = None
+        self.consecutive_failures = 0
+        self._publish()
+
+    def _publish(self) -> None:
+        """Mirror the metrics into the heartbeat counters (JSON numbers, read by status)."""
+        if self._counters is None:
+            return
+        c = self._counters
+        c["sink_retries"] = self.retries
+        c["sink_consecutive_failures"] = self.consecutive_failures
+        c["sink_outages"] = self.outages
+        c["sink_outage_s"] = round(self.outage_s)
+        c["sink_last_outage_s"] = round(self.last_outage_s)
 
     def _insert_pending(self, pending: Rows) -> None:
         """Runs in a worker thread; removes each table from ``pending`` once it is inserted,
@@ -152,6 +219,8 @@ class FactSink:
             del pending[table]
 
     def _get_client(self) -> QueryClient:
+        """The open client, or a new one (schema ensured first: ClickHouse may have come back
+        empty, or this is the first connection of the process)."""
         if self._client is None:
             if self._setup is not None:
                 self._setup(self.settings)
@@ -159,6 +228,7 @@ class FactSink:
         return self._client
 
     def _drop_client(self) -> None:
+        """Forget the client first (the next attempt reconnects even if disconnect fails)."""
         client, self._client = self._client, None
         disconnect = getattr(client, "disconnect", None)
         if disconnect is not None:
@@ -166,3 +236,15 @@ class FactSink:
                 disconnect()
             except Exception:  # already broken; nothing to save
                 log.debug("disconnect failed", exc_info=True)
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"')
+
+
+def describe_error(exc: BaseException) -> str:
+    """One short line for logs and ``last_error``: the error class and its first line, with
+    quoted literals blanked (a server error can echo a value of the row it choked on, and a
+    row can carry a buyer's city or a DLQ payload excerpt)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _QUOTED.sub("'…'", text)[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
