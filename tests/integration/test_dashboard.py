@@ -220,7 +220,10 @@ def test_api_matches_clickhouse_and_redis(flooded: tuple[Settings, int], dashboa
     settings, since = flooded
     # Lag: once the workers committed what they consumed, the group is at the end offsets.
     data = wait_for(
-        "consumer lag 0", lambda: (d := api(dashboard, since))["lag"]["total"] == 0 and d
+        "consumer lag 0 and every source answering",
+        lambda: (
+            (d := api(dashboard, since)).get("lag", {}).get("total") == 0 and not d["errors"] and d
+        ),
     )
     assert data["errors"] == {}
     assert set(data["lag"]["current"]) == {f"{settings.topic_prefix}.raw.{c}" for c in CHANNELS}
