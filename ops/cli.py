@@ -90,9 +90,11 @@ def up(workers: int | None) -> None:
 
 @main.command()
 def down() -> None:
-    """Stop workers and the local stack (data under .oms/ is kept)."""
+    """Stop workers, the dashboard and the local stack (data under .oms/ is kept)."""
     from ops import stack
+    from ops.dashboard import stop_dashboard
 
+    stop_dashboard(settings())
     stack.down(settings())
     click.echo("stack stopped")
 
@@ -639,13 +641,34 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def report(as_json: bool) -> None:
-    """Sales analysis from ClickHouse: orders, GMV by channel, top skus, holds, DLQ."""
+@click.option(
+    "--since",
+    "since_text",
+    metavar="TIME",
+    default=None,
+    help="Orders first seen since: ISO-8601 (naive = UTC) or back from now, e.g. 15m, 2h, 1d.",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["minute", "hour", "day"]),
+    default="hour",
+    show_default=True,
+    help="Bucket of the sales time series.",
+)
+def report(as_json: bool, since_text: str | None, by: str) -> None:
+    """Sales analysis from ClickHouse: orders, GMV by channel and shop, sales over time, top
+    and hot skus, fulfilment latency, after-sales rates, holds, DLQ."""
     from analytics.client import connect
-    from analytics.reports import build_report, format_report
+    from analytics.reports import build_report, format_report, parse_since
 
+    since = None
+    if since_text is not None:
+        try:
+            since = parse_since(since_text)
+        except ValueError as exc:
+            fail(str(exc), code=2)
     with services_reachable():
-        rep = build_report(connect(settings()))
+        rep = build_report(connect(settings()), since=since, by=by)
     if as_json:
         emit_json(rep.to_dict())
     else:
@@ -763,6 +786,15 @@ def wms_sim(args: tuple[str, ...]) -> None:
     from ops.wms_sim import wms_sim_command
 
     wms_sim_command.main(list(args), prog_name="oms wms-sim")
+
+
+@main.command("dashboard", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def dashboard(args: tuple[str, ...]) -> None:
+    """The live sales dashboard in the foreground (see --help); the demo starts one."""
+    from ops.dashboard import dashboard_command
+
+    dashboard_command.main(list(args), prog_name="oms dashboard")
 
 
 @main.group()

@@ -53,6 +53,11 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     console.print("starting the local stack (broker, Redis, ClickHouse, workers, WMS simulator)...")
     prepare_stack(settings, workers=workers, progress=lambda m: console.print(f"  {m}"))
 
+    from ops.dashboard import DEFAULT_PORT as port
+    from ops.dashboard import dashboard_url, start_dashboard
+
+    start_dashboard(settings, port)
+    console.print(f"live dashboard: {dashboard_url(port)} (refreshes every 2 s)")
     rows = top_up_stock(settings)
     console.print(f"stock topped up: {len(rows)} sku/warehouse rows from {SAMPLE_STOCK.name}")
 
@@ -93,6 +98,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
         f"stock verify         {'ok' if check.ok else 'VIOLATIONS'}, "
         f"oversold units {check.oversold_units}"
     )
+    console.print(f"\ndashboard            {dashboard_url(port)}")
     console.print(
         "\nThe stack is still up. Try: ./oms status | ./oms report | ./oms verify | "
         "./oms dlq list | ./oms stock show SKU-PHONE-X1\nStop it with: ./oms down"
