@@ -12,12 +12,20 @@ the pipeline.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.messages import DlqRecord, EventKind, OrderEvent
+from streams.messages import (
+    AfterSalesRequest,
+    CommandLine,
+    DlqRecord,
+    EventKind,
+    FulfilmentCommand,
+    OrderEvent,
+    WmsEvent,
+)
 from streams.models import Buyer, Order
 
 ORDER_EVENTS = "order_events"
@@ -25,6 +33,9 @@ ORDERS = "orders"
 ORDER_LINES = "order_lines"
 DLQ = "dlq"
 STOCK_MOVEMENTS = "stock_movements"
+FULFILMENT_COMMANDS = "fulfilment_commands"
+WMS_EVENTS = "wms_events"
+AFTERSALES_REQUESTS = "aftersales_requests"
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     ORDER_EVENTS: (
@@ -107,6 +118,48 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "at",
         "inbound_delta",  # added by migration 0003 (18.16 cannot place columns: appended)
         "sit_delta",
+    ),
+    FULFILMENT_COMMANDS: (
+        "command_id",
+        "kind",
+        "order_id",
+        "channel",
+        "shop_id",
+        "warehouse",
+        "carrier",
+        "attempt",
+        "shipment",
+        "refers_to",
+        "merged_orders",
+        "line_count",
+        "units",
+        "weight_g",
+        "created_at",
+    ),
+    WMS_EVENTS: (
+        "event_id",
+        "command_id",
+        "order_id",
+        "kind",
+        "warehouse",
+        "carrier",
+        "tracking_number",
+        "sellable",
+        "line_count",
+        "units",
+        "at",
+    ),
+    AFTERSALES_REQUESTS: (
+        "request_id",
+        "order_id",
+        "kind",
+        "line_ids",
+        "amount",
+        "exchange_sku",
+        "requested_by",
+        "new_province_code",
+        "new_city",
+        "at",
     ),
 }
 
@@ -286,8 +339,89 @@ def stock_movement_rows(
     return rows
 
 
+def _units(lines: Sequence[CommandLine]) -> int:
+    return sum(line.quantity for line in lines)
+
+
+def command_row(command: FulfilmentCommand) -> tuple[Any, ...]:
+    """What the warehouse was asked to do; ship_to and the buyer's remark never leave."""
+    return (
+        command.command_id,
+        command.kind.value,
+        command.order_id,
+        command.channel.value,
+        command.shop_id,
+        command.warehouse,
+        command.carrier,
+        max(0, command.attempt),
+        command.shipment,
+        command.refers_to,
+        len(command.merged_order_ids),
+        len(command.lines),
+        _units(command.lines),
+        command.weight_g,
+        utc_naive(command.created_at),
+    )
+
+
+def wms_event_row(event: WmsEvent) -> tuple[Any, ...]:
+    """The warehouse's answer; ``detail`` is free text from another system, so it stays out."""
+    return (
+        event.event_id,
+        event.command_id,
+        event.order_id,
+        event.kind.value,
+        event.warehouse,
+        event.carrier,
+        event.tracking_number,
+        1 if event.sellable else 0,
+        len(event.lines),
+        _units(event.lines),
+        utc_naive(event.at),
+    )
+
+
+def aftersales_row(request: AfterSalesRequest) -> tuple[Any, ...]:
+    """Of a new address only the region is kept; the free-text reason may name people."""
+    address = request.new_address
+    return (
+        request.request_id,
+        request.order_id,
+        request.kind.value,
+        list(request.line_ids),
+        request.amount,
+        request.exchange_sku,
+        request.requested_by,
+        address.province_code if address is not None else "",
+        address.city if address is not None else "",
+        utc_naive(request.at),
+    )
+
+
+Fact = OrderEvent | DlqRecord | FulfilmentCommand | WmsEvent | AfterSalesRequest
+
+# Single-row facts: message type -> (table, its id, its row). OrderEvent is handled apart
+# because one event can also carry an order snapshot (orders + order_lines rows).
+_SIMPLE_FACTS: dict[type, tuple[str, Callable[[Any], str], Callable[[Any], tuple[Any, ...]]]] = {
+    DlqRecord: (DLQ, lambda m: m.dlq_id, dlq_row),
+    FulfilmentCommand: (FULFILMENT_COMMANDS, lambda m: m.command_id, command_row),
+    WmsEvent: (WMS_EVENTS, lambda m: m.event_id, wms_event_row),
+    AfterSalesRequest: (AFTERSALES_REQUESTS, lambda m: m.request_id, aftersales_row),
+}
+
+FACT_TABLES: tuple[str, ...] = (
+    ORDER_EVENTS,
+    ORDERS,
+    ORDER_LINES,
+    DLQ,
+    FULFILMENT_COMMANDS,
+    WMS_EVENTS,
+    AFTERSALES_REQUESTS,
+)
+
+
 def rows_for(
-    items: Sequence[OrderEvent | DlqRecord], *, salt: str = DEFAULT_BUYER_SALT
+    items: Sequence[Fact], *, salt: str = DEFAULT_BUYER_SALT
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Rows per table for a batch; duplicates inside the batch are dropped (cheaper, not needed
     for correctness: the tables and queries are replay-safe anyway).
@@ -295,35 +429,39 @@ def rows_for(
     Only RECEIVED/UPDATED events with an order snapshot produce ``orders``/``order_lines`` rows,
     one version per event seq.
     """
-    out: dict[str, list[tuple[Any, ...]]] = {
-        ORDER_EVENTS: [],
-        ORDERS: [],
-        ORDER_LINES: [],
-        DLQ: [],
-    }
-    seen_events: set[str] = set()
-    seen_versions: set[tuple[str, int]] = set()
-    seen_dlq: set[str] = set()
+    out: dict[str, list[tuple[Any, ...]]] = {table: [] for table in FACT_TABLES}
+    seen: set[tuple[str, Any]] = set()
     for item in items:
         if isinstance(item, OrderEvent):
-            if item.event_id in seen_events:
-                continue
-            seen_events.add(item.event_id)
-            out[ORDER_EVENTS].append(event_row(item))
-            order = item.order
-            if order is None or item.kind not in _SNAPSHOT_KINDS:
-                continue
-            key = (order.order_id, _version(item.seq))
-            if key in seen_versions:
-                continue
-            seen_versions.add(key)
-            out[ORDERS].append(order_row(item, order, salt))
-            out[ORDER_LINES].extend(line_rows(item, order))
-        elif isinstance(item, DlqRecord):
-            if item.dlq_id in seen_dlq:
-                continue
-            seen_dlq.add(item.dlq_id)
-            out[DLQ].append(dlq_row(item))
-        else:
+            _add_event(item, out, seen, salt)
+            continue
+        spec = _SIMPLE_FACTS.get(type(item))
+        if spec is None:
             raise TypeError(f"no ClickHouse fact for {type(item).__name__}")
+        table, fact_id, to_row = spec
+        key = (table, fact_id(item))
+        if key not in seen:
+            seen.add(key)
+            out[table].append(to_row(item))
     return out
+
+
+def _add_event(
+    event: OrderEvent,
+    out: dict[str, list[tuple[Any, ...]]],
+    seen: set[tuple[str, Any]],
+    salt: str,
+) -> None:
+    if (ORDER_EVENTS, event.event_id) in seen:
+        return
+    seen.add((ORDER_EVENTS, event.event_id))
+    out[ORDER_EVENTS].append(event_row(event))
+    order = event.order
+    if order is None or event.kind not in _SNAPSHOT_KINDS:
+        return
+    key = (ORDERS, (order.order_id, _version(event.seq)))
+    if key in seen:
+        return
+    seen.add(key)
+    out[ORDERS].append(order_row(event, order, salt))
+    out[ORDER_LINES].extend(line_rows(event, order))

@@ -9,18 +9,24 @@ replays because it never trusts ReplacingMergeTree to have collapsed anything:
   change the argMax;
 * money and lines come from ``order_latest`` / ``order_lines_latest``: argMax by version per
   order / line, lines filtered to the order's latest version;
-* DUPLICATE events, DLQ records and stock movements are counted by distinct id;
-* oversell comes from the stock ledger (``stock_movements``), not from order allocations.
+* DUPLICATE events, DLQ records, stock movements, fulfilment commands, WMS events and
+  after-sales requests are counted by distinct id (or grouped by it before summing);
+* per-minute sales come from ``sales_by_minute`` (kept by a materialized view, one row per
+  line version): argMax by version per (order_id, line_id), latest version of the order only;
+* oversell and sell-through come from the stock ledger (``stock_movements``), not from order
+  allocations.
 
 Scope: with ``since``, order figures cover orders whose first event is at or after ``since``
 (with all their later events); duplicates and DLQ records are filtered on their own time.
-Oversell is a property of current stock, so it is never windowed.
+Oversell is a property of current stock, so it is never windowed; sell-through windows the
+reserved and shipped units by movement time and takes on hand as it is now.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -135,13 +141,21 @@ GROUP BY d_reason
 ORDER BY d_reason
 """
 
-Q_GMV_BY_CHANNEL = f"""
-SELECT channel, currency, count() AS orders, sum(total) AS gmv
+
+def _gmv_by(*keys: str) -> str:
+    """Accepted orders in scope and their order totals (GMV) per ``keys`` and currency."""
+    cols = ", ".join((*keys, "currency"))
+    return f"""
+SELECT {cols}, count() AS orders, sum(total) AS gmv
 FROM order_latest
 WHERE order_id IN ({_ACCEPTED_IN_SCOPE})
-GROUP BY channel, currency
-ORDER BY channel, currency
+GROUP BY {cols}
+ORDER BY {cols}
 """
+
+
+Q_GMV_BY_CHANNEL = _gmv_by("channel")
+Q_GMV_BY_SHOP = _gmv_by("channel", "shop_id")
 
 # toString: groupArray over a Decimal128 (a sum) segfaults ClickHouse 18.16.
 Q_TOP_SKUS = f"""
@@ -213,6 +227,138 @@ GROUP BY state
 """
 
 
+# Sales over time from the per-minute table, bucketed by minute, hour or day (UTC): accepted
+# orders in scope, distinct orders and the lines' paid amount (goods GMV, shipping excluded;
+# gmv_by_channel uses order totals). Replay-safe: the MV target holds one row per line
+# version, possibly several copies of each until merged, so each line is reduced to its
+# latest version first (argMax), and lines an update removed are dropped by the version filter.
+def _sales_series(bucket_fn: str) -> str:
+    return f"""
+SELECT {bucket_fn}(s_minute) AS bucket, s_channel AS channel, s_currency AS currency,
+       uniqExact(order_id) AS orders, sum(s_paid_amount) AS gmv
+FROM
+(
+    SELECT
+        order_id,
+        line_id,
+        max(version) AS s_version,
+        argMax(minute, version) AS s_minute,
+        argMax(channel, version) AS s_channel,
+        argMax(currency, version) AS s_currency,
+        argMax(paid_amount, version) AS s_paid_amount
+    FROM sales_by_minute
+    WHERE order_id IN ({_ACCEPTED_IN_SCOPE})
+    GROUP BY order_id, line_id
+)
+WHERE (order_id, s_version) IN
+(
+    SELECT order_id, max(version)
+    FROM sales_by_minute
+    GROUP BY order_id
+)
+GROUP BY bucket, channel, currency
+ORDER BY bucket, channel, currency
+"""
+
+
+Q_SALES_BY_MINUTE = _sales_series("toStartOfMinute")
+Q_SALES_BY_HOUR = _sales_series("toStartOfHour")
+Q_SALES_BY_DAY = _sales_series("toStartOfDay")
+SERIES_QUERIES: dict[str, str] = {
+    "minute": Q_SALES_BY_MINUTE,
+    "hour": Q_SALES_BY_HOUR,
+    "day": Q_SALES_BY_DAY,
+}
+
+# Sell-through of the hottest skus (most units reserved in the window), all warehouses: units
+# reserved (reserve movements), shipped (commit movements move units into sales in transit)
+# and on hand now. One row per movement_id before summing, as in Q_OVERSOLD.
+Q_SELL_THROUGH = f"""
+SELECT
+    m_sku AS sku,
+    sumIf(m_reserved, m_kind = 'reserve' AND m_at >= {_SINCE}) AS reserved_units,
+    sumIf(m_sit, m_kind = 'commit' AND m_at >= {_SINCE}) AS shipped_units,
+    sum(m_on_hand) AS on_hand
+FROM
+(
+    SELECT movement_id, any(sku) AS m_sku, any(kind) AS m_kind, any(at) AS m_at,
+           any(on_hand_delta) AS m_on_hand, any(reserved_delta) AS m_reserved,
+           any(sit_delta) AS m_sit
+    FROM stock_movements
+    GROUP BY movement_id
+)
+GROUP BY sku
+HAVING reserved_units > 0
+ORDER BY reserved_units DESC, sku
+LIMIT 10
+"""
+
+# Paid -> first shipped event, in seconds, per order in scope that has both; p50 and p95.
+# Events deduped by event_id first; min(at) per order ignores a replayed copy anyway. A
+# channel clock ahead of the warehouse's cannot make a latency negative (clamped to 0).
+Q_FULFILMENT_LATENCY = f"""
+SELECT count() AS shipped_orders, quantilesExact(0.5, 0.95)(latency_s) AS q
+FROM
+(
+    SELECT order_id, greatest(toInt64(shipped_at) - paid_epoch, 0) AS latency_s
+    FROM
+    (
+        SELECT e_order_id AS order_id, min(e_at) AS shipped_at
+        FROM
+        (
+            SELECT event_id, any(order_id) AS e_order_id, any(at) AS e_at
+            FROM order_events
+            WHERE kind = 'shipped' AND order_id IN ({_IN_SCOPE})
+            GROUP BY event_id
+        )
+        GROUP BY e_order_id
+    ) AS shipped
+    ALL INNER JOIN
+    (
+        SELECT order_id, toInt64(assumeNotNull(paid_at)) AS paid_epoch
+        FROM order_latest
+        WHERE isNotNull(paid_at)
+    ) AS paid USING (order_id)
+)
+"""
+
+
+# Per kind, facts of one table deduped by their id, for orders in scope.
+def _by_kind(table: str, fact_id: str) -> str:
+    return f"""
+SELECT f_kind AS kind, count() AS facts
+FROM
+(
+    SELECT {fact_id}, any(kind) AS f_kind
+    FROM {table}
+    WHERE order_id IN ({_IN_SCOPE})
+    GROUP BY {fact_id}
+)
+GROUP BY kind
+ORDER BY kind
+"""
+
+
+Q_COMMANDS_BY_KIND = _by_kind("fulfilment_commands", "command_id")
+Q_WMS_EVENTS_BY_KIND = _by_kind("wms_events", "event_id")
+
+# After-sales requests per kind (as asked, whatever the OMS then did with them), the orders
+# they touch and the refund amounts named (NULL sum: no request named one).
+Q_AFTERSALES_REQUESTS = f"""
+SELECT a_kind AS kind, count() AS requests, uniqExact(a_order_id) AS orders,
+       sum(a_amount) AS amount
+FROM
+(
+    SELECT request_id, any(kind) AS a_kind, any(order_id) AS a_order_id,
+           any(amount) AS a_amount
+    FROM aftersales_requests
+    WHERE order_id IN ({_IN_SCOPE})
+    GROUP BY request_id
+)
+GROUP BY kind
+ORDER BY kind
+"""
+
 QUERIES: dict[str, str] = {
     "order_states": Q_ORDER_STATES,
     "duplicates": Q_DUPLICATES,
@@ -225,6 +371,23 @@ QUERIES: dict[str, str] = {
     "lifecycle": Q_LIFECYCLE,
     "splits_and_merges": Q_SPLITS_AND_MERGES,
     "order_ids_by_state": Q_ORDER_IDS_BY_STATE,
+    "gmv_by_shop": Q_GMV_BY_SHOP,
+    "sales_by_minute": Q_SALES_BY_MINUTE,
+    "sales_by_hour": Q_SALES_BY_HOUR,
+    "sales_by_day": Q_SALES_BY_DAY,
+    "sell_through": Q_SELL_THROUGH,
+    "fulfilment_latency": Q_FULFILMENT_LATENCY,
+    "commands_by_kind": Q_COMMANDS_BY_KIND,
+    "wms_events_by_kind": Q_WMS_EVENTS_BY_KIND,
+    "aftersales_requests": Q_AFTERSALES_REQUESTS,
+}
+
+# After-sales rates: orders with such an event (order_events, via Q_LIFECYCLE) per shipped order.
+AFTERSALES_RATE_KINDS: dict[str, str] = {
+    "returns": "return_requested",
+    "refunds": "refunded",
+    "exchanges": "exchange_requested",
+    "cancels": "intercept_requested",  # a cancel once released is an intercept request
 }
 
 
@@ -260,6 +423,44 @@ class OversoldRow(_Row):
     excess: int
 
 
+class ShopRow(_Row):
+    channel: str
+    shop_id: str
+    currency: str
+    orders: int
+    gmv: Decimal
+
+
+class SeriesRow(_Row):
+    bucket: datetime  # start of the minute, hour or day (UTC)
+    channel: str
+    currency: str
+    orders: int
+    gmv: Decimal  # the lines' paid amount
+
+
+class SellThroughRow(_Row):
+    sku: str
+    reserved_units: int
+    shipped_units: int
+    on_hand: int
+    sell_through: float | None  # shipped / (shipped + on hand); None when both are 0
+
+
+class Latency(_Row):
+    """Paid -> shipped, seconds; percentiles are None when no order has both."""
+
+    shipped_orders: int = 0
+    p50_s: int | None = None
+    p95_s: int | None = None
+
+
+class AfterSalesKindRow(_Row):
+    requests: int
+    orders: int
+    amount: Decimal | None  # refund amounts the requests named; None when none did
+
+
 class Report(BaseModel):
     """What ``./oms report`` prints; ``to_dict`` is its ``--json`` form."""
 
@@ -288,6 +489,17 @@ class Report(BaseModel):
     lifecycle_events: dict[str, int] = Field(default_factory=dict)
     split_orders: int = 0
     merged_parcels: int = 0
+    gmv_by_shop: list[ShopRow] = Field(default_factory=list)
+    by: str = "hour"  # bucket of sales_series: minute, hour or day
+    sales_series: list[SeriesRow] = Field(default_factory=list)
+    sell_through: list[SellThroughRow] = Field(default_factory=list)
+    fulfilment_latency: Latency = Field(default_factory=Latency)
+    # Orders with a return/refund/exchange/cancel-after-release, and each per shipped order.
+    aftersales_orders: dict[str, int] = Field(default_factory=dict)
+    aftersales_rates: dict[str, float] = Field(default_factory=dict)
+    aftersales_requests: dict[str, AfterSalesKindRow] = Field(default_factory=dict)
+    commands_by_kind: dict[str, int] = Field(default_factory=dict)
+    wms_events_by_kind: dict[str, int] = Field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: Decimals as strings (never floats), datetimes ISO 8601."""
@@ -306,12 +518,96 @@ def _add(counter: dict[str, int], key: str, n: int) -> None:
     counter[key] = counter.get(key, 0) + n
 
 
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO-8601 time (naive means UTC) or a span back from now (``15m``,
+    ``2h``, ``1d``, also ``s`` and ``w``). Raises ValueError with a message for the user."""
+    m = _RELATIVE.match(text)
+    if m:
+        now = now or datetime.now(UTC)
+        return now - timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2).lower()])
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: expected an ISO-8601 time (2024-11-11T00:00:00+08:00) "
+            "or a span back from now such as 15m, 2h, 1d"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    """clickhouse-driver returns DateTime('UTC') naive or aware depending on settings."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _sell_through_row(sku: str, reserved: int, shipped: int, on_hand: int) -> SellThroughRow:
+    return SellThroughRow(
+        sku=sku,
+        reserved_units=int(reserved),
+        shipped_units=int(shipped),
+        on_hand=int(on_hand),
+        sell_through=_ratio(int(shipped), int(shipped) + max(int(on_hand), 0)),
+    )
+
+
+def _latency(client: QueryClient, params: Mapping[str, Any]) -> Latency:
+    n, quantiles = client.execute(Q_FULFILMENT_LATENCY, params)[0]
+    if not int(n):
+        return Latency()
+    p50, p95 = (int(q) for q in quantiles)
+    return Latency(shipped_orders=int(n), p50_s=p50, p95_s=p95)
+
+
+def _add_fulfilment(report: Report, client: QueryClient, params: Mapping[str, Any]) -> None:
+    """Shops, sales over time, sell-through, latency and after-sales (issue 5)."""
+    report.gmv_by_shop = [
+        ShopRow(channel=ch, shop_id=shop, currency=cur, orders=int(n), gmv=money(gmv))
+        for ch, shop, cur, n, gmv in client.execute(Q_GMV_BY_SHOP, params)
+    ]
+    report.sales_series = [
+        SeriesRow(bucket=_utc(b), channel=ch, currency=cur, orders=int(n), gmv=money(gmv))
+        for b, ch, cur, n, gmv in client.execute(SERIES_QUERIES[report.by], params)
+    ]
+    report.sell_through = [
+        _sell_through_row(*row) for row in client.execute(Q_SELL_THROUGH, params)
+    ]
+    report.fulfilment_latency = _latency(client, params)
+    shipped = report.lifecycle.get("shipped", 0)
+    for name, kind in AFTERSALES_RATE_KINDS.items():
+        n = report.lifecycle.get(kind, 0)
+        report.aftersales_orders[name] = n
+        report.aftersales_rates[name] = _ratio(n, shipped) or 0.0
+    report.aftersales_requests = {
+        kind: AfterSalesKindRow(
+            requests=int(r), orders=int(o), amount=None if a is None else money(a)
+        )
+        for kind, r, o, a in client.execute(Q_AFTERSALES_REQUESTS, params)
+    }
+    report.commands_by_kind = {k: int(n) for k, n in client.execute(Q_COMMANDS_BY_KIND, params)}
+    report.wms_events_by_kind = {k: int(n) for k, n in client.execute(Q_WMS_EVENTS_BY_KIND, params)}
+
+
 def build_report(
-    client: QueryClient, *, since: datetime | None = None, currency: str = "CNY"
+    client: QueryClient,
+    *,
+    since: datetime | None = None,
+    currency: str = "CNY",
+    by: str = "hour",
 ) -> Report:
-    """Run every report query (one round trip each) and assemble the report."""
+    """Run every report query (one round trip each) and assemble the report; ``by`` is the
+    bucket of the sales time series (minute, hour or day)."""
+    if by not in SERIES_QUERIES:
+        raise ValueError(f"by must be one of {', '.join(SERIES_QUERIES)}, not {by!r}")
     params: Mapping[str, Any] = {"since": _since_epoch(since)}
-    report = Report(since=since)
+    report = Report(since=since, by=by)
 
     for channel, state, why, n in client.execute(Q_ORDER_STATES, params):
         n = int(n)
@@ -363,6 +659,7 @@ def build_report(
             for sku, wh, r, o, e in client.execute(Q_OVERSOLD, params)
         ]
         report.oversold_units = sum(row.excess for row in report.oversold)
+    _add_fulfilment(report, client, params)
     return report
 
 
@@ -466,6 +763,7 @@ def format_report(report: Report) -> str:
         "Rejected by reason", ("reason", "orders"), sorted(report.rejected_by_reason.items())
     )
     out += _table("DLQ by reason", ("reason", "records"), sorted(report.dlq_by_reason.items()))
+    out += _format_fulfilment(report)
     if report.oversold:
         out += _table(
             "Oversold (reserved units above on-hand stock)",
@@ -473,3 +771,63 @@ def format_report(report: Report) -> str:
             [(r.sku, r.warehouse, r.reserved_units, r.on_hand, r.excess) for r in report.oversold],
         )
     return "\n".join(out).rstrip() + "\n"
+
+
+def _format_fulfilment(report: Report) -> list[str]:
+    """The shop, time series, sell-through, latency and after-sales tables."""
+    lat = report.fulfilment_latency
+    out = _table(
+        "GMV by shop (accepted orders, order totals)",
+        ("channel", "shop", "currency", "orders", "gmv"),
+        [(r.channel, r.shop_id, r.currency, r.orders, r.gmv) for r in report.gmv_by_shop],
+    )
+    out += _table(
+        f"Sales by {report.by} (accepted orders, lines' paid amount, UTC)",
+        (report.by, "channel", "currency", "orders", "gmv"),
+        [
+            (r.bucket.strftime("%Y-%m-%d %H:%M"), r.channel, r.currency, r.orders, r.gmv)
+            for r in report.sales_series
+        ],
+    )
+    out += _table(
+        "Sell-through of hot skus (units reserved, shipped, on hand now)",
+        ("sku", "reserved", "shipped", "on hand", "sell-through"),
+        [
+            (
+                r.sku,
+                r.reserved_units,
+                r.shipped_units,
+                r.on_hand,
+                "n/a" if r.sell_through is None else f"{r.sell_through:.1%}",
+            )
+            for r in report.sell_through
+        ],
+    )
+    out += _table(
+        "Fulfilment latency, paid -> shipped (seconds)",
+        ("orders", "p50", "p95"),
+        [(lat.shipped_orders, lat.p50_s, lat.p95_s)] if lat.shipped_orders else [],
+    )
+    out += _table(
+        "After-sales per shipped order",
+        ("kind", "orders", "rate"),
+        [
+            (name, report.aftersales_orders.get(name, 0), f"{rate:.1%}")
+            for name, rate in report.aftersales_rates.items()
+        ],
+    )
+    out += _table(
+        "After-sales requests",
+        ("kind", "requests", "orders", "amount"),
+        [
+            (k, r.requests, r.orders, "-" if r.amount is None else r.amount)
+            for k, r in sorted(report.aftersales_requests.items())
+        ],
+    )
+    out += _table(
+        "Fulfilment commands and WMS events",
+        ("source", "kind", "count"),
+        [("command", k, n) for k, n in sorted(report.commands_by_kind.items())]
+        + [("wms", k, n) for k, n in sorted(report.wms_events_by_kind.items())],
+    )
+    return out

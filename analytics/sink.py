@@ -1,4 +1,5 @@
-"""Batched, replay-safe ClickHouse sink for order events, DLQ records and stock movements.
+"""Batched, replay-safe ClickHouse sink for every fact: order events, DLQ records, fulfilment
+commands, WMS events, after-sales requests and stock movements.
 
 Delivery contract with the caller (a Faust agent): ``write`` returns only once every row of
 the batch is in ClickHouse; until then it retries the same rows with bounded exponential
@@ -27,12 +28,12 @@ from analytics.facts import (
     COLUMNS,
     DEFAULT_BUYER_SALT,
     STOCK_MOVEMENTS,
+    Fact,
     StockMovement,
     rows_for,
     stock_movement_rows,
 )
 from ops.settings import Settings
-from streams.messages import DlqRecord, OrderEvent
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class FactSink:
             return 0.0
         return max(0.0, self._clock() - self._outage_started)
 
-    async def write(self, items: Sequence[OrderEvent | DlqRecord]) -> None:
+    async def write(self, items: Sequence[Fact]) -> None:
         """Insert all facts of ``items`` (order events, DLQ records, fulfilment commands, WMS
         events, after-sales requests): one INSERT per table, retried until it lands."""
         if not items:

@@ -209,3 +209,296 @@ EXPECTED: dict[str, Any] = {
     "split_orders": 0,
     "merged_parcels": 0,
 }
+
+# Keys the fulfilment/after-sales report sections (issue 5) add for the scenario above: no
+# fulfilment facts, so only shops, the hourly series and the ledger's sell-through show.
+EXPECTED.update(
+    {
+        "gmv_by_shop": [
+            {
+                "channel": "shopify",
+                "shop_id": "shop1",
+                "currency": "USD",
+                "orders": 1,
+                "gmv": "10.9999",
+            },
+            {
+                "channel": "taobao",
+                "shop_id": "shop1",
+                "currency": "CNY",
+                "orders": 2,
+                "gmv": "76.98",
+            },
+        ],
+        "by": "hour",
+        "sales_series": [
+            {
+                "bucket": "2024-11-11T00:00:00Z",
+                "channel": "taobao",
+                "currency": "CNY",
+                "orders": 2,
+                "gmv": "64.98",
+            },
+            {
+                "bucket": "2024-11-11T01:00:00Z",
+                "channel": "shopify",
+                "currency": "USD",
+                "orders": 1,
+                "gmv": "0.9999",
+            },
+        ],
+        "sell_through": [
+            {
+                "sku": "A",
+                "reserved_units": 3,
+                "shipped_units": 0,
+                "on_hand": 2,
+                "sell_through": 0.0,
+            },
+            {
+                "sku": "C",
+                "reserved_units": 3,
+                "shipped_units": 0,
+                "on_hand": 5,
+                "sell_through": 0.0,
+            },
+            {
+                "sku": "B",
+                "reserved_units": 1,
+                "shipped_units": 0,
+                "on_hand": 0,
+                "sell_through": None,
+            },
+        ],
+        "fulfilment_latency": {"shipped_orders": 0, "p50_s": None, "p95_s": None},
+        "aftersales_orders": {"returns": 0, "refunds": 0, "exchanges": 0, "cancels": 0},
+        "aftersales_rates": {"returns": 0.0, "refunds": 0.0, "exchanges": 0.0, "cancels": 0.0},
+        "aftersales_requests": {},
+        "commands_by_kind": {},
+        "wms_events_by_kind": {},
+    }
+)
+
+
+# ---------------------------------------------------------------- an order's life (issue 5)
+
+TL = datetime(2024, 11, 12, 10, tzinfo=UTC)
+
+
+def life_event(
+    order: Order,
+    seq: int,
+    kind: EventKind,
+    to_state: OrderState | None,
+    after_s: int,
+    *,
+    snapshot: Order | None = None,
+) -> OrderEvent:
+    """An order event ``after_s`` seconds after the order was placed (and paid)."""
+    return make_event(order, seq, kind, to_state, snapshot=snapshot).model_copy(
+        update={"at": order.created_at + timedelta(seconds=after_s)}
+    )
+
+
+def _command(order: Order, kind: str, n: int, lines: list[tuple[str, str, int]]) -> Any:
+    from streams.messages import CommandLine, FulfilmentCommand
+
+    return FulfilmentCommand(
+        command_id=f"C-{order.order_id}-{kind}-{n}",
+        kind=kind,
+        order_id=order.order_id,
+        channel=order.channel,
+        shop_id=order.shop_id,
+        external_id=order.external_id,
+        warehouse="W1",
+        carrier="SF",
+        ship_to=order.address,
+        lines=[CommandLine(line_id=lid, sku=sku, quantity=q) for lid, sku, q in lines],
+        buyer_remark="leave it with Zhang San",
+        created_at=order.created_at + timedelta(seconds=5 + n),
+        attempt=n,
+    )
+
+
+def _wms(order: Order, kind: str, after_s: int, units: int) -> Any:
+    from streams.messages import CommandLine, WmsEvent
+
+    return WmsEvent(
+        event_id=f"W-{order.order_id}-{kind}",
+        command_id=f"C-{order.order_id}-outbound-1",
+        order_id=order.order_id,
+        kind=kind,
+        warehouse="W1",
+        carrier="SF",
+        tracking_number=f"SF{order.external_id}",
+        lines=[CommandLine(line_id="1", sku="H", quantity=units)],
+        sellable=kind != "return_received",
+        at=order.created_at + timedelta(seconds=after_s),
+    )
+
+
+def _request(order: Order, kind: str, after_s: int, **kw: Any) -> Any:
+    from streams.messages import AfterSalesRequest
+
+    return AfterSalesRequest(
+        request_id=f"R-{order.order_id}-{kind}",
+        order_id=order.order_id,
+        kind=kind,
+        reason="Zhang San called from 13800000000",
+        requested_by="cs-desk",
+        at=order.created_at + timedelta(seconds=after_s),
+        **kw,
+    )
+
+
+def _life_orders() -> dict[str, Order]:
+    def order(channel: str, shop: str, ext: str, after_s: int, lines: Any, total: str) -> Order:
+        o = make_order(channel, ext, lines, total=total, created=TL + timedelta(seconds=after_s))
+        return o.model_copy(update={"shop_id": shop, "order_id": make_order_id(channel, shop, ext)})
+
+    return {
+        "L1": order("jd", "shopA", "L1", 0, [("1", "H", 2, "50.00", "100.00")], "100.00"),
+        "L2": order(
+            "jd",
+            "shopA",
+            "L2",
+            30,
+            [("1", "H", 1, "33.3333", "33.3333"), ("2", "K", 2, "9.99", "19.98")],
+            "53.3133",
+        ),
+        "L2b": order("jd", "shopA", "L2", 30, [("1", "H", 1, "33.3333", "33.3333")], "33.3333"),
+        "L3": order(
+            "douyin",
+            "shopB",
+            "L3",
+            70,
+            [("1", "H", 1, "50.00", "50.00"), ("2", "K", 3, "9.99", "29.97")],
+            "79.97",
+        ),
+        "L4": order("douyin", "shopB", "L4", 110, [("1", "K", 1, "9.99", "9.99")], "9.99"),
+        "L5": order("jd", "shopA", "L5", 120, [("1", "H", 1, "50.00", "50.00")], "50.00"),
+    }
+
+
+def lifecycle_scenario() -> list[Any]:
+    """Five orders through fulfilment and after-sales: L1 shipped after 600 s, returned and
+    refunded; L2 updated (a line removed), shipped after 1800 s, exchanged; L3 shipped after
+    7200 s in two parcels and refunded in part; L4 released then intercepted; L5 held. With
+    their commands, WMS answers and after-sales requests (one address change)."""
+    o = _life_orders()
+    st, k = OrderState, EventKind
+    l1, l2, l3, l4, l5 = o["L1"], o["L2"], o["L3"], o["L4"], o["L5"]
+    events = [
+        life_event(l1, 1, k.RECEIVED, st.RECEIVED, 1, snapshot=l1),
+        life_event(l1, 2, k.RESERVED, st.RESERVED, 2),
+        life_event(l1, 3, k.RELEASED, st.RELEASED, 3),
+        life_event(l1, 4, k.SHIPPED, st.SHIPPED, 600),
+        life_event(l1, 5, k.RETURN_REQUESTED, st.RETURNING, 4000),
+        life_event(l1, 6, k.REFUNDED, st.REFUNDED, 5000),
+        life_event(l2, 1, k.RECEIVED, st.RECEIVED, 1, snapshot=l2),
+        life_event(l2, 2, k.UPDATED, st.RECEIVED, 2, snapshot=o["L2b"]),
+        life_event(l2, 3, k.RESERVED, st.RESERVED, 3),
+        life_event(l2, 4, k.RELEASED, st.RELEASED, 4),
+        life_event(l2, 5, k.SHIPPED, st.SHIPPED, 1800),
+        life_event(l2, 6, k.EXCHANGE_REQUESTED, st.EXCHANGING, 4000),
+        life_event(l3, 1, k.RECEIVED, st.RECEIVED, 1, snapshot=l3),
+        life_event(l3, 2, k.RESERVED, st.RESERVED, 2),
+        life_event(l3, 3, k.RELEASED, st.RELEASED, 3),
+        life_event(l3, 4, k.SHIPPED, st.SHIPPED, 7200),
+        life_event(l3, 5, k.SHIPPED, st.SHIPPED, 9000),  # the second parcel
+        life_event(l3, 6, k.REFUNDED, st.SHIPPED, 9500),
+        life_event(l4, 1, k.RECEIVED, st.RECEIVED, 1, snapshot=l4),
+        life_event(l4, 2, k.RESERVED, st.RESERVED, 2),
+        life_event(l4, 3, k.RELEASED, st.RELEASED, 3),
+        life_event(l4, 4, k.INTERCEPT_REQUESTED, st.INTERCEPTING, 60),
+        life_event(l5, 1, k.RECEIVED, st.RECEIVED, 1, snapshot=l5),
+        life_event(l5, 2, k.HELD, st.HELD, 2),
+    ]
+    commands = [
+        _command(l1, "outbound", 1, [("1", "H", 2)]),
+        _command(l2, "outbound", 1, [("1", "H", 1)]),
+        _command(l3, "outbound", 1, [("1", "H", 1), ("2", "K", 3)]),
+        _command(l4, "outbound", 1, [("1", "K", 1)]),
+        _command(l4, "intercept", 2, [("1", "K", 1)]),
+        _command(l1, "return_inbound", 2, [("1", "H", 2)]),
+        _command(l2, "outbound", 2, [("1", "K", 1)]),  # the exchange's replacement
+    ]
+    wms = [
+        _wms(l1, "shipped", 600, 2),
+        _wms(l2, "shipped", 1800, 1),
+        _wms(l3, "shipped", 7200, 1),
+        _wms(l1, "return_received", 4500, 2),
+    ]
+    requests = [
+        _request(l1, "return", 4000),
+        _request(l2, "exchange", 4000, exchange_sku="K"),
+        _request(l3, "refund", 9500, line_ids=["2"], amount=Decimal("10.0050")),
+        _request(l4, "cancel", 60),
+        _request(l5, "address_change", 30, new_address=l5.address),
+    ]
+    return [*events, *commands, *wms, *requests]
+
+
+LIFE_STOCK = [
+    StockMovement("LM1", "H", "W1", "load", 10, 0, TL),
+    StockMovement("LM2", "K", "W1", "load", 5, 0, TL),
+    StockMovement("LM3", "H", "W1", "reserve", 0, 2, TL, ref="L1"),
+    StockMovement("LM4", "H", "W1", "reserve", 0, 1, TL, ref="L2"),
+    StockMovement("LM5", "H", "W1", "reserve", 0, 1, TL, ref="L3"),
+    StockMovement("LM6", "K", "W1", "reserve", 0, 3, TL, ref="L3"),
+    StockMovement("LM7", "K", "W1", "reserve", 0, 1, TL, ref="L4"),
+    StockMovement("LM8", "H", "W1", "commit", -2, -2, TL, ref="L1", sit_delta=2),
+    StockMovement("LM9", "H", "W1", "commit", -1, -1, TL, ref="L2", sit_delta=1),
+    StockMovement("LM10", "H", "W1", "commit", -1, -1, TL, ref="L3", sit_delta=1),
+    StockMovement("LM11", "K", "W1", "commit", -3, -3, TL, ref="L3", sit_delta=3),
+]
+
+# What build_report(by="minute") must say about the lifecycle scenario, on both versions.
+LIFE_EXPECTED: dict[str, Any] = {
+    "orders_in": 5,
+    "accepted": 4,
+    "held": 1,
+    "gmv_by_channel": {"douyin": "89.96", "jd": "133.3333"},
+    "gmv_by_shop": [
+        {"channel": "douyin", "shop_id": "shopB", "currency": "CNY", "orders": 2, "gmv": "89.96"},
+        {"channel": "jd", "shop_id": "shopA", "currency": "CNY", "orders": 2, "gmv": "133.3333"},
+    ],
+    "by": "minute",
+    "sales_series": [
+        {
+            "bucket": "2024-11-12T10:00:00Z",
+            "channel": "jd",
+            "currency": "CNY",
+            "orders": 2,
+            "gmv": "133.3333",
+        },
+        {
+            "bucket": "2024-11-12T10:01:00Z",
+            "channel": "douyin",
+            "currency": "CNY",
+            "orders": 2,
+            "gmv": "89.96",
+        },
+    ],
+    "sell_through": [
+        {"sku": "H", "reserved_units": 4, "shipped_units": 4, "on_hand": 6, "sell_through": 0.4},
+        {"sku": "K", "reserved_units": 4, "shipped_units": 3, "on_hand": 2, "sell_through": 0.6},
+    ],
+    "fulfilment_latency": {"shipped_orders": 3, "p50_s": 1800, "p95_s": 7200},
+    "aftersales_orders": {"returns": 1, "refunds": 2, "exchanges": 1, "cancels": 1},
+    "aftersales_rates": {
+        "returns": 0.3333,
+        "refunds": 0.6667,
+        "exchanges": 0.3333,
+        "cancels": 0.3333,
+    },
+    "aftersales_requests": {
+        "address_change": {"requests": 1, "orders": 1, "amount": None},
+        "cancel": {"requests": 1, "orders": 1, "amount": None},
+        "exchange": {"requests": 1, "orders": 1, "amount": None},
+        "refund": {"requests": 1, "orders": 1, "amount": "10.005"},
+        "return": {"requests": 1, "orders": 1, "amount": None},
+    },
+    "commands_by_kind": {"intercept": 1, "outbound": 5, "return_inbound": 1},
+    "wms_events_by_kind": {"return_received": 1, "shipped": 3},
+}

@@ -8,13 +8,16 @@ from decimal import Decimal
 import pytest
 
 from analytics.facts import (
+    AFTERSALES_REQUESTS,
     COLUMNS,
     DLQ,
     DLQ_DETAIL_MAX,
+    FULFILMENT_COMMANDS,
     ORDER_EVENTS,
     ORDER_LINES,
     ORDERS,
     STOCK_MOVEMENTS,
+    WMS_EVENTS,
     StockMovement,
     buyer_hash,
     rows_for,
@@ -22,12 +25,19 @@ from analytics.facts import (
     utc_naive,
 )
 from streams.messages import (
+    AfterSalesKind,
+    AfterSalesRequest,
     Allocation,
+    CommandKind,
+    CommandLine,
     DlqReason,
     DlqRecord,
     EventKind,
+    FulfilmentCommand,
     OrderEvent,
     OrderState,
+    WmsEvent,
+    WmsEventKind,
     make_id,
 )
 from streams.models import (
@@ -187,7 +197,7 @@ def test_duplicates_inside_a_batch_are_dropped() -> None:
     o = an_order()
     received = an_event(1, EventKind.RECEIVED, OrderState.RECEIVED, order=o)
     rows = rows_for([received, received, a_dlq(), a_dlq()])
-    assert {t: len(r) for t, r in rows.items()} == {
+    assert {t: len(r) for t, r in rows.items() if r} == {
         ORDER_EVENTS: 1,
         ORDERS: 1,
         ORDER_LINES: 2,
@@ -255,3 +265,133 @@ def test_stock_movement_rows() -> None:
 def test_unknown_message_type_is_a_bug() -> None:
     with pytest.raises(TypeError):
         rows_for([an_order()])  # type: ignore[list-item]
+
+
+LINES = [
+    CommandLine(line_id="1", sku="SKU1", quantity=2),
+    CommandLine(line_id="2", sku="SKU2", quantity=3),
+]
+
+
+def a_command(kind: CommandKind = CommandKind.OUTBOUND, attempt: int = 2) -> FulfilmentCommand:
+    o = an_order()
+    return FulfilmentCommand(
+        command_id=f"C-{kind.value}-{attempt}",
+        kind=kind,
+        order_id=o.order_id,
+        channel=o.channel,
+        shop_id=o.shop_id,
+        external_id=o.external_id,
+        warehouse="WH-SH",
+        carrier="SF",
+        ship_to=o.address,
+        lines=LINES,
+        buyer_remark="call me",
+        created_at=CREATED,
+        attempt=attempt,
+        shipment="X1",
+        merged_order_ids=[o.order_id, "O2"],
+        weight_g=1200,
+        refers_to="C-prev",
+    )
+
+
+def a_wms_event(sellable: bool = False) -> WmsEvent:
+    return WmsEvent(
+        event_id="W1",
+        command_id="C-outbound-2",
+        order_id=an_order().order_id,
+        kind=WmsEventKind.RETURN_RECEIVED,
+        warehouse="WH-SH",
+        carrier="SF",
+        tracking_number="SF123",
+        lines=LINES[:1],
+        detail="handed back by Li Si",
+        sellable=sellable,
+        at=CREATED,
+    )
+
+
+def a_request(**kw: object) -> AfterSalesRequest:
+    base: dict[str, object] = dict(
+        request_id="R1",
+        order_id=an_order().order_id,
+        kind=AfterSalesKind.REFUND,
+        line_ids=["1"],
+        amount=Decimal("5.5"),
+        reason="Li Si says 13912345678 is broken",
+        requested_by="cs-desk",
+        at=CREATED,
+    )
+    return AfterSalesRequest(**(base | kw))
+
+
+def as_dict(table: str, row: tuple[object, ...]) -> dict[str, object]:
+    assert len(row) == len(COLUMNS[table])
+    return dict(zip(COLUMNS[table], row, strict=True))
+
+
+def test_command_row() -> None:
+    (row,) = rows_for([a_command()])[FULFILMENT_COMMANDS]
+    c = as_dict(FULFILMENT_COMMANDS, row)
+    assert (c["command_id"], c["kind"], c["channel"], c["warehouse"]) == (
+        "C-outbound-2",
+        "outbound",
+        "jd",
+        "WH-SH",
+    )
+    assert (c["attempt"], c["shipment"], c["refers_to"]) == (2, "X1", "C-prev")
+    assert (c["merged_orders"], c["line_count"], c["units"], c["weight_g"]) == (2, 2, 5, 1200)
+    assert c["created_at"] == datetime(2024, 11, 10, 16, 0, 7)
+
+
+def test_wms_event_row() -> None:
+    (row,) = rows_for([a_wms_event()])[WMS_EVENTS]
+    e = as_dict(WMS_EVENTS, row)
+    assert (e["kind"], e["tracking_number"], e["sellable"]) == ("return_received", "SF123", 0)
+    assert (e["line_count"], e["units"], e["at"]) == (1, 2, datetime(2024, 11, 10, 16, 0, 7))
+    assert as_dict(WMS_EVENTS, rows_for([a_wms_event(True)])[WMS_EVENTS][0])["sellable"] == 1
+
+
+def test_aftersales_row_keeps_only_the_region_of_a_new_address() -> None:
+    refund = as_dict(AFTERSALES_REQUESTS, rows_for([a_request()])[AFTERSALES_REQUESTS][0])
+    assert refund["amount"] == Decimal("5.5") and isinstance(refund["amount"], Decimal)
+    assert (refund["kind"], refund["line_ids"], refund["requested_by"]) == (
+        "refund",
+        ["1"],
+        "cs-desk",
+    )
+    assert (refund["new_province_code"], refund["new_city"]) == ("", "")
+    move = a_request(
+        request_id="R2",
+        kind=AfterSalesKind.ADDRESS_CHANGE,
+        amount=None,
+        new_address=an_order().address,
+    )
+    row = as_dict(AFTERSALES_REQUESTS, rows_for([move])[AFTERSALES_REQUESTS][0])
+    assert (row["amount"], row["new_province_code"], row["new_city"]) == (None, "SH", "Shanghai")
+    exchange = a_request(
+        request_id="R3", kind=AfterSalesKind.EXCHANGE, amount=None, exchange_sku="SKU9"
+    )
+    assert (
+        as_dict(AFTERSALES_REQUESTS, rows_for([exchange])[AFTERSALES_REQUESTS][0])["exchange_sku"]
+        == "SKU9"
+    )
+
+
+def test_fulfilment_and_aftersales_rows_hold_no_personal_data() -> None:
+    move = a_request(kind=AfterSalesKind.ADDRESS_CHANGE, new_address=an_order().address)
+    dump = repr(rows_for([a_command(), a_wms_event(), move]))
+    for secret in SECRETS:
+        assert secret not in dump, secret
+    assert "Huangpu" not in dump  # the district is finer than the region kept
+
+
+def test_mixed_batch_dedupes_each_fact_by_its_id() -> None:
+    command, event, request = a_command(), a_wms_event(), a_request()
+    rows = rows_for([command, event, request, command, event, request, a_command(attempt=3)])
+    assert {t: len(r) for t, r in rows.items() if r} == {
+        FULFILMENT_COMMANDS: 2,
+        WMS_EVENTS: 1,
+        AFTERSALES_REQUESTS: 1,
+    }

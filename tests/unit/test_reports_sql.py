@@ -16,22 +16,32 @@ import pytest
 
 from analytics.facts import COLUMNS
 from analytics.reports import (
+    Q_AFTERSALES_REQUESTS,
+    Q_COMMANDS_BY_KIND,
     Q_DLQ_BY_REASON,
     Q_DUPLICATES,
+    Q_FULFILMENT_LATENCY,
     Q_GMV_BY_CHANNEL,
+    Q_GMV_BY_SHOP,
     Q_LIFECYCLE,
     Q_ORDER_IDS_BY_STATE,
     Q_ORDER_STATES,
     Q_OVERSOLD,
     Q_PROCESSED_INPUTS,
+    Q_SALES_BY_DAY,
+    Q_SALES_BY_HOUR,
+    Q_SALES_BY_MINUTE,
+    Q_SELL_THROUGH,
     Q_SPLITS_AND_MERGES,
     Q_STOCK_MOVEMENT_ROWS,
     Q_TOP_SKUS,
+    Q_WMS_EVENTS_BY_KIND,
     QUERIES,
     build_report,
     format_report,
     money,
     orders_in_state,
+    parse_since,
     processed_inputs,
 )
 from analytics.schema import load_migrations, migrate, split_statements
@@ -58,7 +68,8 @@ FORBIDDEN = {
     "JSON/Object type": r"\b(JSON|Object)\s*\(",
     "window function": r"\bOVER\s*\(",
     "CTE": r"\bWITH\s+\w+\s+AS\s*\(",
-    "materialized view": r"MATERIALIZED\s+VIEW",
+    # allowed only as checked by test_materialized_views_only_feed_replacing_targets
+    "materialized view": r"MATERIALIZED\s+VIEW(?!\s+IF\s+NOT\s+EXISTS\s+`oms`\.\w+\s+TO\s)",
     "FINAL modifier (replays can differ in partition)": r"\bFINAL\b",
     "Map type": r"\bMap\s*\(",
     "ILIKE": r"\bILIKE\b",
@@ -72,6 +83,81 @@ def test_no_forbidden_features(name: str) -> None:
     sql = ALL_SQL[name]
     for feature, pattern in FORBIDDEN.items():
         assert not re.search(pattern, sql, re.IGNORECASE), f"{name} uses {feature}"
+
+
+# The fact id of each table an MV may read: what the MV target's sorting key must end with.
+FACT_IDS = {
+    "order_events": ("event_id",),
+    "order_lines": ("order_id", "line_id"),
+    "orders": ("order_id",),
+    "dlq": ("dlq_id",),
+    "stock_movements": ("movement_id",),
+}
+# Tables that are versioned snapshots: the target must keep the version and replace by it.
+VERSIONED = {"order_lines", "orders"}
+
+_MV = re.compile(
+    r"CREATE MATERIALIZED VIEW IF NOT EXISTS `oms`\.\w+\s+TO\s+`oms`\.(\w+)\s+AS\s+"
+    r"(SELECT.*)",
+    re.S,
+)
+
+
+def table_ddl(table: str) -> str:
+    """The CREATE TABLE statement of ``table`` among the migrations (code only)."""
+    for stmt in MIGRATION_SQL:
+        if re.match(rf"CREATE TABLE IF NOT EXISTS `oms`\.{table}\s*\(", code(stmt).strip()):
+            return code(stmt)
+    raise AssertionError(f"no CREATE TABLE for {table}")
+
+
+def sorting_key(ddl: str) -> list[str]:
+    m = re.search(r"ORDER BY \(([^)]*(?:\([^)]*\)[^)]*)*)\)\s*$", ddl.strip())
+    assert m, ddl[-200:]
+    return [k.strip() for k in _split_top(m.group(1))]
+
+
+def _split_top(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        depth += (ch == "(") - (ch == ")")
+        cur += ch
+    return [*parts, cur]
+
+
+MATERIALIZED = [code(s) for s in MIGRATION_SQL if re.search(r"MATERIALIZED\s+VIEW", code(s))]
+
+
+def test_materialized_views_only_feed_replacing_targets() -> None:
+    """An MV sees each INSERT, replays included: it may only copy rows, by fact id, into a
+    ReplacingMergeTree keyed by that id (and by version for snapshots), never aggregate."""
+    assert MATERIALIZED, "the per-minute sales MV (0004) is expected"
+    for stmt in MATERIALIZED:
+        m = _MV.match(stmt.strip())
+        assert m, f"an MV must be CREATE ... IF NOT EXISTS ... TO a target: {stmt[:120]}"
+        target, select = m.group(1), m.group(2)
+        (source,) = re.findall(r"\bFROM\s+`oms`\.(\w+)", select)
+        assert not re.search(r"\b(GROUP BY|JOIN|sum|count|uniq\w*|any)\b", select, re.I), stmt
+        ddl = table_ddl(target)
+        ids = list(FACT_IDS[source])
+        assert sorting_key(ddl)[-len(ids) :] == ids, (target, sorting_key(ddl))
+        engine = re.search(r"ENGINE\s*=\s*(\w+)\(([^)]*)\)", ddl)
+        assert engine and engine.group(1) == "ReplacingMergeTree", target
+        if source in VERSIONED:
+            assert engine.group(2).strip() == "version", target
+            assert re.search(r"^\s*version\s+UInt64", ddl, re.M), target
+            assert re.search(r"\bversion\b", select), "the MV must copy the version"
+
+
+def test_the_mv_rule_still_rejects_other_materialized_views() -> None:
+    pattern = FORBIDDEN["materialized view"]
+    assert re.search(pattern, "CREATE MATERIALIZED VIEW `oms`.x ENGINE = SummingMergeTree()")
+    assert re.search(pattern, "CREATE MATERIALIZED VIEW IF NOT EXISTS `oms`.x ENGINE = Memory")
+    assert not re.search(pattern, "CREATE MATERIALIZED VIEW IF NOT EXISTS `oms`.x TO `oms`.y AS")
 
 
 @pytest.mark.parametrize("name", sorted(ALL_SQL))
@@ -99,9 +185,14 @@ def test_parameters(name: str) -> None:
 
 # Raw fact tables may only be read through a dedupe by the fact's id (or as an existence test).
 RAW_READS = {
-    "order_events": r"uniqExact\(event_id\)",
+    "order_events": r"uniqExact\(event_id\)|GROUP BY event_id",
     "dlq": r"GROUP BY dlq_id|uniqExact\(dlq_id\)",
     "stock_movements": r"GROUP BY movement_id",
+    "fulfilment_commands": r"GROUP BY command_id",
+    "wms_events": r"GROUP BY event_id",
+    "aftersales_requests": r"GROUP BY request_id",
+    # the MV target holds copies of line versions: latest version per line, then per order
+    "sales_by_minute": r"argMax\(\w+, version\)[\s\S]*GROUP BY order_id, line_id",
 }
 
 
@@ -128,7 +219,22 @@ def test_every_query_is_listed() -> None:
         Q_LIFECYCLE,
         Q_SPLITS_AND_MERGES,
         Q_ORDER_IDS_BY_STATE,
+        Q_GMV_BY_SHOP,
+        Q_SALES_BY_MINUTE,
+        Q_SALES_BY_HOUR,
+        Q_SALES_BY_DAY,
+        Q_SELL_THROUGH,
+        Q_FULFILMENT_LATENCY,
+        Q_COMMANDS_BY_KIND,
+        Q_WMS_EVENTS_BY_KIND,
+        Q_AFTERSALES_REQUESTS,
     }
+
+
+def test_sales_series_read_the_latest_line_versions_only() -> None:
+    for sql in (Q_SALES_BY_MINUTE, Q_SALES_BY_HOUR, Q_SALES_BY_DAY):
+        assert "FROM sales_by_minute" in sql
+        assert re.search(r"\(order_id, s_version\) IN\s*\(\s*SELECT order_id, max\(version\)", sql)
 
 
 # ---------------------------------------------------------------- migrations
@@ -139,6 +245,13 @@ def test_migrations_are_ordered_rerunnable_and_monthly() -> None:
     assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
     for m in migrations:
         for stmt in m.statements:
+            backfill = re.match(r"INSERT INTO \{db\}\.(\w+)\s+SELECT", code(stmt).strip())
+            if backfill:
+                # only into an MV target, which is replay-safe: a re-run adds copies that
+                # collapse and that every query dedupes (see test_materialized_views_...)
+                targets = re.findall(r"\bTO\s+`oms`\.(\w+)", "\n".join(MATERIALIZED))
+                assert backfill.group(1) in targets, stmt[:80]
+                continue
             if re.match(r"ALTER TABLE \{db\}\.\w+\s+ADD COLUMN", code(stmt).strip()):
                 # 18.16 has no ADD COLUMN IF NOT EXISTS: schema_migrations runs it once; a
                 # column added later needs a DEFAULT so rows written before it stay valid
@@ -230,6 +343,15 @@ CANNED = {
     Q_LIFECYCLE: [("merged", 4, 4), ("shipped", 3, 3), ("short_pick", 1, 1)],
     Q_SPLITS_AND_MERGES: [(2, 2, 9)],
     Q_ORDER_IDS_BY_STATE: [("held", ["O1", "O2"]), ("delivered", ["O3"])],
+    Q_GMV_BY_SHOP: [("jd", "s1", "CNY", 6, Decimal("1234.5000"))],
+    Q_SALES_BY_MINUTE: [],
+    Q_SALES_BY_HOUR: [(datetime(2024, 11, 11, 1), "jd", "CNY", 6, Decimal("1200.0000"))],
+    Q_SALES_BY_DAY: [],
+    Q_SELL_THROUGH: [("SKU1", 9, 3, 1), ("SKU2", 2, 0, 0)],
+    Q_FULFILMENT_LATENCY: [(3, [60, 3600])],
+    Q_COMMANDS_BY_KIND: [("outbound", 4), ("intercept", 1)],
+    Q_WMS_EVENTS_BY_KIND: [("shipped", 3)],
+    Q_AFTERSALES_REQUESTS: [("refund", 2, 1, Decimal("5.5000")), ("return", 1, 1, None)],
 }
 
 
@@ -259,14 +381,111 @@ def test_report_assembly_and_json() -> None:
     assert orders_in_state(client, "shipped") == []
 
 
+def test_fulfilment_sections_assembly() -> None:
+    canned = CANNED | {
+        Q_LIFECYCLE: [
+            ("shipped", 4, 4),
+            ("return_requested", 1, 1),
+            ("refunded", 2, 2),
+            ("intercept_requested", 1, 1),
+        ]
+    }
+    report = build_report(CannedClient(canned))  # by hour by default
+    d = report.to_dict()
+    assert d["by"] == "hour"
+    assert d["gmv_by_shop"] == [
+        {"channel": "jd", "shop_id": "s1", "currency": "CNY", "orders": 6, "gmv": "1234.50"}
+    ]
+    assert d["sales_series"] == [
+        {
+            "bucket": "2024-11-11T01:00:00Z",  # a naive driver value is taken as UTC
+            "channel": "jd",
+            "currency": "CNY",
+            "orders": 6,
+            "gmv": "1200.00",
+        }
+    ]
+    assert d["sell_through"] == [
+        {
+            "sku": "SKU1",
+            "reserved_units": 9,
+            "shipped_units": 3,
+            "on_hand": 1,
+            "sell_through": 0.75,
+        },
+        {
+            "sku": "SKU2",
+            "reserved_units": 2,
+            "shipped_units": 0,
+            "on_hand": 0,
+            "sell_through": None,
+        },
+    ]
+    assert d["fulfilment_latency"] == {"shipped_orders": 3, "p50_s": 60, "p95_s": 3600}
+    assert d["aftersales_orders"] == {"returns": 1, "refunds": 2, "exchanges": 0, "cancels": 1}
+    assert d["aftersales_rates"] == {
+        "returns": 0.25,
+        "refunds": 0.5,
+        "exchanges": 0.0,
+        "cancels": 0.25,
+    }
+    assert d["aftersales_requests"] == {
+        "refund": {"requests": 2, "orders": 1, "amount": "5.50"},
+        "return": {"requests": 1, "orders": 1, "amount": None},
+    }
+    assert d["commands_by_kind"] == {"outbound": 4, "intercept": 1}
+    assert d["wms_events_by_kind"] == {"shipped": 3}
+    text = format_report(report)
+    assert "Sales by hour" in text and "2024-11-11 01:00" in text and "75.0%" in text
+    assert "p95" in text and "3600" in text and "25.0%" in text
+    by_day = build_report(CannedClient(canned), by="day")
+    assert by_day.by == "day" and by_day.sales_series == []
+    with pytest.raises(ValueError):
+        build_report(CannedClient(canned), by="week")
+
+
+def test_parse_since() -> None:
+    now = datetime(2024, 11, 11, 12, tzinfo=UTC)
+    assert parse_since("15m", now) == datetime(2024, 11, 11, 11, 45, tzinfo=UTC)
+    assert parse_since("2h", now) == datetime(2024, 11, 11, 10, tzinfo=UTC)
+    assert parse_since(" 1D ", now) == datetime(2024, 11, 10, 12, tzinfo=UTC)
+    assert parse_since("2024-11-11T08:00:00+08:00") == datetime(2024, 11, 11, tzinfo=UTC)
+    assert parse_since("2024-11-11T00:00:00Z") == datetime(2024, 11, 11, tzinfo=UTC)
+    assert parse_since("2024-11-11") == datetime(2024, 11, 11, tzinfo=UTC)  # naive = UTC
+    for bad in ("yesterday", "15x", "-2h", "", "2024-13-01"):
+        with pytest.raises(ValueError, match="ISO-8601"):
+            parse_since(bad, now)
+
+
+def test_report_cli_rejects_a_bad_since() -> None:
+    from click.testing import CliRunner
+
+    from ops.cli import main
+
+    result = CliRunner().invoke(main, ["report", "--since", "last tuesday"])
+    assert result.exit_code == 2
+    assert "--since 'last tuesday'" in result.output and "15m" in result.output
+    bad_by = CliRunner().invoke(main, ["report", "--by", "week"])
+    assert bad_by.exit_code == 2
+
+
 def test_empty_report_formats() -> None:
     empty = {q: [] for q in CANNED} | {
         Q_DUPLICATES: [(0,)],
         Q_STOCK_MOVEMENT_ROWS: [(0,)],
         Q_PROCESSED_INPUTS: [(0,)],
         Q_SPLITS_AND_MERGES: [(0, 0, 0)],
+        Q_FULFILMENT_LATENCY: [(0, [0, 0])],
     }
-    text = format_report(build_report(CannedClient(empty)))
+    report = build_report(CannedClient(empty))
+    assert report.fulfilment_latency.p50_s is None
+    assert report.aftersales_rates == {
+        "returns": 0.0,
+        "refunds": 0.0,
+        "exchanges": 0.0,
+        "cancels": 0.0,
+    }
+    text = format_report(report)
     assert "(none)" in text
 
 
