@@ -1,0 +1,256 @@
+"""ClickHouse goes away in the middle of a flood, through the real stack (broker, Redis,
+ClickHouse and two workers).
+
+While ClickHouse is down the facts agent keeps retrying one batch (FactSink.write, offsets
+uncommitted), and the worker must go on processing orders: the intake agent shares the event
+loop and the consumer with the facts agent, so a retry that blocked the loop, or a full
+facts buffer that blocked the consumer's fetch loop, would stall intake too. After ClickHouse
+comes back the sink catches up: every input lands exactly once as a fact (report figures and
+GMV equal to what the load generator planned, no fact id with two different rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from analytics.client import connect as ch_connect
+from analytics.reports import build_report, processed_inputs
+from ops import stack
+from ops.kafka import Record, produce
+from ops.loadgen import SHOP_HEADERS, BurstMessage, generate_burst
+from ops.settings import REPO_ROOT, Settings
+from state.keys import Keys
+from state.orders import OrderRecord
+from state.redis import connect
+from streams import topics
+from streams.adapters import AdapterContext, adapt
+
+pytestmark = pytest.mark.integration
+
+ORDERS = 2000
+FIRST_PART = 0.4  # share of the burst sent before ClickHouse is stopped; the rest while down
+MIN_OUTAGE_S = 12.0  # ClickHouse stays down at least this long
+OUTAGE_PROGRESS_TIMEOUT_S = 90.0  # bound on waiting for intake to get through part two
+CATCH_UP_TIMEOUT_S = 150.0  # bound on waiting for every input to be a fact
+WORKERS = ("w0", "w1")
+
+# States an order only passes through on its way (a merge window holds it in "routed"); every
+# other state means intake is done with it: released or later, held, rejected, cancelled.
+IN_FLIGHT = {"received", "audited", "reserved", "routed"}
+RELEASED_OR_LATER = {
+    "released",
+    "accepted",
+    "picked",
+    "partially_shipped",
+    "shipped",
+    "delivered",
+    "closed",
+}
+
+_SCOPE = "SELECT order_id FROM order_status WHERE first_at >= toDateTime(%(since)s)"
+# The paid total of each order's latest version, over the orders of this run.
+Q_GMV_IN_SCOPE = f"""
+SELECT sum(o_paid)
+FROM (
+    SELECT order_id, argMax(paid_total, version) AS o_paid
+    FROM orders
+    WHERE order_id IN ({_SCOPE})
+    GROUP BY order_id
+)
+"""
+# No fact twice: one row per id (a replay writes an identical row, which DISTINCT folds), and
+# one event per (order, seq) (a re-processed input would add a second event under a new id).
+Q_EVENT_IDS = f"""
+SELECT
+    uniqExact(event_id),
+    (SELECT count() FROM (
+        SELECT DISTINCT event_id, order_id, seq, kind, from_state, to_state, reason, at,
+               channel, shop_id, external_id, warehouse, actor, alloc_sku, alloc_warehouse,
+               alloc_qty
+        FROM order_events WHERE order_id IN ({_SCOPE}))),
+    uniqExact((order_id, seq)),
+    count()
+FROM order_events
+WHERE order_id IN ({_SCOPE})
+"""
+Q_DLQ_IDS = """
+SELECT
+    uniqExact(dlq_id),
+    (SELECT count() FROM (
+        SELECT DISTINCT dlq_id, reason, detail, source_topic, source_partition, source_offset,
+               channel, received_at
+        FROM dlq WHERE received_at >= toDateTime(%(since)s))),
+    count()
+FROM dlq
+WHERE received_at >= toDateTime(%(since)s)
+"""
+
+
+def oms(*args: str) -> None:
+    """Run ``./oms`` the way a user does (it inherits this stack's OMS_* environment)."""
+    env = {**os.environ, "OMS_CALLER_CWD": str(REPO_ROOT)}
+    result = subprocess.run(
+        [str(REPO_ROOT / "oms"), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"./oms {' '.join(args)} -> {result.returncode}\n{result.stderr}"
+
+
+def wait_until(fn: Callable[[], Any], timeout_s: float, interval_s: float = 0.5) -> Any:
+    """Poll ``fn`` until it returns something truthy or ``timeout_s`` passes; its last value."""
+    deadline = time.monotonic() + timeout_s
+    value = fn()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        value = fn()
+    return value
+
+
+def order_ids(messages: Sequence[BurstMessage]) -> list[str]:
+    """OMS ids of the distinct valid orders among ``messages`` (as the workers derive them)."""
+    contexts: dict[str, AdapterContext] = {}
+    out = []
+    for m in messages:
+        if m.kind != "order":
+            continue
+        shop = SHOP_HEADERS.get(m.channel, "")
+        ctx = contexts.setdefault(shop, AdapterContext(shop_id=shop))
+        out.append(adapt(m.channel, m.value, ctx).order_id)
+    return out
+
+
+def redis_states(settings: Settings, ids: Sequence[str]) -> dict[str, str]:
+    """Order id -> state of its Redis record (absent when the order has none yet)."""
+    keys = Keys(settings.redis_prefix)
+    client = connect(settings)
+    pipe = client.pipeline(transaction=False)
+    for oid in ids:
+        pipe.hget(keys.order(oid), "doc")
+    out = {}
+    for oid, doc in zip(ids, pipe.execute(), strict=True):
+        if doc:
+            out[oid] = OrderRecord.model_validate_json(doc).state.value
+    return out
+
+
+def sink_counters(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Worker name -> the sink_* counters of its heartbeat."""
+    keys = Keys(settings.redis_prefix)
+    client = connect(settings)
+    out: dict[str, dict[str, Any]] = {}
+    for name in WORKERS:
+        raw = client.get(keys.worker(name))
+        counters = json.loads(raw).get("counters", {}) if raw else {}
+        out[name] = {k: v for k, v in counters.items() if k.startswith("sink_")}
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(running_stack: Settings) -> Iterator[Settings]:
+    oms("stock", "load", "samples/stock.csv")
+    yield running_stack
+    # Whatever happened, leave ClickHouse running for the tests after this one.
+    stack.start_component(running_stack, stack.CLICKHOUSE)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "known stall: while FactSink.write retries, the facts agent stops draining its stream; "
+        "Faust fetches with no max_poll_records, the facts buffer (stream_buffer_maxsize) "
+        "fills and the Conductor's blocking put stops the worker's one consumer, so operator "
+        "actions (merge-window closes) wait until ClickHouse is back; fix pending in "
+        "agents/sink.py (drain with manual acks, or pause the facts partitions safely)"
+    ),
+)
+def test_facts_survive_clickhouse_outage_mid_flood(loaded: Settings) -> None:
+    settings = loaded
+    run = uuid.uuid4().hex[:8]
+    plan = generate_burst(ORDERS, run_id=f"outage-{run}", seed=int(run, 16) % 10_000)
+    records: list[Record] = [
+        (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
+        for m in plan.messages
+    ]
+    split = int(len(records) * FIRST_PART)
+    part_two_ids = order_ids(plan.messages[split:])
+    assert plan.duplicates > 0 and plan.malformed > 0 and len(part_two_ids) > 500
+
+    since = datetime.now(UTC).replace(microsecond=0)
+    asyncio.run(produce(settings, records[:split]))
+    # Mid-flood: the sink has started landing part one, then ClickHouse goes away.
+    client = ch_connect(settings)
+    assert wait_until(lambda: processed_inputs(client, since) > 0, 60), "no fact ever landed"
+    client.disconnect()
+    stopped_at = time.monotonic()
+    assert stack.stop_component(settings, stack.CLICKHOUSE), "ClickHouse was not ours to stop"
+    assert not stack.clickhouse_health(settings)[0]
+
+    asyncio.run(produce(settings, records[split:]))
+
+    def intake_done() -> dict[str, str] | None:
+        states = redis_states(settings, part_two_ids)
+        done = len(states) == len(part_two_ids) and not set(states.values()) & IN_FLIGHT
+        return states if done else None
+
+    states = wait_until(intake_done, OUTAGE_PROGRESS_TIMEOUT_S)
+    during = sink_counters(settings)
+    still_down = not stack.clickhouse_health(settings)[0]
+    remaining = MIN_OUTAGE_S - (time.monotonic() - stopped_at)
+    if remaining > 0:
+        time.sleep(remaining)  # scenario length, not an assertion: keep it down a while
+    restarted_at = time.monotonic()
+    stack.start_component(settings, stack.CLICKHOUSE)
+    outage_s = restarted_at - stopped_at
+
+    # Intake went on while the sink could not write: every order sent during the outage was
+    # taken through the pipeline (released or later, or held/rejected) in Redis.
+    last = redis_states(settings, part_two_ids)
+    assert still_down, "ClickHouse came back by itself during the outage"
+    assert states, f"intake stalled during the outage: {sorted(set(last.values()))}, {len(last)}"
+    released = sum(1 for s in states.values() if s in RELEASED_OR_LATER)
+    assert released > 0, sorted(set(states.values()))
+    # ... while the facts agents were retrying (their heartbeat counters say so).
+    assert any(c.get("sink_consecutive_failures", 0) > 0 for c in during.values()), during
+
+    client = ch_connect(settings)
+    total = len(records)
+    assert wait_until(lambda: processed_inputs(client, since) >= total, CATCH_UP_TIMEOUT_S, 1.0), (
+        f"caught up {processed_inputs(client, since)} of {total}"
+    )
+    catch_up_s = time.monotonic() - restarted_at
+    time.sleep(3)  # anything still in flight would show up as a count above the inputs
+    assert processed_inputs(client, since) == total
+
+    report = build_report(client, since=since)
+    assert report.orders_in == plan.orders
+    assert report.duplicates == plan.duplicates
+    assert report.dlq_total == plan.malformed
+    params = {"since": int(since.timestamp())}
+    gmv = client.execute(Q_GMV_IN_SCOPE, params)[0][0]
+    assert Decimal(gmv) == plan.gmv
+
+    ids, distinct_rows, order_seqs, event_rows = client.execute(Q_EVENT_IDS, params)[0]
+    assert ids == distinct_rows == order_seqs, (ids, distinct_rows, order_seqs)
+    dlq_ids, dlq_distinct, dlq_rows = client.execute(Q_DLQ_IDS, params)[0]
+    assert dlq_ids == dlq_distinct == plan.malformed
+
+    after = sink_counters(settings)
+    assert all(c.get("sink_consecutive_failures", 0) == 0 for c in after.values()), after
+    assert sum(c.get("sink_outages", 0) for c in after.values()) >= 1, after
+    print(
+        f"\norders {plan.orders} (+{plan.duplicates} duplicates, {plan.malformed} malformed, "
+        f"{total} inputs); part two {len(part_two_ids)} orders, {released} released or later "
+        f"during the outage; outage {outage_s:.1f}s; catch-up {catch_up_s:.1f}s after restart; "
+        f"order_events rows {event_rows} for {ids} ids, dlq rows {dlq_rows} for {dlq_ids} ids; "
+        f"sink counters {after}"
+    )
