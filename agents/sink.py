@@ -1,21 +1,29 @@
-"""The fact sink agent: every fact topic into ClickHouse.
+"""The fact sink: every fact topic into ClickHouse.
 
 Order events, DLQ records, fulfilment commands, WMS events and after-sales requests are read
-by one agent so each batch is one INSERT per table. A batch's Kafka offsets are acked only
-after ClickHouse has its rows (FactSink.write retries until it does), and fact ids are
+together so each batch is one INSERT per table. A batch's offsets are committed only after
+ClickHouse has its rows (FactSink.write retries until it does), and fact ids are
 deterministic, so a redelivered batch is harmless.
+
+It is a consumer of its own (group ``<app_id>-facts``), not a Faust agent: while ClickHouse is
+down the sink stops fetching, and with a Faust agent its full stream buffer would hold up the
+worker's one shared consumer, and with it intake, operator actions and the WMS loop (found by
+tests/integration/test_sink_outage.py). Its own consumer only stalls itself; its offsets wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import BaseModel
 
 from agents.guard import parse_or_none
 from analytics.facts import Fact
 from analytics.sink import FactSink
+from ops.kafka import client_kwargs
 from ops.settings import Settings
 from streams import topics
 
@@ -42,24 +50,64 @@ def parse_fact(topic: str, value: bytes, models: dict[str, type[BaseModel]]) -> 
     return parse_or_none(model, value, topic)  # type: ignore[return-value]
 
 
+# Without a poll the client would leave the group after max_poll_interval; a ClickHouse outage
+# may last longer than the default 5 minutes, and leaving would only cause a needless replay.
+MAX_POLL_INTERVAL_MS = 3_600_000
+
+
 def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
     models = fact_models(settings)
-    source = app.topic(
-        *models,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
     sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
 
-    @app.agent(source, name="facts")
-    async def facts(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(
-            settings.sink_batch_size, within=settings.sink_flush_s
-        ):
-            parsed = [parse_fact(e.message.topic, e.value, models) for e in events]
-            batch = [fact for fact in parsed if fact is not None]
-            counters["bad_facts"] += len(parsed) - len(batch)
-            await sink.write(batch)
-            counters["facts"] += len(batch)
+    @app.task
+    async def facts() -> None:
+        consumer = AIOKafkaConsumer(
+            *models,
+            **client_kwargs(settings),
+            group_id=f"{settings.app_id}-facts",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+        )
+        await consumer.start()
+        try:
+            while True:
+                records = await take_batch(consumer, settings)
+                if records:
+                    await land(records, models, sink, counters)
+                    await consumer.commit()  # only now: ClickHouse has every row
+        finally:
+            await consumer.stop()
+
+
+async def take_batch(consumer: AIOKafkaConsumer, settings: Settings) -> list[ConsumerRecord]:
+    """Up to sink_batch_size records, waiting at most sink_flush_s once the first arrived."""
+    records: list[ConsumerRecord] = []
+    deadline = None
+    loop = asyncio.get_running_loop()
+    while len(records) < settings.sink_batch_size:
+        wait = settings.sink_flush_s if deadline is None else max(0.0, deadline - loop.time())
+        got = await consumer.getmany(
+            timeout_ms=int(wait * 1000), max_records=settings.sink_batch_size - len(records)
+        )
+        records += [r for batch in got.values() for r in batch]
+        if records and deadline is None:
+            deadline = loop.time() + settings.sink_flush_s
+        if deadline is not None and loop.time() >= deadline:
+            break
+        if not records and not got:
+            break  # nothing at all within a flush interval: let the caller loop
+    return records
+
+
+async def land(
+    records: list[ConsumerRecord],
+    models: dict[str, type[BaseModel]],
+    sink: FactSink,
+    counters: Counter[str],
+) -> None:
+    parsed = [parse_fact(r.topic, r.value or b"", models) for r in records]
+    batch = [fact for fact in parsed if fact is not None]
+    counters["bad_facts"] += len(parsed) - len(batch)
+    await sink.write(batch)
+    counters["facts"] += len(batch)

@@ -351,15 +351,15 @@ class LagProbe:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from ops.kafka import _client_kwargs  # the project's one way to build Kafka clients
+        from ops.kafka import client_kwargs  # the project's one way to build Kafka clients
 
         if self._consumer is None:
             # No group_id: reading end offsets must never join (and rebalance) the workers.
-            consumer = AIOKafkaConsumer(**_client_kwargs(self._settings), enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(**client_kwargs(self._settings), enable_auto_commit=False)
             await consumer.start()
             self._consumer = consumer
         if self._admin is None:
-            admin = AIOKafkaAdminClient(**_client_kwargs(self._settings), request_timeout_ms=5000)
+            admin = AIOKafkaAdminClient(**client_kwargs(self._settings), request_timeout_ms=5000)
             await admin.start()
             self._admin = admin
         return self._consumer, self._admin

@@ -13,7 +13,8 @@ from ops.settings import Settings
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 
-def _client_kwargs(settings: Settings) -> dict[str, object]:
+def client_kwargs(settings: Settings) -> dict[str, object]:
+    """bootstrap servers and security settings every aiokafka client of the OMS uses."""
     kwargs: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "security_protocol": settings.kafka_security_protocol,
@@ -34,7 +35,7 @@ async def produce(
 ) -> int:
     """Send everything and wait for every ack; returns the count sent."""
     producer = AIOKafkaProducer(
-        **_client_kwargs(settings), linger_ms=5, max_batch_size=512 * 1024, acks="all"
+        **client_kwargs(settings), linger_ms=5, max_batch_size=512 * 1024, acks="all"
     )
     await producer.start()
     sent = 0
@@ -69,7 +70,7 @@ class TopicRecord:
 async def read_topic(settings: Settings, topic: str, limit: int | None = None) -> list[TopicRecord]:
     """Everything currently on a topic, from the beginning, without joining a group."""
     consumer = AIOKafkaConsumer(
-        **_client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

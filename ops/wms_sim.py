@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from ops import stack
-from ops.kafka import _client_kwargs
+from ops.kafka import client_kwargs
 from ops.settings import Settings, get_settings
 from state.redis import connect_async
 from streams.messages import (
@@ -486,7 +486,7 @@ async def run_simulator(
     events_topic = WMS_EVENTS.name(settings)
     consumer = AIOKafkaConsumer(
         FULFILMENT_COMMANDS.name(settings),
-        **_client_kwargs(settings),
+        **client_kwargs(settings),
         group_id=consumer_group(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -497,7 +497,7 @@ async def run_simulator(
         heartbeat_interval_ms=1000,
         rebalance_timeout_ms=5000,
     )
-    producer = AIOKafkaProducer(**_client_kwargs(settings), linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5, acks="all")
     heartbeat = Heartbeat(settings)
     await consumer.start()
     await producer.start()

@@ -163,16 +163,6 @@ def loaded(running_stack: Settings) -> Iterator[Settings]:
     stack.start_component(running_stack, stack.CLICKHOUSE)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known stall: while FactSink.write retries, the facts agent stops draining its stream; "
-        "Faust fetches with no max_poll_records, the facts buffer (stream_buffer_maxsize) "
-        "fills and the Conductor's blocking put stops the worker's one consumer, so operator "
-        "actions (merge-window closes) wait until ClickHouse is back; fix pending in "
-        "agents/sink.py (drain with manual acks, or pause the facts partitions safely)"
-    ),
-)
 def test_facts_survive_clickhouse_outage_mid_flood(loaded: Settings) -> None:
     settings = loaded
     run = uuid.uuid4().hex[:8]
