@@ -1,10 +1,11 @@
 """ClickHouse goes away in the middle of a flood, through the real stack (broker, Redis,
 ClickHouse and two workers).
 
-While ClickHouse is down the facts agent keeps retrying one batch (FactSink.write, offsets
-uncommitted), and the worker must go on processing orders: the intake agent shares the event
-loop and the consumer with the facts agent, so a retry that blocked the loop, or a full
-facts buffer that blocked the consumer's fetch loop, would stall intake too. After ClickHouse
+While ClickHouse is down the fact sink keeps retrying one batch (FactSink.write, offsets
+uncommitted), and the worker must go on processing orders: the sink shares the event loop
+with the pipeline's agents, so a retry that blocked the loop would stall them, and when the
+sink was a Faust agent its full stream buffer held up the worker's shared consumer (this test
+found that; the sink now has a consumer of its own). After ClickHouse
 comes back the sink catches up: every input lands exactly once as a fact (report figures and
 GMV equal to what the load generator planned, no fact id with two different rows).
 """
