@@ -22,6 +22,10 @@ AFTER_SHIPMENT = frozenset(
     {S.PARTIALLY_SHIPPED, S.SHIPPED, S.DELIVERED, S.RETURNED, S.REFUNDED, S.RETURNING}
 )
 _REROUTE = frozenset({S.ROUTED, S.HELD, S.RESERVED})  # after a short pick
+# The fulfilment command went out: the WMS may already have moved the order on.
+RELEASED_OR_LATER = frozenset(
+    {S.RELEASED, S.ACCEPTED, S.PICKED, S.PARTIALLY_SHIPPED, S.SHIPPED, S.DELIVERED, S.CLOSED}
+)
 
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.RECEIVED: frozenset({S.AUDITED, S.HELD, S.REJECTED, S.CANCELLED}),

@@ -23,6 +23,7 @@ from analytics.schema import load_migrations
 from analytics.sink import FactSink
 from ops.settings import Settings
 from tests.analytics_scenario import EXPECTED, STOCK, T0, scenario
+from tests.clickhouse_db import drop_database, own_database
 
 pytestmark = pytest.mark.integration
 
@@ -35,20 +36,9 @@ FACT_TABLES = ("order_events", "orders", "order_lines", "dlq", "stock_movements"
 # ---------------------------------------------------------------- fixtures
 
 
-def _drop(settings: Settings) -> None:
-    admin = connect(settings, database="default")
-    try:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-    finally:
-        admin.disconnect()
-
-
 @pytest.fixture(scope="module")
 def settings(clickhouse_settings: Settings) -> Iterator[Settings]:
-    s = clickhouse_settings.model_copy(update={"clickhouse_database": DATABASE})
-    _drop(s)
-    yield s
-    _drop(s)
+    yield from own_database(clickhouse_settings, DATABASE)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +68,7 @@ def closed_port() -> int:
 
 
 def test_migrations_idempotent(settings: Settings) -> None:
-    _drop(settings)
+    drop_database(settings)
     assert ensure_schema(settings) == [m.name for m in load_migrations()]
     assert ensure_schema(settings) == []
 

@@ -18,6 +18,7 @@ from analytics.reports import QUERIES, build_report
 from analytics.sink import FactSink
 from ops.settings import Settings
 from tests.analytics_scenario import LIFE_EXPECTED, LIFE_STOCK, TL, lifecycle_scenario
+from tests.clickhouse_db import own_database
 
 pytestmark = pytest.mark.integration
 
@@ -34,20 +35,9 @@ TABLES = (
 )
 
 
-def _drop(settings: Settings) -> None:
-    admin = connect(settings, database="default")
-    try:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-    finally:
-        admin.disconnect()
-
-
 @pytest.fixture(scope="module")
 def settings(clickhouse_settings: Settings) -> Iterator[Settings]:
-    s = clickhouse_settings.model_copy(update={"clickhouse_database": DATABASE})
-    _drop(s)
-    yield s
-    _drop(s)
+    yield from own_database(clickhouse_settings, DATABASE)
 
 
 @pytest.fixture(scope="module")

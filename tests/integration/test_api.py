@@ -16,6 +16,7 @@ import pytest
 from test_end_to_end import SAMPLES, oms, show, wait_for
 
 from agents.api import api_port, api_url
+from agents.lifecycle import RELEASED_OR_LATER
 from ops.settings import Settings
 from ops.stack import worker_heartbeat_key
 from state.redis import connect
@@ -26,15 +27,7 @@ JD_ID = "289345671203"  # samples/payloads/jd.json
 JD_CLEAR = ("王小明", "13912345678", "科苑路15号")  # its consignee name, mobile, street
 OWN_CLEAR = ("陈晨", "13512345678", "珞喻路1037号")  # samples/payloads/own.json buyer/address
 # "released or later": the fulfilment command went out (the WMS may already have moved it on).
-PROCESSED = {
-    "released",
-    "accepted",
-    "picked",
-    "partially_shipped",
-    "shipped",
-    "delivered",
-    "closed",
-}
+PROCESSED = {state.value for state in RELEASED_OR_LATER}
 
 
 def get(settings: Settings, path: str, worker: str = "w0") -> tuple[int, Any]:

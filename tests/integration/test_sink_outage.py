@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from agents import lifecycle
 from analytics.client import connect as ch_connect
 from analytics.reports import build_report, processed_inputs
 from ops import stack
@@ -51,15 +52,7 @@ WORKERS = ("w0", "w1")
 # States an order only passes through on its way (a merge window holds it in "routed"); every
 # other state means intake is done with it: released or later, held, rejected, cancelled.
 IN_FLIGHT = {"received", "audited", "reserved", "routed"}
-RELEASED_OR_LATER = {
-    "released",
-    "accepted",
-    "picked",
-    "partially_shipped",
-    "shipped",
-    "delivered",
-    "closed",
-}
+RELEASED_OR_LATER = {state.value for state in lifecycle.RELEASED_OR_LATER}
 
 _SCOPE = "SELECT order_id FROM order_status WHERE first_at >= toDateTime(%(since)s)"
 # The paid total of each order's latest version, over the orders of this run.
