@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from state.orders import CommandRef, CommandStatus, OrderRecord
@@ -108,27 +109,41 @@ def next_attempt(record: OrderRecord) -> int:
     return max(outbound, default=0) + 1
 
 
+@dataclass(frozen=True)
+class Parcel:
+    """What leaves one warehouse for an order: its lines, their weight and the carrier."""
+
+    lines: list[CommandLine]
+    weight_g: int
+    carrier: str
+
+
 def outbound_commands(
     record: OrderRecord,
     at: datetime,
-    carriers: Mapping[str, str] | None = None,
+    parcels: Mapping[str, Parcel] | None = None,
     *,
     attempt: int = 1,
-    weights: Mapping[str, int] | None = None,
 ) -> list[FulfilmentCommand]:
-    """One outbound per warehouse of the order's reservation, tracked on the record."""
+    """One outbound per warehouse of the order's reservation, tracked on the record.
+    ``parcels`` (warehouse -> Parcel) carries what routing chose; without it the lines are
+    shared out here and the record's carrier is used."""
+    if parcels is None:
+        parcels = {
+            wh: Parcel(lines, 0, record.carrier) for wh, lines in lines_by_warehouse(record).items()
+        }
     commands = []
-    for warehouse, lines in sorted(lines_by_warehouse(record).items()):
+    for warehouse, parcel in sorted(parcels.items()):
         command = build_command(
             record,
             CommandKind.OUTBOUND,
             warehouse,
-            lines,
+            parcel.lines,
             at,
             cid=command_id(record.order_id, CommandKind.OUTBOUND, warehouse, attempt),
-            carrier=(carriers or {}).get(warehouse, record.carrier),
+            carrier=parcel.carrier,
             attempt=attempt,
-            weight_g=(weights or {}).get(warehouse, 0),
+            weight_g=parcel.weight_g,
         )
         track(record, command)
         commands.append(command)

@@ -17,10 +17,6 @@ S = OrderState
 AT_WMS = frozenset({S.RELEASED, S.ACCEPTED, S.PICKED, S.EXCEPTION})
 # Nothing left the warehouse yet and the WMS does not know the order: cancel gives stock back.
 BEFORE_WMS = frozenset({S.RECEIVED, S.AUDITED, S.HELD, S.RESERVED, S.ROUTED})
-# Goods reached (or are on their way to) the buyer: after-sales returns and refunds apply.
-AFTER_SHIPMENT = frozenset(
-    {S.PARTIALLY_SHIPPED, S.SHIPPED, S.DELIVERED, S.RETURNED, S.REFUNDED, S.RETURNING}
-)
 _REROUTE = frozenset({S.ROUTED, S.HELD, S.RESERVED})  # after a short pick
 # The fulfilment command went out: the WMS may already have moved the order on.
 RELEASED_OR_LATER = frozenset(

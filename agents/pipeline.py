@@ -34,7 +34,13 @@ from agents.audit import (
     load_audit_rules,
 )
 from agents.dedupe import Intake, classify
-from agents.fulfil import lines_by_warehouse, next_attempt, outbound_commands, stop_command
+from agents.fulfil import (
+    Parcel,
+    lines_by_warehouse,
+    next_attempt,
+    outbound_commands,
+    stop_command,
+)
 from agents.lifecycle import AT_WMS, BEFORE_WMS, TERMINAL, IllegalTransition, record_event
 from agents.merge import merge_group, merged_command, waiting_members
 from agents.normalise import RawInput, normalise
@@ -233,11 +239,7 @@ class OrderPipeline:
                 plan.record.remember_outputs(
                     plan.input_id, [self._output(m) for m in plan.messages]
                 )
-                result.counts["illegal_transitions"] += sum(
-                    1
-                    for m in plan.messages
-                    if getattr(m, "kind", None) is EventKind.TRANSITION_REFUSED
-                )
+                result.counts["illegal_transitions"] += plan.illegal_moves
         saved = await self.orders.save_groups(
             [[(p.record, p.expected_version) for p in group] for _, group in ready]
         )
@@ -498,6 +500,7 @@ class OrderPipeline:
         except IllegalTransition as exc:
             log.warning("refused: %s", exc)
             plan.refused = True
+            plan.illegal_moves += 1
             self.note(plan, EventKind.TRANSITION_REFUSED, now, reason=kind.value, detail=str(exc))
             return False
 
@@ -640,12 +643,12 @@ class OrderPipeline:
     def release_to_wms(self, plan: Plan, now: datetime) -> None:
         """Carrier per parcel, then release at once, or wait in the merge window."""
         record = plan.record
-        carriers = self._carriers(record)
-        record.carrier = carriers[min(carriers)] if carriers else ""
-        detail = ", ".join(f"{wh}: {c}" for wh, c in sorted(carriers.items()))
+        parcels = self.parcels(record)
+        record.carrier = parcels[min(parcels)].carrier if parcels else ""
+        detail = ", ".join(f"{wh}: {p.carrier}" for wh, p in sorted(parcels.items()))
         window = self.merge_window_for(record.order)
         first_release = next_attempt(record) == 1 and not record.merged_with
-        group = merge_group(record, record.warehouse) if window > 0 and len(carriers) == 1 else ""
+        group = merge_group(record, record.warehouse) if window > 0 and len(parcels) == 1 else ""
         waits = bool(group) and first_release
         if waits:
             record.merge_group = group
@@ -657,15 +660,14 @@ class OrderPipeline:
             )
             and not waits
         ):
-            self.send_outbound(plan, now)
+            self.send_outbound(plan, now, parcels)
 
-    def send_outbound(self, plan: Plan, now: datetime) -> None:
+    def send_outbound(
+        self, plan: Plan, now: datetime, parcels: dict[str, Parcel] | None = None
+    ) -> None:
         record = plan.record
-        carriers = self._carriers(record)
-        weights = self._weights(record)
-        commands = outbound_commands(
-            record, now, carriers, attempt=next_attempt(record), weights=weights
-        )
+        parcels = self.parcels(record) if parcels is None else parcels
+        commands = outbound_commands(record, now, parcels, attempt=next_attempt(record))
         plan.messages.extend(commands)
         self.move(
             plan,
@@ -675,20 +677,15 @@ class OrderPipeline:
             reason="outbound " + " ".join(c.command_id for c in commands),
         )
 
-    def _weights(self, record: OrderRecord) -> dict[str, int]:
-        by_sku = {line.sku: line for line in record.lines}
-        return {
-            wh: self.routing.weight_g(
-                [by_sku[cl.sku].model_copy(update={"quantity": cl.quantity}) for cl in lines]
-            )
-            for wh, lines in lines_by_warehouse(record).items()
-        }
-
-    def _carriers(self, record: OrderRecord) -> dict[str, str]:
-        return {
-            wh: self.routing.choose_carrier(wh, record.address, weight).code
-            for wh, weight in self._weights(record).items()
-        }
+    def parcels(self, record: OrderRecord) -> dict[str, Parcel]:
+        """The order's lines shared out over its reservation, weighed, with a carrier each:
+        computed once per release (this is the hot path)."""
+        out = {}
+        for wh, lines in lines_by_warehouse(record).items():
+            weight = self.routing.weight_g(lines)
+            carrier = self.routing.choose_carrier(wh, record.address, weight).code
+            out[wh] = Parcel(lines, weight, carrier)
+        return out
 
     def cancel(self, plan: Plan, reason: str, now: datetime, result: BatchResult) -> None:
         """Before the WMS has the order: stock back at once. After: ask the WMS to stop it

@@ -58,3 +58,4 @@ class Plan:
     actor: str = "system"
     busy: bool = False  # another delivery of this order holds its reservation saga: redo later
     refused: bool = False  # nothing applied: an illegal move or an inapplicable request
+    illegal_moves: int = 0  # moves the state machine refused (counted per batch)

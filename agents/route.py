@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from streams.messages import CommandLine
 from streams.models import Address, Order, OrderLine
 from streams.regions import PROVINCES, REGION
 
@@ -380,7 +381,7 @@ class WeightTable:
     grams: Mapping[str, int]  # sku -> grams per unit, packed
     default_g: int  # a sku the table does not know
 
-    def weight_g(self, lines: Iterable[OrderLine]) -> int:
+    def weight_g(self, lines: Iterable[OrderLine | CommandLine]) -> int:
         return sum(self.grams.get(line.sku, self.default_g) * line.quantity for line in lines)
 
     @classmethod
@@ -435,7 +436,8 @@ class RoutingTable:
             raise ValueError(f"negative parcel weight {weight_g}")
         return self.carriers.choose(warehouse, address, weight_g)
 
-    def weight_g(self, lines: Iterable[OrderLine]) -> int:
+    def weight_g(self, lines: Iterable[OrderLine | CommandLine]) -> int:
+        """Grams of a parcel: order lines, or the command lines a warehouse ships."""
         return self.weights.weight_g(lines)
 
     def _warehouse(self, code: str) -> Warehouse:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.channel_updates import channel_update
 from agents.fulfil import build_command, command_id, next_attempt, return_commands, track
@@ -35,7 +36,41 @@ if TYPE_CHECKING:
     from agents.pipeline import BatchResult, OrderPipeline
 
 S = OrderState
-Handler = Callable[["OrderPipeline", Plan, CommandRef, WmsEvent, datetime, "BatchResult"], None]
+
+
+@dataclass
+class Answer:
+    """One WMS answer about one order: what every handler below works with."""
+
+    steps: OrderPipeline
+    plan: Plan
+    ref: CommandRef  # the command the answer is about, as this order knows it
+    event: WmsEvent
+    now: datetime
+    result: BatchResult
+
+    @property
+    def record(self) -> OrderRecord:
+        return self.plan.record
+
+    def move(self, kind: EventKind, to: OrderState, **kw: Any) -> bool:
+        return self.steps.move(self.plan, kind, self.now, to, **kw)
+
+    def note(self, kind: EventKind, **kw: Any) -> None:
+        self.steps.note(self.plan, kind, self.now, **kw)
+
+    def refuse(self, why: str, detail: str) -> None:
+        kind = EventKind.TRANSITION_REFUSED
+        self.steps.refuse(self.plan, kind, self.now, why, detail, self.result)
+
+    def send(self, status: str, **kw: Any) -> None:
+        """Write the order's news back to its shop."""
+        self.plan.messages.append(
+            channel_update(self.record, status, self.now, cause=self.event.event_id, **kw)
+        )
+
+
+Handler = Callable[[Answer], None]
 
 IN_PLAY = LIVE_OUTBOUND | {CommandStatus.SHIPPED, CommandStatus.DELIVERED}
 
@@ -61,7 +96,7 @@ def apply_event(
             result,
         )
         return
-    HANDLERS[event.kind](steps, plan, ref, event, now, result)
+    HANDLERS[event.kind](Answer(steps, plan, ref, event, now, result))
 
 
 def own_skus(record: OrderRecord, lines: list[CommandLine]) -> tuple[str, ...]:
@@ -80,36 +115,22 @@ def outbounds(record: OrderRecord) -> list[CommandRef]:
     return [c for c in record.commands if c.kind is CommandKind.OUTBOUND and c.status in IN_PLAY]
 
 
-def on_accepted(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    if ref.status is CommandStatus.SENT:
-        ref.status = CommandStatus.ACCEPTED
-    if plan.record.state is S.RELEASED:
-        steps.move(plan, EventKind.WMS_ACCEPTED, now, S.ACCEPTED, reason=ref.warehouse)
+def on_accepted(a: Answer) -> None:
+    if a.ref.status is CommandStatus.SENT:
+        a.ref.status = CommandStatus.ACCEPTED
+    if a.plan.record.state is S.RELEASED:
+        a.move(EventKind.WMS_ACCEPTED, S.ACCEPTED, reason=a.ref.warehouse)
     else:
-        steps.note(plan, EventKind.WMS_ACCEPTED, now, reason=ref.warehouse)
+        a.note(EventKind.WMS_ACCEPTED, reason=a.ref.warehouse)
 
 
-def on_picked(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    if ref.status in (CommandStatus.SENT, CommandStatus.ACCEPTED):
-        ref.status = CommandStatus.PICKED
-    if plan.record.state in (S.RELEASED, S.ACCEPTED):
-        steps.move(plan, EventKind.PICKED, now, S.PICKED, reason=ref.warehouse)
+def on_picked(a: Answer) -> None:
+    if a.ref.status in (CommandStatus.SENT, CommandStatus.ACCEPTED):
+        a.ref.status = CommandStatus.PICKED
+    if a.plan.record.state in (S.RELEASED, S.ACCEPTED):
+        a.move(EventKind.PICKED, S.PICKED, reason=a.ref.warehouse)
     else:
-        steps.note(plan, EventKind.PICKED, now, reason=ref.warehouse)
+        a.note(EventKind.PICKED, reason=a.ref.warehouse)
 
 
 def mark_shipped(plan: Plan, ref: CommandRef, carrier: str, tracking: str) -> None:
@@ -122,207 +143,135 @@ def mark_shipped(plan: Plan, ref: CommandRef, carrier: str, tracking: str) -> No
     )
 
 
-def on_shipped(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    record = plan.record
-    if ref.status not in LIVE_OUTBOUND:
-        steps.refuse(
-            plan,
-            EventKind.TRANSITION_REFUSED,
-            now,
-            "shipped",
-            f"command {ref.command_id} is {ref.status.value}",
-            result,
-        )
+def on_shipped(a: Answer) -> None:
+    record = a.record
+    if a.ref.status not in LIVE_OUTBOUND:
+        a.refuse("shipped", f"command {a.ref.command_id} is {a.ref.status.value}")
         return
-    mark_shipped(plan, ref, event.carrier, event.tracking_number)
-    result.counts["parcels_shipped"] += 1
-    detail = f"{ref.carrier} {event.tracking_number} from {ref.warehouse}"
+    mark_shipped(a.plan, a.ref, a.event.carrier, a.event.tracking_number)
+    a.result.counts["parcels_shipped"] += 1
+    detail = f"{a.ref.carrier} {a.event.tracking_number} from {a.ref.warehouse}"
     if record.state is S.INTERCEPTING:  # too late for the intercept: its answer follows
-        steps.note(plan, EventKind.SHIPPED, now, reason=ref.command_id, detail=detail)
+        a.note(EventKind.SHIPPED, reason=a.ref.command_id, detail=detail)
     else:
         done = (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
         everything = all(c.status in done for c in outbounds(record))
         to = S.SHIPPED if everything else S.PARTIALLY_SHIPPED
         kind = EventKind.SHIPPED if everything else EventKind.PARTIALLY_SHIPPED
-        if not steps.move(plan, kind, now, to, reason=ref.command_id, detail=detail):
+        if not a.move(kind, to, reason=a.ref.command_id, detail=detail):
             return
-    plan.messages.append(
-        channel_update(
-            record,
-            "shipped",
-            now,
-            cause=event.event_id,
-            carrier=ref.carrier,
-            tracking_number=event.tracking_number,
-        )
-    )
+    a.send("shipped", carrier=a.ref.carrier, tracking_number=a.event.tracking_number)
 
 
-def on_delivered(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    record = plan.record
-    if ref.status is not CommandStatus.SHIPPED:
-        steps.note(plan, EventKind.DELIVERED, now, reason=ref.command_id, detail="not shipped")
+def on_delivered(a: Answer) -> None:
+    record = a.record
+    if a.ref.status is not CommandStatus.SHIPPED:
+        a.note(EventKind.DELIVERED, reason=a.ref.command_id, detail="not shipped")
         return
-    ref.status = CommandStatus.DELIVERED
-    plan.stock_ops.append(
-        StockOp(StockOpKind.SETTLE, ref.shipment, own_skus(record, ref.lines), ref.warehouse)
+    a.ref.status = CommandStatus.DELIVERED
+    a.plan.stock_ops.append(
+        StockOp(StockOpKind.SETTLE, a.ref.shipment, own_skus(record, a.ref.lines), a.ref.warehouse)
     )
     if record.state is S.SHIPPED and all(
         c.status is CommandStatus.DELIVERED for c in outbounds(record)
     ):
-        record.close_due = time.time() + steps.settings.close_after_s
-        steps.move(plan, EventKind.DELIVERED, now, S.DELIVERED, reason=ref.command_id)
+        record.close_due = time.time() + a.steps.settings.close_after_s
+        a.move(EventKind.DELIVERED, S.DELIVERED, reason=a.ref.command_id)
     else:
-        steps.note(plan, EventKind.DELIVERED, now, reason=ref.command_id)
+        a.note(EventKind.DELIVERED, reason=a.ref.command_id)
 
 
-def on_short_pick(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
+def on_short_pick(a: Answer) -> None:
     """Missing units: write them off and re-reserve the order elsewhere. Only an order whose
     single live parcel this is can be re-routed safely; anything else waits for a person."""
-    record = plan.record
-    result.counts["short_picks"] += 1
+    record = a.record
+    a.result.counts["short_picks"] += 1
     live = [c for c in outbounds(record) if c.status in LIVE_OUTBOUND]
     shipped = [c for c in outbounds(record) if c.status not in LIVE_OUTBOUND]
-    if ref.status not in LIVE_OUTBOUND or len(live) != 1 or shipped or record.merged_with:
-        ref.status = CommandStatus.FAILED
+    if a.ref.status not in LIVE_OUTBOUND or len(live) != 1 or shipped or record.merged_with:
+        a.ref.status = CommandStatus.FAILED
         record.hold_reason = "short_pick"
-        steps.move(
-            plan,
+        a.move(
             EventKind.SHORT_PICK,
-            now,
             S.EXCEPTION,
-            reason=ref.warehouse,
-            detail="needs a person: " + event.detail,
+            reason=a.ref.warehouse,
+            detail="needs a person: " + a.event.detail,
         )
         return
-    short = own_units(record, event.lines)
-    ref.status = CommandStatus.FAILED
-    record.excluded_warehouses.append(ref.warehouse)
-    plan.stock_ops.append(
+    short = own_units(record, a.event.lines)
+    a.ref.status = CommandStatus.FAILED
+    record.excluded_warehouses.append(a.ref.warehouse)
+    a.plan.stock_ops.append(
         StockOp(
             StockOpKind.SHORT_PICK,
             record.order_id,
             tuple(record.quantities),
-            ref.warehouse,
+            a.ref.warehouse,
             units=short,
         )
     )
-    steps.note(
-        plan,
+    a.note(
         EventKind.SHORT_PICK,
-        now,
-        reason=ref.warehouse,
+        reason=a.ref.warehouse,
         detail=", ".join(f"{sku} x{n} written off" for sku, n in short),
     )
-    steps.request_reservation(plan)
+    a.steps.request_reservation(a.plan)
 
 
-def on_exception(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    if ref.status in LIVE_OUTBOUND:
-        ref.status = CommandStatus.FAILED
-    plan.record.hold_reason = "wms_exception"
-    steps.move(
-        plan, EventKind.WMS_EXCEPTION, now, S.EXCEPTION, reason="wms_exception", detail=event.detail
-    )
+def on_exception(a: Answer) -> None:
+    if a.ref.status in LIVE_OUTBOUND:
+        a.ref.status = CommandStatus.FAILED
+    a.plan.record.hold_reason = "wms_exception"
+    a.move(EventKind.WMS_EXCEPTION, S.EXCEPTION, reason="wms_exception", detail=a.event.detail)
 
 
-def on_cancelled(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
+def on_cancelled(a: Answer) -> None:
     """The WMS stopped an outbound. The order that asked is cancelled (stock back); a merged
     sibling whose parcel went with it is released again on its own."""
-    record = plan.record
-    target = record.command(ref.refers_to) if ref.refers_to else ref
+    record = a.record
+    target = record.command(a.ref.refers_to) if a.ref.refers_to else a.ref
     if target is None:
-        steps.note(
-            plan, EventKind.STOP_CONFIRMED, now, reason=ref.command_id, detail="nothing to stop"
-        )
+        a.note(EventKind.STOP_CONFIRMED, reason=a.ref.command_id, detail="nothing to stop")
         return
     if target.status in LIVE_OUTBOUND:
         target.status = CommandStatus.CANCELLED
     if record.state is S.INTERCEPTING:
         if any(c.status in LIVE_OUTBOUND for c in outbounds(record)):
-            steps.note(
-                plan,
+            a.note(
                 EventKind.CANCELLED,
-                now,
                 reason=target.command_id,
                 detail="waiting for the other parcels",
             )
             return
-        steps.cancel_now(plan, record.hold_reason or "cancelled", now, result)
-        if not plan.refused:
-            plan.messages.append(channel_update(record, "cancelled", now, cause=event.event_id))
+        a.steps.cancel_now(a.plan, record.hold_reason or "cancelled", a.now, a.result)
+        if not a.plan.refused:
+            a.plan.messages.append(
+                channel_update(record, "cancelled", a.now, cause=a.event.event_id)
+            )
         return
     if record.state in (S.RELEASED, S.ACCEPTED, S.PICKED) and record.merged_with:
         record.merged_with = []
-        if steps.move(
-            plan,
+        if a.move(
             EventKind.RESERVED,
-            now,
             S.RESERVED,
             reason="merged parcel stopped",
             allocations=record.allocations,
         ):
-            steps.release_to_wms(plan, now)
+            a.steps.release_to_wms(a.plan, a.now)
         return
-    steps.note(
-        plan, EventKind.STOP_CONFIRMED, now, reason=target.command_id, detail="not requested"
-    )
+    a.note(EventKind.STOP_CONFIRMED, reason=target.command_id, detail="not requested")
 
 
-def on_intercept_failed(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
+def on_intercept_failed(a: Answer) -> None:
     """Too late: the parcel is with the carrier, so the cancel becomes a return."""
-    record = plan.record
-    target = record.command(ref.refers_to) if ref.refers_to else None
+    record = a.record
+    target = record.command(a.ref.refers_to) if a.ref.refers_to else None
     if record.state is not S.INTERCEPTING or target is None:
-        steps.note(
-            plan, EventKind.INTERCEPT_FAILED, now, reason=ref.command_id, detail=event.detail
-        )
+        a.note(EventKind.INTERCEPT_FAILED, reason=a.ref.command_id, detail=a.event.detail)
         return
     if target.status in LIVE_OUTBOUND:
-        mark_shipped(plan, target, event.carrier, event.tracking_number)
-    request_id = f"intercept-{event.event_id}"
+        mark_shipped(a.plan, target, a.event.carrier, a.event.tracking_number)
+    request_id = f"intercept-{a.event.event_id}"
     units = {
         target.warehouse: [
             ln.model_copy(update={"order_id": ""})
@@ -330,13 +279,11 @@ def on_intercept_failed(
             if ln.order_id in ("", record.order_id)
         ]
     }
-    if steps.move(
-        plan,
+    if a.move(
         EventKind.INTERCEPT_FAILED,
-        now,
         S.RETURNING,
         reason=record.hold_reason,
-        detail=event.detail,
+        detail=a.event.detail,
     ):
         record.aftersales.append(
             AfterSalesEntry(
@@ -345,7 +292,7 @@ def on_intercept_failed(
                 line_ids=[ln.line_id for ln in units[target.warehouse]],
             )
         )
-        plan.messages.extend(return_commands(record, units, request_id, now))
+        a.plan.messages.extend(return_commands(record, units, request_id, a.now))
 
 
 def refund_value(record: OrderRecord, lines: list[CommandLine]) -> Decimal:
@@ -359,40 +306,29 @@ def refund_value(record: OrderRecord, lines: list[CommandLine]) -> Decimal:
     return total
 
 
-def on_return_received(
-    steps: OrderPipeline,
-    plan: Plan,
-    ref: CommandRef,
-    event: WmsEvent,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    record = plan.record
-    if ref.kind is not CommandKind.RETURN_INBOUND or ref.status is CommandStatus.DONE:
-        steps.note(
-            plan, EventKind.RETURN_RECEIVED, now, reason=ref.command_id, detail="not expected"
-        )
+def on_return_received(a: Answer) -> None:
+    record = a.record
+    if a.ref.kind is not CommandKind.RETURN_INBOUND or a.ref.status is CommandStatus.DONE:
+        a.note(EventKind.RETURN_RECEIVED, reason=a.ref.command_id, detail="not expected")
         return
-    lines = [ln for ln in (event.lines or ref.lines) if ln.order_id in ("", record.order_id)]
-    ref.status = CommandStatus.DONE
-    plan.stock_ops.append(
+    lines = [ln for ln in (a.event.lines or a.ref.lines) if ln.order_id in ("", record.order_id)]
+    a.ref.status = CommandStatus.DONE
+    a.plan.stock_ops.append(
         StockOp(
             StockOpKind.RETURN,
-            ref.shipment,
+            a.ref.shipment,
             own_skus(record, lines),
-            ref.warehouse,
+            a.ref.warehouse,
             units=own_units(record, lines),
-            sellable=event.sellable,
-            receipt=event.event_id,
+            sellable=a.event.sellable,
+            receipt=a.event.event_id,
         )
     )
-    result.counts["returns_received"] += 1
-    steps.note(
-        plan,
+    a.result.counts["returns_received"] += 1
+    a.note(
         EventKind.RETURN_RECEIVED,
-        now,
-        reason=ref.warehouse,
-        detail=("sellable, restocked" if event.sellable else "not sellable, written off"),
+        reason=a.ref.warehouse,
+        detail=("sellable, restocked" if a.event.sellable else "not sellable, written off"),
     )
     waiting = [
         c
@@ -400,12 +336,12 @@ def on_return_received(
         if c.kind is CommandKind.RETURN_INBOUND and c.status is CommandStatus.SENT
     ]
     for entry in record.aftersales:
-        if entry.request_id == ref.refers_to and entry.kind is not AfterSalesKind.EXCHANGE:
+        if entry.request_id == a.ref.refers_to and entry.kind is not AfterSalesKind.EXCHANGE:
             entry.status = "done"
     returned = record.state is S.RETURNING and not waiting
-    if returned and steps.move(plan, EventKind.RETURNED, now, S.RETURNED, reason=ref.command_id):
+    if returned and a.move(EventKind.RETURNED, S.RETURNED, reason=a.ref.command_id):
         value = refund_value(record, returned_lines(record))
-        refund(steps, plan, value, now, cause=event.event_id)
+        refund(a.steps, a.plan, value, a.now, cause=a.event.event_id)
 
 
 def returned_lines(record: OrderRecord) -> list[CommandLine]:

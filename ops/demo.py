@@ -284,30 +284,16 @@ def fixed_address() -> Any:
 def wait_settled(settings: Settings, order_ids: list[str], timeout_s: float = 30) -> None:
     """Returns come back and are refunded, exchanges ship, stops are confirmed: give the
     warehouse a moment (bounded) so the report shows the outcome."""
-    asyncio.run(_wait_settled(settings, order_ids, timeout_s))
-
-
-async def _wait_settled(settings: Settings, order_ids: list[str], timeout_s: float) -> None:
-    from state.orders import OrderStore
-    from state.redis import connect_async
-
     pending = {"returning", "exchanging", "intercepting", "routed", "released", "accepted"}
-    client = connect_async(settings)
-    try:
-        store = OrderStore(client, Keys(settings.redis_prefix))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            loaded = await store.load_many(order_ids)
-            states = {lr.record.state.value for lr in loaded.values() if lr.record}
-            if not states & pending:
-                return
-            await asyncio.sleep(0.5)
-    finally:
-        await client.aclose()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not set(asyncio.run(_states(settings, order_ids)).values()) & pending:
+            return
+        time.sleep(0.5)
 
 
 def wait_facts(settings: Settings, order_ids: list[str], timeout_s: float = 20) -> None:
-    """The facts agent lands each change in ClickHouse a moment after the order record
+    """The fact sink lands each change in ClickHouse a moment after the order record
     changes: wait (bounded) until ClickHouse shows every order the demo touched in the state
     Redis has, so the report shows the outcome."""
     from analytics.client import connect as ch_connect
