@@ -15,8 +15,10 @@ request id is the input id) and lands in the order's trail with who asked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.fulfil import build_command, command_id, return_commands, shipped_units, track
 from agents.lifecycle import AT_WMS, BEFORE_WMS
@@ -61,106 +63,83 @@ def apply_request(
         exchange_sku=request.exchange_sku,
     )
     record.aftersales.append(entry)
+    desk = Desk(steps, plan, entry, request, ctx, now, result)
     unknown = sorted(set(request.line_ids) - {ln.line_id for ln in record.order.lines})
     if unknown:
-        refuse(steps, plan, entry, now, f"unknown lines {', '.join(unknown)}", result)
+        desk.refuse(f"unknown lines {', '.join(unknown)}")
         return
-    kind = request.kind
-    if kind is AfterSalesKind.CANCEL:
-        cancel(steps, plan, entry, request, now, result)
-    elif kind is AfterSalesKind.ADDRESS_CHANGE:
-        change_address(steps, plan, entry, request, ctx, now, result)
-    elif kind is AfterSalesKind.RETURN:
-        request_return(steps, plan, entry, request, now, result)
-    elif kind is AfterSalesKind.REFUND:
-        refund_only(steps, plan, entry, request, now, result)
-    else:
-        exchange(steps, plan, entry, request, now, result)
+    HANDLERS[request.kind](desk)
 
 
-def refuse(
-    steps: OrderPipeline,
-    plan: Plan,
-    entry: AfterSalesEntry,
-    now: datetime,
-    why: str,
-    result: BatchResult,
-) -> None:
-    entry.status = "refused"
-    steps.refuse(plan, EventKind.ACTION_REFUSED, now, entry.kind.value, why, result)
+@dataclass
+class Desk:
+    """One after-sales request on one order: what every handler below works with."""
+
+    steps: OrderPipeline
+    plan: Plan
+    entry: AfterSalesEntry  # the request as the order's record keeps it
+    request: AfterSalesRequest
+    ctx: AuditContext
+    now: datetime
+    result: BatchResult
+
+    @property
+    def record(self) -> OrderRecord:
+        return self.plan.record
+
+    def move(self, kind: EventKind, to: OrderState, **kw: Any) -> bool:
+        return self.steps.move(self.plan, kind, self.now, to, **kw)
+
+    def note(self, kind: EventKind, **kw: Any) -> None:
+        self.steps.note(self.plan, kind, self.now, **kw)
+
+    def refuse(self, why: str) -> None:
+        self.entry.status = "refused"
+        self.steps.refuse(
+            self.plan, EventKind.ACTION_REFUSED, self.now, self.entry.kind.value, why, self.result
+        )
 
 
-def cancel(
-    steps: OrderPipeline,
-    plan: Plan,
-    entry: AfterSalesEntry,
-    request: AfterSalesRequest,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    state = plan.record.state
+def cancel(d: Desk) -> None:
+    state = d.plan.record.state
     if state in BEFORE_WMS | AT_WMS:
-        steps.cancel(plan, "cancelled_by_buyer", now, result)
-        entry.status = "refused" if plan.refused else "done"
+        d.steps.cancel(d.plan, "cancelled_by_buyer", d.now, d.result)
+        d.entry.status = "refused" if d.plan.refused else "done"
     elif state in RETURNABLE:
-        request_return(steps, plan, entry, request, now, result)
+        request_return(d)
     else:
-        refuse(steps, plan, entry, now, f"a {state.value} order cannot be cancelled", result)
+        d.refuse(f"a {state.value} order cannot be cancelled")
 
 
-def change_address(
-    steps: OrderPipeline,
-    plan: Plan,
-    entry: AfterSalesEntry,
-    request: AfterSalesRequest,
-    ctx: AuditContext,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    record = plan.record
-    if request.new_address is None:
-        refuse(steps, plan, entry, now, "no new address given", result)
+def change_address(d: Desk) -> None:
+    record = d.record
+    if d.request.new_address is None:
+        d.refuse("no new address given")
         return
     if record.state not in BEFORE_WMS:
-        refuse(
-            steps,
-            plan,
-            entry,
-            now,
-            f"{record.state.value}: the WMS has the parcel; cancel and re-order instead",
-            result,
-        )
+        d.refuse(f"{record.state.value}: the WMS has the parcel; cancel and re-order instead")
         return
-    record.ship_to = request.new_address
-    entry.status = "done"
-    new = request.new_address
+    record.ship_to = d.request.new_address
+    d.entry.status = "done"
+    new = d.request.new_address
     where = f"{new.province_code or new.province} {new.city}"  # region only: no personal data
-    steps.note(plan, EventKind.ADDRESS_CHANGED, now, reason="address_change", detail=where)
+    d.note(EventKind.ADDRESS_CHANGED, reason="address_change", detail=where)
     if record.state is S.HELD:
-        steps.decide(plan, ctx, now)
+        d.steps.decide(d.plan, d.ctx, d.now)
     elif record.state is S.ROUTED and record.merge_group:
-        steps.send_outbound(plan, now)  # a new address leaves its merge group: ship now
+        d.steps.send_outbound(d.plan, d.now)  # a new address leaves its merge group: ship now
 
 
-def request_return(
-    steps: OrderPipeline,
-    plan: Plan,
-    entry: AfterSalesEntry,
-    request: AfterSalesRequest,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    record = plan.record
-    units = unreturned(record, shipped_units(record, request.line_ids))
+def request_return(d: Desk) -> None:
+    record = d.record
+    units = unreturned(record, shipped_units(record, d.request.line_ids))
     if record.state not in RETURNABLE or not units:
-        refuse(steps, plan, entry, now, f"nothing shipped to return ({record.state.value})", result)
+        d.refuse(f"nothing shipped to return ({record.state.value})")
         return
-    entry.line_ids = sorted({ln.line_id for lines in units.values() for ln in lines})
-    if steps.move(
-        plan, EventKind.RETURN_REQUESTED, now, S.RETURNING, reason=request.reason or "return"
-    ):
-        plan.messages.extend(return_commands(record, units, request.request_id, now))
-        result.counts["returns_requested"] += 1
+    d.entry.line_ids = sorted({ln.line_id for lines in units.values() for ln in lines})
+    if d.move(EventKind.RETURN_REQUESTED, S.RETURNING, reason=d.request.reason or "return"):
+        d.plan.messages.extend(return_commands(record, units, d.request.request_id, d.now))
+        d.result.counts["returns_requested"] += 1
 
 
 def unreturned(
@@ -177,83 +156,65 @@ def unreturned(
     return {wh: lines for wh, lines in left.items() if lines}
 
 
-def refund_only(
-    steps: OrderPipeline,
-    plan: Plan,
-    entry: AfterSalesEntry,
-    request: AfterSalesRequest,
-    now: datetime,
-    result: BatchResult,
-) -> None:
-    record = plan.record
+def refund_only(d: Desk) -> None:
+    record = d.record
     if record.state not in REFUNDABLE:
-        refuse(steps, plan, entry, now, f"a {record.state.value} order cannot be refunded", result)
+        d.refuse(f"a {record.state.value} order cannot be refunded")
         return
-    amount = request.amount
+    amount = d.request.amount
     if amount is None:
         lines = [
             CommandLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
             for ln in record.order.lines
-            if not request.line_ids or ln.line_id in request.line_ids
+            if not d.request.line_ids or ln.line_id in d.request.line_ids
         ]
         amount = refund_value(record, lines)
     left = record.order.payment.paid_total - record.refunded
     if amount <= 0 or amount > left:
-        refuse(steps, plan, entry, now, f"refund {amount} exceeds what is left ({left})", result)
+        d.refuse(f"refund {amount} exceeds what is left ({left})")
         return
-    if refund(steps, plan, amount, now, cause=request.request_id):
-        entry.status = "done"
-        entry.amount = amount
-        result.counts["refunds"] += 1
+    if refund(d.steps, d.plan, amount, d.now, cause=d.request.request_id):
+        d.entry.status = "done"
+        d.entry.amount = amount
+        d.result.counts["refunds"] += 1
     else:
-        entry.status = "refused"
+        d.entry.status = "refused"
 
 
-def exchange(
-    steps: OrderPipeline,
-    plan: Plan,
-    entry: AfterSalesEntry,
-    request: AfterSalesRequest,
-    now: datetime,
-    result: BatchResult,
-) -> None:
+def exchange(d: Desk) -> None:
     """Reserve the replacement first: if it is out of stock nothing is asked back."""
-    record = plan.record
-    units = unreturned(record, shipped_units(record, request.line_ids))
+    record = d.record
+    units = unreturned(record, shipped_units(record, d.request.line_ids))
     if record.state not in EXCHANGEABLE or not units:
-        refuse(
-            steps, plan, entry, now, f"nothing shipped to exchange ({record.state.value})", result
-        )
+        d.refuse(f"nothing shipped to exchange ({record.state.value})")
         return
-    shipment = make_id("X", record.order_id, request.request_id)
-    entry.shipment = shipment
+    shipment = make_id("X", record.order_id, d.request.request_id)
+    d.entry.shipment = shipment
     replacement: dict[str, int] = {}
     for lines in units.values():
         for ln in lines:
             if not ln.is_gift:  # the buyer keeps a gift: only what was bought is replaced
-                sku = request.exchange_sku or ln.sku
+                sku = d.request.exchange_sku or ln.sku
                 replacement[sku] = replacement.get(sku, 0) + ln.quantity
-    plan.reserve = ReserveRequest(
+    d.plan.reserve = ReserveRequest(
         shipment,
         replacement,
-        tuple(steps.routing.candidates(record.order, record.address)),
+        tuple(d.steps.routing.candidates(record.order, record.address)),
         shop=f"{record.order.channel.value}/{record.order.shop_id}",
     )
 
-    def after_reserve(plan: Plan, reservation: Reservation) -> None:
+    def after_reserve(_: Plan, reservation: Reservation) -> None:
         if not reservation.active:
-            refuse(steps, plan, entry, now, "replacement out of stock", result)
+            d.refuse("replacement out of stock")
             return
-        if not steps.move(
-            plan,
+        if not d.move(
             EventKind.EXCHANGE_REQUESTED,
-            now,
             S.EXCHANGING,
-            reason=request.reason or "exchange",
+            reason=d.request.reason or "exchange",
         ):
             return
-        entry.status = "done"
-        plan.messages.extend(return_commands(record, units, request.request_id, now))
+        d.entry.status = "done"
+        d.plan.messages.extend(return_commands(record, units, d.request.request_id, d.now))
         by_warehouse: dict[str, list[CommandLine]] = {}
         for alloc in reservation.allocations:
             by_warehouse.setdefault(alloc.warehouse, []).append(
@@ -265,13 +226,22 @@ def exchange(
                 CommandKind.OUTBOUND,
                 warehouse,
                 lines,
-                now,
+                d.now,
                 cid=command_id(shipment, CommandKind.OUTBOUND, warehouse, 1),
                 carrier=record.carrier,
                 shipment=shipment,
             )
             track(record, command)
-            plan.messages.append(command)
-        result.counts["exchanges"] += 1
+            d.plan.messages.append(command)
+        d.result.counts["exchanges"] += 1
 
-    plan.after_reserve = after_reserve
+    d.plan.after_reserve = after_reserve
+
+
+HANDLERS: dict[AfterSalesKind, Callable[[Desk], None]] = {
+    AfterSalesKind.CANCEL: cancel,
+    AfterSalesKind.ADDRESS_CHANGE: change_address,
+    AfterSalesKind.RETURN: request_return,
+    AfterSalesKind.REFUND: refund_only,
+    AfterSalesKind.EXCHANGE: exchange,
+}
