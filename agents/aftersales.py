@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agents.fulfil import build_command, command_id, return_commands, shipped_units, track
 from agents.lifecycle import AT_WMS, BEFORE_WMS
-from agents.plan import Plan
+from agents.plan import Plan, Step
 from agents.wms import refund, refund_value
 from state.orders import AfterSalesEntry, OrderRecord
 from state.reservations import Reservation, ReserveRequest
@@ -63,7 +63,7 @@ def apply_request(
         exchange_sku=request.exchange_sku,
     )
     record.aftersales.append(entry)
-    desk = Desk(steps, plan, entry, request, ctx, now, result)
+    desk = Desk(steps, plan, now, result, entry, request, ctx)
     unknown = sorted(set(request.line_ids) - {ln.line_id for ln in record.order.lines})
     if unknown:
         desk.refuse(f"unknown lines {', '.join(unknown)}")
@@ -72,26 +72,12 @@ def apply_request(
 
 
 @dataclass
-class Desk:
+class Desk(Step):
     """One after-sales request on one order: what every handler below works with."""
 
-    steps: OrderPipeline
-    plan: Plan
     entry: AfterSalesEntry  # the request as the order's record keeps it
     request: AfterSalesRequest
     ctx: AuditContext
-    now: datetime
-    result: BatchResult
-
-    @property
-    def record(self) -> OrderRecord:
-        return self.plan.record
-
-    def move(self, kind: EventKind, to: OrderState, **kw: Any) -> bool:
-        return self.steps.move(self.plan, kind, self.now, to, **kw)
-
-    def note(self, kind: EventKind, **kw: Any) -> None:
-        self.steps.note(self.plan, kind, self.now, **kw)
 
     def refuse(self, why: str) -> None:
         self.entry.status = "refused"

@@ -7,11 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from state.orders import OrderRecord
 from state.reservations import Reservation, ReserveRequest
-from streams.messages import ChannelUpdate, FulfilmentCommand, OrderEvent
+from streams.messages import ChannelUpdate, EventKind, FulfilmentCommand, OrderEvent, OrderState
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from agents.pipeline import BatchResult, OrderPipeline
 
 Message = OrderEvent | FulfilmentCommand | ChannelUpdate
 
@@ -59,3 +64,24 @@ class Plan:
     busy: bool = False  # another delivery of this order holds its reservation saga: redo later
     refused: bool = False  # nothing applied: an illegal move or an inapplicable request
     illegal_moves: int = 0  # moves the state machine refused (counted per batch)
+
+
+@dataclass
+class Step:
+    """One input being applied to one order: the pipeline's shared steps bound to its plan,
+    so the WMS and after-sales handlers say ``move``/``note`` and not all of this each time."""
+
+    steps: OrderPipeline
+    plan: Plan
+    now: datetime
+    result: BatchResult
+
+    @property
+    def record(self) -> OrderRecord:
+        return self.plan.record
+
+    def move(self, kind: EventKind, to: OrderState, **kw: Any) -> bool:
+        return self.steps.move(self.plan, kind, self.now, to, **kw)
+
+    def note(self, kind: EventKind, **kw: Any) -> None:
+        self.steps.note(self.plan, kind, self.now, **kw)

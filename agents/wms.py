@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.channel_updates import channel_update
 from agents.fulfil import build_command, command_id, next_attempt, return_commands, track
-from agents.plan import Plan, StockOp, StockOpKind
+from agents.plan import Plan, Step, StockOp, StockOpKind
 from state.orders import LIVE_OUTBOUND, AfterSalesEntry, CommandRef, CommandStatus, OrderRecord
 from streams.messages import (
     AfterSalesKind,
@@ -39,25 +39,11 @@ S = OrderState
 
 
 @dataclass
-class Answer:
+class Answer(Step):
     """One WMS answer about one order: what every handler below works with."""
 
-    steps: OrderPipeline
-    plan: Plan
     ref: CommandRef  # the command the answer is about, as this order knows it
     event: WmsEvent
-    now: datetime
-    result: BatchResult
-
-    @property
-    def record(self) -> OrderRecord:
-        return self.plan.record
-
-    def move(self, kind: EventKind, to: OrderState, **kw: Any) -> bool:
-        return self.steps.move(self.plan, kind, self.now, to, **kw)
-
-    def note(self, kind: EventKind, **kw: Any) -> None:
-        self.steps.note(self.plan, kind, self.now, **kw)
 
     def refuse(self, why: str, detail: str) -> None:
         kind = EventKind.TRANSITION_REFUSED
@@ -96,7 +82,7 @@ def apply_event(
             result,
         )
         return
-    HANDLERS[event.kind](Answer(steps, plan, ref, event, now, result))
+    HANDLERS[event.kind](Answer(steps, plan, now, result, ref, event))
 
 
 def own_skus(record: OrderRecord, lines: list[CommandLine]) -> tuple[str, ...]:
