@@ -11,6 +11,7 @@ in order; an input that touches several orders (a merged shipment) saves them al
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import tomllib
@@ -132,47 +133,57 @@ class OrderPipeline:
                 )
             else:
                 pending.append((raw, parsed))
-        velocity = await self._record_velocity([order for _, order in pending])
-        await self._apply_in_rounds(
-            pending, lambda item: [item[1].order_id], self._intake, result, velocity
-        )
+        async with self._deadline():
+            velocity = await self._record_velocity([order for _, order in pending])
+            await self._apply_in_rounds(
+                pending, lambda item: [item[1].order_id], self._intake, result, velocity
+            )
         return result
 
     async def apply_actions(self, actions: Sequence[OperatorAction]) -> BatchResult:
         """Operator decisions and timer actions, applied like any input: same CAS, same
         outbox, so a redelivered action is applied once and lands in the trail with its actor."""
         result = BatchResult()
-        await self._apply_in_rounds(
-            list(actions),
-            lambda action: sorted(set(action.members)) or [action.order_id],
-            self._action_plans,
-            result,
-        )
+        async with self._deadline():
+            await self._apply_in_rounds(
+                list(actions),
+                lambda action: sorted(set(action.members)) or [action.order_id],
+                self._action_plans,
+                result,
+            )
         return result
 
     async def apply_wms_events(self, events: Sequence[WmsEvent]) -> BatchResult:
         """WMS answers. An answer about a merged shipment applies to every order in it."""
         result = BatchResult()
-        keyed = await self.orders.load_many(sorted({e.order_id for e in events}))
-        members = {
-            oid: sorted(set(lr.record.merged_with)) or [oid]
-            for oid, lr in keyed.items()
-            if lr.record is not None
-        }
-        await self._apply_in_rounds(
-            list(events),
-            lambda event: members.get(event.order_id, [event.order_id]),
-            self._wms_plans,
-            result,
-        )
+        async with self._deadline():
+            keyed = await self.orders.load_many(sorted({e.order_id for e in events}))
+            members = {
+                oid: sorted(set(lr.record.merged_with)) or [oid]
+                for oid, lr in keyed.items()
+                if lr.record is not None
+            }
+            await self._apply_in_rounds(
+                list(events),
+                lambda event: members.get(event.order_id, [event.order_id]),
+                self._wms_plans,
+                result,
+            )
         return result
 
     async def apply_aftersales(self, requests: Sequence[AfterSalesRequest]) -> BatchResult:
         result = BatchResult()
-        await self._apply_in_rounds(
-            list(requests), lambda req: [req.order_id], self._aftersales_plans, result
-        )
+        async with self._deadline():
+            await self._apply_in_rounds(
+                list(requests), lambda req: [req.order_id], self._aftersales_plans, result
+            )
         return result
+
+    def _deadline(self) -> asyncio.Timeout:
+        """One bound for a batch's every round trip (the hot-path client has no timer per
+        reply, state/redis.py connect_batched): a hung Redis fails the batch, which is then
+        redelivered, instead of stalling its partitions for good."""
+        return asyncio.timeout(self.settings.batch_timeout_s)
 
     # --- the round loop -------------------------------------------------------------------
 

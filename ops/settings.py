@@ -52,10 +52,14 @@ class Settings(BaseSettings):
     workers: int = 2
     worker_web_port: int = 16066  # worker wN serves the order API on this port + N
     worker_web_host: str = "127.0.0.1"  # loopback unless deployed behind a trusted network
+    event_loop: str = Field(default="uvloop", pattern="^(uvloop|aio)$")  # agents/worker.py
     batch_size: int = 500
     batch_within_s: float = 0.05
     sink_batch_size: int = 5000
     sink_flush_s: float = 0.5
+    # A batch's Redis work (every round trip of it) must finish within this, else the batch
+    # fails and is redelivered; bounds a hung Redis without a timer per reply.
+    batch_timeout_s: float = Field(default=30.0, gt=0)
 
     # Policy
     shortage_policy: str = Field(default="hold", pattern="^(hold|reject|split)$")

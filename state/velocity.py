@@ -22,13 +22,11 @@ import redis.asyncio as aioredis
 
 from agents.audit import Velocity, is_masked, is_protected, normalise_text
 from state.keys import Keys
+from state.redis import lua_source
 from streams.models import Order
 
 __all__ = ["Velocity", "address_digest", "buyer_digest", "record_recent"]
 
-# Commands queued per counted key: ZADD, ZREMRANGEBYSCORE, ZCOUNT, EXPIRE (ZCOUNT is third).
-_PER_KEY = 4
-_COUNT_AT = 2
 # Keys outlive the window a little, so a clock step between workers cannot drop live counts.
 _TTL_SLACK_S = 60
 
@@ -74,8 +72,9 @@ async def record_recent(
         raise ValueError("window_s must be positive")
     since = now - window_s
     ttl = math.ceil(window_s) + _TTL_SLACK_S
+    script = client.register_script(lua_source("velocity_count"))
     pipe = client.pipeline(transaction=False)
-    slots: list[tuple[str, str, int]] = []  # (order id, "buyer" | "address", first reply index)
+    slots: list[tuple[str, str]] = []  # (order id, "buyer" | "address"), one reply each
     for order in orders:
         score = order.created_at.timestamp()
         for kind, digest, key_of in (
@@ -84,14 +83,11 @@ async def record_recent(
         ):
             if not digest:
                 continue
-            key = key_of(digest)
-            slots.append((order.order_id, kind, len(slots) * _PER_KEY))
-            pipe.zadd(key, {order.order_id: score})
-            pipe.zremrangebyscore(key, "-inf", f"({since!r}")
-            pipe.zcount(key, max(since, score - window_s), score)
-            pipe.expire(key, ttl)
+            slots.append((order.order_id, kind))
+            args = [order.order_id, repr(score), repr(since), repr(max(since, score - window_s))]
+            await script(keys=[key_of(digest)], args=[*args, ttl], client=pipe)
     replies = await pipe.execute() if slots else []
     counts: dict[str, dict[str, int]] = {order.order_id: {} for order in orders}
-    for order_id, kind, first in slots:
-        counts[order_id][kind] = int(replies[first + _COUNT_AT])
+    for (order_id, kind), reply in zip(slots, replies, strict=True):
+        counts[order_id][kind] = int(reply)
     return {order_id: Velocity(**found) for order_id, found in counts.items()}

@@ -476,6 +476,9 @@ def test_non_positive_or_broken_quantity(channel: str, path: tuple[Any, ...], ke
         (b"[1, 2]", DlqReason.NOT_AN_OBJECT),
         (b"{}", DlqReason.MISSING_FIELD),
         (b'{"a":' * 40 + b"1" + b"}" * 40, DlqReason.INVALID_FIELD),  # nested too deep
+        (b'{"a":' + b"[" * 40 + b"]" * 40 + b"}", DlqReason.INVALID_FIELD),  # lists too
+        # brackets inside strings pass the byte count, then the tree walk finds it shallow
+        (b'{"a": "' + b"{[" * 40 + b'"}', DlqReason.MISSING_FIELD),
         (b" " * 1_000_001, DlqReason.PAYLOAD_TOO_LARGE),
     ],
 )
