@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import faust
 
+from agents import transport
 from ops.settings import Settings
 from streams import topics
 
 
 def create_app(settings: Settings) -> faust.App:
+    scheme = transport.register()
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=f"{scheme}://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
         store="memory://",
         topic_partitions=settings.partitions,
@@ -36,6 +38,7 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         logging_config=None,
     )
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # read by agents/transport.py
     return app
 
 

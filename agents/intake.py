@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -57,7 +58,11 @@ def register_intake(
     async def intake(stream: faust.StreamT) -> None:
         pipeline = await make_pipeline()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            started = time.perf_counter()
             raws = [to_raw(e, settings.topic_prefix) for e in events]
             result = await pipeline.process(raws)
             await send_all(app, result.outputs)
             counters.update(result.counts)
+            # Batch count and busy time: mean batch size and cost for `./oms bench` and status.
+            counters["intake_batches"] += 1
+            counters["intake_busy_ms"] += round((time.perf_counter() - started) * 1000)

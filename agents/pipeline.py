@@ -290,7 +290,7 @@ class OrderPipeline:
                 fingerprint=order.fingerprint(),
             )
         else:
-            record = current.record.model_copy(deep=True)
+            record = current.private_copy()
         plan = Plan(item, input_id, record, current.version)
         if intake is Intake.NEW:
             plan.messages.append(
@@ -393,12 +393,10 @@ class OrderPipeline:
         """A merge window closed: every member still waiting is released in one outbound
         (or alone, when it is the only one left)."""
         group = action.order_id
-        records = [lr.record for oid in action.members if (lr := loaded[oid]).record]
-        if any(input_id in r.outbox for r in records):
-            for r in records:
-                result.outputs.extend(r.outbox.get(input_id, []))
+        current = [lr for oid in action.members if (lr := loaded[oid]).record]
+        if replayed(current, input_id, result):
             return []
-        members = waiting_members([r.model_copy(deep=True) for r in records], group)
+        members = waiting_members([lr.private_copy() for lr in current], group)
         if not members:
             return []
         plans = [
@@ -809,9 +807,7 @@ def replayed(current: Sequence[LoadedRecord], input_id: str, result: BatchResult
 
 def fresh_plan(source: Any, input_id: str, current: LoadedRecord, *, actor: str) -> Plan:
     """A plan on a private copy of the record (a lost race leaves the loaded one intact)."""
-    assert current.record is not None
-    record = current.record.model_copy(deep=True)
-    return Plan(source, input_id, record, current.version, actor=actor)
+    return Plan(source, input_id, current.private_copy(), current.version, actor=actor)
 
 
 def make_audit_context(

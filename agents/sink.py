@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from agents.guard import parse_or_none
 from analytics.facts import Fact
 from analytics.sink import FactSink
-from ops.kafka import client_kwargs
+from ops.kafka import consumer_kwargs
 from ops.settings import Settings
 from streams import topics
 
@@ -56,28 +56,32 @@ MAX_POLL_INTERVAL_MS = 3_600_000
 
 
 def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
-    models = fact_models(settings)
-    sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
-
     @app.task
     async def facts() -> None:
-        consumer = AIOKafkaConsumer(
-            *models,
-            **client_kwargs(settings),
-            group_id=f"{settings.app_id}-facts",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-        )
-        await consumer.start()
-        try:
-            while True:
-                records = await take_batch(consumer, settings)
-                if records:
-                    await land(records, models, sink, counters)
-                    await consumer.commit()  # only now: ClickHouse has every row
-        finally:
-            await consumer.stop()
+        await run_fact_sink(settings, counters)
+
+
+async def run_fact_sink(settings: Settings, counters: Counter[str]) -> None:
+    """Consume the fact topics into ClickHouse until cancelled."""
+    models = fact_models(settings)
+    sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
+    consumer = AIOKafkaConsumer(
+        *models,
+        **consumer_kwargs(settings),
+        group_id=f"{settings.app_id}-facts",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+    )
+    await consumer.start()
+    try:
+        while True:
+            records = await take_batch(consumer, settings)
+            if records:
+                await land(records, models, sink, counters)
+                await consumer.commit()  # only now: ClickHouse has every row
+    finally:
+        await consumer.stop()
 
 
 async def take_batch(consumer: AIOKafkaConsumer, settings: Settings) -> list[ConsumerRecord]:
@@ -111,3 +115,4 @@ async def land(
     counters["bad_facts"] += len(parsed) - len(batch)
     await sink.write(batch)
     counters["facts"] += len(batch)
+

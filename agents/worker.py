@@ -47,7 +47,8 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
 
     register_intake(app, settings, make_pipeline, counters)
     register_operator(app, settings, make_pipeline, counters)
-    register_sink(app, settings, counters)
+    if settings.sink_in_worker:
+        register_sink(app, settings, counters)
     register_ledger(app, settings, counters)
     register_channel_stock(app, settings, counters)
     register_timers(app, settings, counters)

@@ -28,6 +28,11 @@ def client_kwargs(settings: Settings) -> dict[str, object]:
     return kwargs
 
 
+def consumer_kwargs(settings: Settings) -> dict[str, object]:
+    """client_kwargs plus the fetch wait every OMS consumer uses (see agents/transport.py)."""
+    return {**client_kwargs(settings), "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms}
+
+
 async def produce(
     settings: Settings,
     records: Iterable[Record],
@@ -70,7 +75,7 @@ class TopicRecord:
 async def read_topic(settings: Settings, topic: str, limit: int | None = None) -> list[TopicRecord]:
     """Everything currently on a topic, from the beginning, without joining a group."""
     consumer = AIOKafkaConsumer(
-        **client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+        **consumer_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    # How long a consumer's fetch may wait at the broker for data (agents/transport.py):
+    # the floor of every order's latency when the broker holds fetches to the limit.
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=1500)
     topic_prefix: str = "oms"
     partitions: int = 8
     app_id: str = "oms-core"
@@ -55,6 +58,7 @@ class Settings(BaseSettings):
     event_loop: str = Field(default="uvloop", pattern="^(uvloop|aio)$")  # agents/worker.py
     batch_size: int = 500
     batch_within_s: float = 0.05
+    sink_in_worker: bool = True
     sink_batch_size: int = 5000
     sink_flush_s: float = 0.5
     # A batch's Redis work (every round trip of it) must finish within this, else the batch

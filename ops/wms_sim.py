@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from ops import stack
-from ops.kafka import client_kwargs
+from ops.kafka import client_kwargs, consumer_kwargs
 from ops.settings import Settings, get_settings
 from state.redis import connect_async
 from streams.messages import (
@@ -486,7 +486,7 @@ async def run_simulator(
     events_topic = WMS_EVENTS.name(settings)
     consumer = AIOKafkaConsumer(
         FULFILMENT_COMMANDS.name(settings),
-        **client_kwargs(settings),
+        **consumer_kwargs(settings),
         group_id=consumer_group(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",

