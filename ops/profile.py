@@ -1,0 +1,93 @@
+"""Sampling profiles of a running worker for `./oms bench --profile`: py-spy records the
+process from outside (no code change, no restart), and the folded stacks are summed into the
+functions where the time goes.
+
+Only the threads that did work count: py-spy also samples idle pool threads, and a worker has
+a few (Faust's consumer thread, the executor threads the ClickHouse client runs on).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+# "func (path/to/module.py:123)" -> "func (module.py)": a function, wherever its line is.
+_FRAME = re.compile(r"^(?P<func>.*?) \((?:.*/)?(?P<file>[^/]+?)(?::\d+)?\)$")
+# Frames where an idle thread sits: waiting for work or for the selector.
+_IDLE = ("_worker (thread.py)", "select (selectors.py)", "wait (threading.py)")
+
+
+class ProfileError(RuntimeError):
+    """py-spy is missing or could not attach (it needs ptrace rights on the process)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    share: float  # of the samples that did work, 0..1
+    function: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    samples: int  # samples that did work
+    own: list[Entry]  # time spent in the function itself
+    total: list[Entry]  # time in the function and what it called
+
+
+def frame_name(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    return f"{match['func']} ({match['file']})" if match else frame.strip()
+
+
+def summarise(folded: str, top: int = 15, under: str = "") -> Profile:
+    """Folded stacks ("frame;frame;frame count" per line) -> the top functions by own and by
+    total time; ``under`` keeps only stacks through a frame whose name contains it."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [frame_name(f) for f in stack.split(";") if not f.startswith("thread (")]
+        if not frames or frames[-1] in _IDLE:
+            continue
+        if under and not any(under in f for f in frames):
+            continue
+        n = int(count)
+        samples += n
+        own[frames[-1]] += n
+        for name in set(frames):
+            total[name] += n
+    return Profile(samples, _entries(own, samples, top), _entries(total, samples, top))
+
+
+def _entries(counts: Counter[str], samples: int, top: int) -> list[Entry]:
+    return [Entry(n / samples, name) for name, n in counts.most_common(top)] if samples else []
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy")
+    if found is None:
+        raise ProfileError("py-spy is not installed (it comes with the test extras: ./oms test)")
+    return found
+
+
+def start_recording(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Popen:
+    """py-spy on ``pid`` for ``seconds`` in the background, folded stacks into ``out``."""
+    argv = [py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    argv += ["--rate", str(rate), "--format", "raw", "--threads", "--output", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def finish_recording(proc: subprocess.Popen, out: Path, timeout_s: float = 60.0) -> str:
+    """Wait for py-spy and return the folded stacks it wrote."""
+    _, err = proc.communicate(timeout=timeout_s)
+    if proc.returncode != 0 or not out.is_file():
+        detail = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise ProfileError(f"py-spy failed (exit {proc.returncode}): {detail[0]}")
+    return out.read_text(encoding="utf-8", errors="replace")
