@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,23 +73,32 @@ def _entries(counts: Counter[str], samples: int, top: int) -> list[Entry]:
 
 
 def py_spy() -> str:
-    found = shutil.which("py-spy")
+    """The py-spy beside this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.is_file() else shutil.which("py-spy")
     if found is None:
         raise ProfileError("py-spy is not installed (it comes with the test extras: ./oms test)")
     return found
 
 
-def start_recording(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Popen:
-    """py-spy on ``pid`` for ``seconds`` in the background, folded stacks into ``out``."""
-    argv = [py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
-    argv += ["--rate", str(rate), "--format", "raw", "--threads", "--output", str(out)]
+def start_recording(pid: int, out: Path, rate: int = 200) -> subprocess.Popen:
+    """py-spy on ``pid`` in the background until :func:`finish_recording`, folded stacks into
+    ``out`` (how long a flood takes is known only when it ends)."""
+    argv = [py_spy(), "record", "--pid", str(pid), "--rate", str(rate)]
+    argv += ["--format", "raw", "--threads", "--nonblocking", "--output", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def finish_recording(proc: subprocess.Popen, out: Path, timeout_s: float = 60.0) -> str:
-    """Wait for py-spy and return the folded stacks it wrote."""
-    _, err = proc.communicate(timeout=timeout_s)
-    if proc.returncode != 0 or not out.is_file():
+    """Stop py-spy (SIGINT: it writes what it has) and return the folded stacks."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    if not out.is_file() or not out.stat().st_size:
         detail = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
         raise ProfileError(f"py-spy failed (exit {proc.returncode}): {detail[0]}")
     return out.read_text(encoding="utf-8", errors="replace")

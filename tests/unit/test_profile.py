@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from ops.profile import frame_name, summarise
+from ops.profile import finish_recording, frame_name, start_recording, summarise
 
 MAIN = "thread (1): MainThread;main (ops/__main__.py:3)"
 PROCESS = f"{MAIN};process (agents/pipeline.py:121)"
@@ -50,3 +55,21 @@ def test_top_limits_and_empty_input() -> None:
     assert len(summarise(FOLDED, top=1).own) == 1
     empty = summarise("")
     assert empty.samples == 0 and empty.own == [] and empty.total == []
+
+
+def test_recording_a_live_process_finds_its_busy_function(tmp_path: Path) -> None:
+    """py-spy attached from outside, stopped when we say: the child's loop is where time went."""
+    code = "def spin():\n    while True:\n        sum(range(1000))\nspin()\n"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.3)
+        out = tmp_path / "folded.txt"
+        recording = start_recording(child.pid, out)
+        time.sleep(1.5)
+        profile = summarise(finish_recording(recording, out))
+    finally:
+        child.kill()
+        child.wait()
+    assert profile.samples > 50
+    total = {e.function: e.share for e in profile.total}
+    assert total.get("spin (<string>)", 0) > 0.9
