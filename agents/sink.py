@@ -9,6 +9,11 @@ It is a consumer of its own (group ``<app_id>-facts``), not a Faust agent: while
 down the sink stops fetching, and with a Faust agent its full stream buffer would hold up the
 worker's one shared consumer, and with it intake, operator actions and the WMS loop (found by
 tests/integration/test_sink_outage.py). Its own consumer only stalls itself; its offsets wait.
+
+By default it runs as a process of its own (agents/sink_process.py, `./oms sink`): its parsing
+and row building would otherwise hold the worker's event loop and GIL while intake batches wait
+(docs/decisions/0009-fact-sink-process.md). With OMS_SINK_IN_WORKER=true every worker runs it
+as a task instead (``register_sink``), for single-process deployments.
 """
 
 from __future__ import annotations
@@ -61,8 +66,14 @@ def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) ->
         await run_fact_sink(settings, counters)
 
 
-async def run_fact_sink(settings: Settings, counters: Counter[str]) -> None:
-    """Consume the fact topics into ClickHouse until cancelled."""
+async def run_fact_sink(
+    settings: Settings, counters: Counter[str], *, stop: asyncio.Event | None = None
+) -> None:
+    """Consume the fact topics into ClickHouse until cancelled, or until ``stop`` is set (then
+    the batch in hand lands and is committed first).
+
+    ``counters`` get the sink's metrics: ``facts``, ``bad_facts``, FactSink's ``sink_*`` and
+    ``sink_partitions`` (partitions assigned to this consumer at the last batch)."""
     models = fact_models(settings)
     sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
     consumer = AIOKafkaConsumer(
@@ -75,13 +86,15 @@ async def run_fact_sink(settings: Settings, counters: Counter[str]) -> None:
     )
     await consumer.start()
     try:
-        while True:
+        while stop is None or not stop.is_set():
             records = await take_batch(consumer, settings)
+            counters["sink_partitions"] = len(consumer.assignment())
             if records:
                 await land(records, models, sink, counters)
                 await consumer.commit()  # only now: ClickHouse has every row
     finally:
         await consumer.stop()
+        await sink.close()
 
 
 async def take_batch(consumer: AIOKafkaConsumer, settings: Settings) -> list[ConsumerRecord]:
@@ -115,4 +128,3 @@ async def land(
     counters["bad_facts"] += len(parsed) - len(batch)
     await sink.write(batch)
     counters["facts"] += len(batch)
-

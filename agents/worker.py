@@ -1,5 +1,8 @@
-"""One OMS worker process: the Faust app with the intake and fact-sink agents, the order query
-API (agents/api.py) and a heartbeat that the launcher and `./oms status` read from Redis."""
+"""One OMS worker process: the Faust app with its agents, the order query API (agents/api.py)
+and a heartbeat that the launcher and `./oms status` read from Redis.
+
+The fact sink runs in a process of its own (agents/sink_process.py) unless OMS_SINK_IN_WORKER
+is true; then every worker runs it as a task instead (docs/decisions/0009-fact-sink-process.md)."""
 
 from __future__ import annotations
 

@@ -1321,6 +1321,8 @@ async def _measure(
     say(f"generated {flood.inputs:,} flood messages ({flood.orders:,} orders) in memory")
     top_up_stock(s, warmup + orders)
     stack.start_workers(s, run.workers, progress=say)
+    if not s.sink_in_worker:
+        stack.start_sink(s, progress=say)  # stopped with the workers, before the ceiling
     bench = Bench(run)
     await bench.start()
     try:
@@ -1340,7 +1342,7 @@ async def _measure(
         await bench.observer.wait_settled(longest_merge_window(s) + SETTLE_EXTRA_S)
     finally:
         await bench.stop()
-    stack.stop_workers(s)
+    stack.stop_workers(s)  # and the sink: the ceiling has the CPU to itself
     say("workers stopped; checking correctness")
     checks = check_correctness(s, bench.observer.ch, run.expected(), bench.reader)
     ceiling, counted = measure_ceiling(s, run.workers, run.targets.inputs, say)

@@ -75,7 +75,8 @@ def main() -> None:
     help="Faust workers to run (default OMS_WORKERS).",
 )
 def up(workers: int | None) -> None:
-    """Start broker, Redis, ClickHouse and the workers; returns when all are healthy."""
+    """Start broker, Redis, ClickHouse, the workers and the fact sink (unless
+    OMS_SINK_IN_WORKER=true); returns when all are healthy."""
     from ops import stack
     from ops.prepare import prepare_stack
 
@@ -90,7 +91,8 @@ def up(workers: int | None) -> None:
 
 @main.command()
 def down() -> None:
-    """Stop workers, the dashboard and the local stack (data under .oms/ is kept)."""
+    """Stop workers, the fact sink, the dashboard and the local stack (data under .oms/ is
+    kept)."""
     from ops import stack
     from ops.dashboard import stop_dashboard
 
@@ -131,6 +133,19 @@ def worker(name: str, loglevel: str | None) -> None:
 
     sys.argv = [sys.argv[0], "worker"]  # Faust's Worker parses argv; keep ours out of it
     run_worker(settings(), name, loglevel or settings().log_level)
+
+
+@main.command()
+@click.option("--loglevel", default=None, help="debug|info|warn|error (default OMS_LOG_LEVEL).")
+def sink(loglevel: str | None) -> None:
+    """Run the fact sink in the foreground: the fact topics into ClickHouse, offsets committed
+    once the rows are in. `up` runs one unless the workers do (OMS_SINK_IN_WORKER=true)."""
+    from agents.sink_process import SinkStartError, run_sink
+
+    try:
+        run_sink(settings(), loglevel or settings().log_level)
+    except SinkStartError as exc:
+        fail(str(exc))
 
 
 # --- input -------------------------------------------------------------------------------

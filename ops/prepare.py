@@ -1,5 +1,6 @@
 """Bring the stack to a state workers can run in: servers up, topics declared, ClickHouse
-migrated, then the workers. Shared by `./oms up`, `./oms demo` and the test fixtures."""
+migrated, then the workers and the fact sink process (unless OMS_SINK_IN_WORKER=true; see
+ops/stack.py ``wanted_aux``). Shared by `./oms up`, `./oms demo` and the test fixtures."""
 
 from __future__ import annotations
 

@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     event_loop: str = Field(default="uvloop", pattern="^(uvloop|aio)$")  # agents/worker.py
     batch_size: int = 500
     batch_within_s: float = 0.05
-    sink_in_worker: bool = True
+    # The fact sink (agents/sink.py) runs as a process of its own (`./oms sink`, which `./oms up`
+    # starts with the workers); true: every worker runs it as a task instead, for single-process
+    # deployments (docs/decisions/0009-fact-sink-process.md).
+    sink_in_worker: bool = False
     sink_batch_size: int = 5000
     sink_flush_s: float = 0.5
     # A batch's Redis work (every round trip of it) must finish within this, else the batch

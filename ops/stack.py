@@ -5,18 +5,23 @@ docker-compose.yml are replaced by plain processes bound to loopback on non-defa
 with every byte they write (data, logs, pid files, generated configs) under ``settings.home``:
 
     home/run/NAME.pid     one line, the pid; the process leads its own session (process group)
-    home/log/NAME.log     stdout and stderr of NAME (workers: worker-wN.log, WMS simulator:
-                          wms-sim.log)
+    home/log/NAME.log     stdout and stderr of NAME (workers: worker-wN.log, auxiliary
+                          processes: sink.log, wms-sim.log)
     home/conf/            generated redis.conf, clickhouse config.xml and users.xml
     home/data/redis       AOF files, so stock and reservations survive a restart
     home/data/clickhouse  ClickHouse tables
+
+Besides servers and workers the stack runs auxiliary processes, one copy each: the fact sink
+(``sink``, unless the workers run it: OMS_SINK_IN_WORKER) and the WMS simulator (``wms-sim``,
+when OMS_WMS_SIM). They are one kind (:class:`Auxiliary`: argv, heartbeat key, bounds) managed
+by one set of functions (``start_aux``/``stop_aux``/``aux_health``).
 
 The module is used by the CLI (``up``/``down``/``status``) and by tests, including chaos
 tests that kill and restart single components; hence the small per-component API
 (``start_component``/``stop_component``) next to the whole-stack one.
 
 Health is always judged by talking to the service (a Kafka metadata request, PING,
-``SELECT 1``, the worker's or the WMS simulator's own heartbeat in Redis), never by "the
+``SELECT 1``, the worker's or the auxiliary process's own heartbeat in Redis), never by "the
 process exists": a process that is alive but not answering is exactly what an operator
 needs to see.
 """
@@ -54,6 +59,7 @@ INFRA: tuple[str, ...] = (BROKER, REDIS, CLICKHOUSE)
 WORKER_PREFIX = "worker-"
 WORKERS_ALIAS = "workers"
 WMS_SIM = "wms-sim"  # ops/wms_sim.py: answers fulfilment commands like a warehouse
+SINK = "sink"  # agents/sink_process.py: the fact topics into ClickHouse
 
 # Start-up bounds. ClickHouse needs a few seconds on a cold data dir; a Faust worker needs
 # tens of seconds until its partitions are assigned, longer when several start at once
@@ -68,7 +74,13 @@ WORKER_STOP_TIMEOUT_S = 30.0
 # broker); it stops within one poll (0.2 s) of SIGTERM.
 WMS_SIM_START_TIMEOUT_S = 60.0
 WMS_SIM_STOP_TIMEOUT_S = 15.0
-WMS_SIM_HEARTBEAT_STALE_S = 10.0
+# The sink is ready once its consumer has partitions; on SIGTERM it lands and commits the batch
+# in hand (at most agents/sink_process.py STOP_GRACE_S, 5 s) before it exits.
+SINK_START_TIMEOUT_S = 60.0
+SINK_STOP_TIMEOUT_S = 15.0
+# An auxiliary process whose heartbeat is older than this is stuck, even if its key lives on.
+AUX_HEARTBEAT_STALE_S = 10.0
+WMS_SIM_HEARTBEAT_STALE_S = AUX_HEARTBEAT_STALE_S
 KILL_WAIT_S = 5.0
 POLL_INTERVAL_S = 0.2
 HEALTH_TIMEOUT_S = 2.0
@@ -235,10 +247,16 @@ def wms_sim_heartbeat_key(settings: Settings) -> str:
     return f"{settings.redis_prefix}:wms-sim"
 
 
+def sink_heartbeat_key(settings: Settings) -> str:
+    """Redis key the fact sink process refreshes (TTL 10 s, every 2 s) with
+    {"pid","ready","partitions","ts","counters"}; outside ``worker:`` so it is not a worker."""
+    return f"{settings.redis_prefix}:sink"
+
+
 def heartbeat_key(settings: Settings, component: str) -> str:
-    """The heartbeat key of a worker component or of the WMS simulator."""
-    if component == WMS_SIM:
-        return wms_sim_heartbeat_key(settings)
+    """The heartbeat key of a worker component or of an auxiliary process."""
+    if component in _AUX:
+        return _AUX[component].heartbeat_key(settings)
     return worker_heartbeat_key(settings, worker_name(component))
 
 
@@ -691,28 +709,61 @@ def worker_health(settings: Settings, name: str, pid: int | None) -> tuple[bool,
     return True, f"ready, {beat.get('partitions', '?')} partitions"
 
 
-def wms_sim_health(settings: Settings, pid: int | None) -> tuple[bool, str]:
-    """Healthy when the simulator's heartbeat comes from ``pid``, is fresh and says
-    ``ready`` (its consumer has the command partitions); the detail has its counts.
+def aux_health(settings: Settings, name: str, pid: int | None) -> tuple[bool, str]:
+    """Healthy when the auxiliary process's heartbeat comes from ``pid``, is fresh and says
+    ``ready`` (its consumer has partitions); the detail has its counts.
 
-    Freshness is checked besides the TTL: a simulator whose loop is stuck stops beating
-    while its process lives on, and that is what an operator needs to see.
+    Freshness is checked besides the TTL: a process whose loop is stuck stops beating while
+    it lives on, and that is what an operator needs to see.
     """
-    beat, problem = read_heartbeat(settings, wms_sim_heartbeat_key(settings), pid)
+    aux = _AUX[name]
+    beat, problem = read_heartbeat(settings, aux.heartbeat_key(settings), pid)
     if beat is None:
         return False, problem
     ts = beat.get("ts")
     age = time.time() - ts if isinstance(ts, int | float) else None
-    if age is None or age > WMS_SIM_HEARTBEAT_STALE_S:
+    if age is None or age > AUX_HEARTBEAT_STALE_S:
         return False, "heartbeat not fresh" if age is None else f"heartbeat {age:.0f} s old"
     if not beat.get("ready"):
-        return False, "starting: command partitions not assigned yet"
-    counters = beat.get("counters") if isinstance(beat.get("counters"), dict) else {}
-    return True, (
-        f"ready, {counters.get('commands', 0)} commands, "
-        f"{sum(v for k, v in counters.items() if k.startswith('event_'))} events sent, "
-        f"{beat.get('pending', '?')} pending"
+        return False, f"starting: {aux.waits_for} not assigned yet"
+    return True, f"ready, {aux.describe(beat)}"
+
+
+def _beat_counters(beat: dict[str, Any]) -> dict[str, Any]:
+    counters = beat.get("counters")
+    return counters if isinstance(counters, dict) else {}
+
+
+def wms_sim_detail(beat: dict[str, Any]) -> str:
+    """The simulator's counts ("3 commands, 5 events sent, 2 pending") from its heartbeat."""
+    counters = _beat_counters(beat)
+    events = sum(v for k, v in counters.items() if k.startswith("event_"))
+    pending = beat.get("pending", "?")
+    return f"{counters.get('commands', 0)} commands, {events} events sent, {pending} pending"
+
+
+def sink_detail(beat: dict[str, Any]) -> str:
+    """The sink's counts ("120 facts, 1 not facts, 4 partitions") from its heartbeat, and
+    whether its ClickHouse writes are failing (it is healthy then: it retries, offsets wait)."""
+    counters = _beat_counters(beat)
+    detail = (
+        f"{counters.get('facts', 0)} facts, {counters.get('bad_facts', 0)} not facts, "
+        f"{beat.get('partitions', '?')} partitions"
     )
+    failures = counters.get("sink_consecutive_failures", 0)
+    if failures:
+        detail += f", ClickHouse writes failing ({failures} attempts, retrying)"
+    return detail
+
+
+def wms_sim_health(settings: Settings, pid: int | None) -> tuple[bool, str]:
+    """:func:`aux_health` of the WMS simulator."""
+    return aux_health(settings, WMS_SIM, pid)
+
+
+def sink_health(settings: Settings, pid: int | None) -> tuple[bool, str]:
+    """:func:`aux_health` of the fact sink process."""
+    return aux_health(settings, SINK, pid)
 
 
 # --------------------------------------------------------------------------- commands
@@ -903,6 +954,11 @@ def wms_sim_argv(settings: Settings) -> list[str]:
     return [sys.executable, "-m", "ops.wms_sim"]
 
 
+def sink_argv(settings: Settings) -> list[str]:
+    """The fact sink process (``./oms sink``); tests may replace this function."""
+    return [sys.executable, "-m", "ops", "sink"]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as OMS_* variables, so a child process reads the very same settings
     even when the caller built them in code (tests with a temporary home and ports)."""
@@ -1058,9 +1114,9 @@ def _heartbeat_workers(settings: Settings) -> list[str]:
     ]
 
 
-def _worker_status(settings: Settings, component: str) -> ComponentStatus:
-    pid = read_pid(settings, component)
-    healthy, detail = worker_health(settings, worker_name(component), pid)
+def _process_status(component: str, pid: int | None, health: tuple[bool, str]) -> ComponentStatus:
+    """The status of a worker or auxiliary process (no port) from its heartbeat health."""
+    healthy, detail = health
     if pid is None and healthy:
         detail += " (not started by this stack)"
     elif pid is None:
@@ -1068,9 +1124,14 @@ def _worker_status(settings: Settings, component: str) -> ComponentStatus:
     return ComponentStatus(component, None, pid, healthy, detail)
 
 
+def _worker_status(settings: Settings, component: str) -> ComponentStatus:
+    pid = read_pid(settings, component)
+    return _process_status(component, pid, worker_health(settings, worker_name(component), pid))
+
+
 def _require_infra(settings: Settings, what: str = "workers") -> None:
-    """Workers (and the WMS simulator) cannot become ready without broker and Redis: say so
-    now, not after 2 min."""
+    """Workers (and auxiliary processes) cannot become ready without broker and Redis: say
+    so now, not after 2 min."""
     for name in (BROKER, REDIS):
         healthy, detail = _INFRA[name].health(settings)
         if not healthy:
@@ -1138,13 +1199,13 @@ def start_workers(
 
 
 def stop_workers(settings: Settings, *, only: Iterable[str] | None = None) -> list[str]:
-    """Stop every worker and the WMS simulator this stack started (or just ``only``);
-    returns the stopped names.
+    """Stop every worker and auxiliary process (fact sink, WMS simulator) this stack started
+    (or just ``only``); returns the stopped names.
 
     All get SIGTERM at once so a consumer group rebalances once, not once per worker.
     """
     settings = _absolute(settings)
-    names = list(only) if only is not None else _managed_workers(settings) + _managed_sim(settings)
+    names = list(only) if only is not None else _managed_workers(settings) + _managed_aux(settings)
     pids = {n: pid for n in names if (pid := read_pid(settings, n)) is not None}
     _terminate(pids, WORKER_STOP_TIMEOUT_S)
     for name in names:
@@ -1154,7 +1215,7 @@ def stop_workers(settings: Settings, *, only: Iterable[str] | None = None) -> li
 
 
 def _forget_heartbeats(settings: Settings, components: Sequence[str]) -> None:
-    """A dead worker's (or simulator's) heartbeat would look ready for up to its TTL:
+    """A dead worker's (or auxiliary process's) heartbeat would look ready for up to its TTL:
     delete it."""
     if not components:
         return
@@ -1166,36 +1227,127 @@ def _forget_heartbeats(settings: Settings, components: Sequence[str]) -> None:
             client.close()
 
 
-# --------------------------------------------------------------------------- WMS simulator
+# --------------------------------------------------------------------------- auxiliary processes
 
 
-def _managed_sim(settings: Settings) -> list[str]:
-    """``[WMS_SIM]`` when this stack started the simulator (it has a pid file), else []."""
-    return [WMS_SIM] if pid_file(settings, WMS_SIM).is_file() else []
+@dataclass(frozen=True)
+class Auxiliary:
+    """A process the stack runs one copy of besides the servers and workers.
+
+    ``argv`` starts it (its settings reach it through the environment); it announces itself
+    under ``heartbeat_key`` with {"pid","ready","ts","counters",...} every 2 s (TTL 10 s) and
+    is healthy while that beat is fresh and ready; ``describe`` turns a ready beat into the
+    status detail; ``waits_for`` names what it waits for while starting.
+    """
+
+    name: str
+    argv: Callable[[Settings], list[str]]
+    heartbeat_key: Callable[[Settings], str]
+    describe: Callable[[dict[str, Any]], str]
+    waits_for: str
+    start_timeout_s: float
+    stop_timeout_s: float
 
 
-def _sim_known(settings: Settings) -> bool:
-    """Started by this stack, or announcing itself in Redis (``./oms wms-sim`` by hand)."""
-    if _managed_sim(settings):
+# argv through lambdas: tests replace the module's functions (as with worker_command). The
+# order is the order of `up` and `status`: the sink follows the workers.
+_AUX: dict[str, Auxiliary] = {
+    SINK: Auxiliary(
+        SINK,
+        lambda s: sink_argv(s),
+        sink_heartbeat_key,
+        sink_detail,
+        "fact partitions",
+        SINK_START_TIMEOUT_S,
+        SINK_STOP_TIMEOUT_S,
+    ),
+    WMS_SIM: Auxiliary(
+        WMS_SIM,
+        lambda s: wms_sim_argv(s),
+        wms_sim_heartbeat_key,
+        wms_sim_detail,
+        "command partitions",
+        WMS_SIM_START_TIMEOUT_S,
+        WMS_SIM_STOP_TIMEOUT_S,
+    ),
+}
+AUXILIARY: tuple[str, ...] = tuple(_AUX)
+
+
+def wanted_aux(settings: Settings, workers: int) -> list[str]:
+    """The auxiliary processes ``up`` runs with ``workers`` workers: the fact sink when there
+    are workers and they do not run it themselves (OMS_SINK_IN_WORKER), the WMS simulator
+    when OMS_WMS_SIM is set."""
+    wanted = []
+    if workers > 0 and not settings.sink_in_worker:
+        wanted.append(SINK)
+    if settings.wms_sim:
+        wanted.append(WMS_SIM)
+    return wanted
+
+
+def _managed_aux(settings: Settings) -> list[str]:
+    """Auxiliary processes this stack started (they have a pid file), in ``_AUX`` order."""
+    return [name for name in _AUX if pid_file(settings, name).is_file()]
+
+
+def _aux_known(settings: Settings, name: str) -> bool:
+    """Started by this stack, or announcing itself in Redis (``./oms sink`` by hand)."""
+    if pid_file(settings, name).is_file():
         return True
     try:
         client = redis_client(settings)
         try:
-            return bool(client.exists(wms_sim_heartbeat_key(settings)))
+            return bool(client.exists(heartbeat_key(settings, name)))
         finally:
             client.close()
     except Exception:  # Redis down: no heartbeat to see
         return False
 
 
-def _wms_sim_status(settings: Settings) -> ComponentStatus:
-    pid = read_pid(settings, WMS_SIM)
-    healthy, detail = wms_sim_health(settings, pid)
-    if pid is None and healthy:
-        detail += " (not started by this stack)"
-    elif pid is None:
-        detail = f"not running: {detail}"
-    return ComponentStatus(WMS_SIM, None, pid, healthy, detail)
+def _aux_status(settings: Settings, name: str) -> ComponentStatus:
+    pid = read_pid(settings, name)
+    return _process_status(name, pid, aux_health(settings, name, pid))
+
+
+def start_aux(
+    settings: Settings,
+    name: str,
+    *,
+    progress: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+) -> ComponentStatus:
+    """Start the auxiliary process ``name`` unless it runs, and wait until it is ready."""
+    aux = _AUX[name]
+    settings = _absolute(settings)
+    say = progress or _quiet
+    _require_loopback(settings)
+    _prepare_dirs(settings)
+    _require_infra(settings, name)
+    pid = read_pid(settings, name)
+    if pid is None:
+        argv = aux.argv(settings)
+        pid = _spawn(settings, name, argv, env=child_env(settings), cwd=_child_cwd(settings))
+        say(f"starting {name} (pid {pid}, log {log_file(settings, name)})")
+    wait_s = aux.start_timeout_s if timeout_s is None else timeout_s
+    _await(settings, name, pid, lambda: aux_health(settings, name, pid), wait_s)
+    status = _aux_status(settings, name)
+    say(f"{name} ready: {status.detail}")
+    return status
+
+
+def stop_aux(settings: Settings, name: str, *, kill: bool = False) -> bool:
+    """Stop the auxiliary process this stack started (SIGTERM, or SIGKILL when ``kill``);
+    returns False when there was none."""
+    aux = _AUX[name]
+    settings = _absolute(settings)
+    pid = read_pid(settings, name)
+    if pid is not None:
+        _terminate({name: pid}, aux.stop_timeout_s, kill=kill)
+    pid_file(settings, name).unlink(missing_ok=True)
+    if pid is not None:
+        _forget_heartbeats(settings, [name])
+    return pid is not None
 
 
 def start_wms_sim(
@@ -1209,33 +1361,28 @@ def start_wms_sim(
     Its delays and rates are the ``wms_sim_*`` fields of ``settings``, which reach the
     child through its environment.
     """
-    settings = _absolute(settings)
-    say = progress or _quiet
-    _require_loopback(settings)
-    _prepare_dirs(settings)
-    _require_infra(settings, WMS_SIM)
-    pid = read_pid(settings, WMS_SIM)
-    if pid is None:
-        argv = wms_sim_argv(settings)
-        pid = _spawn(settings, WMS_SIM, argv, env=child_env(settings), cwd=_child_cwd(settings))
-        say(f"starting {WMS_SIM} (pid {pid}, log {log_file(settings, WMS_SIM)})")
-    _await(settings, WMS_SIM, pid, lambda: wms_sim_health(settings, pid), timeout_s)
-    status = _wms_sim_status(settings)
-    say(f"{WMS_SIM} ready: {status.detail}")
-    return status
+    return start_aux(settings, WMS_SIM, progress=progress, timeout_s=timeout_s)
 
 
 def stop_wms_sim(settings: Settings, *, kill: bool = False) -> bool:
-    """Stop the simulator this stack started (SIGTERM, or SIGKILL when ``kill``); returns
-    False when there was none."""
-    settings = _absolute(settings)
-    pid = read_pid(settings, WMS_SIM)
-    if pid is not None:
-        _terminate({WMS_SIM: pid}, WMS_SIM_STOP_TIMEOUT_S, kill=kill)
-    pid_file(settings, WMS_SIM).unlink(missing_ok=True)
-    if pid is not None:
-        _forget_heartbeats(settings, [WMS_SIM])
-    return pid is not None
+    """:func:`stop_aux` of the WMS simulator."""
+    return stop_aux(settings, WMS_SIM, kill=kill)
+
+
+def start_sink(
+    settings: Settings,
+    *,
+    progress: Callable[[str], None] | None = None,
+    timeout_s: float = SINK_START_TIMEOUT_S,
+) -> ComponentStatus:
+    """Start the fact sink process unless it runs, and wait until it has its partitions."""
+    return start_aux(settings, SINK, progress=progress, timeout_s=timeout_s)
+
+
+def stop_sink(settings: Settings, *, kill: bool = False) -> bool:
+    """:func:`stop_aux` of the fact sink process (a kill loses nothing: its offsets are
+    committed only after ClickHouse has the rows)."""
+    return stop_aux(settings, SINK, kill=kill)
 
 
 # --------------------------------------------------------------------------- public API
@@ -1263,8 +1410,10 @@ def up(
 
     Idempotent: what is healthy stays as it is (same pids); what is missing is started.
     With workers, exactly ``workers`` (default ``settings.workers``) run afterwards: extra
-    managed workers from an earlier, larger ``up`` are stopped; then the WMS simulator
-    starts when ``settings.wms_sim`` is set.
+    managed workers from an earlier, larger ``up`` are stopped; then the auxiliary processes
+    of :func:`wanted_aux` start (fact sink, WMS simulator). A running sink is never stopped
+    here, even when no longer wanted: workers that are already running keep the setting they
+    started with, and without it no one would land their facts.
     """
     settings = _absolute(settings)
     say = progress or _quiet
@@ -1279,33 +1428,32 @@ def up(
             say(f"stopping extra workers: {', '.join(extra)}")
             stop_workers(settings, only=extra)
         statuses += start_workers(settings, n, progress=say)
-        if settings.wms_sim:
-            statuses.append(start_wms_sim(settings, progress=say))
+        statuses += [start_aux(settings, name, progress=say) for name in wanted_aux(settings, n)]
     return statuses
 
 
 def down(settings: Settings, *, only: set[str] | None = None) -> None:
-    """Stop what this stack started: workers and the WMS simulator first (they flush into
+    """Stop what this stack started: workers and auxiliary processes first (they flush into
     the services), then broker, Redis and ClickHouse together. ``only`` limits it to some
     names; ``"workers"`` means every worker. Components not started by this stack are left
     alone."""
     settings = _absolute(settings)
     workers = _managed_workers(settings)
-    sim = _managed_sim(settings)
+    aux = _managed_aux(settings)
     if only is None:
-        chosen_workers, chosen_infra = workers + sim, list(INFRA)
+        chosen_workers, chosen_infra = workers + aux, list(INFRA)
     else:
         unknown = {
             n
             for n in only
             if n not in INFRA
-            and n not in (WORKERS_ALIAS, WMS_SIM)
+            and n not in (WORKERS_ALIAS, *_AUX)
             and not n.startswith(WORKER_PREFIX)
         }
         if unknown:
             raise ValueError(f"unknown components: {', '.join(sorted(unknown))}")
         chosen_workers = workers if WORKERS_ALIAS in only else [w for w in workers if w in only]
-        chosen_workers += [s for s in sim if s in only]
+        chosen_workers += [a for a in aux if a in only]
         chosen_infra = [n for n in INFRA if n in only]
     stop_workers(settings, only=chosen_workers)
     pids = {n: pid for n in chosen_infra if (pid := read_pid(settings, n)) is not None}
@@ -1317,29 +1465,26 @@ def down(settings: Settings, *, only: set[str] | None = None) -> None:
 
 def status(settings: Settings) -> list[ComponentStatus]:
     """Broker, Redis, ClickHouse, then every known worker (one with a pid file or a
-    heartbeat in Redis), then the WMS simulator if known the same way; what was never
-    started is not listed."""
+    heartbeat in Redis), then the fact sink and the WMS simulator if known the same way;
+    what was never started is not listed."""
     settings = _absolute(settings)
     statuses = [_infra_status(settings, name) for name in INFRA]
     workers = dict.fromkeys(_managed_workers(settings) + sorted(_heartbeat_workers(settings)))
     statuses += [_worker_status(settings, component) for component in workers]
-    if _sim_known(settings):
-        statuses.append(_wms_sim_status(settings))
+    statuses += [_aux_status(settings, name) for name in _AUX if _aux_known(settings, name)]
     return statuses
 
 
 def start_component(settings: Settings, name: str) -> ComponentStatus:
-    """Start one component ("broker", "redis", "clickhouse", "worker-w0", "wms-sim", ...)
-    and wait until it is healthy; a no-op for one that already is."""
+    """Start one component ("broker", "redis", "clickhouse", "worker-w0", "sink",
+    "wms-sim", ...) and wait until it is healthy; a no-op for one that already is."""
     settings = _absolute(settings)
     if name.startswith(WORKER_PREFIX):
         return _start_worker_components(settings, [name], _quiet, WORKER_START_TIMEOUT_S)[0]
-    if name == WMS_SIM:
-        return start_wms_sim(settings)
+    if name in _AUX:
+        return start_aux(settings, name)
     if name not in _INFRA:
-        raise ValueError(
-            f"unknown component {name!r}; expected one of {INFRA}, {WMS_SIM} or worker-NAME"
-        )
+        raise ValueError(_unknown_component(name))
     _require_loopback(settings)
     _prepare_dirs(settings)
     return _start_infra(settings, [name], _quiet)[0]
@@ -1351,17 +1496,15 @@ def stop_component(settings: Settings, name: str, *, kill: bool = False) -> bool
     Returns False when there was nothing of ours to stop.
     """
     settings = _absolute(settings)
-    if name == WMS_SIM:
-        return stop_wms_sim(settings, kill=kill)
+    if name in _AUX:
+        return stop_aux(settings, name, kill=kill)
     if name.startswith(WORKER_PREFIX):
         worker_name(name)  # validates
         timeout_s = WORKER_STOP_TIMEOUT_S
     elif name in _INFRA:
         timeout_s = STOP_TIMEOUT_S[name]
     else:
-        raise ValueError(
-            f"unknown component {name!r}; expected one of {INFRA}, {WMS_SIM} or worker-NAME"
-        )
+        raise ValueError(_unknown_component(name))
     pid = read_pid(settings, name)
     if pid is None:
         return False
@@ -1370,6 +1513,12 @@ def stop_component(settings: Settings, name: str, *, kill: bool = False) -> bool
     if name.startswith(WORKER_PREFIX):
         _forget_heartbeats(settings, [name])
     return True
+
+
+def _unknown_component(name: str) -> str:
+    return (
+        f"unknown component {name!r}; expected one of {', '.join((*INFRA, *_AUX))} or worker-NAME"
+    )
 
 
 def ensure_topics(

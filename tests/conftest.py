@@ -53,7 +53,8 @@ def reset_test_data(settings: Settings) -> None:
 
 @pytest.fixture(scope="session")
 def running_stack(infra: Settings) -> Iterator[Settings]:
-    """The infra plus the Faust workers, for end-to-end tests."""
+    """The infra plus the Faust workers and the fact sink process (or workers that run the
+    sink, with OMS_SINK_IN_WORKER=true), for end-to-end tests."""
     from ops import stack
 
     stack.up(infra)

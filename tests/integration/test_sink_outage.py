@@ -1,13 +1,14 @@
 """ClickHouse goes away in the middle of a flood, through the real stack (broker, Redis,
-ClickHouse and two workers).
+ClickHouse, two workers and the fact sink process).
 
 While ClickHouse is down the fact sink keeps retrying one batch (FactSink.write, offsets
-uncommitted), and the worker must go on processing orders: the sink shares the event loop
-with the pipeline's agents, so a retry that blocked the loop would stall them, and when the
-sink was a Faust agent its full stream buffer held up the worker's shared consumer (this test
-found that; the sink now has a consumer of its own). After ClickHouse
-comes back the sink catches up: every input lands exactly once as a fact (report figures and
-GMV equal to what the load generator planned, no fact id with two different rows).
+uncommitted), and the workers must go on processing orders. The sink runs in a process of its
+own by default; with OMS_SINK_IN_WORKER=true it shares each worker's event loop with the
+pipeline's agents, so a retry that blocked the loop would stall them, and when the sink was a
+Faust agent its full stream buffer held up the worker's shared consumer (this test found that;
+the sink now has a consumer of its own). After ClickHouse comes back the sink catches up: every
+input lands exactly once as a fact (report figures and GMV equal to what the load generator
+planned, no fact id with two different rows), and the sink process lived through the outage.
 """
 
 from __future__ import annotations
@@ -149,13 +150,21 @@ def redis_states(settings: Settings, ids: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def sink_heartbeats(settings: Settings) -> dict[str, str]:
+    """Who runs the sink -> its heartbeat key: the sink process, or every worker when they run
+    it themselves (OMS_SINK_IN_WORKER=true)."""
+    if settings.sink_in_worker:
+        keys = Keys(settings.redis_prefix)
+        return {name: keys.worker(name) for name in WORKERS}
+    return {stack.SINK: stack.sink_heartbeat_key(settings)}
+
+
 def sink_counters(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Worker name -> the sink_* counters of its heartbeat."""
-    keys = Keys(settings.redis_prefix)
+    """Who runs the sink -> the sink_* counters of its heartbeat."""
     client = connect(settings)
     out: dict[str, dict[str, Any]] = {}
-    for name in WORKERS:
-        raw = client.get(keys.worker(name))
+    for name, key in sink_heartbeats(settings).items():
+        raw = client.get(key)
         counters = json.loads(raw).get("counters", {}) if raw else {}
         out[name] = {k: v for k, v in counters.items() if k.startswith("sink_")}
     return out
@@ -181,6 +190,8 @@ def test_facts_survive_clickhouse_outage_mid_flood(loaded: Settings) -> None:
     part_two_ids = order_ids(plan.messages[split:])
     assert plan.duplicates > 0 and plan.malformed > 0 and len(part_two_ids) > 500
 
+    sink_pid = stack.read_pid(settings, stack.SINK)
+    assert settings.sink_in_worker or sink_pid, "the stack runs no fact sink process"
     since = datetime.now(UTC).replace(microsecond=0)
     asyncio.run(produce(settings, records[:split]))
     # Mid-flood: the sink has started landing part one, then ClickHouse goes away.
@@ -215,7 +226,7 @@ def test_facts_survive_clickhouse_outage_mid_flood(loaded: Settings) -> None:
     assert states, f"intake stalled during the outage: {sorted(set(last.values()))}, {len(last)}"
     released = sum(1 for s in states.values() if s in RELEASED_OR_LATER)
     assert released > 0, sorted(set(states.values()))
-    # ... while the facts agents were retrying (their heartbeat counters say so).
+    # ... while the sink was retrying (its heartbeat counters say so).
     assert any(c.get("sink_consecutive_failures", 0) > 0 for c in during.values()), during
 
     client = ch_connect(settings)
@@ -250,6 +261,7 @@ def test_facts_survive_clickhouse_outage_mid_flood(loaded: Settings) -> None:
     after = sink_counters(settings)
     assert all(c.get("sink_consecutive_failures", 0) == 0 for c in after.values()), after
     assert sum(c.get("sink_outages", 0) for c in after.values()) >= 1, after
+    assert stack.read_pid(settings, stack.SINK) == sink_pid, "the sink process did not survive"
     print(
         f"\norders {plan.orders} (+{plan.duplicates} duplicates, {plan.malformed} malformed, "
         f"{total} inputs); part two {len(part_two_ids)} orders, {released} released or later "

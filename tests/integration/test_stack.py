@@ -3,8 +3,9 @@
 Unit tests cover the pure parts (address parsing, generated configs, pid files, port
 checks). Integration tests run an ISOLATED stack: its own home in a temp dir and its own
 ports, so they never touch the developer's stack (.oms/, 19092/16379/19000) nor the one
-``./oms test`` starts for the rest of the suite. Workers are replaced by a stand-in that
-speaks the heartbeat protocol, since the real worker is tested elsewhere.
+``./oms test`` starts for the rest of the suite. Workers and the fact sink process are replaced
+by a stand-in that speaks the heartbeat protocol, since the real ones are tested elsewhere
+(tests/integration/test_sink_process.py for the sink).
 """
 
 from __future__ import annotations
@@ -198,9 +199,48 @@ def test_foreign_process_on_a_port_gives_a_clear_error(tmp_path: Path) -> None:
     assert stack.read_pid(settings, "redis") is None
 
 
+def test_the_sink_runs_with_the_workers_unless_they_run_it(tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path)
+    assert stack.wanted_aux(settings, 2) == [stack.SINK]
+    assert stack.wanted_aux(settings, 0) == []  # no workers: nothing produces facts to sink
+    in_worker = isolated_settings(tmp_path, sink_in_worker=True)
+    assert stack.wanted_aux(in_worker, 2) == []
+    with_sim = isolated_settings(tmp_path, wms_sim=True)
+    assert stack.wanted_aux(with_sim, 1) == [stack.SINK, stack.WMS_SIM]
+    assert stack.wanted_aux(with_sim, 0) == [stack.WMS_SIM]
+    assert stack.AUXILIARY == (stack.SINK, stack.WMS_SIM)
+
+
+def test_sink_default_is_its_own_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("OMS_"):
+            monkeypatch.delenv(name)
+    assert Settings(_env_file=None).sink_in_worker is False
+    monkeypatch.setenv("OMS_SINK_IN_WORKER", "true")
+    assert Settings(_env_file=None).sink_in_worker is True
+
+
+def test_sink_heartbeat_is_not_a_worker_key(tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path)
+    key = stack.heartbeat_key(settings, stack.SINK)
+    assert key == stack.sink_heartbeat_key(settings) == "omsstacktest:sink"
+    assert not key.startswith(stack.worker_heartbeat_key(settings, ""))
+    assert stack.heartbeat_key(settings, stack.WMS_SIM) == "omsstacktest:wms-sim"
+
+
+def test_sink_detail_shows_counts_and_failing_writes() -> None:
+    beat = {"partitions": 4, "counters": {"facts": 120, "bad_facts": 1}}
+    assert stack.sink_detail(beat) == "120 facts, 1 not facts, 4 partitions"
+    failing = {"counters": {"facts": 3, "sink_consecutive_failures": 7}}
+    detail = stack.sink_detail(failing)
+    assert detail.startswith("3 facts, 0 not facts, ? partitions")
+    assert "ClickHouse writes failing (7 attempts, retrying)" in detail
+    assert stack.sink_detail({"counters": "garbage"}).startswith("0 facts")
+
+
 def test_unknown_component_names_are_rejected(tmp_path: Path) -> None:
     settings = isolated_settings(tmp_path)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sink, wms-sim or worker-NAME"):
         stack.start_component(settings, "zookeeper")
     with pytest.raises(ValueError):
         stack.stop_component(settings, "zookeeper")
@@ -210,16 +250,15 @@ def test_unknown_component_names_are_rejected(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ integration
 
-# Stands in for `python -m ops worker --name NAME`: heartbeats like the real worker
-# (ready after a moment), exits cleanly on SIGTERM.
-FAKE_WORKER = textwrap.dedent(
+# Stands in for `python -m ops worker --name NAME` and `python -m ops sink`: heartbeats under
+# the key it is given like the real process (ready after a moment), exits cleanly on SIGTERM.
+FAKE_PROCESS = textwrap.dedent(
     """
     import json, os, signal, sys, time
     import redis
 
-    name = sys.argv[1]
+    key = sys.argv[1]
     client = redis.Redis.from_url(os.environ["OMS_REDIS_URL"])
-    key = os.environ["OMS_REDIS_PREFIX"] + ":worker:" + name
     running = True
 
     def stop(*_):
@@ -230,10 +269,10 @@ FAKE_WORKER = textwrap.dedent(
     started = time.time()
     while running:
         beat = {"pid": os.getpid(), "ready": time.time() - started > 0.5,
-                "partitions": 4, "ts": time.time()}
+                "partitions": 4, "ts": time.time(), "counters": {"facts": 0}}
         client.set(key, json.dumps(beat), ex=10)
         time.sleep(0.2)
-    print("fake worker", name, "stopped", flush=True)
+    print("fake process", key, "stopped", flush=True)
     """
 )
 
@@ -255,9 +294,16 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture
 def fake_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        stack, "worker_command", lambda settings, name: [sys.executable, "-c", FAKE_WORKER, name]
-    )
+    """Stand-ins for the workers and the fact sink process that `up` starts with them."""
+
+    def worker(settings: Settings, name: str) -> list[str]:
+        return [sys.executable, "-c", FAKE_PROCESS, stack.worker_heartbeat_key(settings, name)]
+
+    def sink(settings: Settings) -> list[str]:
+        return [sys.executable, "-c", FAKE_PROCESS, stack.sink_heartbeat_key(settings)]
+
+    monkeypatch.setattr(stack, "worker_command", worker)
+    monkeypatch.setattr(stack, "sink_argv", sink)
 
 
 @pytest.mark.integration
@@ -364,10 +410,10 @@ class TestLocalStack:
         listed = {s.name: s for s in stack.status(local_stack)}
         assert listed["worker-w0"].healthy and listed["worker-w1"].healthy
 
-        # up with fewer workers converges: w1 is stopped, w0 keeps running
+        # up with fewer workers converges: w1 is stopped, w0 keeps running; the sink follows
         up_statuses = stack.up(local_stack, workers=1)
-        assert [s.name for s in up_statuses][-1] == "worker-w0"
-        assert up_statuses[-1].pid == statuses[0].pid
+        assert [s.name for s in up_statuses][-2:] == ["worker-w0", "sink"]
+        assert up_statuses[-2].pid == statuses[0].pid
         assert not pid_exists(statuses[1].pid)
 
         # a killed worker is restarted and only counts as ready once the new pid beats
@@ -375,10 +421,45 @@ class TestLocalStack:
         restarted = stack.start_component(local_stack, "worker-w0")
         assert restarted.healthy and restarted.pid != statuses[0].pid
 
-        assert stack.stop_workers(local_stack) == ["worker-w0"]
-        assert not pid_exists(restarted.pid)
+        sink_pid = up_statuses[-1].pid
+        assert stack.stop_workers(local_stack) == ["worker-w0", "sink"]
+        assert not pid_exists(restarted.pid) and sink_pid and not pid_exists(sink_pid)
         names = [s.name for s in stack.status(local_stack)]
         assert names == ["broker", "redis", "clickhouse"]  # heartbeats were removed too
+
+    def test_sink_is_a_component_of_its_own(
+        self, local_stack: Settings, fake_workers: None
+    ) -> None:
+        statuses = stack.up(local_stack, workers=1)
+        sink = statuses[-1]
+        assert (sink.name, sink.port, sink.healthy) == ("sink", None, True)
+        assert sink.pid and pid_exists(sink.pid) and "facts" in sink.detail
+        assert stack.log_file(local_stack, "sink").exists()
+        listed = {s.name: s for s in stack.status(local_stack)}
+        assert listed["sink"].healthy and listed["sink"].pid == sink.pid
+        assert "worker-sink" not in listed  # its heartbeat is not taken for a worker's
+        assert stack.up(local_stack, workers=1)[-1].pid == sink.pid  # idempotent
+
+        # up for workers that run the sink themselves neither starts nor stops the process (the
+        # running workers keep the setting they started with)
+        in_worker = local_stack.model_copy(update={"sink_in_worker": True})
+        assert [s.name for s in stack.up(in_worker, workers=1)][-1] == "worker-w0"
+        assert pid_exists(sink.pid)
+
+        # one component like any other: stopped, restarted, killed, stopped by down
+        assert stack.stop_component(local_stack, "sink")
+        assert not pid_exists(sink.pid)
+        assert "sink" not in {s.name for s in stack.status(local_stack)}
+        started = stack.start_component(local_stack, "sink")
+        assert started.healthy and started.pid != sink.pid
+        assert stack.stop_component(local_stack, "sink", kill=True)
+        assert not pid_exists(started.pid)
+        assert not stack.stop_component(local_stack, "sink")
+        assert stack.start_sink(local_stack).healthy
+        stack.down(local_stack, only={"sink", "workers"})
+        names = [s.name for s in stack.status(local_stack)]
+        assert names == ["broker", "redis", "clickhouse"]
+        assert all(s.healthy for s in stack.status(local_stack))  # servers left up
 
     def test_down_leaves_nothing_running(self, local_stack: Settings) -> None:
         pids = [s.pid for s in stack.status(local_stack)]
