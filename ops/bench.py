@@ -73,6 +73,7 @@ import asyncio
 import contextlib
 import math
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -86,7 +87,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ops import stack
+from ops import profile, stack
 from ops.bench_ceiling import ceiling_key
 from ops.kafka import Record, client_kwargs
 from ops.loadgen import BurstMessage, iter_burst
@@ -112,6 +113,7 @@ OWN_STACK: dict[str, Any] = {
 SHARED_WEB_PORT_OFFSET = 100  # bench workers on a shared stack serve their API above its own
 
 WARMUP_ORDERS = 200
+PROFILE_TOP = 15  # functions per list in --profile's JSON
 DUPLICATE_RATE = 0.02
 MALFORMED_RATE = 0.01
 STOCK_FILE = REPO_ROOT / "samples" / "stock.csv"
@@ -465,6 +467,7 @@ class Measured:
     states: dict[str, int] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     namespace: dict[str, str] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None  # with --profile: where worker w0's time went
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
@@ -511,6 +514,8 @@ def assemble_result(m: Measured) -> dict[str, Any]:
         "states": m.states,
         "namespace": m.namespace,
     }
+    if m.profile is not None:
+        result["profile"] = m.profile
     result["violations"] = violations(result, m.expected_dlq)
     result["ok"] = not result["violations"]
     return result
@@ -567,7 +572,35 @@ def render_table(result: Mapping[str, Any]) -> Any:
     states = ", ".join(f"{k} {v:,}" for k, v in sorted(result["states"].items()))
     row("order states (all phases)", states)
     row("left out of latency (merge window)", result["merge_window_orders"])
+    for title, entries in (result.get("profile") or {}).items():
+        if isinstance(entries, list):
+            top = "; ".join(f"{share:.0%} {name}" for share, name in entries[:PROFILE_ROWS])
+            row(f"profile w0, {title.replace('_', ' ')}", top)
     return table
+
+
+PROFILE_ROWS = 8  # per list in the table; the JSON has PROFILE_TOP
+
+
+def profile_figures(folded: str) -> dict[str, Any]:
+    """py-spy's folded stacks of worker w0 over the flood -> the JSON's ``profile``: the
+    functions with the most time of their own in the whole worker, the order path's share
+    (OrderPipeline.process) and, within it, the stages (time with callees; the path itself
+    and its callers, always 100%, left out) and the functions with the most time of their own."""
+    whole = profile.summarise(folded, top=PROFILE_TOP)
+    path = profile.summarise(folded, top=PROFILE_TOP + 12, under="OrderPipeline.process (")
+
+    def pairs(entries: list[profile.Entry]) -> list[tuple[float, str]]:
+        return [(round(e.share, 3), e.function) for e in entries]
+
+    stages = [e for e in path.total if e.share < 0.999][:PROFILE_TOP]
+    return {
+        "samples": whole.samples,
+        "own_time": pairs(whole.own),
+        "order_path_share": round(path.samples / whole.samples, 3) if whole.samples else None,
+        "order_path_stages": pairs(stages),
+        "order_path_own_time": pairs(path.own[:PROFILE_TOP]),
+    }
 
 
 # =========================================================================== settings
@@ -1188,6 +1221,7 @@ class Run:
 
     settings: Settings
     workers: int
+    profile_worker: bool = False  # py-spy on worker w0 during the flood
     phases: list[Phase] = field(default_factory=list)
     targets: Targets = field(default_factory=lambda: Targets(0, 0, 0))
 
@@ -1212,6 +1246,7 @@ def run_bench(
     keep: bool = False,
     warmup: int = WARMUP_ORDERS,
     progress: Callable[[str], None] | None = None,
+    profile_worker: bool = False,
 ) -> dict[str, Any]:
     """The whole bench; returns the result of :func:`assemble_result` (``ok`` False when a
     correctness figure is off). ``fresh_stack``: the bench's own stack, reset first and stopped
@@ -1228,7 +1263,8 @@ def run_bench(
         bench = namespaced_settings(settings, uuid.uuid4().hex[:8])
         prepare_namespace(bench)
     try:
-        return asyncio.run(_measure(Run(bench, workers), orders, warmup, say))
+        run = Run(bench, workers, profile_worker=profile_worker)
+        return asyncio.run(_measure(run, orders, warmup, say))
     finally:
         teardown(bench, fresh_stack=fresh_stack, keep=keep)
 
@@ -1331,7 +1367,9 @@ async def _measure(
         bench.sampler.start()
         before = run.targets.inputs
         say(f"flood: {flood.inputs:,} messages")
+        recording = start_profile(run) if run.profile_worker else None
         flooded = await bench.phase(flood)
+        figures = finish_profile(run, recording) if recording else None
         inputs_per_s = per_second(flood.inputs, flooded.seconds)
         say(f"flood done in {flooded.seconds:.1f} s ({inputs_per_s or 0:,.0f} inputs/s)")
         paced = build_phase(s, "paced", paced_size(orders, inputs_per_s), _run_id("paced"))
@@ -1375,5 +1413,27 @@ async def _measure(
         states=checks.states,
         machine=machine_info(),
         namespace=namespace_of(s),
+        profile=figures,
     )
     return assemble_result(measured)
+
+
+def profile_path(settings: Settings) -> Path:
+    return settings.log_dir / "bench-profile-w0.txt"
+
+
+def start_profile(run: Run) -> subprocess.Popen:
+    pids = worker_pids(run.settings, 1)
+    if not pids:
+        raise BenchError("--profile: worker w0 has no pid file")
+    run.settings.log_dir.mkdir(parents=True, exist_ok=True)
+    return profile.start_recording(pids[0], profile_path(run.settings))
+
+
+def finish_profile(run: Run, recording: subprocess.Popen) -> dict[str, Any]:
+    """The flood's profile; the folded stacks stay in the log dir for a flame graph."""
+    try:
+        folded = profile.finish_recording(recording, profile_path(run.settings))
+    except profile.ProfileError as exc:
+        raise BenchError(f"--profile: {exc}") from exc
+    return profile_figures(folded)

@@ -756,8 +756,16 @@ def bench_stock(orders: int, concurrency: int, as_json: bool) -> None:
     help="Faust workers, and as many ceiling processes (default OMS_WORKERS).",
 )
 @click.option("--keep", is_flag=True, help="Leave the bench stack and its data up afterwards.")
+@click.option(
+    "--profile",
+    "profile_worker",
+    is_flag=True,
+    help="Sample worker w0 with py-spy during the flood and report where its time went.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def bench(orders: int, workers: int | None, keep: bool, as_json: bool) -> None:
+def bench(
+    orders: int, workers: int | None, keep: bool, profile_worker: bool, as_json: bool
+) -> None:
     """End-to-end peak benchmark on a stack of its own (.oms/bench, own ports; the demo's data
     is never touched): a flood of N realistic orders, then a burst paced at 80% of the measured
     rate for latency, then a Faust consume-only ceiling on the same messages. Exit 1 when a
@@ -775,6 +783,7 @@ def bench(orders: int, workers: int | None, keep: bool, as_json: bool) -> None:
             orders=orders,
             workers=workers or settings().workers,
             keep=keep,
+            profile_worker=profile_worker,
             progress=lambda m: err.print(f"  {m}", markup=False, highlight=False, soft_wrap=True),
         )
     except (BenchError, stack.StackError) as exc:

@@ -20,7 +20,14 @@ from pathlib import Path
 # "func (path/to/module.py:123)" -> "func (module.py)": a function, wherever its line is.
 _FRAME = re.compile(r"^(?P<func>.*?) \((?:.*/)?(?P<file>[^/]+?)(?::\d+)?\)$")
 # Frames where an idle thread sits: waiting for work or for the selector.
-_IDLE = ("_worker (thread.py)", "select (selectors.py)", "wait (threading.py)")
+# Under uvloop the loop's own wait is C code, so an idle main thread shows as its caller.
+_IDLE = (
+    "_worker (thread.py)",
+    "select (selectors.py)",
+    "wait (threading.py)",
+    "ServiceThread._start_thread (threads.py)",
+    "Worker.execute_from_commandline (worker.py)",
+)
 
 
 class ProfileError(RuntimeError):

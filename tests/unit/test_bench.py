@@ -368,3 +368,31 @@ def test_the_ceiling_starts_only_once_the_group_is_stable() -> None:
     done, state = every_message_counted(100)([{"count": "60"}, {"count": "30"}])
     assert not done and "90 of 100" in state
     assert every_message_counted(100)([{"count": "60"}, {"count": "41"}])[0]
+
+
+def test_profile_figures_split_the_order_path_out() -> None:
+    from ops.bench import profile_figures
+
+    main = "thread (1): MainThread;run (runners.py:1)"
+    path = f"{main};OrderPipeline.process (agents/pipeline.py:1)"
+    folded = "\n".join(
+        [
+            f"{path};normalise (normalise.py:1);adapt (adapters.py:2) 45",
+            f"{path};save (orders.py:9) 15",
+            f"{main};send_all (agents/intake.py:3) 40",
+        ]
+    )
+    figures = profile_figures(folded)
+    assert figures["samples"] == 100
+    assert figures["order_path_share"] == 0.6
+    assert figures["own_time"][0] == (0.45, "adapt (adapters.py)")
+    assert figures["order_path_own_time"] == [
+        (0.75, "adapt (adapters.py)"),
+        (0.25, "save (orders.py)"),
+    ]
+    # the path's stages, without the path itself nor its callers (always 100% of it)
+    assert sorted(figures["order_path_stages"]) == [
+        (0.25, "save (orders.py)"),
+        (0.75, "adapt (adapters.py)"),
+        (0.75, "normalise (normalise.py)"),
+    ]
