@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
+
 from streams.adapters import adapt
-from streams.adapters.base import AdapterContext, AdapterError
+from streams.adapters.base import MAX_MESSAGE_BYTES, AdapterContext, AdapterError
 from streams.messages import DlqReason, DlqRecord, make_id
 from streams.models import Order
 
 SHOP_HEADER = "oms-shop"
+# A DLQ record keeps the payload, JSON-escaped inside the record: up to 6 bytes per input byte
+# (control characters), 4/3 as base64. It must still fit one Kafka message (MAX_MESSAGE_BYTES),
+# so a payload beyond this budget is kept as base64 of its first bytes, and the detail says so.
+MAX_DLQ_PAYLOAD_CHARS = 900_000
+MAX_DLQ_RECORD_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # the record's bound, key and headers aside
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class RawInput:
 
 def normalise(raw: RawInput, ctx: AdapterContext) -> Order | DlqRecord:
     """Never raises for bad input: anything the adapter refuses becomes a DLQ record."""
-    shop = raw.headers.get(SHOP_HEADER, "")
+    shop = raw.headers.get(SHOP_HEADER, "").strip()
     local_ctx = AdapterContext(
         sku_map=ctx.sku_map, shop_id=shop or ctx.shop_id, default_shop=ctx.default_shop
     )
@@ -45,10 +53,10 @@ def normalise(raw: RawInput, ctx: AdapterContext) -> Order | DlqRecord:
 
 
 def to_dlq(raw: RawInput, reason: DlqReason, detail: str) -> DlqRecord:
-    try:
-        payload, encoding = raw.value.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw.value).decode("ascii"), "base64"
+    payload, encoding, kept = kept_payload(raw.value)
+    if kept < len(raw.value):
+        note = f" [payload truncated: first {kept} of {len(raw.value)} bytes kept, as base64]"
+        detail = detail[: 4000 - len(note)] + note
     return DlqRecord(
         dlq_id=make_id("D", raw.input_id, reason.value, len(raw.value)),
         reason=reason,
@@ -62,3 +70,15 @@ def to_dlq(raw: RawInput, reason: DlqReason, detail: str) -> DlqRecord:
         payload_encoding=encoding,  # type: ignore[arg-type]
         received_at=datetime.now(UTC),
     )
+
+
+def kept_payload(value: bytes) -> tuple[str, str, int]:
+    """(payload, encoding, bytes kept): the whole input as utf-8 text, or as base64 when it is
+    not utf-8; only what would overflow the record (see MAX_DLQ_PAYLOAD_CHARS) is cut."""
+    if len(value) <= MAX_DLQ_PAYLOAD_CHARS:
+        with contextlib.suppress(UnicodeDecodeError):
+            text = value.decode("utf-8")
+            if len(orjson.dumps(text)) <= MAX_DLQ_PAYLOAD_CHARS:
+                return text, "utf-8", len(value)
+    kept = value[: MAX_DLQ_PAYLOAD_CHARS // 4 * 3]
+    return base64.b64encode(kept).decode("ascii"), "base64", len(kept)

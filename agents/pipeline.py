@@ -128,6 +128,7 @@ class OrderPipeline:
             parsed = normalise(raw, self.adapter_ctx)
             if isinstance(parsed, DlqRecord):
                 result.counts["dlq"] += 1
+                result.counts[f"dlq_{parsed.reason.value}"] += 1
                 result.outputs.append(
                     (self.dlq_topic, raw.key or raw.input_id, parsed.model_dump_json())
                 )

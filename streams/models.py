@@ -39,6 +39,8 @@ def _check_money(value: Decimal) -> Decimal:
         raise ValueError("money has more than 4 decimal places")
     if abs(value) > MAX_MONEY:
         raise ValueError("money amount is implausibly large")
+    if value.is_zero():
+        return value.copy_abs()  # '-0.00' is 0: one form, so a re-push is not an 'update'
     return value
 
 
@@ -149,6 +151,7 @@ class Order(_Model):
     seller_remark: Text = ""
     raw: dict[str, Any] = Field(default_factory=dict)  # channel fields with no canonical home
     _fingerprint: str | None = PrivateAttr(default=None)
+    _json_size: int = PrivateAttr(default=0)
 
     @model_validator(mode="after")
     def _check_lines(self) -> Order:
@@ -182,7 +185,14 @@ class Order(_Model):
             data = self.model_dump(mode="json")
             canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
             self._fingerprint = hashlib.blake2b(canonical, digest_size=16).hexdigest()
+            self._json_size = len(canonical)
         return self._fingerprint
+
+    def json_size(self) -> int:
+        """Bytes of the order as compact JSON (what the fingerprint hashes, so it comes free):
+        what every message carrying a snapshot of it must make room for."""
+        self.fingerprint()
+        return self._json_size
 
 
 def make_order_id(channel: str, shop_id: str, external_id: str) -> str:

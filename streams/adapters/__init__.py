@@ -17,6 +17,7 @@ from streams.adapters.base import (
     AdapterError,
     SkuMap,
     decode_payload,
+    fits_a_message,
     validation_error,
 )
 from streams.adapters.douyin import DouyinAdapter
@@ -65,7 +66,7 @@ def adapt_payload(channel: str, payload: dict[str, Any], ctx: AdapterContext) ->
     """Already-decoded payload -> Order; same error contract as :func:`adapt`."""
     adapter = get_adapter(channel)
     try:
-        return adapter.to_order(payload, ctx)
+        return fits_a_message(adapter.to_order(payload, ctx))
     except AdapterError:
         raise
     except ValidationError as exc:

@@ -34,6 +34,17 @@ from streams.models import (
 
 MAX_PAYLOAD_BYTES = 1_000_000  # one order; a 10 MB "order" is an attack or a bug
 MAX_DEPTH = 32
+# Every output crosses Kafka, whose producers refuse a message above 1 MB by default (Faust's
+# producer_max_request_size, the broker's message.max.bytes). The received and updated events
+# carry the whole order, so an accepted order must stay well below that: a payload under
+# MAX_PAYLOAD_BYTES can still map to more (500 lines of canonical fields, raw extras).
+MAX_MESSAGE_BYTES = 1_000_000
+MAX_ORDER_BYTES = 512 * 1024
+# Order times an OMS can act on. Before 2000 is an epoch-zero or year-1 default, more than a
+# day ahead a wrong clock or milliseconds sent as seconds; ClickHouse's DateTime (1970-2105)
+# could not even hold most of them, and timers, windows and reports would all misfire.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(days=1)
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
@@ -87,7 +98,8 @@ class AdapterContext:
     default_shop: Callable[[Channel], str] = lambda channel: f"{channel.value}-default"
 
     def shop_for(self, channel: Channel, from_payload: str | None = None) -> str:
-        return (from_payload or "").strip() or self.shop_id or self.default_shop(channel)
+        # Stripped like every id: 'acme.myshopify.com\n' must not become another shop.
+        return (from_payload or "").strip() or self.shop_id.strip() or self.default_shop(channel)
 
 
 class Adapter(Protocol):
@@ -109,12 +121,18 @@ def decode_payload(data: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # well-formed, only deeper than orjson goes (1024)
+            raise _too_deep() from None
         raise AdapterError(DlqReason.MALFORMED_JSON, str(exc)[:300]) from exc
     if not isinstance(value, dict):
         raise AdapterError(DlqReason.NOT_AN_OBJECT, f"top level is {type(value).__name__}")
     if _may_nest_deeply(data) and _depth(value) > MAX_DEPTH:
-        raise AdapterError(DlqReason.INVALID_FIELD, f"nesting deeper than {MAX_DEPTH}")
+        raise _too_deep()
     return value
+
+
+def _too_deep() -> AdapterError:
+    return AdapterError(DlqReason.INVALID_FIELD, f"nesting deeper than {MAX_DEPTH}")
 
 
 def _may_nest_deeply(data: bytes) -> bool:
@@ -357,8 +375,10 @@ def _bounded(amount: Decimal, where: str) -> Decimal:
     # Checked here, not only by the model, so later arithmetic can never overflow or go negative.
     if amount < 0:
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: negative amount")
-    if amount > MAX_MONEY or amount.as_tuple().exponent < -4:  # type: ignore[operator]
+    if amount > MAX_MONEY:
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: amount out of range")
+    if amount.as_tuple().exponent < -4:  # type: ignore[operator]
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: more than 4 decimal places")
     return amount
 
 
@@ -393,9 +413,30 @@ def _int(value: Any, where: str) -> int:
 def utc_time(value: Any, where: str, *, naive_tz: timezone = CHINA_TZ) -> datetime:
     """Any channel time -> aware UTC, so every stage compares times without thinking of zones."""
     try:
-        return parse_time(value, where, naive_tz=naive_tz).astimezone(UTC)
-    except (AdapterError, OverflowError, ValueError):  # incl. aware times at datetime's edges
+        parsed = parse_time(value, where, naive_tz=naive_tz)
+    except AdapterError:
         raise _quiet(DlqReason.INVALID_FIELD, where, "not a time") from None
+    plausible_time(parsed, where)
+    return parsed.astimezone(UTC)  # cannot overflow: 2000 to tomorrow, whatever the offset
+
+
+def plausible_time(value: datetime, where: str) -> datetime:
+    """An aware time between EARLIEST_TIME and MAX_FUTURE from now, else INVALID_FIELD."""
+    if value < EARLIEST_TIME:
+        raise _quiet(DlqReason.INVALID_FIELD, where, "implausible time (before 2000-01-01)")
+    if value > datetime.now(UTC) + MAX_FUTURE:
+        raise _quiet(DlqReason.INVALID_FIELD, where, "implausible time (more than 1 day ahead)")
+    return value
+
+
+def fits_a_message(order: Order) -> Order:
+    """An order its events can carry through Kafka (see MAX_ORDER_BYTES)."""
+    size = order.json_size()
+    if size > MAX_ORDER_BYTES:
+        raise AdapterError(
+            DlqReason.PAYLOAD_TOO_LARGE, f"order is {size} bytes as JSON > limit {MAX_ORDER_BYTES}"
+        )
+    return order
 
 
 def time_at(parent: Mapping[str, Any], key: str, where: str = "", *,

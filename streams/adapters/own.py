@@ -21,7 +21,13 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.adapters.base import AdapterContext, AdapterError, text_at, validation_error
+from streams.adapters.base import (
+    AdapterContext,
+    AdapterError,
+    plausible_time,
+    text_at,
+    validation_error,
+)
 from streams.messages import DlqReason
 from streams.models import Channel, Order, make_order_id
 from streams.regions import province_code
@@ -55,6 +61,8 @@ class OwnAdapter:
     def to_order(self, payload: dict[str, Any], ctx: AdapterContext) -> Order:
         data = dict(payload)
         channel = data.setdefault("channel", self.channel.value)
+        if not isinstance(channel, str):
+            raise AdapterError(DlqReason.INVALID_FIELD, "channel: not a channel name")
         if channel not in {c.value for c in Channel}:
             # The value is not echoed: a mangled payload may carry personal data in any field.
             raise AdapterError(DlqReason.UNKNOWN_CHANNEL, "channel: not a known channel")
@@ -62,6 +70,12 @@ class OwnAdapter:
             raise AdapterError(DlqReason.INVALID_FIELD, "channel: must be 'own' on this topic")
         data["shop_id"] = text_at(data, "shop_id") or ctx.shop_for(self.channel)
         external_id = text_at(data, "external_id")
+        if isinstance(data.get("external_id"), str):
+            # The id the order id is computed from, stripped like every channel's ids: else
+            # ' W1' and 'W1' would be one order id with two external ids.
+            if not external_id:
+                raise AdapterError(DlqReason.MISSING_FIELD, "external_id")
+            data["external_id"] = external_id
         computed = make_order_id(self.channel.value, data["shop_id"], external_id)
         submitted = data.get("order_id")
         data["order_id"] = computed
@@ -78,4 +92,8 @@ class OwnAdapter:
             raise validation_error(exc) from None
         except orjson.JSONEncodeError as exc:
             raise AdapterError(DlqReason.INVALID_FIELD, "payload is not JSON-encodable") from exc
+        plausible_time(order.created_at, "created_at")
+        plausible_time(order.updated_at, "updated_at")
+        if order.payment.paid_at is not None:
+            plausible_time(order.payment.paid_at, "payment.paid_at")
         return _in_utc(order)
