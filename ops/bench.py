@@ -89,7 +89,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ops import profile, stack
 from ops.bench_ceiling import ceiling_key
-from ops.kafka import Record, client_kwargs
+from ops.kafka import Record, client_kwargs, consumer_kwargs
 from ops.loadgen import BurstMessage, iter_burst
 from ops.settings import REPO_ROOT, Settings
 from state.keys import Keys
@@ -114,6 +114,7 @@ SHARED_WEB_PORT_OFFSET = 100  # bench workers on a shared stack serve their API 
 
 WARMUP_ORDERS = 200
 PROFILE_TOP = 15  # functions per list in --profile's JSON
+READ_RATE_FLOOR = 1000  # commands/s the bench's reader is allowed at the least
 DUPLICATE_RATE = 0.02
 MALFORMED_RATE = 0.01
 STOCK_FILE = REPO_ROOT / "samples" / "stock.csv"
@@ -844,17 +845,20 @@ async def send_phase(producer: AIOKafkaProducer, phase: Phase, rate: float | Non
 
 class CommandReader:
     """Every record of the fulfilment commands topic, from the beginning, without a group (so
-    it takes nothing from anyone): command id -> first sighting, and the record count."""
+    it takes nothing from anyone): command id -> first sighting, and the record count. It reads
+    in the background from start() on, so a phase's end only waits for the tail (reading a
+    200k-order flood's commands at the end took longer than any fixed wait on a busy machine)."""
 
     def __init__(self, settings: Settings) -> None:
         self.topic = topics.FULFILMENT_COMMANDS.name(settings)
         self.consumer = AIOKafkaConsumer(
-            **client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+            **consumer_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
         )
         self.partitions: list[TopicPartition] = []
         self.next_offset: dict[TopicPartition, int] = {}
         self.commands: dict[str, SeenCommand] = {}
         self.records = 0
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -867,22 +871,36 @@ class CommandReader:
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
         self.consumer.assign(self.partitions)
         await self.consumer.seek_to_beginning(*self.partitions)
+        self._task = asyncio.create_task(self._read())
 
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         await self.consumer.stop()
 
-    async def catch_up(self, timeout_s: float = 30.0) -> None:
-        """Read up to the end offsets as of now."""
-        ends = await self.consumer.end_offsets(self.partitions)
-        deadline = time.monotonic() + timeout_s
-        while any(self.next_offset.get(tp, 0) < end for tp, end in ends.items()):
-            if time.monotonic() > deadline:
-                raise BenchError(f"could not read {self.topic} to its end in {timeout_s:.0f} s")
+    async def _read(self) -> None:
+        while True:
             for tp, batch in (await self.consumer.getmany(timeout_ms=200)).items():
                 for record in batch:
                     self._add(record.value or b"", record.timestamp)
                 if batch:
                     self.next_offset[tp] = batch[-1].offset + 1
+
+    async def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Until the background reader has reached the end offsets as of now; the wait allows
+        for how far behind it is (at READ_RATE_FLOOR records/s at the least)."""
+        ends = await self.consumer.end_offsets(self.partitions)
+        behind = sum(max(0, end - self.next_offset.get(tp, 0)) for tp, end in ends.items())
+        deadline = time.monotonic() + timeout_s + behind / READ_RATE_FLOOR
+        while any(self.next_offset.get(tp, 0) < end for tp, end in ends.items()):
+            if self._task is None or self._task.done():
+                failure = self._task.exception() if self._task else "reader not started"
+                raise BenchError(f"reading {self.topic} stopped: {failure}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"could not read {self.topic} to its end ({behind} records)")
+            await asyncio.sleep(0.05)
 
     def _add(self, value: bytes, ts_ms: int) -> None:
         self.records += 1
