@@ -1,22 +1,34 @@
-"""The order query HTTP API each worker serves to customer-service tools.
+"""The order HTTP API each worker serves to customer-service, warehouse and back-office tools.
 
-    GET /orders/{order_id}                an order's whole life (``ops.views.order_view``)
-    GET /orders/{channel}/{external_id}   {"orders": [...]}: several shops may share a number
-    GET /held?reason=R&limit=N&since=UNIX held orders oldest first, as `./oms held list --json`
-    GET /health                           {"ok": true, "worker": NAME}
+    GET  /health                           {"ok": true, "worker": NAME}           (open)
+    GET  /orders/{order_id}                an order's whole life (``ops.views.order_view``)
+    GET  /orders/{channel}/{external_id}   {"orders": [...]}: several shops may share a number
+    GET  /held?reason=R&limit=N&since=UNIX held orders oldest first, as `./oms held list --json`
+    GET  /rules                            the audit rules as `./oms rules check --json` shows
+    POST /orders/{order_id}/release        release a hold        {"reason": "..."} optional
+    POST /orders/{order_id}/cancel         cancel the order      {"reason": "..."} optional
+    POST /stock/adjust                     {"sku", "warehouse", "delta", "reason"[, "field",
+                                           "op_id"]}: add or remove units
+
+Every route but /health needs ``Authorization: Bearer <token>`` (``state/tokens.py``): 401 with
+``WWW-Authenticate: Bearer`` without a valid one, 403 with the reason when the token's role
+lacks the permission (``ops/access.py``). An order of a shop outside the token's scope is
+answered as unknown (404) and left out of lists, so scope never tells which orders other shops
+have. Stock and rules are shared by every shop: adjusting stock needs a token for every shop.
 
 Reads go through the same read models as the CLI (``ops.views``) on the worker's long-lived
-Redis client, so the API and `./oms orders show` cannot drift apart. Personal data is always
-masked: there is no reveal over HTTP until requests are authenticated. That comes in a later
-issue through the ``guard`` seam of ``create_api`` (a coroutine run before every route but
-/health that raises ``web.HTTPUnauthorized``/``HTTPForbidden``).
+Redis client, so the API and `./oms orders show` cannot drift apart; personal data is always
+masked. Actions go the CLI's way too: an ``OperatorAction`` on ``oms.operator`` with the token's
+user as actor, applied by a worker, so it lands in the order's history with who did it. The
+answer waits (bounded) for that: 200 applied, 409 refused in the order's state, 202 queued.
 
 Errors are JSON ``{"error": ...}``: 400 for bad parameters (saying which and why), 404 for
-unknown orders and routes, 503 when Redis cannot be reached.
+unknown orders and routes, 503 when Redis cannot be reached. Tokens never reach a log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -32,17 +44,34 @@ from mode import Service
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ops.access import (
+    ALL_SHOPS,
+    Permission,
+    Principal,
+    authorize,
+    bearer_token,
+    in_scope,
+    mask_logs,
+)
 from ops.settings import Settings
-from ops.views import find_orders, list_held, order_view
+from ops.views import applied_summary, find_orders, list_held, order_view, submit_action
+from state.tokens import token_store
 from streams.models import Channel
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"  # loopback until requests are authenticated
+DEFAULT_HOST = "127.0.0.1"  # loopback unless OMS_WORKER_WEB_HOST says otherwise
 DEFAULT_HELD_LIMIT = 1000  # as `./oms held list`
 MAX_HELD_LIMIT = 10_000
 MAX_ID_LENGTH = 128
+MAX_REASON_LENGTH = 200
+MAX_BODY_BYTES = 16 * 1024
+MAX_STOCK_DELTA = 10**9
+ACTION_WAIT_S = 20.0  # how long an action request waits for a worker to apply it
 HELD_PARAMS = frozenset({"reason", "limit", "since"})
+ACTION_FIELDS = frozenset({"reason"})
+STOCK_FIELDS = frozenset({"sku", "warehouse", "delta", "reason", "field", "op_id"})
+STOCK_FIELD_NAMES = ("on_hand", "inbound")
 REASON_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
 CHANNELS = tuple(sorted(c.value for c in Channel))
 
@@ -57,6 +86,44 @@ class OrderReads(Protocol):
     async def held(self, *, reason: str, limit: int, since: float) -> list[dict[str, Any]]:
         """Held-order rows, oldest hold first."""
         ...
+
+    async def rules(self) -> dict[str, Any]:
+        """The audit rules in force, personal data masked."""
+        ...
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal | None:
+        """The principal a bearer token stands for, None when it stands for nobody."""
+        ...
+
+
+@dataclass(frozen=True)
+class StockAdjustment:
+    sku: str
+    warehouse: str
+    delta: int
+    reason: str = ""
+    field: str = "on_hand"
+    op_id: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an action: the HTTP status that says it and the JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class OrderActions(Protocol):
+    """What the API changes; each call names the user who acts, for the audit trail."""
+
+    async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
+        """Send an operator action (``release_hold``, ``cancel``) and wait for it (bounded)."""
+        ...
+
+    async def adjust_stock(self, change: StockAdjustment, *, actor: str) -> Outcome: ...
 
 
 @dataclass(frozen=True)
@@ -73,44 +140,124 @@ class RedisReads:
     async def held(self, *, reason: str, limit: int, since: float) -> list[dict[str, Any]]:
         return await list_held(self.settings, limit, since, reason=reason, client=self.client)
 
+    async def rules(self) -> dict[str, Any]:
+        from agents.audit import load_audit_rules
+        from ops.rules_cli import masked_rules
 
-Guard = Callable[[web.Request], Awaitable[None]]
+        path = self.settings.config_dir / "audit.toml"
+        return masked_rules(await asyncio.to_thread(load_audit_rules, path))
 
 
-async def allow_all(request: web.Request) -> None:
-    """No authentication yet: the server binds loopback only and never reveals personal data."""
+@dataclass(frozen=True)
+class KafkaActions:
+    """Actions the way the CLI sends them: ``ops.views.submit_action`` on ``oms.operator``,
+    and stock changes through ``state.stock.apply_changes`` (ledger op names the actor)."""
+
+    settings: Settings
+    wait_s: float = ACTION_WAIT_S
+
+    async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
+        try:
+            applied = await submit_action(
+                self.settings, order_id, kind, actor=actor, reason=reason, wait_s=self.wait_s
+            )
+        except LookupError as exc:
+            return Outcome(404, {"error": str(exc)})
+        summary = applied_summary(applied, actor)
+        if applied.after is None:
+            return Outcome(202, {**summary, "queued": True})
+        return Outcome(409 if applied.refused else 200, summary)
+
+    async def adjust_stock(self, change: StockAdjustment, *, actor: str) -> Outcome:
+        return await asyncio.to_thread(adjust_stock_now, self.settings, change, actor)
+
+
+def adjust_stock_now(settings: Settings, change: StockAdjustment, actor: str) -> Outcome:
+    """`./oms stock adjust` for the API (blocking: run in a thread)."""
+    from agents.route import RoutingTable
+    from state.keys import Keys
+    from state.redis import connect
+    from state.stock import StockChange, StockError, StockOp, apply_changes, known_skus, new_op_id
+
+    warehouses = RoutingTable.load(settings.config_dir / "warehouses.toml").warehouses
+    if change.warehouse not in warehouses:
+        raise BadParam(
+            f"unknown warehouse {change.warehouse!r} (known: {', '.join(sorted(warehouses))})"
+        )
+    client, keys = connect(settings), Keys(settings.redis_prefix)
+    try:
+        if change.sku not in known_skus(client, keys):
+            raise BadParam(f"unknown sku {change.sku!r}: load it first with `./oms stock load`")
+        op_id = change.op_id or new_op_id()
+        ledger_op = ":".join(p for p in (op_id, f"by={actor}", change.reason) if p)
+        stock_change = StockChange(change.sku, change.warehouse, change.field, "add", change.delta)
+        try:
+            apply_changes(client, keys, StockOp.ADJUST, ledger_op, [stock_change])
+        except StockError as exc:
+            return Outcome(409, {"error": str(exc), "op_id": op_id})
+    finally:
+        client.close()
+    body = {"ok": True, **change.__dict__, "op_id": op_id, "actor": actor}
+    return Outcome(200, body)
 
 
 class BadParam(ValueError):
     """A request parameter the API refuses, with the message the caller sees (400)."""
 
 
+class Unauthorized(Exception):
+    """No valid bearer token (401)."""
+
+
+class Forbidden(Exception):
+    """A valid token whose role or scope does not allow the request (403)."""
+
+
 READS = web.AppKey("reads", OrderReads)
-GUARD = web.AppKey("guard", Guard)
+ACTIONS = web.AppKey("actions", OrderActions)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
 WORKER = web.AppKey("worker", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
 OPEN_PATHS = frozenset({"/health"})
 NOT_COPIED_HEADERS = frozenset({"Content-Type", "Content-Length"})
 
 
-def create_api(reads: OrderReads, *, worker: str, guard: Guard = allow_all) -> web.Application:
-    """The aiohttp application; ``reads`` is injected so routing and validation test pure."""
-    app = web.Application(middlewares=[errors_as_json, guarded])
-    app[READS], app[GUARD], app[WORKER] = reads, guard, worker
+def create_api(
+    reads: OrderReads,
+    *,
+    worker: str,
+    verifier: TokenVerifier,
+    actions: OrderActions | None = None,
+) -> web.Application:
+    """The aiohttp application; ``reads``, ``verifier`` and ``actions`` are injected so routing,
+    access and validation test pure. Without ``actions`` the write routes answer 503."""
+    app = web.Application(
+        middlewares=[errors_as_json, authenticated], client_max_size=MAX_BODY_BYTES
+    )
+    app[READS], app[VERIFIER], app[WORKER] = reads, verifier, worker
+    if actions is not None:
+        app[ACTIONS] = actions
     app.router.add_get("/health", get_health)
     app.router.add_get("/held", get_held)
+    app.router.add_get("/rules", get_rules)
+    app.router.add_post("/orders/{order_id}/release", post_release)
+    app.router.add_post("/orders/{order_id}/cancel", post_cancel)
+    app.router.add_post("/stock/adjust", post_stock_adjust)
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_get("/orders/{channel}/{external_id}", get_channel_orders)
     return app
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response(
-        data, status=status, dumps=lambda d: orjson.dumps(d, default=str).decode()
+        data, status=status, headers=headers, dumps=lambda d: orjson.dumps(d, default=str).decode()
     )
 
 
-def error(status: int, message: str) -> web.Response:
-    return json_response({"error": message}, status)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": message}, status, headers)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -123,10 +270,14 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except BadParam as exc:
         return error(400, str(exc))
+    except Unauthorized as exc:
+        return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
+    except Forbidden as exc:
+        return error(403, str(exc))
     except (RedisConnectionError, RedisTimeoutError) as exc:
         log.warning("order API: redis unavailable (%s)", type(exc).__name__)
         return error(503, "order records are unavailable: Redis cannot be reached, retry later")
-    except web.HTTPException as exc:  # unknown route, wrong method, or the guard's refusal
+    except web.HTTPException as exc:  # unknown route, wrong method, body too large
         if exc.status < 400:
             raise
         response = error(exc.status, f"{exc.reason}: {request.method} {request.path}")
@@ -140,11 +291,37 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 @web.middleware
-async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The authentication seam: the app's guard sees every request but the health probe."""
+async def authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request but the health probe carries a valid bearer token; its principal is
+    kept on the request for the handlers' permission checks."""
     if request.path not in OPEN_PATHS:
-        await request.app[GUARD](request)
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if not token:
+            raise Unauthorized("authentication required: Authorization: Bearer <token>")
+        principal = await request.app[VERIFIER].verify(token)
+        if principal is None:
+            raise Unauthorized("invalid, unknown or revoked token")
+        request[PRINCIPAL] = principal
     return await handler(request)
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal: Principal = request[PRINCIPAL]
+    return principal
+
+
+def require(request: web.Request, permission: Permission, shop: str | None = None) -> Principal:
+    """The request's principal if it may use ``permission`` (on ``shop``); else 403."""
+    principal = principal_of(request)
+    decision = authorize(principal, permission, shop)
+    if not decision:
+        raise Forbidden(f"forbidden: {decision.reason}")
+    return principal
+
+
+def visible(principal: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows (order views, held rows) of shops in the principal's scope."""
+    return [r for r in rows if in_scope(principal.shops, str(r.get("shop_id", "")))]
 
 
 async def get_health(request: web.Request) -> web.Response:
@@ -152,23 +329,27 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
+    principal = require(request, Permission.READ_ORDERS)
     order_id = parse_order_id(request.match_info["order_id"])
-    views = await request.app[READS].orders(order_id)
+    views = visible(principal, await request.app[READS].orders(order_id))
     if not views:
         return error(404, f"no order {order_id!r}")
     return json_response(views[0])
 
 
 async def get_channel_orders(request: web.Request) -> web.Response:
+    principal = require(request, Permission.READ_ORDERS)
     channel = parse_channel(request.match_info["channel"])
     external_id = parse_external_id(request.match_info["external_id"])
-    views = await request.app[READS].orders(f"{channel}:{external_id}")
+    views = visible(principal, await request.app[READS].orders(f"{channel}:{external_id}"))
     if not views:
         return error(404, f"no {channel} order {external_id!r}")
     return json_response({"orders": views})
 
 
 async def get_held(request: web.Request) -> web.Response:
+    """Held orders of the token's shops (``limit`` bounds the holds read, as in the CLI)."""
+    principal = require(request, Permission.READ_ORDERS)
     query = request.rel_url.query
     check_known_params(set(query), HELD_PARAMS)
     rows = await request.app[READS].held(
@@ -176,7 +357,92 @@ async def get_held(request: web.Request) -> web.Response:
         limit=parse_limit(query.get("limit")),
         since=parse_since(query.get("since")),
     )
-    return json_response({"total": len(rows), "orders": rows})
+    shown = visible(principal, rows)
+    return json_response({"total": len(shown), "orders": shown})
+
+
+async def get_rules(request: web.Request) -> web.Response:
+    require(request, Permission.READ_ORDERS)
+    return json_response({"rules": await request.app[READS].rules()})
+
+
+async def post_release(request: web.Request) -> web.Response:
+    return await order_action(request, Permission.RELEASE_HOLDS, "release_hold")
+
+
+async def post_cancel(request: web.Request) -> web.Response:
+    return await order_action(request, Permission.CANCEL_ORDERS, "cancel")
+
+
+async def order_action(request: web.Request, permission: Permission, kind: str) -> web.Response:
+    """Permission first (403 says so before anything is looked up), then the order in scope
+    (404 otherwise), then the action as the token's user."""
+    principal = require(request, permission)
+    order_id = parse_order_id(request.match_info["order_id"])
+    body = await json_body(request, ACTION_FIELDS)
+    reason = parse_text(body.get("reason", ""), "reason")
+    views = visible(principal, await request.app[READS].orders(order_id))
+    if not views:
+        return error(404, f"no order {order_id!r}")
+    require(request, permission, str(views[0]["shop_id"]))
+    outcome = await actions_of(request).act(order_id, kind, actor=principal.user, reason=reason)
+    return json_response(outcome.body, outcome.status)
+
+
+async def post_stock_adjust(request: web.Request) -> web.Response:
+    principal = require(request, Permission.ADJUST_STOCK, ALL_SHOPS)  # stock is every shop's
+    change = parse_stock_adjustment(await json_body(request, STOCK_FIELDS))
+    outcome = await actions_of(request).adjust_stock(change, actor=principal.user)
+    return json_response(outcome.body, outcome.status)
+
+
+def actions_of(request: web.Request) -> OrderActions:
+    actions = request.app.get(ACTIONS)
+    if actions is None:
+        raise web.HTTPServiceUnavailable(reason="actions are not served by this API")
+    return actions
+
+
+async def json_body(request: web.Request, known: frozenset[str]) -> dict[str, Any]:
+    """The request's JSON object ({} for an empty body); unknown fields are refused."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadParam("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadParam("the body must be a JSON object")
+    check_known_params(set(data), known)
+    return data
+
+
+def parse_text(value: Any, name: str, *, required: bool = False) -> str:
+    if not isinstance(value, str) or len(value) > MAX_REASON_LENGTH:
+        raise BadParam(f"{name} must be a string of at most {MAX_REASON_LENGTH} characters")
+    if required and not value.strip():
+        raise BadParam(f"{name} is required")
+    return value.strip()
+
+
+def parse_stock_adjustment(body: dict[str, Any]) -> StockAdjustment:
+    delta = body.get("delta")
+    if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0:
+        raise BadParam(f"delta must be a whole number other than 0, got {delta!r}")
+    if abs(delta) > MAX_STOCK_DELTA:
+        raise BadParam(f"delta must be within +-{MAX_STOCK_DELTA}")
+    field = body.get("field", "on_hand")
+    if field not in STOCK_FIELD_NAMES:
+        raise BadParam(f"field must be one of {', '.join(STOCK_FIELD_NAMES)}, got {field!r}")
+    return StockAdjustment(
+        sku=parse_text(body.get("sku", ""), "sku", required=True),
+        warehouse=parse_text(body.get("warehouse", ""), "warehouse", required=True),
+        delta=delta,
+        reason=parse_text(body.get("reason", ""), "reason"),
+        field=field,
+        op_id=parse_text(body.get("op_id", ""), "op_id"),
+    )
 
 
 def check_known_params(given: set[str], known: frozenset[str]) -> None:
@@ -296,8 +562,14 @@ def register_api(
 ) -> ApiServer:
     """Serve the API from this worker (Faust's own web server stays disabled): started with the
     app's services, stopped when the worker shuts down. Returns the server for the heartbeat."""
+    mask_logs(__name__, "aiohttp.access", "aiohttp.server", "aiohttp.web")
     server = ApiServer(
-        create_api(RedisReads(settings, client), worker=worker),
+        create_api(
+            RedisReads(settings, client),
+            worker=worker,
+            verifier=token_store(settings, client),
+            actions=KafkaActions(settings),
+        ),
         api_port(settings, worker),
         settings.worker_web_host,
     )

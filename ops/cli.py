@@ -409,6 +409,8 @@ def _act(ref: str, kind: str, reason: str, as_json: bool) -> None:
 def _report_applied(submit: Any, as_json: bool) -> None:
     """Run a submit coroutine (send an order input, wait for a worker to apply it) and print
     before -> after; exit 1 when it was refused or not applied in time."""
+    from ops.views import applied_summary
+
     try:
         applied = asyncio.run(submit())
     except LookupError as exc:
@@ -419,19 +421,8 @@ def _report_applied(submit: Any, as_json: bool) -> None:
             f"{before.order_id}: the request is queued but no worker applied it within 30 s "
             "(are the workers up? ./oms status)"
         )
-    last = applied.events[-1] if applied.events else None
     refused = applied.refused
-    data = {
-        "order_id": after.order_id,
-        "before": before.state.value,
-        "state": after.state.value,
-        "last_event": last.kind.value if last else "",
-        "reason": after.hold_reason or after.reject_reason or (last.reason if last else ""),
-        "actor": _operator(),
-        "commands": [c.command_id for c in after.commands[len(before.commands) :]],
-    }
-    if refused is not None:
-        data["refused"] = refused.detail
+    data = applied_summary(applied, _operator())
     if as_json:
         emit_json(data)
     else:
@@ -879,3 +870,92 @@ def rules_check(args: tuple[str, ...]) -> None:
     from ops.rules_cli import rules_check as check
 
     check.main(list(args), prog_name="oms rules check")
+
+
+# --- access ------------------------------------------------------------------------------
+
+
+@main.group()
+def access() -> None:
+    """API and dashboard tokens: roles, permissions and shop scope (ops/access.py)."""
+
+
+def _token_store_call(call: Any) -> Any:
+    """Run ``call(store)`` on a token store with a client of its own; Redis down -> exit 1."""
+    from state.redis import connect_async
+    from state.tokens import token_store
+
+    async def run() -> Any:
+        client = connect_async(settings())
+        try:
+            return await call(token_store(settings(), client))
+        finally:
+            await client.aclose()
+
+    with services_reachable():
+        return asyncio.run(run())
+
+
+@access.command("grant")
+@click.option("--user", required=True, help="Who the token is for (lands in the audit trail).")
+@click.option("--role", required=True, help="customer_service | warehouse | finance | admin.")
+@click.option("--shops", default="*", show_default=True, help="Comma-separated shop ids, * = all.")
+@click.option(
+    "--expires-in",
+    type=click.FloatRange(min=60),
+    default=None,
+    help="Seconds until the token is refused (default: until revoked).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def access_grant(user: str, role: str, shops: str, expires_in: float | None, as_json: bool) -> None:
+    """Grant a token and print it ONCE: only its hash is stored, it cannot be shown again."""
+    from ops.access import AccessError, check_user, parse_role, parse_shops
+
+    try:
+        parsed_role, parsed_shops = parse_role(role), parse_shops(shops)
+        check_user(user)
+    except AccessError as exc:
+        fail(str(exc), 2)
+    granted = _token_store_call(
+        lambda store: store.grant(user, parsed_role, parsed_shops, ttl_s=expires_in)
+    )
+    if as_json:
+        emit_json({**granted.info.to_dict(), "token": granted.token})
+        return
+    info = granted.info
+    click.echo(f"token {info.token_id} for {info.user} ({info.role}, shops {info.shops}):")
+    click.echo(granted.token)
+    click.echo("shown once: only its hash is stored. Revoke: ./oms access revoke ID", err=True)
+
+
+@access.command("revoke")
+@click.argument("token_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def access_revoke(token_id: str, as_json: bool) -> None:
+    """Revoke a token by its id (the part after oms_); it is refused from then on."""
+    from ops.access import token_id_of
+
+    ident = token_id_of(token_id) if token_id.startswith("oms_") else token_id
+    if not _token_store_call(lambda store: store.revoke(ident)):
+        fail(f"no token {ident!r} (./oms access list)")
+    if as_json:
+        emit_json({"ok": True, "token_id": ident, "revoked": True})
+    else:
+        click.echo(f"token {ident} revoked")
+
+
+@access.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def access_list(as_json: bool) -> None:
+    """Every token granted: id, user, role, shops, when, revoked. Never a secret."""
+    from datetime import UTC, datetime
+
+    tokens = _token_store_call(lambda store: store.list())
+    if as_json:
+        emit_json({"total": len(tokens), "tokens": [t.to_dict() for t in tokens]})
+        return
+    click.echo(f"{len(tokens)} token(s)")
+    for t in tokens:
+        when = datetime.fromtimestamp(t.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        state = "REVOKED" if t.revoked else "active"
+        click.echo(f"{t.token_id} {when} {state:<8} {t.role:<16} {t.user:<20} shops={t.shops}")

@@ -18,6 +18,11 @@ orders come from the deduplicating views (``order_status``, ``order_latest``,
 The chart library (plotly.js) is the copy shipped in the ``plotly`` PyPI package and served from
 ``/static/plotly.min.js``: the page loads nothing from outside loopback. Only counts, amounts,
 skus and hold reasons reach the page; never an order's buyer, phone or address.
+
+Access: every path but ``/health`` needs a token whose role has ``read_dashboard`` for every
+shop (the figures sum over all shops; ``ops/access.py``), as ``Authorization: Bearer <token>``
+or in the cookie that opening ``/?token=<token>`` once sets (HttpOnly, SameSite=Strict) before
+redirecting to the same URL without the token, so it stays out of the address bar and history.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from typing import Any
 
 import click
 from aiohttp import web
+from yarl import URL
 
 from analytics.reports import ACCEPTED_STATES
+from ops.access import ALL_SHOPS, Permission, Principal, authorize, bearer_token, mask_logs
 from ops.settings import Settings, get_settings
 
 log = logging.getLogger("oms.dashboard")
@@ -397,6 +404,10 @@ class LagProbe:
 # --------------------------------------------------------------------------- the app
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
+VERIFIER_KEY = web.AppKey("verifier", Any)
+COOKIE = "oms_dashboard"
+TOKEN_PARAM = "token"
+OPEN_PATHS = frozenset({"/health"})
 LAG_KEY = web.AppKey("lag_probe", LagProbe)
 HISTORY_KEY = web.AppKey("lag_history", LagHistory)
 CH_LOCK_KEY = web.AppKey("clickhouse_lock", asyncio.Lock)
@@ -493,9 +504,80 @@ async def _close_probe(app: web.Application) -> None:
     await app[LAG_KEY].close()
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
+def request_token(request: web.Request) -> str:
+    """The token a request carries: bearer header first, else the dashboard cookie."""
+    header = bearer_token(request.headers.get("Authorization", ""))
+    return header or request.cookies.get(COOKIE, "")
+
+
+def without_token(url: URL) -> str:
+    """The request's path and query minus ``token=``: where the cookie redirect goes."""
+    query = [(k, v) for k, v in url.query.items() if k != TOKEN_PARAM]
+    return str(URL.build(path=url.path, query=query))
+
+
+def _unauthorized(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _principal(request: web.Request, token: str) -> Principal | None:
+    return await request.app[VERIFIER_KEY].verify(token) if token else None
+
+
+@web.middleware
+async def authenticated(request: web.Request, handler: Any) -> web.StreamResponse:
+    """read_dashboard for every shop on every path but /health; ``?token=`` is traded once
+    for the cookie and a redirect to the same URL without it."""
+    if request.path in OPEN_PATHS:
+        return await handler(request)
+    from_query = request.query.get(TOKEN_PARAM, "")
+    token = from_query or request_token(request)
+    if not token:
+        return _unauthorized("authentication required: Authorization: Bearer <token>")
+    principal = await _principal(request, token)
+    if principal is None:
+        return _unauthorized("invalid, unknown or revoked token")
+    decision = authorize(principal, Permission.READ_DASHBOARD, ALL_SHOPS)
+    if not decision:
+        return _error(403, f"forbidden: {decision.reason}")
+    if from_query:
+        response = web.Response(
+            status=303,
+            headers={"Location": without_token(request.rel_url), "Cache-Control": "no-store"},
+        )
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+        return response
+    return await handler(request)
+
+
+async def _open_verifier(app: web.Application) -> None:
+    from state.redis import connect_async
+    from state.tokens import token_store
+
+    client = connect_async(app[SETTINGS_KEY])
+    app[REDIS_KEY] = client
+    app[VERIFIER_KEY] = token_store(app[SETTINGS_KEY], client)
+
+
+async def _close_verifier(app: web.Application) -> None:
+    client = app.get(REDIS_KEY)
+    if client is not None:
+        await client.aclose()
+
+
+REDIS_KEY = web.AppKey("verifier_redis", Any)
+
+
+def create_app(settings: Settings, *, verifier: Any = None) -> web.Application:
+    """The dashboard app; ``verifier`` (``verify(token) -> Principal | None``) defaults to
+    the token store on the settings' Redis, opened with the app."""
+    app = web.Application(middlewares=[authenticated])
     app[SETTINGS_KEY] = settings
+    if verifier is not None:
+        app[VERIFIER_KEY] = verifier
+    else:
+        app.on_startup.append(_open_verifier)
+        app.on_cleanup.append(_close_verifier)
     app[LAG_KEY] = LagProbe(settings)
     app[HISTORY_KEY] = LagHistory()
     app[CH_LOCK_KEY] = asyncio.Lock()
@@ -578,6 +660,7 @@ def stop_dashboard(settings: Settings) -> bool:
 def dashboard_command(port: int) -> None:
     """Serve the live dashboard (orders/s, GMV, hot-sku stock, holds, lag) on loopback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    mask_logs("oms.dashboard", "aiohttp.access", "aiohttp.server", "aiohttp.web")
     settings = get_settings()
     click.echo(f"dashboard on {dashboard_url(port)}", err=True)
     web.run_app(create_app(settings), host=HOST, port=port, print=None, access_log=None)

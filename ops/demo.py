@@ -54,10 +54,12 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     prepare_stack(settings, workers=workers, progress=lambda m: console.print(f"  {m}"))
 
     from ops.dashboard import DEFAULT_PORT as port
-    from ops.dashboard import dashboard_url, start_dashboard
+    from ops.dashboard import start_dashboard
 
     start_dashboard(settings, port)
-    console.print(f"live dashboard: {dashboard_url(port)} (refreshes every 2 s)")
+    dashboard_link = demo_dashboard_url(settings, port)
+    # soft_wrap: the URL stays on one line, whole, for copying.
+    console.print(f"live dashboard: {dashboard_link} (refreshes every 2 s)", soft_wrap=True)
     rows = top_up_stock(settings)
     console.print(f"stock topped up: {len(rows)} sku/warehouse rows from {SAMPLE_STOCK.name}")
 
@@ -98,12 +100,36 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
         f"stock verify         {'ok' if check.ok else 'VIOLATIONS'}, "
         f"oversold units {check.oversold_units}"
     )
-    console.print(f"\ndashboard            {dashboard_url(port)}")
+    console.print(f"\ndashboard            {dashboard_link}", soft_wrap=True)
     console.print(
         "\nThe stack is still up. Try: ./oms status | ./oms report | ./oms verify | "
         "./oms dlq list | ./oms stock show SKU-PHONE-X1\nStop it with: ./oms down"
     )
     return 0 if check.ok and processed >= inputs else 1
+
+
+DASHBOARD_TOKEN_TTL_S = 8 * 3600
+
+
+def demo_dashboard_url(settings: Settings, port: int) -> str:
+    """The dashboard's URL with a token of its own: a finance token (read only, no admin)
+    granted for this demo, refused after DASHBOARD_TOKEN_TTL_S. Opening it once trades the
+    token for a cookie."""
+    from ops.access import Role
+    from ops.dashboard import dashboard_url
+    from state.redis import connect_async
+    from state.tokens import token_store
+
+    async def grant() -> str:
+        client = connect_async(settings)
+        try:
+            store = token_store(settings, client)
+            granted = await store.grant("demo-dashboard", Role.FINANCE, ttl_s=DASHBOARD_TOKEN_TTL_S)
+            return granted.token
+        finally:
+            await client.aclose()
+
+    return f"{dashboard_url(port)}?token={asyncio.run(grant())}"
 
 
 def work_holds(

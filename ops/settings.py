@@ -9,10 +9,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MIN_ADMIN_TOKEN_LENGTH = 24
 
 
 class Settings(BaseSettings):
@@ -86,6 +87,25 @@ class Settings(BaseSettings):
     wms_sim_unsellable_rate: float = Field(default=0.1, ge=0, le=1)  # returns that cannot restock
 
     log_level: str = "info"
+
+    # Access (ops/access.py, state/tokens.py). OMS_ADMIN_TOKEN, when set, is accepted as an
+    # admin token for every shop (to grant the first real tokens); unset: no bootstrap admin.
+    # Never in the repository; excluded from dumps so it is neither logged nor written into a
+    # child's environment (children inherit OMS_ADMIN_TOKEN itself).
+    bootstrap_admin_token: SecretStr | None = Field(
+        default=None, validation_alias="OMS_ADMIN_TOKEN", exclude=True
+    )
+    token_hash_iterations: int = Field(default=20_000, ge=1_000, le=10_000_000)
+
+    @field_validator("bootstrap_admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"OMS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
 
     @property
     def run_dir(self) -> Path:

@@ -304,6 +304,27 @@ class Applied:
         return next((e for e in self.events if e.kind in kinds), None)
 
 
+def applied_summary(applied: Applied, actor: str) -> dict[str, Any]:
+    """What an applied (or still queued) order input did, as the CLI's --json and the API
+    print it: state before and after, the last event, why, who, new commands, a refusal."""
+    before, after = applied.before, applied.after
+    if after is None:
+        return {"order_id": before.order_id, "before": before.state.value, "actor": actor}
+    last = applied.events[-1] if applied.events else None
+    data: dict[str, Any] = {
+        "order_id": after.order_id,
+        "before": before.state.value,
+        "state": after.state.value,
+        "last_event": last.kind.value if last else "",
+        "reason": after.hold_reason or after.reject_reason or (last.reason if last else ""),
+        "actor": actor,
+        "commands": [c.command_id for c in after.commands[len(before.commands) :]],
+    }
+    if applied.refused is not None:
+        data["refused"] = applied.refused.detail
+    return data
+
+
 async def submit_action(
     settings: Settings, ref: str, kind: str, *, actor: str, reason: str = "", wait_s: float = 30.0
 ) -> Applied:

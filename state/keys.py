@@ -69,3 +69,13 @@ class Keys:
         """Sorted set order id -> created_at of recent orders to one address, named by a hash
         of the normalised province, city and street."""
         return f"{self.prefix}:velocity:address:{digest}"
+
+    def token(self, token_id: str) -> str:
+        """Hash of one access token (state/tokens.py): user, role, shops, salt, hash, created_at,
+        revoked. Never the secret."""
+        return f"{self.prefix}:token:{token_id}"
+
+    @property
+    def tokens(self) -> str:
+        """Set of every token id ever granted (revoked ones stay, for the audit trail)."""
+        return f"{self.prefix}:tokens"

@@ -4,6 +4,7 @@ by the first integration test that needs it and stopped at the end."""
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +15,9 @@ from ops.cli import test_environment
 # Plain `pytest` must never touch a developer's demo stack: default to the test stack's ports.
 for _key, _value in test_environment().items():
     os.environ.setdefault(_key, _value)
+# The bootstrap admin of the test stack (ops/access.py): random per run, never in the repository;
+# the workers and the dashboard the tests start inherit it.
+os.environ.setdefault("OMS_ADMIN_TOKEN", secrets.token_urlsafe(32))
 
 from ops.settings import Settings, get_settings, reset_settings  # noqa: E402
 

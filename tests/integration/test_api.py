@@ -20,6 +20,7 @@ from agents.lifecycle import RELEASED_OR_LATER
 from ops.settings import Settings
 from ops.stack import worker_heartbeat_key
 from state.redis import connect
+from tests.auth import admin_auth
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +32,11 @@ PROCESSED = {state.value for state in RELEASED_OR_LATER}
 
 
 def get(settings: Settings, path: str, worker: str = "w0") -> tuple[int, Any]:
-    """(status, JSON body) of a GET on ``worker``'s API; (0, None) while it does not answer."""
+    """(status, JSON body) of a GET on ``worker``'s API as the bootstrap admin; (0, None) while
+    it does not answer."""
+    request = urllib.request.Request(api_url(settings, worker) + path, headers=admin_auth(settings))
     try:
-        with urllib.request.urlopen(api_url(settings, worker) + path, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -42,7 +45,8 @@ def get(settings: Settings, path: str, worker: str = "w0") -> tuple[int, Any]:
 
 
 def get_text(settings: Settings, path: str) -> str:
-    with urllib.request.urlopen(api_url(settings) + path, timeout=10) as resp:
+    request = urllib.request.Request(api_url(settings) + path, headers=admin_auth(settings))
+    with urllib.request.urlopen(request, timeout=10) as resp:
         return resp.read().decode()
 
 

@@ -29,6 +29,7 @@ import pytest
 
 from ops import stack
 from ops.settings import REPO_ROOT, Settings
+from tests.auth import admin_auth, admin_token
 
 pytestmark = pytest.mark.integration
 
@@ -124,9 +125,17 @@ def elements(dom: str) -> dict[str, dict[str, str]]:
     return parser.by_id
 
 
+def fetch(port: int, path: str, timeout: float = 30) -> Any:
+    """urlopen of a dashboard path as the test stack's bootstrap admin."""
+    from ops.settings import get_settings
+
+    url = f"http://127.0.0.1:{port}{path}"
+    request = urllib.request.Request(url, headers=admin_auth(get_settings()))
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
 def api(port: int, since: int) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}/api/dashboard?since={since}"
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    with fetch(port, f"/api/dashboard?since={since}") as resp:
         return json.loads(resp.read())
 
 
@@ -264,20 +273,20 @@ def test_api_matches_clickhouse_and_redis(flooded: tuple[Settings, int], dashboa
 def test_api_rejects_bad_since(dashboard: int) -> None:
     for bad in ("yesterday", "-5", "1.5", str(int(time.time()) + 86400)):
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/dashboard?since={bad}")
+            fetch(dashboard, f"/api/dashboard?since={bad}")
         assert err.value.code == 400
         assert "since" in json.loads(err.value.read())["error"]
 
 
 def test_chart_library_served_locally(dashboard: int) -> None:
-    page = urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/", timeout=10).read().decode()
+    page = fetch(dashboard, "/", timeout=10).read().decode()
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert sources and all(s.startswith("/static/") for s in sources), sources
-    with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/static/plotly.min.js") as resp:
+    with fetch(dashboard, "/static/plotly.min.js") as resp:
         body = resp.read(200_000)
     assert b"plotly" in body.lower()
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/static/..%2Fsettings.py")
+        fetch(dashboard, "/static/..%2Fsettings.py")
     assert err.value.code == 404
 
 
@@ -287,7 +296,8 @@ def test_browser_draws_the_clickhouse_figures(
     from ops.dashboard import dashboard_url
 
     settings, since = flooded
-    url = f"{dashboard_url(dashboard)}?since={since}"
+    # The token once in the URL: the dashboard trades it for a cookie and redirects.
+    url = f"{dashboard_url(dashboard)}?since={since}&token={admin_token(settings)}"
     dom = run_chromium(url, "--dump-dom")
     found = elements(dom)
     summary = found["summary"]

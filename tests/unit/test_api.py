@@ -1,5 +1,6 @@
 """The worker's order query API (agents/api.py) with its reads injected: routing, parameter
-validation, error statuses, masking of the order view, the port rule and the server's life."""
+validation, error statuses, masking of the order view, the port rule and the server's life.
+Every request carries an admin token (tests/unit/test_access.py covers who may do what)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from agents.api import (
     create_api,
     worker_index,
 )
+from ops.access import Principal
 from ops.settings import REPO_ROOT, Settings
 from ops.views import order_view
 from state.orders import AfterSalesEntry, CommandRef, HistoryEntry, OrderRecord
@@ -99,6 +101,20 @@ HELD_ROW = {
 }
 
 
+ADMIN_TOKEN = "admin-token-for-unit-tests"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class FakeVerifier:
+    """Tokens from a dict: token -> principal."""
+
+    def __init__(self, tokens: dict[str, Principal] | None = None) -> None:
+        self.tokens = tokens or {ADMIN_TOKEN: Principal("root", "admin")}
+
+    async def verify(self, token: str) -> Principal | None:
+        return self.tokens.get(token)
+
+
 class FakeReads:
     """Stands in for Redis: answers from a dict and records what the API asked for."""
 
@@ -114,6 +130,9 @@ class FakeReads:
     async def held(self, *, reason: str, limit: int, since: float) -> list[dict[str, Any]]:
         self.held_calls.append({"reason": reason, "limit": limit, "since": since})
         return [HELD_ROW]
+
+    async def rules(self) -> dict[str, Any]:
+        return {"unpaid": {"enabled": True}}
 
 
 class BrokenReads(FakeReads):
@@ -141,15 +160,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def client_for(app: web.Application) -> TestClient:
-    client = TestClient(TestServer(app))
+def api_for(reads: Any, worker: str = "w0") -> web.Application:
+    return create_api(reads, worker=worker, verifier=FakeVerifier())
+
+
+async def client_for(app: web.Application, headers: dict[str, str] | None = None) -> TestClient:
+    client = TestClient(TestServer(app), headers=AUTH if headers is None else headers)
     await client.start_server()
     return client
 
 
 @pytest.fixture
 async def client(reads: FakeReads) -> AsyncIterator[TestClient]:
-    c = await client_for(create_api(reads, worker="w1"))
+    c = await client_for(api_for(reads, "w1"))
     yield c
     await c.close()
 
@@ -249,7 +272,7 @@ async def test_redis_down_is_503() -> None:
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     redis_client = connect_async(settings)
     reads = RedisReads(settings, redis_client)
-    c = await client_for(create_api(reads, worker="w0"))
+    c = await client_for(api_for(reads))
     try:
         for path in ("/orders/O1", "/orders/jd/1", "/held"):
             resp = await c.get(path)
@@ -262,7 +285,7 @@ async def test_redis_down_is_503() -> None:
 
 
 async def test_unexpected_failure_is_500_without_details() -> None:
-    c = await client_for(create_api(BrokenReads(RuntimeError("13912345678")), worker="w0"))
+    c = await client_for(api_for(BrokenReads(RuntimeError("13912345678"))))
     try:
         resp = await c.get("/orders/O1")
         assert resp.status == 500
@@ -272,24 +295,26 @@ async def test_unexpected_failure_is_500_without_details() -> None:
 
 
 async def test_redis_error_from_reads_is_503() -> None:
-    c = await client_for(create_api(BrokenReads(RedisConnectionError("refused")), worker="w0"))
+    c = await client_for(api_for(BrokenReads(RedisConnectionError("refused"))))
     try:
         assert (await c.get("/orders/O1")).status == 503
     finally:
         await c.close()
 
 
-async def test_guard_seam_refuses_all_but_health(reads: FakeReads) -> None:
-    async def deny(request: web.Request) -> None:
-        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
-
-    c = await client_for(create_api(reads, worker="w0", guard=deny))
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "x"}])
+async def test_without_a_valid_token_all_but_health_is_401(
+    reads: FakeReads, headers: dict[str, str]
+) -> None:
+    c = await client_for(api_for(reads), headers)
     try:
-        resp = await c.get("/orders/O1")
-        assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
-        assert "error" in await resp.json()
+        for path in ("/orders/O1", "/orders/jd/1", "/held", "/rules", "/nowhere"):
+            resp = await c.get(path)
+            assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer", path
+            assert "error" in await resp.json()
+        assert (await c.post("/orders/O1/release")).status == 401
         assert (await c.get("/health")).status == 200
-        assert reads.refs == []
+        assert reads.refs == [] and reads.held_calls == []
     finally:
         await c.close()
 
@@ -304,8 +329,8 @@ def test_port_is_base_plus_worker_index(name: str, index: int) -> None:
 
 async def test_server_serves_until_stopped_and_survives_a_port_clash(reads: FakeReads) -> None:
     port = free_port()
-    first = ApiServer(create_api(reads, worker="w0"), port)
-    clash = ApiServer(create_api(reads, worker="w1"), port)
+    first = ApiServer(api_for(reads), port)
+    clash = ApiServer(api_for(reads, "w1"), port)
     assert await first.start() and first.serving
     try:
         assert not await clash.start() and not clash.serving  # logged, not raised

@@ -275,3 +275,82 @@ def test_grafana_dashboard_path_is_the_provisioned_folder() -> None:
     compose = (REPO_ROOT / "docker-compose.yml").read_text()
     assert "grafana/dashboards" in compose
     assert Path(GRAFANA).suffix == ".json"
+
+
+# ----------------------------------------------------------------------------- access
+
+
+class _Verifier:
+    def __init__(self) -> None:
+        from ops.access import Principal
+
+        self.tokens = {
+            "tok-finance": Principal("fin", "finance"),
+            "tok-admin": Principal("root", "admin"),
+            "tok-cs": Principal("amy", "customer_service"),
+            "tok-finance-scoped": Principal("fin2", "finance", frozenset({"own-web"})),
+        }
+
+    async def verify(self, token: str) -> Any:
+        return self.tokens.get(token)
+
+
+@pytest.fixture
+async def dash_client() -> Any:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ops.settings import Settings
+
+    client = TestClient(TestServer(dash.create_app(Settings(), verifier=_Verifier())))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+async def test_dashboard_needs_a_token_but_health_does_not(dash_client: Any) -> None:
+    assert (await dash_client.get("/health")).status == 200
+    for path in ("/", "/api/dashboard", "/static/dashboard.js"):
+        resp = await dash_client.get(path)
+        assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer", path
+    assert (await dash_client.get("/", headers={"Authorization": "Bearer bad"})).status == 401
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "needle"),
+    [
+        ("tok-finance", 200, ""),
+        ("tok-admin", 200, ""),
+        ("tok-cs", 403, "lacks permission read_dashboard"),
+        ("tok-finance-scoped", 403, "every shop is out of fin2's scope"),
+    ],
+)
+async def test_dashboard_needs_read_dashboard_for_every_shop(
+    dash_client: Any, token: str, status: int, needle: str
+) -> None:
+    resp = await dash_client.get("/", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == status
+    if needle:
+        assert needle in (await resp.json())["error"]
+
+
+async def test_token_in_the_url_becomes_a_cookie_and_leaves_the_url(dash_client: Any) -> None:
+    resp = await dash_client.get("/?since=5&token=tok-finance", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/?since=5"
+    cookie = resp.headers["Set-Cookie"]
+    assert "oms_dashboard=tok-finance" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    page = await dash_client.get("/static/dashboard.js")  # the cookie jar sends it back
+    assert page.status == 200
+    refused = await dash_client.get("/?token=tok-cs", allow_redirects=False)
+    assert refused.status == 403 and "Set-Cookie" not in refused.headers
+
+
+def test_without_token_keeps_the_rest_of_the_query() -> None:
+    from yarl import URL
+
+    assert dash.without_token(URL("/?token=x")) == "/"
+    assert (
+        dash.without_token(URL("/api/dashboard?since=1&token=x&a=b"))
+        == "/api/dashboard?since=1&a=b"
+    )
