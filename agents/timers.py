@@ -30,6 +30,11 @@ from streams.messages import OperatorAction, OperatorActionKind, make_id
 SCAN_EVERY_S = 5.0
 MERGE_SCAN_EVERY_S = 1.0  # windows are seconds to minutes: close them promptly
 SCAN_LIMIT = 2000
+# A closed window's group is sent once, then left alone this long: the pipeline removes it when
+# the release lands, so sending it again every tick only floods the operator topic while the
+# operator agent is behind (a 200k-order bench found 7,000 groups re-sent each second). If the
+# action were lost, the group comes due again after this.
+MERGE_RESEND_AFTER_S = 30.0
 TIMER_ACTOR = "system:unpaid-timer"
 
 
@@ -64,7 +69,9 @@ async def due_unpaid(
 async def due_merges(
     client: aioredis.Redis, keys: Keys, *, now: float | None = None
 ) -> list[OperatorAction]:
-    """One release_merged action per merge group whose window has closed."""
+    """One release_merged action per merge group whose window has closed; each group found is
+    claimed (its due time moved MERGE_RESEND_AFTER_S on, only if it is still there) in the same
+    round trip that reads its members."""
     now = time.time() if now is None else now
     groups = await client.zrangebyscore(keys.merge_due, "-inf", now, start=0, num=SCAN_LIMIT)
     if not groups:
@@ -72,8 +79,10 @@ async def due_merges(
     pipe = client.pipeline(transaction=False)
     for group in groups:
         pipe.smembers(group)
+    pipe.zadd(keys.merge_due, dict.fromkeys(groups, now + MERGE_RESEND_AFTER_S), xx=True)
+    *found, _ = await pipe.execute()
     actions = []
-    for group_key, members in zip(groups, await pipe.execute(), strict=True):
+    for group_key, members in zip(groups, found, strict=True):
         if not members:
             await client.zrem(keys.merge_due, group_key)
             continue

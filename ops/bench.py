@@ -1025,11 +1025,15 @@ class Observer:
         return int(n)
 
     async def wait_settled(self, timeout_s: float) -> None:
-        """Until no order waits in a merge window and every command is a fact."""
+        """Until no order waits in a merge window and every command is a fact; ``timeout_s``
+        without progress (fewer orders waiting) at most."""
         deadline = time.monotonic() + timeout_s
         state = "nothing polled yet"
+        fewest: int | None = None
         while time.monotonic() < deadline:
             waiting = self.routed_orders()
+            if fewest is None or waiting < fewest:
+                fewest, deadline = waiting, time.monotonic() + timeout_s
             await self.reader.catch_up()
             facts = self.fact_counts()[2]
             seen = len(self.reader.commands)

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from agents.pipeline import BatchResult, OrderPipeline, ShopRules
 from agents.route import RoutingTable
-from agents.timers import due_closes, due_merges
+from agents.timers import MERGE_RESEND_AFTER_S, due_closes, due_merges
 from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect
@@ -174,6 +174,11 @@ async def test_merge_window_ships_one_parcel_for_one_buyer(
     assert await due_merges(pipeline.client, keys) == []  # window still open
     actions = await due_merges(pipeline.client, keys, now=time.time() + 31)
     assert sorted(len(a.members) for a in actions) == [1, 2]
+    # Claimed: not sent again while the release is on its way; sent again had it been lost.
+    assert await due_merges(pipeline.client, keys, now=time.time() + 31) == []
+    later = time.time() + 32 + MERGE_RESEND_AFTER_S
+    again = await due_merges(pipeline.client, keys, now=later)
+    assert sorted(a.action_id for a in again) == sorted(a.action_id for a in actions)
     result = await pipeline.apply_actions(actions)
     outbound = [c for c in commands(result) if c.kind is CommandKind.OUTBOUND]
     merged = next(c for c in outbound if len(c.merged_order_ids) == 2)
