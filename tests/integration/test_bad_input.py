@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from agents.normalise import SHOP_HEADER, RawInput
 from agents.pipeline import BatchResult, OrderPipeline
 from agents.route import RoutingTable
 from agents.worker import HEARTBEAT_SECONDS
+from ops import stack
 from ops.kafka import client_kwargs
 from ops.settings import REPO_ROOT, Settings
 from state.keys import Keys
@@ -284,8 +286,27 @@ def log_sizes(settings: Settings) -> dict[Path, int]:
     return {path: path.stat().st_size for path in settings.log_dir.glob("worker-*.log")}
 
 
-def test_the_corpus_through_live_workers(running_stack: Settings) -> None:
-    settings = running_stack
+@pytest.fixture
+def own_namespace(running_stack: Settings) -> Iterator[Settings]:
+    """Workers of their own on the test stack, with their own topics, Redis keys and database
+    (ops/bench.py's namespaces): the corpus reuses the samples' channel order numbers, and the
+    orders other tests make from those samples must never meet these."""
+    from ops.bench import drop_namespace, namespaced_settings, prepare_namespace
+
+    own = namespaced_settings(running_stack, f"bad{uuid.uuid4().hex[:8]}")
+    prepare_namespace(own)
+    try:
+        stack.start_workers(own, own.workers)
+        if not own.sink_in_worker:
+            stack.start_sink(own)
+        yield own
+    finally:
+        stack.stop_workers(own)  # and the sink
+        drop_namespace(own)
+
+
+def test_the_corpus_through_live_workers(own_namespace: Settings) -> None:
+    settings = own_namespace
     sample_stock(settings)
     before = wait_for(lambda: settled(settings))
     assert before, "workers not ready, or still busy with another test's inputs"
