@@ -46,10 +46,20 @@ def connect(settings: Settings, *, database: str | None = None) -> Client:
 
 
 def ensure_database(settings: Settings) -> None:
-    """Create the configured database; connects to ``default`` because the target may not exist."""
+    """Create the configured database."""
+    _on_default(settings, "CREATE DATABASE IF NOT EXISTS")
+
+
+def drop_database(settings: Settings) -> None:
+    """Drop the configured database (a bench namespace's, a test module's own)."""
+    _on_default(settings, "DROP DATABASE IF EXISTS")
+
+
+def _on_default(settings: Settings, statement: str) -> None:
+    """``statement`` on the configured database, connected to ``default`` (it may not exist)."""
     client = connect(settings, database="default")
     try:
-        client.execute(f"CREATE DATABASE IF NOT EXISTS {quote_ident(settings.clickhouse_database)}")
+        client.execute(f"{statement} {quote_ident(settings.clickhouse_database)}")
     finally:
         client.disconnect()
 

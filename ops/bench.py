@@ -87,6 +87,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from analytics.client import drop_database
 from ops import profile, stack
 from ops.bench_ceiling import ceiling_key
 from ops.kafka import Record, client_kwargs, consumer_kwargs
@@ -701,17 +702,6 @@ def drop_namespace(settings: Settings) -> None:
 
     drop_keys(connect(settings), settings.redis_prefix)
     drop_database(settings)
-
-
-def drop_database(settings: Settings) -> None:
-    from analytics.client import connect as ch_connect
-    from analytics.client import quote_ident
-
-    ch = ch_connect(settings, database="default")
-    try:
-        ch.execute(f"DROP DATABASE IF EXISTS {quote_ident(settings.clickhouse_database)}")
-    finally:
-        ch.disconnect()
 
 
 def ceiling_component(index: int) -> str:

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from analytics.client import connect
+from analytics.client import drop_database
 from ops.settings import Settings
-
-
-def drop_database(settings: Settings) -> None:
-    admin = connect(settings, database="default")
-    try:
-        admin.execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
-    finally:
-        admin.disconnect()
 
 
 def own_database(settings: Settings, name: str) -> Iterator[Settings]:
