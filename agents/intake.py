@@ -2,7 +2,8 @@
 
 One agent runs the whole order path for a batch (see agents/pipeline.py), because every stage
 keys on the same order: hopping through Kafka between stages would cost a produce and a consume
-per stage and buy no ordering we do not already have.
+per stage and buy no ordering we do not already have. Every batch runs through a
+``BatchRunner`` (agents/batches.py): a failure is retried, never acked away.
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ import faust
 from faust.types import EventT
 
 from agents.app import raw_topic
-from agents.normalise import RawInput
-from agents.pipeline import OrderPipeline, Output
+from agents.batches import BatchRunner, describe
+from agents.normalise import RawInput, to_dlq
+from agents.pipeline import BatchResult, OrderPipeline, Output
 from ops.settings import Settings
+from streams import topics
+from streams.messages import DlqReason
 
 log = logging.getLogger(__name__)
 
 
 def to_raw(event: EventT, prefix: str) -> RawInput:
+    """The event as pipeline input; ``channel`` is '' for a topic that is not a raw one."""
     message = event.message
-    channel = message.topic.removeprefix(f"{prefix}.raw.")
+    raw_prefix = f"{prefix}.raw."
+    channel = message.topic.removeprefix(raw_prefix) if message.topic.startswith(raw_prefix) else ""
     key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else ""
     headers = {
         k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
@@ -48,21 +54,42 @@ async def send_all(app: faust.App, outputs: Sequence[Output]) -> None:
         await asyncio.gather(*futures)
 
 
+def batch_runner(
+    app: faust.App, settings: Settings, name: str, counters: Counter[str]
+) -> BatchRunner:
+    """One agent's runner: sends through the app's producer, dead-letters a poison input to the
+    DLQ with its source topic, partition and offset (so `./oms dlq replay` can send it back)."""
+    dlq_topic = topics.DLQ.name(settings)
+
+    def dead_letter(event: EventT, exc: BaseException) -> Output:
+        raw = to_raw(event, settings.topic_prefix)
+        record = to_dlq(raw, DlqReason.PROCESSING_ERROR, f"{name}: {describe(exc)}")
+        return dlq_topic, raw.key or raw.input_id, record.model_dump_json()
+
+    async def send(outputs: Sequence[Output]) -> None:
+        await send_all(app, outputs)
+
+    return BatchRunner(name, send, counters, dead_letter)
+
+
 def register_intake(
     app: faust.App,
     settings: Settings,
     make_pipeline: Callable[[], Awaitable[OrderPipeline]],
     counters: Counter[str],
 ) -> None:
+    runner = batch_runner(app, settings, "intake", counters)
+
     @app.agent(raw_topic(app, settings), name="intake")
     async def intake(stream: faust.StreamT) -> None:
         pipeline = await make_pipeline()
+
+        async def work(events: Sequence[EventT]) -> BatchResult:
+            return await pipeline.process([to_raw(e, settings.topic_prefix) for e in events])
+
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             started = time.perf_counter()
-            raws = [to_raw(e, settings.topic_prefix) for e in events]
-            result = await pipeline.process(raws)
-            await send_all(app, result.outputs)
-            counters.update(result.counts)
+            await runner.run(events, work)
             # Batch count and busy time: mean batch size and cost for `./oms bench` and status.
             counters["intake_batches"] += 1
             counters["intake_busy_ms"] += round((time.perf_counter() - started) * 1000)

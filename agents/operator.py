@@ -4,13 +4,14 @@ applied by the same pipeline code and CAS-saved like channel inputs."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import faust
+from faust.types import EventT
 
 from agents.guard import parse_or_none
-from agents.intake import send_all
-from agents.pipeline import OrderPipeline
+from agents.intake import batch_runner
+from agents.pipeline import BatchResult, OrderPipeline
 from ops.settings import Settings
 from streams import topics
 from streams.messages import OperatorAction
@@ -31,13 +32,18 @@ def register_operator(
         value_serializer="raw",
     )
 
+    runner = batch_runner(app, settings, "operator", counters)
+
     @app.agent(source, name="operator")
     async def operator(stream: faust.StreamT) -> None:
         pipeline = await make_pipeline()
-        async for events in stream.take_events(100, within=settings.batch_within_s):
+
+        async def work(events: Sequence[EventT]) -> BatchResult:
             parsed = [parse_or_none(OperatorAction, e.value, operator_topic) for e in events]
             actions = [a for a in parsed if a is not None]
-            counters["bad_actions"] += len(parsed) - len(actions)
             result = await pipeline.apply_actions(actions)
-            await send_all(app, result.outputs)
-            counters.update(result.counts)
+            result.counts["bad_actions"] += len(parsed) - len(actions)
+            return result
+
+        async for events in stream.take_events(100, within=settings.batch_within_s):
+            await runner.run(events, work)

@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
+from faust.types import EventT
 
 from agents.guard import parse_or_none
-from agents.intake import send_all
+from agents.intake import batch_runner
 from agents.pipeline import BatchResult, OrderPipeline
 from ops.settings import Settings
 from streams import topics
@@ -62,13 +63,18 @@ def _register(
         topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
+    runner = batch_runner(app, settings, name, counters)
+
     @app.agent(source, name=name)
     async def agent(stream: faust.StreamT) -> None:
         pipeline = await make_pipeline()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+
+        async def work(events: Sequence[EventT]) -> BatchResult:
             parsed = [parse_or_none(model, e.value, topic_name) for e in events]
             items = [item for item in parsed if item is not None]
-            counters[f"bad_{name}"] += len(parsed) - len(items)
             result = await apply(pipeline, items)
-            await send_all(app, result.outputs)
-            counters.update(result.counts)
+            result.counts[f"bad_{name}"] += len(parsed) - len(items)
+            return result
+
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await runner.run(events, work)

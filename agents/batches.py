@@ -1,0 +1,172 @@
+"""Batches that always finish: nothing but cancellation leaves an agent's batch unfinished.
+
+Why this exists: Faust's ``take_events`` acks a batch's events in a ``finally`` when the agent
+body raises, and its supervisor then restarts the body on a stream already past them. An
+exception in the order path (Redis restarting, a send that timed out, a bug that one payload
+trips) would so commit the offsets of inputs that never took effect: orders lost without a trace.
+So a batch is retried until it succeeds. Infrastructure trouble (connection refused, timeouts,
+broker errors) is waited out for as long as it lasts: the partition stalls, nothing is skipped.
+Anything else is a bug or a poison input: after ``POISON_ATTEMPTS`` the batch is split and each
+input retried on its own, and an input that still fails alone is dead-lettered with reason
+``processing_error`` (visible, countable, replayable once fixed) so it cannot stall its
+partition for good.
+
+Cancellation (shutdown, rebalance) is the one way out mid-batch, and it first takes the batch's
+events out of the ack bookkeeping: the consumer then sees a gap, never commits past it, and the
+partition's next reader (this worker after a restart, or another after a rebalance) reads those
+inputs again. Redelivery is safe because every effect is idempotent
+(docs/decisions/0001-at-least-once.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
+from faust.types import EventT
+from faust.types.tuples import ack_lock
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.pipeline import Output
+
+log = logging.getLogger(__name__)
+
+POISON_ATTEMPTS = 3  # failures of one batch (or input) before it counts as poison
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 5.0
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    KafkaError,
+    TimeoutError,  # also asyncio's: a batch past OMS_BATCH_TIMEOUT_S
+    ConnectionError,
+    OSError,
+)
+
+
+class Outcome(Protocol):
+    """What a batch's work returns: what to send, and what to count once it is sent."""
+
+    @property
+    def outputs(self) -> Sequence[Output]: ...
+
+    @property
+    def counts(self) -> Counter[str]: ...
+
+
+Work = Callable[[Sequence[EventT]], Awaitable[Outcome]]
+Send = Callable[[Sequence[Output]], Awaitable[None]]
+DeadLetter = Callable[[EventT, BaseException], Output]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Trouble that passes by itself (a restarting Redis, a broker hiccup): wait, never DLQ."""
+    return isinstance(exc, TRANSIENT)
+
+
+def backoff_s(attempt: int) -> float:
+    """Doubling from 0.2 s, capped at 5 s: quick on a blip, no hot loop through an outage."""
+    return min(BACKOFF_FIRST_S * 2 ** min(max(attempt - 1, 0), 16), BACKOFF_MAX_S)
+
+
+def describe(exc: BaseException) -> str:
+    """The exception's class and first line, bounded: a DLQ detail and a log line. Never the
+    payload (the DLQ record carries that, and logs must not)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def hold_back(events: Sequence[EventT]) -> None:
+    """Mark the events done without acking them to the consumer: Faust's ``finally`` then acks
+    nothing, the committed offset stays below them, and they are read again."""
+    with ack_lock:
+        for event in events:
+            event.message.acked = True
+
+
+@dataclass
+class BatchRunner:
+    """Runs one agent's batches to completion (see the module docstring)."""
+
+    name: str
+    send: Send
+    counters: Counter[str]
+    dead_letter: DeadLetter
+    sleep: Callable[[float], Awaitable[Any]] = field(default=asyncio.sleep)
+
+    async def run(self, events: Sequence[EventT], work: Work) -> None:
+        try:
+            await self._settle(events, work)
+        except BaseException:
+            hold_back(events)
+            raise
+
+    async def _settle(self, events: Sequence[EventT], work: Work) -> None:
+        poison = await self._retry(events, work)
+        if poison is None:
+            return
+        if len(events) > 1:
+            for event in events:  # find the input that fails, let the others through
+                await self._settle([event], work)
+            return
+        record = self.dead_letter(events[0], poison)
+        await self._send_until_sent([record])
+        self.counters["dlq"] += 1
+        self.counters["dlq_processing_error"] += 1
+        log.error("%s: input dead-lettered as processing_error: %s", self.name, describe(poison))
+
+    async def _retry(self, events: Sequence[EventT], work: Work) -> BaseException | None:
+        """Attempts until one succeeds (None) or the failures look like poison (the last)."""
+        attempt = poison_failures = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = await work(events)
+                await self.send(outcome.outputs)
+            except Exception as exc:
+                self._note_failure(exc, attempt, len(events))
+                if not is_transient(exc):
+                    poison_failures += 1
+                    if poison_failures >= POISON_ATTEMPTS:
+                        return exc
+                await self.sleep(backoff_s(attempt))
+                continue
+            self.counters.update(outcome.counts)  # once: only the attempt that landed counts
+            return None
+
+    async def _send_until_sent(self, outputs: Sequence[Output]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.send(outputs)
+                return
+            except Exception as exc:
+                self._note_failure(exc, attempt, len(outputs))
+                await self.sleep(backoff_s(attempt))
+
+    def _note_failure(self, exc: BaseException, attempt: int, size: int) -> None:
+        self.counters[f"{self.name}_retries"] += 1
+        if is_transient(exc):
+            log.warning(
+                "%s: batch of %d failed (attempt %d), retrying: %s",
+                self.name,
+                size,
+                attempt,
+                describe(exc),
+            )
+        else:
+            log.error(
+                "%s: batch of %d failed (attempt %d), retrying: %s",
+                self.name,
+                size,
+                attempt,
+                describe(exc),
+                exc_info=attempt == 1,
+            )

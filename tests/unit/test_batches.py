@@ -1,0 +1,187 @@
+"""agents/batches.py: a batch is retried until it lands, counted once, a poison input is
+dead-lettered alone, transient trouble never dead-letters, and a cancelled batch is held back
+from the consumer's acks. Events are stand-ins with the one attribute the runner touches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from agents.batches import (
+    BACKOFF_MAX_S,
+    POISON_ATTEMPTS,
+    BatchRunner,
+    backoff_s,
+    describe,
+    hold_back,
+    is_transient,
+)
+from agents.pipeline import BatchResult, Output
+
+
+@dataclass
+class Message:
+    offset: int
+    acked: bool = False
+
+
+@dataclass
+class Event:
+    value: str
+    message: Message
+
+
+def events(*values: str) -> list[Any]:
+    return [Event(v, Message(i)) for i, v in enumerate(values)]
+
+
+@dataclass
+class Harness:
+    """The runner with a recording send and a sleep that only counts."""
+
+    fail_send: list[BaseException] = field(default_factory=list)
+    sent: list[Output] = field(default_factory=list)
+    sleeps: list[float] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def runner(self) -> BatchRunner:
+        async def send(outputs: Sequence[Output]) -> None:
+            if self.fail_send:
+                raise self.fail_send.pop(0)
+            self.sent.extend(outputs)
+
+        async def sleep(seconds: float) -> None:
+            self.sleeps.append(seconds)
+
+        def dead_letter(event: Any, exc: BaseException) -> Output:
+            return ("dlq", event.value, describe(exc))
+
+        return BatchRunner("intake", send, self.counters, dead_letter, sleep)
+
+
+def result_of(batch: Sequence[Any]) -> BatchResult:
+    result = BatchResult()
+    for event in batch:
+        result.outputs.append(("out", event.value, "ok"))
+        result.counts["inputs"] += 1
+    return result
+
+
+async def test_transient_failures_are_waited_out_and_counted_once() -> None:
+    h = Harness()
+    failures = [RedisConnectionError("refused")] * 12 + [TimeoutError()]
+    calls = 0
+
+    async def work(batch: Sequence[Any]) -> BatchResult:
+        nonlocal calls
+        calls += 1
+        if failures:
+            raise failures.pop(0)
+        return result_of(batch)
+
+    await h.runner().run(events("a", "b"), work)
+    assert calls == 14  # far beyond POISON_ATTEMPTS: transient trouble never dead-letters
+    assert h.sent == [("out", "a", "ok"), ("out", "b", "ok")]
+    assert h.counters["inputs"] == 2 and h.counters["dlq"] == 0
+    assert h.counters["intake_retries"] == 13
+    assert max(h.sleeps) == BACKOFF_MAX_S
+
+
+async def test_a_failed_send_reruns_the_work_and_counts_once() -> None:
+    h = Harness(fail_send=[RedisConnectionError("x"), OSError("broker gone")])
+    calls = 0
+
+    async def work(batch: Sequence[Any]) -> BatchResult:
+        nonlocal calls
+        calls += 1
+        return result_of(batch)
+
+    await h.runner().run(events("a"), work)
+    assert calls == 3
+    assert h.sent == [("out", "a", "ok")] and h.counters["inputs"] == 1
+
+
+async def test_a_poison_input_is_dead_lettered_and_the_rest_go_through() -> None:
+    h = Harness()
+    tries: Counter[str] = Counter()
+
+    async def work(batch: Sequence[Any]) -> BatchResult:
+        for event in batch:
+            tries[event.value] += 1
+            if event.value == "bad":
+                raise ValueError("cannot handle this one")
+        return result_of(batch)
+
+    await h.runner().run(events("a", "bad", "c"), work)
+    assert ("out", "a", "ok") in h.sent and ("out", "c", "ok") in h.sent
+    assert ("dlq", "bad", "ValueError: cannot handle this one") in h.sent
+    assert not [o for o in h.sent if o[0] == "out" and o[1] == "bad"]
+    assert h.counters["inputs"] == 2
+    assert h.counters["dlq"] == h.counters["dlq_processing_error"] == 1
+    # POISON_ATTEMPTS as a batch, then POISON_ATTEMPTS alone.
+    assert tries["bad"] == 2 * POISON_ATTEMPTS
+
+
+async def test_a_cancelled_batch_is_held_back_from_the_acks() -> None:
+    h = Harness()
+    started = asyncio.Event()
+
+    async def work(batch: Sequence[Any]) -> BatchResult:
+        started.set()
+        await asyncio.sleep(3600)
+        return result_of(batch)
+
+    batch = events("a", "b")
+    task = asyncio.ensure_future(h.runner().run(batch, work))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert all(e.message.acked for e in batch)
+    assert h.sent == [] and h.counters["inputs"] == 0
+
+
+async def test_a_batch_that_lands_is_left_to_faust_to_ack() -> None:
+    h = Harness()
+    batch = events("a")
+
+    async def work(items: Sequence[Any]) -> BatchResult:
+        return result_of(items)
+
+    await h.runner().run(batch, work)
+    assert not batch[0].message.acked
+
+
+def test_hold_back_marks_every_event() -> None:
+    batch = events("a", "b", "c")
+    hold_back(batch)
+    assert [e.message.acked for e in batch] == [True, True, True]
+
+
+def test_which_failures_are_transient() -> None:
+    assert is_transient(RedisConnectionError("refused"))
+    assert is_transient(TimeoutError())
+    assert is_transient(ConnectionResetError())
+    assert not is_transient(ValueError("bug"))
+    assert not is_transient(KeyError("x"))
+
+
+def test_describe_is_one_bounded_line() -> None:
+    text = describe(ValueError("first line\nsecond line with a phone 13812345678"))
+    assert text == "ValueError: first line"
+    assert len(describe(ValueError("x" * 5000))) == 500
+    assert describe(KeyError()) == "KeyError: "
+
+
+@given(st.integers(min_value=1, max_value=10_000))
+def test_backoff_grows_and_is_capped(attempt: int) -> None:
+    assert 0 < backoff_s(attempt) <= BACKOFF_MAX_S
+    assert backoff_s(attempt) <= backoff_s(attempt + 1)
