@@ -21,6 +21,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=f"{scheme}://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
         store="memory://",
+        datadir=str(settings.data_dir / "faust" / settings.app_id),  # not {app_id}-data in the cwd
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         processing_guarantee="at_least_once",
