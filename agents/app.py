@@ -10,7 +10,8 @@ from __future__ import annotations
 import faust
 
 from agents import transport
-from ops.settings import Settings
+from ops.security import kafka_ssl_context
+from ops.settings import KAFKA_SASL_PROTOCOLS, Settings, secret_value
 from streams import topics
 
 
@@ -43,17 +44,23 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _credentials(settings: Settings) -> faust.SASLCredentials | None:
-    """SASL/TLS for production Kafka; the local broker is plaintext on loopback."""
-    if settings.kafka_sasl_mechanism and settings.kafka_sasl_username:
+def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """SASL/TLS for production Kafka, from the same TLS context every other OMS Kafka client
+    uses (ops/security.py); the local broker is plaintext on loopback (None).
+
+    Faust derives the protocol from the credentials: SASLCredentials with a context is
+    SASL_SSL, without one SASL_PLAINTEXT; SSLCredentials is SSL (with client certs: mTLS)."""
+    protocol = settings.kafka_security_protocol
+    context = kafka_ssl_context(settings)
+    if protocol in KAFKA_SASL_PROTOCOLS:
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password or "",
-            mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=faust.ssl.create_default_context()
-            if settings.kafka_security_protocol.upper().startswith("SASL_SSL")
-            else None,
+            password=secret_value(settings.kafka_sasl_password),
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=context,
         )
+    if context is not None:
+        return faust.SSLCredentials(context)
     return None
 
 

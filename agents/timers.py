@@ -24,6 +24,7 @@ from ops.settings import Settings
 from state.keys import Keys
 from state.lock import AsyncDistributedLock
 from state.orders import OrderStore
+from state.redis import connect_async
 from streams import topics
 from streams.messages import OperatorAction, OperatorActionKind, make_id
 
@@ -131,7 +132,7 @@ SCANS: dict[str, tuple[float, Scan]] = {
 
 
 def register_timers(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect_async(settings)  # with the configured Redis user, password and TLS
     keys = Keys(settings.redis_prefix)
     for name, (every, scan) in SCANS.items():
         _register_timer(app, settings, counters, client, keys, name, every, scan)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from clickhouse_driver import Client
 
+from ops.security import clickhouse_kwargs
 from ops.settings import Settings
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -33,10 +34,7 @@ def quote_ident(name: str) -> str:
 def connect(settings: Settings, *, database: str | None = None) -> Client:
     """A lazily connecting client; the database must exist (see ``ensure_database``)."""
     return Client(
-        host=settings.clickhouse_host,
-        port=settings.clickhouse_port,
-        user=settings.clickhouse_user,
-        password=settings.clickhouse_password,
+        **clickhouse_kwargs(settings),  # host, port, user, password, TLS
         database=database or settings.clickhouse_database,
         client_name="oms-analytics",
         connect_timeout=5,

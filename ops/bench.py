@@ -92,7 +92,7 @@ from ops import profile, stack
 from ops.bench_ceiling import ceiling_key
 from ops.kafka import Record, client_kwargs, consumer_kwargs
 from ops.loadgen import BurstMessage, iter_burst
-from ops.settings import REPO_ROOT, Settings
+from ops.settings import REPO_ROOT, Settings, mask_url
 from state.keys import Keys
 from state.stock import StockRow
 from streams import topics
@@ -638,7 +638,7 @@ def namespace_of(settings: Settings) -> dict[str, str]:
         "kafka_bootstrap": settings.kafka_bootstrap,
         "topic_prefix": settings.topic_prefix,
         "app_id": settings.app_id,
-        "redis_url": settings.redis_url,
+        "redis_url": mask_url(settings.redis_url),
         "redis_prefix": settings.redis_prefix,
         "clickhouse_database": settings.clickhouse_database,
     }

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from ops.settings import Settings
 from state.allocation import ShortagePolicy
 from state.keys import Keys
-from state.redis import connect
+from state.redis import connect, connect_async
 from state.reservations import ReserveRequest, ReserveStatus, StockEngine
 from state.stock import StockRow, all_levels, load_stock
 from state.verify import verify
@@ -249,7 +249,7 @@ def _false_shortages(
 
 
 def _async_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return connect_async(settings)  # with the configured Redis user, password and TLS
 
 
 def drop_keys(client: redis.Redis, prefix: str) -> int:

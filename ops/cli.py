@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 import orjson
 
-from ops.settings import REPO_ROOT, Settings, get_settings
+from ops.settings import REPO_ROOT, Settings, get_settings, mask_url
 
 CHANNELS = ("taobao", "jd", "douyin", "shopify", "amazon", "own")
 
@@ -49,7 +49,8 @@ def services_reachable() -> Iterator[None]:
             "is the stack up? ./oms status"
         )
     except redis_errors.ConnectionError as exc:
-        fail(f"Redis at {s.redis_url} is not reachable ({exc}); is the stack up? ./oms status")
+        where = mask_url(s.redis_url)  # never the password
+        fail(f"Redis at {where} is not reachable ({exc}); is the stack up? ./oms status")
 
 
 def caller_path(path: Path) -> Path:

@@ -8,24 +8,16 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from ops.security import kafka_security
 from ops.settings import Settings
 
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 
 def client_kwargs(settings: Settings) -> dict[str, object]:
-    """bootstrap servers and security settings every aiokafka client of the OMS uses."""
-    kwargs: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        kwargs.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
-        )
-    return kwargs
+    """bootstrap servers and security settings (TLS context, SASL) every aiokafka client of
+    the OMS uses; holds the SASL password in clear, so never log it."""
+    return {"bootstrap_servers": settings.kafka_bootstrap, **kafka_security(settings)}
 
 
 def consumer_kwargs(settings: Settings) -> dict[str, object]:

@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
-from ops.settings import REPO_ROOT, Settings
+from ops.settings import REPO_ROOT, Settings, mask_url, secret_value
 
 BROKER = "broker"
 REDIS = "redis"
@@ -153,13 +153,15 @@ def broker_address(settings: Settings) -> tuple[str, int]:
 
 
 def redis_address(settings: Settings) -> tuple[str, int, str | None]:
-    """Host, port and password of ``settings.redis_url`` (``redis://[:pw@]host:port/db``)."""
+    """Host, port and password of ``settings.redis_url`` (``redis://[:pw@]host:port/db``), or
+    of OMS_REDIS_PASSWORD when the URL has none. Errors show the URL with its password masked."""
     parts = urlsplit(settings.redis_url)
+    shown = mask_url(settings.redis_url)
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"OMS_REDIS_URL must be redis://host:port/db, got {settings.redis_url!r}")
+        raise ValueError(f"OMS_REDIS_URL must be redis://host:port/db, got {shown!r}")
     if parts.hostname is None or parts.port is None:
-        raise ValueError(f"OMS_REDIS_URL needs an explicit host and port: {settings.redis_url!r}")
-    password = unquote(parts.password) if parts.password else None
+        raise ValueError(f"OMS_REDIS_URL needs an explicit host and port: {shown!r}")
+    password = unquote(parts.password) if parts.password else secret_value(settings.redis_password)
     return parts.hostname, parts.port, password
 
 
@@ -528,12 +530,11 @@ def _check_ports_free(settings: Settings, name: str, host: str) -> None:
 
 
 def _kafka_security(settings: Settings) -> dict[str, Any]:
-    return {
-        "security_protocol": settings.kafka_security_protocol,
-        "sasl_mechanism": settings.kafka_sasl_mechanism,
-        "sasl_plain_username": settings.kafka_sasl_username,
-        "sasl_plain_password": settings.kafka_sasl_password,
-    }
+    """The same TLS/SASL arguments as every other OMS Kafka client (kafka-python takes
+    aiokafka's names)."""
+    from ops.security import kafka_security
+
+    return kafka_security(settings)
 
 
 def bootstrap_servers(settings: Settings) -> list[str]:
@@ -570,8 +571,13 @@ def redis_client(settings: Settings, timeout_s: float = HEALTH_TIMEOUT_S) -> Any
     """A redis-py client for ``settings.redis_url`` that gives up quickly."""
     import redis
 
+    from ops.security import redis_kwargs
+
     return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        settings.redis_url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        **redis_kwargs(settings),
     )
 
 
@@ -580,11 +586,10 @@ def clickhouse_client(settings: Settings, database: str = "default") -> Any:
     not exist yet when this is used for the health check."""
     from clickhouse_driver import Client
 
+    from ops.security import clickhouse_kwargs
+
     return Client(
-        host=settings.clickhouse_host,
-        port=settings.clickhouse_port,
-        user=settings.clickhouse_user,
-        password=settings.clickhouse_password,
+        **clickhouse_kwargs(settings),  # host, port, user, password, TLS
         database=database,
         connect_timeout=HEALTH_TIMEOUT_S,
         send_receive_timeout=5,
@@ -883,7 +888,7 @@ def clickhouse_users(settings: Settings) -> str:
     user = settings.clickhouse_user
     if not _IDENTIFIER.match(user):
         raise StackError(f"OMS_CLICKHOUSE_USER {user!r} is not a plain identifier")
-    password = xml_escape(settings.clickhouse_password)
+    password = xml_escape(secret_value(settings.clickhouse_password) or "")
     names = ["default"] if user == "default" else ["default", user]
     users = "\n".join(
         f"""    <{name}>
@@ -961,7 +966,8 @@ def sink_argv(settings: Settings) -> list[str]:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as OMS_* variables, so a child process reads the very same settings
-    even when the caller built them in code (tests with a temporary home and ports)."""
+    even when the caller built them in code (tests with a temporary home and ports).
+    Secrets are not in it (excluded from the dump): see ``child_env``."""
     prefix = settings.model_config.get("env_prefix", "OMS_")
     env: dict[str, str] = {}
     for field, value in settings.model_dump(mode="json").items():
@@ -971,11 +977,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process: the caller's, with every OMS_* setting replaced by
+    ``settings`` (a setting left None must not inherit a value) and the secrets it needs."""
+    from ops.security import secret_env
+
     env = dict(os.environ)
     prefix = settings.model_config.get("env_prefix", "OMS_")
     for field in type(settings).model_fields:
         env.pop(f"{prefix}{field.upper()}", None)  # a None setting must not inherit a value
     env.update(settings_env(settings))
+    env.update(secret_env(settings))  # the passwords it connects with, and nothing more
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

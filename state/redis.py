@@ -10,6 +10,7 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 
+from ops.security import redis_kwargs
 from ops.settings import Settings
 
 
@@ -25,11 +26,14 @@ def lua_source(name: str) -> str:
 
 
 def connect(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    """A client with the configured ACL user, password and TLS (ops/security.py)."""
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True, **redis_kwargs(settings))
 
 
 def connect_async(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=True, **redis_kwargs(settings)
+    )
 
 
 def connect_batched(settings: Settings) -> aioredis.Redis:
@@ -47,6 +51,7 @@ def connect_batched(settings: Settings) -> aioredis.Redis:
         socket_timeout=None,
         socket_keepalive=scheme != "unix",
         connection_class=_PACKED.get(scheme, aioredis.Connection),
+        **redis_kwargs(settings),
     )
 
 

@@ -44,15 +44,12 @@ def infra(base_settings: Settings) -> Iterator[Settings]:
 
 def reset_test_data(settings: Settings) -> None:
     """The test stack's data dir survives runs (Redis AOF, ClickHouse files): start clean."""
-    from clickhouse_driver import Client
-
+    from analytics.client import drop_database
     from state.redis import connect
 
     assert "test" in str(settings.home), "refusing to wipe a non-test stack"
     connect(settings).flushall()
-    Client(host=settings.clickhouse_host, port=settings.clickhouse_port).execute(
-        f"DROP DATABASE IF EXISTS {settings.clickhouse_database}"
-    )
+    drop_database(settings)  # with the configured user, password and TLS
 
 
 @pytest.fixture(scope="session")
