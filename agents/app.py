@@ -17,12 +17,14 @@ from streams import topics
 
 def create_app(settings: Settings) -> faust.App:
     scheme = transport.register()
+    datadir = settings.data_dir / "faust" / settings.app_id  # not {app_id}-data in the cwd
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only its own subfolders
     app = faust.App(
         settings.app_id,
         broker=f"{scheme}://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
         store="memory://",
-        datadir=str(settings.data_dir / "faust" / settings.app_id),  # not {app_id}-data in the cwd
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         processing_guarantee="at_least_once",
