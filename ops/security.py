@@ -89,7 +89,10 @@ def clickhouse_kwargs(settings: Settings) -> dict[str, Any]:
         "password": secret_value(settings.clickhouse_password) or "",
     }
     if settings.clickhouse_secure:
-        kwargs.update(secure=True, verify=settings.clickhouse_verify)
+        # verify off must also turn the host name check off: the driver refuses CERT_NONE
+        # with check_hostname on.
+        verify = settings.clickhouse_verify
+        kwargs.update(secure=True, verify=verify, check_hostname=verify)
         if settings.clickhouse_ca_file:
             kwargs["ca_certs"] = str(settings.clickhouse_ca_file)
     return kwargs
