@@ -38,9 +38,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         pytest.skip("openssl not installed")
     folder = tmp_path_factory.mktemp("pki")
     files = {name: folder / f"{name}.pem" for name in ("cert", "key")}
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=oms-test", "-keyout", str(files["key"]), "-out", str(files["cert"])],
+        [
+            *command,
+            "-subj",
+            "/CN=oms-test",
+            "-keyout",
+            str(files["key"]),
+            "-out",
+            str(files["cert"]),
+        ],
         check=True,
         capture_output=True,
     )
