@@ -48,6 +48,7 @@ from ops.access import (
     ALL_SHOPS,
     Permission,
     Principal,
+    Shops,
     authorize,
     bearer_token,
     in_scope,
@@ -83,8 +84,10 @@ class OrderReads(Protocol):
         """Masked order views of the orders ``ref`` (OMS id or ``CHANNEL:EXTERNAL_ID``) names."""
         ...
 
-    async def held(self, *, reason: str, limit: int, since: float) -> list[dict[str, Any]]:
-        """Held-order rows, oldest hold first."""
+    async def held(
+        self, *, reason: str, limit: int, since: float, shops: Shops
+    ) -> list[dict[str, Any]]:
+        """Held-order rows of ``shops`` (a principal's scope), oldest hold first."""
         ...
 
     async def rules(self) -> dict[str, Any]:
@@ -137,8 +140,15 @@ class RedisReads:
         found = await find_orders(self.settings, ref, client=self.client)
         return [order_view(f, reveal=False) for f in found]
 
-    async def held(self, *, reason: str, limit: int, since: float) -> list[dict[str, Any]]:
-        return await list_held(self.settings, limit, since, reason=reason, client=self.client)
+    async def held(
+        self, *, reason: str, limit: int, since: float, shops: Shops
+    ) -> list[dict[str, Any]]:
+        def keep(row: dict[str, Any]) -> bool:
+            return in_scope(shops, str(row["shop_id"]))
+
+        return await list_held(
+            self.settings, limit, since, reason=reason, keep=keep, client=self.client
+        )
 
     async def rules(self) -> dict[str, Any]:
         from agents.audit import load_audit_rules
@@ -348,7 +358,7 @@ async def get_channel_orders(request: web.Request) -> web.Response:
 
 
 async def get_held(request: web.Request) -> web.Response:
-    """Held orders of the token's shops (``limit`` bounds the holds read, as in the CLI)."""
+    """Held orders of the token's shops: up to ``limit`` of them, the scope applied first."""
     principal = require(request, Permission.READ_ORDERS)
     query = request.rel_url.query
     check_known_params(set(query), HELD_PARAMS)
@@ -356,8 +366,9 @@ async def get_held(request: web.Request) -> web.Response:
         reason=parse_reason(query.get("reason", "")),
         limit=parse_limit(query.get("limit")),
         since=parse_since(query.get("since")),
+        shops=principal.shops,
     )
-    shown = visible(principal, rows)
+    shown = visible(principal, rows)  # the reads already applied the scope; this guards them
     return json_response({"total": len(shown), "orders": shown})
 
 

@@ -68,6 +68,7 @@ def to_dlq(raw: RawInput, reason: DlqReason, detail: str) -> DlqRecord:
         key=raw.key,
         payload=payload,
         payload_encoding=encoding,  # type: ignore[arg-type]
+        payload_truncated=kept < len(raw.value),
         received_at=datetime.now(UTC),
     )
 

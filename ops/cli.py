@@ -380,9 +380,7 @@ def held_list(reason: str, limit: int, as_json: bool) -> None:
     """Held orders, oldest first, with their reason."""
     from ops.views import list_held
 
-    rows = [
-        r for r in asyncio.run(list_held(settings(), limit)) if not reason or r["reason"] == reason
-    ]
+    rows = asyncio.run(list_held(settings(), limit, reason=reason))
     if as_json:
         emit_json({"total": len(rows), "orders": rows})
         return
@@ -624,7 +622,8 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
     """Send DLQ'd inputs back to their source topic, e.g. after fixing a sku map or an adapter.
 
     Each record is replayed once unless --again; an input that is still bad lands in the DLQ
-    again with a new record, a now-valid one is processed like any order.
+    again with a new record, a now-valid one is processed like any order. A record that kept
+    only the first part of an oversized payload is never replayed.
     """
     from ops.views import replay_dlq
     from streams.messages import DlqReason
@@ -639,7 +638,8 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
     else:
         click.echo(
             f"replayed {result.sent} of {result.selected} record(s); "
-            f"{result.skipped_already_replayed} replayed before (use --again)"
+            f"{result.skipped_already_replayed} replayed before (use --again); "
+            f"{result.skipped_truncated} not replayable (payload truncated)"
         )
 
 

@@ -11,9 +11,9 @@ import base64
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -39,6 +39,7 @@ from streams.messages import (
 from streams.privacy import mask_order_dict
 
 REPLAY_HEADER = "oms-replay-of"
+HELD_PAGE = 1000  # held orders read per round trip by list_held
 
 
 @asynccontextmanager
@@ -211,12 +212,14 @@ class ReplayResult:
     selected: int
     sent: int
     skipped_already_replayed: int
+    skipped_truncated: int = 0  # only part of the payload was kept: replaying it would mislead
 
     def to_dict(self) -> dict[str, int]:
         return {
             "selected": self.selected,
             "sent": self.sent,
             "skipped_already_replayed": self.skipped_already_replayed,
+            "skipped_truncated": self.skipped_truncated,
         }
 
 
@@ -240,22 +243,35 @@ async def replay_dlq(
     """Send DLQ'd inputs back through the pipeline (after a fix to config or code). Each record
     is replayed once unless ``again``; a still-bad input simply lands in the DLQ again."""
     records, _ = await list_dlq(settings)
-    chosen = [
-        r
-        for r in records
-        if (not reason or r.reason.value == reason) and (not channel or r.channel == channel)
-    ]
     client = connect_async(settings)
     try:
         key = Keys(settings.redis_prefix).dlq_replayed
         done = set() if again else set(await client.smembers(key))
-        todo = [r for r in chosen if r.dlq_id not in done]
+        todo, result = select_replay(records, done, reason=reason, channel=channel)
         sent = await produce(settings, replay_records(todo)) if todo else 0
         if todo:
             await client.sadd(key, *(r.dlq_id for r in todo))
     finally:
         await client.aclose()
-    return ReplayResult(len(chosen), sent, len(chosen) - len(todo))
+    return replace(result, sent=sent)
+
+
+def select_replay(
+    records: list[DlqRecord], done: set[str], *, reason: str = "", channel: str = ""
+) -> tuple[list[DlqRecord], ReplayResult]:
+    """The records to send (matching the filters, not replayed before, payload whole) and the
+    counts of what was left out; ``sent`` is what will be sent. A truncated payload is never
+    replayed: its first megabyte is not the input."""
+    chosen = [
+        r
+        for r in records
+        if (not reason or r.reason.value == reason) and (not channel or r.channel == channel)
+    ]
+    whole = [r for r in chosen if not r.payload_truncated]
+    todo = [r for r in whole if r.dlq_id not in done]
+    return todo, ReplayResult(
+        len(chosen), len(todo), len(whole) - len(todo), len(chosen) - len(whole)
+    )
 
 
 async def list_held(
@@ -264,16 +280,31 @@ async def list_held(
     since: float = 0.0,
     *,
     reason: str = "",
+    keep: Callable[[dict[str, Any]], bool] | None = None,
     client: aioredis.Redis | None = None,
 ) -> list[dict[str, Any]]:
-    """Held orders, oldest hold first, with the reason a person has to work on. ``limit`` bounds
-    the holds read and ``reason`` then keeps one kind, as `./oms held list` always did."""
+    """Held orders, oldest hold first, with the reason a person has to work on: up to ``limit``
+    rows with that ``reason`` that ``keep`` (the API's shop scope) lets through. The index is
+    read page by page until the rows are there, so a filter never hides holds behind others."""
+    wanted = limit if limit > 0 else None
+    rows: list[dict[str, Any]] = []
     async with redis_for(settings, client) as redis_client:
         store = OrderStore(redis_client, Keys(settings.redis_prefix))
-        ids = await store.held_ids(limit, since)
-        loaded = await store.load_many(ids)
-        rows = [held_row(oid, lr.record) for oid, lr in loaded.items() if lr.record is not None]
-        return [r for r in rows if not reason or r["reason"] == reason]
+        offset = 0
+        while wanted is None or len(rows) < wanted:
+            page = max(HELD_PAGE, (wanted or 0) - len(rows))
+            ids = await store.held_ids(page, since, offset=offset)
+            offset += len(ids)
+            loaded = await store.load_many(ids)
+            found = [held_row(oid, lr.record) for oid, lr in loaded.items() if lr.record]
+            rows += [
+                r
+                for r in found
+                if (not reason or r["reason"] == reason) and (keep is None or keep(r))
+            ]
+            if len(ids) < page:
+                break
+    return rows[:wanted]
 
 
 def held_row(order_id: str, record: OrderRecord) -> dict[str, Any]:

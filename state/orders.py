@@ -252,8 +252,11 @@ class OrderStore:
         loaded = await self.load_many(ids)
         return [lr.record for lr in loaded.values() if lr.record]
 
-    async def held_ids(self, limit: int = 1000, since: float = 0.0) -> list[str]:
-        """Held orders, oldest hold first; ``since`` (unix seconds) skips older holds."""
+    async def held_ids(self, limit: int = 1000, since: float = 0.0, offset: int = 0) -> list[str]:
+        """Held orders, oldest hold first; ``since`` (unix seconds) skips older holds, ``offset``
+        pages on."""
         return list(
-            await self._client.zrangebyscore(self._keys.held, since or "-inf", "+inf", 0, limit)
+            await self._client.zrangebyscore(
+                self._keys.held, since or "-inf", "+inf", offset, limit
+            )
         )

@@ -53,6 +53,8 @@ class DlqRecord(_Message):
     key: str = ""
     payload: str  # the original bytes: utf-8 text, or base64 when not valid utf-8
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    # Only the first bytes were kept (the input overflowed a Kafka message): never replayable.
+    payload_truncated: bool = False
     received_at: AwareDatetime
 
 

@@ -486,6 +486,7 @@ def check_record(record: DlqRecord, data: bytes, exc: AdapterError, channel: str
         if record.payload_encoding == "base64"
         else record.payload.encode("utf-8")
     )
+    assert record.payload_truncated == (kept != data)
     if kept != data:  # only a payload too big for a Kafka message is cut, and it says so
         assert data.startswith(kept) and "truncated" in record.detail
     assert len(record.model_dump_json()) <= MAX_DLQ_RECORD_BYTES

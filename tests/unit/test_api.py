@@ -25,7 +25,7 @@ from agents.api import (
     create_api,
     worker_index,
 )
-from ops.access import Principal
+from ops.access import ALL_SHOPS, Principal, Shops
 from ops.settings import REPO_ROOT, Settings
 from ops.views import order_view
 from state.orders import AfterSalesEntry, CommandRef, HistoryEntry, OrderRecord
@@ -127,8 +127,10 @@ class FakeReads:
         self.refs.append(ref)
         return self.by_ref.get(ref, [])
 
-    async def held(self, *, reason: str, limit: int, since: float) -> list[dict[str, Any]]:
-        self.held_calls.append({"reason": reason, "limit": limit, "since": since})
+    async def held(
+        self, *, reason: str, limit: int, since: float, shops: Shops
+    ) -> list[dict[str, Any]]:
+        self.held_calls.append({"reason": reason, "limit": limit, "since": since, "shops": shops})
         return [HELD_ROW]
 
     async def rules(self) -> dict[str, Any]:
@@ -243,12 +245,29 @@ async def test_held_passes_the_parsed_filters(client: TestClient, reads: FakeRea
     resp = await client.get("/held?reason=out_of_stock&limit=5&since=1700000000.5")
     assert resp.status == 200
     assert await resp.json() == {"total": 1, "orders": [HELD_ROW]}
-    assert reads.held_calls == [{"reason": "out_of_stock", "limit": 5, "since": 1700000000.5}]
+    assert reads.held_calls == [
+        {"reason": "out_of_stock", "limit": 5, "since": 1700000000.5, "shops": ALL_SHOPS}
+    ]
 
 
 async def test_held_defaults_are_the_cli_s(client: TestClient, reads: FakeReads) -> None:
     assert (await client.get("/held")).status == 200
-    assert reads.held_calls == [{"reason": "", "limit": 1000, "since": 0.0}]
+    assert reads.held_calls == [{"reason": "", "limit": 1000, "since": 0.0, "shops": ALL_SHOPS}]
+
+
+async def test_held_reads_apply_the_token_s_shop_scope(reads: FakeReads) -> None:
+    """The scope goes to the read, so ``limit`` counts the shop's own holds, not everyone's."""
+    shop_token = "shop-scoped-token-for-unit-tests"
+    scoped = Principal("cs1", "customer_service", frozenset({"shop-a"}))
+    verifier = FakeVerifier({shop_token: scoped})
+    app = create_api(reads, worker="w0", verifier=verifier)
+    c = await client_for(app, {"Authorization": f"Bearer {shop_token}"})
+    try:
+        assert (await c.get("/held?limit=3")).status == 200
+    finally:
+        await c.close()
+    assert reads.held_calls[-1]["shops"] == frozenset({"shop-a"})
+    assert reads.held_calls[-1]["limit"] == 3
 
 
 async def test_view_is_masked_and_shows_the_whole_life(client: TestClient) -> None:
