@@ -1,6 +1,9 @@
 """The order HTTP API each worker serves to customer-service, warehouse and back-office tools.
 
     GET  /health                           {"ok": true, "worker": NAME}           (open)
+    GET  /health/live, /health/ready       liveness, readiness (agents/health.py)  (open)
+    GET  /metrics                          Prometheus text format (agents/metrics.py): open
+                                           unless OMS_METRICS_TOKEN is set
     GET  /orders/{order_id}                an order's whole life (``ops.views.order_view``)
     GET  /orders/{channel}/{external_id}   {"orders": [...]}: several shops may share a number
     GET  /held?reason=R&limit=N&since=UNIX held orders oldest first, as `./oms held list --json`
@@ -10,11 +13,12 @@
     POST /stock/adjust                     {"sku", "warehouse", "delta", "reason"[, "field",
                                            "op_id"]}: add or remove units
 
-Every route but /health needs ``Authorization: Bearer <token>`` (``state/tokens.py``): 401 with
-``WWW-Authenticate: Bearer`` without a valid one, 403 with the reason when the token's role
-lacks the permission (``ops/access.py``). An order of a shop outside the token's scope is
-answered as unknown (404) and left out of lists, so scope never tells which orders other shops
-have. Stock and rules are shared by every shop: adjusting stock needs a token for every shop.
+Every route but /health, /health/* and /metrics needs ``Authorization: Bearer <token>``
+(``state/tokens.py``): 401 with ``WWW-Authenticate: Bearer`` without a valid one, 403 with the
+reason when the token's role lacks the permission (``ops/access.py``). An order of a shop
+outside the token's scope is answered as unknown (404) and left out of lists, so scope never
+tells which orders other shops have. Stock and rules are shared by every shop: adjusting stock
+needs a token for every shop.
 
 Reads go through the same read models as the CLI (``ops.views``) on the worker's long-lived
 Redis client, so the API and `./oms orders show` cannot drift apart; personal data is always
@@ -44,6 +48,7 @@ from mode import Service
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agents.health import PROBE_PATHS, Probe, add_probe_routes, metrics_token
 from ops.access import (
     ALL_SHOPS,
     Permission,
@@ -228,7 +233,7 @@ ACTIONS = web.AppKey("actions", OrderActions)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 WORKER = web.AppKey("worker", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health"}) | PROBE_PATHS
 NOT_COPIED_HEADERS = frozenset({"Content-Type", "Content-Length"})
 
 
@@ -238,9 +243,12 @@ def create_api(
     worker: str,
     verifier: TokenVerifier,
     actions: OrderActions | None = None,
+    probe: Probe | None = None,
+    metrics_token: str | None = None,
 ) -> web.Application:
     """The aiohttp application; ``reads``, ``verifier`` and ``actions`` are injected so routing,
-    access and validation test pure. Without ``actions`` the write routes answer 503."""
+    access and validation test pure. Without ``actions`` the write routes answer 503; with a
+    ``probe`` it also serves /health/live, /health/ready and /metrics."""
     app = web.Application(
         middlewares=[errors_as_json, authenticated], client_max_size=MAX_BODY_BYTES
     )
@@ -248,6 +256,8 @@ def create_api(
     if actions is not None:
         app[ACTIONS] = actions
     app.router.add_get("/health", get_health)
+    if probe is not None:
+        add_probe_routes(app, probe, metrics_token)
     app.router.add_get("/held", get_held)
     app.router.add_get("/rules", get_rules)
     app.router.add_post("/orders/{order_id}/release", post_release)
@@ -569,10 +579,15 @@ class ApiServer:
 
 
 def register_api(
-    app: faust.App, settings: Settings, client: aioredis.Redis, worker: str
+    app: faust.App,
+    settings: Settings,
+    client: aioredis.Redis,
+    worker: str,
+    probe: Probe | None = None,
 ) -> ApiServer:
     """Serve the API from this worker (Faust's own web server stays disabled): started with the
     app's services, stopped when the worker shuts down. Returns the server for the heartbeat."""
+    token = metrics_token(settings)
     mask_logs(__name__, "aiohttp.access", "aiohttp.server", "aiohttp.web")
     server = ApiServer(
         create_api(
@@ -580,6 +595,8 @@ def register_api(
             worker=worker,
             verifier=token_store(settings, client),
             actions=KafkaActions(settings),
+            probe=probe,
+            metrics_token=token,
         ),
         api_port(settings, worker),
         settings.worker_web_host,

@@ -10,6 +10,13 @@ The process adds a heartbeat in Redis (``ops.stack.sink_heartbeat_key``: outside
 ``{"pid", "ready", "partitions", "ts", "counters"}``, the counters being the sink's own
 (``facts``, ``bad_facts``, ``sink_*``). Ready = the consumer has partitions.
 
+It also serves its own probes and metrics on OMS_WORKER_WEB_HOST:OMS_SINK_WEB_PORT (default the
+worker web port - 1): ``/health`` and ``/health/live`` (up), ``/health/ready`` (its consumer has
+partitions and ClickHouse takes its writes), ``/metrics`` (agents/metrics.py: facts landed,
+failed flushes, outages, and the backlog: the fact group's lag, measured every few seconds by
+a client of its own from the committed offsets, so it counts every fact not yet confirmed in
+ClickHouse, the batch in hand included). A port clash costs the endpoint, never the sinking.
+
 SIGTERM and SIGINT stop it cleanly: the batch in hand lands and is committed, then the
 consumer leaves its group. A batch that cannot land within the grace (ClickHouse down) is
 abandoned uncommitted and replayed by the next sink: offsets are committed only once
@@ -29,11 +36,24 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
+from agents.health import (
+    Readiness,
+    add_probe_routes,
+    metrics_token,
+    redis_error,
+    sink_readiness,
+)
+from agents.metrics import PartitionLag, Snapshot, render
 from agents.sink import FACT_TOPICS, run_fact_sink
 from agents.worker import use_event_loop
 from ops import stack
+from ops.kafka import client_kwargs
+from ops.logs import setup_logging
 from ops.settings import Settings
 from state.redis import connect_async
 
@@ -44,6 +64,9 @@ HEARTBEAT_TTL_S = 10
 # On SIGTERM the batch in hand may take this long to land and commit; the stack waits
 # ops.stack.SINK_STOP_TIMEOUT_S before it kills.
 STOP_GRACE_S = 5.0
+LAG_EVERY_S = 2.0  # how often the backlog is measured (two small broker requests)
+LAG_TIMEOUT_S = 5.0
+NAME = "sink"
 
 
 class SinkStartError(RuntimeError):
@@ -97,18 +120,149 @@ async def serve(settings: Settings, stop: asyncio.Event) -> Counter[str]:
     key = stack.sink_heartbeat_key(settings)
     sink = asyncio.create_task(run_fact_sink(settings, counters, stop=stop), name="fact-sink")
     beats = asyncio.create_task(heartbeat_forever(client, key, counters), name="sink-heartbeat")
+    lags = FactLag(settings, counters)
+    sampling = asyncio.create_task(lags.run(), name="sink-lag")
     stopping = asyncio.create_task(stop.wait())
+    web_runner = await serve_probes(settings, SinkProbe(settings, counters, client, sink, lags))
     try:
         await asyncio.wait({sink, stopping}, return_when=asyncio.FIRST_COMPLETED)
         await finish(sink, STOP_GRACE_S)
     finally:
-        for task in (beats, stopping):
+        if web_runner is not None:
+            await web_runner.cleanup()
+        for task in (beats, sampling, stopping):
             task.cancel()
-        await asyncio.wait({beats, stopping})
+        await asyncio.wait({beats, sampling, stopping})
         with contextlib.suppress(Exception):
             await client.delete(key)
         await client.aclose()
     return counters
+
+
+class FactLag:
+    """The fact group's lag per partition (end offset - committed offset), measured by an
+    admin client and a group-less consumer of its own: the sink's consumer is busy in its
+    loop, and the committed offsets are the truth about what is safely in ClickHouse."""
+
+    def __init__(self, settings: Settings, counters: Counter[str]) -> None:
+        self.settings, self.counters = settings, counters
+        self.group = f"{settings.app_id}-facts"
+        self.topics = [spec.name(settings) for spec in FACT_TOPICS]
+        self.lags: list[PartitionLag] = []
+        self.measured = False
+
+    @property
+    def backlog(self) -> int | None:
+        return sum(lag.lag for lag in self.lags) if self.measured else None
+
+    async def run(self) -> None:
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+        consumer = AIOKafkaConsumer(**client_kwargs(self.settings), enable_auto_commit=False)
+        try:
+            await asyncio.wait_for(asyncio.gather(admin.start(), consumer.start()), LAG_TIMEOUT_S)
+            while True:
+                await self.sample(admin, consumer)
+                await asyncio.sleep(LAG_EVERY_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the backlog is for people; the sinking goes on without it
+            log.warning("sink backlog not measured any more: %s", type(exc).__name__)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    async def sample(self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
+        try:
+            self.lags = await asyncio.wait_for(self.measure(admin, consumer), LAG_TIMEOUT_S)
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            log.warning("sink backlog not measured: %s", type(exc).__name__)
+            return
+        self.measured = True
+        self.counters["sink_backlog"] = sum(lag.lag for lag in self.lags)  # heartbeat too
+
+    async def measure(
+        self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer
+    ) -> list[PartitionLag]:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            await consumer.topics()  # refresh metadata: the topics may be new
+            return []
+        ends = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(self.group, partitions=tps)
+        lags = []
+        for tp in tps:
+            done = committed.get(tp)
+            offset = done.offset if done is not None and done.offset >= 0 else 0
+            lags.append(PartitionLag(tp.topic, tp.partition, max(0, ends.get(tp, 0) - offset)))
+        return lags
+
+
+class SinkProbe:
+    """Readiness and metrics of the sink process."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        settings: Settings,
+        counters: Counter[str],
+        client: Redis,
+        sink: asyncio.Task[None],
+        lags: FactLag,
+    ) -> None:
+        self.settings, self.counters, self.client = settings, counters, client
+        self.sink, self.lags = sink, lags
+
+    async def readiness(self) -> Readiness:
+        return sink_readiness(
+            running=not self.sink.done(),
+            partitions=int(self.counters.get("sink_partitions", 0)),
+            clickhouse_failures=int(self.counters.get("sink_consecutive_failures", 0)),
+            redis_error=await redis_error(self.client, self.settings.health_timeout_s),
+        )
+
+    async def metrics(self) -> bytes:
+        readiness = await self.readiness()
+        snapshot = Snapshot(
+            component="sink",
+            name=NAME,
+            ready=readiness.ready,
+            counters=dict(self.counters),
+            lags=self.lags.lags,
+            partitions=int(self.counters.get("sink_partitions", 0)),
+            backlog=self.lags.backlog,
+        )
+        return render(snapshot)
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "name": NAME})
+
+
+async def serve_probes(settings: Settings, probe: SinkProbe) -> web.AppRunner | None:
+    """/health, /health/live, /health/ready and /metrics on the sink's port; None when the port
+    cannot be bound (logged: the sink goes on, only its endpoint is missing)."""
+    app = web.Application()
+    app.router.add_get("/health", get_health)
+    token = metrics_token(settings)
+    add_probe_routes(app, probe, token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = settings.worker_web_host, settings.sink_port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        log.error("sink metrics and health not served on %s:%s: %s", host, port, exc)
+        await runner.cleanup()
+        return None
+    log.info("sink metrics and health on http://%s:%s", host, port)
+    return runner
 
 
 async def run_until_signalled(settings: Settings) -> Counter[str]:
@@ -135,11 +289,7 @@ def ensure_fact_topics(settings: Settings) -> None:
 
 def run_sink(settings: Settings, loglevel: str = "info") -> Counter[str]:
     """The process: logging, topics, the configured event loop, then the sink until a signal."""
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    for noisy in ("aiokafka", "kafka"):  # connection chatter at INFO would bury the sink's lines
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(settings.log_format, loglevel, component=NAME)  # quiets aiokafka's chatter
     ensure_fact_topics(settings)
     use_event_loop(settings.event_loop)
     log.info("sink starting: group %s-facts, loop %s", settings.app_id, settings.event_loop)

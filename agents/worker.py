@@ -1,5 +1,7 @@
 """One OMS worker process: the Faust app with its agents, the order query API (agents/api.py)
-and a heartbeat that the launcher and `./oms status` read from Redis.
+and a heartbeat that the launcher and `./oms status` read from Redis. The API also serves the
+worker's probes and metrics (agents/health.py, agents/metrics.py), read from the same counters
+the heartbeat carries.
 
 The fact sink runs in a process of its own (agents/sink_process.py) unless OMS_SINK_IN_WORKER
 is true; then every worker runs it as a task instead (docs/decisions/0009-fact-sink-process.md)."""
@@ -10,30 +12,150 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import faust
 import orjson
+import redis.asyncio as aioredis
 from faust.types import TP
 
 from agents.api import register_api
 from agents.app import create_app
 from agents.channel_stock import register_channel_stock
+from agents.health import Readiness, redis_error, worker_readiness
 from agents.intake import register_intake
 from agents.ledger import register_ledger
+from agents.metrics import PartitionLag, Snapshot, count_outputs, lag_of, render
 from agents.operator import register_operator
 from agents.pipeline import OrderPipeline
 from agents.route import RoutingTable
 from agents.sink import register_sink
 from agents.timers import register_timers
 from agents.wms_events import register_order_inputs
+from ops.logs import setup_logging
 from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect_async, connect_batched
 from streams import topics
 from streams.adapters.base import AdapterContext, SkuMap
 
+log = logging.getLogger(__name__)
+
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TTL = 10
+
+
+class StageCountingPipeline(OrderPipeline):
+    """The order pipeline, with each batch's emitted events and commands tallied by kind into
+    the batch's counts (``event_<kind>``, ``command_<kind>``): the audit, reserve, route and
+    fulfil stages show in /metrics without a counter in every stage's code."""
+
+    async def process(self, raws: Sequence[Any]) -> Any:
+        return self._tallied(await super().process(raws))
+
+    async def apply_actions(self, actions: Sequence[Any]) -> Any:
+        return self._tallied(await super().apply_actions(actions))
+
+    async def apply_wms_events(self, events: Sequence[Any]) -> Any:
+        return self._tallied(await super().apply_wms_events(events))
+
+    async def apply_aftersales(self, requests: Sequence[Any]) -> Any:
+        return self._tallied(await super().apply_aftersales(requests))
+
+    def _tallied(self, result: Any) -> Any:
+        count_outputs(
+            result.outputs,
+            result.counts,
+            events_topic=self.events_topic,
+            commands_topic=self.commands_topic,
+        )
+        return result
+
+
+class WorkerProbe:
+    """Readiness and metrics of one worker, from its Faust app, counters and Redis client."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        name: str,
+        counters: Counter[str],
+        client: aioredis.Redis,
+        state: dict[str, Any],
+    ) -> None:
+        self.app, self.settings, self.name = app, settings, name
+        self.counters, self.client, self.state = counters, client, state
+        self.keys = Keys(settings.redis_prefix)
+
+    async def readiness(self) -> Readiness:
+        return worker_readiness(
+            member=bool(self.state["ready"]),
+            partitions=int(self.state["partitions"]),
+            rebalancing=bool(getattr(self.app, "rebalancing", False)),
+            consumer_state=consumer_state(self.app),
+            crashed_agents=crashed_agents(self.app),
+            redis_error=await redis_error(self.client, self.settings.health_timeout_s),
+        )
+
+    async def metrics(self) -> bytes:
+        readiness = await self.readiness()
+        held = await self._held() if readiness.checks["redis"] else None
+        snapshot = Snapshot(
+            component="worker",
+            name=self.name,
+            ready=readiness.ready,
+            counters=dict(self.counters),
+            lags=consumer_lags(self.app),
+            partitions=int(self.state["partitions"]),
+            held=held,
+        )
+        return render(snapshot)
+
+    async def _held(self) -> int | None:
+        try:
+            return int(await self.client.zcard(self.keys.held))
+        except Exception:  # Redis went away between the ping and now: leave the gauge out
+            return None
+
+
+def consumer_state(app: faust.App) -> str:
+    """``running`` once the Kafka consumer service runs; ``init``/``crashed``/``stopping``..."""
+    consumer = getattr(app, "_consumer", None)
+    return "init" if consumer is None else str(consumer.state)
+
+
+def crashed_agents(app: faust.App) -> list[str]:
+    """Agents whose service or an actor of it crashed (their input then stops moving)."""
+    crashed = []
+    for name, agent in app.agents.items():
+        actors = list(getattr(agent, "_actors", ()))
+        if agent.crashed or any(getattr(a, "crashed", False) for a in actors):
+            crashed.append(name.rsplit(".", 1)[-1])
+    return sorted(crashed)
+
+
+def consumer_lags(app: faust.App) -> list[PartitionLag]:
+    """Per assigned partition: highwater minus the committed offset (Faust's own bookkeeping,
+    no broker round trip); partitions whose highwater is not known yet are left out."""
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return []
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # not started, or between assignments
+        return []
+    lags = []
+    for tp in assigned:
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # revoked between assignment() and now
+            continue
+        lag = lag_of(highwater, consumer._committed_offset.get(tp), consumer._read_offset.get(tp))
+        if lag is not None:
+            lags.append(PartitionLag(tp.topic, tp.partition, lag))
+    return lags
 
 
 def build_worker_app(settings: Settings, name: str) -> faust.App:
@@ -46,7 +168,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     async def make_pipeline() -> OrderPipeline:
         routing = RoutingTable.load(settings.config_dir / "warehouses.toml")
         ctx = AdapterContext(sku_map=SkuMap.load(settings.config_dir / "sku_map.csv"))
-        return OrderPipeline(settings, connect_batched(settings), routing, ctx)
+        return StageCountingPipeline(settings, connect_batched(settings), routing, ctx)
 
     register_intake(app, settings, make_pipeline, counters)
     register_operator(app, settings, make_pipeline, counters)
@@ -56,7 +178,8 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     register_channel_stock(app, settings, counters)
     register_timers(app, settings, counters)
     register_order_inputs(app, settings, make_pipeline, counters)
-    api = register_api(app, settings, redis_client, name)
+    probe = WorkerProbe(app, settings, name, counters, redis_client, state)
+    api = register_api(app, settings, redis_client, name, probe)
 
     @app.task
     async def declare_topics() -> None:
@@ -79,18 +202,23 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
             "counters": dict(counters),
             "api_port": api.port if api.serving else None,  # None: not (yet) serving
         }
-        await redis_client.set(keys.worker(name), orjson.dumps(value), ex=HEARTBEAT_TTL)
+        try:
+            await redis_client.set(keys.worker(name), orjson.dumps(value), ex=HEARTBEAT_TTL)
+        except Exception as exc:  # Redis down: /health/ready says so; the timer must live on
+            log.warning("heartbeat not written: %s", type(exc).__name__)
 
     return app
 
 
 def run_worker(settings: Settings, name: str, loglevel: str = "info") -> None:
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    """The process: logging (ops/logs.py; Faust is told not to replace it, or its own colour
+    handler would bypass the format and the masking), the event loop, then the worker."""
+    setup_logging(settings.log_format, loglevel, component="worker", worker=name, quiet=())
     use_event_loop(settings.event_loop)
     app = build_worker_app(settings, name)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False
+    )
     worker.execute_from_commandline()
 
 

@@ -6,7 +6,9 @@ is what lets the sink insert with ``types_check=False``.
 
 Privacy: only region-level address fields (country, province code, city) and a keyed hash of
 the buyer's identity are kept; names, phones, streets, remarks and DLQ payloads never leave
-the pipeline.
+the pipeline. Free text that does reach a column (event reasons, DLQ details) is scrubbed of
+quoted values, e-mail addresses and phone-like digit runs, and a reason a person wrote (an
+after-sales request's) is replaced by its code (docs/decisions/0012).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from streams.messages import (
     WmsEvent,
 )
 from streams.models import Buyer, Order
+from streams.privacy import scrub_free_text
 
 ORDER_EVENTS = "order_events"
 ORDERS = "orders"
@@ -177,6 +180,13 @@ _DT_MAX = datetime(2105, 12, 31, 23, 59, 59)
 
 _SNAPSHOT_KINDS = frozenset({EventKind.RECEIVED, EventKind.UPDATED})
 
+# Events whose reason is the free text of an after-sales request (agents/aftersales.py): a
+# customer-service agent's words about a buyer. ClickHouse gets the kind's code instead.
+_WRITTEN_REASONS: dict[EventKind, str] = {
+    EventKind.RETURN_REQUESTED: "return",
+    EventKind.EXCHANGE_REQUESTED: "exchange",
+}
+
 
 def utc_naive(value: datetime) -> datetime:
     """Aware datetime -> naive UTC (what DateTime('UTC') columns take), clamped to its range."""
@@ -212,6 +222,15 @@ def _version(seq: int) -> int:
     return seq if seq > 0 else 0
 
 
+def fact_reason(event: OrderEvent) -> str:
+    """The event's reason as ClickHouse keeps it: codes and ids as they are, a person's words
+    as the kind's code, and anything else scrubbed (it may be a WMS's or a channel's text)."""
+    written = _WRITTEN_REASONS.get(event.kind)
+    if written is not None:
+        return written
+    return scrub_free_text(event.reason)
+
+
 def event_row(event: OrderEvent) -> tuple[Any, ...]:
     allocs = event.allocations
     return (
@@ -221,7 +240,7 @@ def event_row(event: OrderEvent) -> tuple[Any, ...]:
         event.kind.value,
         event.from_state.value if event.from_state else "",
         event.to_state.value if event.to_state else "",
-        event.reason,
+        fact_reason(event),
         utc_naive(event.at),
         event.channel.value,
         event.shop_id,
@@ -288,10 +307,13 @@ def line_rows(event: OrderEvent, order: Order) -> list[tuple[Any, ...]]:
 
 
 def dlq_row(record: DlqRecord) -> tuple[Any, ...]:
+    """Where and why, never what: the payload (and the key, a channel order id only worth
+    something with it) stay on the Kafka DLQ topic for replay; the detail is scrubbed, since
+    a parser's message may quote the input."""
     return (
         record.dlq_id,
         record.reason.value,
-        record.detail[:DLQ_DETAIL_MAX],
+        scrub_free_text(record.detail)[:DLQ_DETAIL_MAX],
         record.source_topic,
         record.partition,
         record.offset,

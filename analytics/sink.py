@@ -33,7 +33,7 @@ from analytics.facts import (
     rows_for,
     stock_movement_rows,
 )
-from ops.settings import Settings
+from ops.settings import Settings, secret_value
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class FactSink:
         self.settings = settings
         self._client_factory = client_factory
         self._setup = setup  # database + migrations, run before the first insert of a connection
-        self.salt = salt or getattr(settings, "analytics_salt", None) or DEFAULT_BUYER_SALT
+        configured = secret_value(getattr(settings, "analytics_salt", None))  # OMS_ANALYTICS_SALT
+        self.salt = salt or configured or DEFAULT_BUYER_SALT
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self.max_attempts = max_attempts

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -42,6 +41,7 @@ import faust
 from faust.types import TP
 
 from agents.app import create_app, raw_topic
+from ops.logs import setup_logging
 from ops.settings import Settings, get_settings
 from state.redis import connect_async
 
@@ -127,12 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="c0", help="reports under <prefix>:bench-ceiling:NAME")
     parser.add_argument("--loglevel", default="warning")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    app = build_ceiling_app(get_settings(), args.name)
+    settings = get_settings()
+    setup_logging(settings.log_format, args.loglevel, component="bench-ceiling", worker=args.name)
+    app = build_ceiling_app(settings, args.name)
     sys.argv = [sys.argv[0], "worker"]  # Faust's Worker parses argv; keep ours out of it
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False, override_logging=False
+    )
     worker.execute_from_commandline()
 
 

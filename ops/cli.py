@@ -63,6 +63,19 @@ def caller_path(path: Path) -> Path:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """OMS stream core: channels in, stock reserved, WMS commands out, facts in ClickHouse."""
+    setup_cli_logging()
+
+
+def setup_cli_logging() -> None:
+    """Warnings of one-shot commands through the same masked handler (ops/logs.py) as the
+    long-running processes; `./oms worker` and `./oms sink` set their own level after this."""
+    from ops.logs import setup_logging
+
+    try:
+        log_format = settings().log_format
+    except Exception:  # a bad setting: the command itself reports it
+        log_format = "text"
+    setup_logging(log_format, logging.WARNING, component="cli")
 
 
 # --- stack -------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ from aiohttp import web
 from yarl import URL
 
 from analytics.reports import ACCEPTED_STATES
-from ops.access import ALL_SHOPS, Permission, Principal, authorize, bearer_token, mask_logs
+from ops.access import ALL_SHOPS, Permission, Principal, authorize, bearer_token
+from ops.logs import setup_logging
 from ops.settings import Settings, get_settings
 
 log = logging.getLogger("oms.dashboard")
@@ -659,9 +660,8 @@ def stop_dashboard(settings: Settings) -> bool:
 )
 def dashboard_command(port: int) -> None:
     """Serve the live dashboard (orders/s, GMV, hot-sku stock, holds, lag) on loopback."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    mask_logs("oms.dashboard", "aiohttp.access", "aiohttp.server", "aiohttp.web")
     settings = get_settings()
+    setup_logging(settings.log_format, logging.INFO, component="dashboard")  # masks tokens too
     click.echo(f"dashboard on {dashboard_url(port)}", err=True)
     web.run_app(create_app(settings), host=HOST, port=port, print=None, access_log=None)
 

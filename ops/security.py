@@ -27,6 +27,7 @@ SECRET_ENV: dict[str, str] = {
     "kafka_sasl_password": "OMS_KAFKA_SASL_PASSWORD",
     "redis_password": "OMS_REDIS_PASSWORD",
     "clickhouse_password": "OMS_CLICKHOUSE_PASSWORD",
+    "analytics_salt": "OMS_ANALYTICS_SALT",
     "bootstrap_admin_token": "OMS_ADMIN_TOKEN",
 }
 

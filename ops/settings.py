@@ -37,6 +37,7 @@ _OPTIONAL_FIELDS = (
     "redis_password",
     "redis_ssl_cafile",
     "clickhouse_ca_file",
+    "analytics_salt",
 )
 
 
@@ -111,6 +112,10 @@ class Settings(BaseSettings):
     clickhouse_secure: bool = False  # TLS on the native protocol (port 9440 by convention)
     clickhouse_ca_file: Path | None = None  # with clickhouse_secure; unset: the system's store
     clickhouse_verify: bool = True  # check the server's certificate (and host name)
+    # Key of the buyer pseudonym in ClickHouse (analytics/facts.py buyer_hash). The default is
+    # in the repository, so anyone could hash every phone number and match: production sets
+    # its own. Changing it breaks repeat-buyer analysis across the change.
+    analytics_salt: SecretStr | None = Field(default=None, **_SECRET)
 
     # Workers
     workers: int = 2
@@ -159,8 +164,9 @@ class Settings(BaseSettings):
     health_timeout_s: float = Field(default=1.0, gt=0, le=30)
     # Optional bearer token for /metrics (docs/decisions/0011-metrics-and-health.md): unset,
     # /metrics is open like a usual Prometheus target on a private network. Excluded from
-    # dumps; children inherit OMS_METRICS_TOKEN itself.
-    metrics_token: SecretStr | None = Field(
+    # dumps; children inherit OMS_METRICS_TOKEN itself (the field is named otherwise, so
+    # ops/stack.py child_env does not drop the variable).
+    metrics_bearer_token: SecretStr | None = Field(
         default=None, validation_alias="OMS_METRICS_TOKEN", exclude=True, repr=False
     )
 

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from ops import stack
 from ops.kafka import client_kwargs, consumer_kwargs
+from ops.logs import setup_logging
 from ops.settings import Settings, get_settings
 from state.redis import connect_async
 from streams.messages import (
@@ -564,11 +565,7 @@ def wms_sim_command(
     """Simulate the WMS: answer fulfilment commands with accepted, picked, shipped,
     delivered, short picks, exceptions, cancels and returns (deterministic per command)."""
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    for noisy in ("aiokafka", "kafka"):  # connection chatter at INFO would bury the counts
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(settings.log_format, settings.log_level, component="wms-sim")
     overrides = {
         "delay_s": delay,
         "short_pick_rate": short_pick_rate,

@@ -1,8 +1,19 @@
-"""Masking of personal data (names, phones, street addresses) for logs and operator output."""
+"""Masking of personal data (names, phones, street addresses) for logs and operator output,
+and scrubbing of free text bound for ClickHouse."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# Free text a person or another system wrote may quote personal data. Names cannot be told
+# from other words, so anything quoted (where error messages put values) goes whole; e-mail
+# addresses and long digit runs (phones, ids, card numbers) go wherever they stand.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_EMAIL = re.compile(r"[^\s@'\"<>()\[\],;:]+@[^\s@'\"<>()\[\],;:]+")
+# Standalone runs only: a digit run inside a token (a hex command id) is not a phone.
+_DIGITS = re.compile(r"(?<!\w)\+?\d(?:[\d\s()-]{5,}\d)(?!\w)")
+MIN_DIGITS = 7  # a digit run this long may be a phone number
 
 
 def mask_name(name: str) -> str:
@@ -23,6 +34,20 @@ def mask_phone(phone: str) -> str:
 
 def mask_text(text: str) -> str:
     return f"{text[:2]}***" if text else ""
+
+
+def scrub_free_text(text: str) -> str:
+    """``text`` with quoted values, e-mail addresses and phone-like digit runs replaced by
+    ``'***'``, ``<email>`` and ``<digits>``: what is left says where and why (field paths,
+    reason codes), not who."""
+    text = _QUOTED.sub("'***'", text)
+    text = _EMAIL.sub("<email>", text)
+    return _DIGITS.sub(_digit_run, text)
+
+
+def _digit_run(match: re.Match[str]) -> str:
+    run = match.group(0)
+    return "<digits>" if sum(c.isdigit() for c in run) >= MIN_DIGITS else run
 
 
 def mask_order_dict(order: dict[str, Any]) -> dict[str, Any]:
