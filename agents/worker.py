@@ -219,6 +219,7 @@ def run_worker(settings: Settings, name: str, loglevel: str = "info") -> None:
     worker = faust.Worker(
         app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False
     )
+    worker.spinner = None  # Faust drops it only when it sets up logging; it writes to stdout
     worker.execute_from_commandline()
 
 

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = faust.Worker(
         app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False, override_logging=False
     )
+    worker.spinner = None  # Faust drops it only when it sets up logging; it writes to stdout
     worker.execute_from_commandline()
 
 
