@@ -278,3 +278,27 @@ async def test_metrics_token_when_set() -> None:
         assert (await client.get("/health/ready")).status == 200  # probes stay open
     finally:
         await client.close()
+
+
+def test_compose_checks_readiness_and_prometheus_scrapes_every_oms_process() -> None:
+    """docker-compose.yml's OMS services are health-checked on /health/ready and each one is
+    a target of docker/prometheus/prometheus.yml (text checks: no YAML parser in the deps)."""
+    import re
+
+    from ops.settings import REPO_ROOT
+
+    compose = (REPO_ROOT / "docker-compose.yml").read_text()
+    scrape = (REPO_ROOT / "docker" / "prometheus" / "prometheus.yml").read_text()
+    services = re.findall(
+        r'^  ([a-z0-9-]+):\n    <<: \*worker\n    command: \["python", "-m", '
+        r'"ops", "(worker|sink)"',
+        compose,
+        flags=re.M,
+    )
+    assert {name for name, _ in services} == {"worker-w0", "worker-w1", "oms-sink"}
+    for name, _ in services:
+        assert f'"{name}:8080"' in scrape, name
+    assert compose.count("/health/ready") >= 2  # the workers' anchor and the sink
+    assert "./docker/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml" in compose
+    datasource = REPO_ROOT / "docker/grafana/provisioning/datasources/prometheus.yaml"
+    assert "url: http://prometheus:9090" in datasource.read_text()
