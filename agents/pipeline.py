@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 Output = tuple[str, str, str]  # topic, key, JSON value
 SKU_CACHE_SECONDS = 2.0
 MAX_CAS_ROUNDS = 5
+# How long a DLQ record's first emission time is kept for its redeliveries: a week, the
+# retention of the raw topics (a replay from further back finds no input to redeliver).
+DLQ_SEEN_TTL_S = 7 * 24 * 3600
 T = TypeVar("T")
 PlanFor = Callable[[T, dict[str, LoadedRecord], AuditContext, datetime, "BatchResult"], list[Plan]]
 
@@ -123,18 +126,22 @@ class OrderPipeline:
         """Raw channel payloads: DLQ what cannot be parsed, the rest through intake."""
         result = BatchResult()
         pending: list[tuple[RawInput, Order]] = []
+        rejected: list[tuple[RawInput, DlqRecord]] = []
         for raw in raws:
             result.counts["inputs"] += 1
             parsed = normalise(raw, self.adapter_ctx)
             if isinstance(parsed, DlqRecord):
                 result.counts["dlq"] += 1
                 result.counts[f"dlq_{parsed.reason.value}"] += 1
-                result.outputs.append(
-                    (self.dlq_topic, raw.key or raw.input_id, parsed.model_dump_json())
-                )
+                rejected.append((raw, parsed))
             else:
                 pending.append((raw, parsed))
         async with self._deadline():
+            firsts = await self._as_first_seen([record for _, record in rejected])
+            for (raw, _), record in zip(rejected, firsts, strict=True):
+                result.outputs.append(
+                    (self.dlq_topic, raw.key or raw.input_id, record.model_dump_json())
+                )
             velocity = await self._record_velocity([order for _, order in pending])
             await self._apply_in_rounds(
                 pending, lambda item: [item[1].order_id], self._intake, result, velocity
@@ -179,6 +186,31 @@ class OrderPipeline:
                 list(requests), lambda req: [req.order_id], self._aftersales_plans, result
             )
         return result
+
+    async def _as_first_seen(self, records: list[DlqRecord]) -> list[DlqRecord]:
+        """Each DLQ record as it was first emitted: a redelivered malformed input gets the
+        same dlq_id but a new ``received_at``, and ``received_at`` is in the dlq table's sort
+        key, so its fact would be a second row that no merge collapses (found by ./oms chaos:
+        a worker killed mid-flood left 16 DLQ rows under FINAL for 14 ids). One SET NX GET per
+        record, in one round trip, remembers the first time for DLQ_SEEN_TTL_S."""
+        if not records:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            pipe.set(
+                self.keys.dlq_seen(record.dlq_id),
+                record.received_at.isoformat(),
+                nx=True,
+                get=True,
+                ex=DLQ_SEEN_TTL_S,
+            )
+        seen = await pipe.execute()
+        return [
+            record
+            if not first
+            else record.model_copy(update={"received_at": datetime.fromisoformat(first)})
+            for record, first in zip(records, seen, strict=True)
+        ]
 
     def _deadline(self) -> asyncio.Timeout:
         """One bound for a batch's every round trip (the hot-path client has no timer per

@@ -608,10 +608,12 @@ def profile_figures(folded: str) -> dict[str, Any]:
 # =========================================================================== settings
 
 
-def own_stack_settings(base: Settings) -> Settings:
-    """The bench's own stack: home ``<home>/bench``, its own loopback ports and namespace."""
-    home = (base.home / "bench").resolve()
-    return base.model_copy(update={**OWN_STACK, "home": home})
+def own_stack_settings(
+    base: Settings, own: Mapping[str, Any] = OWN_STACK, home: str = "bench"
+) -> Settings:
+    """A stack of its own: home ``<home>/<home>``, its own loopback ports and namespace
+    (``own``: the bench's by default; ops/chaos.py passes its own)."""
+    return base.model_copy(update={**own, "home": (base.home / home).resolve()})
 
 
 def namespaced_settings(base: Settings, tag: str) -> Settings:
@@ -793,13 +795,24 @@ class Phase:
         return per_second(self.inputs - 1, self.sent_at[-1] - self.sent_at[0])
 
 
-def build_phase(settings: Settings, name: str, orders: int, run_id: str) -> Phase:
+def build_phase(
+    settings: Settings,
+    name: str,
+    orders: int,
+    run_id: str,
+    *,
+    shape: Callable[[BurstMessage], BurstMessage] | None = None,
+) -> Phase:
+    """``orders`` generated orders (with duplicates and malformed ones) as records to send;
+    ``shape`` may rewrite each message first (ops/chaos.py pads payloads for its big burst)."""
     records: list[Record] = []
     keys: list[OrderKey | None] = []
     counts = {"order": 0, "duplicate": 0, "malformed": 0}
     for m in iter_burst(
         orders, run_id=run_id, duplicate_rate=DUPLICATE_RATE, malformed_rate=MALFORMED_RATE
     ):
+        if shape is not None:
+            m = shape(m)
         records.append((topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers))
         keys.append(order_key(m) if m.kind == "order" else None)
         counts[m.kind] += 1
@@ -839,8 +852,8 @@ class CommandReader:
     in the background from start() on, so a phase's end only waits for the tail (reading a
     200k-order flood's commands at the end took longer than any fixed wait on a busy machine)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.topic = topics.FULFILMENT_COMMANDS.name(settings)
+    def __init__(self, settings: Settings, topic: str | None = None) -> None:
+        self.topic = topic or topics.FULFILMENT_COMMANDS.name(settings)
         self.consumer = AIOKafkaConsumer(
             **consumer_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
         )
@@ -979,6 +992,11 @@ class Observer:
         self.progress.append((time.time(), total))
         return total
 
+    async def processed_inputs(self) -> int:
+        """Inputs the workers have processed, by their heartbeat counters (ops/chaos.py reads
+        committed offsets instead: a killed worker's counters die with it)."""
+        return self.heartbeat_inputs()
+
     def fact_counts(self) -> tuple[int, int, int]:
         ((orders, dlq, commands),) = self.ch.execute(COUNTS_SQL)
         return int(orders), int(dlq), int(commands)
@@ -992,12 +1010,12 @@ class Observer:
         complete_at: float | None = None
         while time.monotonic() < deadline:
             started = time.monotonic()
-            inputs = self.heartbeat_inputs()
+            inputs = await self.processed_inputs()
             orders, dlq, facts = self.fact_counts()
             polled_at = time.time()
             probe_s = time.monotonic() - started
             state = (
-                f"heartbeats counted {inputs} of {targets.inputs} inputs; ClickHouse has "
+                f"workers processed {inputs} of {targets.inputs} inputs; ClickHouse has "
                 f"{orders} of {targets.orders} orders and {dlq} of {targets.malformed} DLQ records"
             )
             if complete_at is None and orders >= targets.orders and dlq >= targets.malformed:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -746,6 +746,26 @@ def bench_stock(orders: int, concurrency: int, as_json: bool) -> None:
     )
 
 
+def stderr_progress() -> Callable[[str], None]:
+    """Progress lines on stderr (stdout stays one JSON object with --json)."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    return lambda m: err.print(f"  {m}", markup=False, highlight=False, soft_wrap=True)
+
+
+def show_result(
+    result: dict[str, Any], as_json: bool, table: Callable[[dict[str, Any]], Any]
+) -> None:
+    """A run's result as one JSON object, or as its rich table."""
+    from rich.console import Console
+
+    if as_json:
+        emit_json(result)
+    else:
+        Console().print(table(result))
+
+
 @main.command("bench")
 @click.option(
     "--orders",
@@ -776,12 +796,9 @@ def bench(
     rate for latency, then a Faust consume-only ceiling on the same messages. Exit 1 when a
     correctness figure is off (oversold, lost, double reservations, duplicate commands, DLQ),
     never for speed."""
-    from rich.console import Console
-
     from ops import stack
     from ops.bench import BenchError, render_table, run_bench
 
-    err = Console(stderr=True)
     try:
         result = run_bench(
             settings(),
@@ -789,16 +806,64 @@ def bench(
             workers=workers or settings().workers,
             keep=keep,
             profile_worker=profile_worker,
-            progress=lambda m: err.print(f"  {m}", markup=False, highlight=False, soft_wrap=True),
+            progress=stderr_progress(),
         )
     except (BenchError, stack.StackError) as exc:
         fail(str(exc))
-    if as_json:
-        emit_json(result)
-    else:
-        Console().print(render_table(result))
+    show_result(result, as_json, render_table)
     if not result["ok"]:
         fail("correctness violated: " + "; ".join(result["violations"]))
+
+
+@main.command("chaos")
+@click.option(
+    "--orders",
+    type=click.IntRange(100, 1_000_000),
+    default=5000,
+    show_default=True,
+    help="Orders in each scenario's flood (plus 2% re-pushed duplicates and 1% malformed).",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    help="Run only this scenario (repeatable): worker_kill9_restart, worker_lost_rebalance, "
+    "redis_restart, clickhouse_outage, burst_over_memory. Default: all.",
+)
+@click.option(
+    "--outage-s",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
+    help="How long clickhouse_outage keeps ClickHouse stopped.",
+)
+@click.option("--keep", is_flag=True, help="Leave the chaos stack and its data up afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def chaos(
+    orders: int, scenarios: tuple[str, ...], outage_s: float, keep: bool, as_json: bool
+) -> None:
+    """Faults mid-flood on a stack of its own (.oms/chaos, own ports): kill -9 a worker and
+    restart it, lose one of three workers, restart Redis, stop ClickHouse, a burst over the
+    workers' capped memory. After each: no lost order, no double reservation, no duplicate
+    command, exact ClickHouse counts, verify ok. Exit 1 when any scenario is not ok."""
+    from ops import stack
+    from ops.bench import BenchError
+    from ops.chaos import ChaosError, problems, render_table, run_chaos
+
+    try:
+        result = run_chaos(
+            settings(),
+            names=list(scenarios) or None,
+            orders=orders,
+            keep=keep,
+            clickhouse_outage_s=outage_s,
+            progress=stderr_progress(),
+        )
+    except (ChaosError, BenchError, stack.StackError) as exc:
+        fail(str(exc))
+    show_result(result, as_json, render_table)
+    if not result["ok"]:
+        fail("chaos: " + "; ".join(problems(result)))
 
 
 # --- the two commands --------------------------------------------------------------------

@@ -34,6 +34,11 @@ class Keys:
     def skus(self) -> str:
         return f"{self.prefix}:skus"
 
+    def dlq_seen(self, dlq_id: str) -> str:
+        """When a DLQ record was first emitted (agents/pipeline.py): its redeliveries re-emit
+        the same record, not one with a new time."""
+        return f"{self.prefix}:dlq-seen:{dlq_id}"
+
     @property
     def dlq_replayed(self) -> str:
         """Set of DLQ ids already sent back through the pipeline by `./oms dlq replay`."""
