@@ -844,7 +844,7 @@ def chaos(
 ) -> None:
     """Faults mid-flood on a stack of its own (.oms/chaos, own ports): kill -9 a worker and
     restart it, lose one of three workers, restart Redis, stop ClickHouse, a burst over the
-    workers' capped memory. After each: no lost order, no double reservation, no duplicate
+    workers' memory. After each: no lost order, no double reservation, no duplicate
     command, exact ClickHouse counts, verify ok. Exit 1 when any scenario is not ok."""
     from ops import stack
     from ops.bench import BenchError
