@@ -96,9 +96,11 @@ TEXT_KEYS: Final = frozenset(
 
 _KEY_RE: Final = r"[A-Za-z][A-Za-z0-9_.-]{0,40}"
 # key=value / key: value / "key": "value" / 'key': 'value' (the value quoted or up to a
-# separator). The key must start at a word boundary so "shop_name" is not "name".
+# separator). The key must start at a word boundary so "shop_name" is not "name", and a
+# value never starts with a pair of its own ("a= name: Li" is a, then name: Li).
 KEY_VALUE_PATTERN: Final = re.compile(
     r"""(?P<lead>(?<![A-Za-z0-9_])(?P<q>["']?)(?P<key>""" + _KEY_RE + r""")(?P=q)\s*[:=]\s*)"""
+    r"""(?!["']?""" + _KEY_RE + r"""["']?\s*[:=])"""
     r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;&}\])]+)"""
 )
 MOBILE_PATTERN: Final = re.compile(
