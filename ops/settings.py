@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # How long a consumer's fetch may wait at the broker for data (agents/transport.py):
     # the floor of every order's latency when the broker holds fetches to the limit.
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=1500)
+    # Bytes a consumer may hold fetched and not yet acked (agents/transport.py): beyond it the
+    # consumer fetches nothing more, so a flood of big payloads waits in Kafka, not in memory.
+    # 4 MB to 1 GB: a few of the largest messages must fit, and Kafka sizes are 32-bit.
+    consumer_buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=4 * 1024 * 1024, le=2**30)
     topic_prefix: str = "oms"
     partitions: int = 8
     app_id: str = "oms-core"

@@ -40,6 +40,10 @@ MAX_DEPTH = 32
 # MAX_PAYLOAD_BYTES can still map to more (500 lines of canonical fields, raw extras).
 MAX_MESSAGE_BYTES = 1_000_000
 MAX_ORDER_BYTES = 512 * 1024
+# A channel field with no canonical home rides on the order (``raw``) into Redis and onto every
+# event of its life. One bigger than this as JSON stays on the raw topic only and is named in
+# ``raw["omitted"]``: a 200 KB blob would otherwise be copied into each of them.
+MAX_EXTRA_BYTES = 8 * 1024
 # Order times an OMS can act on. Before 2000 is an epoch-zero or year-1 default, more than a
 # day ahead a wrong clock or milliseconds sent as seconds; ClickHouse's DateTime (1970-2105)
 # could not even hold most of them, and timers, windows and reports would all misfire.
@@ -591,6 +595,25 @@ def _clip(value: str, limit: int) -> str:
     return value[:limit]
 
 
+def bounded_extras(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``raw`` without the fields too big to carry on every event (see MAX_EXTRA_BYTES); the
+    names and sizes of those left out are kept under ``omitted``."""
+    kept: dict[str, Any] = {}
+    omitted: dict[str, int] = {}
+    for name, value in (raw or {}).items():
+        try:
+            size = len(orjson.dumps(value, default=str))
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the model judges it
+            size = len(str(value))
+        if size > MAX_EXTRA_BYTES:
+            omitted[name] = size
+        else:
+            kept[name] = value
+    if omitted:
+        kept["omitted"] = omitted
+    return kept
+
+
 def _fit(value: str, limit: int) -> str:
     """Fields that are useless when cut (phones, postcodes): too long -> dropped, kept in raw."""
     return value if len(value) <= limit else ""
@@ -698,7 +721,7 @@ def assemble(
             total=_money2(total),
             buyer_remark=_clip(buyer_remark, 2000),
             seller_remark=_clip(seller_remark, 2000),
-            raw=dict(raw or {}),
+            raw=bounded_extras(raw),
         )
     except ValidationError as exc:
         raise validation_error(exc) from None

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from streams.adapters.base import (
     AdapterContext,
     AdapterError,
+    bounded_extras,
     plausible_time,
     text_at,
     validation_error,
@@ -83,6 +84,8 @@ class OwnAdapter:
         if isinstance(address, dict):
             data["address"] = {**address, "province_code": _province(address)}
         raw = data.get("raw")
+        if isinstance(raw, dict):
+            data["raw"] = raw = bounded_extras(raw)
         if submitted not in (None, computed) and (raw is None or isinstance(raw, dict)):
             data["raw"] = {**(raw or {}), "submitted_order_id": submitted}
         try:

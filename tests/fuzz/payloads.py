@@ -580,11 +580,15 @@ class Case:
 def _with(channel: str, key: str, value: Any) -> bytes:
     """The channel's sample with one more top-level field (own: inside ``raw``, the one place
     its strict model keeps what it has no field for)."""
+    return _with_fields(channel, {key: value})
+
+
+def _with_fields(channel: str, fields: dict[str, Any]) -> bytes:
     payload = sample(channel)
     if channel == "own":
-        payload["raw"] = {**payload.get("raw", {}), key: value}
+        payload["raw"] = {**payload.get("raw", {}), **fields}
     else:
-        payload[key] = value
+        payload.update(fields)
     return orjson.dumps(payload)
 
 
@@ -599,8 +603,10 @@ GENERATED = {
     "deep_nesting_100k": lambda c: _with(c, "x", "__DEEP__").replace(
         b'"__DEEP__"', _nested(100_000)
     ),
-    # Under the 1 MB input limit, but as an order too big for the events that carry it.
-    "oversized_order": lambda c: _with(c, "junk", "A" * 600_000),
+    # Under the 1 MB input limit, but as an order too big for the events that carry it: 100
+    # extra fields, each small enough to ride on the order (MAX_EXTRA_BYTES).
+    "oversized_order": lambda c: _with_fields(c, {f"junk{i}": "A" * 6000 for i in range(100)}),
+    # One 400 kB extra field: the order is accepted, the field stays on the raw topic.
     "large_order": lambda c: _with(c, "junk", "A" * 400_000),
     # Not JSON, 800 kB of control characters: kept whole, the DLQ record would be 4.8 MB.
     "control_characters": lambda c: b"\x01" * 800_000,

@@ -127,10 +127,20 @@ def test_padding_adds_an_ignored_field_to_every_tolerant_channel_only() -> None:
 
 def test_the_burst_proof_needs_survivors_a_burst_over_memory_and_bounded_growth() -> None:
     mb = 2**20
-    assert all(chaos.burst_proof(300 * mb, 250 * mb, 20 * mb, True).values())
-    assert not chaos.burst_proof(300 * mb, 250 * mb, 20 * mb, False)["workers_survived"]
-    assert not chaos.burst_proof(200 * mb, 250 * mb, 20 * mb, True)["burst_exceeds_worker_memory"]
-    assert not chaos.burst_proof(300 * mb, 250 * mb, 40 * mb, True)["rss_growth_bounded"]
+    room = chaos.BURST_HEADROOM_BYTES  # per worker
+    assert all(chaos.burst_proof(300 * mb, 250 * mb, 2 * room, True, 2).values())
+    assert not chaos.burst_proof(300 * mb, 250 * mb, 20 * mb, False, 2)["workers_survived"]
+    proof = chaos.burst_proof(200 * mb, 250 * mb, 20 * mb, True, 2)
+    assert not proof["burst_exceeds_worker_memory"]
+    assert not chaos.burst_proof(300 * mb, 250 * mb, 2 * room + 1, True, 2)["rss_growth_bounded"]
+    # A burst no bigger than twice what the workers may hold proves nothing.
+    assert not chaos.burst_proof(4 * room - 1, 50 * mb, 0, True, 2)["burst_exceeds_headroom"]
+
+
+def test_the_burst_padding_makes_a_big_enough_burst() -> None:
+    assert chaos.burst_padding(1000) * 1000 >= chaos.BURST_MIN_BYTES
+    assert chaos.burst_padding(5000) == chaos.BURST_PADDING_BYTES
+    assert chaos.burst_padding(10) == chaos.BURST_MAX_PADDING_BYTES
 
 
 def test_the_chaos_stack_and_each_scenario_have_a_namespace_of_their_own(tmp_path) -> None:
