@@ -11,11 +11,17 @@ input retried on its own, and an input that still fails alone is dead-lettered w
 ``processing_error`` (visible, countable, replayable once fixed) so it cannot stall its
 partition for good.
 
-Cancellation (shutdown, rebalance) is the one way out mid-batch, and it first takes the batch's
-events out of the ack bookkeeping: the consumer then sees a gap, never commits past it, and the
-partition's next reader (this worker after a restart, or another after a rebalance) reads those
-inputs again. Redelivery is safe because every effect is idempotent
-(docs/decisions/0001-at-least-once.md).
+Two failures do stall their partition until someone acts, by design: a batch that keeps running
+past OMS_BATCH_TIMEOUT_S (a timeout is infrastructure trouble, never poison) and a broker error
+that is not retriable for the whole batch's outputs; both are logged at every attempt and
+counted (``<agent>_retries``).
+
+Cancelling the agent's task (shutdown, rebalance) is the one way out mid-batch, and it first
+takes the batch's events out of the ack bookkeeping: the consumer sees a gap and does not commit
+past it, and the partition's next reader (this worker after a restart, or any member after the
+rebalance's seek to the committed offsets) reads those inputs again. A ``CancelledError`` that
+does not cancel the task (a producer future cancelled under a send) is a failure like any other.
+Redelivery is safe because every effect is idempotent (docs/decisions/0001-at-least-once.md).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.types import EventT
 from faust.types.tuples import ack_lock
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -43,10 +49,10 @@ BACKOFF_MAX_S = 5.0
 TRANSIENT: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
-    KafkaError,
     TimeoutError,  # also asyncio's: a batch past OMS_BATCH_TIMEOUT_S
     ConnectionError,
     OSError,
+    asyncio.CancelledError,  # only when it did not cancel the task (see BatchRunner.run)
 )
 
 
@@ -62,12 +68,23 @@ class Outcome(Protocol):
 
 Work = Callable[[Sequence[EventT]], Awaitable[Outcome]]
 Send = Callable[[Sequence[Output]], Awaitable[None]]
-DeadLetter = Callable[[EventT, BaseException], Output]
+DeadLetter = Callable[[EventT, BaseException], Awaitable[Output]]
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Trouble that passes by itself (a restarting Redis, a broker hiccup): wait, never DLQ."""
+    """Trouble that passes by itself (a restarting Redis, a broker hiccup): wait, never DLQ.
+    Broker errors only when aiokafka calls them retriable: a message too large or a topic not
+    authorised fails the same way every time."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
     return isinstance(exc, TRANSIENT)
+
+
+def task_cancelled() -> bool:
+    """The running task itself was cancelled (shutdown, rebalance), as opposed to a future it
+    awaited having been cancelled under it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def backoff_s(attempt: int) -> float:
@@ -103,7 +120,7 @@ class BatchRunner:
     async def run(self, events: Sequence[EventT], work: Work) -> None:
         try:
             await self._settle(events, work)
-        except BaseException:
+        except BaseException:  # the task is cancelled or the process is going down
             hold_back(events)
             raise
 
@@ -115,8 +132,7 @@ class BatchRunner:
             for event in events:  # find the input that fails, let the others through
                 await self._settle([event], work)
             return
-        record = self.dead_letter(events[0], poison)
-        await self._send_until_sent([record])
+        await self._send_until_sent(events[0], poison)
         self.counters["dlq"] += 1
         self.counters["dlq_processing_error"] += 1
         log.error("%s: input dead-lettered as processing_error: %s", self.name, describe(poison))
@@ -129,7 +145,9 @@ class BatchRunner:
             try:
                 outcome = await work(events)
                 await self.send(outcome.outputs)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and task_cancelled():
+                    raise
                 self._note_failure(exc, attempt, len(events))
                 if not is_transient(exc):
                     poison_failures += 1
@@ -140,33 +158,30 @@ class BatchRunner:
             self.counters.update(outcome.counts)  # once: only the attempt that landed counts
             return None
 
-    async def _send_until_sent(self, outputs: Sequence[Output]) -> None:
+    async def _send_until_sent(self, event: EventT, poison: BaseException) -> None:
+        """The poison input's DLQ record, sent whatever it takes: it is the input's only trace."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self.send(outputs)
+                await self.send([await self.dead_letter(event, poison)])
                 return
-            except Exception as exc:
-                self._note_failure(exc, attempt, len(outputs))
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and task_cancelled():
+                    raise
+                self._note_failure(exc, attempt, 1)
                 await self.sleep(backoff_s(attempt))
 
     def _note_failure(self, exc: BaseException, attempt: int, size: int) -> None:
+        """Expected trouble is a warning; anything else an error, with its traceback once."""
         self.counters[f"{self.name}_retries"] += 1
-        if is_transient(exc):
-            log.warning(
-                "%s: batch of %d failed (attempt %d), retrying: %s",
-                self.name,
-                size,
-                attempt,
-                describe(exc),
-            )
-        else:
-            log.error(
-                "%s: batch of %d failed (attempt %d), retrying: %s",
-                self.name,
-                size,
-                attempt,
-                describe(exc),
-                exc_info=attempt == 1,
-            )
+        transient = is_transient(exc)
+        log.log(
+            logging.WARNING if transient else logging.ERROR,
+            "%s: batch of %d failed (attempt %d), retrying: %s",
+            self.name,
+            size,
+            attempt,
+            describe(exc),
+            exc_info=not transient and attempt == 1,
+        )

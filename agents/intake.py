@@ -55,16 +55,22 @@ async def send_all(app: faust.App, outputs: Sequence[Output]) -> None:
 
 
 def batch_runner(
-    app: faust.App, settings: Settings, name: str, counters: Counter[str]
+    app: faust.App,
+    settings: Settings,
+    name: str,
+    counters: Counter[str],
+    pipeline: OrderPipeline,
 ) -> BatchRunner:
     """One agent's runner: sends through the app's producer, dead-letters a poison input to the
-    DLQ with its source topic, partition and offset (so `./oms dlq replay` can send it back)."""
+    DLQ with its source topic, partition and offset (so `./oms dlq replay` can send it back),
+    stamped with its first emission time like every DLQ record (a redelivery collapses)."""
     dlq_topic = topics.DLQ.name(settings)
 
-    def dead_letter(event: EventT, exc: BaseException) -> Output:
+    async def dead_letter(event: EventT, exc: BaseException) -> Output:
         raw = to_raw(event, settings.topic_prefix)
         record = to_dlq(raw, DlqReason.PROCESSING_ERROR, f"{name}: {describe(exc)}")
-        return dlq_topic, raw.key or raw.input_id, record.model_dump_json()
+        (first,) = await pipeline.as_first_seen([record])
+        return dlq_topic, raw.key or raw.input_id, first.model_dump_json()
 
     async def send(outputs: Sequence[Output]) -> None:
         await send_all(app, outputs)
@@ -78,11 +84,10 @@ def register_intake(
     make_pipeline: Callable[[], Awaitable[OrderPipeline]],
     counters: Counter[str],
 ) -> None:
-    runner = batch_runner(app, settings, "intake", counters)
-
     @app.agent(raw_topic(app, settings), name="intake")
     async def intake(stream: faust.StreamT) -> None:
         pipeline = await make_pipeline()
+        runner = batch_runner(app, settings, "intake", counters, pipeline)
 
         async def work(events: Sequence[EventT]) -> BatchResult:
             return await pipeline.process([to_raw(e, settings.topic_prefix) for e in events])

@@ -32,11 +32,10 @@ def register_operator(
         value_serializer="raw",
     )
 
-    runner = batch_runner(app, settings, "operator", counters)
-
     @app.agent(source, name="operator")
     async def operator(stream: faust.StreamT) -> None:
         pipeline = await make_pipeline()
+        runner = batch_runner(app, settings, "operator", counters, pipeline)
 
         async def work(events: Sequence[EventT]) -> BatchResult:
             parsed = [parse_or_none(OperatorAction, e.value, operator_topic) for e in events]

@@ -137,7 +137,7 @@ class OrderPipeline:
             else:
                 pending.append((raw, parsed))
         async with self._deadline():
-            firsts = await self._as_first_seen([record for _, record in rejected])
+            firsts = await self.as_first_seen([record for _, record in rejected])
             for (raw, _), record in zip(rejected, firsts, strict=True):
                 result.outputs.append(
                     (self.dlq_topic, raw.key or raw.input_id, record.model_dump_json())
@@ -187,7 +187,7 @@ class OrderPipeline:
             )
         return result
 
-    async def _as_first_seen(self, records: list[DlqRecord]) -> list[DlqRecord]:
+    async def as_first_seen(self, records: list[DlqRecord]) -> list[DlqRecord]:
         """Each DLQ record as it was first emitted: a redelivered malformed input gets the
         same dlq_id but a new ``received_at``, and ``received_at`` is in the dlq table's sort
         key, so its fact would be a second row that no merge collapses (found by ./oms chaos:

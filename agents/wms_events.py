@@ -63,11 +63,10 @@ def _register(
         topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
-    runner = batch_runner(app, settings, name, counters)
-
     @app.agent(source, name=name)
     async def agent(stream: faust.StreamT) -> None:
         pipeline = await make_pipeline()
+        runner = batch_runner(app, settings, name, counters, pipeline)
 
         async def work(events: Sequence[EventT]) -> BatchResult:
             parsed = [parse_or_none(model, e.value, topic_name) for e in events]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -61,7 +62,7 @@ class Harness:
         async def sleep(seconds: float) -> None:
             self.sleeps.append(seconds)
 
-        def dead_letter(event: Any, exc: BaseException) -> Output:
+        async def dead_letter(event: Any, exc: BaseException) -> Output:
             return ("dlq", event.value, describe(exc))
 
         return BatchRunner("intake", send, self.counters, dead_letter, sleep)
@@ -170,8 +171,32 @@ def test_which_failures_are_transient() -> None:
     assert is_transient(RedisConnectionError("refused"))
     assert is_transient(TimeoutError())
     assert is_transient(ConnectionResetError())
+    assert is_transient(KafkaConnectionError())
+    assert is_transient(KafkaTimeoutError())
+    assert not is_transient(MessageSizeTooLargeError())  # fails the same way every time
     assert not is_transient(ValueError("bug"))
     assert not is_transient(KeyError("x"))
+
+
+async def test_a_future_cancelled_under_the_work_is_retried_not_held_back() -> None:
+    """A producer future cancelled under a send raises CancelledError in a task nobody
+    cancelled: a failure like any other, retried; the batch is not held back."""
+    h = Harness()
+    batch = events("a")
+    calls = 0
+
+    async def work(items: Sequence[Any]) -> BatchResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        return result_of(items)
+
+    await h.runner().run(batch, work)
+    assert calls == 2 and h.sent == [("out", "a", "ok")]
+    assert not batch[0].message.acked
 
 
 def test_describe_is_one_bounded_line() -> None:
