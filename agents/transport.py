@@ -20,6 +20,8 @@ alone; everything else is Faust's.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -69,6 +71,8 @@ def message_size(message: Message) -> int:
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, building the aiokafka consumer with our wait and prefetch."""
+
     fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
     fetch_max_bytes: int = DEFAULT_BUFFER_BYTES // 2
 
@@ -80,41 +84,53 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class Consumer(faust_aiokafka.Consumer):
-    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+def buffer_budget(app: Any) -> int:
+    """create_app puts the setting on the app: Faust's own settings object takes no extras."""
+    return int(getattr(app, "consumer_buffer_bytes", DEFAULT_BUFFER_BYTES))
 
+
+class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # create_app puts the settings on the app: Faust's own settings object takes no extras.
-        self.buffer_bytes = getattr(self.app, "consumer_buffer_bytes", self.buffer_bytes)
+        super().__init__(*args, **kwargs)  # builds the consumer thread (_new_consumer_thread)
+        self.buffer_bytes = buffer_budget(self.app)
         self.in_flight = InFlight()
+        self._room = asyncio.Event()  # set by every ack: the fetch loop may look again
 
     def _new_consumer_thread(self) -> ConsumerThread:
         thread = ConsumerThread(self, loop=self.loop, beacon=self.beacon)
         thread.fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", thread.fetch_max_wait_ms)
-        budget = getattr(self.app, "consumer_buffer_bytes", DEFAULT_BUFFER_BYTES)
-        thread.fetch_max_bytes = max(budget // 2, 1)
+        thread.fetch_max_bytes = max(buffer_budget(self.app) // 2, 1)
         return thread
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        while self.in_flight.over(self.buffer_bytes) and not self.should_stop:
-            await self._wait_for_ack(ACK_WAIT_S)  # an ack (or a seek) makes room
+        await self.wait_for_room()
         async for tp, message in super().getmany(timeout):
             self.in_flight.add(tp, message.offset, message_size(message))
             yield tp, message
 
+    async def wait_for_room(self) -> None:
+        """Fetch nothing more while the bytes in hand are over budget (an ack or a seek makes
+        room); bounded waits, so a stop is seen."""
+        while self.in_flight.over(self.buffer_bytes) and not self.should_stop:
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), ACK_WAIT_S)
+
     def ack(self, message: Message) -> bool:
         acked = super().ack(message)
         self.in_flight.settle(message.tp, message.offset)
+        self._room.set()
         return acked
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         self.in_flight.forget()  # every rebalance ends here (Faust's perform_seek)
+        self._room.set()
         return await super().seek_to_committed()
 
-    def seek(self, partition: TP, offset: int) -> None:
+    async def seek(self, partition: TP, offset: int) -> None:
         self.in_flight.forget(partition)
-        super().seek(partition, offset)
+        self._room.set()
+        await super().seek(partition, offset)
 
 
 class Transport(faust_aiokafka.Transport):

@@ -4,13 +4,15 @@ could rename. And its count of the bytes in hand must equal the messages not ack
 
 from __future__ import annotations
 
+import asyncio
+
 import aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.app import create_app
-from agents.transport import ConsumerThread, InFlight, Transport
+from agents.transport import ConsumerThread, InFlight, Transport, message_size
 from ops.settings import Settings
 
 
@@ -95,3 +97,18 @@ def test_in_flight_equals_the_unsettled_messages(ops: list[tuple[str, int, int]]
             model = [m for m in model if m[0] != tp]
             flight.forget(tp)
         assert flight.bytes == sum(size for _, _, size in model) >= 0
+
+
+async def test_the_consumer_fetches_nothing_more_until_an_ack_makes_room() -> None:
+    """The fetch loop's gate on the real Consumer subclass: over budget it waits, an ack of the
+    message in hand lets it go on."""
+    app = create_app(Settings(consumer_buffer_bytes=4 * 1024 * 1024))
+    consumer = app.consumer
+    held = Message("t", 0, 41, 0.0, 0, [], b"k", b"v", None, 1, 4 * 1024 * 1024, tp=TP0)
+    consumer.in_flight.add(TP0, held.offset, message_size(held))
+    gate = asyncio.ensure_future(consumer.wait_for_room())
+    await asyncio.sleep(0.05)
+    assert not gate.done()
+    consumer.ack(held)
+    await asyncio.wait_for(gate, 2.0)
+    assert consumer.in_flight.bytes == 0
