@@ -39,6 +39,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from agents.health import (
@@ -156,6 +157,19 @@ class FactLag:
         return sum(lag.lag for lag in self.lags) if self.measured else None
 
     async def run(self) -> None:
+        """Measure until cancelled; clients that fail (the broker not up yet, gone for a while)
+        are made again after LAG_EVERY_S, and the gauge says "not measured" meanwhile."""
+        while True:
+            try:
+                await self._measure_with_new_clients()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the backlog is for people; the sinking goes on without it
+                log.warning("sink backlog not measured, retrying: %s", type(exc).__name__)
+            self.measured = False
+            await asyncio.sleep(LAG_EVERY_S)
+
+    async def _measure_with_new_clients(self) -> None:
         admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
         consumer = AIOKafkaConsumer(**client_kwargs(self.settings), enable_auto_commit=False)
         try:
@@ -163,10 +177,6 @@ class FactLag:
             while True:
                 await self.sample(admin, consumer)
                 await asyncio.sleep(LAG_EVERY_S)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the backlog is for people; the sinking goes on without it
-            log.warning("sink backlog not measured any more: %s", type(exc).__name__)
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -176,8 +186,9 @@ class FactLag:
     async def sample(self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
         try:
             self.lags = await asyncio.wait_for(self.measure(admin, consumer), LAG_TIMEOUT_S)
-        except (TimeoutError, OSError, ConnectionError) as exc:
+        except (TimeoutError, OSError, ConnectionError, KafkaError) as exc:
             log.warning("sink backlog not measured: %s", type(exc).__name__)
+            self.measured = False  # a stale figure would read as a real one
             return
         self.measured = True
         self.counters["sink_backlog"] = sum(lag.lag for lag in self.lags)  # heartbeat too
