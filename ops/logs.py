@@ -17,7 +17,8 @@ the traceback and string extras:
   (buyer and receiver names, phones, emails, streets and addresses, postcodes: the field names
   of the canonical model and of the channel payloads) with ``streams.privacy``'s masks, which
   keep the first character of a name and 3 + 4 digits of a mobile number, as operators see them;
-* mobile numbers anywhere (mainland 1[3-9]x{9}, optionally +86; ``+`` international numbers).
+* mobile numbers anywhere (mainland 1[3-9]x{9}, optionally +86; ``+`` international numbers)
+  and e-mail addresses anywhere.
 
 Region-level fields (province, city, district) are kept: they are what analysis needs.
 """
@@ -35,7 +36,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from ops.access import mask_secrets
-from streams.privacy import mask_name, mask_phone, mask_text
+from streams.privacy import EMAIL_PATTERN, mask_name, mask_phone, mask_text
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -91,6 +92,7 @@ TEXT_KEYS: Final = frozenset(
         "postalcode",
         "zip",
         "receiverzip",
+        "inputvalue",  # pydantic's errors quote the input they refused: any field's value
     }
 )
 
@@ -101,8 +103,9 @@ _KEY_RE: Final = r"[A-Za-z][A-Za-z0-9_.-]{0,40}"
 KEY_VALUE_PATTERN: Final = re.compile(
     r"""(?P<lead>(?<![A-Za-z0-9_])(?P<q>["']?)(?P<key>""" + _KEY_RE + r""")(?P=q)\s*[:=]\s*)"""
     r"""(?!["']?""" + _KEY_RE + r"""["']?\s*[:=])"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;&}\])]+)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;&}\]){\[][^\s,;&}\])]*)"""
 )
+COUNTRY_86: Final = re.compile(r"^\+?86[\s-]?(?=1)")  # so a mainland mobile shows as 138****1234
 MOBILE_PATTERN: Final = re.compile(
     r"(?<![\dA-Za-z])(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)"
     r"|(?<![\dA-Za-z+])\+\d{1,3}[\s().-]?\d[\d\s().-]{6,16}\d(?!\d)"
@@ -132,14 +135,18 @@ def _mask_key_value(match: re.Match[str]) -> str:
     value = match.group("value")
     quote = value[0] if value[:1] in ('"', "'") and len(value) >= 2 else ""
     inner = value[1:-1] if quote else value
+    if "**" in inner:  # masked already (by the number or e-mail pass, or at its source)
+        return match.group(0)
     return f"{match.group('lead')}{quote}{mask(inner)}{quote}"
 
 
 def mask_personal(text: str) -> str:
-    """``text`` with tokens, personal-data key values and mobile numbers masked."""
+    """``text`` with tokens, mobile numbers, e-mail addresses and personal-data key values
+    masked. Numbers go first: a key's value ends at a space, and "+44 20 7946 0958" has some."""
     text = mask_secrets(text)
-    text = KEY_VALUE_PATTERN.sub(_mask_key_value, text)
-    return MOBILE_PATTERN.sub(lambda m: mask_phone(m.group(0)), text)
+    text = MOBILE_PATTERN.sub(lambda m: mask_phone(COUNTRY_86.sub("", m.group(0))), text)
+    text = EMAIL_PATTERN.sub(lambda m: mask_text(m.group(0)), text)
+    return KEY_VALUE_PATTERN.sub(_mask_key_value, text)
 
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.

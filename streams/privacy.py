@@ -10,7 +10,7 @@ from typing import Any
 # from other words, so anything quoted (where error messages put values) goes whole; e-mail
 # addresses and long digit runs (phones, ids, card numbers) go wherever they stand.
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_EMAIL = re.compile(r"[^\s@'\"<>()\[\],;:]+@[^\s@'\"<>()\[\],;:]+")
+EMAIL_PATTERN = re.compile(r"[^\s@'\"<>()\[\],;:]+@[^\s@'\"<>()\[\],;:]+")
 # Standalone runs only: a digit run inside a token (a hex command id) is not a phone.
 _DIGITS = re.compile(r"(?<!\w)\+?\d(?:[\d\s()-]{5,}\d)(?!\w)")
 MIN_DIGITS = 7  # a digit run this long may be a phone number
@@ -41,7 +41,7 @@ def scrub_free_text(text: str) -> str:
     ``'***'``, ``<email>`` and ``<digits>``: what is left says where and why (field paths,
     reason codes), not who."""
     text = _QUOTED.sub("'***'", text)
-    text = _EMAIL.sub("<email>", text)
+    text = EMAIL_PATTERN.sub("<email>", text)
     return _DIGITS.sub(_digit_run, text)
 
 

@@ -131,3 +131,21 @@ def test_phones_and_names_never_survive(
 def test_tokens_never_survive(secret: str) -> None:
     masked = mask_personal(f"auth Bearer {secret} and oms_00112233aabb_{secret}")
     assert secret not in masked
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('order={"name":"Li Si"}', "Li Si"),
+        ('{"buyer": {"name": "Wang Wu", "x": 1}}', "Wang Wu"),
+        ('x: [{"name": "Li Si"}]', "Li Si"),
+        ("phone=+44 20 7946 0958", "7946 0958"),
+        ("contact li.si@example.com today", "li.si@example.com"),
+        ("1 validation error input_value='Zhang Sanfeng', input_type=str", "Zhang Sanfeng"),
+        ("mobile: +86 139-1234-5678", "1234-5678"),
+    ],
+)
+def test_nested_values_numbers_and_emails_are_masked(text: str, secret: str) -> None:
+    """Found in review: values inside a structure, numbers with spaces, bare e-mail addresses
+    and pydantic's quoted input all got through."""
+    assert secret not in mask_personal(text)
