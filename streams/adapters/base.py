@@ -595,16 +595,24 @@ def _clip(value: str, limit: int) -> str:
     return value[:limit]
 
 
+def json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value, default=str))
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the model judges it
+        return len(str(value))
+
+
 def bounded_extras(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     """``raw`` without the fields too big to carry on every event (see MAX_EXTRA_BYTES); the
     names and sizes of those left out are kept under ``omitted``."""
+    if not raw:
+        return {}
+    if json_size(raw) <= MAX_EXTRA_BYTES:  # the usual case: one dump, nothing to leave out
+        return dict(raw)
     kept: dict[str, Any] = {}
     omitted: dict[str, int] = {}
-    for name, value in (raw or {}).items():
-        try:
-            size = len(orjson.dumps(value, default=str))
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the model judges it
-            size = len(str(value))
+    for name, value in raw.items():
+        size = json_size(value)
         if size > MAX_EXTRA_BYTES:
             omitted[name] = size
         else:
