@@ -491,10 +491,21 @@ def redis_identity(settings: Settings) -> tuple[str, int]:
 
 async def restart_redis(ctx: Context, timeout_s: float) -> list[Fault]:
     """Stop Redis (SIGTERM: it fsyncs its AOF) mid-flood and start it again on the same data."""
-    fault = _stamped(await ctx.wait_due(timeout_s), "restart", stack.REDIS)
+    return await _restart_redis(ctx, timeout_s, kill=False)
+
+
+async def kill_redis(ctx: Context, timeout_s: float) -> list[Fault]:
+    """kill -9 Redis mid-flood and start it again on its AOF: nothing gets to fsync. Redis
+    writes the AOF before it answers a client, so no write a worker was told about may be lost
+    (``appendfsync everysec`` loses a second only when the machine itself goes down)."""
+    return await _restart_redis(ctx, timeout_s, kill=True)
+
+
+async def _restart_redis(ctx: Context, timeout_s: float, *, kill: bool) -> list[Fault]:
+    fault = _stamped(await ctx.wait_due(timeout_s), "kill9" if kill else "restart", stack.REDIS)
     before, _ = redis_identity(ctx.settings)
     began = time.monotonic()
-    await asyncio.to_thread(stack.stop_component, ctx.settings, stack.REDIS)
+    await asyncio.to_thread(stack.stop_component, ctx.settings, stack.REDIS, kill=kill)
     fault.proof["was_down"] = not stack.redis_health(ctx.settings)[0]
     await asyncio.to_thread(stack.start_component, ctx.settings, stack.REDIS)
     after, uptime = redis_identity(ctx.settings)
@@ -503,7 +514,8 @@ async def restart_redis(ctx: Context, timeout_s: float) -> list[Fault]:
     )
     fault.proof["run_id_changed"] = before != after
     fault.proof["uptime_reset"] = uptime <= time.monotonic() - began + 5
-    ctx.say(f"Redis restarted at {fault.at_fraction:.0%} of the orders (run id {after[:8]})")
+    how = "killed (-9)" if kill else "restarted"
+    ctx.say(f"Redis {how} at {fault.at_fraction:.0%} of the orders (run id {after[:8]})")
     return [fault]
 
 
@@ -577,6 +589,9 @@ SCENARIOS: dict[str, Scenario] = {
             _kill_lost,
         ),
         Scenario("redis_restart", "redis", 2, "restart Redis (AOF) mid-flood", restart_redis),
+        Scenario(
+            "redis_kill9", "rkill", 2, "kill -9 Redis mid-flood, start it on its AOF", kill_redis
+        ),
         Scenario(
             "clickhouse_outage",
             "clickhouse",

@@ -828,7 +828,7 @@ def bench(
     "scenarios",
     multiple=True,
     help="Run only this scenario (repeatable): worker_kill9_restart, worker_lost_rebalance, "
-    "redis_restart, clickhouse_outage, burst_over_memory. Default: all.",
+    "redis_restart, redis_kill9, clickhouse_outage, burst_over_memory. Default: all.",
 )
 @click.option(
     "--outage-s",

@@ -1,4 +1,4 @@
-"""The chaos scenarios, bounded: all five on a stack of their own (home .oms/test-chaos, ports
+"""The chaos scenarios, bounded: all six on a stack of their own (home .oms/test-chaos, ports
 apart from the test, bench and chaos stacks), 1,000 orders each and a 10 s ClickHouse outage.
 Every scenario's figures must be zero and exact, and each fault must really have happened (the
 killed pid gone, Redis's run id new, ClickHouse refusing connections throughout the outage).
@@ -100,6 +100,17 @@ def test_redis_restart(run: dict[str, Any]) -> None:
     fault = the_fault(s, "restart")
     assert fault["run_id_before"] != fault["run_id_after"] and fault["proof"]["was_down"]
     assert all(s["workers_alive_at_end"].values())  # the workers lived through it
+    assert s["ok"], s["violations"]
+
+
+def test_redis_kill9(run: dict[str, Any]) -> None:
+    """SIGKILL: Redis gets no chance to fsync; what it acknowledged must still be there."""
+    s = scenario(run, "redis_kill9")
+    assert_nothing_lost_nor_doubled(s)
+    fault = the_fault(s, "kill9")
+    assert fault["target"] == "redis" and fault["proof"]["was_down"]
+    assert fault["run_id_before"] != fault["run_id_after"]
+    assert all(s["workers_alive_at_end"].values())
     assert s["ok"], s["violations"]
 
 

@@ -166,8 +166,9 @@ def test_every_scenario_of_the_issue_is_there() -> None:
         "worker_kill9_restart",
         "worker_lost_rebalance",
         "redis_restart",
+        "redis_kill9",
         "clickhouse_outage",
         "burst_over_memory",
     ]
     assert {s.workers for s in chaos.SCENARIOS.values()} == {2, 3}
-    assert len({s.tag for s in chaos.SCENARIOS.values()}) == 5
+    assert len({s.tag for s in chaos.SCENARIOS.values()}) == 6
