@@ -46,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from streams.messages import DlqReason
+from streams.messages import DlqReason, FulfilmentCommand, OrderEvent
 
 # Counter name -> (stage, outcome). Names made by count_outputs are ``event_<kind>`` and
 # ``command_<kind>``; prefixes below catch the families with open-ended suffixes.
@@ -130,6 +130,18 @@ def message_kind(value: str | bytes) -> str:
     return found.group(1).decode() if found else "unknown"
 
 
+def count_kinds(messages: Iterable[Any], counts: Any) -> None:
+    """Tally a batch's new order events (``event_<kind>``) and fulfilment commands
+    (``command_<kind>``) into ``counts`` (the batch's Counter, which the agents add to the
+    heartbeat): the audit, reserve, route and fulfil stages are visible only in what they emit.
+    The pipeline calls it where it has the messages, so nothing is parsed back."""
+    for message in messages:
+        if isinstance(message, OrderEvent):
+            counts[f"event_{message.kind.value}"] += 1
+        elif isinstance(message, FulfilmentCommand):
+            counts[f"command_{message.kind.value}"] += 1
+
+
 def count_outputs(
     outputs: Iterable[tuple[str, Any, Any]],
     counts: Any,
@@ -137,9 +149,8 @@ def count_outputs(
     events_topic: str,
     commands_topic: str,
 ) -> None:
-    """Tally a batch's order events (``event_<kind>``) and fulfilment commands
-    (``command_<kind>``) into ``counts`` (the batch's Counter, which the agents add to the
-    heartbeat): the audit, reserve, route and fulfil stages are visible only in what they emit."""
+    """:func:`count_kinds` for outputs already serialised: what a redelivered input re-emits
+    from the outbox (the only place the kind is read back from JSON)."""
     for topic, _key, value in outputs:
         if topic == events_topic:
             counts[f"event_{message_kind(value)}"] += 1

@@ -44,6 +44,7 @@ from agents.fulfil import (
 )
 from agents.lifecycle import AT_WMS, BEFORE_WMS, TERMINAL, IllegalTransition, record_event
 from agents.merge import merge_group, merged_command, waiting_members
+from agents.metrics import count_kinds, count_outputs
 from agents.normalise import RawInput, normalise
 from agents.plan import Message, Plan, StockOp, StockOpKind
 from agents.promotions import Promotions, gift_lines, load_promotions
@@ -291,6 +292,7 @@ class OrderPipeline:
             if ok:
                 for plan in group:
                     result.outputs.extend(plan.record.outbox[plan.input_id])
+                    count_kinds(plan.messages, result.counts)
             else:
                 result.counts["cas_conflicts"] += 1
                 again.append(item)
@@ -313,7 +315,7 @@ class OrderPipeline:
         result.counts[intake.value] += 1
         if intake is Intake.REDELIVERY:
             assert current.record is not None
-            result.outputs.extend(current.record.outbox[input_id])
+            self._re_emit(current.record.outbox[input_id], result)
             return []
         if current.record is None:
             record = OrderRecord(
@@ -374,7 +376,7 @@ class OrderPipeline:
         if action.kind is OperatorActionKind.RELEASE_MERGED:
             return self._release_group(action, input_id, loaded, now, result)
         current = self._known(loaded, action.order_id, "action", input_id, result)
-        if current is None or replayed([current], input_id, result):
+        if current is None or self._replayed([current], input_id, result):
             return []
         plan = fresh_plan(action, input_id, current, actor=action.actor)
         record, state, kind = plan.record, plan.record.state, action.kind
@@ -427,7 +429,7 @@ class OrderPipeline:
         (or alone, when it is the only one left)."""
         group = action.order_id
         current = [lr for oid in action.members if (lr := loaded[oid]).record]
-        if replayed(current, input_id, result):
+        if self._replayed(current, input_id, result):
             return []
         members = waiting_members([lr.private_copy() for lr in current], group)
         if not members:
@@ -484,7 +486,7 @@ class OrderPipeline:
             return []
         targets = sorted(set(keyed.record.merged_with)) or [event.order_id]
         current = [lr for oid in targets if (lr := loaded.get(oid)) and lr.record]
-        if replayed(current, input_id, result):
+        if self._replayed(current, input_id, result):
             return []
         plans = [fresh_plan(event, input_id, lr, actor="wms") for lr in current]
         keyed_ref = keyed.record.command(event.command_id)
@@ -503,7 +505,7 @@ class OrderPipeline:
         result.counts[f"aftersales_{request.kind.value}"] += 1
         input_id = f"aftersales:{request.request_id}"
         current = self._known(loaded, request.order_id, "aftersales", input_id, result)
-        if current is None or replayed([current], input_id, result):
+        if current is None or self._replayed([current], input_id, result):
             return []
         plan = fresh_plan(request, input_id, current, actor=request.requested_by)
         aftersales.apply_request(self, plan, request, ctx, now, result)
@@ -819,6 +821,27 @@ class OrderPipeline:
             return rules.merge_window_s
         return self.settings.merge_window_s
 
+    def _replayed(
+        self, current: Sequence[LoadedRecord], input_id: str, result: BatchResult
+    ) -> bool:
+        """A redelivered input: re-emit what it produced the first time (same ids), decide
+        nothing. A group is saved whole, so either every record has it or none."""
+        done = [lr.record for lr in current if lr.record and input_id in lr.record.outbox]
+        for record in done:
+            self._re_emit(record.outbox[input_id], result)
+        return bool(done)
+
+    def _re_emit(self, outputs: list[Output], result: BatchResult) -> None:
+        """Outputs stored in the outbox, sent again and counted like new ones (from their
+        JSON: only the first emission had the messages at hand)."""
+        result.outputs.extend(outputs)
+        count_outputs(
+            outputs,
+            result.counts,
+            events_topic=self.events_topic,
+            commands_topic=self.commands_topic,
+        )
+
     def _output(self, message: Message) -> Output:
         if isinstance(message, FulfilmentCommand):
             topic = self.commands_topic
@@ -827,15 +850,6 @@ class OrderPipeline:
         else:
             topic = self.events_topic
         return (topic, message.order_id, message.model_dump_json())
-
-
-def replayed(current: Sequence[LoadedRecord], input_id: str, result: BatchResult) -> bool:
-    """A redelivered input: re-emit what it produced the first time (same ids), decide
-    nothing. A group is saved whole, so either every record has it or none."""
-    done = [lr.record for lr in current if lr.record and input_id in lr.record.outbox]
-    for record in done:
-        result.outputs.extend(record.outbox[input_id])
-    return bool(done)
 
 
 def fresh_plan(source: Any, input_id: str, current: LoadedRecord, *, actor: str) -> Plan:

@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -26,7 +25,7 @@ from agents.channel_stock import register_channel_stock
 from agents.health import Readiness, redis_error, worker_readiness
 from agents.intake import register_intake
 from agents.ledger import register_ledger
-from agents.metrics import PartitionLag, Snapshot, count_outputs, lag_of, render
+from agents.metrics import PartitionLag, Snapshot, lag_of, render
 from agents.operator import register_operator
 from agents.pipeline import OrderPipeline
 from agents.route import RoutingTable
@@ -44,33 +43,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TTL = 10
-
-
-class StageCountingPipeline(OrderPipeline):
-    """The order pipeline, with each batch's emitted events and commands tallied by kind into
-    the batch's counts (``event_<kind>``, ``command_<kind>``): the audit, reserve, route and
-    fulfil stages show in /metrics without a counter in every stage's code."""
-
-    async def process(self, raws: Sequence[Any]) -> Any:
-        return self._tallied(await super().process(raws))
-
-    async def apply_actions(self, actions: Sequence[Any]) -> Any:
-        return self._tallied(await super().apply_actions(actions))
-
-    async def apply_wms_events(self, events: Sequence[Any]) -> Any:
-        return self._tallied(await super().apply_wms_events(events))
-
-    async def apply_aftersales(self, requests: Sequence[Any]) -> Any:
-        return self._tallied(await super().apply_aftersales(requests))
-
-    def _tallied(self, result: Any) -> Any:
-        count_outputs(
-            result.outputs,
-            result.counts,
-            events_topic=self.events_topic,
-            commands_topic=self.commands_topic,
-        )
-        return result
 
 
 class WorkerProbe:
@@ -168,7 +140,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     async def make_pipeline() -> OrderPipeline:
         routing = RoutingTable.load(settings.config_dir / "warehouses.toml")
         ctx = AdapterContext(sku_map=SkuMap.load(settings.config_dir / "sku_map.csv"))
-        return StageCountingPipeline(settings, connect_batched(settings), routing, ctx)
+        return OrderPipeline(settings, connect_batched(settings), routing, ctx)
 
     register_intake(app, settings, make_pipeline, counters)
     register_operator(app, settings, make_pipeline, counters)

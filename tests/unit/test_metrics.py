@@ -17,6 +17,7 @@ from agents.health import Readiness, sink_readiness, worker_readiness
 from agents.metrics import (
     PartitionLag,
     Snapshot,
+    count_kinds,
     count_outputs,
     lag_of,
     message_kind,
@@ -167,6 +168,10 @@ def test_outputs_are_tallied_by_kind_from_real_messages() -> None:
     count_outputs(outputs, counts, events_topic="ev", commands_topic="cmd")
     assert counts == {"event_held": 1, "command_outbound": 1}
     assert message_kind(b'{"x":1}') == "unknown"
+    # New messages are counted from the objects, to the same names as re-emitted JSON.
+    from_objects: Counter[str] = Counter()
+    count_kinds([event, "not a message"], from_objects)
+    assert from_objects == {"event_held": 1}
 
 
 def test_worker_readiness_reasons() -> None:
