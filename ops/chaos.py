@@ -552,15 +552,14 @@ class Scenario:
     workers: int
     what: str  # one line for the table and the README
     inject: Injector | None = None  # None: the burst, whose fault is its size under a cap
-    shape: Callable[[BurstMessage], BurstMessage] | None = None
+    # orders -> how each payload of a flood that size is shaped (None: sent as generated)
+    shape: Callable[[int], Callable[[BurstMessage], BurstMessage]] | None = None
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # worker overrides
 
 
-def shape_for(scenario: Scenario, orders: int) -> Callable[[BurstMessage], BurstMessage] | None:
-    """The scenario's payload shaping; the burst's padding scales with the flood's size."""
-    if scenario.shape is pad_message:
-        return functools.partial(pad_message, size=burst_padding(orders))
-    return scenario.shape
+def burst_shape(orders: int) -> Callable[[BurstMessage], BurstMessage]:
+    """The burst's padding, scaled to the flood's size (:func:`burst_padding`)."""
+    return functools.partial(pad_message, size=burst_padding(orders))
 
 
 def _kill_restart(ctx: Context, timeout_s: float) -> Awaitable[list[Fault]]:
@@ -605,7 +604,7 @@ SCENARIOS: dict[str, Scenario] = {
             2,
             "a padded burst bigger than the workers' memory",
             None,
-            pad_message,
+            burst_shape,
             {"consumer_buffer_bytes": BURST_BUFFER_BYTES},
         ),
     )
@@ -775,7 +774,7 @@ async def _scenario(
         "flood",
         orders,
         f"chaos-{scenario.tag}-{os.getpid()}",
-        shape=shape_for(scenario, orders),
+        shape=scenario.shape(orders) if scenario.shape else None,
     )
     bench.top_up_stock(settings, orders)
     await asyncio.to_thread(stack.start_workers, settings, scenario.workers, progress=say)
