@@ -138,38 +138,43 @@ class BatchRunner:
         log.error("%s: input dead-lettered as processing_error: %s", self.name, describe(poison))
 
     async def _retry(self, events: Sequence[EventT], work: Work) -> BaseException | None:
-        """Attempts until one succeeds (None) or the failures look like poison (the last)."""
+        """Attempts until one lands (None) or the failures look like poison (the last)."""
+
+        async def land() -> None:
+            outcome = await work(events)
+            await self.send(outcome.outputs)
+            self.counters.update(outcome.counts)  # once: only the attempt that landed counts
+
+        return await self._attempt(land, len(events), poison_after=POISON_ATTEMPTS)
+
+    async def _send_until_sent(self, event: EventT, poison: BaseException) -> None:
+        """The poison input's DLQ record, sent whatever it takes: it is the input's only trace."""
+
+        async def send_record() -> None:
+            await self.send([await self.dead_letter(event, poison)])
+
+        await self._attempt(send_record, 1, poison_after=None)
+
+    async def _attempt(
+        self, action: Callable[[], Awaitable[None]], size: int, *, poison_after: int | None
+    ) -> BaseException | None:
+        """Run ``action`` until it succeeds (None), with backoff between attempts; with
+        ``poison_after``, give up after that many failures that are not transient and return
+        the last. Only the task's own cancellation gets out."""
         attempt = poison_failures = 0
         while True:
             attempt += 1
             try:
-                outcome = await work(events)
-                await self.send(outcome.outputs)
+                await action()
+                return None
             except (Exception, asyncio.CancelledError) as exc:
                 if isinstance(exc, asyncio.CancelledError) and task_cancelled():
                     raise
-                self._note_failure(exc, attempt, len(events))
+                self._note_failure(exc, attempt, size)
                 if not is_transient(exc):
                     poison_failures += 1
-                    if poison_failures >= POISON_ATTEMPTS:
+                    if poison_after is not None and poison_failures >= poison_after:
                         return exc
-                await self.sleep(backoff_s(attempt))
-                continue
-            self.counters.update(outcome.counts)  # once: only the attempt that landed counts
-            return None
-
-    async def _send_until_sent(self, event: EventT, poison: BaseException) -> None:
-        """The poison input's DLQ record, sent whatever it takes: it is the input's only trace."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.send([await self.dead_letter(event, poison)])
-                return
-            except (Exception, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError) and task_cancelled():
-                    raise
-                self._note_failure(exc, attempt, 1)
                 await self.sleep(backoff_s(attempt))
 
     def _note_failure(self, exc: BaseException, attempt: int, size: int) -> None:
