@@ -4,8 +4,9 @@ Why this exists: Faust's ``take_events`` acks a batch's events in a ``finally`` 
 body raises, and its supervisor then restarts the body on a stream already past them. An
 exception in the order path (Redis restarting, a send that timed out, a bug that one payload
 trips) would so commit the offsets of inputs that never took effect: orders lost without a trace.
-So a batch is retried until it succeeds. Infrastructure trouble (connection refused, timeouts,
-broker errors) is waited out for as long as it lasts: the partition stalls, nothing is skipped.
+So a batch is retried until it succeeds. Infrastructure trouble (connection refused, Redis
+refusing writes, timeouts, broker errors: ops/retry.py) is waited out for as long as it lasts,
+with jittered backoff: the partition stalls, nothing is skipped.
 Anything else is a bug or a poison input: after ``POISON_ATTEMPTS`` the batch is split and each
 input retried on its own, and an input that still fails alone is dead-lettered with reason
 ``processing_error`` (visible, countable, replayable once fixed) so it cannot stall its
@@ -33,27 +34,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.types import EventT
 from faust.types.tuples import ack_lock
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.pipeline import Output
+from ops.retry import Backoff, is_outage
 
 log = logging.getLogger(__name__)
 
 POISON_ATTEMPTS = 3  # failures of one batch (or input) before it counts as poison
-BACKOFF_FIRST_S = 0.2
-BACKOFF_MAX_S = 5.0
-TRANSIENT: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    TimeoutError,  # also asyncio's: a batch past OMS_BATCH_TIMEOUT_S
-    ConnectionError,
-    OSError,
-    asyncio.CancelledError,  # only when it did not cancel the task (see BatchRunner.run)
-)
+BACKOFF_FIRST_S = 0.2  # quick on a blip
+BACKOFF_MAX_S = 5.0  # no hot loop through an outage, and a backlog drains soon after it
 
 
 class Outcome(Protocol):
@@ -72,12 +63,10 @@ DeadLetter = Callable[[EventT, BaseException], Awaitable[Output]]
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Trouble that passes by itself (a restarting Redis, a broker hiccup): wait, never DLQ.
-    Broker errors only when aiokafka calls them retriable: a message too large or a topic not
-    authorised fails the same way every time."""
-    if isinstance(exc, KafkaError):
-        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
-    return isinstance(exc, TRANSIENT)
+    """Trouble that passes by itself: wait, never DLQ. An outage (ops/retry.py: Redis down or
+    refusing writes, a retriable broker error, a timeout), or a ``CancelledError`` that did not
+    cancel the task (see BatchRunner.run)."""
+    return isinstance(exc, asyncio.CancelledError) or is_outage(exc)
 
 
 def task_cancelled() -> bool:
@@ -85,11 +74,6 @@ def task_cancelled() -> bool:
     awaited having been cancelled under it."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def backoff_s(attempt: int) -> float:
-    """Doubling from 0.2 s, capped at 5 s: quick on a blip, no hot loop through an outage."""
-    return min(BACKOFF_FIRST_S * 2 ** min(max(attempt - 1, 0), 16), BACKOFF_MAX_S)
 
 
 def describe(exc: BaseException) -> str:
@@ -116,6 +100,7 @@ class BatchRunner:
     counters: Counter[str]
     dead_letter: DeadLetter
     sleep: Callable[[float], Awaitable[Any]] = field(default=asyncio.sleep)
+    backoff: Backoff = field(default_factory=lambda: Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S))
 
     async def run(self, events: Sequence[EventT], work: Work) -> None:
         try:
@@ -175,7 +160,7 @@ class BatchRunner:
                     poison_failures += 1
                     if poison_after is not None and poison_failures >= poison_after:
                         return exc
-                await self.sleep(backoff_s(attempt))
+                await self.sleep(self.backoff.delay(attempt))
 
     def _note_failure(self, exc: BaseException, attempt: int, size: int) -> None:
         """Expected trouble is a warning; anything else an error, with its traceback once."""

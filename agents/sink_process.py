@@ -55,6 +55,7 @@ from agents.worker import use_event_loop
 from ops import stack
 from ops.kafka import client_kwargs
 from ops.logs import setup_logging
+from ops.retry import Backoff
 from ops.settings import Settings
 from state.redis import connect_async
 
@@ -67,6 +68,7 @@ HEARTBEAT_TTL_S = 10
 STOP_GRACE_S = 5.0
 LAG_EVERY_S = 2.0  # how often the backlog is measured (two small broker requests)
 LAG_TIMEOUT_S = 5.0
+LAG_RETRY = Backoff(LAG_EVERY_S, 30.0)  # new clients after a failure: a broker down stays quiet
 NAME = "sink"
 
 
@@ -158,7 +160,9 @@ class FactLag:
 
     async def run(self) -> None:
         """Measure until cancelled; clients that fail (the broker not up yet, gone for a while)
-        are made again after LAG_EVERY_S, and the gauge says "not measured" meanwhile."""
+        are made again after a jittered backoff (LAG_RETRY), and the gauge says "not measured"
+        meanwhile."""
+        failures = 0
         while True:
             try:
                 await self._measure_with_new_clients()
@@ -166,8 +170,9 @@ class FactLag:
                 raise
             except Exception as exc:  # the backlog is for people; the sinking goes on without it
                 log.warning("sink backlog not measured, retrying: %s", type(exc).__name__)
+            failures = 1 if self.measured else failures + 1  # measured: a new run of failures
             self.measured = False
-            await asyncio.sleep(LAG_EVERY_S)
+            await asyncio.sleep(LAG_RETRY.delay(failures))
 
     async def _measure_with_new_clients(self) -> None:
         admin = AIOKafkaAdminClient(**client_kwargs(self.settings))

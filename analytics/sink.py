@@ -2,9 +2,10 @@
 commands, WMS events, after-sales requests and stock movements.
 
 Delivery contract with the caller (a Faust agent): ``write`` returns only once every row of
-the batch is in ClickHouse; until then it retries the same rows with bounded exponential
-backoff. The agent commits Kafka offsets only after ``write`` returns, so a crash anywhere
-means a replay, and replays are harmless (deterministic ids + replay-safe queries).
+the batch is in ClickHouse; until then it retries the same rows with capped, jittered
+exponential backoff (ops/retry.py). The agent commits Kafka offsets only after ``write``
+returns, so a crash anywhere means a replay, and replays are harmless (deterministic ids +
+replay-safe queries).
 
 Only transport and server errors are retried. Anything else (a TypeError from a malformed
 value, say) is a bug that retrying cannot fix, so it propagates to the caller at once.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 from collections import Counter
@@ -33,6 +33,7 @@ from analytics.facts import (
     rows_for,
     stock_movement_rows,
 )
+from ops.retry import Backoff
 from ops.settings import Settings, secret_value
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ class FactSink:
         self._setup = setup  # database + migrations, run before the first insert of a connection
         configured = secret_value(getattr(settings, "analytics_salt", None))  # OMS_ANALYTICS_SALT
         self.salt = salt or configured or DEFAULT_BUYER_SALT
-        self.base_delay_s = base_delay_s
-        self.max_delay_s = max_delay_s
+        # The cap is a few seconds, not minutes: once ClickHouse is back the backlog should
+        # start draining at once; the jitter keeps sinks from reconnecting in lockstep.
+        self.backoff = Backoff(base_delay_s, max_delay_s)
         self.max_attempts = max_attempts
         self._sleep = sleep
         self._db = quote_ident(settings.clickhouse_database)
@@ -121,16 +123,6 @@ class FactSink:
         async with self._lock:
             self._drop_client()
 
-    def backoff(self, attempt: int) -> float:
-        """Delay before retry ``attempt`` (1-based): exponential, capped, with jitter.
-
-        The cap is a few seconds, not minutes: once ClickHouse is back the backlog should
-        start draining at once. The jitter (half to all of the delay) keeps several workers
-        from reconnecting in lockstep after the same outage.
-        """
-        delay = min(self.max_delay_s, self.base_delay_s * (2 ** min(max(attempt, 1) - 1, 30)))
-        return delay * random.uniform(0.5, 1.0)
-
     async def _write_rows(self, rows: Rows) -> None:
         pending = {table: r for table, r in rows.items() if r}
         if not pending:
@@ -149,7 +141,7 @@ class FactSink:
                         raise SinkUnavailable(
                             f"ClickHouse write failed {attempt} times: {self.last_error}"
                         ) from exc
-                    delay = self.backoff(attempt)
+                    delay = self.backoff.delay(attempt)
                     # One line per attempt, no traceback: an outage of minutes must not bury
                     # the log, and the error text is already redacted of values.
                     log.warning(

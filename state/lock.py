@@ -18,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import secrets
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from ops.retry import Backoff
 from state.keys import Keys
 from state.redis import lua_source
 
@@ -95,18 +94,8 @@ class Lease:
         return self.remaining(now) < self.ttl_ms / 2000
 
 
-def backoff_delays(
-    wait_s: float, *, first: float = FIRST_DELAY_S, cap: float = MAX_DELAY_S
-) -> Iterator[float]:
-    """Sleeps between attempts: exponential with jitter (so waiters do not retry in step),
-    capped, and never past ``wait_s`` in total. Empty when ``wait_s`` <= 0 (one try only)."""
-    spent = 0.0
-    delay = first
-    while spent < wait_s:
-        step = min(delay * random.uniform(0.5, 1.0), wait_s - spent)
-        yield step
-        spent += step
-        delay = min(cap, delay * 2)
+# Sleeps between attempts: jittered so waiters do not retry in step, never past the wait.
+ACQUIRE_BACKOFF = Backoff(FIRST_DELAY_S, MAX_DELAY_S)
 
 
 class _LockBase:
@@ -169,7 +158,7 @@ class DistributedLock(_LockBase):
     def acquire(self, wait_s: float | None = None) -> Lease | None:
         """Retry with backoff until acquired or ``wait_s`` (default: the lock's) is spent."""
         lease = self.try_acquire()
-        for delay in backoff_delays(self.wait_s if wait_s is None else wait_s):
+        for delay in ACQUIRE_BACKOFF.delays(self.wait_s if wait_s is None else wait_s):
             if lease is not None:
                 break
             time.sleep(delay)
@@ -247,7 +236,7 @@ class AsyncDistributedLock(_LockBase):
 
     async def acquire(self, wait_s: float | None = None) -> Lease | None:
         lease = await self.try_acquire()
-        for delay in backoff_delays(self.wait_s if wait_s is None else wait_s):
+        for delay in ACQUIRE_BACKOFF.delays(self.wait_s if wait_s is None else wait_s):
             if lease is not None:
                 break
             await asyncio.sleep(delay)

@@ -7,9 +7,9 @@ from redis.crc import key_slot
 
 from state.keys import Keys
 from state.lock import (
+    ACQUIRE_BACKOFF,
     MAX_DELAY_S,
     Lease,
-    backoff_delays,
     fence_key,
     lock_key,
     new_owner,
@@ -18,22 +18,15 @@ from state.lock import (
 
 
 @pytest.mark.parametrize("wait_s", [0.05, 0.5, 3.0])
-def test_backoff_is_bounded_by_the_wait(wait_s: float) -> None:
-    delays = list(backoff_delays(wait_s))
+def test_acquire_waits_at_most_the_wait(wait_s: float) -> None:
+    delays = list(ACQUIRE_BACKOFF.delays(wait_s))
     assert delays and sum(delays) == pytest.approx(wait_s)
-    assert all(0 < d <= MAX_DELAY_S for d in delays)
-
-
-def test_backoff_grows_then_caps() -> None:
-    delays = list(backoff_delays(10.0, first=0.01, cap=0.2))
-    assert delays[0] <= 0.01 and max(delays) <= 0.2
-    assert delays[5] > delays[0]  # 0.32 nominal, capped at 0.2, jittered down to >= 0.1
-    assert len(delays) < 10.0 / 0.1 + 2  # the cap keeps the retry rate low
+    assert all(0 <= d <= MAX_DELAY_S for d in delays)
 
 
 def test_no_wait_means_one_try() -> None:
-    assert list(backoff_delays(0)) == []
-    assert list(backoff_delays(-1)) == []
+    assert list(ACQUIRE_BACKOFF.delays(0)) == []
+    assert list(ACQUIRE_BACKOFF.delays(-1)) == []
 
 
 def test_lease_timing_is_measured_from_before_the_request() -> None:
