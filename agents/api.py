@@ -11,7 +11,8 @@
     POST /orders/{order_id}/release        release a hold        {"reason": "..."} optional
     POST /orders/{order_id}/cancel         cancel the order      {"reason": "..."} optional
     POST /stock/adjust                     {"sku", "warehouse", "delta", "reason"[, "field",
-                                           "op_id"]}: add or remove units
+                                           "op_id"]}: add or remove units, once per op_id
+                                           (409: the op_id was used for another change)
 
 Every route but /health, /health/* and /metrics needs ``Authorization: Bearer <token>``
 (``state/tokens.py``): 401 with ``WWW-Authenticate: Bearer`` without a valid one, 403 with the
@@ -166,7 +167,7 @@ class RedisReads:
 @dataclass(frozen=True)
 class KafkaActions:
     """Actions the way the CLI sends them: ``ops.views.submit_action`` on ``oms.operator``,
-    and stock changes through ``state.stock.apply_changes`` (ledger op names the actor)."""
+    and stock changes through ``state.stock.adjust_stock`` (the movement names the actor)."""
 
     settings: Settings
     wait_s: float = ACTION_WAIT_S
@@ -188,32 +189,38 @@ class KafkaActions:
 
 
 def adjust_stock_now(settings: Settings, change: StockAdjustment, actor: str) -> Outcome:
-    """`./oms stock adjust` for the API (blocking: run in a thread)."""
+    """`./oms stock adjust` for the API (blocking: run in a thread). The op id is the whole
+    idempotency key, shared with the CLI; the acting user and the reason go on the movement.
+    A repeat of an applied op id answers 200 with ``applied: false``; the same op id with
+    another change is refused with 409."""
     from agents.route import RoutingTable
     from state.keys import Keys
     from state.redis import connect
-    from state.stock import StockChange, StockError, StockOp, apply_changes, known_skus, new_op_id
+    from state.stock import StockError, StockRequestError, adjust_stock
 
     warehouses = RoutingTable.load(settings.config_dir / "warehouses.toml").warehouses
-    if change.warehouse not in warehouses:
-        raise BadParam(
-            f"unknown warehouse {change.warehouse!r} (known: {', '.join(sorted(warehouses))})"
-        )
-    client, keys = connect(settings), Keys(settings.redis_prefix)
+    client = connect(settings)
     try:
-        if change.sku not in known_skus(client, keys):
-            raise BadParam(f"unknown sku {change.sku!r}: load it first with `./oms stock load`")
-        op_id = change.op_id or new_op_id()
-        ledger_op = ":".join(p for p in (op_id, f"by={actor}", change.reason) if p)
-        stock_change = StockChange(change.sku, change.warehouse, change.field, "add", change.delta)
-        try:
-            apply_changes(client, keys, StockOp.ADJUST, ledger_op, [stock_change])
-        except StockError as exc:
-            return Outcome(409, {"error": str(exc), "op_id": op_id})
+        done = adjust_stock(
+            client,
+            Keys(settings.redis_prefix),
+            warehouses,
+            change.sku,
+            change.warehouse,
+            change.delta,
+            field=change.field,
+            op_id=change.op_id,
+            actor=actor,
+            reason=change.reason,
+        )
+    except StockRequestError as exc:
+        raise BadParam(str(exc)) from exc
+    except StockError as exc:
+        return Outcome(409, {"error": str(exc), "op_id": change.op_id})
     finally:
         client.close()
-    body = {"ok": True, **change.__dict__, "op_id": op_id, "actor": actor}
-    return Outcome(200, body)
+    body = {"ok": True, **change.__dict__, "op_id": done.op_id, "actor": actor}
+    return Outcome(200, {**body, "applied": done.applied})
 
 
 class BadParam(ValueError):

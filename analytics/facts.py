@@ -122,6 +122,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "at",
         "inbound_delta",  # added by migration 0003 (18.16 cannot place columns: appended)
         "sit_delta",
+        "actor",  # added by migration 0005
+        "reason",
     ),
     FULFILMENT_COMMANDS: (
         "command_id",
@@ -334,9 +336,11 @@ class StockMovement:
     on_hand_delta: int
     reserved_delta: int
     at: datetime
-    ref: str = ""  # what caused it: order id, load file, operator action
+    ref: str = ""  # what caused it: order id, operation id (never who or why: below)
     inbound_delta: int = 0  # purchase in transit
     sit_delta: int = 0  # sales in transit (shipped, not yet signed for)
+    actor: str = ""  # an operator's change: who (state.stock.movement_note bounds it)
+    reason: str = ""  # and why, scrubbed of what may name a person
 
 
 def stock_movement_rows(
@@ -362,6 +366,8 @@ def stock_movement_rows(
                 utc_naive(m.at),
                 int(m.inbound_delta),
                 int(m.sit_delta),
+                m.actor,
+                m.reason,
             )
         )
     return rows

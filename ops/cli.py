@@ -199,27 +199,42 @@ def stock() -> None:
     """Stock per sku and warehouse."""
 
 
+OP_ID_HELP = (
+    "Idempotency key (1-64 of letters, digits, . _ -): a retry with it changes nothing; "
+    "the same key with another change is refused. Default: a new one, printed."
+)
+
+
 @stock.command("load")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--op-id", default="", help=OP_ID_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def stock_load(file: Path, as_json: bool) -> None:
-    """Set on-hand stock from CSV (sku,warehouse,qty) or JSON rows; all rows or none."""
+def stock_load(file: Path, op_id: str, as_json: bool) -> None:
+    """Set on-hand stock from CSV (sku,warehouse,qty) or JSON rows; all rows or none.
+
+    Every load is a new operation (loading a file again on purpose applies it again) unless
+    --op-id repeats one: the op id is printed, so a retry after an error or timeout reuses it.
+    """
     from agents.route import RoutingTable
     from state.keys import Keys
     from state.redis import connect
-    from state.stock import StockError, load_stock, parse_stock_file
+    from state.stock import StockError, load_stock, operation_id, parse_stock_file
 
     s = settings()
     routing = RoutingTable.load(s.config_dir / "warehouses.toml")
     try:
+        op = operation_id(op_id)
         rows = parse_stock_file(caller_path(file), routing.warehouses)
-        count = load_stock(connect(s), Keys(s.redis_prefix), rows)
+        count = load_stock(connect(s), Keys(s.redis_prefix), rows, op_id=op, actor=_operator())
     except StockError as exc:
         fail(str(exc))
+    skus = len({r.sku for r in rows})
     if as_json:
-        emit_json({"ok": True, "rows": count, "skus": len({r.sku for r in rows})})
+        emit_json({"ok": True, "rows": count, "skus": skus, "op_id": op, "applied": count > 0})
+    elif count:
+        click.echo(f"loaded {count} row(s) for {skus} sku(s) (op id {op})")
     else:
-        click.echo(f"loaded {count} row(s) for {len({r.sku for r in rows})} sku(s)")
+        click.echo(f"op id {op} was applied before: nothing changed")
 
 
 @stock.command("adjust")
@@ -234,36 +249,36 @@ def stock_load(file: Path, as_json: bool) -> None:
     help="on_hand (count corrections) or inbound (purchases).",
 )
 @click.option("--reason", default="", help="Why, for the ledger (e.g. damaged, recount).")
-@click.option("--op-id", default="", help="Idempotency key: re-running with it changes nothing.")
+@click.option("--op-id", default="", help=OP_ID_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def stock_adjust(
     sku: str, warehouse: str, delta: int, field: str, reason: str, op_id: str, as_json: bool
 ) -> None:
     """Add (or with a negative DELTA remove) units of a known sku at a warehouse.
 
-    Refused when the sku is unknown, the warehouse is unknown, or the result would go below
-    zero or below what is already reserved there.
+    Refused when the sku is unknown, the warehouse is unknown, the result would go below
+    zero or below what is already reserved there, or --op-id was used for another change.
+    The op id is printed: a retry with it changes nothing.
     """
     from agents.route import RoutingTable
     from state.keys import Keys
     from state.redis import connect
-    from state.stock import StockChange, StockError, StockOp, apply_changes, known_skus, new_op_id
+    from state.stock import StockError, adjust_stock
 
     s = settings()
-    client, keys = connect(s), Keys(s.redis_prefix)
     routing = RoutingTable.load(s.config_dir / "warehouses.toml")
-    if warehouse not in routing.warehouses:
-        fail(f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(routing.warehouses))})")
-    if sku not in known_skus(client, keys):
-        fail(f"unknown sku {sku!r}: load it first with `./oms stock load`")
-    op = op_id or new_op_id()
     try:
-        apply_changes(
-            client,
-            keys,
-            StockOp.ADJUST,
-            f"{op}:{reason}" if reason else op,
-            [StockChange(sku, warehouse, field, "add", delta)],
+        done = adjust_stock(
+            connect(s),
+            Keys(s.redis_prefix),
+            routing.warehouses,
+            sku,
+            warehouse,
+            delta,
+            field=field,
+            op_id=op_id,
+            actor=_operator(),
+            reason=reason,
         )
     except StockError as exc:
         fail(str(exc))
@@ -275,11 +290,14 @@ def stock_adjust(
                 "warehouse": warehouse,
                 "field": field,
                 "delta": delta,
-                "op_id": op,
+                "op_id": done.op_id,
+                "applied": done.applied,
             }
         )
+    elif done.applied:
+        click.echo(f"{sku} at {warehouse}: {field} {delta:+d} (op id {done.op_id})")
     else:
-        click.echo(f"{sku} at {warehouse}: {field} {delta:+d}")
+        click.echo(f"op id {done.op_id} was applied before: nothing changed")
 
 
 @stock.command("snapshot")

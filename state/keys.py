@@ -34,6 +34,11 @@ class Keys:
     def skus(self) -> str:
         return f"{self.prefix}:skus"
 
+    @property
+    def stock_ops(self) -> str:
+        """Hash op id -> fingerprint of the change it was used for (state/stock.py)."""
+        return f"{self.prefix}:stock-ops"
+
     def dlq_seen(self, dlq_id: str) -> str:
         """When a DLQ record was first emitted (agents/pipeline.py): its redeliveries re-emit
         the same record, not one with a new time."""

@@ -87,6 +87,8 @@ def to_movement(sku: str, entry_id: str, entry: Mapping[str, str]) -> StockMovem
         ref=entry.get("ref", ""),
         inbound_delta=int(entry.get("inbound", 0)),
         sit_delta=int(entry.get("sit", 0)),
+        actor=entry.get("actor", ""),
+        reason=entry.get("reason", ""),
     )
 
 

@@ -276,7 +276,15 @@ def _apply_chunk(
             continue
         status, detail, *_ = script(
             keys=[keys.stock(sku), keys.ledger(sku)],
-            args=[result.op_id, StockOp.SNAPSHOT.value, fence, f"{wh}|on_hand|add|{new - before}"],
+            # no actor or reason (''): the snapshot's op id and kind say where it came from
+            args=[
+                result.op_id,
+                StockOp.SNAPSHOT.value,
+                fence,
+                "",
+                "",
+                f"{wh}|on_hand|add|{new - before}",
+            ],
         )
         if status == "stale_fence":
             raise StaleFence(f"{sku}: {detail}; snapshot stopped (fence {fence})")

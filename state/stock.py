@@ -7,6 +7,7 @@ one Lua script, so a bad file is rejected whole and never half-applied.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import uuid
@@ -21,13 +22,29 @@ import redis
 
 from state.keys import Keys
 from state.redis import lua_source
+from streams.privacy import scrub_free_text
 
 MAX_QTY = 10**9
 WHOLE_NUMBER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() accepts '²'
+# An operator's operation id: bounded, and no ':' '=' or space, so nothing else (an actor, a
+# reason, an internal 'revert:'/'snapshot:' id) can be written into it or read out of it.
+OP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NOT_IN_ACTOR = re.compile(r"[^A-Za-z0-9._@-]")  # the user names of ops/access.py
+MAX_ACTOR = 64
+MAX_REASON = 200
 
 
 class StockError(ValueError):
     """A stock operation that cannot be applied; the message says which row and why."""
+
+
+class StockOpConflict(StockError):
+    """The operation id was used before for another change: refused, nothing applied."""
+
+
+class StockRequestError(StockError):
+    """The request names what does not exist (sku, warehouse) or a malformed op id: the
+    caller's mistake (HTTP 400), not a refusal by the stock (409)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,30 @@ class StockChange:
         return f"{self.warehouse}|{self.field}|{self.mode}|{self.value}"
 
 
+def operation_id(given: str = "") -> str:
+    """The idempotency key of an operator's stock operation (`./oms stock load|adjust`, POST
+    /stock/adjust): the op id given, checked, or a new random one for the caller to print (a
+    retry reuses it). The id alone: who and why are fields of the movement (``apply_changes``),
+    so a retry with another reason is the same operation, and no actor can be put into it."""
+    if not given:
+        return new_op_id()
+    if not OP_ID.fullmatch(given):
+        raise StockRequestError(
+            f"op id {given[:80]!r} must be 1-64 letters, digits, '.', '_' or '-' "
+            "(no ':', '=' or spaces), starting with a letter or digit"
+        )
+    return given
+
+
+def movement_note(actor: str, reason: str) -> tuple[str, str]:
+    """The actor and reason as the ledger (and so ClickHouse's stock_movements) keeps them:
+    bounded, the actor to the characters of a user name, the reason scrubbed of what may name
+    a person (it is free text: a phone number, an e-mail, a quoted name)."""
+    actor = NOT_IN_ACTOR.sub("_", actor.strip())[:MAX_ACTOR]
+    reason = scrub_free_text(" ".join(reason.split()))[:MAX_REASON]
+    return actor, reason
+
+
 def apply_changes(
     client: redis.Redis,
     keys: Keys,
@@ -177,6 +218,8 @@ def apply_changes(
     changes: list[StockChange],
     *,
     fence: int = 0,
+    actor: str = "",
+    reason: str = "",
 ) -> int:
     """Apply changes to many skus as one operation: every sku or none.
 
@@ -184,10 +227,12 @@ def apply_changes(
     round trip, so a bad file is refused before anything changes. If a sku still refuses at
     apply time (a reservation landed in between), the skus already applied are reverted; if a
     revert is itself refused (reservations took those units meanwhile), the error says so
-    instead of claiming nothing was applied. ``op_id`` makes a retried operation a no-op.
-    Returns the number of skus changed.
+    instead of claiming nothing was applied. ``op_id`` makes a retried operation a no-op; the
+    same id with other changes raises StockOpConflict (see ``claim_operation``). ``actor`` and
+    ``reason`` go on every ledger entry (``movement_note``). Returns the number of skus changed.
     """
     script = client.register_script(lua_source("stock_apply"))
+    note = movement_note(actor, reason)
     by_sku: dict[str, list[StockChange]] = {}
     for change in changes:
         by_sku.setdefault(change.sku, []).append(change)
@@ -195,7 +240,7 @@ def apply_changes(
     def call(sku: str, op: str, op_kind: str, args: list[str], target: Any = None) -> Any:
         return script(
             keys=[keys.stock(sku), keys.ledger(sku)],
-            args=[op, op_kind, fence, *args],
+            args=[op, op_kind, fence, *note, *args],
             client=target,
         )
 
@@ -209,6 +254,7 @@ def apply_changes(
     ]
     if refused:
         raise StockError("nothing applied:\n  " + "\n  ".join(refused))
+    claim_operation(client, keys, kind, op_id, changes)
 
     applied: list[tuple[str, list[list[object]]]] = []
     for sku, sku_changes in by_sku.items():
@@ -232,6 +278,24 @@ def apply_changes(
     return len(applied)
 
 
+def claim_operation(
+    client: redis.Redis, keys: Keys, kind: StockOp, op_id: str, changes: list[StockChange]
+) -> None:
+    """Tie ``op_id`` to this exact change (kind, skus, warehouses, figures, values) the first
+    time, in ``<prefix>:stock-ops``; a later use of the id with another change is refused.
+    The per-sku ``op:`` markers cannot tell: a retry naming another sku finds none there.
+    Claimed after the dry run, so an id whose change was refused outright stays free."""
+    body = "\n".join([kind.value, *(f"{c.sku}|{c.arg()}" for c in changes)])
+    fingerprint = hashlib.sha256(body.encode()).hexdigest()[:32]
+    if client.hsetnx(keys.stock_ops, op_id, fingerprint):
+        return
+    if client.hget(keys.stock_ops, op_id) != fingerprint:
+        raise StockOpConflict(
+            f"op id {op_id!r} was used before for another change; nothing applied "
+            "(a retry must repeat the same change: use a new op id for a new one)"
+        )
+
+
 def _inverse(moves: list[list[object]]) -> list[str]:
     inverse = []
     for wh, on_hand, _reserved, inbound, _sit in moves:
@@ -242,10 +306,49 @@ def _inverse(moves: list[list[object]]) -> list[str]:
     return inverse
 
 
-def load_stock(client: redis.Redis, keys: Keys, rows: list[StockRow], *, op_id: str = "") -> int:
-    """Set on hand for every row, all rows or none; registers skus it has not seen."""
+def load_stock(
+    client: redis.Redis, keys: Keys, rows: list[StockRow], *, op_id: str = "", actor: str = ""
+) -> int:
+    """Set on hand for every row, all rows or none; registers skus it has not seen. Without
+    ``op_id`` every call is a new load (loading a file again on purpose must apply)."""
     changes = [StockChange(r.sku, r.warehouse, "on_hand", "set", r.qty) for r in rows]
-    return apply_changes(client, keys, StockOp.LOAD, op_id or new_op_id(), changes)
+    op = operation_id(op_id)
+    return apply_changes(client, keys, StockOp.LOAD, op, changes, actor=actor)
+
+
+@dataclass(frozen=True)
+class Adjusted:
+    op_id: str  # print it: a retry with it changes nothing
+    applied: bool  # False: this op id was applied before, with the same change
+
+
+def adjust_stock(
+    client: redis.Redis,
+    keys: Keys,
+    warehouses: Iterable[str],
+    sku: str,
+    warehouse: str,
+    delta: int,
+    *,
+    field: str = "on_hand",
+    op_id: str = "",
+    actor: str = "",
+    reason: str = "",
+) -> Adjusted:
+    """`./oms stock adjust` and POST /stock/adjust: add ``delta`` units (negative: remove) of
+    ``field`` (on_hand or inbound) of a known sku at a known warehouse, once per op id
+    (``operation_id``; the same id with another sku, warehouse, field or delta is refused)."""
+    op = operation_id(op_id)
+    known = set(warehouses)
+    if warehouse not in known:
+        raise StockRequestError(
+            f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(known))})"
+        )
+    if sku not in known_skus(client, keys):
+        raise StockRequestError(f"unknown sku {sku!r}: load it first with `./oms stock load`")
+    change = StockChange(sku, warehouse, field, "add", delta)
+    applied = apply_changes(client, keys, StockOp.ADJUST, op, [change], actor=actor, reason=reason)
+    return Adjusted(op, applied > 0)
 
 
 def new_op_id() -> str:

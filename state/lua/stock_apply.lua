@@ -1,8 +1,9 @@
 -- Apply one stock operation to one sku, once: set or add on hand / inbound per warehouse.
 -- KEYS[1] stock hash of the sku, KEYS[2] its ledger stream
 -- ARGV[1] operation id (idempotency), ARGV[2] kind (load, adjust, snapshot, receive...),
--- ARGV[3] fencing token ('0': unfenced),
--- ARGV[4..] 'WH|field|mode|value' with field on_hand|inbound and mode set|add
+-- ARGV[3] fencing token ('0': unfenced), ARGV[4] actor, ARGV[5] reason (each '' for none:
+-- fields of the ledger entries, never part of the operation id),
+-- ARGV[6..] 'WH|field|mode|value' with field on_hand|inbound and mode set|add
 -- A set may not take on hand below what is reserved (that would turn accepted orders into
 -- oversells) and nothing may go below zero: then nothing is applied.
 -- Kind 'dry-run:<kind>' checks everything and writes nothing (all skus of an operation are
@@ -14,9 +15,11 @@ end
 KIND = ARGV[2]
 local dry_run = string.sub(KIND, 1, 8) == 'dry-run:'
 local token = tonumber(ARGV[3])
+if ARGV[4] ~= '' then NOTE[#NOTE + 1] = 'actor'; NOTE[#NOTE + 1] = ARGV[4] end
+if ARGV[5] ~= '' then NOTE[#NOTE + 1] = 'reason'; NOTE[#NOTE + 1] = ARGV[5] end
 local changes = {}
 local seen = {}
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local wh, field, mode, value = string.match(ARGV[i], '^([^|]+)|([^|]+)|([^|]+)|(-?%d+)$')
   value = tonumber(value)
   if token > 0 and num('fence:' .. wh) > token then

@@ -255,11 +255,16 @@ def test_stock_movement_rows() -> None:
         ]
     )
     assert len(rows) == 2 and all(len(r) == len(COLUMNS[STOCK_MOVEMENTS]) for r in rows)
-    assert rows[0] == ("M1", "SKU1", "WH", "load", 10, 0, "stock.csv", datetime(2024, 1, 1), 0, 0)
+    first = ("M1", "SKU1", "WH", "load", 10, 0, "stock.csv", datetime(2024, 1, 1), 0, 0, "", "")
+    assert rows[0] == first
     (shipped,) = stock_movement_rows(
         [StockMovement("M3", "SKU1", "WH", "commit", -2, -2, at, ref="O1", sit_delta=2)]
     )
-    assert shipped[-2:] == (0, 2)  # inbound_delta, sit_delta
+    assert shipped[8:10] == (0, 2)  # inbound_delta, sit_delta
+    (adjusted,) = stock_movement_rows(
+        [StockMovement("M4", "SKU1", "WH", "adjust", -1, 0, at, "op-1", actor="al", reason="dmg")]
+    )
+    assert (adjusted[6], *adjusted[10:]) == ("op-1", "al", "dmg")  # ref, actor, reason
 
 
 def test_unknown_message_type_is_a_bug() -> None:
