@@ -12,6 +12,8 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
+from streams.adapters.base import describe_validation
+
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
@@ -36,9 +38,17 @@ async def guarded(
 
 
 def parse_or_none(model: type[M], value: bytes, where: str) -> M | None:
-    """A record no OMS writer produced: logged and counted by the caller, never a crash."""
+    """A record no OMS writer produced: logged and counted by the caller, never a crash. The
+    log line is bounded whatever the record holds (a 1 MB unknown field name is a path part
+    pydantic quotes): the error count and the first errors, clipped, never an input value."""
     try:
         return model.model_validate_json(value)
     except ValidationError as exc:
-        log.error("unparseable record on %s: %s", where, exc.errors(include_input=False)[:1])
+        log.error(
+            "unparseable record on %s (%d bytes, %d errors): %s",
+            where,
+            len(value),
+            exc.error_count(),
+            describe_validation(exc, "record"),
+        )
         return None

@@ -21,6 +21,11 @@ the traceback and string extras:
   and e-mail addresses anywhere.
 
 Region-level fields (province, city, district) are kept: they are what analysis needs.
+
+Masking runs synchronously on every record, on the event loop, over text an outsider may have
+written (a 1 MB unknown field name quoted by a validation error): each text is clipped to
+``streams.privacy.MAX_MASKED_CHARS`` (head and tail kept) before any pattern sees it, and
+every pattern is linear, so one record costs a bounded pass whatever it quotes.
 """
 
 from __future__ import annotations
@@ -36,7 +41,14 @@ from typing import Any, Final, Literal
 import orjson
 
 from ops.access import mask_secrets
-from streams.privacy import EMAIL_PATTERN, mask_name, mask_phone, mask_text
+from streams.privacy import (
+    EMAIL_PATTERN,
+    MAX_MASKED_CHARS,
+    clip_for_masking,
+    mask_name,
+    mask_phone,
+    mask_text,
+)
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -140,10 +152,11 @@ def _mask_key_value(match: re.Match[str]) -> str:
     return f"{match.group('lead')}{quote}{mask(inner)}{quote}"
 
 
-def mask_personal(text: str) -> str:
-    """``text`` with tokens, mobile numbers, e-mail addresses and personal-data key values
-    masked. Numbers go first: a key's value ends at a space, and "+44 20 7946 0958" has some."""
-    text = mask_secrets(text)
+def mask_personal(text: str, limit: int = MAX_MASKED_CHARS) -> str:
+    """``text`` (clipped to ``limit``: head and tail) with tokens, mobile numbers, e-mail
+    addresses and personal-data key values masked. Numbers go first: a key's value ends at a
+    space, and "+44 20 7946 0958" has some."""
+    text = mask_secrets(clip_for_masking(text, limit))
     text = MOBILE_PATTERN.sub(lambda m: mask_phone(COUNTRY_86.sub("", m.group(0))), text)
     text = EMAIL_PATTERN.sub(lambda m: mask_text(m.group(0)), text)
     return KEY_VALUE_PATTERN.sub(_mask_key_value, text)

@@ -36,7 +36,7 @@ from streams.messages import (
     OperatorActionKind,
     OrderEvent,
 )
-from streams.privacy import mask_order_dict
+from streams.privacy import mask_address_dict, mask_order_dict, scrub_free_text
 
 REPLAY_HEADER = "oms-replay-of"
 HELD_PAGE = 1000  # held orders read per round trip by list_held
@@ -105,13 +105,17 @@ def order_view(
     found: tuple[OrderRecord, dict[str, Any]], *, reveal: bool = False
 ) -> dict[str, Any]:
     """An order's whole life as one JSON-ready dict: what the channel sent, its state, stock,
-    WMS commands, after-sales and history. Personal data is masked unless ``reveal``."""
+    WMS commands, after-sales and history. Personal data is masked unless ``reveal``: the
+    order's (``mask_order_dict``: buyer, ship-to, remarks, raw extras), an after-sales
+    ship-to's, and whatever a person typed into a reason of the history."""
     record, reservation = found
     order = record.order.model_dump(mode="json")
     ship_to = record.ship_to.model_dump(mode="json") if record.ship_to else None
+    history = [h.model_dump(mode="json") for h in record.history]
     if not reveal:
         order = mask_order_dict(order)
         ship_to = mask_address(ship_to)
+        history = [{**h, "reason": scrub_free_text(h["reason"])} for h in history]
     life = record.model_dump(mode="json", include=LIFE_FIELDS)
     return {
         "order_id": record.order_id,
@@ -132,7 +136,7 @@ def order_view(
         "ship_to": ship_to,
         **{field: life[field] for field in sorted(LIFE_FIELDS)},
         "order": order,
-        "history": [h.model_dump(mode="json") for h in record.history],
+        "history": history,
     }
 
 
@@ -142,7 +146,7 @@ def pick_line(line: dict[str, Any]) -> dict[str, Any]:
 
 def mask_address(address: dict[str, Any] | None) -> dict[str, Any] | None:
     """An after-sales ship-to masked exactly like the order's own address (same helper)."""
-    return mask_order_dict({"address": address})["address"] if address else None
+    return mask_address_dict(address) if address else None
 
 
 def render_order(view: dict[str, Any]) -> str:

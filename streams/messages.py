@@ -7,12 +7,74 @@ ids and every consumer (ClickHouse, WMS, shops) can drop what it has already see
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from streams.models import SCHEMA_VERSION, Address, Channel, Code, Money, Order, Text
+from streams.models import (
+    MAX_CODE_CHARS,
+    MAX_LINE_QUANTITY,
+    SCHEMA_VERSION,
+    Address,
+    Channel,
+    Code,
+    Money,
+    Order,
+    Text,
+)
+
+# --- bounds of every field a consumer reads -----------------------------------------------
+# A consumer parses, stores, logs and copies onward what arrives on its topic, and a WMS or an
+# operator tool is a producer outside this code base. Each bound is far above what the OMS or a
+# real WMS writes (the list bounds above what even fits one Kafka message), so none refuses
+# real traffic; they bound what a broken or hostile producer can make every consumer carry.
+# Every producer of a topic, Kafka included, refuses a message above this (Faust's
+# producer_max_request_size, the broker's message.max.bytes): no key or payload is longer.
+MAX_MESSAGE_BYTES = 1_000_000
+MAX_TOPIC_CHARS = 249  # Kafka's own limit on a topic name
+MAX_DLQ_DETAIL_CHARS = 4000
+MAX_REASON_CHARS = 200
+MAX_CARRIER_CHARS = 64  # 'SF', 'ZTO', 'DHL Express'
+MAX_TRACKING_CHARS = 128  # real tracking numbers are 10 to 40 characters
+MAX_STATUS_CHARS = 64
+MAX_ACTOR_CHARS = 128
+MAX_EXTRA_ENTRIES = 32  # a channel update's connector hints (api, carrier code, amount)
+MAX_EXTRA_VALUE_CHARS = 256
+MAX_COMMAND_LINES = 10_000  # a merged command's lines: every member's, gifts included
+MAX_REQUEST_LINES = 1_000  # lines an after-sales request names (an order has at most 500)
+MAX_MEMBERS = 10_000  # orders one merged command ships for
+MAX_ALLOCATIONS = 10_000
+MAX_STOCK_UNITS = 10**9  # units of a sku in one warehouse (state/stock.py MAX_QTY)
+MAX_SELLABLE = 10**12  # a shop's sellable units of a sku: every warehouse's stock
+MAX_SEQ = 10**9  # events in one order's history
+MAX_ATTEMPT = 1_000_000  # re-sends of one outbound
+MAX_WEIGHT_G = 10**15  # a parcel: 10,000 lines of 1,000,000 units of a tonne each, and far less
+MAX_OFFSET = 2**63 - 1  # Kafka offsets are int64
+MAX_PARTITION = 2**31 - 1
+MAX_VERSION = 2**63 - 1
+# The times a message can carry: ClickHouse's DateTime starts at the unix epoch and ends in
+# 2106; a time beyond (year 9999, milliseconds sent as seconds) would misfire every timer too.
+EARLIEST_MESSAGE_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_MESSAGE_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _check_time(value: datetime) -> datetime:
+    if not EARLIEST_MESSAGE_TIME <= value < LATEST_MESSAGE_TIME:
+        raise ValueError("time out of range (1970-01-01 to 2100-01-01 UTC)")
+    return value
+
+
+MessageTime = Annotated[AwareDatetime, AfterValidator(_check_time)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS)]  # a message's own id
+Ref = Annotated[str, Field(max_length=MAX_CODE_CHARS)]  # an id or code that may be ''
+Carrier = Annotated[str, Field(max_length=MAX_CARRIER_CHARS)]
+Tracking = Annotated[str, Field(max_length=MAX_TRACKING_CHARS)]
+Actor = Annotated[str, Field(min_length=1, max_length=MAX_ACTOR_CHARS)]
+TopicName = Annotated[str, Field(max_length=MAX_TOPIC_CHARS)]
+# Integers are strict: 2.0 or "2" is no quantity, and 1.9999999999999999999 would parse as 2.
+Units = Annotated[int, Field(strict=True, gt=0, le=MAX_LINE_QUANTITY)]
 
 
 def make_id(prefix: str, *parts: object) -> str:
@@ -43,19 +105,20 @@ class DlqReason(StrEnum):
 class DlqRecord(_Message):
     """An input the OMS could not accept, kept whole so it can be fixed and replayed."""
 
-    dlq_id: str
+    dlq_id: Id
     reason: DlqReason
-    detail: Annotated[str, Field(max_length=4000)]
-    source_topic: str
-    partition: int = -1
-    offset: int = -1
-    channel: str = ""
-    key: str = ""
-    payload: str  # the original bytes: utf-8 text, or base64 when not valid utf-8
+    detail: Annotated[str, Field(max_length=MAX_DLQ_DETAIL_CHARS)]
+    source_topic: TopicName
+    partition: Annotated[int, Field(ge=-1, le=MAX_PARTITION)] = -1
+    offset: Annotated[int, Field(ge=-1, le=MAX_OFFSET)] = -1
+    channel: TopicName = ""  # the raw topic's suffix
+    key: Annotated[str, Field(max_length=MAX_MESSAGE_BYTES)] = ""  # the source message's key
+    # the original bytes: utf-8 text, or base64 when not valid utf-8
+    payload: Annotated[str, Field(max_length=MAX_MESSAGE_BYTES)]
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
     # Only the first bytes were kept (the input overflowed a Kafka message): never replayable.
     payload_truncated: bool = False
-    received_at: AwareDatetime
+    received_at: MessageTime
 
 
 class OrderState(StrEnum):
@@ -128,28 +191,31 @@ class Allocation(BaseModel):
 
     sku: Code
     warehouse: Code
-    quantity: Annotated[int, Field(gt=0)]
+    quantity: Annotated[int, Field(strict=True, gt=0, le=MAX_STOCK_UNITS)]
 
 
 class OrderEvent(_Message):
     """One entry of the audit trail on ``oms.order-events``; also the source of ClickHouse facts."""
 
-    event_id: str
-    order_id: str
-    seq: int  # position in the order's history: orders events without trusting clocks
+    event_id: Id
+    order_id: Id
+    # position in the order's history: orders events without trusting clocks
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
     kind: EventKind
     from_state: OrderState | None = None
     to_state: OrderState | None = None
-    reason: Annotated[str, Field(max_length=200)] = ""
-    detail: Annotated[str, Field(max_length=2000)] = ""
-    at: AwareDatetime
+    reason: Annotated[str, Field(max_length=MAX_REASON_CHARS)] = ""
+    detail: Text = ""
+    at: MessageTime
     channel: Channel
-    shop_id: str
-    external_id: str
-    warehouse: str = ""
-    allocations: list[Allocation] = Field(default_factory=list)
+    shop_id: Ref
+    external_id: Ref
+    warehouse: Ref = ""
+    allocations: Annotated[list[Allocation], Field(max_length=MAX_ALLOCATIONS)] = Field(
+        default_factory=list
+    )
     order: Order | None = None  # snapshot on received/updated, so facts need no lookup
-    actor: str = "system"
+    actor: Actor = "system"
 
 
 class CommandKind(StrEnum):
@@ -164,31 +230,35 @@ class CommandLine(BaseModel):
 
     line_id: Code
     sku: Code
-    quantity: Annotated[int, Field(gt=0)]
-    order_id: str = ""  # the member order of a merged command ('' = the command's order)
+    quantity: Units
+    order_id: Ref = ""  # the member order of a merged command ('' = the command's order)
     is_gift: bool = False
 
 
 class FulfilmentCommand(_Message):
     """What the WMS must do, on ``oms.fulfilment.commands``; ``command_id`` dedupes on its side."""
 
-    command_id: str
+    command_id: Id
     kind: CommandKind
-    order_id: str
+    order_id: Id
     channel: Channel
-    shop_id: str
-    external_id: str
+    shop_id: Ref
+    external_id: Ref
     warehouse: Code
-    carrier: str = ""
+    carrier: Carrier = ""
     ship_to: Address
-    lines: list[CommandLine]
+    lines: Annotated[list[CommandLine], Field(max_length=MAX_COMMAND_LINES)]
     buyer_remark: Text = ""
-    created_at: AwareDatetime
-    attempt: int = 1  # a re-sent outbound (after a short pick or exception) counts up
-    shipment: str = ""  # reservation it fulfils: '' the order's own, else e.g. an exchange
-    merged_order_ids: list[str] = Field(default_factory=list)  # every order this ships for
-    weight_g: int = 0
-    refers_to: str = ""  # the outbound a cancel/intercept/return is about
+    created_at: MessageTime
+    # a re-sent outbound (after a short pick or exception) counts up
+    attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPT)] = 1
+    shipment: Ref = ""  # reservation it fulfils: '' the order's own, else e.g. an exchange
+    # every order this ships for
+    merged_order_ids: Annotated[list[Id], Field(max_length=MAX_MEMBERS)] = Field(
+        default_factory=list
+    )
+    weight_g: Annotated[int, Field(ge=0, le=MAX_WEIGHT_G)] = 0
+    refers_to: Ref = ""  # the outbound a cancel/intercept/return is about
 
 
 class WmsEventKind(StrEnum):
@@ -206,17 +276,19 @@ class WmsEventKind(StrEnum):
 class WmsEvent(_Message):
     """What the WMS reports back on ``oms.wms.events``, keyed by order id."""
 
-    event_id: str
-    command_id: str
-    order_id: str
+    event_id: Id
+    command_id: Id
+    order_id: Id
     kind: WmsEventKind
     warehouse: Code
-    carrier: str = ""
-    tracking_number: str = ""
-    lines: list[CommandLine] = Field(default_factory=list)
+    carrier: Carrier = ""
+    tracking_number: Tracking = ""
+    lines: Annotated[list[CommandLine], Field(max_length=MAX_COMMAND_LINES)] = Field(
+        default_factory=list
+    )
     detail: Text = ""
     sellable: bool = True
-    at: AwareDatetime
+    at: MessageTime
 
 
 class OperatorActionKind(StrEnum):
@@ -232,13 +304,14 @@ class OperatorAction(_Message):
     worker like any input (CAS on the order record), so it lands in the audit trail with its
     actor and a redelivery applies it once."""
 
-    action_id: str
-    order_id: str
+    action_id: Id
+    order_id: Id
     kind: OperatorActionKind
-    actor: Annotated[str, Field(min_length=1, max_length=128)]
+    actor: Actor
     reason: Text = ""
-    at: AwareDatetime
-    members: list[str] = Field(default_factory=list)  # release_merged: the group's orders
+    at: MessageTime
+    # release_merged: the group's orders
+    members: Annotated[list[Id], Field(max_length=MAX_MEMBERS)] = Field(default_factory=list)
 
 
 class AfterSalesKind(StrEnum):
@@ -252,39 +325,50 @@ class AfterSalesKind(StrEnum):
 class AfterSalesRequest(_Message):
     """A customer-service or channel request on ``oms.aftersales``, keyed by order id."""
 
-    request_id: str
-    order_id: str
+    request_id: Id
+    order_id: Id
     kind: AfterSalesKind
-    line_ids: list[str] = Field(default_factory=list)  # empty: the whole order
-    amount: Money | None = None
+    # empty: the whole order
+    line_ids: Annotated[list[Ref], Field(max_length=MAX_REQUEST_LINES)] = Field(
+        default_factory=list
+    )
+    amount: Money | None = None  # within +-MAX_MONEY, at most 4 places (streams/models.py)
     new_address: Address | None = None
-    exchange_sku: str = ""
-    reason: Text = ""
-    requested_by: str = "channel"
-    at: AwareDatetime
+    exchange_sku: Ref = ""
+    # becomes the reason of the event the request causes, which holds MAX_REASON_CHARS
+    reason: Annotated[str, Field(max_length=MAX_REASON_CHARS)] = ""
+    requested_by: Actor = "channel"
+    at: MessageTime
 
 
 class ChannelStock(_Message):
     """Sellable quantity a shop may show, on ``oms.channel.stock``, keyed by sku."""
 
     channel: Channel
-    shop_id: str
+    shop_id: Ref
     sku: Code
-    sellable: Annotated[int, Field(ge=0)]
-    version: int
-    at: AwareDatetime
+    sellable: Annotated[int, Field(ge=0, le=MAX_SELLABLE)]
+    version: Annotated[int, Field(ge=0, le=MAX_VERSION)]
+    at: MessageTime
 
 
 class ChannelUpdate(_Message):
     """Status or tracking to write back to a shop, on ``oms.channel.updates``."""
 
-    update_id: str
+    update_id: Id
     channel: Channel
-    shop_id: str
-    external_id: str
-    order_id: str
-    status: str
-    carrier: str = ""
-    tracking_number: str = ""
-    at: AwareDatetime
-    extra: dict[str, Any] = Field(default_factory=dict)
+    shop_id: Ref
+    external_id: Ref
+    order_id: Id
+    status: Annotated[str, Field(max_length=MAX_STATUS_CHARS)]
+    carrier: Carrier = ""
+    tracking_number: Tracking = ""
+    at: MessageTime
+    # hints for the shop connector: api, the channel's carrier code, amount, currency
+    extra: Annotated[
+        dict[
+            Annotated[str, Field(max_length=MAX_STATUS_CHARS)],
+            Annotated[str, Field(max_length=MAX_EXTRA_VALUE_CHARS)],
+        ],
+        Field(max_length=MAX_EXTRA_ENTRIES),
+    ] = Field(default_factory=dict)

@@ -30,6 +30,12 @@ SCHEMA_VERSION = 1
 
 # Largest amount one order can carry; anything above is a parse error, not a sale.
 MAX_MONEY = Decimal("99999999999.99")
+# Bounds of the canonical fields, named so adapters clip to them and messages reuse them.
+MAX_TEXT_CHARS = 2000  # free text: names, streets, titles, remarks, details
+MAX_CODE_CHARS = 128  # ids and codes: order, line, sku, shop, warehouse
+MAX_PROVINCE_CODE_CHARS = 8  # 'ZJ': an ISO 3166-2 suffix (streams/regions.py), or ''
+MAX_ORDER_LINES = 500
+MAX_LINE_QUANTITY = 1_000_000
 
 
 def _check_money(value: Decimal) -> Decimal:
@@ -51,8 +57,8 @@ Money = Annotated[
     PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
 ]
 NonNegativeMoney = Annotated[Money, Field(ge=0)]
-Text = Annotated[str, Field(max_length=2000)]
-Code = Annotated[str, Field(min_length=1, max_length=128)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Code = Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS)]
 
 
 class Channel(StrEnum):
@@ -91,7 +97,7 @@ class Address(_Model):
 
     country: Annotated[str, Field(min_length=2, max_length=2)] = "CN"
     province: Text = ""
-    province_code: str = ""
+    province_code: Annotated[str, Field(max_length=MAX_PROVINCE_CODE_CHARS)] = ""
     city: Text = ""
     district: Text = ""
     street: Text = ""
@@ -121,7 +127,7 @@ class OrderLine(_Model):
     sku: Code  # OMS sku after mapping
     channel_sku: Annotated[str, Field(max_length=128)] = ""  # merchant code as the channel sent it
     title: Text = ""
-    quantity: Annotated[int, Field(gt=0, le=1_000_000)]
+    quantity: Annotated[int, Field(gt=0, le=MAX_LINE_QUANTITY)]
     unit_price: NonNegativeMoney  # list price of one unit before discounts
     discount: NonNegativeMoney = Decimal("0")  # discount on the whole line
     paid_amount: NonNegativeMoney  # what the buyer paid for the whole line
@@ -142,7 +148,7 @@ class Order(_Model):
     currency: Annotated[str, Field(min_length=3, max_length=3)]
     buyer: Buyer
     address: Address
-    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_ORDER_LINES)]
     payment: Payment
     shipping_fee: NonNegativeMoney = Decimal("0")
     discount_total: NonNegativeMoney = Decimal("0")

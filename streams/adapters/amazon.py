@@ -36,9 +36,9 @@ from streams.adapters.base import (
     currency_at,
     extras,
     ident_at,
+    lines_at,
     money_at,
     obj_at,
-    objects_at,
     opt_time_at,
     payment_status_for,
     pick_code,
@@ -119,7 +119,7 @@ class AmazonAdapter:
 
         lines: list[LineDraft] = []
         shipping = Decimal(0)
-        items = objects_at(order, "OrderItems")
+        items = lines_at(order, "OrderItems")
         for index, item in enumerate(items):
             where = where_join("OrderItems", index)
             qty = quantity_at(item, "QuantityOrdered", where)

@@ -18,9 +18,14 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ValidationError
 
+from streams.messages import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # re-exported
 from streams.messages import DlqReason
 from streams.models import (
+    MAX_CODE_CHARS,
+    MAX_LINE_QUANTITY,
     MAX_MONEY,
+    MAX_ORDER_LINES,
+    MAX_TEXT_CHARS,
     Address,
     Buyer,
     Channel,
@@ -34,16 +39,22 @@ from streams.models import (
 
 MAX_PAYLOAD_BYTES = 1_000_000  # one order; a 10 MB "order" is an attack or a bug
 MAX_DEPTH = 32
-# Every output crosses Kafka, whose producers refuse a message above 1 MB by default (Faust's
-# producer_max_request_size, the broker's message.max.bytes). The received and updated events
-# carry the whole order, so an accepted order must stay well below that: a payload under
-# MAX_PAYLOAD_BYTES can still map to more (500 lines of canonical fields, raw extras).
-MAX_MESSAGE_BYTES = 1_000_000
+# Every output crosses Kafka, whose producers refuse a message above MAX_MESSAGE_BYTES
+# (streams/messages.py). The received and updated events carry the whole order, so an accepted
+# order must stay well below that: a payload under MAX_PAYLOAD_BYTES can still map to more
+# (500 lines of canonical fields, raw extras).
 MAX_ORDER_BYTES = 512 * 1024
 # A channel field with no canonical home rides on the order (``raw``) into Redis and onto every
 # event of its life. One bigger than this as JSON stays on the raw topic only and is named in
 # ``raw["omitted"]``: a 200 KB blob would otherwise be copied into each of them.
 MAX_EXTRA_BYTES = 8 * 1024
+# A number or a time written as text is never longer than this ('2024-06-18T10:15:00.123456+08:00'
+# is 32): a longer one is refused before Decimal, int() or fromisoformat() works through it.
+MAX_SCALAR_CHARS = 64
+# Objects in a list that is not the order's lines (coupons, discount allocations, shipping
+# lines): the lines themselves stop at MAX_ORDER_LINES. Checked before any item is mapped, so
+# 9,000 sub-orders are one length check, not 0.9 s of mapping an order refused at the end.
+MAX_LIST_OBJECTS = 5_000
 # Order times an OMS can act on. Before 2000 is an epoch-zero or year-1 default, more than a
 # day ahead a wrong clock or milliseconds sent as seconds; ClickHouse's DateTime (1970-2105)
 # could not even hold most of them, and timers, windows and reports would all misfire.
@@ -170,6 +181,7 @@ def to_decimal(value: Any, where: str) -> Decimal:
     """Channel money (string or number) -> Decimal, refusing NaN, infinities and floats' noise."""
     if isinstance(value, bool) or value is None:
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: not a number")
+    _short_scalar(value, where)
     try:
         # str() first: Decimal(0.1) would carry binary noise; str(0.1) is '0.1'.
         result = Decimal(str(value).strip())
@@ -184,6 +196,7 @@ def cents_to_decimal(value: Any, where: str) -> Decimal:
     """Integer minor units (fen, cents) -> Decimal major units."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not an integer amount")
+    _short_scalar(value, where)
     try:
         minor = int(value)
     except ValueError as exc:
@@ -199,12 +212,22 @@ def to_int(value: Any, where: str) -> int:
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: boolean is not a quantity")
     if isinstance(value, int):
         return value
+    _short_scalar(value, where)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         try:
             return int(value.strip())
         except ValueError:  # '--5', '²': isdigit() says yes, int() says no
             pass
     raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: {value!r} is not an integer")
+
+
+def _short_scalar(value: Any, where: str) -> None:
+    """A number or time sent as text longer than MAX_SCALAR_CHARS is refused unread (and
+    unquoted: it may be anything)."""
+    if isinstance(value, str) and len(value) > MAX_SCALAR_CHARS:
+        raise AdapterError(
+            DlqReason.INVALID_FIELD, f"{where}: longer than {MAX_SCALAR_CHARS} characters"
+        )
 
 
 def parse_time(value: Any, where: str, *, naive_tz: timezone = CHINA_TZ) -> datetime:
@@ -214,6 +237,7 @@ def parse_time(value: Any, where: str, *, naive_tz: timezone = CHINA_TZ) -> date
     """
     if isinstance(value, bool) or value is None or value == "":
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: missing time")
+    _short_scalar(value, where)
     try:
         if isinstance(value, int | float):
             if not 0 < value < 32503680000:  # before year 3000
@@ -248,14 +272,56 @@ def extras(payload: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
 
 def validation_error(exc: ValidationError) -> AdapterError:
     """Pydantic's error list -> one specific DLQ reason with the field paths."""
-    errors = exc.errors(include_url=False, include_input=False)
+    errors = error_list(exc)
     missing = [e for e in errors if e["type"] == "missing"]
-    chosen = missing or errors
-    detail = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'order'}: {e['msg']}" for e in chosen[:5]
-    )
     reason = DlqReason.MISSING_FIELD if missing else DlqReason.INVALID_FIELD
-    return AdapterError(reason, detail)
+    return AdapterError(reason, describe_validation(exc, "order", missing or errors))
+
+
+# What one error of a message may say: a field path part is a key the sender chose (a 1 MB
+# unknown field name is one part), and pydantic's message may quote a limit or a pattern.
+MAX_LOC_PART_CHARS = 64
+MAX_ERROR_MSG_CHARS = 200
+MAX_ERRORS_SHOWN = 5
+# Beyond this many errors only their count is reported: pydantic's error list alone then costs
+# more than the parse (90,000 unknown fields in 1 MB: 0.3 s on the event loop).
+MAX_ERRORS_READ = 100
+
+
+def error_list(exc: ValidationError) -> list[Any]:
+    """Pydantic's errors without input values, or [] when there are too many to read."""
+    if exc.error_count() > MAX_ERRORS_READ:
+        return []
+    return exc.errors(include_url=False, include_input=False)  # type: ignore[return-value]
+
+
+def describe_validation(exc: ValidationError, whole: str, errors: list[Any] | None = None) -> str:
+    """A validation error in one bounded line (a DLQ detail, a log line): its first errors as
+    ``path: message``, or only their count when there are too many to read."""
+    errors = error_list(exc) if errors is None else errors
+    if not errors:
+        return f"{exc.error_count()} errors (too many to list)"
+    return describe_errors(errors, whole)
+
+
+def describe_errors(errors: list[Any], whole: str = "message") -> str:
+    """Pydantic errors as ``path: message; ...``, bounded whatever the input: at most
+    MAX_ERRORS_SHOWN errors, each path part and message clipped. ``whole`` names an error of
+    the whole input (an empty path)."""
+    return "; ".join(
+        f"{'.'.join(_clipped(str(p), MAX_LOC_PART_CHARS) for p in e['loc']) or whole}: "
+        f"{_clipped(str(e['msg']), MAX_ERROR_MSG_CHARS)}"
+        for e in errors[:MAX_ERRORS_SHOWN]
+    )
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, then with control characters escaped: a field name
+    with a newline in it must not start a forged line of its own in a log."""
+    cut = text if len(text) <= limit else f"{text[:limit]}...[{len(text)} chars]"
+    return cut if cut.isprintable() else "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut
+    )
 
 
 # --- Shared mapping helpers ------------------------------------------------------------------
@@ -263,7 +329,6 @@ def validation_error(exc: ValidationError) -> AdapterError:
 # exact money, how discounts are spread) is written once and behaves the same on every channel.
 
 MONEY_PLACES = Decimal("0.01")
-MAX_LINE_QUANTITY = 1_000_000
 
 
 def where_join(where: str, key: str | int) -> str:
@@ -296,8 +361,9 @@ def obj_at(parent: Mapping[str, Any], key: str, where: str = "", *,
 
 
 def objects_at(parent: Mapping[str, Any], key: str, where: str = "", *,
-               required: bool = True) -> list[Mapping[str, Any]]:
-    """A list of objects (order lines, coupons); an empty required list is a missing field."""
+               required: bool = True, limit: int = MAX_LIST_OBJECTS) -> list[Mapping[str, Any]]:
+    """A list of objects (coupons, allocations); an empty required list is a missing field,
+    one of more than ``limit`` objects is refused before any is looked at."""
     path = where_join(where, key)
     value = parent.get(key)
     if value is None or value == [] or value == "":
@@ -306,10 +372,17 @@ def objects_at(parent: Mapping[str, Any], key: str, where: str = "", *,
         return []
     if not isinstance(value, list):
         raise AdapterError(DlqReason.INVALID_FIELD, f"{path}: not a list")
+    if len(value) > limit:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{path}: more than {limit} items")
     for index, item in enumerate(value):
         if not isinstance(item, Mapping):
             raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(path, index)}: not an object")
     return value
+
+
+def lines_at(parent: Mapping[str, Any], key: str, where: str = "") -> list[Mapping[str, Any]]:
+    """The order's lines: required, and at most MAX_ORDER_LINES of them (what an Order holds)."""
+    return objects_at(parent, key, where, limit=MAX_ORDER_LINES)
 
 
 def text_at(parent: Mapping[str, Any], key: str, where: str = "") -> str:
@@ -331,7 +404,7 @@ def ident_at(parent: Mapping[str, Any], key: str, where: str = "") -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(where, key)}: not an id")
     result = str(value).strip()
-    if not result or len(result) > 128 or (isinstance(value, int) and value < 0):
+    if not result or len(result) > MAX_CODE_CHARS or (isinstance(value, int) and value < 0):
         raise AdapterError(DlqReason.INVALID_FIELD, f"{where_join(where, key)}: not an id")
     return result
 
@@ -479,7 +552,7 @@ def pick_code(where: str, *candidates: Any) -> str:
         if isinstance(candidate, str | int):
             code = str(candidate).strip()
             if code:
-                if len(code) > 128:
+                if len(code) > MAX_CODE_CHARS:
                     raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: sku code too long")
                 return code
         else:
@@ -603,18 +676,20 @@ def json_size(value: Any) -> int:
 
 
 def bounded_extras(raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``raw`` without the fields too big to carry on every event (see MAX_EXTRA_BYTES); the
-    names and sizes of those left out are kept under ``omitted``."""
+    """``raw`` without the fields too big to carry on every event (see MAX_EXTRA_BYTES) or
+    named longer than a field name can be (MAX_CODE_CHARS: the name rides along too); the names
+    (clipped) and sizes of those left out are kept under ``omitted``."""
     if not raw:
         return {}
-    if json_size(raw) <= MAX_EXTRA_BYTES:  # the usual case: one dump, nothing to leave out
-        return dict(raw)
+    if json_size(raw) <= MAX_EXTRA_BYTES and all(len(k) <= MAX_CODE_CHARS for k in raw):
+        return dict(raw)  # the usual case: one dump, nothing to leave out
     kept: dict[str, Any] = {}
     omitted: dict[str, int] = {}
     for name, value in raw.items():
         size = json_size(value)
-        if size > MAX_EXTRA_BYTES:
-            omitted[name] = size
+        if size > MAX_EXTRA_BYTES or len(name) > MAX_CODE_CHARS:
+            label = name if len(name) <= MAX_CODE_CHARS else f"{name[:MAX_CODE_CHARS - 3]}..."
+            omitted[label] = omitted.get(label, 0) + size
         else:
             kept[name] = value
     if omitted:
@@ -636,13 +711,13 @@ def build_address(draft: AddressDraft) -> Address:
     code = province_code(draft.province, country) or province_code(draft.province_hint, country)
     return Address(
         country=country,
-        province=_clip(draft.province, 2000),
+        province=_clip(draft.province, MAX_TEXT_CHARS),
         province_code=code,
-        city=_clip(draft.city, 2000),
-        district=_clip(draft.district, 2000),
-        street=_clip(draft.street, 2000),
+        city=_clip(draft.city, MAX_TEXT_CHARS),
+        district=_clip(draft.district, MAX_TEXT_CHARS),
+        street=_clip(draft.street, MAX_TEXT_CHARS),
         postcode=_fit(draft.postcode, 32),
-        name=_clip(draft.name, 2000),
+        name=_clip(draft.name, MAX_TEXT_CHARS),
         phone=_fit(draft.phone, 256),
     )
 
@@ -651,7 +726,7 @@ def build_buyer(fields: Mapping[str, str]) -> Buyer:
     """Buyer from id/name/email/phone text; an over-long email or phone is dropped, not cut."""
     return Buyer(
         id=_clip(fields.get("id", ""), 256),
-        name=_clip(fields.get("name", ""), 2000),
+        name=_clip(fields.get("name", ""), MAX_TEXT_CHARS),
         email=_fit(fields.get("email", ""), 320),
         phone=_fit(fields.get("phone", ""), 64),
     )
@@ -686,7 +761,7 @@ def assemble(
     (also when later refunded, the refund being a separate fact), 0 while unpaid or COD.
     A line's discount is its list amount minus what was paid for it (never below 0).
     """
-    if not shop_id or len(shop_id) > 128:
+    if not shop_id or len(shop_id) > MAX_CODE_CHARS:
         raise AdapterError(DlqReason.INVALID_FIELD, "shop_id: missing or too long")
     try:
         order_lines = [
@@ -694,7 +769,7 @@ def assemble(
                 line_id=line.line_id,
                 sku=ctx.sku_map.resolve(channel.value, shop_id, line.channel_sku),
                 channel_sku=line.channel_sku,
-                title=_clip(line.title, 2000),
+                title=_clip(line.title, MAX_TEXT_CHARS),
                 quantity=line.quantity,
                 unit_price=_money2(line.unit_price),
                 discount=_money2(max(Decimal(0), line.unit_price * line.quantity
@@ -727,8 +802,8 @@ def assemble(
             shipping_fee=_money2(shipping_fee),
             discount_total=_money2(sum((line.discount for line in order_lines), Decimal(0))),
             total=_money2(total),
-            buyer_remark=_clip(buyer_remark, 2000),
-            seller_remark=_clip(seller_remark, 2000),
+            buyer_remark=_clip(buyer_remark, MAX_TEXT_CHARS),
+            seller_remark=_clip(seller_remark, MAX_TEXT_CHARS),
             raw=bounded_extras(raw),
         )
     except ValidationError as exc:

@@ -33,8 +33,8 @@ from streams.adapters.base import (
     extras,
     ident_at,
     int_at,
+    lines_at,
     obj_at,
-    objects_at,
     opt_time_at,
     payment_status_for,
     pick_code,
@@ -96,7 +96,7 @@ class DouyinAdapter:
 
         drafts: list[LineDraft] = []
         amounts: list[Decimal] = []
-        for index, sku in enumerate(objects_at(order, "sku_order_list")):
+        for index, sku in enumerate(lines_at(order, "sku_order_list")):
             where = where_join("sku_order_list", index)
             price = cents_at(sku, "origin_amount", where)
             qty = quantity_at(sku, "item_num", where)

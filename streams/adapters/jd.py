@@ -29,6 +29,7 @@ from streams.adapters.base import (
     assemble,
     extras,
     ident_at,
+    lines_at,
     money_at,
     obj_at,
     objects_at,
@@ -94,7 +95,7 @@ class JdAdapter:
 
         drafts: list[LineDraft] = []
         amounts: list[Decimal] = []
-        items = objects_at(order, "itemInfoList")
+        items = lines_at(order, "itemInfoList")
         line_ids = unique_ids([ident_at(item, "skuId", where_join("itemInfoList", i))
                                for i, item in enumerate(items)])
         for index, item in enumerate(items):

@@ -34,6 +34,7 @@ from streams.adapters.base import (
     currency_at,
     extras,
     ident_at,
+    lines_at,
     money_at,
     obj_at,
     objects_at,
@@ -128,7 +129,7 @@ class ShopifyAdapter:
         status = _channel_status(order, payment, cod)
 
         lines: list[LineDraft] = []
-        for index, item in enumerate(objects_at(order, "line_items")):
+        for index, item in enumerate(lines_at(order, "line_items")):
             where = where_join("line_items", index)
             qty = quantity_at(item, "quantity", where)
             price = money_at(item, "price", where)

@@ -33,8 +33,8 @@ from streams.adapters.base import (
     assemble,
     extras,
     ident_at,
+    lines_at,
     money_at,
-    objects_at,
     opt_time_at,
     payment_status_for,
     pick_code,
@@ -76,8 +76,8 @@ _MAPPED = {
 def _sub_orders(trade: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], str]:
     orders = trade.get("orders")
     if isinstance(orders, dict):
-        return objects_at(orders, "order", "orders"), "orders.order"
-    return objects_at(trade, "orders"), "orders"
+        return lines_at(orders, "order", "orders"), "orders.order"
+    return lines_at(trade, "orders"), "orders"
 
 
 class TaobaoAdapter:

@@ -24,7 +24,7 @@ from streams.models import (
     PaymentStatus,
     make_order_id,
 )
-from streams.privacy import mask_name, mask_order_dict, mask_phone, mask_text
+from streams.privacy import mask_id, mask_name, mask_order_dict, mask_phone, mask_text
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "payloads"
 T0 = datetime(2026, 11, 11, tzinfo=UTC)
@@ -173,7 +173,9 @@ def test_mask_order_dict_keeps_region_and_business_fields() -> None:
         assert masked["address"][key] == order["address"][key], key
     for key in ["order_id", "channel", "shop_id", "external_id", "lines", "payment", "total"]:
         assert masked[key] == order[key], key
-    assert masked["buyer"]["id"] == "buyer-7"
+    # The buyer id is personal (a Taobao nick, a JD pin): a stable hint, not the id.
+    assert masked["buyer"]["id"] == mask_id("buyer-7")
+    assert masked["buyer"]["id"].startswith("b***#") and "buyer-7" not in masked["buyer"]["id"]
 
 
 def test_mask_order_dict_does_not_touch_its_input() -> None:
@@ -202,10 +204,69 @@ def test_sample_orders_are_masked(channel: str) -> None:
     masked = mask_order_dict(data)
     dumped = orjson.dumps(masked).decode()
     address = order.address
-    for secret in (address.phone, address.street, order.buyer.phone, order.buyer.email):
+    for secret in (
+        address.phone,
+        address.street,
+        order.buyer.phone,
+        order.buyer.email,
+        order.buyer.id,
+        order.payment.transaction_id,
+    ):
         if len(secret) >= 3:
             assert secret not in dumped, secret
     if len(address.name.strip()) >= 2:
         assert address.name not in dumped
     assert masked["address"]["province_code"] == address.province_code
     assert masked["address"]["city"] == address.city
+
+
+# --- buyer ids and remarks (issue 13, item 11) ----------------------------------------------
+
+NICK, REMARK_PHONE, REMARK_EMAIL = "tb_nana_1988", "13912345678", "nana.private@example.org"
+
+
+def order_with_remarks() -> Order:
+    order = make_order()
+    return order.model_copy(
+        update={
+            "buyer": order.buyer.model_copy(update={"id": NICK, "name": NICK}),
+            "payment": order.payment.model_copy(update={"transaction_id": "2026111122001"}),
+            "buyer_remark": f"周末送, call {REMARK_PHONE} or mail {REMARK_EMAIL}, 'ring twice'",
+            "seller_remark": f"VIP {NICK}: 收件人 {NAME}, {STREET}",
+        }
+    )
+
+
+def test_buyer_id_nick_and_remarks_are_masked_in_the_shown_order() -> None:
+    """Before the fix buyer.id and both remarks were shown in clear to every role."""
+    masked = mask_order_dict(order_with_remarks().model_dump(mode="json"))
+    dumped = orjson.dumps(masked).decode()
+    for secret in (
+        NICK,
+        REMARK_PHONE,
+        REMARK_EMAIL,
+        "ring twice",
+        NAME,
+        STREET,
+        "2026111122001",
+        "nana",
+    ):
+        assert secret not in dumped, secret
+    # what the buyer asked for stays readable; the id keeps a stable, one-way hint
+    assert masked["buyer_remark"].startswith("周末送, call <digits> or mail <email>")
+    assert masked["buyer"]["id"] == mask_id(NICK) == masked["buyer"]["id"]
+    assert masked["buyer"]["id"] != mask_id("tb_nana_1989")
+
+
+def test_buyer_id_hint_is_stable_and_short() -> None:
+    assert mask_id("jd_pin_42") == mask_id(" jd_pin_42 ") and len(mask_id("x" * 256)) <= 12
+    assert mask_id("") == ""
+
+
+@pytest.mark.parametrize("channel", ["taobao", "jd", "douyin", "shopify", "amazon", "own"])
+def test_views_mask_every_channel_buyer_id(channel: str) -> None:
+    """Taobao falls back to buyer_nick, JD to pin, Douyin to the open id: none shown."""
+    order = adapt(channel, (SAMPLES / f"{channel}.json").read_bytes())
+    dumped = orjson.dumps(mask_order_dict(order.model_dump(mode="json"))).decode()
+    if len(order.buyer.id) >= 3:
+        assert order.buyer.id not in dumped
