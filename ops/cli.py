@@ -8,12 +8,22 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import orjson
 
+from ops.cli_types import (
+    AMOUNT,
+    LIST_LIMIT,
+    SINCE,
+    STOCK_DELTA,
+    TOKEN_TTL_S,
+    FiniteFloatRange,
+)
 from ops.settings import REPO_ROOT, Settings, get_settings, mask_url
 
 CHANNELS = ("taobao", "jd", "douyin", "shopify", "amazon", "own")
@@ -240,7 +250,7 @@ def stock_load(file: Path, op_id: str, as_json: bool) -> None:
 @stock.command("adjust")
 @click.argument("sku")
 @click.argument("warehouse")
-@click.argument("delta", type=int)
+@click.argument("delta", type=STOCK_DELTA)
 @click.option(
     "--field",
     type=click.Choice(["on_hand", "inbound"]),
@@ -405,7 +415,7 @@ def held() -> None:
 
 @held.command("list")
 @click.option("--reason", default="", help="Only holds with this reason (e.g. out_of_stock).")
-@click.option("--limit", type=int, default=1000, show_default=True)
+@click.option("--limit", type=LIST_LIMIT, default=1000, show_default=True, help="0: all.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def held_list(reason: str, limit: int, as_json: bool) -> None:
     """Held orders, oldest first, with their reason."""
@@ -438,13 +448,19 @@ def _act(ref: str, kind: str, reason: str, as_json: bool) -> None:
 
 def _report_applied(submit: Any, as_json: bool) -> None:
     """Run a submit coroutine (send an order input, wait for a worker to apply it) and print
-    before -> after; exit 1 when it was refused or not applied in time."""
+    before -> after; exit 1 when it was refused or not applied in time, 2 when the request
+    itself is invalid (a reason longer than a message holds)."""
+    from pydantic import ValidationError
+
     from ops.views import applied_summary
+    from streams.adapters.base import describe_validation
 
     try:
         applied = asyncio.run(submit())
     except LookupError as exc:
         fail(str(exc))
+    except ValidationError as exc:
+        fail(f"invalid request: {describe_validation(exc, 'request')}", 2)
     before, after = applied.before, applied.after
     if after is None:
         fail(
@@ -557,8 +573,11 @@ def aftersales_address(
         current = asyncio.run(find_one(settings(), ref)).address
     except LookupError as exc:
         fail(str(exc))
-    address = current.model_copy(
-        update={
+    # Validated (model_copy is not): a street over the limit is refused here, not by a worker.
+    address = _validated(
+        type(current),
+        {
+            **current.model_dump(),
             "province": province,
             "province_code": code,
             "city": city,
@@ -567,9 +586,21 @@ def aftersales_address(
             "postcode": postcode,
             "name": name or current.name,
             "phone": phone or current.phone,
-        }
+        },
     )
     _request(ref, "address_change", as_json, new_address=address)
+
+
+def _validated(model: Any, data: dict[str, Any]) -> Any:
+    """``model`` from ``data``, or exit 2 naming the fields that do not fit (bounded)."""
+    from pydantic import ValidationError
+
+    from streams.adapters.base import describe_validation
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fail(f"invalid {model.__name__.lower()}: {describe_validation(exc, 'value')}", 2)
 
 
 @aftersales.command("return")
@@ -586,20 +617,16 @@ def aftersales_return(ref: str, lines: str, reason: str, as_json: bool) -> None:
 @aftersales.command("refund")
 @click.argument("ref")
 @_LINES
-@click.option("--amount", default="", help="Amount (default: what the lines were paid).")
+@click.option(
+    "--amount", type=AMOUNT, default=None, help="Amount (default: what the lines were paid)."
+)
 @_REASON
 @_JSON
-def aftersales_refund(ref: str, lines: str, amount: str, reason: str, as_json: bool) -> None:
+def aftersales_refund(
+    ref: str, lines: str, amount: Decimal | None, reason: str, as_json: bool
+) -> None:
     """Refund without goods coming back; never more than was paid."""
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        value = Decimal(amount) if amount else None
-    except InvalidOperation:
-        fail(f"--amount {amount!r} is not a number", 2)
-    if value is not None and (not value.is_finite() or value <= 0):
-        fail(f"--amount must be a positive amount, got {amount!r}", 2)
-    _request(ref, "refund", as_json, line_ids=_lines(lines), amount=value, reason=reason)
+    _request(ref, "refund", as_json, line_ids=_lines(lines), amount=amount, reason=reason)
 
 
 @aftersales.command("exchange")
@@ -619,7 +646,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=LIST_LIMIT, default=50, show_default=True, help="0: all.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def dlq_list(limit: int, as_json: bool) -> None:
     """DLQ records with their reason, newest last."""
@@ -681,7 +708,8 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option(
     "--since",
-    "since_text",
+    "since",
+    type=SINCE,
     metavar="TIME",
     default=None,
     help="Orders first seen since: ISO-8601 (naive = UTC) or back from now, e.g. 15m, 2h, 1d.",
@@ -693,18 +721,12 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
     show_default=True,
     help="Bucket of the sales time series.",
 )
-def report(as_json: bool, since_text: str | None, by: str) -> None:
+def report(as_json: bool, since: datetime | None, by: str) -> None:
     """Sales analysis from ClickHouse: orders, GMV by channel and shop, sales over time, top
     and hot skus, fulfilment latency, after-sales rates, holds, DLQ."""
     from analytics.client import connect
-    from analytics.reports import build_report, format_report, parse_since
+    from analytics.reports import build_report, format_report
 
-    since = None
-    if since_text is not None:
-        try:
-            since = parse_since(since_text)
-        except ValueError as exc:
-            fail(str(exc), code=2)
     with services_reachable():
         rep = build_report(connect(settings()), since=since, by=by)
     if as_json:
@@ -850,7 +872,7 @@ def bench(
 )
 @click.option(
     "--outage-s",
-    type=click.FloatRange(1, 600),
+    type=FiniteFloatRange(1, 600),
     default=30.0,
     show_default=True,
     help="How long clickhouse_outage keeps ClickHouse stopped.",
@@ -999,7 +1021,7 @@ def _token_store_call(call: Any) -> Any:
 @click.option("--shops", default="*", show_default=True, help="Comma-separated shop ids, * = all.")
 @click.option(
     "--expires-in",
-    type=click.FloatRange(min=60),
+    type=TOKEN_TTL_S,
     default=None,
     help="Seconds until the token is refused (default: until revoked).",
 )

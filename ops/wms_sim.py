@@ -43,10 +43,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from ops import stack
+from ops.cli_types import MAX_SIM_DELAY_S, MAX_SIM_DURATION_S, FiniteFloatRange
 from ops.kafka import client_kwargs, consumer_kwargs
 from ops.logs import setup_logging
 from ops.settings import Settings, get_settings
 from state.redis import connect_async
+from streams.adapters.base import describe_validation
 from streams.messages import (
     CommandKind,
     CommandLine,
@@ -367,10 +369,12 @@ def parse_command(value: bytes | None) -> FulfilmentCommand | None:
     try:
         return FulfilmentCommand.model_validate_json(value)
     except ValidationError as exc:
-        # the error text quotes the input (buyer names, phones): log only where it failed
-        first = exc.errors()[0]["loc"] if exc.error_count() else ()
+        # the error text quotes the input (buyer names, phones): log only where it failed,
+        # bounded (a path part may be a 1 MB field name)
         log.warning(
-            "skipping an invalid command (%d errors, first at %s)", exc.error_count(), first
+            "skipping an invalid command (%d errors): %s",
+            exc.error_count(),
+            describe_validation(exc, "command"),
         )
         return None
 
@@ -534,25 +538,25 @@ async def run_until_signalled(
 @click.command("wms-sim")
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(0, MAX_SIM_DELAY_S),
     default=None,
     help="Mean seconds between a parcel's steps (default OMS_WMS_SIM_DELAY_S).",
 )
 @click.option(
     "--short-pick-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=None,
     help="Share of outbounds answered short_pick (default OMS_WMS_SIM_SHORT_PICK_RATE).",
 )
 @click.option(
     "--exception-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=None,
     help="Share of outbounds answered exception (default OMS_WMS_SIM_EXCEPTION_RATE).",
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(0, MAX_SIM_DURATION_S, min_open=True),
     default=None,
     help="Stop after S seconds (default: run until SIGTERM or Ctrl-C).",
 )
