@@ -6,8 +6,15 @@
                                            unless OMS_METRICS_TOKEN is set
     GET  /orders/{order_id}                an order's whole life (``ops.views.order_view``)
     GET  /orders/{channel}/{external_id}   {"orders": [...]}: several shops may share a number
-    GET  /held?reason=R&limit=N&since=UNIX held orders oldest first, as `./oms held list --json`
-    GET  /rules                            the audit rules as `./oms rules check --json` shows
+    GET  /held?reason=R&limit=N&since=UNIX&after=CURSOR
+                                           held orders oldest first, as `./oms held list
+                                           --json`, a page at a time: ``next`` is the cursor
+                                           of the next page (null at the end)
+    GET  /rules                            the audit rules as `./oms rules check --json` shows;
+                                           blacklist entries only for read_blacklists
+    POST /access/tokens                    {"user", "role"[, "shops", "expires_in"]}: grant a
+                                           token (admins; the bootstrap admin once, for the
+                                           first admin)
     POST /orders/{order_id}/release        release a hold        {"reason": "..."} optional
     POST /orders/{order_id}/cancel         cancel the order      {"reason": "..."} optional
     POST /stock/adjust                     {"sku", "warehouse", "delta", "reason"[, "field",
@@ -19,7 +26,14 @@ Every route but /health, /health/* and /metrics needs ``Authorization: Bearer <t
 reason when the token's role lacks the permission (``ops/access.py``). An order of a shop
 outside the token's scope is answered as unknown (404) and left out of lists, so scope never
 tells which orders other shops have. Stock and rules are shared by every shop: adjusting stock
-needs a token for every shop.
+needs a token for every shop, and the blacklists' entries a token that may read them for every
+shop (others see each blacklist as a count).
+
+The API shares its worker's event loop with the order path, so no request may do unbounded
+work on it: token hashes run in a small thread pool behind a cache and failure limits (429 with
+``Retry-After``, ``state/tokens.py``); ``limit`` is at most ``MAX_HELD_LIMIT`` (400 above), a
+held page looks at no more than ``HELD_SCAN_BUDGET`` index entries and parses them in a thread;
+at most ``MAX_WRITES_IN_FLIGHT`` actions run at once (429 beyond).
 
 Reads go through the same read models as the CLI (``ops.views``) on the worker's long-lived
 Redis client, so the API and `./oms orders show` cannot drift apart; personal data is always
@@ -34,6 +48,7 @@ unknown orders and routes, 503 when Redis cannot be reached. Tokens never reach 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import re
@@ -52,31 +67,46 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agents.health import PROBE_PATHS, Probe, add_probe_routes, metrics_token
 from ops.access import (
     ALL_SHOPS,
+    AccessError,
     Permission,
     Principal,
+    Role,
     Shops,
+    TokenRefused,
+    TooManyAttempts,
     authorize,
     bearer_token,
+    check_user,
     in_scope,
     mask_logs,
+    parse_role,
+    parse_shops,
 )
+from ops.control import API
 from ops.settings import Settings
-from ops.views import applied_summary, find_orders, list_held, order_view, submit_action
-from state.tokens import token_store
+from ops.views import applied_summary, find_orders, held_row, order_view, submit_action
+from state.keys import Keys
+from state.orders import OrderRecord
+from state.tokens import Granted, token_store
 from streams.models import Channel
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless OMS_WORKER_WEB_HOST says otherwise
-DEFAULT_HELD_LIMIT = 1000  # as `./oms held list`
-MAX_HELD_LIMIT = 10_000
+DEFAULT_HELD_LIMIT = 100
+MAX_HELD_LIMIT = 500  # rows per page; follow ``next`` for more
+HELD_SCAN_BUDGET = 500  # held-index entries one request may load and parse
+HELD_READ = 100  # of them per Redis round trip (and per parse in the thread)
+MAX_WRITES_IN_FLIGHT = 8  # actions (each a Kafka produce and a wait) running at once
+MAX_TOKEN_TTL_S = 366 * 86400
 MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 200
 MAX_BODY_BYTES = 16 * 1024
 MAX_STOCK_DELTA = 10**9
 ACTION_WAIT_S = 20.0  # how long an action request waits for a worker to apply it
-HELD_PARAMS = frozenset({"reason", "limit", "since"})
+HELD_PARAMS = frozenset({"reason", "limit", "since", "after"})
 ACTION_FIELDS = frozenset({"reason"})
+GRANT_FIELDS = frozenset({"user", "role", "shops", "expires_in"})
 STOCK_FIELDS = frozenset({"sku", "warehouse", "delta", "reason", "field", "op_id"})
 STOCK_FIELD_NAMES = ("on_hand", "inbound")
 REASON_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
@@ -91,9 +121,10 @@ class OrderReads(Protocol):
         ...
 
     async def held(
-        self, *, reason: str, limit: int, since: float, shops: Shops
-    ) -> list[dict[str, Any]]:
-        """Held-order rows of ``shops`` (a principal's scope), oldest hold first."""
+        self, *, reason: str, limit: int, since: float, shops: Shops, after: HeldCursor | None
+    ) -> HeldPage:
+        """Held-order rows of ``shops`` (a principal's scope), oldest hold first, from just
+        after ``after``: at most ``limit`` rows, and the cursor of the next page."""
         ...
 
     async def rules(self) -> dict[str, Any]:
@@ -102,9 +133,33 @@ class OrderReads(Protocol):
 
 
 class TokenVerifier(Protocol):
-    async def verify(self, token: str) -> Principal | None:
-        """The principal a bearer token stands for, None when it stands for nobody."""
+    async def verify(self, token: str, client: str = "") -> Principal | None:
+        """The principal a bearer token stands for, None when it stands for nobody; may raise
+        ``TokenRefused`` (401 with its reason) or ``TooManyAttempts`` (429)."""
         ...
+
+
+class TokenGrants(Protocol):
+    async def grant(
+        self,
+        user: str,
+        role: Role,
+        shops: Shops = ALL_SHOPS,
+        *,
+        ttl_s: float | None = None,
+        by: Principal | None = None,
+    ) -> Granted:
+        """A new token (``state.tokens.TokenStore.grant``)."""
+        ...
+
+
+HeldCursor = tuple[float, str]  # (hold time, order id) of the last index entry looked at
+
+
+@dataclass(frozen=True)
+class HeldPage:
+    rows: list[dict[str, Any]]
+    next: HeldCursor | None  # None: the index has nothing after this page
 
 
 @dataclass(frozen=True)
@@ -147,14 +202,37 @@ class RedisReads:
         return [order_view(f, reveal=False) for f in found]
 
     async def held(
-        self, *, reason: str, limit: int, since: float, shops: Shops
-    ) -> list[dict[str, Any]]:
-        def keep(row: dict[str, Any]) -> bool:
-            return in_scope(shops, str(row["shop_id"]))
-
-        return await list_held(
-            self.settings, limit, since, reason=reason, keep=keep, client=self.client
-        )
+        self, *, reason: str, limit: int, since: float, shops: Shops, after: HeldCursor | None
+    ) -> HeldPage:
+        """Reads the held index from ``after`` in slices of ``HELD_READ``; stops at ``limit``
+        rows, at the end of the index or after ``HELD_SCAN_BUDGET`` entries (a filter that
+        matches little must not make one request walk every hold). Records are parsed in a
+        thread: a slice of big records would otherwise hold the loop for tens of ms."""
+        keys = Keys(self.settings.redis_prefix)
+        rows: list[dict[str, Any]] = []
+        cursor, scanned = after, 0
+        while len(rows) < limit and scanned < HELD_SCAN_BUDGET:
+            want = min(HELD_READ, HELD_SCAN_BUDGET - scanned)
+            entries, more = await held_entries(self.client, keys.held, since, cursor, want)
+            if not entries:
+                return HeldPage(rows, None)
+            pipe = self.client.pipeline(transaction=False)
+            for order_id, _ in entries:
+                pipe.hget(keys.order(order_id), "doc")
+            docs = await pipe.execute()
+            found = await asyncio.to_thread(held_rows, entries, docs)
+            for (order_id, score), row in zip(entries, found, strict=True):
+                scanned += 1
+                cursor = (score, order_id)
+                if row is None or (reason and row["reason"] != reason):
+                    continue
+                if in_scope(shops, str(row["shop_id"])):
+                    rows.append(row)
+                    if len(rows) == limit:
+                        break
+            if not more and len(rows) < limit:
+                return HeldPage(rows, None)
+        return HeldPage(rows, cursor)
 
     async def rules(self) -> dict[str, Any]:
         from agents.audit import load_audit_rules
@@ -175,7 +253,13 @@ class KafkaActions:
     async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
         try:
             applied = await submit_action(
-                self.settings, order_id, kind, actor=actor, reason=reason, wait_s=self.wait_s
+                self.settings,
+                order_id,
+                kind,
+                actor=actor,
+                reason=reason,
+                wait_s=self.wait_s,
+                signer=API,  # signed as the API: the worker records api:<user> (ops/control.py)
             )
         except LookupError as exc:
             return Outcome(404, {"error": str(exc)})
@@ -186,6 +270,33 @@ class KafkaActions:
 
     async def adjust_stock(self, change: StockAdjustment, *, actor: str) -> Outcome:
         return await asyncio.to_thread(adjust_stock_now, self.settings, change, actor)
+
+
+async def held_entries(
+    client: aioredis.Redis, key: str, since: float, after: HeldCursor | None, count: int
+) -> tuple[list[tuple[str, float]], bool]:
+    """Up to ``count`` (order id, hold time) entries of the held index after ``after`` (the
+    index orders by time, then id), none older than ``since``; and whether more may follow."""
+    low = max(since, after[0]) if after else since
+    offset = 0
+    while True:
+        got = await client.zrangebyscore(
+            key, low or "-inf", "+inf", start=offset, num=count, withscores=True
+        )
+        fresh = [(m, float(s)) for m, s in got if after is None or (float(s), m) > after]
+        if fresh or len(got) < count:
+            return fresh, len(got) == count
+        offset += len(got)  # a run of holds at the cursor's very time: skip past it
+
+
+def held_rows(
+    entries: list[tuple[str, float]], docs: list[str | None]
+) -> list[dict[str, Any] | None]:
+    """The held rows of stored order documents (None for an order gone meanwhile)."""
+    return [
+        held_row(order_id, OrderRecord.model_validate_json(doc)) if doc else None
+        for (order_id, _), doc in zip(entries, docs, strict=True)
+    ]
 
 
 def adjust_stock_now(settings: Settings, change: StockAdjustment, actor: str) -> Outcome:
@@ -235,9 +346,19 @@ class Forbidden(Exception):
     """A valid token whose role or scope does not allow the request (403)."""
 
 
+class Busy(Exception):
+    """Too many attempts or too much in flight (429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 READS = web.AppKey("reads", OrderReads)
 ACTIONS = web.AppKey("actions", OrderActions)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+GRANTS = web.AppKey("grants", TokenGrants)
+WRITE_SLOTS = web.AppKey("write_slots", asyncio.Semaphore)
 WORKER = web.AppKey("worker", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 OPEN_PATHS = frozenset({"/health"}) | PROBE_PATHS
@@ -250,18 +371,24 @@ def create_api(
     worker: str,
     verifier: TokenVerifier,
     actions: OrderActions | None = None,
+    grants: TokenGrants | None = None,
     probe: Probe | None = None,
     metrics_token: str | None = None,
 ) -> web.Application:
-    """The aiohttp application; ``reads``, ``verifier`` and ``actions`` are injected so routing,
-    access and validation test pure. Without ``actions`` the write routes answer 503; with a
-    ``probe`` it also serves /health/live, /health/ready and /metrics."""
+    """The aiohttp application; ``reads``, ``verifier``, ``actions`` and ``grants`` are injected
+    so routing, access and validation test pure. Without ``actions`` (``grants``) the write
+    (grant) routes answer 503; with a ``probe`` it also serves /health/live, /health/ready and
+    /metrics."""
     app = web.Application(
-        middlewares=[errors_as_json, authenticated], client_max_size=MAX_BODY_BYTES
+        middlewares=[errors_as_json, authenticated, bounded_writes],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[READS], app[VERIFIER], app[WORKER] = reads, verifier, worker
+    app[WRITE_SLOTS] = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
     if actions is not None:
         app[ACTIONS] = actions
+    if grants is not None:
+        app[GRANTS] = grants
     app.router.add_get("/health", get_health)
     if probe is not None:
         add_probe_routes(app, probe, metrics_token)
@@ -270,6 +397,7 @@ def create_api(
     app.router.add_post("/orders/{order_id}/release", post_release)
     app.router.add_post("/orders/{order_id}/cancel", post_cancel)
     app.router.add_post("/stock/adjust", post_stock_adjust)
+    app.router.add_post("/access/tokens", post_grant)
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_get("/orders/{channel}/{external_id}", get_channel_orders)
     return app
@@ -301,6 +429,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error(401, str(exc), {"WWW-Authenticate": "Bearer"})
     except Forbidden as exc:
         return error(403, str(exc))
+    except Busy as exc:
+        wait = str(max(1, math.ceil(exc.retry_after_s)))
+        return error(429, str(exc), {"Retry-After": wait})
     except (RedisConnectionError, RedisTimeoutError) as exc:
         log.warning("order API: redis unavailable (%s)", type(exc).__name__)
         return error(503, "order records are unavailable: Redis cannot be reached, retry later")
@@ -325,11 +456,30 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
         token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise Unauthorized("authentication required: Authorization: Bearer <token>")
-        principal = await request.app[VERIFIER].verify(token)
+        try:
+            principal = await request.app[VERIFIER].verify(token, request.remote or "")
+        except TokenRefused as exc:
+            raise Unauthorized(str(exc)) from None
+        except TooManyAttempts as exc:
+            raise Busy(str(exc), exc.retry_after_s) from None
         if principal is None:
-            raise Unauthorized("invalid, unknown or revoked token")
+            raise Unauthorized("invalid, unknown, expired or revoked token")
         request[PRINCIPAL] = principal
     return await handler(request)
+
+
+@web.middleware
+async def bounded_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """At most MAX_WRITES_IN_FLIGHT write requests at once: each action opens a producer and
+    waits up to ACTION_WAIT_S for a worker, so a burst of them must be refused, not queued on
+    the loop the order path runs on."""
+    if request.method != "POST":
+        return await handler(request)
+    slots = request.app[WRITE_SLOTS]
+    if slots.locked():
+        raise Busy(f"more than {MAX_WRITES_IN_FLIGHT} actions in flight: retry shortly", 1.0)
+    async with slots:
+        return await handler(request)
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -379,19 +529,75 @@ async def get_held(request: web.Request) -> web.Response:
     principal = require(request, Permission.READ_ORDERS)
     query = request.rel_url.query
     check_known_params(set(query), HELD_PARAMS)
-    rows = await request.app[READS].held(
+    page = await request.app[READS].held(
         reason=parse_reason(query.get("reason", "")),
         limit=parse_limit(query.get("limit")),
         since=parse_since(query.get("since")),
         shops=principal.shops,
+        after=parse_cursor(query.get("after")),
     )
-    shown = visible(principal, rows)  # the reads already applied the scope; this guards them
-    return json_response({"total": len(shown), "orders": shown})
+    shown = visible(principal, page.rows)  # the reads applied the scope; this guards them
+    cursor = format_cursor(page.next) if page.next else None
+    return json_response({"total": len(shown), "orders": shown, "next": cursor})
 
 
 async def get_rules(request: web.Request) -> web.Response:
-    require(request, Permission.READ_ORDERS)
-    return json_response({"rules": await request.app[READS].rules()})
+    """The rules for everyone who reads orders; blacklist entries only for a principal that
+    may read them for every shop (``ops/access.py``), others get each list's size."""
+    principal = require(request, Permission.READ_ORDERS)
+    rules = await request.app[READS].rules()
+    shown = bool(authorize(principal, Permission.READ_BLACKLISTS, ALL_SHOPS))
+    return json_response(
+        {"rules": rules if shown else hide_blacklists(rules), "blacklist_entries": shown}
+    )
+
+
+def hide_blacklists(rules: dict[str, Any]) -> dict[str, Any]:
+    """``rules`` with every list of a blacklist section replaced by ``{"hidden": size}``."""
+    out = dict(rules)
+    for name, section in rules.items():
+        if "blacklist" in name and isinstance(section, dict):
+            out[name] = {
+                k: {"hidden": len(v)} if isinstance(v, list | tuple | set | frozenset) else v
+                for k, v in section.items()
+            }
+    return out
+
+
+async def post_grant(request: web.Request) -> web.Response:
+    """Grant a token: admins any role; the bootstrap admin one admin of every shop, once. The
+    token is in this answer only (never stored, never logged)."""
+    principal = require(request, Permission.MANAGE_TOKENS, ALL_SHOPS)
+    body = await json_body(request, GRANT_FIELDS)
+    try:
+        user = check_user(parse_text(body.get("user", ""), "user", required=True))
+        role = parse_role(parse_text(body.get("role", ""), "role", required=True))
+        shops = parse_shops(body.get("shops", ALL_SHOPS))
+    except AccessError as exc:
+        raise BadParam(str(exc)) from None
+    ttl_s = parse_expires_in(body.get("expires_in"))
+    grants = request.app.get(GRANTS)
+    if grants is None:
+        raise web.HTTPServiceUnavailable(reason="tokens are not granted by this API")
+    try:
+        granted = await grants.grant(user, role, shops, ttl_s=ttl_s, by=principal)
+    except AccessError as exc:
+        raise Forbidden(f"forbidden: {exc}") from None
+    except TokenRefused as exc:
+        raise Unauthorized(str(exc)) from None
+    log.info("token %s granted to %s (%s) by %s", granted.info.token_id, user, role, principal.user)
+    body = {**granted.info.to_dict(), "token": granted.token}
+    return json_response(body, 201, {"Cache-Control": "no-store"})
+
+
+def parse_expires_in(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadParam(f"expires_in must be seconds (a number), got {value!r}")
+    if not 60 <= value <= MAX_TOKEN_TTL_S:
+        raise BadParam(f"expires_in must be from 60 to {MAX_TOKEN_TTL_S} seconds")
+    return float(value)
 
 
 async def post_release(request: web.Request) -> web.Response:
@@ -520,8 +726,32 @@ def parse_limit(value: str | None) -> int:
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_HELD_LIMIT:
-        raise BadParam(f"limit must be a whole number from 1 to {MAX_HELD_LIMIT}, got {value!r}")
+        raise BadParam(
+            f"limit must be a whole number from 1 to {MAX_HELD_LIMIT} (page on with "
+            f"after=<next>), got {value!r}"
+        )
     return limit
+
+
+def format_cursor(cursor: HeldCursor) -> str:
+    """An opaque page cursor for the URL."""
+    raw = orjson.dumps([cursor[0], cursor[1]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(value: str | None) -> HeldCursor | None:
+    if value is None:
+        return None
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        score, order_id = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise ValueError("score")
+        if not isinstance(order_id, str) or len(order_id) > MAX_ID_LENGTH:
+            raise ValueError("order id")
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise BadParam("after must be the 'next' cursor of a previous /held answer") from None
+    return float(score), order_id
 
 
 def parse_since(value: str | None) -> float:
@@ -596,12 +826,14 @@ def register_api(
     app's services, stopped when the worker shuts down. Returns the server for the heartbeat."""
     token = metrics_token(settings)
     mask_logs(__name__, "aiohttp.access", "aiohttp.server", "aiohttp.web")
+    store = token_store(settings, client)
     server = ApiServer(
         create_api(
             RedisReads(settings, client),
             worker=worker,
-            verifier=token_store(settings, client),
+            verifier=store,
             actions=KafkaActions(settings),
+            grants=store,
             probe=probe,
             metrics_token=token,
         ),

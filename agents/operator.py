@@ -1,5 +1,6 @@
 """The operator agent: decisions people make about single orders (release a hold, cancel),
-applied by the same pipeline code and CAS-saved like channel inputs."""
+applied by the same pipeline code and CAS-saved like channel inputs. Each action is screened
+first (``agents/control.py``): only a signed one, from a principal that may send it, applies."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 from faust.types import EventT
 
-from agents.guard import parse_or_none
+from agents.control import screen
 from agents.intake import batch_runner
 from agents.pipeline import BatchResult, OrderPipeline
+from ops.control import keyring
 from ops.settings import Settings
 from streams import topics
 from streams.messages import OperatorAction
@@ -24,6 +26,7 @@ def register_operator(
     counters: Counter[str],
 ) -> None:
     operator_topic = topics.OPERATOR.name(settings)
+    keys = keyring(settings)  # at start-up: a missing or bad key stops the worker, named
     source = app.topic(
         operator_topic,
         key_type=bytes,
@@ -38,11 +41,9 @@ def register_operator(
         runner = batch_runner(app, settings, "operator", counters, pipeline)
 
         async def work(events: Sequence[EventT]) -> BatchResult:
-            parsed = [parse_or_none(OperatorAction, e.value, operator_topic) for e in events]
-            actions = [a for a in parsed if a is not None]
-            result = await pipeline.apply_actions(actions)
-            result.counts["bad_actions"] += len(parsed) - len(actions)
-            return result
+            screened = await screen(events, OperatorAction, keys, settings, pipeline)
+            result = await pipeline.apply_actions(screened.items)
+            return screened.into(result, "bad_actions")
 
         async for events in stream.take_events(100, within=settings.batch_within_s):
             await runner.run(events, work)

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 import faust
 import redis.asyncio as aioredis
 
+from agents.control import send_signed
 from agents.guard import guarded
-from agents.intake import send_all
+from ops.control import WORKER, signer_for
 from ops.settings import Settings
 from state.keys import Keys
 from state.lock import AsyncDistributedLock
@@ -150,14 +151,15 @@ def _register_timer(
 ) -> None:
     lock = AsyncDistributedLock(client, keys, f"{name}-timer", ttl_ms=int(every * 4000))
     operator_topic = topics.OPERATOR.name(settings)
+    signer = signer_for(settings, WORKER)  # the workers sign what their timers send
 
     async def tick() -> None:
         if await lock.try_acquire() is None:
             return
         try:
             actions = await scan(client, keys, settings)
-            await send_all(
-                app, [(operator_topic, a.order_id, a.model_dump_json()) for a in actions]
+            await send_signed(
+                app, signer, [(operator_topic, a.order_id, a.model_dump_json()) for a in actions]
             )
             counters[f"{name}_actions_sent"] += len(actions)
         finally:

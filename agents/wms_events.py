@@ -1,6 +1,7 @@
 """The WMS agents: warehouse answers (``oms.wms.events``) and after-sales requests
 (``oms.aftersales``), both keyed by order id and applied by the same pipeline code as every
-other input (CAS on the order record, outbox for redeliveries)."""
+other input (CAS on the order record, outbox for redeliveries). Each message is screened first
+(``agents/control.py``): only one signed by a principal that may write its topic applies."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from agents.guard import parse_or_none
+from agents.control import screen
 from agents.intake import batch_runner
 from agents.pipeline import BatchResult, OrderPipeline
+from ops.control import keyring
 from ops.settings import Settings
 from streams import topics
 from streams.messages import AfterSalesRequest, WmsEvent
@@ -59,6 +61,7 @@ def _register(
     apply: Callable[[OrderPipeline, Sequence[Any]], Awaitable[BatchResult]],
 ) -> None:
     topic_name = spec.name(settings)
+    keys = keyring(settings)  # at start-up: a missing or bad key stops the worker, named
     source = app.topic(
         topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
@@ -69,11 +72,9 @@ def _register(
         runner = batch_runner(app, settings, name, counters, pipeline)
 
         async def work(events: Sequence[EventT]) -> BatchResult:
-            parsed = [parse_or_none(model, e.value, topic_name) for e in events]
-            items = [item for item in parsed if item is not None]
-            result = await apply(pipeline, items)
-            result.counts[f"bad_{name}"] += len(parsed) - len(items)
-            return result
+            screened = await screen(events, model, keys, settings, pipeline)
+            result = await apply(pipeline, screened.items)
+            return screened.into(result, f"bad_{name}")
 
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await runner.run(events, work)

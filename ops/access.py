@@ -13,12 +13,28 @@ says what each may do, and why:
 * ``finance`` reads orders and the sales dashboard (GMV, orders per second): it answers for
   figures, not for operations, so it changes nothing.
 * ``admin`` may do everything, including editing the audit rules (config file, checked with
-  ``./oms rules check``): a rule change moves every future order, so it is nobody else's.
+  ``./oms rules check``): a rule change moves every future order, so it is nobody else's. Only
+  an admin of every shop sees the blacklists (``read_blacklists``): the blacklisted buyer ids,
+  phones and streets are personal data of buyers of every shop, and knowing the list tells a
+  fraudster which accounts to swap. Everybody else who reads orders still gets ``GET /rules``
+  (what holds or rejects an order is what customer service explains to buyers) with every
+  blacklist entry replaced by a count: the rules stay explainable, the entries stay secret.
+  Masking rather than 403 keeps one route and one shape for every role.
+  Admins also grant tokens through the API (``manage_tokens``).
+* ``bootstrap`` is never granted: it is ``OMS_ADMIN_TOKEN`` from the environment, which may only
+  grant the first real admin token, once (``state/tokens.py``). A secret that sits in every
+  deployment's environment cannot be revoked or expire, so it must not be an admin for good.
 
 Data scope: a principal names the shops it may see (``ALL_SHOPS`` for every shop). An order of
 another shop is refused as out of scope. Views that sum over every shop (the dashboard, the
 audit rules, stock, which is shared by all shops) ask for ``ALL_SHOPS`` scope, so a token
 limited to some shops never sees other shops' figures through them.
+
+Shop ids are those of the channels: a Tmall shop is ``极客数码旗舰店`` as often as ``geek-3c``.
+A scope keeps them NFC-normalised (the same name typed on two keyboards is one shop): letters
+and digits of any script, combining marks after the first character, and ``. _ : -``; never
+whitespace, control or format characters (an invisible character would make two ids that look
+the same), at most 128 characters like an order's ``shop_id``.
 
 Tokens look like ``oms_<token id>_<secret>``: the id names the stored record, the secret is
 256 random bits shown once at grant. Only a salted PBKDF2-SHA256 hash of the secret is stored;
@@ -33,7 +49,11 @@ import hmac
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Literal
 
@@ -46,8 +66,14 @@ SALT_BYTES: Final = 16
 HASH_ITERATIONS: Final = 20_000
 TOKEN_ID_PATTERN: Final = re.compile(r"[0-9a-f]{12}")
 SECRET_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{32,128}")
-USER_PATTERN: Final = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-SHOP_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_USER_CHARS: Final = 64
+USER_PUNCTUATION: Final = frozenset("._@-")
+MAX_SHOP_ID_CHARS: Final = 128  # as an order's shop_id (streams.models.Code)
+SHOP_PUNCTUATION: Final = frozenset("._:-")
+SHOP_RULE: Final = (
+    "letters and digits of any script, combining marks, and . _ : - only "
+    f"(1-{MAX_SHOP_ID_CHARS} characters, no whitespace, control or format characters)"
+)
 
 
 class Role(StrEnum):
@@ -55,6 +81,7 @@ class Role(StrEnum):
     WAREHOUSE = "warehouse"
     FINANCE = "finance"
     ADMIN = "admin"
+    BOOTSTRAP = "bootstrap"  # OMS_ADMIN_TOKEN only: never granted (GRANTABLE_ROLES)
 
 
 class Permission(StrEnum):
@@ -63,7 +90,9 @@ class Permission(StrEnum):
     CANCEL_ORDERS = "cancel_orders"
     ADJUST_STOCK = "adjust_stock"
     EDIT_RULES = "edit_rules"
+    READ_BLACKLISTS = "read_blacklists"  # the entries of the audit blacklists (GET /rules)
     READ_DASHBOARD = "read_dashboard"
+    MANAGE_TOKENS = "manage_tokens"  # grant tokens through the API (POST /access/tokens)
 
 
 P = Permission
@@ -72,7 +101,13 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.WAREHOUSE: frozenset({P.READ_ORDERS, P.ADJUST_STOCK}),
     Role.FINANCE: frozenset({P.READ_ORDERS, P.READ_DASHBOARD}),
     Role.ADMIN: frozenset(Permission),
+    Role.BOOTSTRAP: frozenset({P.MANAGE_TOKENS}),  # and only an admin of every shop, once
 }
+GRANTABLE_ROLES: Final = tuple(r for r in Role if r is not Role.BOOTSTRAP)
+BOOTSTRAP_ONLY_GRANTS: Final = (
+    "the bootstrap admin token (OMS_ADMIN_TOKEN) may only grant the first admin token "
+    "(POST /access/tokens with role admin, or ./oms access grant --role admin): use that token"
+)
 
 
 class AccessError(ValueError):
@@ -105,22 +140,57 @@ ALLOWED: Final = Decision(True)
 
 
 def parse_role(value: str) -> Role:
+    """A role a token may be granted (never ``bootstrap``)."""
+    known = ", ".join(r.value for r in GRANTABLE_ROLES)
+    if value == Role.BOOTSTRAP.value:
+        raise AccessError(
+            f"role {value!r} cannot be granted: it is OMS_ADMIN_TOKEN's (known: {known})"
+        )
     try:
         return Role(value)
     except ValueError:
-        known = ", ".join(r.value for r in Role)
         raise AccessError(f"unknown role {value!r} (known: {known})") from None
 
 
-def parse_shops(value: str) -> Shops:
-    """``*`` or empty -> every shop; ``S1,S2`` -> those shops."""
-    text = value.strip()
-    if text in ("", ALL_SHOPS):
+def normalise_shop(shop: str) -> str:
+    """The form scopes keep a shop id in (NFC), so a scope and an order compare equal."""
+    return unicodedata.normalize("NFC", shop)
+
+
+def valid_identifier(text: str, punctuation: frozenset[str], max_chars: int) -> bool:
+    """Letters and digits of any script, combining marks after the first character and
+    ``punctuation``; 1 to ``max_chars`` characters of ``text`` (already NFC). No whitespace,
+    control or format character: those make two ids that look the same."""
+    if not 1 <= len(text) <= max_chars:
+        return False
+    for index, char in enumerate(text):
+        category = unicodedata.category(char)
+        if char in punctuation or category[0] == "L" or category in ("Nd", "Nl"):
+            continue
+        if category[0] == "M" and index > 0:  # a mark combines with the character before it
+            continue
+        return False
+    return True
+
+
+def valid_shop_id(shop: str) -> bool:
+    """Whether ``shop`` (already NFC) is a shop id a scope may name (see the module doc)."""
+    return valid_identifier(shop, SHOP_PUNCTUATION, MAX_SHOP_ID_CHARS)
+
+
+def parse_shops(value: str | list[str]) -> Shops:
+    """``*`` or empty -> every shop; ``S1,S2`` (or a list of ids) -> those shops, NFC."""
+    parts = value if isinstance(value, list) else value.split(",")
+    if not isinstance(value, list) and value.strip() in ("", ALL_SHOPS):
         return ALL_SHOPS
-    shops = frozenset(part.strip() for part in text.split(",") if part.strip())
-    bad = sorted(s for s in shops if not SHOP_PATTERN.fullmatch(s))
+    if not all(isinstance(part, str) for part in parts):
+        raise AccessError("shop ids must be strings")
+    shops = frozenset(normalise_shop(part.strip()) for part in parts if part.strip())
+    if ALL_SHOPS in shops and len(shops) == 1:
+        return ALL_SHOPS
+    bad = sorted(s for s in shops if not valid_shop_id(s))
     if bad or not shops:
-        raise AccessError(f"bad shop id(s) {bad or [value]}: letters, digits, . _ : - only")
+        raise AccessError(f"bad shop id(s) {bad or [value]}: {SHOP_RULE}")
     return shops
 
 
@@ -129,16 +199,23 @@ def format_shops(shops: Shops) -> str:
 
 
 def check_user(user: str) -> str:
-    if not USER_PATTERN.fullmatch(user):
-        raise AccessError(f"bad user name {user!r}: 1-64 of letters, digits, . _ @ -")
-    return user
+    """The user name a token is granted to, NFC: people are named in any script (张伟) like
+    the shops they work for."""
+    name = unicodedata.normalize("NFC", user)
+    if not valid_identifier(name, USER_PUNCTUATION, MAX_USER_CHARS):
+        raise AccessError(
+            f"bad user name {user!r}: 1-{MAX_USER_CHARS} letters or digits of any script "
+            "and . _ @ - (no whitespace, control or format characters)"
+        )
+    return name
 
 
 def in_scope(shops: Shops, shop: str) -> bool:
-    """Whether ``shops`` covers ``shop``; asking for ``ALL_SHOPS`` needs every shop."""
+    """Whether ``shops`` covers ``shop``; asking for ``ALL_SHOPS`` needs every shop. The order's
+    shop id is compared NFC, like the scope keeps its ids."""
     if shops == ALL_SHOPS:
         return True
-    return shop != ALL_SHOPS and shop in shops
+    return shop != ALL_SHOPS and normalise_shop(shop) in shops
 
 
 def authorize(principal: Principal, permission: Permission, shop: str | None = None) -> Decision:
@@ -149,11 +226,62 @@ def authorize(principal: Principal, permission: Permission, shop: str | None = N
     except ValueError:
         return Decision(False, f"unknown role {principal.role!r}")
     if permission not in ROLE_PERMISSIONS[role]:
+        if role is Role.BOOTSTRAP:
+            return Decision(False, BOOTSTRAP_ONLY_GRANTS)
         return Decision(False, f"role {role.value} lacks permission {permission.value}")
     if shop is not None and not in_scope(principal.shops, shop):
         what = "every shop" if shop == ALL_SHOPS else f"shop {shop!r}"
         return Decision(False, f"{what} is out of {principal.user}'s scope")
     return ALLOWED
+
+
+class TokenRefused(Exception):
+    """A token that stands for nobody, with what the holder should do (HTTP 401)."""
+
+
+class TooManyAttempts(Exception):
+    """Too many failed token checks from this client or for this token id (HTTP 429)."""
+
+    def __init__(self, retry_after_s: float, message: str) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class FailureLimiter:
+    """Failed token checks counted per key (a token id, a client address) in fixed windows:
+    a key with ``limit`` failures is refused until its window ends.
+
+    Per process on purpose: what a guesser burns is this process's CPU and event loop (each
+    wrong secret of a known id costs a PBKDF2), so this process is what it must stop. Memory is
+    bounded: beyond ``max_keys`` the oldest windows are dropped."""
+
+    limit: int
+    window_s: float
+    max_keys: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _windows: OrderedDict[str, tuple[float, int]] = field(default_factory=OrderedDict)
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may try again; 0 when it may now."""
+        window = self._windows.get(key)
+        if window is None:
+            return 0.0
+        start, count = window
+        left = start + self.window_s - self.clock()
+        if left <= 0:
+            del self._windows[key]
+            return 0.0
+        return left if count >= self.limit else 0.0
+
+    def failed(self, key: str) -> None:
+        now = self.clock()
+        start, count = self._windows.pop(key, (now, 0))
+        if now - start >= self.window_s:
+            start, count = now, 0
+        self._windows[key] = (start, count + 1)
+        while len(self._windows) > self.max_keys:
+            self._windows.popitem(last=False)
 
 
 # --------------------------------------------------------------------------- tokens

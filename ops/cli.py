@@ -1018,7 +1018,12 @@ def _token_store_call(call: Any) -> Any:
 @access.command("grant")
 @click.option("--user", required=True, help="Who the token is for (lands in the audit trail).")
 @click.option("--role", required=True, help="customer_service | warehouse | finance | admin.")
-@click.option("--shops", default="*", show_default=True, help="Comma-separated shop ids, * = all.")
+@click.option(
+    "--shops",
+    default="*",
+    show_default=True,
+    help="Comma-separated shop ids of any script (e.g. 极客数码旗舰店,own-web), * = all.",
+)
 @click.option(
     "--expires-in",
     type=TOKEN_TTL_S,
@@ -1027,7 +1032,10 @@ def _token_store_call(call: Any) -> Any:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def access_grant(user: str, role: str, shops: str, expires_in: float | None, as_json: bool) -> None:
-    """Grant a token and print it ONCE: only its hash is stored, it cannot be shown again."""
+    """Grant a token and print it ONCE: only its hash is stored, it cannot be shown again.
+
+    The first admin token of every shop spends the bootstrap admin (OMS_ADMIN_TOKEN): it is
+    refused from then on."""
     from ops.access import AccessError, check_user, parse_role, parse_shops
 
     try:
@@ -1035,16 +1043,27 @@ def access_grant(user: str, role: str, shops: str, expires_in: float | None, as_
         check_user(user)
     except AccessError as exc:
         fail(str(exc), 2)
-    granted = _token_store_call(
-        lambda store: store.grant(user, parsed_role, parsed_shops, ttl_s=expires_in)
-    )
+
+    async def grant(store: Any) -> tuple[Any, Any, Any]:
+        before = await store.bootstrap_status()
+        granted = await store.grant(user, parsed_role, parsed_shops, ttl_s=expires_in)
+        return granted, before, await store.bootstrap_status()
+
+    granted, before, after = _token_store_call(grant)
+    spent_now = before is None and after is not None
     if as_json:
-        emit_json({**granted.info.to_dict(), "token": granted.token})
+        emit_json({**granted.info.to_dict(), "token": granted.token, "spent_bootstrap": spent_now})
         return
     info = granted.info
     click.echo(f"token {info.token_id} for {info.user} ({info.role}, shops {info.shops}):")
     click.echo(granted.token)
     click.echo("shown once: only its hash is stored. Revoke: ./oms access revoke ID", err=True)
+    if spent_now:
+        click.echo(
+            "the bootstrap admin token (OMS_ADMIN_TOKEN) is spent from now on: "
+            "remove it from the environment",
+            err=True,
+        )
 
 
 @access.command("revoke")
@@ -1066,14 +1085,29 @@ def access_revoke(token_id: str, as_json: bool) -> None:
 @access.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def access_list(as_json: bool) -> None:
-    """Every token granted: id, user, role, shops, when, revoked. Never a secret."""
+    """Every token granted: id, user, role, shops, when, revoked, and whether the bootstrap
+    admin (OMS_ADMIN_TOKEN) is spent. Never a secret."""
     from datetime import UTC, datetime
 
-    tokens = _token_store_call(lambda store: store.list())
+    async def listed(store: Any) -> tuple[Any, Any]:
+        return await store.list(), await store.bootstrap_status()
+
+    tokens, bootstrap = _token_store_call(listed)
     if as_json:
-        emit_json({"total": len(tokens), "tokens": [t.to_dict() for t in tokens]})
+        emit_json(
+            {
+                "total": len(tokens),
+                "tokens": [t.to_dict() for t in tokens],
+                "bootstrap_spent": bootstrap,
+            }
+        )
         return
     click.echo(f"{len(tokens)} token(s)")
+    if bootstrap:
+        spent = datetime.fromtimestamp(float(bootstrap.get("at") or 0), UTC)
+        click.echo(f"bootstrap admin (OMS_ADMIN_TOKEN) spent {spent:%Y-%m-%d %H:%M:%S}")
+    else:
+        click.echo("bootstrap admin (OMS_ADMIN_TOKEN) not spent: no admin of every shop yet")
     for t in tokens:
         when = datetime.fromtimestamp(t.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         state = "REVOKED" if t.revoked else "active"

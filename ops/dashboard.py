@@ -19,10 +19,21 @@ The chart library (plotly.js) is the copy shipped in the ``plotly`` PyPI package
 ``/static/plotly.min.js``: the page loads nothing from outside loopback. Only counts, amounts,
 skus and hold reasons reach the page; never an order's buyer, phone or address.
 
-Access: every path but ``/health`` needs a token whose role has ``read_dashboard`` for every
-shop (the figures sum over all shops; ``ops/access.py``), as ``Authorization: Bearer <token>``
-or in the cookie that opening ``/?token=<token>`` once sets (HttpOnly, SameSite=Strict) before
-redirecting to the same URL without the token, so it stays out of the address bar and history.
+Access: the data (``/api/...``) needs a token whose role has ``read_dashboard`` for every shop
+(the figures sum over all shops; ``ops/access.py``), as ``Authorization: Bearer <token>`` or as
+a session. Opening any page with ``?token=<token>`` once trades the token for a session
+(``state/tokens.py``): a random id, stored in Redis only as its hash, lasting at most 8 hours
+and never beyond the token, ended when the token is revoked. The browser keeps only that id, in
+a cookie that is HttpOnly, SameSite=Strict, Secure over TLS and scoped to ``/api/`` (cookies are
+not scoped by port: every service on the host would otherwise receive it, and a token in it
+would be a bearer token for the order API too). The redirect that follows goes to the same page
+without the token, as a same-origin relative path (never ``//host`` or ``/\\host``, every
+character escaped), so neither the token nor an attacker's URL can leave the dashboard. The
+page shell (``/`` and ``/static/*``: the HTML, the script, plotly.js) holds no data and is open,
+like ``/health``; it tells a visitor without a session how to open it.
+
+Bounded work: the held-orders figure reads at most ``HELD_LIMIT`` records and is computed once
+per ``HOLDS_TTL_S`` for every open page together, not once per page per refresh.
 """
 
 from __future__ import annotations
@@ -30,12 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -47,7 +59,15 @@ from aiohttp import web
 from yarl import URL
 
 from analytics.reports import ACCEPTED_STATES
-from ops.access import ALL_SHOPS, Permission, Principal, authorize, bearer_token
+from ops.access import (
+    ALL_SHOPS,
+    Permission,
+    Principal,
+    TokenRefused,
+    TooManyAttempts,
+    authorize,
+    bearer_token,
+)
 from ops.logs import setup_logging
 from ops.settings import Settings, get_settings
 
@@ -61,7 +81,8 @@ MAX_WINDOW_S = 7 * 86400  # older windows would put days into one bucket: refuse
 FUTURE_SLACK_S = 300  # clock skew between the browser and the server
 MAX_POINTS = 600  # buckets per series: bounds the JSON and the drawing work
 HOT_SKUS = 5
-HELD_LIMIT = 5000  # held records read per refresh; the total always comes from the index
+HELD_LIMIT = 2000  # held records read per refresh; the total always comes from the index
+HOLDS_TTL_S = 5.0  # the holds figure is shared by every open page this long
 LAG_HISTORY = 1800  # lag samples kept in memory (one per second at most)
 START_TIMEOUT_S = 30.0
 STATIC_DIR = Path(__file__).resolve().parent / "dashboard_static"
@@ -406,12 +427,34 @@ class LagProbe:
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 VERIFIER_KEY = web.AppKey("verifier", Any)
-COOKIE = "oms_dashboard"
+COOKIE = "oms_dashboard_session"
+COOKIE_PATH = "/api/"  # the only paths that need it (see the module doc)
 TOKEN_PARAM = "token"
-OPEN_PATHS = frozenset({"/health"})
 LAG_KEY = web.AppKey("lag_probe", LagProbe)
 HISTORY_KEY = web.AppKey("lag_history", LagHistory)
 CH_LOCK_KEY = web.AppKey("clickhouse_lock", asyncio.Lock)
+
+
+class SharedFigure:
+    """One figure computed at most once per ``ttl_s`` however many pages ask, one computation
+    at a time (several open pages must not multiply the reads)."""
+
+    def __init__(self, compute: Callable[[], Awaitable[dict[str, Any]]], ttl_s: float) -> None:
+        self._compute, self._ttl_s = compute, ttl_s
+        self._value: dict[str, Any] | None = None
+        self._at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        async with self._lock:
+            if self._value is None or time.monotonic() - self._at >= self._ttl_s:
+                self._value = await self._compute()
+                self._at = time.monotonic()
+            return self._value
+
+
+HOLDS_KEY = web.AppKey("holds", SharedFigure)
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -449,7 +492,7 @@ async def dashboard_data(app: web.Application, since: int, now: float) -> dict[s
         out.update(figures)
 
     async def holds() -> None:
-        out["holds"] = await _holds(settings)
+        out["holds"] = await app[HOLDS_KEY].get()
 
     async def lag() -> None:
         history = app[HISTORY_KEY]
@@ -474,6 +517,13 @@ async def handle_api(request: web.Request) -> web.Response:
         return _error(400, str(exc))
     data = await dashboard_data(request.app, since, now)
     return web.json_response(data, headers={"Cache-Control": "no-store"})
+
+
+async def handle_session(request: web.Request) -> web.Response:
+    """Who the page is signed in as (the page shows it; a test asks it cheaply)."""
+    principal: Principal = request[PRINCIPAL_KEY]
+    body = {"user": principal.user, "role": principal.role, "shops": principal.shops_text()}
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def handle_index(request: web.Request) -> web.Response:
@@ -505,49 +555,98 @@ async def _close_probe(app: web.Application) -> None:
     await app[LAG_KEY].close()
 
 
-def request_token(request: web.Request) -> str:
-    """The token a request carries: bearer header first, else the dashboard cookie."""
-    header = bearer_token(request.headers.get("Authorization", ""))
-    return header or request.cookies.get(COOKIE, "")
-
-
 def without_token(url: URL) -> str:
-    """The request's path and query minus ``token=``: where the cookie redirect goes."""
+    """Where the login redirect goes: the request's path and query minus ``token=``, as a
+    same-origin relative reference. A path a browser could read as another origin (``//host``,
+    ``/\\host``) or holding control characters becomes ``/``; everything is percent-encoded."""
+    path = url.path
+    bad = (
+        not path.startswith("/")
+        or path[1:2] in ("/", "\\")
+        or "\\" in path
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
+    )
     query = [(k, v) for k, v in url.query.items() if k != TOKEN_PARAM]
-    return str(URL.build(path=url.path, query=query))
+    location = str(URL.build(path="/" if bad else path, query=query))
+    if not location.startswith("/") or location[1:2] in ("/", "\\"):
+        return "/"
+    return location
 
 
 def _unauthorized(message: str) -> web.Response:
     return web.json_response({"error": message}, status=401, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _principal(request: web.Request, token: str) -> Principal | None:
-    return await request.app[VERIFIER_KEY].verify(token) if token else None
+def _is_api(path: str) -> bool:
+    return path.startswith(COOKIE_PATH)
+
+
+async def _principal(request: web.Request, login_token: str = "") -> Principal | web.Response:
+    """The principal of ``login_token``, else of the bearer header, else of the session cookie,
+    allowed read_dashboard for every shop; else the response that refuses the request (401,
+    403, or 429 with Retry-After)."""
+    verifier = request.app[VERIFIER_KEY]
+    token = login_token or bearer_token(request.headers.get("Authorization", ""))
+    try:
+        if token:
+            principal = await verifier.verify(token, request.remote or "")
+        elif request.cookies.get(COOKIE):
+            principal = await verifier.session(request.cookies[COOKIE])
+        else:
+            return _unauthorized(
+                "not signed in: open the dashboard once as /?token=<a finance or admin token>"
+            )
+    except TokenRefused as exc:
+        return _unauthorized(str(exc))
+    except TooManyAttempts as exc:
+        wait = str(max(1, math.ceil(exc.retry_after_s)))
+        return web.json_response({"error": str(exc)}, status=429, headers={"Retry-After": wait})
+    if principal is None:
+        return _unauthorized("invalid, unknown, expired or revoked token or session")
+    decision = authorize(principal, Permission.READ_DASHBOARD, ALL_SHOPS)
+    if not decision:
+        return _error(403, f"forbidden: {decision.reason}")
+    return principal
+
+
+async def _login(request: web.Request) -> web.StreamResponse:
+    """``?token=``: verify it, open a session for it and redirect to the same page without
+    the token; the cookie carries the session id only."""
+    principal = await _principal(request, request.query[TOKEN_PARAM])
+    if isinstance(principal, web.Response):
+        return principal
+    try:
+        session_id, ttl = await request.app[VERIFIER_KEY].open_session(principal)
+    except TokenRefused as exc:
+        return _unauthorized(str(exc))
+    response = web.Response(
+        status=303,
+        headers={"Location": without_token(request.rel_url), "Cache-Control": "no-store"},
+    )
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=ttl,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+    return response
 
 
 @web.middleware
 async def authenticated(request: web.Request, handler: Any) -> web.StreamResponse:
-    """read_dashboard for every shop on every path but /health; ``?token=`` is traded once
-    for the cookie and a redirect to the same URL without it."""
-    if request.path in OPEN_PATHS:
+    """``?token=`` anywhere is traded for a session; ``/api/*`` needs read_dashboard for every
+    shop; the page shell and /health are open (they hold no data)."""
+    if TOKEN_PARAM in request.query:
+        return await _login(request)
+    if not _is_api(request.path):
         return await handler(request)
-    from_query = request.query.get(TOKEN_PARAM, "")
-    token = from_query or request_token(request)
-    if not token:
-        return _unauthorized("authentication required: Authorization: Bearer <token>")
-    principal = await _principal(request, token)
-    if principal is None:
-        return _unauthorized("invalid, unknown or revoked token")
-    decision = authorize(principal, Permission.READ_DASHBOARD, ALL_SHOPS)
-    if not decision:
-        return _error(403, f"forbidden: {decision.reason}")
-    if from_query:
-        response = web.Response(
-            status=303,
-            headers={"Location": without_token(request.rel_url), "Cache-Control": "no-store"},
-        )
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
-        return response
+    principal = await _principal(request)
+    if isinstance(principal, web.Response):
+        return principal
+    request[PRINCIPAL_KEY] = principal
     return await handler(request)
 
 
@@ -570,8 +669,9 @@ REDIS_KEY = web.AppKey("verifier_redis", Any)
 
 
 def create_app(settings: Settings, *, verifier: Any = None) -> web.Application:
-    """The dashboard app; ``verifier`` (``verify(token) -> Principal | None``) defaults to
-    the token store on the settings' Redis, opened with the app."""
+    """The dashboard app; ``verifier`` (``verify``, ``open_session``, ``session`` as
+    ``state.tokens.TokenStore`` has them) defaults to the token store on the settings' Redis,
+    opened with the app."""
     app = web.Application(middlewares=[authenticated])
     app[SETTINGS_KEY] = settings
     if verifier is not None:
@@ -582,8 +682,10 @@ def create_app(settings: Settings, *, verifier: Any = None) -> web.Application:
     app[LAG_KEY] = LagProbe(settings)
     app[HISTORY_KEY] = LagHistory()
     app[CH_LOCK_KEY] = asyncio.Lock()
+    app[HOLDS_KEY] = SharedFigure(lambda: _holds(settings), HOLDS_TTL_S)
     app.router.add_get("/", handle_index)
     app.router.add_get("/api/dashboard", handle_api)
+    app.router.add_get("/api/session", handle_session)
     app.router.add_get("/static/{name}", handle_static)
     app.router.add_get("/health", handle_health)
     app.on_cleanup.append(_close_probe)

@@ -38,6 +38,8 @@ _OPTIONAL_FIELDS = (
     "redis_ssl_cafile",
     "clickhouse_ca_file",
     "analytics_salt",
+    "control_keys_file",
+    "control_keys",
 )
 
 
@@ -179,14 +181,25 @@ class Settings(BaseSettings):
         """Where the fact sink serves /metrics and /health/*."""
         return self.sink_web_port or self.worker_web_port - 1
 
-    # Access (ops/access.py, state/tokens.py). OMS_ADMIN_TOKEN, when set, is accepted as an
-    # admin token for every shop (to grant the first real tokens); unset: no bootstrap admin.
-    # Never in the repository; excluded from dumps so it is neither logged nor written into a
-    # child's environment (children inherit OMS_ADMIN_TOKEN itself).
+    # Access (ops/access.py, state/tokens.py). OMS_ADMIN_TOKEN, when set, is a one-time
+    # bootstrap: it may grant the first admin token of every shop and is refused once one
+    # exists; unset: no bootstrap admin. Never in the repository; excluded from dumps so it is
+    # neither logged nor written into a child's settings; ops/stack.py child_env gives it to
+    # the workers only (they serve POST /access/tokens).
     bootstrap_admin_token: SecretStr | None = Field(
         default=None, validation_alias="OMS_ADMIN_TOKEN", exclude=True
     )
     token_hash_iterations: int = Field(default=20_000, ge=1_000, le=10_000_000)
+
+    # Control topics (ops/control.py; docs/decisions/0016-control-topic-signing.md): every
+    # message on oms.operator, oms.aftersales and oms.wms.events is signed with its writer's
+    # key and checked by the workers; unsigned or badly signed ones are dead-lettered.
+    # "off" signs and checks nothing. Keys: OMS_CONTROL_KEYS ("name=key,...", a secret, so
+    # excluded from dumps; ops/stack.py child_env passes it on) and/or OMS_CONTROL_KEYS_FILE;
+    # neither: <home>/control-keys, generated on first use (the local stack).
+    control_signing: Literal["required", "off"] = "required"
+    control_keys_file: Path | None = None
+    control_keys: SecretStr | None = Field(default=None, **_SECRET)
 
     @field_validator("bootstrap_admin_token")
     @classmethod

@@ -976,9 +976,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def child_env(settings: Settings) -> dict[str, str]:
+def child_env(settings: Settings, *, admin_token: bool = False) -> dict[str, str]:
     """The environment of a child process: the caller's, with every OMS_* setting replaced by
-    ``settings`` (a setting left None must not inherit a value) and the secrets it needs."""
+    ``settings`` (a setting left None must not inherit a value) and the secrets it needs.
+    ``OMS_ADMIN_TOKEN`` only with ``admin_token``: the workers serve ``POST /access/tokens``,
+    where the bootstrap admin grants the first admin; no other child needs it, so none holds it
+    (state/tokens.py). The control-topic keys travel too (ops/control.py)."""
+    from ops.control import control_env
     from ops.security import secret_env
 
     env = dict(os.environ)
@@ -987,6 +991,9 @@ def child_env(settings: Settings) -> dict[str, str]:
         env.pop(f"{prefix}{field.upper()}", None)  # a None setting must not inherit a value
     env.update(settings_env(settings))
     env.update(secret_env(settings))  # the passwords it connects with, and nothing more
+    env.update(control_env(settings))
+    if not admin_token:
+        env.pop("OMS_ADMIN_TOKEN", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -1163,7 +1170,7 @@ def _launch_worker(settings: Settings, component: str) -> int:
         settings,
         component,
         worker_command(settings, name),
-        env=child_env(settings),
+        env=child_env(settings, admin_token=True),
         cwd=_child_cwd(settings),
     )
 

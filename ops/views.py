@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ops.control import OPERATOR, signer_for
 from ops.kafka import Record, produce, read_topic
 from ops.settings import Settings
 from state.keys import Keys
@@ -361,10 +362,18 @@ def applied_summary(applied: Applied, actor: str) -> dict[str, Any]:
 
 
 async def submit_action(
-    settings: Settings, ref: str, kind: str, *, actor: str, reason: str = "", wait_s: float = 30.0
+    settings: Settings,
+    ref: str,
+    kind: str,
+    *,
+    actor: str,
+    reason: str = "",
+    wait_s: float = 30.0,
+    signer: str = OPERATOR,
 ) -> Applied:
-    """Put an operator action on ``oms.operator`` for the one order ``ref`` names, then wait
-    (bounded) until a worker has applied it; returns (before, after or None on timeout)."""
+    """Put an operator action on ``oms.operator`` for the one order ``ref`` names, signed as
+    ``signer`` (the CLI's ``operator``, the API's ``api``: ops/control.py), then wait (bounded)
+    until a worker has applied it; returns (before, after or None on timeout)."""
     before = await find_one(settings, ref)
     action = OperatorAction(
         action_id=uuid.uuid4().hex,
@@ -381,6 +390,7 @@ async def submit_action(
         action,
         f"action:{action.action_id}",
         wait_s,
+        signer,
     )
 
 
@@ -391,10 +401,11 @@ async def submit_aftersales(
     *,
     requested_by: str,
     wait_s: float = 30.0,
+    signer: str = OPERATOR,
     **fields: Any,
 ) -> Applied:
-    """An after-sales request on ``oms.aftersales`` for the one order ``ref`` names; waits
-    (bounded) until a worker has applied it."""
+    """An after-sales request on ``oms.aftersales`` for the one order ``ref`` names, signed as
+    ``signer``; waits (bounded) until a worker has applied it."""
     before = await find_one(settings, ref)
     request = AfterSalesRequest(
         request_id=uuid.uuid4().hex,
@@ -411,6 +422,7 @@ async def submit_aftersales(
         request,
         f"aftersales:{request.request_id}",
         wait_s,
+        signer,
     )
 
 
@@ -438,11 +450,14 @@ async def send_and_wait(
     message: Any,
     input_id: str,
     wait_s: float,
+    signer: str,
 ) -> Applied:
-    """Send one order-keyed message and poll the order record until the input is in its
-    outbox (applied by a worker), or give up after ``wait_s``."""
+    """Send one order-keyed message signed as ``signer`` and poll the order record until the
+    input is in its outbox (applied by a worker), or give up after ``wait_s``."""
     order_id = message.order_id
-    await produce(settings, [(topic, order_id.encode(), message.model_dump_json().encode(), [])])
+    key, value = order_id.encode(), message.model_dump_json().encode()
+    headers = signer_for(settings, signer).headers(topic, key, value)
+    await produce(settings, [(topic, key, value, headers)])
     client = connect_async(settings)
     try:
         store = OrderStore(client, Keys(settings.redis_prefix))

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from ops import stack
 from ops.cli_types import MAX_SIM_DELAY_S, MAX_SIM_DURATION_S, FiniteFloatRange
+from ops.control import WMS, Signer, signer_for
 from ops.kafka import client_kwargs, consumer_kwargs
 from ops.logs import setup_logging
 from ops.settings import Settings, get_settings
@@ -399,12 +400,17 @@ def ensure_sim_topics(settings: Settings) -> None:
     stack.ensure_topics(settings, [(name, settings.partitions) for name in names])
 
 
-async def send_events(producer: AIOKafkaProducer, topic: str, events: list[WmsEvent]) -> None:
-    """Send a batch keyed by order id and wait for every ack before offsets are committed."""
-    futures = [
-        await producer.send(topic, e.model_dump_json().encode(), key=e.order_id.encode())
-        for e in events
-    ]
+async def send_events(
+    producer: AIOKafkaProducer, topic: str, events: list[WmsEvent], signer: Signer | None = None
+) -> None:
+    """Send a batch keyed by order id, signed as the WMS (ops/control.py), and wait for every
+    ack before offsets are committed."""
+    futures = []
+    for event in events:
+        key, value = event.order_id.encode(), event.model_dump_json().encode()
+        headers = signer.headers(topic, key, value) if signer else []
+        signed = {"headers": headers} if headers else {}
+        futures.append(await producer.send(topic, value, key=key, **signed))
     if futures:
         await asyncio.gather(*futures)
 
@@ -455,7 +461,11 @@ def log_counts(sim: WmsSimulator) -> None:
 
 
 async def poll_once(
-    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, sim: WmsSimulator, topic: str
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    sim: WmsSimulator,
+    topic: str,
+    signer: Signer | None = None,
 ) -> None:
     """Take a batch of commands, send what has fallen due, then commit the batch."""
     due = sim.next_due()
@@ -469,7 +479,7 @@ async def poll_once(
                 sim.counters["invalid"] += 1
             else:
                 sim.handle(command, now)
-    await send_events(producer, topic, sim.pop_due(time.time()))
+    await send_events(producer, topic, sim.pop_due(time.time()), signer)
     if batch:
         await consumer.commit()
 
@@ -489,6 +499,7 @@ async def run_simulator(
     stop = stop or asyncio.Event()
     sim = WmsSimulator(config)
     events_topic = WMS_EVENTS.name(settings)
+    signer = signer_for(settings, WMS)  # before connecting: a missing key is named at once
     consumer = AIOKafkaConsumer(
         FULFILMENT_COMMANDS.name(settings),
         **consumer_kwargs(settings),
@@ -510,7 +521,7 @@ async def run_simulator(
     next_log = time.monotonic() + LOG_EVERY_S
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            await poll_once(consumer, producer, sim, events_topic)
+            await poll_once(consumer, producer, sim, events_topic, signer)
             await heartbeat.beat(ready=bool(consumer.assignment()), sim=sim)
             if time.monotonic() >= next_log:
                 log_counts(sim)

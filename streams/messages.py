@@ -100,6 +100,7 @@ class DlqReason(StrEnum):
     UNKNOWN_CHANNEL = "unknown_channel"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     PROCESSING_ERROR = "processing_error"
+    UNAUTHORIZED_CONTROL = "unauthorized_control"  # unsigned or not its writer's (ops/control.py)
 
 
 class DlqRecord(_Message):

@@ -1,16 +1,22 @@
 """Access through the real stack: tokens granted with `./oms access grant` into the test Redis,
 the running workers' order API and a dashboard process checking them. Each role is allowed and
 refused where it should be on each route, a release by a customer-service token lands in the
-order's history with that user as actor, shop scope hides other shops' orders, the bootstrap
-admin token from the environment works, and no stored record ever holds a secret."""
+order's history with that user as actor (and the API as its principal), shop scope hides other
+shops' orders (a Tmall shop with a Chinese name included), the blacklists' entries reach only
+admins, the bootstrap admin token is spent once an admin exists, the dashboard keeps a session
+(never a token) and redirects only to itself, control messages that are not signed by a writer
+of their topic are dead-lettered and never applied, and no stored record holds a secret."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +25,27 @@ from test_api import unpaid_payload
 from test_end_to_end import oms, wait_for
 
 from agents.api import api_url
+from ops.control import OPERATOR, signer_for
+from ops.kafka import produce, read_topic
 from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect
 from state.stock import stock_levels
-from tests.auth import admin_auth, admin_token, bearer
+from streams import topics
+from streams.messages import (
+    DlqRecord,
+    OperatorAction,
+    OperatorActionKind,
+    WmsEvent,
+    WmsEventKind,
+)
+from tests.auth import admin_auth, bearer, bootstrap_token
 
 pytestmark = pytest.mark.integration
 
 ROLES = ("customer_service", "warehouse", "finance", "admin")
 SHOP = "own-web"  # samples/payloads/own.json
+TMALL = "极客数码旗舰店"
 # route -> the roles that may use it (ops/access.py's table)
 READERS = set(ROLES)
 RELEASERS = CANCELLERS = {"customer_service", "admin"}
@@ -95,8 +112,12 @@ def held_order(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> str
     return hold_one(stack, tmp_path_factory.mktemp("held"), "W-ACCESS-HELD-1")
 
 
-def hold_one(settings: Settings, tmp: Path, external_id: str) -> str:
-    oms(settings, "ingest", "--channel", "own", str(unpaid_payload(tmp, external_id)))
+def hold_one(settings: Settings, tmp: Path, external_id: str, shop: str = SHOP) -> str:
+    path = unpaid_payload(tmp, external_id)
+    if shop != SHOP:
+        order = json.loads(path.read_text())
+        path.write_text(json.dumps({**order, "shop_id": shop}, ensure_ascii=False))
+    oms(settings, "ingest", "--channel", "own", str(path))
 
     def held() -> str | None:
         status, body, _ = request(settings, "GET", "/held?reason=unpaid", admin_auth(settings))
@@ -118,6 +139,7 @@ def test_health_is_open_and_everything_else_needs_a_token(stack: Settings) -> No
         ("POST", "/orders/O1/release"),
         ("POST", "/orders/O1/cancel"),
         ("POST", "/stock/adjust"),
+        ("POST", "/access/tokens"),
     ):
         for headers in ({}, bearer("oms_0123456789ab_" + "x" * 43), bearer("garbage")):
             status, body, got = request(stack, method, path, headers)
@@ -135,6 +157,18 @@ def test_each_role_on_each_route(
     for path in (f"/orders/{held_order}", "/orders/own/W-ACCESS-HELD-1", "/held", "/rules"):
         status, body, _ = request(stack, "GET", path, headers)
         assert status == 200, (role, path, body)
+    _, rules, _ = request(stack, "GET", "/rules", headers)
+    phones = rules["rules"]["blacklist"]["phones"]
+    if role == "admin":
+        assert rules["blacklist_entries"] is True and isinstance(phones, list), rules
+    else:  # config/audit.toml blacklists one phone: only its count is shown
+        assert rules["blacklist_entries"] is False and phones == {"hidden": 1}, rules
+    grant_body = {"user": f"it-granted-by-{role}", "role": "finance", "expires_in": 600}
+    status, body, _ = request(stack, "POST", "/access/tokens", headers, grant_body)
+    if role == "admin":
+        assert status == 201 and body["token"].startswith("oms_") and body["expires_at"], body
+    else:
+        assert status == 403 and "manage_tokens" in body["error"], body
     for path, allowed, permission in (
         ("/orders/ONOSUCHORDER/release", RELEASERS, "release_holds"),
         ("/orders/ONOSUCHORDER/cancel", CANCELLERS, "cancel_orders"),
@@ -175,10 +209,10 @@ def test_release_by_customer_service_lands_in_history_with_its_user(
     assert body["actor"] == "it-customer_service" and body["before"] == "held"
     _, view, _ = request(stack, "GET", f"/orders/{order_id}", auth(tokens, "finance"))
     released = [h for h in view["history"] if h["kind"] == "hold_released"]
-    assert released and released[-1]["actor"] == "it-customer_service", view["history"]
+    assert released and released[-1]["actor"] == "api:it-customer_service", view["history"]
     cli = json.loads(oms(stack, "orders", "show", order_id, "--json").stdout)
     assert [h["actor"] for h in cli["history"] if h["kind"] == "hold_released"] == [
-        "it-customer_service"
+        "api:it-customer_service"
     ]
 
 
@@ -189,7 +223,7 @@ def test_cancel_by_admin_lands_in_history(
     status, body, _ = request(stack, "POST", f"/orders/{order_id}/cancel", auth(tokens, "admin"))
     assert status == 200 and body["state"] == "cancelled", body
     _, view, _ = request(stack, "GET", f"/orders/{order_id}", auth(tokens, "admin"))
-    assert [h["actor"] for h in view["history"] if h["kind"] == "cancelled"] == ["it-admin"]
+    assert [h["actor"] for h in view["history"] if h["kind"] == "cancelled"] == ["api:it-admin"]
 
 
 def test_shop_scope_hides_other_shops_orders(
@@ -202,18 +236,48 @@ def test_shop_scope_hides_other_shops_orders(
     _, held_in, _ = request(stack, "GET", "/held", inside)
     _, held_out, _ = request(stack, "GET", "/held", outside)
     assert held_order in {r["order_id"] for r in held_in["orders"]}
-    assert held_out == {"total": 0, "orders": []}
+    assert held_out == {"total": 0, "orders": [], "next": None}
     status, _, _ = request(stack, "POST", f"/orders/{held_order}/cancel", outside)
     assert status == 404  # never acted on, and not even told the order exists
     _, view, _ = request(stack, "GET", f"/orders/{held_order}", inside)
     assert view["state"] == "held"
 
 
-def test_bootstrap_admin_from_the_environment(stack: Settings, held_order: str) -> None:
-    status, view, _ = request(stack, "GET", f"/orders/{held_order}", admin_auth(stack))
-    assert status == 200 and view["order_id"] == held_order
-    wrong = bearer(admin_token(stack)[:-1] + ("x" if admin_token(stack)[-1] != "x" else "y"))
-    assert request(stack, "GET", f"/orders/{held_order}", wrong)[0] == 401
+def test_a_tmall_shop_scope_sees_its_orders(stack: Settings, tmp_path: Path) -> None:
+    granted = grant(stack, "it-cs-tmall", "customer_service", f"{TMALL},own-web")
+    assert granted["shops"] == f"own-web,{TMALL}"
+    order_id = hold_one(stack, tmp_path, "W-ACCESS-TMALL-1", shop=TMALL)
+    status, view, _ = request(stack, "GET", f"/orders/{order_id}", bearer(granted["token"]))
+    assert status == 200 and view["shop_id"] == TMALL
+    only_tmall = grant(stack, "it-cs-tmall-only", "customer_service", TMALL)
+    _, held, _ = request(stack, "GET", "/held?limit=500", bearer(only_tmall["token"]))
+    assert order_id in {r["order_id"] for r in held["orders"]}
+    assert {r["shop_id"] for r in held["orders"]} == {TMALL}
+
+
+def test_the_bootstrap_admin_is_spent_once_an_admin_exists(
+    stack: Settings, tokens: dict[str, dict[str, Any]], held_order: str
+) -> None:
+    """The tokens fixture granted an admin of every shop from the CLI: OMS_ADMIN_TOKEN is
+    refused from then on, saying what to do, everywhere."""
+    boot = bearer(bootstrap_token(stack))
+    for method, path, body in (
+        ("GET", f"/orders/{held_order}", None),
+        ("POST", "/access/tokens", {"user": "it-late", "role": "admin"}),
+    ):
+        status, answer, _ = request(stack, method, path, boot, body)
+        assert status == 401, answer
+        assert "OMS_ADMIN_TOKEN" in answer["error"] and "./oms access grant" in answer["error"]
+    listed = json.loads(oms(stack, "access", "list", "--json").stdout)
+    assert listed["bootstrap_spent"]["token_id"]
+    assert "it-late" not in {t["user"] for t in listed["tokens"]}
+
+
+def test_page_limits_are_bounded(stack: Settings, tokens: dict[str, dict[str, Any]]) -> None:
+    status, body, _ = request(stack, "GET", "/held?limit=10000", auth(tokens, "admin"))
+    assert status == 400 and "from 1 to 500" in body["error"]
+    status, body, _ = request(stack, "GET", "/held?limit=1", auth(tokens, "admin"))
+    assert status == 200 and len(body["orders"]) <= 1 and "next" in body
 
 
 def test_revoked_token_is_refused(stack: Settings, held_order: str) -> None:
@@ -275,36 +339,122 @@ def dashboard(stack: Settings) -> Iterator[str]:
 def test_dashboard_per_role(
     stack: Settings, tokens: dict[str, dict[str, Any]], dashboard: str, role: str
 ) -> None:
-    status, body, _ = request(
-        stack, "GET", "/static/dashboard.js", auth(tokens, role), base=dashboard
-    )
+    status, body, _ = request(stack, "GET", "/api/session", auth(tokens, role), base=dashboard)
     if role in DASHBOARD:
-        assert status == 200
+        assert status == 200 and body["user"] == f"it-{role}"
     else:
         assert status == 403 and "read_dashboard" in body["error"]
 
 
-def test_dashboard_needs_a_token_and_trades_the_url_one_for_a_cookie(
-    stack: Settings, tokens: dict[str, dict[str, Any]], dashboard: str
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def login(dashboard: str, target: str) -> urllib.error.HTTPError:
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        urllib.request.build_opener(NoRedirect).open(dashboard + target, timeout=30)
+    return redirect.value
+
+
+def test_dashboard_trades_the_url_token_for_a_session_that_ends_with_it(
+    stack: Settings, dashboard: str
 ) -> None:
     assert request(stack, "GET", "/health", {}, base=dashboard)[0] == 200
-    status, _, got = request(stack, "GET", "/", {}, base=dashboard)
+    assert request(stack, "GET", "/", {}, base=dashboard)[0] == 200  # the shell: no data
+    status, _, got = request(stack, "GET", "/api/session", {}, base=dashboard)
     assert status == 401 and got["WWW-Authenticate"] == "Bearer"
-    assert request(stack, "GET", "/", admin_auth(stack), base=dashboard)[0] == 200
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-    token = tokens["finance"]["token"]
-    with pytest.raises(urllib.error.HTTPError) as redirect:
-        opener.open(f"{dashboard}/?since=1&token={token}", timeout=30)
-    assert redirect.value.code == 303
-    assert redirect.value.headers["Location"] == "/?since=1"
-    cookie = redirect.value.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    granted = grant(stack, "it-dash", "finance")
+    token = granted["token"]
+    redirect = login(dashboard, f"/?since=1&token={token}")
+    assert redirect.code == 303 and redirect.headers["Location"] == "/?since=1"
+    cookie = redirect.headers["Set-Cookie"]
+    assert token not in cookie and granted["token_id"] not in cookie
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/api/", "Max-Age="):
+        assert attribute in cookie, cookie
     pair = cookie.split(";", 1)[0]
-    assert request(stack, "GET", "/", {"Cookie": pair}, base=dashboard)[0] == 200
+    status, who, _ = request(stack, "GET", "/api/session", {"Cookie": pair}, base=dashboard)
+    assert status == 200 and who["user"] == "it-dash"
+    oms(stack, "access", "revoke", granted["token_id"])
+    assert request(stack, "GET", "/api/session", {"Cookie": pair}, base=dashboard)[0] == 401
     log = (stack.log_dir / "dashboard.log").read_text(errors="replace")
     assert token not in log
+
+
+def test_dashboard_redirects_only_to_itself(
+    stack: Settings, tokens: dict[str, dict[str, Any]], dashboard: str
+) -> None:
+    token = tokens["finance"]["token"]
+    port = int(dashboard.rsplit(":", 1)[1])
+    for target, location in (
+        (f"//evil.example/?token={token}", "/"),
+        (f"/\\evil.example/?token={token}", "/"),
+        (f"/%2F%2Fevil.example/?token={token}", "/"),
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(f"GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            head = sock.makefile("rb").read().split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        assert head.split(" ", 2)[1] == "303", head
+        assert f"\r\nLocation: {location}\r\n" in head + "\r\n", head
+
+
+def test_control_messages_not_signed_by_a_writer_are_dead_lettered(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """Anyone who can produce to the broker: an unsigned cancel, a cancel signed with a key
+    nobody gave out, a WMS event signed by the operator's key. None applies; each is a DLQ
+    record with reason unauthorized_control. A signed cancel then applies."""
+    order_id = hold_one(stack, tmp_path, "W-ACCESS-FORGED-1")
+    now = datetime.now(UTC)
+
+    def cancel(actor: str) -> bytes:
+        action = OperatorAction(
+            action_id=uuid.uuid4().hex,
+            order_id=order_id,
+            kind=OperatorActionKind.CANCEL,
+            actor=actor,
+            at=now,
+        )
+        return action.model_dump_json().encode()
+
+    shipped = (
+        WmsEvent(
+            event_id=uuid.uuid4().hex,
+            command_id="C-FORGED",
+            order_id=order_id,
+            kind=WmsEventKind.SHIPPED,
+            warehouse="WH-SH",
+            at=now,
+        )
+        .model_dump_json()
+        .encode()
+    )
+    operator_topic = topics.OPERATOR.name(stack)
+    wms_topic = topics.WMS_EVENTS.name(stack)
+    key = order_id.encode()
+    operator = signer_for(stack, OPERATOR)
+    forged_key = [("oms-signature", b"v1:operator:" + b"0" * 64)]
+    records = [
+        (operator_topic, key, cancel("mallory"), []),
+        (operator_topic, key, cancel("mallory"), forged_key),
+        (wms_topic, key, shipped, operator.headers(wms_topic, key, shipped)),
+    ]
+    asyncio.run(produce(stack, records))
+
+    def refused() -> list[DlqRecord]:
+        dlq = asyncio.run(read_topic(stack, topics.DLQ.name(stack)))
+        found = [DlqRecord.model_validate_json(r.value) for r in dlq]
+        return [r for r in found if r.key == order_id and r.reason == "unauthorized_control"]
+
+    dead = wait_for(lambda: len(refused()) >= 3 and refused())
+    assert dead, "the forged control messages were not dead-lettered"
+    details = sorted(r.detail for r in dead)
+    assert any("unsigned" in d for d in details) and any("bad signature" in d for d in details)
+    assert any("may not write" in d for d in details), details
+    _, view, _ = request(stack, "GET", f"/orders/{order_id}", admin_auth(stack))
+    assert view["state"] == "held" and "mallory" not in json.dumps(view["history"])
+    oms(stack, "held", "cancel", order_id)
+    _, view, _ = request(stack, "GET", f"/orders/{order_id}", admin_auth(stack))
+    assert view["state"] == "cancelled"
+    actors = [h["actor"] for h in view["history"] if h["kind"] == "cancelled"]
+    assert len(actors) == 1 and actors[0].startswith("operator:"), actors

@@ -19,6 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from agents.api import (
     MAX_HELD_LIMIT,
     ApiServer,
+    HeldCursor,
+    HeldPage,
     RedisReads,
     api_port,
     api_url,
@@ -111,7 +113,7 @@ class FakeVerifier:
     def __init__(self, tokens: dict[str, Principal] | None = None) -> None:
         self.tokens = tokens or {ADMIN_TOKEN: Principal("root", "admin")}
 
-    async def verify(self, token: str) -> Principal | None:
+    async def verify(self, token: str, client: str = "") -> Principal | None:
         return self.tokens.get(token)
 
 
@@ -128,10 +130,11 @@ class FakeReads:
         return self.by_ref.get(ref, [])
 
     async def held(
-        self, *, reason: str, limit: int, since: float, shops: Shops
-    ) -> list[dict[str, Any]]:
-        self.held_calls.append({"reason": reason, "limit": limit, "since": since, "shops": shops})
-        return [HELD_ROW]
+        self, *, reason: str, limit: int, since: float, shops: Shops, after: HeldCursor | None
+    ) -> HeldPage:
+        call = {"reason": reason, "limit": limit, "since": since, "shops": shops}
+        self.held_calls.append(call if after is None else {**call, "after": after})
+        return HeldPage([HELD_ROW], None)
 
     async def rules(self) -> dict[str, Any]:
         return {"unpaid": {"enabled": True}}
@@ -244,15 +247,15 @@ async def test_bad_parameters_are_400_saying_which(
 async def test_held_passes_the_parsed_filters(client: TestClient, reads: FakeReads) -> None:
     resp = await client.get("/held?reason=out_of_stock&limit=5&since=1700000000.5")
     assert resp.status == 200
-    assert await resp.json() == {"total": 1, "orders": [HELD_ROW]}
+    assert await resp.json() == {"total": 1, "orders": [HELD_ROW], "next": None}
     assert reads.held_calls == [
         {"reason": "out_of_stock", "limit": 5, "since": 1700000000.5, "shops": ALL_SHOPS}
     ]
 
 
-async def test_held_defaults_are_the_cli_s(client: TestClient, reads: FakeReads) -> None:
+async def test_held_defaults_to_a_page_of_100(client: TestClient, reads: FakeReads) -> None:
     assert (await client.get("/held")).status == 200
-    assert reads.held_calls == [{"reason": "", "limit": 1000, "since": 0.0, "shops": ALL_SHOPS}]
+    assert reads.held_calls == [{"reason": "", "limit": 100, "since": 0.0, "shops": ALL_SHOPS}]
 
 
 async def test_held_reads_apply_the_token_s_shop_scope(reads: FakeReads) -> None:

@@ -281,38 +281,58 @@ def test_grafana_dashboard_path_is_the_provisioned_folder() -> None:
 
 
 class _Verifier:
+    """Tokens from a dict; sessions in a dict, as the token store keeps them (by a hash)."""
+
     def __init__(self) -> None:
         from ops.access import Principal
 
         self.tokens = {
-            "tok-finance": Principal("fin", "finance"),
-            "tok-admin": Principal("root", "admin"),
-            "tok-cs": Principal("amy", "customer_service"),
+            "tok-finance": Principal("fin", "finance", token_id="t-fin"),
+            "tok-admin": Principal("root", "admin", token_id="t-root"),
+            "tok-cs": Principal("amy", "customer_service", token_id="t-amy"),
             "tok-finance-scoped": Principal("fin2", "finance", frozenset({"own-web"})),
         }
+        self.sessions: dict[str, Any] = {}
 
-    async def verify(self, token: str) -> Any:
+    async def verify(self, token: str, client: str = "") -> Any:
         return self.tokens.get(token)
+
+    async def open_session(self, principal: Any) -> tuple[str, int]:
+        session_id = f"session-{len(self.sessions)}-{'x' * 40}"
+        self.sessions[session_id] = principal
+        return session_id, 3600
+
+    async def session(self, session_id: str) -> Any:
+        return self.sessions.get(session_id)
 
 
 @pytest.fixture
-async def dash_client() -> Any:
+def verifier() -> _Verifier:
+    return _Verifier()
+
+
+@pytest.fixture
+async def dash_client(verifier: _Verifier) -> Any:
     from aiohttp.test_utils import TestClient, TestServer
 
     from ops.settings import Settings
 
-    client = TestClient(TestServer(dash.create_app(Settings(), verifier=_Verifier())))
+    client = TestClient(TestServer(dash.create_app(Settings(), verifier=verifier)))
     await client.start_server()
     yield client
     await client.close()
 
 
-async def test_dashboard_needs_a_token_but_health_does_not(dash_client: Any) -> None:
-    assert (await dash_client.get("/health")).status == 200
-    for path in ("/", "/api/dashboard", "/static/dashboard.js"):
+async def test_data_needs_a_token_the_shell_and_health_do_not(dash_client: Any) -> None:
+    """The shell (HTML, script, plotly.js) holds no data; every figure is under /api/."""
+    for path in ("/health", "/", "/static/dashboard.js"):
+        assert (await dash_client.get(path)).status == 200, path
+    for path in ("/api/dashboard", "/api/session"):
         resp = await dash_client.get(path)
         assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer", path
-    assert (await dash_client.get("/", headers={"Authorization": "Bearer bad"})).status == 401
+        assert "?token=" in (await resp.json())["error"]
+    bad = await dash_client.get("/api/session", headers={"Authorization": "Bearer bad"})
+    assert bad.status == 401
 
 
 @pytest.mark.parametrize(
@@ -327,23 +347,70 @@ async def test_dashboard_needs_a_token_but_health_does_not(dash_client: Any) -> 
 async def test_dashboard_needs_read_dashboard_for_every_shop(
     dash_client: Any, token: str, status: int, needle: str
 ) -> None:
-    resp = await dash_client.get("/", headers={"Authorization": f"Bearer {token}"})
+    resp = await dash_client.get("/api/session", headers={"Authorization": f"Bearer {token}"})
     assert resp.status == status
     if needle:
         assert needle in (await resp.json())["error"]
+        refused = await dash_client.get(f"/?token={token}", allow_redirects=False)
+        assert refused.status == 403 and "Set-Cookie" not in refused.headers
 
 
-async def test_token_in_the_url_becomes_a_cookie_and_leaves_the_url(dash_client: Any) -> None:
+async def test_token_in_the_url_becomes_a_session_cookie_never_the_token(
+    dash_client: Any, verifier: _Verifier
+) -> None:
     resp = await dash_client.get("/?since=5&token=tok-finance", allow_redirects=False)
     assert resp.status == 303
     assert resp.headers["Location"] == "/?since=5"
     cookie = resp.headers["Set-Cookie"]
-    assert "oms_dashboard=tok-finance" in cookie
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    page = await dash_client.get("/static/dashboard.js")  # the cookie jar sends it back
-    assert page.status == 200
-    refused = await dash_client.get("/?token=tok-cs", allow_redirects=False)
-    assert refused.status == 403 and "Set-Cookie" not in refused.headers
+    [session_id] = verifier.sessions
+    assert f"{dash.COOKIE}={session_id}" in cookie and "tok-finance" not in cookie
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/api/", "Max-Age=3600"):
+        assert attribute in cookie, attribute
+    assert "Secure" not in cookie  # plain HTTP on loopback; set when served over TLS
+    who = await dash_client.get("/api/session")  # the cookie jar sends the session back
+    assert who.status == 200 and (await who.json())["user"] == "fin"
+    verifier.sessions.clear()  # the session ended (revoked token, expiry)
+    assert (await dash_client.get("/api/session")).status == 401
+
+
+async def raw_get(port: int, target: str) -> tuple[int, dict[str, str]]:
+    """One request with the target exactly as given (an HTTP client would normalise it)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    head = (await reader.read()).split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    writer.close()
+    headers = dict(line.split(": ", 1) for line in head[1:])
+    return int(head[0].split()[1]), headers
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("//evil.example/?token=tok-finance", "/"),
+        ("////evil.example/?token=tok-finance", "/"),
+        ("/\\evil.example/?token=tok-finance", "/"),
+        ("/%5Cevil.example/?token=tok-finance", "/"),
+        ("/%2F%2Fevil.example/?token=tok-finance", "/"),
+        ("/%0d%0aSet-Cookie:%20x=1?token=tok-finance", "/"),
+        ("/?next=//evil.example&token=tok-finance", "/?next=//evil.example"),
+        (
+            '/a"><script>alert(1)</script>?token=tok-finance',
+            "/a%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
+        ),
+        ("/api/dashboard?since=1&token=tok-finance&a=b", "/api/dashboard?since=1&a=b"),
+    ],
+)
+async def test_login_redirect_stays_on_the_dashboard(
+    dash_client: Any, target: str, location: str
+) -> None:
+    status, headers = await raw_get(dash_client.port, target)
+    assert status == 303
+    assert headers["Location"] == location
+    assert not headers["Location"].startswith(("//", "/\\")) and "<" not in headers["Location"]
+    assert headers["Set-Cookie"].startswith(f"{dash.COOKIE}=session-")  # one cookie: ours
 
 
 def test_without_token_keeps_the_rest_of_the_query() -> None:
@@ -354,3 +421,24 @@ def test_without_token_keeps_the_rest_of_the_query() -> None:
         dash.without_token(URL("/api/dashboard?since=1&token=x&a=b"))
         == "/api/dashboard?since=1&a=b"
     )
+    assert dash.without_token(URL.build(path="//evil.example/", query={"token": "x"})) == "/"
+
+
+async def test_the_holds_figure_is_computed_once_for_every_open_page() -> None:
+    import asyncio
+
+    calls = 0
+
+    async def compute() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return {"total": calls}
+
+    shared = dash.SharedFigure(compute, ttl_s=60.0)
+    pages = await asyncio.gather(*(shared.get() for _ in range(20)))
+    assert calls == 1 and all(page == {"total": 1} for page in pages)
+    expired = dash.SharedFigure(compute, ttl_s=0.0)
+    await expired.get()
+    await expired.get()
+    assert calls == 3
