@@ -24,8 +24,8 @@ from agents.fulfil import build_command, command_id, return_commands, shipped_un
 from agents.lifecycle import AT_WMS, BEFORE_WMS
 from agents.plan import Plan, Step
 from agents.wms import refund, refund_value
-from state.orders import AfterSalesEntry, OrderRecord
-from state.reservations import Reservation, ReserveRequest
+from state.orders import AfterSalesEntry, OrderRecord, ReserveIntent, Then
+from state.reservations import Reservation
 from streams.messages import (
     AfterSalesKind,
     AfterSalesRequest,
@@ -168,7 +168,8 @@ def refund_only(d: Desk) -> None:
 
 
 def exchange(d: Desk) -> None:
-    """Reserve the replacement first: if it is out of stock nothing is asked back."""
+    """Reserve the replacement first: if it is out of stock nothing is asked back. The wish
+    is saved with the request; ``exchange_reserved`` goes on once the reservation is known."""
     record = d.record
     units = unreturned(record, shipped_units(record, d.request.line_ids))
     if record.state not in EXCHANGEABLE or not units:
@@ -176,52 +177,72 @@ def exchange(d: Desk) -> None:
         return
     shipment = make_id("X", record.order_id, d.request.request_id)
     d.entry.shipment = shipment
+    d.plan.reserve = ReserveIntent(
+        shipment=shipment,
+        quantities=replacement_units(units, d.request.exchange_sku),
+        warehouses=list(d.steps.routing.candidates(record.order, record.address)),
+        shop=record.order.shop_key,
+        then=Then.EXCHANGE,
+        request_id=d.request.request_id,
+        reason=d.request.reason,
+    )
+
+
+def replacement_units(units: dict[str, list[CommandLine]], exchange_sku: str) -> dict[str, int]:
+    """What ships instead: every unit bought (the buyer keeps a gift), as the same or another
+    sku."""
     replacement: dict[str, int] = {}
     for lines in units.values():
         for ln in lines:
-            if not ln.is_gift:  # the buyer keeps a gift: only what was bought is replaced
-                sku = d.request.exchange_sku or ln.sku
+            if not ln.is_gift:
+                sku = exchange_sku or ln.sku
                 replacement[sku] = replacement.get(sku, 0) + ln.quantity
-    d.plan.reserve = ReserveRequest(
-        shipment,
-        replacement,
-        tuple(d.steps.routing.candidates(record.order, record.address)),
-        shop=f"{record.order.channel.value}/{record.order.shop_id}",
-    )
+    return replacement
 
-    def after_reserve(_: Plan, reservation: Reservation) -> None:
-        if not reservation.active:
-            d.refuse("replacement out of stock")
-            return
-        if not d.move(
-            EventKind.EXCHANGE_REQUESTED,
-            S.EXCHANGING,
-            reason=d.request.reason or "exchange",
-        ):
-            return
-        d.entry.status = "done"
-        d.plan.messages.extend(return_commands(record, units, d.request.request_id, d.now))
-        by_warehouse: dict[str, list[CommandLine]] = {}
-        for alloc in reservation.allocations:
-            by_warehouse.setdefault(alloc.warehouse, []).append(
-                CommandLine(line_id=f"X-{alloc.sku}", sku=alloc.sku, quantity=alloc.quantity)
-            )
-        for warehouse, lines in sorted(by_warehouse.items()):  # one parcel per warehouse
-            command = build_command(
-                record,
-                CommandKind.OUTBOUND,
-                warehouse,
-                lines,
-                d.now,
-                cid=command_id(shipment, CommandKind.OUTBOUND, warehouse, 1),
-                carrier=record.carrier,
-                shipment=shipment,
-            )
-            track(record, command)
-            d.plan.messages.append(command)
-        d.result.counts["exchanges"] += 1
 
-    d.plan.after_reserve = after_reserve
+def exchange_reserved(
+    steps: OrderPipeline,
+    plan: Plan,
+    intent: ReserveIntent,
+    reservation: Reservation,
+    now: datetime,
+    result: BatchResult,
+) -> None:
+    """The replacement's reservation is known: ship it and ask the old units back, or refuse
+    the exchange when it is out of stock."""
+    record = plan.record
+    entry = next(e for e in record.aftersales if e.request_id == intent.request_id)
+    if not reservation.active:
+        entry.status = "refused"
+        why = "replacement out of stock"
+        steps.refuse(plan, EventKind.ACTION_REFUSED, now, entry.kind.value, why, result)
+        return
+    if not steps.move(
+        plan, EventKind.EXCHANGE_REQUESTED, now, S.EXCHANGING, reason=intent.reason or "exchange"
+    ):
+        return
+    entry.status = "done"
+    units = unreturned(record, shipped_units(record, entry.line_ids))
+    plan.messages.extend(return_commands(record, units, intent.request_id, now))
+    by_warehouse: dict[str, list[CommandLine]] = {}
+    for alloc in reservation.allocations:
+        by_warehouse.setdefault(alloc.warehouse, []).append(
+            CommandLine(line_id=f"X-{alloc.sku}", sku=alloc.sku, quantity=alloc.quantity)
+        )
+    for warehouse, lines in sorted(by_warehouse.items()):  # one parcel per warehouse
+        command = build_command(
+            record,
+            CommandKind.OUTBOUND,
+            warehouse,
+            lines,
+            now,
+            cid=command_id(intent.shipment, CommandKind.OUTBOUND, warehouse, 1),
+            carrier=record.carrier,
+            shipment=intent.shipment,
+        )
+        track(record, command)
+        plan.messages.append(command)
+    result.counts["exchanges"] += 1
 
 
 HANDLERS: dict[AfterSalesKind, Callable[[Desk], None]] = {

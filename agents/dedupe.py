@@ -25,7 +25,7 @@ class Intake(StrEnum):
 def classify(record: OrderRecord | None, order: Order, input_id: str) -> Intake:
     if record is None:
         return Intake.NEW
-    if input_id in record.outbox:
+    if record.has_applied(input_id):
         return Intake.REDELIVERY
     if order.fingerprint() == record.fingerprint:
         return Intake.DUPLICATE

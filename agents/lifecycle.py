@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from state.orders import HistoryEntry, OrderRecord
+from state.orders import MAX_REASON, HistoryEntry, OrderRecord
 from streams.messages import Allocation, EventKind, OrderEvent, OrderState, make_id
 
 S = OrderState
@@ -91,14 +91,14 @@ def record_event(
     event_id = make_id("E", record.order_id, seq)
     if to_state is not None:
         record.state = to_state
-    record.history.append(
+    record.add_history(
         HistoryEntry(
             seq=seq,
             event_id=event_id,
             kind=kind,
             from_state=from_state,
             to_state=to_state,
-            reason=reason,
+            reason=reason[:MAX_REASON],
             at=at,
             actor=actor,
         )

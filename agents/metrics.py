@@ -18,7 +18,8 @@ are Prometheus's job):
   counted again, as its messages are sent again.
 * ``oms_dlq_total{reason}``: one series per DLQ reason, 0 included.
 * ``oms_reservation_failures_total{reason}``: ``shortage`` (no warehouse could serve every line),
-  ``busy`` (another reservation of the order was in flight; retried).
+  ``superseded`` (a later decision about the order was carried out first; the input goes
+  again on the fresh record).
 * ``oms_intake_batches_total``, ``oms_intake_busy_seconds_total``: mean batch cost = ratio.
 * ``oms_consumer_lag{topic, partition}``, ``oms_consumer_partitions``: per assigned partition,
   highwater minus the committed offset (what a restart would redo; reaches 0 once all is
@@ -63,7 +64,7 @@ STAGE_OF: Final[dict[str, tuple[str, str]]] = {
     "event_rejected": ("audit", "rejected"),
     "event_reserved": ("reserve", "reserved"),
     "shortage": ("reserve", "shortage"),
-    "saga_busy": ("reserve", "busy"),
+    "superseded": ("reserve", "superseded"),
     "gifts_added": ("reserve", "gift_added"),
     "gifts_skipped": ("reserve", "gift_skipped"),
     "event_routed": ("route", "routed"),
@@ -89,7 +90,7 @@ STAGE_PREFIXES: Final[tuple[tuple[str, str], ...]] = (
     ("aftersales_", "lifecycle"),
     ("action_", "lifecycle"),
 )
-RESERVATION_FAILURES: Final = {"shortage": "shortage", "saga_busy": "busy"}
+RESERVATION_FAILURES: Final = {"shortage": "shortage", "superseded": "superseded"}
 # Counters shown by a family of their own, or not counts at all (gauges mirrored by FactSink).
 OWN_FAMILY: Final = frozenset(
     {
@@ -222,7 +223,8 @@ def dlq_family(counters: Mapping[str, int]) -> CounterMetricFamily:
 def reservation_family(counters: Mapping[str, int]) -> CounterMetricFamily:
     family = CounterMetricFamily(
         "oms_reservation_failures",
-        "Reservations that failed: shortage (no warehouse serves every line), busy (retried).",
+        "Reservations that failed: shortage (no warehouse serves every line), superseded "
+        "(retried).",
         labels=["reason"],
     )
     for name, reason in RESERVATION_FAILURES.items():

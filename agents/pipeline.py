@@ -3,8 +3,19 @@
 requests. Redis is the only state; Kafka outputs are returned to the caller.
 
 No Faust here: the agents hand a batch in and send what comes out, so the whole life of an
-order is tested against a real Redis without a broker. Round trips per round: one to load the
-records, one pipelined call for reservations, one for other stock effects, one pipelined CAS
+order is tested against a real Redis without a broker.
+
+Decide, save, then do (docs/decisions/0013-decide-then-do.md). An input's plan is made on the
+order record as loaded and saved with a compare-and-set on its version; its stock effects and
+its wish to reserve travel in the saved record (``pending``) and are carried out only after the
+save, fenced by the saved version in every sku's script. A plan that loses the race has done
+nothing. A reservation's outcome decides what comes next (release to the WMS, or hold), so it
+is followed by a second save: the continuation. Whoever loads a record with pending work
+carries it out before deciding anything else about that order; a worker that dies in between
+leaves it to the redelivery of its input, to any later input, or to the pending sweeper.
+
+Round trips per round: one to load the records, one pipelined CAS save, then for the plans with
+stock work one for their effects, two for a reservation saga and one for the continuation's
 save. An order touched twice in one batch is processed in a later round, so its inputs apply
 in order; an input that touches several orders (a merged shipment) saves them all or none.
 """
@@ -17,7 +28,7 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,14 +57,24 @@ from agents.lifecycle import AT_WMS, BEFORE_WMS, TERMINAL, IllegalTransition, re
 from agents.merge import merge_group, merged_command, waiting_members
 from agents.metrics import count_kinds, count_outputs
 from agents.normalise import RawInput, normalise
-from agents.plan import Message, Plan, StockOp, StockOpKind
+from agents.plan import Message, Plan
 from agents.promotions import Promotions, gift_lines, load_promotions
 from agents.route import RoutingTable
 from ops.settings import Settings
 from state.allocation import ShortagePolicy
 from state.keys import Keys
-from state.orders import CLOSABLE, CommandStatus, LoadedRecord, OrderRecord, OrderStore
-from state.reservations import Reservation, ReserveRequest, ReserveStatus, StockEngine
+from state.orders import (
+    CLOSABLE,
+    CommandStatus,
+    LoadedRecord,
+    OrderRecord,
+    OrderStore,
+    Pending,
+    ReserveIntent,
+    Then,
+    effect_seq,
+)
+from state.reservations import EffectKind, Reservation, ReserveStatus, StockEffect, StockEngine
 from state.velocity import record_recent
 from streams import topics
 from streams.adapters.base import AdapterContext
@@ -86,6 +107,15 @@ PlanFor = Callable[[T, dict[str, LoadedRecord], AuditContext, datetime, "BatchRe
 class BatchResult:
     outputs: list[Output] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Settled:
+    """What carrying out pending stock work came to: orders whose continuation someone else
+    saved first, and the outputs of each decision finished here, by order id."""
+
+    lost: set[str] = field(default_factory=set)
+    outputs: dict[str, list[Output]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -245,7 +275,8 @@ class OrderPipeline:
     ) -> None:
         """The one loop for every kind of input: each order at most once per round (so its
         inputs apply in order), one load and one CAS save per round, and inputs that lost a
-        race go again on the fresh records."""
+        race go again on the fresh records. An order whose record carries pending stock work
+        has it carried out first; its inputs go in the next round."""
         ctx = await self._audit_context(velocity)
         pending = list(items)
         for _ in range(MAX_CAS_ROUNDS + len(items)):
@@ -254,49 +285,162 @@ class OrderPipeline:
             batch, later = first_per_order(pending, targets_of)
             wanted = sorted({oid for item in batch for oid in targets_of(item)})
             loaded = await self.orders.load_many(wanted)
+            unsettled = [lr for lr in loaded.values() if lr.unsettled]
+            deferred: list[T] = []
+            if unsettled:
+                blocked = {lr.record.order_id for lr in unsettled if lr.record}
+                deferred = [item for item in batch if blocked.intersection(targets_of(item))]
+                batch = [item for item in batch if not blocked.intersection(targets_of(item))]
+                await self._settle([(lr.record, lr.version) for lr in unsettled if lr.record])
+                result.counts["pending_settled"] += len(unsettled)
             now = datetime.now(UTC)
             steps = [
                 (item, plans)
                 for item in batch
                 if (plans := plan_for(item, loaded, ctx, now, result))
             ]
-            pending = await self._finish(steps, now, result) + later
+            pending = await self._finish(steps, now, result) + deferred + later
         raise RuntimeError("order records keep changing under this worker; giving up batch")
 
     async def _finish(
         self, steps: list[tuple[Any, list[Plan]]], now: datetime, result: BatchResult
     ) -> list[Any]:
-        """Reserve, apply stock effects, CAS-save and emit; returns the inputs to process
-        again (lost a CAS race or found the order's saga busy)."""
-        plans = [plan for _, group in steps for plan in group]
-        await self._apply_stock_ops(plans)  # first: a short pick undoes before re-reserving
-        await self._reserve(plans, now, result)
-        again: list[Any] = []
-        ready: list[tuple[Any, list[Plan]]] = []
-        for item, group in steps:
-            if any(p.busy for p in group):
-                result.counts["saga_busy"] += 1
-                again.append(item)
-            else:
-                ready.append((item, group))
-        for _, group in ready:
+        """CAS-save every plan with its pending stock work, carry that work out, emit; returns
+        the inputs to process again (lost a race: nothing of them was done)."""
+        for _, group in steps:
             for plan in group:
-                plan.record.remember_outputs(
-                    plan.input_id, [self._output(m) for m in plan.messages]
-                )
                 result.counts["illegal_transitions"] += plan.illegal_moves
-        saved = await self.orders.save_groups(
-            [[(p.record, p.expected_version) for p in group] for _, group in ready]
-        )
-        for (item, group), ok in zip(ready, saved, strict=True):
-            if ok:
-                for plan in group:
-                    result.outputs.extend(plan.record.outbox[plan.input_id])
-                    count_kinds(plan.messages, result.counts)
-            else:
+        saved = await self._save([group for _, group in steps])
+        again: dict[int, Any] = {}
+        kept = [(item, group) for (item, group), ok in zip(steps, saved, strict=True) if ok]
+        for (item, _), ok in zip(steps, saved, strict=True):
+            if not ok:
                 result.counts["cas_conflicts"] += 1
-                again.append(item)
-        return again
+                again[id(item)] = item
+        settling = [plan for _, group in kept for plan in group if plan.record.pending]
+        settled = await self._settle(
+            [(plan.record, plan.expected_version + 1) for plan in settling], result, now
+        )
+        for item, group in kept:  # outputs in input order
+            for plan in group:
+                count_kinds(plan.messages, result.counts)
+                oid = plan.record.order_id
+                if plan.record.pending is None:
+                    result.outputs.extend(plan.record.outbox[plan.input_id])
+                elif oid in settled.lost:  # someone else finished it: its redelivery re-emits
+                    again[id(item)] = item
+                else:
+                    result.outputs.extend(settled.outputs.get(oid, []))
+        return list(again.values())
+
+    async def _save(self, groups: Sequence[Sequence[Plan]]) -> list[bool]:
+        """Stage each plan in its record (outputs in the outbox, stock work as ``pending``
+        fenced by the version the save gives it) and CAS-save the groups in one round trip."""
+        for group in groups:
+            for plan in group:
+                stage(plan, [self._output(m) for m in plan.messages])
+        return await self.orders.save_groups(
+            [[(p.record, p.expected_version) for p in group] for group in groups]
+        )
+
+    async def _settle(
+        self,
+        records: Sequence[tuple[OrderRecord, int]],
+        result: BatchResult | None = None,
+        now: datetime | None = None,
+    ) -> Settled:
+        """Carry out the pending stock work of (record, saved version) pairs: effects in one
+        round trip, reservations in one saga, then each reservation's continuation saved.
+        Idempotent: the fences make a second run change nothing. ``result``: the deciding
+        inputs' own run, counted there (a record merely found unfinished is finished
+        silently; its input's redelivery re-emits)."""
+        settled = Settled()
+        if not records:
+            return settled
+        now = now or datetime.now(UTC)
+        sink = result if result is not None else BatchResult()
+        await self.stock.apply([e for r, _ in records if r.pending for e in r.pending.effects])
+        plain = [(r, v) for r, v in records if r.pending and r.pending.reserve is None]
+        await self.orders.mark_settled([(r.order_id, v) for r, v in plain])
+        for record, _ in plain:
+            assert record.pending is not None
+            settled.outputs[record.order_id] = record.outbox.get(record.pending.input_id, [])
+        intents = [(r, v) for r, v in records if r.pending and r.pending.reserve is not None]
+        plans: list[Plan] = []
+        for (record, version), (reservation, fallback) in zip(
+            intents, await self._reserve_intents(intents), strict=True
+        ):
+            if reservation.status is ReserveStatus.SUPERSEDED:
+                sink.counts["superseded"] += 1
+                settled.lost.add(record.order_id)
+            else:
+                plans.append(self._continue(record, version, reservation, fallback, now, sink))
+        more: list[tuple[OrderRecord, int]] = []
+        for plan, ok in zip(plans, await self._save([[p] for p in plans]), strict=True):
+            if not ok:
+                sink.counts["cas_conflicts"] += 1
+                settled.lost.add(plan.record.order_id)
+                continue
+            count_kinds(plan.messages, sink.counts)
+            if plan.record.pending is not None:  # the continuation decided more stock work
+                more.append((plan.record, plan.expected_version + 1))
+            else:
+                settled.outputs[plan.record.order_id] = plan.record.outbox[plan.input_id]
+        if more:
+            deeper = await self._settle(more, result, now)
+            settled.lost |= deeper.lost
+            settled.outputs.update(deeper.outputs)
+        return settled
+
+    async def _reserve_intents(
+        self, intents: Sequence[tuple[OrderRecord, int]]
+    ) -> list[tuple[Reservation, bool]]:
+        """One saga for every saved wish to reserve, then the fallbacks (the order without its
+        gifts) of those that came up short: per intent, the reservation and whether it is the
+        fallback's."""
+        if not intents:
+            return []
+        requests = [
+            r.pending.reserve.requests(v) for r, v in intents if r.pending and r.pending.reserve
+        ]
+        first = await self.stock.reserve_many([req for req, _ in requests])
+        retry = [
+            n
+            for n, ((_, fallback), res) in enumerate(zip(requests, first, strict=True))
+            if res.status is ReserveStatus.SHORTAGE and fallback is not None
+        ]
+        second = await self.stock.reserve_many([f for n in retry if (f := requests[n][1])])
+        out = [(res, False) for res in first]
+        for n, res in zip(retry, second, strict=True):
+            out[n] = (res, True)
+        return out
+
+    def _continue(
+        self,
+        record: OrderRecord,
+        version: int,
+        reservation: Reservation,
+        fallback: bool,
+        now: datetime,
+        result: BatchResult,
+    ) -> Plan:
+        """The rest of a saved decision, now that its reservation is known: a plan on a copy
+        of the record as saved (pending cleared) that adds to the same input's outputs."""
+        pending = record.pending
+        assert pending is not None and pending.reserve is not None
+        fresh = record.model_copy(deep=True)
+        fresh.pending = None
+        plan = Plan(None, pending.input_id, fresh, version, actor=pending.actor)
+        if fallback:
+            skipped = ", ".join(f"{g.sku} x{g.quantity}" for g in fresh.gift_lines)
+            fresh.gift_lines = []
+            result.counts["gifts_skipped"] += 1
+            self.note(plan, EventKind.GIFT_SKIPPED, now, reason="out_of_stock", detail=skipped)
+        if pending.reserve.then is Then.EXCHANGE:
+            aftersales.exchange_reserved(self, plan, pending.reserve, reservation, now, result)
+        else:
+            self._route(plan, reservation, now, result)
+        return plan
 
     # --- channel inputs -------------------------------------------------------------------
 
@@ -315,7 +459,7 @@ class OrderPipeline:
         result.counts[intake.value] += 1
         if intake is Intake.REDELIVERY:
             assert current.record is not None
-            self._re_emit(current.record.outbox[input_id], result)
+            self._re_emit(current.record, input_id, result)
             return []
         if current.record is None:
             record = OrderRecord(
@@ -373,6 +517,8 @@ class OrderPipeline:
     ) -> list[Plan]:
         result.counts[f"action_{action.kind.value}"] += 1
         input_id = f"action:{action.action_id}"
+        if action.kind is OperatorActionKind.SETTLE:
+            return []  # the round loop carried out the order's pending work before planning
         if action.kind is OperatorActionKind.RELEASE_MERGED:
             return self._release_group(action, input_id, loaded, now, result)
         current = self._known(loaded, action.order_id, "action", input_id, result)
@@ -601,59 +747,30 @@ class OrderPipeline:
         self.move(plan, EventKind.HELD, now, OrderState.HELD, reason=reason, detail=detail)
 
     def request_reservation(self, plan: Plan) -> None:
-        """Reserve the order's lines (gifts the promotions add included); a gift that does not
-        fit the stock is dropped rather than blocking the order."""
+        """Ask for the order's lines (gifts the promotions add included) to be reserved once
+        the decision is saved; a gift that does not fit the stock is dropped rather than
+        blocking the order (the fallback)."""
         record = plan.record
         gifts = self.gifts_for(record.order)
         record.gift_lines = gifts
-        candidates = tuple(
+        candidates = [
             wh
             for wh in self.routing.candidates(record.order, record.address)
             if wh not in record.excluded_warehouses
-        )
-        request = ReserveRequest(
-            record.order_id,
-            record.quantities,
-            candidates,
-            self.policy_for(record.order),
-            shop=f"{record.order.channel.value}/{record.order.shop_id}",  # its quotas apply
-        )
-        plan.reserve = request
-        if gifts:
-            plan.gift_fallback = replace(request, quantities=record.order.quantity_by_sku)
-
-    async def _reserve(self, plans: list[Plan], now: datetime, result: BatchResult) -> None:
-        wanted = [p for p in plans if p.reserve is not None]
-        reservations = await self.stock.reserve_many([p.reserve for p in wanted if p.reserve])
-        fallback = [
-            (p, r)
-            for p, r in zip(wanted, reservations, strict=True)
-            if r.status is ReserveStatus.SHORTAGE and p.gift_fallback is not None
         ]
-        retried = await self.stock.reserve_many(
-            [p.gift_fallback for p, _ in fallback if p.gift_fallback]
+        plan.reserve = ReserveIntent(
+            shipment=record.order_id,
+            quantities=record.quantities,
+            warehouses=candidates,
+            policy=self.policy_for(record.order),
+            shop=record.order.shop_key,  # its channel quotas apply
+            fallback=record.order.quantity_by_sku if gifts else None,
         )
-        by_plan = {id(p): r for p, r in zip(wanted, reservations, strict=True)}
-        for (plan, _), reservation in zip(fallback, retried, strict=True):
-            by_plan[id(plan)] = reservation
-            skipped = ", ".join(f"{g.sku} x{g.quantity}" for g in plan.record.gift_lines)
-            plan.record.gift_lines = []
-            result.counts["gifts_skipped"] += 1
-            self.note(plan, EventKind.GIFT_SKIPPED, now, reason="out_of_stock", detail=skipped)
-        for plan in wanted:
-            reservation = by_plan[id(plan)]
-            if plan.after_reserve is not None:  # an exchange's replacement, say
-                plan.after_reserve(plan, reservation)
-            else:
-                self._route(plan, reservation, now, result)
 
     def _route(
         self, plan: Plan, reservation: Reservation, now: datetime, result: BatchResult
     ) -> None:
         record = plan.record
-        if reservation.status is ReserveStatus.BUSY:
-            plan.busy = True
-            return
         if reservation.status is ReserveStatus.SHORTAGE:
             result.counts["shortage"] += 1
             if self.policy_for(record.order) is ShortagePolicy.REJECT:
@@ -779,29 +896,14 @@ class OrderPipeline:
             allocations=record.allocations,
         )
         if moved:
-            plan.stock_ops.append(
-                StockOp(StockOpKind.RELEASE, record.order_id, tuple(record.quantities))
+            plan.effects.append(
+                StockEffect(
+                    kind=EffectKind.RELEASE,
+                    shipment=record.order_id,
+                    skus=tuple(record.quantities),
+                )
             )
             result.counts["cancelled"] += 1
-
-    async def _apply_stock_ops(self, plans: list[Plan]) -> None:
-        for plan in plans:
-            for op in plan.stock_ops:
-                await self._apply_stock_op(op)
-
-    async def _apply_stock_op(self, op: StockOp) -> None:
-        stock = self.stock
-        if op.kind is StockOpKind.RELEASE:
-            await stock.release(op.shipment, op.skus)
-        elif op.kind is StockOpKind.COMMIT:
-            await stock.commit(op.shipment, op.skus, op.warehouse)
-        elif op.kind is StockOpKind.SETTLE:
-            await stock.settle(op.shipment, op.skus, warehouse=op.warehouse)
-        elif op.kind is StockOpKind.RETURN:
-            units = [(sku, op.warehouse, qty) for sku, qty in op.units]
-            await stock.receive_return(op.shipment, units, sellable=op.sellable, receipt=op.receipt)
-        elif op.kind is StockOpKind.SHORT_PICK:
-            await stock.short_pick(op.shipment, op.skus, op.warehouse, dict(op.units))
 
     # --- configuration --------------------------------------------------------------------
 
@@ -810,13 +912,13 @@ class OrderPipeline:
 
     def policy_for(self, order: Order) -> ShortagePolicy:
         """Per-shop shortage policy from config/shops.toml, else the global default."""
-        rules = self.shops.get(f"{order.channel.value}/{order.shop_id}")
+        rules = self.shops.get(order.shop_key)
         if rules and rules.shortage_policy:
             return rules.shortage_policy
         return ShortagePolicy(self.settings.shortage_policy)
 
     def merge_window_for(self, order: Order) -> float:
-        rules = self.shops.get(f"{order.channel.value}/{order.shop_id}")
+        rules = self.shops.get(order.shop_key)
         if rules and rules.merge_window_s is not None:
             return rules.merge_window_s
         return self.settings.merge_window_s
@@ -826,14 +928,23 @@ class OrderPipeline:
     ) -> bool:
         """A redelivered input: re-emit what it produced the first time (same ids), decide
         nothing. A group is saved whole, so either every record has it or none."""
-        done = [lr.record for lr in current if lr.record and input_id in lr.record.outbox]
+        done = [lr.record for lr in current if lr.record and lr.record.has_applied(input_id)]
         for record in done:
-            self._re_emit(record.outbox[input_id], result)
+            self._re_emit(record, input_id, result)
         return bool(done)
 
-    def _re_emit(self, outputs: list[Output], result: BatchResult) -> None:
+    def _re_emit(self, record: OrderRecord, input_id: str, result: BatchResult) -> None:
         """Outputs stored in the outbox, sent again and counted like new ones (from their
-        JSON: only the first emission had the messages at hand)."""
+        JSON: only the first emission had the messages at hand). An input applied so long ago
+        that its outputs left the outbox is recognised, counted, and neither applied again
+        nor re-sent."""
+        outputs = record.outbox.get(input_id)
+        if outputs is None:
+            result.counts["redelivery_expired"] += 1
+            log.warning(
+                "%s: applied long ago to %s, outputs no longer kept", input_id, record.order_id
+            )
+            return
         result.outputs.extend(outputs)
         count_outputs(
             outputs,
@@ -850,6 +961,24 @@ class OrderPipeline:
         else:
             topic = self.events_topic
         return (topic, message.order_id, message.model_dump_json())
+
+
+def stage(plan: Plan, outputs: list[Output]) -> None:
+    """Put a plan's outputs and its stock work into its record, for the save. The work is
+    fenced by the version the save gives the record (``expected_version + 1``)."""
+    record = plan.record
+    record.remember_outputs(plan.input_id, outputs)
+    if not plan.effects and plan.reserve is None:
+        record.pending = None
+        return
+    version = plan.expected_version + 1
+    effects = [
+        effect.model_copy(update={"seq": effect_seq(version, n)})
+        for n, effect in enumerate(plan.effects)
+    ]
+    record.pending = Pending(
+        input_id=plan.input_id, actor=plan.actor, effects=effects, reserve=plan.reserve
+    )
 
 
 def fresh_plan(source: Any, input_id: str, current: LoadedRecord, *, actor: str) -> Plan:

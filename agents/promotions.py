@@ -84,9 +84,7 @@ class _Rule(BaseModel):
             return False
         if self.shops is None:
             return True
-        return f"{order.channel.value}/{order.shop_id}" in self.shops or (
-            f"{order.channel.value}/*" in self.shops
-        )
+        return order.shop_key in self.shops or (f"{order.channel.value}/*" in self.shops)
 
 
 class BuyRule(_Rule):

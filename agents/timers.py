@@ -1,6 +1,7 @@
 """Timers: unpaid orders are cancelled (stock released) after OMS_UNPAID_TIMEOUT_S; merge
 windows close and their orders ship as one; delivered orders close when their after-sales
-window (OMS_CLOSE_AFTER_S) ends.
+window (OMS_CLOSE_AFTER_S) ends; a saved decision whose stock work its worker never finished
+is finished.
 
 A timer only decides *which* orders are due; the change itself is an operator action on
 `oms.operator`, applied by the pipeline like any input, so an input that arrives between the
@@ -38,6 +39,8 @@ SCAN_LIMIT = 2000
 # action were lost, the group comes due again after this.
 MERGE_RESEND_AFTER_S = 30.0
 TIMER_ACTOR = "system:unpaid-timer"
+# A decision's stock work is normally done within its batch; older than this, its worker died.
+PENDING_GRACE_S = 30.0
 
 
 async def due_unpaid(
@@ -123,12 +126,34 @@ async def due_closes(
     ]
 
 
+async def due_pending(
+    client: aioredis.Redis, keys: Keys, *, now: float | None = None
+) -> list[OperatorAction]:
+    """Settle actions for orders whose saved decision's stock work has been left unfinished for
+    PENDING_GRACE_S (the deciding worker died and no input of the order came since): the
+    pipeline carries the work out before it looks at the action (docs/decisions/0013)."""
+    now = time.time() if now is None else now
+    ids = await OrderStore(client, keys).pending_ids(now - PENDING_GRACE_S, SCAN_LIMIT)
+    return [
+        OperatorAction(
+            action_id=make_id("X", oid, "settle", int(now)),
+            order_id=oid,
+            kind=OperatorActionKind.SETTLE,
+            actor="system:pending-sweeper",
+            reason="stock work of a saved decision left unfinished",
+            at=datetime.now(UTC),
+        )
+        for oid in ids
+    ]
+
+
 Scan = Callable[[aioredis.Redis, Keys, Settings], Awaitable[list[OperatorAction]]]
 
 SCANS: dict[str, tuple[float, Scan]] = {
     "unpaid": (SCAN_EVERY_S, lambda c, k, s: due_unpaid(c, k, timeout_s=s.unpaid_timeout_s)),
     "merge": (MERGE_SCAN_EVERY_S, lambda c, k, s: due_merges(c, k)),
     "close": (SCAN_EVERY_S, lambda c, k, s: due_closes(c, k)),
+    "pending": (SCAN_EVERY_S, lambda c, k, s: due_pending(c, k)),
 }
 
 

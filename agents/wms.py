@@ -5,7 +5,8 @@ in transit) and writes the tracking number back to the shop; delivered settles i
 the after-sales window; short_pick writes the missing units off and re-routes the order
 elsewhere; exception waits for a person; cancelled (an answer to cancel/intercept) gives the
 stock back; intercept_failed turns the cancel into a return; return_received restocks and
-refunds. Each handler fills the plan; the pipeline applies the stock effects and saves.
+refunds. Each handler fills the plan; the pipeline saves it, then carries out its stock
+effects (docs/decisions/0013-decide-then-do.md).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from agents.channel_updates import channel_update
 from agents.fulfil import build_command, command_id, next_attempt, return_commands, track
-from agents.plan import Plan, Step, StockOp, StockOpKind
+from agents.plan import Plan, Step
 from state.orders import LIVE_OUTBOUND, AfterSalesEntry, CommandRef, CommandStatus, OrderRecord
+from state.reservations import EffectKind, StockEffect
 from streams.messages import (
     AfterSalesKind,
     CommandKind,
@@ -124,8 +126,13 @@ def mark_shipped(plan: Plan, ref: CommandRef, carrier: str, tracking: str) -> No
     ref.status = CommandStatus.SHIPPED
     ref.carrier = carrier or ref.carrier
     ref.tracking_number = tracking or ref.tracking_number
-    plan.stock_ops.append(
-        StockOp(StockOpKind.COMMIT, ref.shipment, own_skus(plan.record, ref.lines), ref.warehouse)
+    plan.effects.append(
+        StockEffect(
+            kind=EffectKind.COMMIT,
+            shipment=ref.shipment,
+            skus=own_skus(plan.record, ref.lines),
+            warehouse=ref.warehouse,
+        )
     )
 
 
@@ -155,8 +162,13 @@ def on_delivered(a: Answer) -> None:
         a.note(EventKind.DELIVERED, reason=a.ref.command_id, detail="not shipped")
         return
     a.ref.status = CommandStatus.DELIVERED
-    a.plan.stock_ops.append(
-        StockOp(StockOpKind.SETTLE, a.ref.shipment, own_skus(record, a.ref.lines), a.ref.warehouse)
+    a.plan.effects.append(
+        StockEffect(
+            kind=EffectKind.SETTLE,
+            shipment=a.ref.shipment,
+            skus=own_skus(record, a.ref.lines),
+            warehouse=a.ref.warehouse,
+        )
     )
     if record.state is S.SHIPPED and all(
         c.status is CommandStatus.DELIVERED for c in outbounds(record)
@@ -169,30 +181,31 @@ def on_delivered(a: Answer) -> None:
 
 def on_short_pick(a: Answer) -> None:
     """Missing units: write them off and re-reserve the order elsewhere. Only an order whose
-    single live parcel this is can be re-routed safely; anything else waits for a person."""
+    single live parcel this is can be re-routed safely; anything else waits for a person. A
+    parcel no longer being worked (shipped, stopped) cannot be short: refused, nothing
+    changed (its units were committed, or given back, already)."""
     record = a.record
     a.result.counts["short_picks"] += 1
+    if a.ref.status not in LIVE_OUTBOUND:
+        a.refuse("short_pick", f"command {a.ref.command_id} is {a.ref.status.value}")
+        return
     live = [c for c in outbounds(record) if c.status in LIVE_OUTBOUND]
     shipped = [c for c in outbounds(record) if c.status not in LIVE_OUTBOUND]
-    if a.ref.status not in LIVE_OUTBOUND or len(live) != 1 or shipped or record.merged_with:
-        a.ref.status = CommandStatus.FAILED
-        record.hold_reason = "short_pick"
-        a.move(
-            EventKind.SHORT_PICK,
-            S.EXCEPTION,
-            reason=a.ref.warehouse,
-            detail="needs a person: " + a.event.detail,
-        )
+    if len(live) != 1 or shipped or record.merged_with:
+        detail = "needs a person: " + a.event.detail
+        if a.move(EventKind.SHORT_PICK, S.EXCEPTION, reason=a.ref.warehouse, detail=detail):
+            a.ref.status = CommandStatus.FAILED
+            record.hold_reason = "short_pick"
         return
     short = own_units(record, a.event.lines)
     a.ref.status = CommandStatus.FAILED
     record.excluded_warehouses.append(a.ref.warehouse)
-    a.plan.stock_ops.append(
-        StockOp(
-            StockOpKind.SHORT_PICK,
-            record.order_id,
-            tuple(record.quantities),
-            a.ref.warehouse,
+    a.plan.effects.append(
+        StockEffect(
+            kind=EffectKind.SHORT_PICK,
+            shipment=record.order_id,
+            skus=tuple(record.quantities),
+            warehouse=a.ref.warehouse,
             units=short,
         )
     )
@@ -205,10 +218,14 @@ def on_short_pick(a: Answer) -> None:
 
 
 def on_exception(a: Answer) -> None:
-    if a.ref.status in LIVE_OUTBOUND:
+    """The WMS stopped working on a parcel: a person decides. Only about a parcel still being
+    worked; the command is failed only once the order has moved to the exception."""
+    if a.ref.status not in LIVE_OUTBOUND:
+        a.refuse("exception", f"command {a.ref.command_id} is {a.ref.status.value}")
+        return
+    if a.move(EventKind.WMS_EXCEPTION, S.EXCEPTION, reason="wms_exception", detail=a.event.detail):
         a.ref.status = CommandStatus.FAILED
-    a.plan.record.hold_reason = "wms_exception"
-    a.move(EventKind.WMS_EXCEPTION, S.EXCEPTION, reason="wms_exception", detail=a.event.detail)
+        a.plan.record.hold_reason = "wms_exception"
 
 
 def on_cancelled(a: Answer) -> None:
@@ -299,12 +316,12 @@ def on_return_received(a: Answer) -> None:
         return
     lines = [ln for ln in (a.event.lines or a.ref.lines) if ln.order_id in ("", record.order_id)]
     a.ref.status = CommandStatus.DONE
-    a.plan.stock_ops.append(
-        StockOp(
-            StockOpKind.RETURN,
-            a.ref.shipment,
-            own_skus(record, lines),
-            a.ref.warehouse,
+    a.plan.effects.append(
+        StockEffect(
+            kind=EffectKind.RETURN,
+            shipment=a.ref.shipment,
+            skus=own_skus(record, lines),
+            warehouse=a.ref.warehouse,
             units=own_units(record, lines),
             sellable=a.event.sellable,
             receipt=a.event.event_id,

@@ -57,6 +57,12 @@ class Keys:
         return f"{self.prefix}:worker:{name}"
 
     @property
+    def pending(self) -> str:
+        """Zset of orders whose saved decision's stock work is not known done, scored by when
+        it was first left so (agents/timers.py sweeps the old ones)."""
+        return f"{self.prefix}:pending"
+
+    @property
     def closing(self) -> str:
         """Zset of delivered orders, scored by when their after-sales window ends."""
         return f"{self.prefix}:closing"

@@ -8,6 +8,7 @@ same messages (same ids) instead of deciding again. See docs/decisions/0001-at-l
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from enum import StrEnum
 import redis.asyncio as aioredis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from state.allocation import ShortagePolicy
 from state.keys import Keys
 from state.redis import lua_source
+from state.reservations import MAX_ATTEMPTS, ReserveRequest, StockEffect
 from streams.messages import (
     AfterSalesKind,
     Allocation,
@@ -30,6 +33,17 @@ from streams.messages import (
 from streams.models import Address, Money, Order, OrderLine
 
 OUTBOX_INPUTS = 16  # recent inputs whose outputs are kept for re-emission on replay
+APPLIED_INPUTS = 256  # inputs recognised as applied beyond the outbox (digests)
+# The trail kept in the record: the first entries (how the order began) and the latest ones;
+# what falls between is counted in ``history_dropped`` (every event is in ClickHouse anyway).
+HISTORY_HEAD = 20
+HISTORY_MAX = 200
+MAX_REASON = 200  # a history entry's reason (codes and ids; free text is clipped)
+# Fences of an order's stock effects (docs/decisions/0013-decide-then-do.md): the decision
+# saved as record version V numbers its effects V * FENCE_STRIDE + j, its reservation saga's
+# attempts from V * FENCE_STRIDE + RESERVE_FENCE on.
+FENCE_STRIDE = 64
+RESERVE_FENCE = 16
 
 
 class HistoryEntry(BaseModel):
@@ -40,9 +54,10 @@ class HistoryEntry(BaseModel):
     kind: EventKind
     from_state: OrderState | None = None
     to_state: OrderState | None = None
-    reason: str = ""
+    reason: str = Field(default="", max_length=MAX_REASON)
     at: AwareDatetime
     actor: str = "system"
+    repeats: int = 0  # the same note came this many more times (re-pushes, refusals)
 
 
 class CommandStatus(StrEnum):
@@ -90,6 +105,66 @@ class AfterSalesEntry(BaseModel):
     shipment: str = ""  # exchange: the replacement's reservation id
 
 
+class Then(StrEnum):
+    """What a reservation leads to once it is known (a saved decision's continuation)."""
+
+    ROUTE = "route"  # carrier and release to the WMS, or hold / reject when short
+    EXCHANGE = "exchange"  # an after-sales exchange's replacement ships, or is refused
+
+
+class ReserveIntent(BaseModel):
+    """A decision to reserve, saved before anything is reserved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shipment: str  # reservation id: the order, or an exchange's own id
+    quantities: dict[str, int]
+    warehouses: list[str]
+    policy: ShortagePolicy = ShortagePolicy.HOLD
+    shop: str = ""
+    fallback: dict[str, int] | None = None  # the order without its gifts, tried when short
+    then: Then = Then.ROUTE
+    request_id: str = ""  # EXCHANGE: the after-sales request
+    reason: str = ""  # EXCHANGE: what the buyer gave as the reason
+
+    def requests(self, version: int) -> tuple[ReserveRequest, ReserveRequest | None]:
+        """The saga's request, and the fallback's, fenced by the version that saved them."""
+        base = version * FENCE_STRIDE + RESERVE_FENCE
+        first = ReserveRequest(
+            self.shipment,
+            self.quantities,
+            tuple(self.warehouses),
+            self.policy,
+            shop=self.shop,
+            seq=base,
+        )
+        if self.fallback is None:
+            return first, None
+        fallback = ReserveRequest(
+            self.shipment,
+            self.fallback,
+            tuple(self.warehouses),
+            self.policy,
+            shop=self.shop,
+            seq=base + MAX_ATTEMPTS,
+        )
+        return first, fallback
+
+
+class Pending(BaseModel):
+    """What a saved decision still has to do to stock: its effects (fenced by the saved
+    version) and a reservation whose outcome decides what happens next. Carried out by whoever
+    loads the record next (the deciding worker at once, a redelivery, any later input, or the
+    pending sweeper), always before anything else is decided about the order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_id: str  # whose outputs the continuation adds to
+    actor: str = "system"
+    effects: list[StockEffect] = Field(default_factory=list)
+    reserve: ReserveIntent | None = None
+
+
 class OrderRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -116,12 +191,34 @@ class OrderRecord(BaseModel):
     merge_due: float = 0.0  # unix seconds its merge window closes (while merge_group is set)
     close_due: float = 0.0  # unix seconds its after-sales window ends (once delivered)
     history: list[HistoryEntry] = Field(default_factory=list)
+    last_seq: int = 0  # seq of the newest event (the history may be compacted)
+    history_dropped: int = 0  # entries left out of the middle of the trail (HISTORY_MAX)
     # input id -> serialised outputs (topic, key, value JSON) of that input
     outbox: dict[str, list[tuple[str, str, str]]] = Field(default_factory=dict)
+    applied: list[str] = Field(default_factory=list)  # digests of inputs applied, newest last
+    pending: Pending | None = None  # a saved decision's stock work not yet known done
 
     @property
     def next_seq(self) -> int:
-        return len(self.history) + 1
+        return max(self.last_seq, len(self.history)) + 1
+
+    def add_history(self, entry: HistoryEntry) -> None:
+        """Append to the trail: a note repeating the last one is counted on it, and the
+        trail keeps its head and its newest entries (``HISTORY_MAX``)."""
+        self.last_seq = entry.seq
+        last = self.history[-1] if self.history else None
+        if (
+            last is not None
+            and entry.to_state is None
+            and last.to_state is None
+            and (last.kind, last.reason, last.actor) == (entry.kind, entry.reason, entry.actor)
+        ):
+            last.repeats += 1
+            return
+        self.history.append(entry)
+        if len(self.history) > HISTORY_MAX:
+            del self.history[HISTORY_HEAD]
+            self.history_dropped += 1
 
     @property
     def address(self) -> Address:
@@ -148,9 +245,30 @@ class OrderRecord(BaseModel):
         return next((c for c in self.commands if c.command_id == command_id), None)
 
     def remember_outputs(self, input_id: str, outputs: list[tuple[str, str, str]]) -> None:
-        self.outbox[input_id] = outputs
+        """Keep an input's outputs for its redeliveries (added to what it produced before: a
+        decision's continuation adds to it), and its digest for later ones."""
+        self.outbox[input_id] = [*self.outbox.pop(input_id, []), *outputs]
         while len(self.outbox) > OUTBOX_INPUTS:
             self.outbox.pop(next(iter(self.outbox)))
+        digest = input_digest(input_id)
+        if digest not in self.applied:
+            self.applied.append(digest)
+            del self.applied[:-APPLIED_INPUTS]
+
+    def has_applied(self, input_id: str) -> bool:
+        """Applied before, even if its outputs left the outbox since."""
+        return input_id in self.outbox or input_digest(input_id) in self.applied
+
+
+def input_digest(input_id: str) -> str:
+    return hashlib.blake2b(input_id.encode(), digest_size=8).hexdigest()
+
+
+def effect_seq(version: int, index: int) -> int:
+    """The fence of the ``index``-th stock effect of the decision saved as ``version``."""
+    if not 0 <= index < RESERVE_FENCE:
+        raise ValueError(f"a decision has at most {RESERVE_FENCE} stock effects")
+    return version * FENCE_STRIDE + index
 
 
 NEEDS_A_PERSON = frozenset({OrderState.HELD, OrderState.EXCEPTION})
@@ -159,14 +277,15 @@ CLOSABLE = frozenset({OrderState.DELIVERED, OrderState.RETURNED, OrderState.REFU
 
 
 def index_args(record: OrderRecord, now: float) -> list[str | float]:
-    """What the save script files the record under: held list, close timer, merge window."""
+    """What the save script files the record under: held list, close timer, merge window,
+    stock work pending."""
     held = "1" if record.state in NEEDS_A_PERSON else "0"
     closing = f"{record.close_due:.3f}" if record.state in CLOSABLE and record.close_due else ""
     merge = ""
     if record.merge_group:
         waiting = record.state is OrderState.ROUTED
         merge = f"join:{record.merge_due:.3f}" if waiting else "leave"
-    return [held, now, closing, merge]
+    return [held, now, closing, merge, "1" if record.pending else "0"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +293,16 @@ class LoadedRecord:
     record: OrderRecord | None
     version: int  # 0 when the order is new
     doc: str = ""  # the stored JSON the record was parsed from
+    done: int = 0  # the version whose pending stock work is known carried out
+
+    @property
+    def unsettled(self) -> bool:
+        """A saved decision's stock work may not have been carried out yet."""
+        return (
+            self.record is not None
+            and self.record.pending is not None
+            and (self.done != self.version)
+        )
 
     def private_copy(self) -> OrderRecord:
         """A copy to change (a lost race must leave the loaded one intact): parsed again from
@@ -191,16 +320,32 @@ class OrderStore:
         self._client = client
         self._keys = keys
         self._save = client.register_script(lua_source("save_order"))
+        self._settled = client.register_script(lua_source("settle_order"))
 
     async def load_many(self, order_ids: Sequence[str]) -> dict[str, LoadedRecord]:
         pipe = self._client.pipeline(transaction=False)
         for oid in order_ids:
-            pipe.hmget(self._keys.order(oid), ["version", "doc"])
+            pipe.hmget(self._keys.order(oid), ["version", "doc", "done"])
         out: dict[str, LoadedRecord] = {}
-        for oid, (version, doc) in zip(order_ids, await pipe.execute(), strict=True):
+        for oid, (version, doc, done) in zip(order_ids, await pipe.execute(), strict=True):
             record = OrderRecord.model_validate_json(doc) if doc else None
-            out[oid] = LoadedRecord(record, int(version or 0), doc or "")
+            out[oid] = LoadedRecord(record, int(version or 0), doc or "", int(done or 0))
         return out
+
+    async def mark_settled(self, items: Sequence[tuple[str, int]]) -> None:
+        """(order id, version): that version's pending stock work is carried out (only if it
+        is still the saved version), and the order leaves the pending index."""
+        if not items:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for oid, version in items:
+            keys = [self._keys.order(oid), self._keys.pending]
+            await self._settled(keys=keys, args=[version, oid], client=pipe)
+        await pipe.execute()
+
+    async def pending_ids(self, before: float, limit: int) -> list[str]:
+        """Orders whose stock work has been pending since before ``before`` (unix seconds)."""
+        return list(await self._client.zrangebyscore(self._keys.pending, "-inf", before, 0, limit))
 
     async def load(self, order_id: str) -> OrderRecord | None:
         return (await self.load_many([order_id]))[order_id].record
@@ -238,6 +383,7 @@ class OrderStore:
             k.closing,
             k.merge_group(record.merge_group or "-"),
             k.merge_due,
+            k.pending,
         ]
 
     async def find(self, ref: str) -> list[OrderRecord]:

@@ -3,26 +3,30 @@
 Each sku's stock is one Redis hash reserved by one Lua script (one hash slot: Redis Cluster
 ready). An order spanning several skus is reserved as a saga inside one call of
 ``reserve_many``: plan on a snapshot, reserve every sku in one pipelined round trip, and if any
-sku came up short (another worker got there first), undo the skus that succeeded and plan
-again. A crash between the steps leaves per-sku reservations the next delivery of the same
-input finds (``existing``) and completes or undoes, so the order still ends all-or-nothing.
+sku came up short (another order got there first), undo the skus that succeeded and plan again.
+
+On the order path every request carries a ``seq``: the order record saved the decision to
+reserve before anything is reserved (docs/decisions/0013-decide-then-do.md), and attempt k of
+the saga runs at ``seq + k``. Each sku's script decides once per (reservation, seq) and keeps
+the decision, so two workers carrying out the same saved decision at once (a rebalance, a crash
+and its redelivery) read the same outcome per sku and come to the same result: no lease is
+needed, and an interrupted saga is finished, not doubled, by whoever comes next. The verdict
+``shortage`` is only ever drawn from decisions the scripts recorded, never from a snapshot.
 Why scripts and not locks: docs/decisions/0003-lua-for-reservations.md.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, Field
+from redis.commands.core import AsyncScript
 
 from state.allocation import (
     Available,
-    Plan,
     ShortagePolicy,
     Stocked,
     format_parts,
@@ -35,9 +39,9 @@ from state.keys import Keys
 from state.redis import lua_source
 from streams.messages import Allocation
 
-MAX_ATTEMPTS = 4
-SAGA_TTL_MS = 10_000  # a crashed worker's lease lapses well before Kafka redelivers its inputs
-SAGA_WAIT_S = 2.0
+MAX_ATTEMPTS = 4  # saga attempts per request: seq .. seq + 3
+MAX_ID = 200  # reservation, warehouse and receipt ids
+MAX_SKUS = 500  # skus one effect touches
 
 
 class ReserveStatus(StrEnum):
@@ -45,7 +49,7 @@ class ReserveStatus(StrEnum):
     EXISTING = "existing"  # reserved by an earlier delivery of the same input: returned as is
     BLOCKED = "blocked"  # the order's reservation was released for good (cancelled)
     SHORTAGE = "shortage"  # no plan fits the stock; nothing is reserved
-    BUSY = "busy"  # another delivery of the same order is reserving it right now: try later
+    SUPERSEDED = "superseded"  # a later decision about the order was carried out already
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class ReserveRequest:
     warehouses: Sequence[str]  # candidates in routing priority
     policy: ShortagePolicy = ShortagePolicy.HOLD
     shop: str = ""  # "CHANNEL/SHOP": its channel quotas apply ('' = none; state/channel_stock.py)
+    seq: int | None = None  # fence of attempt 0 (module docstring); None: unfenced (tests, bench)
+
+    def attempt_seq(self, attempt: int) -> str:
+        return "" if self.seq is None else str(self.seq + attempt)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,40 @@ def _quota_charges(req: ReserveRequest, quotas: Quotas) -> list[tuple[str, str, 
     return charges
 
 
+class EffectKind(StrEnum):
+    RELEASE = "release"  # cancel: units back, the reservation closed for good
+    UNDO = "undo"  # units back, the reservation id may reserve again
+    COMMIT = "commit"  # shipped: reserved -> sales in transit
+    SETTLE = "settle"  # delivered (or returned in transit): in transit ends
+    RETURN = "return"  # a return arrived: restock when sellable
+    SHORT_PICK = "short_pick"  # units missing at the warehouse: written off, rest undone
+
+
+class StockEffect(BaseModel):
+    """One stock effect of an order decision, kept in the order record until it is carried
+    out (docs/decisions/0013-decide-then-do.md). ``seq`` fences it in every sku's script: it
+    applies once, and never after a later decision's effect."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: EffectKind
+    shipment: str = Field(max_length=MAX_ID)  # reservation id: the order, or an exchange's id
+    skus: tuple[str, ...] = Field(max_length=MAX_SKUS)
+    warehouse: str = Field(default="", max_length=MAX_ID)  # '' = every warehouse
+    units: tuple[tuple[str, int], ...] = Field(default=(), max_length=MAX_SKUS)
+    sellable: bool = True
+    returned: bool = False  # SETTLE: came back in transit instead of delivered
+    receipt: str = Field(default="", max_length=MAX_ID)  # RETURN: the WMS event reporting it
+    seq: int | None = None
+
+
+_HOLDING = frozenset({"reserved", "existing"})
+
+
+def _units(text: str) -> int:
+    return sum(qty for _, qty in parse_parts(text)) if text and text != "-" else 0
+
+
 def to_allocations(per_sku: dict[str, str]) -> list[Allocation]:
     return [
         Allocation(sku=sku, warehouse=wh, quantity=qty)
@@ -115,130 +157,90 @@ class StockEngine:
         self._settle = client.register_script(lua_source("stock_settle"))
         self._return = client.register_script(lua_source("stock_return"))
         self._short = client.register_script(lua_source("stock_short"))
-        self._unlease = client.register_script(lua_source("lock_release"))
 
     def _sku_keys(self, sku: str) -> list[str]:
         return [self._keys.stock(sku), self._keys.ledger(sku)]
 
     async def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[Reservation]:
-        """One result per request; an order repeated in the batch is reserved once and every
-        occurrence gets that result (the snapshot is charged once).
-
-        Each multi-sku order's saga runs under a short per-order lease, so two deliveries of one
-        order (a redelivery during a consumer-group rebalance) never interleave their reserve
-        and undo steps; an order whose lease another worker holds comes back BUSY. A single-sku
-        order is one atomic script call and needs none.
-        """
+        """One result per request; a reservation id repeated in the batch is reserved once and
+        every occurrence gets that result (the snapshot is charged once)."""
         first: dict[str, int] = {}
         for i, req in enumerate(requests):
             first.setdefault(req.order_id, i)
         results: dict[int, Reservation] = {}
-        owner = uuid.uuid4().hex
-        # One sku is one atomic script with nothing to undo: only multi-sku sagas need a lease.
-        sagas = [oid for oid, i in first.items() if len(requests[i].quantities) > 1]
-        leased = await self._lease_sagas(sagas, owner)
-        try:
-            pending = []
-            for order_id, i in first.items():
-                if order_id in leased or len(requests[i].quantities) == 1:
-                    pending.append(i)
-                else:
-                    results[i] = Reservation(order_id, ReserveStatus.BUSY)
-            for _ in range(MAX_ATTEMPTS):
-                if not pending:
-                    break
-                pending = await self._attempt(requests, sorted(pending), results)
-            for i in pending:
-                results[i] = Reservation(requests[i].order_id, ReserveStatus.SHORTAGE)
-        finally:
-            await self._end_sagas(leased, owner)
-        return [results[first[req.order_id]] for req in requests]
-
-    def _saga_key(self, order_id: str) -> str:
-        return f"{self._keys.prefix}:saga:{{{order_id}}}"
-
-    async def _lease_sagas(self, order_ids: Sequence[str], owner: str) -> set[str]:
-        """SET NX PX per order in one round trip, retrying the taken ones for a short while."""
-        leased: set[str] = set()
-        if not order_ids:
-            return leased
-        wanted = list(order_ids)
-        deadline = time.monotonic() + SAGA_WAIT_S
-        while wanted:
-            pipe = self._client.pipeline(transaction=False)
-            for oid in wanted:
-                pipe.set(self._saga_key(oid), owner, nx=True, px=SAGA_TTL_MS)
-            got = await pipe.execute()
-            leased.update(oid for oid, ok in zip(wanted, got, strict=True) if ok)
-            wanted = [oid for oid, ok in zip(wanted, got, strict=True) if not ok]
-            if not wanted or time.monotonic() > deadline:
+        pending = sorted(first.values())
+        for attempt in range(MAX_ATTEMPTS):
+            if not pending:
                 break
-            await asyncio.sleep(0.02)
-        return leased
-
-    async def _end_sagas(self, order_ids: set[str], owner: str) -> None:
-        if not order_ids:
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for oid in order_ids:
-            await self._unlease(keys=[self._saga_key(oid)], args=[owner], client=pipe)
-        await pipe.execute()
+            pending = await self._attempt(requests, pending, attempt, results)
+        for i in pending:  # still failing at the last attempt: what the scripts decided last
+            results.setdefault(i, Reservation(requests[i].order_id, ReserveStatus.SHORTAGE))
+        return [results[first[req.order_id]] for req in requests]
 
     async def _attempt(
         self,
         requests: Sequence[ReserveRequest],
         pending: list[int],
+        attempt: int,
         results: dict[int, Reservation],
     ) -> list[int]:
-        """One round: snapshot, plan, reserve every sku, undo partial orders. Returns the
-        requests to try again (they lost a race for some sku)."""
+        """One round: snapshot, plan, ask every sku's script, undo partial orders. Returns the
+        requests to try again. Every sku of a request is asked even when no plan fits (with
+        an empty plan): only the scripts' recorded decisions say 'shortage' (module docstring).
+        """
         available, existing, quotas, stocked = await self._snapshot([requests[i] for i in pending])
-        plans: dict[int, Plan] = {}
-        stale: list[tuple[str, str]] = []  # (order, sku) left over from an interrupted saga
+        plans: dict[int, dict[str, str]] = {}
         for i in pending:
             req = requests[i]
             held = existing[req.order_id]
-            if held and "-" in held.values():
-                results[i] = Reservation(req.order_id, ReserveStatus.BLOCKED)
-            elif held and set(held) == set(req.quantities):
-                results[i] = Reservation(req.order_id, ReserveStatus.EXISTING, to_allocations(held))
-            else:
-                stale += [(req.order_id, sku) for sku in held]
-                for sku, text in held.items():  # about to be undone: usable by this plan
-                    for wh, qty in parse_parts(text):
-                        available.setdefault(sku, {})[wh] = available[sku].get(wh, 0) + qty
-                # Over its channel quota: short for good this round, no retry (the script would
-                # refuse it anyway). Skipped when undoing leftovers gives quota back first.
-                charges = [] if held else _quota_charges(req, quotas)
-                plan = None
-                if charges is not None:
-                    plan = plan_allocation(
-                        req.quantities, req.warehouses, available, req.policy, stocked
-                    )
-                if plan is None:
-                    results[i] = Reservation(req.order_id, ReserveStatus.SHORTAGE)
-                else:
-                    take(available, plan)
-                    for sku, key, left in charges or ():
-                        quotas[sku][key] = str(left)
-                    plans[i] = plan
-        if stale:
-            await self._undo(stale)
-        outcome = await self._reserve_plans(requests, plans)
+            if "-" in held.values():  # closed for good: the scripts will say so (blocked)
+                plans[i] = dict.fromkeys(req.quantities, "")
+                continue
+            if set(held) == set(req.quantities) and all(
+                _units(held[sku]) == qty for sku, qty in req.quantities.items()
+            ):  # held already as asked: the scripts keep it; nothing more to plan or take
+                plans[i] = dict(held)
+                continue
+            for sku, text in held.items():  # kept or replaced: usable by it
+                for wh, qty in parse_parts(text):
+                    available.setdefault(sku, {})[wh] = available[sku].get(wh, 0) + qty
+            # Quotas this plan would charge; skipped when it keeps what is held (charged then).
+            charges = [] if held else _quota_charges(req, quotas)
+            plan = None
+            if charges is not None:
+                plan = plan_allocation(
+                    req.quantities, req.warehouses, available, req.policy, stocked
+                )
+            if plan is not None:
+                take(available, plan)
+                for sku, key, left in charges or ():
+                    quotas[sku][key] = str(left)
+            plans[i] = {sku: format_parts(plan[sku]) if plan else "" for sku in req.quantities}
+        outcome = await self._reserve_plans(requests, plans, attempt)
         retry: list[int] = []
-        undo: list[tuple[str, str]] = []
+        undo: list[tuple[ReserveRequest, str, int]] = []
         for i, per_sku in outcome.items():
-            order_id = requests[i].order_id
+            req = requests[i]
             statuses = {status for status, _ in per_sku.values()}
-            got = {sku: alloc for sku, (status, alloc) in per_sku.items() if status != "shortage"}
-            if statuses <= {"reserved", "existing"} and "-" not in got.values():
-                results[i] = Reservation(order_id, ReserveStatus.RESERVED, to_allocations(got))
-            elif "-" in got.values():
-                undo += [(order_id, sku) for sku, a in got.items() if a != "-"]
-                results[i] = Reservation(order_id, ReserveStatus.BLOCKED)
+            got = {sku: a for sku, (status, a) in per_sku.items() if status in _HOLDING and a}
+            complete = statuses <= _HOLDING and all(
+                _units(got.get(sku, "")) == qty for sku, qty in req.quantities.items()
+            )
+            if "-" in got.values():
+                undo += [(req, sku, attempt) for sku, a in got.items() if a != "-"]
+                results[i] = Reservation(req.order_id, ReserveStatus.BLOCKED)
+            elif complete:
+                status = (
+                    ReserveStatus.EXISTING if statuses == {"existing"} else ReserveStatus.RESERVED
+                )
+                results[i] = Reservation(req.order_id, status, to_allocations(got))
             else:
-                undo += [(order_id, sku) for sku in got]
+                undo += [(req, sku, attempt) for sku in got]
                 retry.append(i)
+                if "stale" in statuses:
+                    results[i] = Reservation(req.order_id, ReserveStatus.SUPERSEDED)
+                else:
+                    results.pop(i, None)  # a shortage recorded now: the verdict if it is the last
         if undo:
             await self._undo(undo)
         return retry
@@ -282,15 +284,17 @@ class StockEngine:
         return available, existing, quotas, stocked
 
     async def _reserve_plans(
-        self, requests: Sequence[ReserveRequest], plans: dict[int, Plan]
+        self, requests: Sequence[ReserveRequest], plans: dict[int, dict[str, str]], attempt: int
     ) -> dict[int, dict[str, tuple[str, str]]]:
+        """Every sku of every request asked in one round trip: (status, allocation) per sku."""
         pipe = self._client.pipeline(transaction=False)
         calls: list[tuple[int, str]] = []
-        for i, plan in plans.items():
-            for sku, parts in sorted(plan.items()):
+        for i, per_sku in plans.items():
+            req = requests[i]
+            for sku, parts in sorted(per_sku.items()):
                 await self._reserve(
                     keys=self._sku_keys(sku),
-                    args=[requests[i].order_id, format_parts(parts), requests[i].shop],
+                    args=[req.order_id, parts, req.shop, req.attempt_seq(attempt)],
                     client=pipe,
                 )
                 calls.append((i, sku))
@@ -300,39 +304,99 @@ class StockEngine:
                 outcome[i][sku] = (reply[0], reply[1])
         return outcome
 
-    async def _undo(self, pairs: Sequence[tuple[str, str]]) -> None:
+    async def _undo(self, items: Sequence[tuple[ReserveRequest, str, int]]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        for order_id, sku in pairs:
-            await self._release(keys=self._sku_keys(sku), args=[order_id, "undo"], client=pipe)
+        for req, sku, attempt in items:
+            await self._release(
+                keys=self._sku_keys(sku),
+                args=[req.order_id, "undo", req.attempt_seq(attempt)],
+                client=pipe,
+            )
         await pipe.execute()
 
-    async def _per_sku(
-        self, script, order_id: str, skus: Sequence[str], *extra: str
-    ) -> list[Allocation]:  # type: ignore[no-untyped-def]
-        pipe = self._client.pipeline(transaction=False)
-        for sku in skus:
-            await script(keys=self._sku_keys(sku), args=[order_id, *extra], client=pipe)
-        done: dict[str, str] = {}
-        for sku, reply in zip(skus, await pipe.execute(), strict=True):
-            if reply[0] not in ("none",):
-                done[sku] = reply[1]
-        return to_allocations(done)
+    def _calls(self, effect: StockEffect) -> list[tuple[AsyncScript, str, list[str | int]]]:
+        """The script calls (script, sku, args) that carry out one effect, in order."""
+        seq = "" if effect.seq is None else str(effect.seq)
+        skus = sorted(set(effect.skus))
+        kind, ship, wh = effect.kind, effect.shipment, effect.warehouse
+        if kind is EffectKind.RELEASE:
+            return [(self._release, sku, [ship, "final", seq]) for sku in skus]
+        if kind is EffectKind.UNDO:
+            return [(self._release, sku, [ship, "undo", seq]) for sku in skus]
+        if kind is EffectKind.COMMIT:
+            return [(self._commit, sku, [ship, wh, seq]) for sku in skus]
+        if kind is EffectKind.SETTLE:
+            outcome = "returned" if effect.returned else "delivered"
+            sellable = "1" if effect.sellable else "0"
+            return [(self._settle, sku, [ship, outcome, sellable, wh, seq]) for sku in skus]
+        if kind is EffectKind.RETURN:
+            sellable = "1" if effect.sellable else "0"
+            marker = f"ret:{effect.receipt}:{wh}"
+            return [
+                (self._return, sku, [ship, wh, qty, sellable, marker, seq])
+                for sku, qty in effect.units
+            ]
+        short = dict(effect.units)  # SHORT_PICK: missing units written off, the rest undone
+        return [
+            (self._short, sku, [ship, wh, short[sku], seq])
+            if short.get(sku)
+            else (self._release, sku, [ship, "undo", seq])
+            for sku in skus
+        ]
 
-    async def release(self, order_id: str, skus: Sequence[str]) -> list[Allocation]:
+    async def apply(self, effects: Sequence[StockEffect]) -> list[list[Allocation]]:
+        """Carry out effects in order, in one round trip; per effect, what each sku's script
+        moved (an effect applied already, or overtaken by a later one, moves nothing)."""
+        pipe = self._client.pipeline(transaction=False)
+        calls = [(n, sku) for n, e in enumerate(effects) for _, sku, _ in self._calls(e)]
+        for effect in effects:
+            for script, sku, args in self._calls(effect):
+                await script(keys=self._sku_keys(sku), args=args, client=pipe)
+        moved: list[list[Allocation]] = [[] for _ in effects]
+        if not calls:
+            return moved
+        for (n, sku), reply in zip(calls, await pipe.execute(), strict=True):
+            if reply[0] != "none":
+                moved[n] += [
+                    Allocation(sku=sku, warehouse=wh, quantity=qty)
+                    for wh, qty in parse_parts(reply[1])
+                    if qty
+                ]
+        return moved
+
+    async def _one(self, effect: StockEffect) -> list[Allocation]:
+        return (await self.apply([effect]))[0]
+
+    async def release(
+        self, order_id: str, skus: Sequence[str], *, seq: int | None = None
+    ) -> list[Allocation]:
         """Cancel, unpaid timeout or failed routing: units go back, and the order can never
         reserve these skus again. Returns what was given back."""
-        return await self._per_sku(self._release, order_id, sorted(set(skus)), "final")
+        return await self._one(
+            StockEffect(kind=EffectKind.RELEASE, shipment=order_id, skus=tuple(skus), seq=seq)
+        )
 
-    async def undo(self, order_id: str, skus: Sequence[str]) -> list[Allocation]:
+    async def undo(
+        self, order_id: str, skus: Sequence[str], *, seq: int | None = None
+    ) -> list[Allocation]:
         """Give units back but let the order reserve again (re-routing after a short pick)."""
-        return await self._per_sku(self._release, order_id, sorted(set(skus)), "undo")
+        return await self._one(
+            StockEffect(kind=EffectKind.UNDO, shipment=order_id, skus=tuple(skus), seq=seq)
+        )
 
     async def commit(
-        self, order_id: str, skus: Sequence[str], warehouse: str = ""
+        self, order_id: str, skus: Sequence[str], warehouse: str = "", *, seq: int | None = None
     ) -> list[Allocation]:
         """Shipped: reserved units (of one warehouse's parcel, or all) leave on hand and become
         sales in transit."""
-        return await self._per_sku(self._commit, order_id, sorted(set(skus)), warehouse)
+        effect = StockEffect(
+            kind=EffectKind.COMMIT,
+            shipment=order_id,
+            skus=tuple(skus),
+            warehouse=warehouse,
+            seq=seq,
+        )
+        return await self._one(effect)
 
     async def settle(
         self,
@@ -342,55 +406,64 @@ class StockEngine:
         returned: bool = False,
         sellable: bool = True,
         warehouse: str = "",
+        seq: int | None = None,
     ) -> list[Allocation]:
         """Delivered (in transit ends) or returned (in transit ends; on hand grows if sellable)."""
-        outcome = "returned" if returned else "delivered"
-        return await self._per_sku(
-            self._settle, order_id, sorted(set(skus)), outcome, "1" if sellable else "0", warehouse
+        effect = StockEffect(
+            kind=EffectKind.SETTLE,
+            shipment=order_id,
+            skus=tuple(skus),
+            warehouse=warehouse,
+            sellable=sellable,
+            returned=returned,
+            seq=seq,
         )
+        return await self._one(effect)
 
     async def receive_return(
-        self, order_id: str, units: Sequence[tuple[str, str, int]], *, sellable: bool, receipt: str
+        self,
+        order_id: str,
+        warehouse: str,
+        units: Sequence[tuple[str, int]],
+        *,
+        sellable: bool,
+        receipt: str,
+        seq: int | None = None,
     ) -> list[Allocation]:
-        """Returned (sku, warehouse, units) arrive; sellable ones restock. Once per receipt id
-        and sku, so a replayed receipt restocks nothing twice."""
-        pipe = self._client.pipeline(transaction=False)
-        for sku, wh, qty in units:
-            await self._return(
-                keys=self._sku_keys(sku),
-                args=[order_id, wh, qty, "1" if sellable else "0", f"ret:{receipt}:{wh}"],
-                client=pipe,
-            )
-        back = []
-        for (sku, _wh, _qty), reply in zip(units, await pipe.execute(), strict=True):
-            if reply[0] == "returned":
-                back += [
-                    Allocation(sku=sku, warehouse=wh, quantity=qty)
-                    for wh, qty in parse_parts(reply[1])
-                    if qty
-                ]
-        return back
+        """Returned (sku, units) arrive at a warehouse; sellable ones restock. Once per receipt
+        id and sku, so a replayed receipt restocks nothing twice."""
+        effect = StockEffect(
+            kind=EffectKind.RETURN,
+            shipment=order_id,
+            skus=tuple(sku for sku, _ in units),
+            warehouse=warehouse,
+            units=tuple(units),
+            sellable=sellable,
+            receipt=receipt,
+            seq=seq,
+        )
+        return await self._one(effect)
 
     async def short_pick(
-        self, order_id: str, skus: Sequence[str], warehouse: str, short: dict[str, int]
+        self,
+        order_id: str,
+        skus: Sequence[str],
+        warehouse: str,
+        short: dict[str, int],
+        *,
+        seq: int | None = None,
     ) -> list[Allocation]:
         """The warehouse lacked ``short`` units (sku -> units): those are written off, and the
         order's reservation of ``skus`` is undone so it can be reserved elsewhere."""
-        pipe = self._client.pipeline(transaction=False)
-        ordered = sorted(set(skus))
-        for sku in ordered:
-            if short.get(sku):
-                await self._short(
-                    keys=self._sku_keys(sku), args=[order_id, warehouse, short[sku]], client=pipe
-                )
-            else:
-                await self._release(keys=self._sku_keys(sku), args=[order_id, "undo"], client=pipe)
-        done = {
-            sku: reply[1]
-            for sku, reply in zip(ordered, await pipe.execute(), strict=True)
-            if reply[0] != "none"
-        }
-        return to_allocations(done)
+        effect = StockEffect(
+            kind=EffectKind.SHORT_PICK,
+            shipment=order_id,
+            skus=tuple(skus),
+            warehouse=warehouse,
+            units=tuple(sorted(short.items())),
+            seq=seq,
+        )
+        return await self._one(effect)
 
     async def reservation(self, order_id: str, skus: Sequence[str]) -> dict[str, str]:
         """The order's raw per-sku reservation fields (active 'WH=qty', or '-' when closed)."""

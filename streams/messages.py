@@ -298,6 +298,7 @@ class OperatorActionKind(StrEnum):
     EXPIRE_UNPAID = "expire_unpaid"  # the unpaid timer: cancels only if still held as unpaid
     RELEASE_MERGED = "release_merged"  # the merge timer: a window closed, ship members as one
     CLOSE = "close"  # the close timer: the after-sales window of a delivered order ended
+    SETTLE = "settle"  # the pending sweeper: finish a saved decision's stock work, decide nothing
 
 
 class OperatorAction(_Message):

@@ -167,6 +167,11 @@ class Order(_Model):
         return self
 
     @property
+    def shop_key(self) -> str:
+        """``CHANNEL/SHOP``: how quotas, shop rules and promotions name the selling shop."""
+        return f"{self.channel.value}/{self.shop_id}"
+
+    @property
     def quantity_by_sku(self) -> dict[str, int]:
         """Lines of the same sku are reserved together."""
         totals: dict[str, int] = {}

@@ -70,3 +70,48 @@ local function add_parts(text, parts)
   end
   return format_alloc(out)
 end
+
+-- An order's stock effects are fenced by sequence number (docs/decisions/0013): each effect
+-- carries the seq the order record gave it when the decision to make it was saved, and
+-- e:SHIPMENT keeps the highest seq applied for that reservation id in this sku. An effect at or
+-- below it was applied already, or was overtaken by a later decision: it changes nothing. So a
+-- decision is carried out once per sku however many workers carry it out, and never after a
+-- later one. SEQ '' (no fence) is for callers outside the order path (tests, the bench).
+--   'new'   not seen: apply, then mark_effect
+--   'done'  this very seq was applied: a reserve returns what it decided, others do nothing
+--   'stale' a later seq was applied: do nothing
+--   'free'  unfenced
+local function effect_fence(shipment, seq)
+  if not seq or seq == '' then return 'free' end
+  local last = tonumber(redis.call('HGET', KEYS[1], 'e:' .. shipment) or '-1')
+  local this = tonumber(seq)
+  if last > this then return 'stale' end
+  if last == this then return 'done' end
+  return 'new'
+end
+
+local function mark_effect(shipment, seq)
+  if seq and seq ~= '' then redis.call('HSET', KEYS[1], 'e:' .. shipment, seq) end
+end
+
+-- Hand the channel quota a reservation charged (rq:SHIPMENT = 'KEY=units', stock_reserve.lua)
+-- back to quota:KEY, if that is still a limited quota, and forget the charge.
+local function give_quota_back(shipment)
+  local used = redis.call('HGET', KEYS[1], 'rq:' .. shipment)
+  if not used then return end
+  local qkey, units = string.match(used, '^(.*)=(%d+)$')
+  if qkey and tonumber(redis.call('HGET', KEYS[1], 'quota:' .. qkey) or 'none') then
+    redis.call('HINCRBY', KEYS[1], 'quota:' .. qkey, tonumber(units))
+  end
+  redis.call('HDEL', KEYS[1], 'rq:' .. shipment)
+end
+
+-- Give back every unit a reservation holds of this sku (reserved falls; movements of KIND).
+local function unreserve(current)
+  local moves = {}
+  for i, p in ipairs(parse_alloc(current)) do
+    redis.call('HINCRBY', KEYS[1], 'reserved:' .. p[1], -p[2])
+    moves[i] = movement(p[1], 0, -p[2], 0, 0)
+  end
+  return moves
+end

@@ -2,21 +2,23 @@
 -- saved a newer version of ANY of them since we read them (two workers can briefly own one
 -- partition during a rebalance; a merged shipment changes several orders in one step).
 --
--- Per record i (0-based), KEYS[6i+1..6i+6]: order hash (fields version, doc), channel order
--- number index, held zset, closing zset, merge group set, merge due zset; ARGV[7i+1..7i+7]:
+-- Per record i (0-based), KEYS[7i+1..7i+7]: order hash (fields version, doc, done), channel
+-- order number index, held zset, closing zset, merge group set, merge due zset, pending zset;
+-- ARGV[8i+1..8i+8]:
 --   expected version (0: must not exist), new record JSON, order id,
 --   '1' if the order now waits for a person (held, WMS exception) else '0', now (unix seconds),
---   close-due score ('' = not closing), merge: '' no group | 'join:<due>' | 'leave'
+--   close-due score ('' = not closing), merge: '' no group | 'join:<due>' | 'leave',
+--   '1' if the record carries stock work still to do (its pending decision) else '0'
 -- Returns 1 when saved, 0 on a version conflict (then nothing was written).
-local n = #KEYS / 6
+local n = #KEYS / 7
 for i = 0, n - 1 do
-  local current = tonumber(redis.call('HGET', KEYS[6 * i + 1], 'version') or '0')
-  if current ~= tonumber(ARGV[7 * i + 1]) then
+  local current = tonumber(redis.call('HGET', KEYS[7 * i + 1], 'version') or '0')
+  if current ~= tonumber(ARGV[8 * i + 1]) then
     return 0
   end
 end
 for i = 0, n - 1 do
-  local k, a = 6 * i, 7 * i
+  local k, a = 7 * i, 8 * i
   local oid = ARGV[a + 3]
   redis.call('HSET', KEYS[k + 1], 'version', tonumber(ARGV[a + 1]) + 1, 'doc', ARGV[a + 2])
   redis.call('SADD', KEYS[k + 2], oid)
@@ -46,6 +48,12 @@ for i = 0, n - 1 do
         redis.call('ZREM', KEYS[k + 6], group)
       end
     end
+  end
+  -- NX: the score stays when the work was first left pending, which the sweeper waits from.
+  if ARGV[a + 8] == '1' then
+    redis.call('ZADD', KEYS[k + 7], 'NX', ARGV[a + 5], oid)
+  else
+    redis.call('ZREM', KEYS[k + 7], oid)
   end
 end
 return 1

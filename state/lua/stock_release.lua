@@ -1,34 +1,31 @@
--- Give back what an order holds of one sku.
+-- Give back what a reservation holds of one sku.
 -- ARGV[2] = 'final' (cancel, unpaid timeout, failed routing): leaves a "-" tombstone so a late
 -- replay can never reserve again. ARGV[2] = 'undo' (compensating a multi-sku reservation that
--- failed on another sku): removes the field so the order may reserve again.
--- Either way the channel quota the reservation used (rq:ORDER = 'KEY=units', see
--- stock_reserve.lua) is given back to quota:KEY if that is still a limited quota.
--- KEYS[1] stock hash of the sku, KEYS[2] its ledger stream; ARGV[1] order id
+-- failed on another sku, or a sku an order no longer has): removes the field so the
+-- reservation id may reserve again.
+-- Either way the channel quota the reservation used (rq:ID, see stock_reserve.lua) goes back.
+-- KEYS[1] stock hash of the sku, KEYS[2] its ledger stream; ARGV[1] reservation id;
+-- ARGV[3] (optional) seq (effect_fence in common.lua): a final release runs once per seq; an
+-- undo runs at the seq of the reserve attempt it compensates (or a newer one), never below.
 -- Returns {'released'|'none', allocation, movements}
-local current = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
+local id, seq = ARGV[1], ARGV[3] or ''
+local current = redis.call('HGET', KEYS[1], 'r:' .. id)
 local final = ARGV[2] == 'final'
 KIND = final and 'release' or 'undo'
-if not current or current == '-' then
-  if final then redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], '-') end
+local fence = effect_fence(id, seq)
+if fence == 'stale' or (final and fence == 'done') then
   return {'none', current or ''}
 end
-local moves = {}
-for i, p in ipairs(parse_alloc(current)) do
-  redis.call('HINCRBY', KEYS[1], 'reserved:' .. p[1], -p[2])
-  moves[i] = movement(p[1], 0, -p[2], 0, 0)
+mark_effect(id, seq)
+if not current or current == '-' then
+  if final then redis.call('HSET', KEYS[1], 'r:' .. id, '-') end
+  return {'none', current or ''}
 end
-local used = redis.call('HGET', KEYS[1], 'rq:' .. ARGV[1])
-if used then
-  local qkey, units = string.match(used, '^(.*)=(%d+)$')
-  if qkey and tonumber(redis.call('HGET', KEYS[1], 'quota:' .. qkey) or 'none') then
-    redis.call('HINCRBY', KEYS[1], 'quota:' .. qkey, tonumber(units))
-  end
-  redis.call('HDEL', KEYS[1], 'rq:' .. ARGV[1])
-end
+local moves = unreserve(current)
+give_quota_back(id)
 if final then
-  redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], '-')
+  redis.call('HSET', KEYS[1], 'r:' .. id, '-')
 else
-  redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+  redis.call('HDEL', KEYS[1], 'r:' .. id)
 end
 return {'released', current, moves}

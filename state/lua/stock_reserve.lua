@@ -1,22 +1,37 @@
--- Reserve one sku for one order: the planned allocation exactly, or nothing.
--- Idempotent per (order, sku): an existing r:ORDER (active or closed) is returned unchanged.
+-- Reserve one sku for one reservation id (an order, or an exchange's replacement): the planned
+-- allocation exactly, or nothing.
 -- KEYS[1] stock hash of the sku, KEYS[2] its ledger stream
--- ARGV[1] order id, ARGV[2] allocation "WH=qty,WH2=qty",
--- ARGV[3] (optional, '' = none) the selling shop "CHANNEL/SHOP": its channel quota of this sku is
--- quota:SHOP, else the channel pool quota:CHANNEL/* (state/channel_stock.py writes both; a
--- number = units still sellable, 'none' = unlimited, absent = unlimited). A limited quota must
--- cover the order's units of the sku, else 'shortage' and nothing changes; on success it is
--- decremented and rq:ORDER = 'KEY=units' records what to give back on release. Not stock: no
--- ledger entry.
--- Returns {'reserved'|'existing'|'shortage', allocation, movements...}
+-- ARGV[1] reservation id, ARGV[2] allocation "WH=qty,WH2=qty" ('' = no plan fits: only record
+-- the decision, see below), ARGV[3] (optional, '' = none) the selling shop "CHANNEL/SHOP": its
+-- channel quota of this sku is quota:SHOP, else the channel pool quota:CHANNEL/*
+-- (state/channel_stock.py writes both; a number = units still sellable, 'none' = unlimited,
+-- absent = unlimited). A limited quota must cover the units, else 'shortage' and nothing
+-- changes; on success it is decremented and rq:ID = 'KEY=units' records what to give back.
+-- ARGV[4] (optional) the attempt's seq (effect_fence in common.lua; '' = unfenced).
+--
+-- Fenced, every (reservation, sku, seq) is decided once and the decision is kept in e:ID, so
+-- any number of workers carrying out the same saved decision see the same outcome per sku:
+-- a second call with the same seq answers what the first decided ('existing' or 'shortage'),
+-- a call below a later seq answers 'stale' and changes nothing. An active reservation of other
+-- units (an order changed since) is replaced within the same step.
+-- Unfenced (and for an active reservation of the same units when fenced): idempotent per
+-- (reservation, sku): an existing r:ID (active or closed '-') is returned unchanged.
+-- Returns {'reserved'|'existing'|'shortage'|'stale', allocation, movements or 'quota'}
 KIND = 'reserve'
-local existing = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
-if existing then
-  return {'existing', existing}
+local id, seq = ARGV[1], ARGV[4] or ''
+local fence = effect_fence(id, seq)
+local existing = redis.call('HGET', KEYS[1], 'r:' .. id)
+if fence == 'stale' then
+  return {'stale', existing or ''}
+end
+if fence == 'done' then
+  if existing then return {'existing', existing} end
+  return {'shortage', ''}
 end
 -- Parts naming one warehouse twice are merged first: each warehouse is checked for its total.
-local parts, index = {}, {}
+local parts, index, units = {}, {}, 0
 for _, p in ipairs(parse_alloc(ARGV[2])) do
+  units = units + p[2]
   if index[p[1]] then
     parts[index[p[1]]][2] = parts[index[p[1]]][2] + p[2]
   else
@@ -24,14 +39,32 @@ for _, p in ipairs(parse_alloc(ARGV[2])) do
     index[p[1]] = #parts
   end
 end
+local moves = {}
+if existing then
+  local held = 0
+  for _, p in ipairs(parse_alloc(existing)) do held = held + p[2] end
+  if existing == '-' or fence == 'free' or held == units then
+    mark_effect(id, seq)
+    return {'existing', existing}
+  end
+  -- The reservation is of other units than asked now: give it back in this same step.
+  KIND = 'undo'
+  moves = unreserve(existing)
+  give_quota_back(id)
+  redis.call('HDEL', KEYS[1], 'r:' .. id)
+  KIND = 'reserve'
+end
+mark_effect(id, seq)
+if #parts == 0 then
+  return {'shortage', '', moves}
+end
 for _, p in ipairs(parts) do
   if num('on_hand:' .. p[1]) - num('reserved:' .. p[1]) < p[2] then
-    return {'shortage', ''}
+    return {'shortage', '', moves}
   end
 end
-local qkey, units = nil, 0
+local qkey = nil
 if (ARGV[3] or '') ~= '' then
-  for _, p in ipairs(parts) do units = units + p[2] end
   qkey = ARGV[3]
   local quota = redis.call('HGET', KEYS[1], 'quota:' .. qkey)
   if not quota then
@@ -46,14 +79,13 @@ if (ARGV[3] or '') ~= '' then
     return {'shortage', '', 'quota'}
   end
 end
-local moves = {}
-for i, p in ipairs(parts) do
+for _, p in ipairs(parts) do
   redis.call('HINCRBY', KEYS[1], 'reserved:' .. p[1], p[2])
-  moves[i] = movement(p[1], 0, p[2], 0, 0)
+  moves[#moves + 1] = movement(p[1], 0, p[2], 0, 0)
 end
-redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], format_alloc(parts))
+redis.call('HSET', KEYS[1], 'r:' .. id, format_alloc(parts))
 if qkey then
   redis.call('HINCRBY', KEYS[1], 'quota:' .. qkey, -units)
-  redis.call('HSET', KEYS[1], 'rq:' .. ARGV[1], qkey .. '=' .. units)
+  redis.call('HSET', KEYS[1], 'rq:' .. id, qkey .. '=' .. units)
 end
 return {'reserved', format_alloc(parts), moves}

@@ -4,13 +4,16 @@
 -- after delivery change no figure (they are written off at the warehouse), but the receipt is
 -- still recorded so a replay does nothing.
 -- KEYS[1] stock hash, KEYS[2] ledger; ARGV[1] reservation id, ARGV[2] warehouse, ARGV[3] qty,
--- ARGV[4] '1'|'0' sellable, ARGV[5] receipt id
+-- ARGV[4] '1'|'0' sellable, ARGV[5] receipt id, ARGV[6] (optional) seq (effect_fence in
+-- common.lua): applied once, never after a later one
 -- Returns {'returned'|'none', 'WH=qty' back on hand, movements}
 KIND = 'returned'
 local marker = 'op:' .. ARGV[5]
-if redis.call('HEXISTS', KEYS[1], marker) == 1 then
+local fence = effect_fence(ARGV[1], ARGV[6] or '')
+if fence == 'stale' or fence == 'done' or redis.call('HEXISTS', KEYS[1], marker) == 1 then
   return {'none', ''}
 end
+mark_effect(ARGV[1], ARGV[6] or '')
 local wh, qty = ARGV[2], tonumber(ARGV[3])
 local from_transit = 0
 local shipped = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])

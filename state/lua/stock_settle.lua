@@ -1,9 +1,15 @@
 -- Units in transit for an order stop being ours: 'delivered' (signed for) or 'returned'
 -- (they come back: on hand grows again when ARGV[3] = '1', i.e. the goods are sellable).
 -- KEYS[1] stock hash of the sku, KEYS[2] its ledger stream; ARGV[1] reservation id;
--- ARGV[2] 'delivered'|'returned'; ARGV[3] '1'|'0'; ARGV[4] (optional) warehouse ('' = all)
+-- ARGV[2] 'delivered'|'returned'; ARGV[3] '1'|'0'; ARGV[4] (optional) warehouse ('' = all);
+-- ARGV[5] (optional) seq (effect_fence in common.lua): applied once, never after a later one.
 -- Returns {'settled'|'none', allocation settled, movements}
 local current = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])
+local fence = effect_fence(ARGV[1], ARGV[5] or '')
+if fence == 'stale' or fence == 'done' then
+  return {'none', ''}
+end
+mark_effect(ARGV[1], ARGV[5] or '')
 if not current or current == '-' then
   return {'none', current or ''}
 end

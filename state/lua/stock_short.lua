@@ -1,10 +1,18 @@
 -- The WMS could not find ARGV[3] units of this sku at warehouse ARGV[2] for a reservation:
 -- those units do not exist, so on hand and reserved both fall by them (kind 'short_pick'), and
 -- the rest of the reservation of this sku goes back to available with undo semantics (the
--- field is removed: the order may reserve again, elsewhere).
--- KEYS[1] stock hash, KEYS[2] ledger; ARGV[1] reservation id, ARGV[2] warehouse, ARGV[3] qty
+-- field is removed: the order may reserve again, elsewhere). The channel quota the reservation
+-- charged goes back too: the re-reservation charges it again.
+-- KEYS[1] stock hash, KEYS[2] ledger; ARGV[1] reservation id, ARGV[2] warehouse, ARGV[3] qty,
+-- ARGV[4] (optional) seq (effect_fence in common.lua): applied once, never after a later one.
 -- Returns {'shorted'|'none', allocation given back, movements}
-local current = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
+local id, seq = ARGV[1], ARGV[4] or ''
+local current = redis.call('HGET', KEYS[1], 'r:' .. id)
+local fence = effect_fence(id, seq)
+if fence == 'stale' or fence == 'done' then
+  return {'none', current or ''}
+end
+mark_effect(id, seq)
 if not current or current == '-' then
   return {'none', current or ''}
 end
@@ -25,5 +33,6 @@ for _, p in ipairs(parse_alloc(current)) do
     moves[#moves + 1] = movement(p[1], 0, -(p[2] - short), 0, 0)
   end
 end
-redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+give_quota_back(id)
+redis.call('HDEL', KEYS[1], 'r:' .. id)
 return {'shorted', current, moves}

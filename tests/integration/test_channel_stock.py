@@ -105,7 +105,7 @@ async def test_release_gives_quota_back_commit_keeps_it(
     assert await client.hget(keys.stock("S"), "rq:a") is None
     await engine.release("a", ["S"])  # replayed cancel: nothing twice
     assert await quota(client, keys, "jd/1") == "2"
-    await engine._undo([("b", "S")])  # saga compensation
+    await engine.undo("b", ["S"])  # saga compensation
     assert await quota(client, keys, "jd/1") == "4"
     await engine.commit("c", ["S"])  # shipped: sold for good
     await engine.release("c", ["S"])

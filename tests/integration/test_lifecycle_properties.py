@@ -178,7 +178,10 @@ class Lifecycle(RuleBasedStateMachine):
             moves = [h for h in lr.record.history if h.to_state is not None]
             for prev, nxt in itertools.pairwise(moves):
                 assert nxt.to_state in ALLOWED[prev.to_state], (prev.to_state, nxt.to_state)
-            assert [h.seq for h in lr.record.history] == list(range(1, len(lr.record.history) + 1))
+            seqs = [h.seq for h in lr.record.history]
+            assert seqs == sorted(set(seqs)) and seqs[-1] <= lr.record.last_seq
+            trail = len(seqs) + sum(h.repeats for h in lr.record.history)
+            assert trail + lr.record.history_dropped == lr.record.last_seq
             outbound = [c for c in lr.record.commands if c.kind is CommandKind.OUTBOUND]
             assert len({c.command_id for c in outbound}) == len(outbound)
 

@@ -324,7 +324,7 @@ def test_reserve_script_checks_a_warehouse_named_twice_for_its_total(
     keys = Keys(redis_settings.redis_prefix)
     client = connect(redis_settings)
     script = client.register_script(lua_source("stock_reserve"))
-    status, _ = script(keys=[keys.stock("A"), keys.ledger("A")], args=["o1", "WH-SH=3,WH-SH=3"])
+    status, *_ = script(keys=[keys.stock("A"), keys.ledger("A")], args=["o1", "WH-SH=3,WH-SH=3"])
     assert status == "shortage"
     status, alloc, *_ = script(
         keys=[keys.stock("A"), keys.ledger("A")], args=["o2", "WH-SH=2,WH-SH=3"]

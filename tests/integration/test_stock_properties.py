@@ -18,7 +18,7 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -663,12 +663,13 @@ async def test_refusal_after_the_dry_run_reports_what_stayed_applied(env: Env) -
 
 
 async def test_concurrent_redeliveries_of_one_order_agree(env: Env) -> None:
-    """Two deliveries of one order (a redelivery during a rebalance) never interleave their
-    sagas: the second is told BUSY while the first runs, and afterwards sees exactly what the
-    first reserved. (Found as a bug: the failing delivery used to undo skus the other had
-    already reported as reserved.)"""
+    """Two workers carrying out one saved decision to reserve (a redelivery during a
+    rebalance) at the same seq: the one that planned first on an old snapshot and was held up
+    reads what the other reserved meanwhile, sku by sku, and both report the same allocation.
+    (Found as a bug once: the failing delivery undid skus the other had reported reserved;
+    a per-order lease used to prevent it, the seq fences now do, without waiting.)"""
     env.load({("A", "W1"): 5, ("A", "W2"): 5, ("B", "W1"): 1, ("B", "W2"): 1})
-    order = req("o1", {"A": 1, "B": 1}, ["W1", "W2"])
+    order = replace(req("o1", {"A": 1, "B": 1}, ["W1", "W2"]), seq=640)
     other = aioredis.Redis.from_url(env.settings.redis_url, decode_responses=True)
     first, second = env.engine, StockEngine(other, env.keys)
     planned, go = asyncio.Event(), asyncio.Event()
@@ -682,20 +683,34 @@ async def test_concurrent_redeliveries_of_one_order_agree(env: Env) -> None:
     first._reserve_plans = gated  # type: ignore[method-assign]
     try:
         one = asyncio.create_task(first.reserve_many([order]))
-        await planned.wait()  # delivery 1 planned both skus in W1 and holds the saga lease
+        await planned.wait()  # delivery 1 planned both skus in W1 on its snapshot
         await StockEngine(env.aclient, env.keys).reserve_many([req("x", {"B": 1}, ["W1"])])
-        (busy,) = await second.reserve_many([order])
-        assert busy.status is ReserveStatus.BUSY
+        (res2,) = await second.reserve_many([order])  # B is short in W1: both in W2
         go.set()
-        (res1,) = await one  # B is short in W1 now: undo A, re-plan, both in W2
-        (res2,) = await second.reserve_many([order])
+        (res1,) = await one  # its seq was decided: it reads W2, reserves nothing more
     finally:
         go.set()
         await other.aclose()
-    assert res1.status is ReserveStatus.RESERVED and res1.warehouses == ["W2"]
-    assert res2.status is ReserveStatus.EXISTING and res2.allocations == res1.allocations
+    assert res2.status is ReserveStatus.RESERVED and res2.warehouses == ["W2"]
+    assert res1.active and res1.allocations == res2.allocations
     held = await env.engine.reservation("o1", ["A", "B"])
-    assert to_allocations(held) == res1.allocations
+    assert to_allocations(held) == res2.allocations
+    assert env.clean()
+
+
+async def test_a_stale_seq_changes_nothing(env: Env) -> None:
+    """A late worker still carrying out an older decision (a lower seq) after a newer one was
+    carried out is told 'superseded' and moves no figure."""
+    env.load({("A", "W1"): 5})
+    newer = replace(req("o1", {"A": 2}, ["W1"]), seq=6400)
+    (res,) = await env.engine.reserve_many([newer])
+    assert res.status is ReserveStatus.RESERVED
+    await env.engine.release("o1", ["A"], seq=6500)  # a later decision cancelled it
+    before = await env.aclient.hgetall(env.keys.stock("A"))
+    (late,) = await env.engine.reserve_many([replace(newer, seq=640)])
+    assert late.status is ReserveStatus.SUPERSEDED
+    assert await env.engine.commit("o1", ["A"], seq=641) == []
+    assert await env.aclient.hgetall(env.keys.stock("A")) == before
     assert env.clean()
 
 

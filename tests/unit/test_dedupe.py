@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from agents.dedupe import Intake, classify
 from agents.normalise import RawInput
 from agents.pipeline import first_per_order
-from state.orders import OrderRecord
+from state.orders import APPLIED_INPUTS, OrderRecord
 from streams.adapters import adapt
 from streams.messages import OrderState
 from streams.models import (
@@ -126,12 +126,17 @@ def test_duplicate_is_judged_against_the_held_fingerprint() -> None:
     assert classify(record, new, "t:0:4") is Intake.DUPLICATE
 
 
-def test_outbox_forgets_old_inputs() -> None:
+def test_inputs_beyond_the_outbox_are_still_known() -> None:
+    """Outputs are kept for the last OUTBOX_INPUTS inputs only, but an input applied earlier is
+    still a redelivery (issue 13 item 9: it used to be re-applied); only beyond APPLIED_INPUTS
+    does the content decide (a duplicate)."""
     order = make_order()
     record = record_of(order, *(f"t:0:{i}" for i in range(1, 40)))
     assert classify(record, order, "t:0:39") is Intake.REDELIVERY
-    # an input evicted from the outbox is no longer recognised as a redelivery
-    assert classify(record, order, "t:0:1") is Intake.DUPLICATE
+    assert "t:0:1" not in record.outbox
+    assert classify(record, order, "t:0:1") is Intake.REDELIVERY
+    many = record_of(order, *(f"t:0:{i}" for i in range(1, APPLIED_INPUTS + 10)))
+    assert classify(many, order, "t:0:1") is Intake.DUPLICATE
 
 
 # --- fingerprints -------------------------------------------------------------------------

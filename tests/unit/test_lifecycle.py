@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from agents.lifecycle import ALLOWED, TERMINAL, IllegalTransition, can_move, record_event
-from state.orders import OrderRecord
+from state.orders import HISTORY_MAX, OrderRecord
 from streams.messages import Allocation, EventKind, OrderState, make_id
 from streams.models import (
     Address,
@@ -325,9 +325,33 @@ def test_random_attempts_keep_state_and_history_consistent(
             terminal_exits += was_terminal
             state = target
     assert record.state is state
-    assert len(record.history) == successes
-    assert [h.seq for h in record.history] == list(range(1, successes + 1))
+    assert trail_length(record) == successes == record.last_seq
+    seqs = [h.seq for h in record.history]
+    assert seqs == sorted(seqs) and seqs[0] == 1
     assert terminal_exits == 0
+
+
+def trail_length(record: OrderRecord) -> int:
+    """Events the compacted trail stands for: entries, their repeats, the dropped middle."""
+    return len(record.history) + sum(h.repeats for h in record.history) + record.history_dropped
+
+
+def test_repeated_notes_compact_and_the_trail_is_bounded() -> None:
+    """Issue 13 item 4: every re-push appended to the history, so 3,000 of them made a record
+    of 584 KiB. Repeats of a note are counted on one entry, and a long life keeps the trail's
+    head and its newest entries."""
+    record = received_record()
+    for _ in range(3000):
+        record_event(record, EventKind.DUPLICATE, T0, reason="same content pushed again")
+    assert len(record.history) == 2 and record.history[1].repeats == 2999
+    assert record.last_seq == 3001
+    for n in range(1000):  # notes that differ each time
+        record_event(record, EventKind.ACTION_REFUSED, T0, reason=f"r{n}")
+    assert len(record.history) == HISTORY_MAX
+    assert record.history[0].kind is EventKind.RECEIVED  # the head is kept
+    assert record.history[-1].reason == "r999"
+    assert trail_length(record) == record.last_seq == 4001
+    assert len(record.model_dump_json()) < 64 * 1024
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -368,7 +392,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def consistent(self) -> None:
         assert self.record.state is self.state
-        assert len(self.record.history) == self.events
+        assert trail_length(self.record) == self.events == self.record.last_seq
         last_move = [h.to_state for h in self.record.history if h.to_state is not None][-1]
         assert last_move is self.state
 

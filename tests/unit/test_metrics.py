@@ -39,7 +39,7 @@ COUNTERS = {
     "event_rejected": 2,
     "event_reserved": 95,
     "shortage": 5,
-    "saga_busy": 1,
+    "superseded": 1,
     "event_released": 90,
     "command_outbound": 90,
     "wms_shipped": 7,
@@ -82,7 +82,7 @@ def test_worker_metrics_parse_and_carry_every_family() -> None:
     assert got[("oms_dlq_total", (("reason", "malformed_json"),))] == 3
     assert got[("oms_dlq_total", (("reason", "unknown_sku"),))] == 1
     assert got[("oms_reservation_failures_total", (("reason", "shortage"),))] == 5
-    assert got[("oms_reservation_failures_total", (("reason", "busy"),))] == 1
+    assert got[("oms_reservation_failures_total", (("reason", "superseded"),))] == 1
     assert got[("oms_intake_batches_total", ())] == 10
     assert got[("oms_intake_busy_seconds_total", ())] == 2.5
     assert got[("oms_consumer_lag", (("partition", "0"), ("topic", "oms.raw.jd")))] == 7
