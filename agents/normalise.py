@@ -15,6 +15,10 @@ from streams.messages import DlqReason, DlqRecord, make_id
 from streams.models import Order
 
 SHOP_HEADER = "oms-shop"
+# Headers of a DLQ replay (ops/views.py replay_records): the DLQ id it replays, and the
+# position of the input the DLQ record was made from.
+REPLAY_OF_HEADER = "oms-replay-of"
+REPLAY_INPUT_HEADER = "oms-replay-input"
 # A DLQ record keeps the payload, JSON-escaped inside the record: up to 6 bytes per input byte
 # (control characters), 4/3 as base64. It must still fit one Kafka message (MAX_MESSAGE_BYTES),
 # so a payload beyond this budget is kept as base64 of its first bytes, and the detail says so.
@@ -36,8 +40,23 @@ class RawInput:
 
     @property
     def input_id(self) -> str:
-        """Identifies this delivery: a redelivery after a crash has the same id, a re-push not."""
-        return f"{self.topic}:{self.partition}:{self.offset}"
+        """Identifies this delivery: a redelivery after a crash has the same id, a re-push not.
+        A DLQ replay (``./oms dlq replay``) is the input it replays, wherever it lands now: an
+        input whose outputs were lost after its order was saved is then a redelivery (its
+        outputs are sent again), not a re-push that changes nothing (issue 13 item 9)."""
+        replayed = replayed_input(self.headers, self.topic)
+        return replayed or f"{self.topic}:{self.partition}:{self.offset}"
+
+
+def replayed_input(headers: dict[str, str], topic: str) -> str:
+    """The original ``topic:partition:offset`` a replay names, if it names one of this topic
+    (anything else, malformed or of another topic, is ignored: the message is new)."""
+    value = headers.get(REPLAY_INPUT_HEADER, "")
+    source, _, position = value.rpartition(":")
+    source, _, partition = source.rpartition(":")
+    if source != topic or not partition.isdigit() or not position.isdigit() or len(value) > 300:
+        return ""
+    return value
 
 
 def normalise(raw: RawInput, ctx: AdapterContext) -> Order | DlqRecord:

@@ -25,7 +25,7 @@ from ops.control import WORKER, signer_for
 from ops.settings import Settings
 from state.keys import Keys
 from state.lock import AsyncDistributedLock
-from state.orders import OrderStore
+from state.orders import PENDING_GRACE_S, OrderStore
 from state.redis import connect_async
 from streams import topics
 from streams.messages import OperatorAction, OperatorActionKind, make_id
@@ -39,8 +39,6 @@ SCAN_LIMIT = 2000
 # action were lost, the group comes due again after this.
 MERGE_RESEND_AFTER_S = 30.0
 TIMER_ACTOR = "system:unpaid-timer"
-# A decision's stock work is normally done within its batch; older than this, its worker died.
-PENDING_GRACE_S = 30.0
 
 
 async def due_unpaid(

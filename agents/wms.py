@@ -132,6 +132,7 @@ def mark_shipped(plan: Plan, ref: CommandRef, carrier: str, tracking: str) -> No
             shipment=ref.shipment,
             skus=own_skus(plan.record, ref.lines),
             warehouse=ref.warehouse,
+            units=own_units(plan.record, ref.lines),  # checked against the reservation
         )
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from agents.normalise import REPLAY_INPUT_HEADER, REPLAY_OF_HEADER
 from ops.control import OPERATOR, signer_for
 from ops.kafka import Record, produce, read_topic
 from ops.settings import Settings
@@ -39,7 +40,6 @@ from streams.messages import (
 )
 from streams.privacy import mask_address_dict, mask_order_dict, scrub_free_text
 
-REPLAY_HEADER = "oms-replay-of"
 HELD_PAGE = 1000  # held orders read per round trip by list_held
 
 
@@ -218,6 +218,7 @@ class ReplayResult:
     sent: int
     skipped_already_replayed: int
     skipped_truncated: int = 0  # only part of the payload was kept: replaying it would mislead
+    skipped_not_raw: int = 0  # not from a raw channel topic: its producer re-sends it
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -225,20 +226,25 @@ class ReplayResult:
             "sent": self.sent,
             "skipped_already_replayed": self.skipped_already_replayed,
             "skipped_truncated": self.skipped_truncated,
+            "skipped_not_raw": self.skipped_not_raw,
         }
 
 
 def replay_records(records: list[DlqRecord]) -> list[Record]:
     """DLQ records -> the original raw messages, to their source topic with their key, marked
-    with the DLQ id they replay (workers treat them like any other input)."""
+    with the DLQ id they replay and the position of the input they were made from: a worker
+    treats a replay as that input, so one applied already is a redelivery (its outputs are
+    sent again) and a new one is applied."""
     out: list[Record] = []
     for r in records:
         value = (
             base64.b64decode(r.payload) if r.payload_encoding == "base64" else r.payload.encode()
         )
-        out.append(
-            (r.source_topic, r.key.encode() or None, value, [(REPLAY_HEADER, r.dlq_id.encode())])
-        )
+        headers = [(REPLAY_OF_HEADER, r.dlq_id.encode())]
+        if r.partition >= 0 and r.offset >= 0:
+            position = f"{r.source_topic}:{r.partition}:{r.offset}"
+            headers.append((REPLAY_INPUT_HEADER, position.encode()))
+        out.append((r.source_topic, r.key.encode() or None, value, headers))
     return out
 
 
@@ -252,7 +258,10 @@ async def replay_dlq(
     try:
         key = Keys(settings.redis_prefix).dlq_replayed
         done = set() if again else set(await client.smembers(key))
-        todo, result = select_replay(records, done, reason=reason, channel=channel)
+        raw_topics = {spec.name(settings) for spec in topics.RAW_TOPICS}
+        todo, result = select_replay(
+            records, done, reason=reason, channel=channel, raw_topics=raw_topics
+        )
         sent = await produce(settings, replay_records(todo)) if todo else 0
         if todo:
             await client.sadd(key, *(r.dlq_id for r in todo))
@@ -262,20 +271,31 @@ async def replay_dlq(
 
 
 def select_replay(
-    records: list[DlqRecord], done: set[str], *, reason: str = "", channel: str = ""
+    records: list[DlqRecord],
+    done: set[str],
+    *,
+    reason: str = "",
+    channel: str = "",
+    raw_topics: set[str] | None = None,
 ) -> tuple[list[DlqRecord], ReplayResult]:
-    """The records to send (matching the filters, not replayed before, payload whole) and the
-    counts of what was left out; ``sent`` is what will be sent. A truncated payload is never
-    replayed: its first megabyte is not the input."""
+    """The records to send (matching the filters, not replayed before, payload whole, from a
+    raw channel topic) and the counts of what was left out; ``sent`` is what will be sent. A
+    truncated payload is never replayed: its first megabyte is not the input. Only raw channel
+    topics (``raw_topics``) are replay targets: the DLQ is writable by whoever may write it,
+    and a forged record must not make an operator write to the command topic; control inputs
+    (operator, WMS, after-sales) are signed by their producer, who re-sends them (their ids
+    make that safe)."""
     chosen = [
         r
         for r in records
         if (not reason or r.reason.value == reason) and (not channel or r.channel == channel)
     ]
-    whole = [r for r in chosen if not r.payload_truncated]
+    foreign = [r for r in chosen if raw_topics is not None and r.source_topic not in raw_topics]
+    ours = [r for r in chosen if r not in foreign]
+    whole = [r for r in ours if not r.payload_truncated]
     todo = [r for r in whole if r.dlq_id not in done]
     return todo, ReplayResult(
-        len(chosen), len(todo), len(whole) - len(todo), len(chosen) - len(whole)
+        len(chosen), len(todo), len(whole) - len(todo), len(ours) - len(whole), len(foreign)
     )
 
 

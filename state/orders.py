@@ -44,6 +44,9 @@ MAX_REASON = 200  # a history entry's reason (codes and ids; free text is clippe
 # attempts from V * FENCE_STRIDE + RESERVE_FENCE on.
 FENCE_STRIDE = 64
 RESERVE_FENCE = 16
+# A decision's stock work is normally done within its batch; older than this, its worker died
+# (the pending sweeper in agents/timers.py finishes it; verify reports it past twice this).
+PENDING_GRACE_S = 30.0
 
 
 class HistoryEntry(BaseModel):

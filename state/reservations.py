@@ -123,6 +123,7 @@ class StockEffect(BaseModel):
     shipment: str = Field(max_length=MAX_ID)  # reservation id: the order, or an exchange's id
     skus: tuple[str, ...] = Field(max_length=MAX_SKUS)
     warehouse: str = Field(default="", max_length=MAX_ID)  # '' = every warehouse
+    # RETURN / SHORT_PICK: (sku, units) back or missing; COMMIT: (sku, units) the WMS shipped
     units: tuple[tuple[str, int], ...] = Field(default=(), max_length=MAX_SKUS)
     sellable: bool = True
     returned: bool = False  # SETTLE: came back in transit instead of delivered
@@ -323,8 +324,9 @@ class StockEngine:
             return [(self._release, sku, [ship, "final", seq]) for sku in skus]
         if kind is EffectKind.UNDO:
             return [(self._release, sku, [ship, "undo", seq]) for sku in skus]
-        if kind is EffectKind.COMMIT:
-            return [(self._commit, sku, [ship, wh, seq]) for sku in skus]
+        if kind is EffectKind.COMMIT:  # units: what the WMS says left ('' = what is reserved)
+            shipped = dict(effect.units)
+            return [(self._commit, sku, [ship, wh, seq, shipped.get(sku, "")]) for sku in skus]
         if kind is EffectKind.SETTLE:
             outcome = "returned" if effect.returned else "delivered"
             sellable = "1" if effect.sellable else "0"

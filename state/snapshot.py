@@ -45,7 +45,7 @@ from state.lock import DEFAULT_TTL_MS, DistributedLock, stock_lock_name
 from state.redis import lua_source
 from state.stock import MAX_QTY, WHOLE_NUMBER, StockError, StockOp, known_skus
 
-FLOW_KINDS = ("commit", "returned", "receive")  # units physically left / arrived
+FLOW_KINDS = ("commit", "commit_unreserved", "returned", "receive")  # units that left / arrived
 COUNT_KINDS = ("load", "snapshot")  # a newer count of the same sku
 MAX_SEQ = 2**64 - 1
 ATTEMPTS = 5  # re-reads of a sku whose reserved grew between our read and our write

@@ -9,13 +9,19 @@ For every sku and warehouse:
   the stream) are summed there, the rest in the stream, split at the sku's cursor exactly as
   state/ledger.py ``read_ledgers`` explains; without ClickHouse a sku whose ledger was shipped
   is a ``ledger_trimmed`` violation, never a silent pass on partial data;
-- no order holds the same sku in the same warehouse twice.
+- no order holds the same sku in the same warehouse twice;
+- no unit left with a parcel that no reservation covered (``u:ORDER``: the commit script takes
+  such units off on hand when the WMS reports them shipped, and records them here: the WMS's
+  shipped quantities reconciled with the books at the moment they leave);
+- no saved decision left its stock work unfinished for longer than the pending sweeper allows
+  (the order's record says what should have happened to stock; 0013).
 Each sku's figures, reservations and ledger are read in one MULTI per sku batch, so a check is
 consistent per sku even while orders keep flowing.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +41,7 @@ from state.ledger import (
     stream_totals,
 )
 from state.lock import LEDGER_SHIPPER, DistributedLock, LockLost
+from state.orders import PENDING_GRACE_S
 from state.stock import FIGURES, _levels, known_skus
 
 LOCK_WAIT_S = 3.0
@@ -78,6 +85,7 @@ def verify(
     ch_client: QueryClient | None = None,
     *,
     lock_wait_s: float = LOCK_WAIT_S,
+    now: float | None = None,
 ) -> VerifyReport:
     """Check every sku; ``ch_client`` (connected to the OMS database) supplies the shipped part
     of the ledger. The ``ledger-shipper`` lock is taken (bounded wait) so the shipper stands
@@ -123,7 +131,21 @@ def verify(
     finally:
         if lock is not None and lock.lease is not None:
             lock.release()
+    check_unfinished(report, client, keys, time.time() if now is None else now)
     return report
+
+
+def check_unfinished(report: VerifyReport, client: redis.Redis, keys: Keys, now: float) -> None:
+    """Orders whose saved decision's stock work has waited past twice the sweeper's grace:
+    their records and the stock disagree until it is carried out."""
+    late = now - 2 * PENDING_GRACE_S
+    for order_id, since in client.zrangebyscore(keys.pending, "-inf", late, withscores=True):
+        report.add(
+            "unfinished_decision",
+            order_id=order_id,
+            pending_since=round(since, 3),
+            detail="stock work of a saved decision not carried out (is any worker running?)",
+        )
 
 
 def check_sku(
@@ -141,6 +163,15 @@ def check_sku(
     in_transit: Counter[str] = Counter()
     for key, value in fields.items():
         prefix, _, order_id = key.partition(":")
+        if prefix == "u":
+            report.add(
+                "shipped_unreserved",
+                sku=sku,
+                order_id=order_id,
+                shipped=value,
+                detail="the WMS shipped units no reservation covered: taken off on hand when "
+                "they left, but some order or count is wrong",
+            )
         if prefix not in ("r", "s"):
             continue
         parts = parse_parts(value)

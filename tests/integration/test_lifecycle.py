@@ -7,7 +7,6 @@ emitted, and that the stock still reconciles."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,18 +41,6 @@ pytestmark = pytest.mark.integration
 
 S = OrderState
 SHOP = "own/shop1"
-
-
-@pytest.fixture
-async def pipeline(
-    redis_settings: Settings, base_settings: Settings
-) -> AsyncIterator[OrderPipeline]:
-    client = aioredis.Redis.from_url(redis_settings.redis_url, decode_responses=True)
-    routing = RoutingTable.load(base_settings.config_dir / "warehouses.toml")
-    pipe = OrderPipeline(redis_settings, client, routing, AdapterContext())
-    pipe.promotions = None  # gifts have their own test; here every order is its own lines
-    yield pipe
-    await client.aclose()
 
 
 def updates(result: BatchResult) -> list[ChannelUpdate]:

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.normalise import MAX_DLQ_PAYLOAD_CHARS, RawInput, to_dlq
-from ops.views import REPLAY_HEADER, replay_records, select_replay
+from agents.normalise import (
+    MAX_DLQ_PAYLOAD_CHARS,
+    REPLAY_INPUT_HEADER,
+    REPLAY_OF_HEADER,
+    RawInput,
+    to_dlq,
+)
+from ops.views import replay_records, select_replay
 from streams.messages import DlqReason, DlqRecord
 
 
@@ -26,7 +32,12 @@ def test_a_truncated_payload_is_marked_and_never_replayed() -> None:
     assert (result.selected, result.sent, result.skipped_truncated) == (2, 1, 1)
     assert result.skipped_already_replayed == 0
     assert replay_records(todo) == [
-        ("oms.raw.jd", b"k2", b"{not json", [(REPLAY_HEADER, whole.dlq_id.encode())])
+        (
+            "oms.raw.jd",
+            b"k2",
+            b"{not json",
+            [(REPLAY_OF_HEADER, whole.dlq_id.encode()), (REPLAY_INPUT_HEADER, b"oms.raw.jd:0:2")],
+        )
     ]
 
 
@@ -51,3 +62,37 @@ def test_records_written_before_the_flag_existed_read_as_whole() -> None:
         "received_at": datetime.now(UTC).isoformat(),
     }
     assert DlqRecord.model_validate(old).payload_truncated is False
+
+
+def test_a_replay_is_the_input_it_replays() -> None:
+    """Issue 13 item 9: a replayed input lands at a new offset; it must keep the identity of
+    the input the DLQ record was made from, so an input applied before its outputs were lost
+    is a redelivery (outputs re-sent), not a duplicate (nothing sent)."""
+    original = RawInput("jd", b"{}", "oms.raw.jd", 3, 41, "k")
+    ((topic, key, value, headers),) = replay_records(
+        [to_dlq(original, DlqReason.MISSING_FIELD, "")]
+    )
+    replay = RawInput(
+        "jd",
+        value,
+        topic,
+        0,
+        9000,
+        key.decode() if key else "",
+        {k: v.decode() for k, v in headers},
+    )
+    assert replay.input_id == original.input_id == "oms.raw.jd:3:41"
+    # A header naming another topic, or malformed, is ignored: the message is new.
+    for bogus in ("oms.raw.tmall:3:41", "oms.raw.jd:x:41", "oms.raw.jd:3", "x" * 400):
+        other = RawInput("jd", b"{}", "oms.raw.jd", 0, 7, "", {REPLAY_INPUT_HEADER: bogus})
+        assert other.input_id == "oms.raw.jd:0:7"
+
+
+def test_only_raw_topics_are_replayed() -> None:
+    """A DLQ record naming another topic (forged, or a control input: those are signed by
+    their producer, who re-sends them) is counted and left out."""
+    raw = record("jd", DlqReason.MALFORMED_JSON, b"{", 1)
+    forged = raw.model_copy(update={"dlq_id": "Dforged", "source_topic": "oms.fulfilment.commands"})
+    todo, result = select_replay([raw, forged], set(), raw_topics={"oms.raw.jd"})
+    assert todo == [raw]
+    assert (result.selected, result.sent, result.skipped_not_raw) == (2, 1, 1)

@@ -1,0 +1,135 @@
+"""Decide, save, then do (docs/decisions/0013-decide-then-do.md) against the real Redis: what
+happens when a worker dies between saving a decision and carrying out its stock work, what
+`verify` sees when the WMS ships units no reservation covers, and a DLQ replay of an input
+whose outputs never reached Kafka (issue 13 items 1 and 9)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from agents.normalise import RawInput
+from agents.pipeline import OrderPipeline
+from agents.timers import due_pending
+from ops.settings import Settings
+from state.keys import Keys
+from state.redis import connect
+from state.verify import verify
+from streams.messages import EventKind, OrderState, WmsEventKind
+from tests.integration.test_pipeline import (
+    Feed,
+    commands,
+    events,
+    levels,
+    own_order,
+    stock,
+    wms_answer,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_units_shipped_without_a_reservation_come_off_the_books_and_verify_says_so(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    """The end state of the race of issue 13 item 1: an order at the WMS whose reservation was
+    released behind its back. When the parcel ships, its unit must leave on hand (it left the
+    warehouse) and verify must report it; before, the commit found nothing, on hand stayed 10
+    and verify said ok."""
+    stock(redis_settings, [("A", "WH-SH", 10)])
+    released = await pipeline.process([Feed().raw(own_order("V1", {"A": 1}))])
+    (outbound,) = commands(released)
+    await pipeline.stock.release(outbound.order_id, ["A"])  # what the racing expiry did
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 0)}
+    await pipeline.apply_wms_events([wms_answer(outbound, WmsEventKind.SHIPPED)])
+    assert levels(redis_settings, "A") == {"WH-SH": (9, 0)}
+    report = verify(connect(redis_settings), Keys(redis_settings.redis_prefix))
+    assert not report.ok
+    assert [v["kind"] for v in report.violations] == ["shipped_unreserved"]
+    assert report.violations[0]["order_id"] == outbound.order_id
+
+
+async def test_a_worker_dying_after_the_save_leaves_work_the_sweeper_finishes(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    """The decision to reserve is saved, then Redis goes away before the reservation: the
+    batch fails (and is redelivered later); meanwhile verify reports the unfinished decision
+    once it is old, the sweeper's settle action finishes it, and the redelivery re-emits the
+    whole outcome without deciding again."""
+    stock(redis_settings, [("A", "WH-SH", 10)])
+    raw = Feed().raw(own_order("V2", {"A": 2}))
+    engine = pipeline.stock
+    real = engine.reserve_many
+
+    async def down(*_: object) -> object:
+        raise RedisConnectionError("Redis went away")
+
+    engine.reserve_many = down  # type: ignore[method-assign]
+    with pytest.raises(RedisConnectionError):
+        await pipeline.process([raw])
+    engine.reserve_many = real  # type: ignore[method-assign]
+    oid = own_order("V2", {"A": 2}).order_id
+    record = await pipeline.orders.load(oid)
+    assert record is not None and record.state is OrderState.AUDITED and record.pending
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 0)}  # nothing reserved yet
+    keys = Keys(redis_settings.redis_prefix)
+    client = connect(redis_settings)
+    assert verify(client, keys).ok  # recent: the deciding worker may still finish it
+    later = time.time() + 120
+    report = verify(client, keys, now=later)
+    assert [v["kind"] for v in report.violations] == ["unfinished_decision"]
+
+    (settle,) = await due_pending(pipeline.client, keys, now=later)
+    swept = await pipeline.apply_actions([settle])
+    assert swept.outputs == []  # finished silently: the input's redelivery re-emits
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 2)}
+    assert verify(client, keys, now=later).ok
+    assert await due_pending(pipeline.client, keys, now=later) == []
+
+    again = await pipeline.process([raw])  # the redelivery of the failed batch
+    assert again.counts["redelivery"] == 1
+    kinds = [e.kind for e in events(again)]
+    assert kinds == [
+        EventKind.RECEIVED,
+        EventKind.AUDITED,
+        EventKind.RESERVED,
+        EventKind.ROUTED,
+        EventKind.RELEASED,
+    ]
+    assert len(commands(again)) == 1
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 2)}  # reserved once
+
+
+async def test_dlq_replay_of_an_applied_input_resends_its_outputs(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    """Issue 13 item 9: the order was saved but its outputs never reached Kafka (a topic
+    authorisation error), so the input went to the DLQ. `./oms dlq replay` sends the bytes to
+    a new offset; the worker must recognise the original input and re-send its fulfilment
+    command, not call it a duplicate and send nothing."""
+    from agents.normalise import to_dlq
+    from ops.views import replay_records
+    from streams.messages import DlqReason
+
+    stock(redis_settings, [("A", "WH-SH", 10)])
+    feed = Feed()
+    raw = feed.raw(own_order("V3", {"A": 1}))
+    first = await pipeline.process([raw])
+    (command,) = commands(first)
+    record = to_dlq(raw, DlqReason.PROCESSING_ERROR, "intake: TopicAuthorizationFailedError")
+    ((topic, key, value, headers),) = replay_records([record])
+    replayed = RawInput(
+        "own",
+        value,
+        topic,
+        0,
+        feed.offset + 100,
+        key.decode() if key else "",
+        {k: v.decode() for k, v in headers},
+    )
+    again = await pipeline.process([replayed])
+    assert again.counts["redelivery"] == 1 and again.counts["duplicate"] == 0
+    assert [c.command_id for c in commands(again)] == [command.command_id]
+    assert levels(redis_settings, "A") == {"WH-SH": (10, 1)}
