@@ -139,6 +139,9 @@ def mark_shipped(plan: Plan, ref: CommandRef, carrier: str, tracking: str) -> No
 
 def on_shipped(a: Answer) -> None:
     record = a.record
+    if a.ref.kind is not CommandKind.OUTBOUND:  # only a parcel to the buyer ships
+        a.refuse("shipped", f"command {a.ref.command_id} is a {a.ref.kind.value}")
+        return
     if a.ref.status not in LIVE_OUTBOUND:
         a.refuse("shipped", f"command {a.ref.command_id} is {a.ref.status.value}")
         return
@@ -187,7 +190,7 @@ def on_short_pick(a: Answer) -> None:
     changed (its units were committed, or given back, already)."""
     record = a.record
     a.result.counts["short_picks"] += 1
-    if a.ref.status not in LIVE_OUTBOUND:
+    if a.ref.kind is not CommandKind.OUTBOUND or a.ref.status not in LIVE_OUTBOUND:
         a.refuse("short_pick", f"command {a.ref.command_id} is {a.ref.status.value}")
         return
     live = [c for c in outbounds(record) if c.status in LIVE_OUTBOUND]
