@@ -679,9 +679,12 @@ def dlq_list(limit: int, as_json: bool) -> None:
 def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
     """Send DLQ'd inputs back to their source topic, e.g. after fixing a sku map or an adapter.
 
-    Each record is replayed once unless --again; an input that is still bad lands in the DLQ
-    again with a new record, a now-valid one is processed like any order. A record that kept
-    only the first part of an oversized payload is never replayed.
+    Each record is replayed once unless --again. A replay is the input it replays: one that
+    is still bad lands in the DLQ again under the same record, a now-valid one is processed like
+    any order, and one that was applied before its outputs were lost (a processing_error after
+    the save) sends those outputs again. Only records of raw channel topics are replayed (a
+    control input is re-sent by its producer), and never one that kept only the first part of
+    an oversized payload.
     """
     from ops.views import replay_dlq
     from streams.messages import DlqReason
@@ -697,7 +700,8 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
         click.echo(
             f"replayed {result.sent} of {result.selected} record(s); "
             f"{result.skipped_already_replayed} replayed before (use --again); "
-            f"{result.skipped_truncated} not replayable (payload truncated)"
+            f"{result.skipped_truncated} not replayable (payload truncated); "
+            f"{result.skipped_not_raw} not from a raw channel topic (re-sent by their producer)"
         )
 
 
