@@ -133,3 +133,23 @@ async def test_dlq_replay_of_an_applied_input_resends_its_outputs(
     assert again.counts["redelivery"] == 1 and again.counts["duplicate"] == 0
     assert [c.command_id for c in commands(again)] == [command.command_id]
     assert levels(redis_settings, "A") == {"WH-SH": (10, 1)}
+
+
+async def test_re_pushes_do_not_grow_the_record(pipeline: OrderPipeline) -> None:
+    """Issue 13 item 4: every re-push appended to the record's history, so 3,000 of them made
+    a record of 584 KiB and each push cost 9 times more. Re-pushes are counted on one trail
+    entry and the outbox and applied-input lists are bounded: the record stops growing."""
+    feed = Feed()
+    order = own_order("V4", {"A": 1}, paid=False)  # held: stays put while re-pushed
+    await pipeline.process([feed.raw(order)])
+    sizes = []
+    for _ in range(6):
+        await pipeline.process([feed.raw(order) for _ in range(100)])
+        (loaded,) = (await pipeline.orders.load_many([order.order_id])).values()
+        sizes.append(len(loaded.doc))
+    record = loaded.record
+    assert record is not None and record.duplicates == 600
+    assert record.history[-1].kind is EventKind.DUPLICATE and record.history[-1].repeats == 599
+    assert len(record.history) <= 5
+    assert sizes[-1] < 48 * 1024
+    assert sizes[-1] - sizes[2] < 6 * 1024  # bounded: only the digests' list fills up
