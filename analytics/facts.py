@@ -4,6 +4,11 @@ Each table's rows are tuples in the order of ``COLUMNS[table]``, typed exactly a
 clickhouse-driver expects for the column (str, int, Decimal, naive UTC datetime, list), which
 is what lets the sink insert with ``types_check=False``.
 
+Replay safety: every row carries its fact's deterministic id and ends with ``rev``
+(``revision``: seq, then emission time). The tables are sorted by the id alone and replaced by
+rev (migration 0006), so a redelivery (same rev) and a fact emitted again with other content
+(a later rev) both leave one row per id: the latest emission.
+
 Privacy: only region-level address fields (country, province code, city) and a keyed hash of
 the buyer's identity are kept; names, phones, streets, remarks and DLQ payloads never leave
 the pipeline. Free text that does reach a column (event reasons, DLQ details) is scrubbed of
@@ -59,6 +64,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "alloc_sku",
         "alloc_warehouse",
         "alloc_qty",
+        "rev",  # added by migration 0006: which row of one id wins (revision())
     ),
     ORDERS: (
         "order_id",
@@ -83,6 +89,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "line_count",
         "units",
         "buyer_hash",
+        "rev",  # added by migration 0006: which row of one id wins (revision())
     ),
     ORDER_LINES: (
         "order_id",
@@ -100,6 +107,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "shop_id",
         "created_at",
         "province_code",
+        "rev",  # added by migration 0006: which row of one id wins (revision())
     ),
     DLQ: (
         "dlq_id",
@@ -110,6 +118,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "source_offset",
         "channel",
         "received_at",
+        "rev",  # added by migration 0006: which row of one id wins (revision())
     ),
     STOCK_MOVEMENTS: (
         "movement_id",
@@ -141,6 +150,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "units",
         "weight_g",
         "created_at",
+        "rev",  # added by migration 0006: which row of one id wins (revision())
     ),
     WMS_EVENTS: (
         "event_id",
@@ -154,6 +164,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "line_count",
         "units",
         "at",
+        "rev",  # added by migration 0006: which row of one id wins (revision())
     ),
     AFTERSALES_REQUESTS: (
         "request_id",
@@ -166,6 +177,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "new_province_code",
         "new_city",
         "at",
+        "rev",  # added by migration 0006: which row of one id wins (revision())
     ),
 }
 
@@ -224,6 +236,26 @@ def _version(seq: int) -> int:
     return seq if seq > 0 else 0
 
 
+_SEQ_BITS = 20  # up to about a million events per order
+_MS_BITS = 44  # milliseconds since 1970: good for five centuries
+
+
+def revision(at: datetime, seq: int = 0) -> int:
+    """Which of two rows under one fact id wins (the ReplacingMergeTree version, the argMax key
+    of every query): the higher seq, then the later emission, to the millisecond.
+
+    A redelivered message carries the same value, so its row collapses with the first one. A
+    fact emitted again with other content under the same id (a worker that decided the input
+    again after its first result was lost) carries a later ``at`` and replaces the first
+    emission instead of standing beside it. For order snapshots seq is the event's, so a newer
+    version of the order always wins over an older one, whatever the clocks of the workers.
+    """
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # naive means UTC, as everywhere in the facts
+    ms = min(max(int(at.timestamp() * 1000), 0), (1 << _MS_BITS) - 1)
+    return (min(_version(seq), (1 << _SEQ_BITS) - 1) << _MS_BITS) | ms
+
+
 def fact_reason(event: OrderEvent) -> str:
     """The event's reason as ClickHouse keeps it: codes and ids as they are, a person's words
     as the kind's code, and anything else scrubbed (it may be a WMS's or a channel's text)."""
@@ -252,6 +284,7 @@ def event_row(event: OrderEvent) -> tuple[Any, ...]:
         [a.sku for a in allocs],
         [a.warehouse for a in allocs],
         [a.quantity for a in allocs],
+        revision(event.at, event.seq),
     )
 
 
@@ -280,11 +313,13 @@ def order_row(event: OrderEvent, order: Order, salt: str = DEFAULT_BUYER_SALT) -
         len(order.lines),
         sum(line.quantity for line in order.lines),
         buyer_hash(order.buyer, salt),
+        revision(event.at, event.seq),
     )
 
 
 def line_rows(event: OrderEvent, order: Order) -> list[tuple[Any, ...]]:
     version = _version(event.seq)
+    rev = revision(event.at, event.seq)
     created_at = utc_naive(order.created_at)
     return [
         (
@@ -303,6 +338,7 @@ def line_rows(event: OrderEvent, order: Order) -> list[tuple[Any, ...]]:
             order.shop_id,
             created_at,
             order.address.province_code,
+            rev,
         )
         for line in order.lines
     ]
@@ -321,6 +357,7 @@ def dlq_row(record: DlqRecord) -> tuple[Any, ...]:
         record.offset,
         record.channel,
         utc_naive(record.received_at),
+        revision(record.received_at),
     )
 
 
@@ -395,6 +432,7 @@ def command_row(command: FulfilmentCommand) -> tuple[Any, ...]:
         _units(command.lines),
         command.weight_g,
         utc_naive(command.created_at),
+        revision(command.created_at),
     )
 
 
@@ -412,6 +450,7 @@ def wms_event_row(event: WmsEvent) -> tuple[Any, ...]:
         len(event.lines),
         _units(event.lines),
         utc_naive(event.at),
+        revision(event.at),
     )
 
 
@@ -429,6 +468,7 @@ def aftersales_row(request: AfterSalesRequest) -> tuple[Any, ...]:
         address.province_code if address is not None else "",
         address.city if address is not None else "",
         utc_naive(request.at),
+        revision(request.at),
     )
 
 
@@ -457,14 +497,15 @@ FACT_TABLES: tuple[str, ...] = (
 def rows_for(
     items: Sequence[Fact], *, salt: str = DEFAULT_BUYER_SALT
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows per table for a batch; duplicates inside the batch are dropped (cheaper, not needed
-    for correctness: the tables and queries are replay-safe anyway).
+    """Rows per table for a batch. A redelivery inside the batch (same id, same revision) is
+    dropped, which is only cheaper; two emissions of one id with different revisions are both
+    kept, since dropping the later one would lose it (the tables and queries keep the latest).
 
     Only RECEIVED/UPDATED events with an order snapshot produce ``orders``/``order_lines`` rows,
     one version per event seq.
     """
     out: dict[str, list[tuple[Any, ...]]] = {table: [] for table in FACT_TABLES}
-    seen: set[tuple[str, Any]] = set()
+    seen: set[tuple[str, Any, int]] = set()
     for item in items:
         if isinstance(item, OrderEvent):
             _add_event(item, out, seen, salt)
@@ -473,27 +514,29 @@ def rows_for(
         if spec is None:
             raise TypeError(f"no ClickHouse fact for {type(item).__name__}")
         table, fact_id, to_row = spec
-        key = (table, fact_id(item))
+        row = to_row(item)
+        key = (table, fact_id(item), row[-1])  # every row ends with its revision
         if key not in seen:
             seen.add(key)
-            out[table].append(to_row(item))
+            out[table].append(row)
     return out
 
 
 def _add_event(
     event: OrderEvent,
     out: dict[str, list[tuple[Any, ...]]],
-    seen: set[tuple[str, Any]],
+    seen: set[tuple[str, Any, int]],
     salt: str,
 ) -> None:
-    if (ORDER_EVENTS, event.event_id) in seen:
+    rev = revision(event.at, event.seq)
+    if (ORDER_EVENTS, event.event_id, rev) in seen:
         return
-    seen.add((ORDER_EVENTS, event.event_id))
+    seen.add((ORDER_EVENTS, event.event_id, rev))
     out[ORDER_EVENTS].append(event_row(event))
     order = event.order
     if order is None or event.kind not in _SNAPSHOT_KINDS:
         return
-    key = (ORDERS, (order.order_id, _version(event.seq)))
+    key = (ORDERS, order.order_id, rev)
     if key in seen:
         return
     seen.add(key)

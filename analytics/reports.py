@@ -2,17 +2,25 @@
 
 Every query is a module-level constant listed in ``QUERIES`` (the chdb test runs them all on
 current ClickHouse; the integration test on 18.16). Each one is exact before merges and after
-replays because it never trusts ReplacingMergeTree to have collapsed anything:
+replays because it never trusts ReplacingMergeTree to have collapsed anything: every fact is
+first reduced to ONE row per id, its latest revision (``rev``, analytics/facts.py
+``revision``), and only then filtered, counted or summed. A redelivered fact has the same rev;
+a fact emitted again with other content under the same id (a different time, reason or
+allocation) replaces the earlier emission rather than counting beside it (migration 0006).
 
-* order state and allocations come from the ``order_status`` view: argMax(to_state, seq)
-  over events with a to_state; a replayed event has the same seq and values, so it cannot
-  change the argMax;
-* money and lines come from ``order_latest`` / ``order_lines_latest``: argMax by version per
-  order / line, lines filtered to the order's latest version;
-* DUPLICATE events, DLQ records, stock movements, fulfilment commands, WMS events and
-  after-sales requests are counted by distinct id (or grouped by it before summing);
+* order events are read through ``order_events_latest`` (one row per event id); order state
+  and allocations come from ``order_status`` on top of it: argMax(to_state, seq) over events
+  with a to_state;
+* money and lines come from ``order_latest`` / ``order_lines_latest``: argMax by rev per
+  order / line, lines filtered to the order's latest snapshot;
+* units reserved are each order's CURRENT reservation (``order_status.reserved_*``: its latest
+  RESERVED event's allocations), for orders whose latest state still holds stock
+  (``HOLDING_STATES``): a re-reservation replaces the first one, it never adds to it;
+* DLQ records, fulfilment commands, WMS events and after-sales requests are grouped by their
+  id (argMax by rev) before anything else; stock movements by movement_id (their content is
+  their id's: the ledger entry);
 * per-minute sales come from ``sales_by_minute`` (kept by a materialized view, one row per
-  line version): argMax by version per (order_id, line_id), latest version of the order only;
+  line revision): argMax by rev per (order_id, line_id), latest snapshot of the order only;
 * oversell and sell-through come from the stock ledger (``stock_movements``), not from order
   allocations.
 
@@ -51,6 +59,20 @@ ACCEPTED_STATES: tuple[str, ...] = (
     "closed",
     "returned",
     "refunded",
+)
+
+# Latest states in which an order holds its reservation in Redis: from RESERVED until it ships
+# (a commit moves the units out) or is cancelled (they go back); an intercept keeps them until
+# the WMS confirms the stop. Not counted: a partially shipped order's remaining parcels, and an
+# exchange's replacement (a reservation of its own id, not the order's).
+HOLDING_STATES: tuple[str, ...] = (
+    "reserved",
+    "routed",
+    "released",
+    "accepted",
+    "picked",
+    "exception",
+    "intercepting",
 )
 
 # Events of an order's life after intake that the report counts (orders and events per kind),
@@ -104,35 +126,53 @@ ORDER BY channel, state, why
 """
 
 Q_LIFECYCLE = f"""
-SELECT kind, uniqExact(order_id) AS orders, uniqExact(event_id) AS events
-FROM order_events
+SELECT kind, uniqExact(order_id) AS orders, count() AS events
+FROM order_events_latest
 WHERE kind IN {_sql_list(LIFECYCLE_KINDS)} AND order_id IN ({_IN_SCOPE})
 GROUP BY kind
 ORDER BY kind
 """
 
-# Orders reserved across more than one warehouse (split), and merged parcels (one reason =
-# the merged outbound's command id).
+# Orders whose current reservation spans more than one warehouse (split), and merged parcels
+# (one reason = the merged outbound's command id).
 Q_SPLITS_AND_MERGES = f"""
 SELECT
-    uniqExactIf(order_id, kind = 'reserved' AND arrayUniq(alloc_warehouse) > 1) AS split,
-    uniqExactIf(reason, kind = 'merged') AS parcels,
-    uniqExact(event_id) AS events
-FROM order_events
-WHERE kind IN ('reserved', 'merged') AND order_id IN ({_IN_SCOPE})
+    (
+        SELECT countIf(arrayUniq(reserved_warehouse) > 1)
+        FROM order_status
+        WHERE first_at >= {_SINCE}
+    ) AS split,
+    uniqExact(reason) AS parcels,
+    count() AS events
+FROM order_events_latest
+WHERE kind = 'merged' AND order_id IN ({_IN_SCOPE})
 """
 
-Q_DUPLICATES = f"""
-SELECT uniqExact(event_id)
-FROM order_events
-WHERE kind = 'duplicate' AND at >= {_SINCE}
+
+def _events_since(kinds: tuple[str, ...]) -> str:
+    """Events of ``kinds`` whose latest emission is at or after since, one per id. Candidates
+    are the ids with any row in the window (the latest emission of an event in the window has
+    one), so the collapse reads the window, not the whole table."""
+    return f"""
+SELECT count()
+FROM
+(
+    SELECT event_id, argMax(kind, rev) AS e_kind, argMax(at, rev) AS e_at
+    FROM order_events
+    WHERE event_id IN (SELECT event_id FROM order_events WHERE at >= {_SINCE})
+    GROUP BY event_id
+)
+WHERE e_kind IN {_sql_list(kinds)} AND e_at >= {_SINCE}
 """
+
+
+Q_DUPLICATES = _events_since(("duplicate",))
 
 Q_DLQ_BY_REASON = f"""
 SELECT d_reason, count() AS records
 FROM
 (
-    SELECT dlq_id, any(reason) AS d_reason, min(received_at) AS d_received_at
+    SELECT dlq_id, argMax(reason, rev) AS d_reason, min(received_at) AS d_received_at
     FROM dlq
     GROUP BY dlq_id
 )
@@ -173,6 +213,23 @@ ORDER BY units DESC, sku
 LIMIT 10
 """
 
+# Units each sku's orders hold now: every order whose latest state holds stock, counted once
+# with its current reservation (its latest RESERVED event's allocations, whatever emission of
+# it came last). Compare with the stock figures in Redis: equal when every order's state and
+# its reservation agree.
+Q_RESERVED_BY_SKU = f"""
+SELECT r_sku AS sku, sum(r_qty) AS units, uniqExact(order_id) AS orders
+FROM
+(
+    SELECT order_id, reserved_sku, reserved_qty
+    FROM order_status
+    WHERE state IN {_sql_list(HOLDING_STATES)} AND first_at >= {_SINCE}
+)
+ARRAY JOIN reserved_sku AS r_sku, reserved_qty AS r_qty
+GROUP BY sku
+ORDER BY units DESC, sku
+"""
+
 Q_STOCK_MOVEMENT_ROWS = "SELECT count() FROM stock_movements"
 
 # Oversell from the stock ledger (every movement the stock scripts made, shipped from Redis):
@@ -206,15 +263,19 @@ INPUT_EVENT_KINDS: tuple[str, ...] = ("received", "duplicate", "updated", "stale
 Q_PROCESSED_INPUTS = f"""
 SELECT
     (
-        SELECT uniqExact(event_id)
-        FROM order_events
-        WHERE kind IN {_sql_list(INPUT_EVENT_KINDS)} AND at >= {_SINCE}
+{_events_since(INPUT_EVENT_KINDS).strip()}
     )
     +
     (
-        SELECT uniqExact(dlq_id)
-        FROM dlq
-        WHERE received_at >= {_SINCE}
+        SELECT count()
+        FROM
+        (
+            SELECT dlq_id, min(received_at) AS d_received_at
+            FROM dlq
+            WHERE dlq_id IN (SELECT dlq_id FROM dlq WHERE received_at >= {_SINCE})
+            GROUP BY dlq_id
+        )
+        WHERE d_received_at >= {_SINCE}
     )
 """
 
@@ -230,8 +291,9 @@ GROUP BY state
 # Sales over time from the per-minute table, bucketed by minute, hour or day (UTC): accepted
 # orders in scope, distinct orders and the lines' paid amount (goods GMV, shipping excluded;
 # gmv_by_channel uses order totals). Replay-safe: the MV target holds one row per line
-# version, possibly several copies of each until merged, so each line is reduced to its
-# latest version first (argMax), and lines an update removed are dropped by the version filter.
+# revision, possibly several copies of each until merged, so each line is reduced to its
+# latest revision first (argMax), and lines of older snapshots (an update removed them, or a
+# later emission of the same snapshot replaced them) are dropped by the revision filter.
 def _sales_series(bucket_fn: str) -> str:
     return f"""
 SELECT {bucket_fn}(s_minute) AS bucket, s_channel AS channel, s_currency AS currency,
@@ -241,18 +303,18 @@ FROM
     SELECT
         order_id,
         line_id,
-        max(version) AS s_version,
-        argMax(minute, version) AS s_minute,
-        argMax(channel, version) AS s_channel,
-        argMax(currency, version) AS s_currency,
-        argMax(paid_amount, version) AS s_paid_amount
+        max(rev) AS s_rev,
+        argMax(minute, rev) AS s_minute,
+        argMax(channel, rev) AS s_channel,
+        argMax(currency, rev) AS s_currency,
+        argMax(paid_amount, rev) AS s_paid_amount
     FROM sales_by_minute
     WHERE order_id IN ({_ACCEPTED_IN_SCOPE})
     GROUP BY order_id, line_id
 )
-WHERE (order_id, s_version) IN
+WHERE (order_id, s_rev) IN
 (
-    SELECT order_id, max(version)
+    SELECT order_id, max(rev)
     FROM sales_by_minute
     GROUP BY order_id
 )
@@ -294,8 +356,8 @@ LIMIT 10
 """
 
 # Paid -> first shipped event, in seconds, per order in scope that has both; p50 and p95.
-# Events deduped by event_id first; min(at) per order ignores a replayed copy anyway. A
-# channel clock ahead of the warehouse's cannot make a latency negative (clamped to 0).
+# Events one row per id first (their latest emission). A channel clock ahead of the
+# warehouse's cannot make a latency negative (clamped to 0).
 Q_FULFILMENT_LATENCY = f"""
 SELECT count() AS shipped_orders, quantilesExact(0.5, 0.95)(latency_s) AS q
 FROM
@@ -303,15 +365,10 @@ FROM
     SELECT order_id, greatest(toInt64(shipped_at) - paid_epoch, 0) AS latency_s
     FROM
     (
-        SELECT e_order_id AS order_id, min(e_at) AS shipped_at
-        FROM
-        (
-            SELECT event_id, any(order_id) AS e_order_id, any(at) AS e_at
-            FROM order_events
-            WHERE kind = 'shipped' AND order_id IN ({_IN_SCOPE})
-            GROUP BY event_id
-        )
-        GROUP BY e_order_id
+        SELECT order_id, min(at) AS shipped_at
+        FROM order_events_latest
+        WHERE kind = 'shipped' AND order_id IN ({_IN_SCOPE})
+        GROUP BY order_id
     ) AS shipped
     ALL INNER JOIN
     (
@@ -323,17 +380,17 @@ FROM
 """
 
 
-# Per kind, facts of one table deduped by their id, for orders in scope.
+# Per kind, facts of one table one row per id (latest revision), for orders in scope.
 def _by_kind(table: str, fact_id: str) -> str:
     return f"""
 SELECT f_kind AS kind, count() AS facts
 FROM
 (
-    SELECT {fact_id}, any(kind) AS f_kind
+    SELECT {fact_id}, argMax(kind, rev) AS f_kind, argMax(order_id, rev) AS f_order_id
     FROM {table}
-    WHERE order_id IN ({_IN_SCOPE})
     GROUP BY {fact_id}
 )
+WHERE f_order_id IN ({_IN_SCOPE})
 GROUP BY kind
 ORDER BY kind
 """
@@ -349,12 +406,12 @@ SELECT a_kind AS kind, count() AS requests, uniqExact(a_order_id) AS orders,
        sum(a_amount) AS amount
 FROM
 (
-    SELECT request_id, any(kind) AS a_kind, any(order_id) AS a_order_id,
-           any(amount) AS a_amount
+    SELECT request_id, argMax(kind, rev) AS a_kind, argMax(order_id, rev) AS a_order_id,
+           argMax(amount, rev) AS a_amount
     FROM aftersales_requests
-    WHERE order_id IN ({_IN_SCOPE})
     GROUP BY request_id
 )
+WHERE a_order_id IN ({_IN_SCOPE})
 GROUP BY kind
 ORDER BY kind
 """
@@ -365,6 +422,7 @@ QUERIES: dict[str, str] = {
     "dlq_by_reason": Q_DLQ_BY_REASON,
     "gmv_by_channel": Q_GMV_BY_CHANNEL,
     "top_skus": Q_TOP_SKUS,
+    "reserved_by_sku": Q_RESERVED_BY_SKU,
     "stock_movement_rows": Q_STOCK_MOVEMENT_ROWS,
     "oversold": Q_OVERSOLD,
     "processed_inputs": Q_PROCESSED_INPUTS,
@@ -481,6 +539,8 @@ class Report(BaseModel):
     gmv_by_channel: dict[str, Decimal] = Field(default_factory=dict)
     gmv_by_channel_currency: list[GmvRow] = Field(default_factory=list)
     top_skus: list[SkuRow] = Field(default_factory=list)
+    # sku -> units the orders in scope hold now (each holding order's current reservation once)
+    reserved_by_sku: dict[str, int] = Field(default_factory=dict)
     stock_checked: bool = False  # False: no stock movements loaded, oversell not measurable
     oversold_units: int = 0
     oversold: list[OversoldRow] = Field(default_factory=list)
@@ -645,6 +705,9 @@ def build_report(
         )
         for sku, units, currencies, gmvs in client.execute(Q_TOP_SKUS, params)
     ]
+    report.reserved_by_sku = {
+        sku: int(units) for sku, units, _ in client.execute(Q_RESERVED_BY_SKU, params)
+    }
 
     for kind, orders, n in client.execute(Q_LIFECYCLE, params):
         report.lifecycle[kind] = int(orders)
@@ -744,6 +807,11 @@ def format_report(report: Report) -> str:
         "Top SKUs by units (accepted orders)",
         ("sku", "units", "gmv"),
         [(r.sku, r.units, " ".join(f"{c} {g}" for c, g in r.gmv.items())) for r in report.top_skus],
+    )
+    out += _table(
+        "Units reserved (current reservation of each order holding stock)",
+        ("sku", "units"),
+        list(report.reserved_by_sku.items()),
     )
     out += _table(
         "Order life (events after intake)",

@@ -4,6 +4,11 @@ Files ``analytics/migrations/NNNN_name.sql`` hold statements separated by lines 
 only ``;``; ``{db}`` stands for the quoted database name (views need qualified names). Every
 statement is written to be re-runnable (IF NOT EXISTS), so two workers migrating at once, or a
 crash between a statement and its bookkeeping row, are harmless.
+
+A statement that cannot be re-run by itself (the RENAME that swaps a rebuilt table in, and the
+CREATE of the table it swaps in) carries a line ``-- skip if exists: {db}.<table>``: it runs
+only while that table (the old copy the swap leaves behind) does not exist yet, and if it fails
+because another migrator got there first, the table now existing makes that a success.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _SEPARATOR = re.compile(r"^\s*;\s*$", re.MULTILINE)
+_SKIP_IF_EXISTS = re.compile(r"^\s*--\s*skip if exists:\s*(\S+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,32 @@ def execute_idempotent(client: QueryClient, statement: str) -> None:
         raise
 
 
+def skip_guard(statement: str) -> str | None:
+    """The table whose existence means ``statement`` was done already (its skip-if-exists line)."""
+    m = _SKIP_IF_EXISTS.search(statement)
+    return m.group(1) if m else None
+
+
+def table_exists(client: QueryClient, qualified: str) -> bool:
+    """``EXISTS TABLE`` (18.16 and current); ``qualified`` is ``db.table``, both quoted."""
+    rows = client.execute(f"EXISTS TABLE {qualified}")
+    return bool(rows) and bool(int(rows[0][0]))
+
+
+def run_statement(client: QueryClient, statement: str) -> None:
+    """One rendered migration statement, honouring its skip-if-exists guard."""
+    guard = skip_guard(statement)
+    if guard is not None and table_exists(client, guard):
+        return
+    try:
+        execute_idempotent(client, statement)
+    except Exception:
+        if guard is not None and table_exists(client, guard):
+            log.warning("another migrator did this first, treating as applied: %s", guard)
+            return
+        raise
+
+
 def migrate(
     client: QueryClient, database: str, migrations: list[Migration] | None = None
 ) -> list[str]:
@@ -117,7 +149,7 @@ def migrate(
                 log.warning("migration %s changed after it was applied; not re-run", mig.name)
             continue
         for statement in mig.render(database):
-            execute_idempotent(client, statement)
+            run_statement(client, statement)
         client.execute(
             f"INSERT INTO {db}.schema_migrations (version, name, checksum, applied_at) VALUES",
             [

@@ -197,6 +197,8 @@ EXPECTED: dict[str, Any] = {
         {"sku": "C", "units": 3, "gmv": {"USD": "0.9999"}},
         {"sku": "B", "units": 1, "gmv": {"CNY": "5.01"}},
     ],
+    # T1 released (A 2, B 1), T2 reserved after its update (A 1), S5 reserved (C 3)
+    "reserved_by_sku": {"A": 3, "C": 3, "B": 1},
     "stock_checked": True,
     "oversold_units": 2,
     "oversold": [

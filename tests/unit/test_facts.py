@@ -20,6 +20,7 @@ from analytics.facts import (
     WMS_EVENTS,
     StockMovement,
     buyer_hash,
+    revision,
     rows_for,
     stock_movement_rows,
     utc_naive,
@@ -203,6 +204,40 @@ def test_duplicates_inside_a_batch_are_dropped() -> None:
         ORDER_LINES: 2,
         DLQ: 1,
     }
+
+
+def test_a_re_emission_with_other_content_is_kept_beside_the_first() -> None:
+    """Same id, later ``at`` (a worker decided the input again): both rows go to ClickHouse,
+    where the later revision wins; dropping it here would lose the emission that holds."""
+    o = an_order()
+    first = an_event(1, EventKind.RECEIVED, OrderState.RECEIVED, order=o)
+    again = first.model_copy(update={"at": first.at + timedelta(milliseconds=5)})
+    dlq_again = a_dlq().model_copy(update={"received_at": CREATED + timedelta(days=40)})
+    rows = rows_for([first, again, first, a_dlq(), dlq_again, dlq_again])
+    assert {t: len(r) for t, r in rows.items() if r} == {
+        ORDER_EVENTS: 2,
+        ORDERS: 2,
+        ORDER_LINES: 4,
+        DLQ: 2,
+    }
+    revs = [dict(zip(COLUMNS[ORDER_EVENTS], r, strict=True))["rev"] for r in rows[ORDER_EVENTS]]
+    assert revs[1] > revs[0]
+
+
+def test_revision_orders_by_seq_then_emission_time() -> None:
+    t = datetime(2024, 11, 11, 0, 0, 7, 123456, tzinfo=UTC)
+    assert revision(t, 3) == revision(t.astimezone(CST), 3)  # the instant, not the zone
+    assert revision(t, 3) == revision(t.replace(tzinfo=None), 3)  # naive is UTC
+    assert revision(t + timedelta(milliseconds=1), 3) > revision(t, 3)
+    assert revision(t + timedelta(microseconds=10), 3) == revision(t, 3)  # ms resolution
+    # a newer snapshot wins whatever the clocks: a worker behind by an hour still wins
+    assert revision(t - timedelta(hours=1), 4) > revision(t, 3)
+    assert revision(datetime(1900, 1, 1, tzinfo=UTC)) == 0
+    assert revision(datetime(2999, 1, 1, tzinfo=UTC), 1 << 30) < 1 << 64
+    rows = rows_for([an_event(2, EventKind.RESERVED, OrderState.RESERVED), a_dlq()])
+    event = dict(zip(COLUMNS[ORDER_EVENTS], rows[ORDER_EVENTS][0], strict=True))
+    assert event["rev"] == revision(CREATED + timedelta(seconds=2), 2)
+    assert rows[DLQ][0][-1] == revision(CREATED)
 
 
 def test_dlq_row_has_no_payload_and_a_short_detail() -> None:

@@ -28,6 +28,7 @@ from analytics.reports import (
     Q_ORDER_STATES,
     Q_OVERSOLD,
     Q_PROCESSED_INPUTS,
+    Q_RESERVED_BY_SKU,
     Q_SALES_BY_DAY,
     Q_SALES_BY_HOUR,
     Q_SALES_BY_MINUTE,
@@ -44,7 +45,7 @@ from analytics.reports import (
     parse_since,
     processed_inputs,
 )
-from analytics.schema import load_migrations, migrate, split_statements
+from analytics.schema import load_migrations, migrate, skip_guard, split_statements
 
 MIGRATION_SQL = [s for m in load_migrations() for s in m.render("oms")]
 
@@ -85,16 +86,22 @@ def test_no_forbidden_features(name: str) -> None:
         assert not re.search(pattern, sql, re.IGNORECASE), f"{name} uses {feature}"
 
 
-# The fact id of each table an MV may read: what the MV target's sorting key must end with.
+# The identity of each fact table's rows: its sorting key, all of it (migration 0006). Nothing
+# that may differ between two emissions of one fact (a time, a reason) is in the key, or the
+# two rows would never collapse. order_id is in the key only where the id is made from it.
 FACT_IDS = {
-    "order_events": ("event_id",),
-    "order_lines": ("order_id", "line_id"),
+    "order_events": ("order_id", "event_id"),
     "orders": ("order_id",),
+    "order_lines": ("order_id", "line_id"),
     "dlq": ("dlq_id",),
-    "stock_movements": ("movement_id",),
+    "fulfilment_commands": ("command_id",),
+    "wms_events": ("event_id",),
+    "aftersales_requests": ("request_id",),
+    "sales_by_minute": ("order_id", "line_id"),
 }
-# Tables that are versioned snapshots: the target must keep the version and replace by it.
-VERSIONED = {"order_lines", "orders"}
+# stock_movements is the exception: sku, warehouse and time all come from its id (the ledger
+# stream entry), so they cannot differ between two shipments of one movement.
+LEDGER_KEY = ["sku", "warehouse", "movement_id"]
 
 _MV = re.compile(
     r"CREATE MATERIALIZED VIEW IF NOT EXISTS `oms`\.\w+\s+TO\s+`oms`\.(\w+)\s+AS\s+"
@@ -103,16 +110,28 @@ _MV = re.compile(
 )
 
 
+def _creates(table: str, stmt: str) -> bool:
+    """``stmt`` defines ``table``: its first CREATE, or a rebuild's ``<table>__NNNN``."""
+    pattern = rf"CREATE TABLE IF NOT EXISTS `oms`\.{table}(__\d{{4}})?\s*\("
+    return bool(re.match(pattern, code(stmt).strip()))
+
+
+def latest_index(table: str) -> int:
+    """Index in MIGRATION_SQL of the definition of ``table`` that holds now."""
+    found = [i for i, stmt in enumerate(MIGRATION_SQL) if _creates(table, stmt)]
+    assert found, f"no CREATE TABLE for {table}"
+    return found[-1]
+
+
 def table_ddl(table: str) -> str:
-    """The CREATE TABLE statement of ``table`` among the migrations (code only)."""
-    for stmt in MIGRATION_SQL:
-        if re.match(rf"CREATE TABLE IF NOT EXISTS `oms`\.{table}\s*\(", code(stmt).strip()):
-            return code(stmt)
-    raise AssertionError(f"no CREATE TABLE for {table}")
+    """The CREATE TABLE statement of ``table`` as it holds now (code only)."""
+    return code(MIGRATION_SQL[latest_index(table)])
 
 
 def sorting_key(ddl: str) -> list[str]:
     m = re.search(r"ORDER BY \(([^)]*(?:\([^)]*\)[^)]*)*)\)\s*$", ddl.strip())
+    if m is None:  # a single column, unparenthesised
+        m = re.search(r"ORDER BY (\w+)\s*$", ddl.strip())
     assert m, ddl[-200:]
     return [k.strip() for k in _split_top(m.group(1))]
 
@@ -129,7 +148,14 @@ def _split_top(text: str) -> list[str]:
     return [*parts, cur]
 
 
-MATERIALIZED = [code(s) for s in MIGRATION_SQL if re.search(r"MATERIALIZED\s+VIEW", code(s))]
+# The materialized views as they are now (a later migration may drop and make one again).
+MATERIALIZED = list(
+    {
+        m.group(1): code(s)
+        for s in MIGRATION_SQL
+        if (m := re.search(r"MATERIALIZED\s+VIEW IF NOT EXISTS `oms`\.(\w+)", code(s)))
+    }.values()
+)
 
 
 def test_materialized_views_only_feed_replacing_targets() -> None:
@@ -143,14 +169,24 @@ def test_materialized_views_only_feed_replacing_targets() -> None:
         (source,) = re.findall(r"\bFROM\s+`oms`\.(\w+)", select)
         assert not re.search(r"\b(GROUP BY|JOIN|sum|count|uniq\w*|any)\b", select, re.I), stmt
         ddl = table_ddl(target)
-        ids = list(FACT_IDS[source])
-        assert sorting_key(ddl)[-len(ids) :] == ids, (target, sorting_key(ddl))
+        assert sorting_key(ddl) == list(FACT_IDS[source]), (target, sorting_key(ddl))
         engine = re.search(r"ENGINE\s*=\s*(\w+)\(([^)]*)\)", ddl)
         assert engine and engine.group(1) == "ReplacingMergeTree", target
-        if source in VERSIONED:
-            assert engine.group(2).strip() == "version", target
-            assert re.search(r"^\s*version\s+UInt64", ddl, re.M), target
-            assert re.search(r"\bversion\b", select), "the MV must copy the version"
+        assert engine.group(2).strip() == "rev", target
+        assert re.search(r"\brev\b", select), "the MV must copy the revision"
+
+
+def test_every_fact_table_is_keyed_by_its_identity_and_replaced_by_rev() -> None:
+    """Two emissions of one fact land in one partition under one sorting key, and the later
+    revision replaces the earlier: no time partition, no content in the key."""
+    for table, ids in FACT_IDS.items():
+        ddl = table_ddl(table)
+        assert sorting_key(ddl) == list(ids), (table, sorting_key(ddl))
+        assert "PARTITION BY" not in ddl, table
+        assert re.search(r"ENGINE\s*=\s*ReplacingMergeTree\(rev\)", ddl), table
+        assert re.search(r"^\s*rev\s+UInt64 DEFAULT ", ddl, re.M), table
+    ledger = table_ddl("stock_movements")
+    assert sorting_key(ledger) == LEDGER_KEY
 
 
 def test_the_mv_rule_still_rejects_other_materialized_views() -> None:
@@ -183,17 +219,40 @@ def test_parameters(name: str) -> None:
     assert sql % {"since": 0}
 
 
-# Raw fact tables may only be read through a dedupe by the fact's id (or as an existence test).
+# Raw fact tables may only be read through a collapse to one row per id, taking the latest
+# revision (argMax by rev), before any filter or sum; or, for the DLQ, its first time per id.
+_LATEST = r"argMax\(\w+, rev\)[\s\S]*"
 RAW_READS = {
-    "order_events": r"uniqExact\(event_id\)|GROUP BY event_id",
-    "dlq": r"GROUP BY dlq_id|uniqExact\(dlq_id\)",
+    "order_events": _LATEST + r"GROUP BY (order_id, )?event_id",
+    "dlq": r"(argMax\(\w+, rev\)|min\(received_at\))[\s\S]*GROUP BY dlq_id",
     "stock_movements": r"GROUP BY movement_id",
-    "fulfilment_commands": r"GROUP BY command_id",
-    "wms_events": r"GROUP BY event_id",
-    "aftersales_requests": r"GROUP BY request_id",
-    # the MV target holds copies of line versions: latest version per line, then per order
-    "sales_by_minute": r"argMax\(\w+, version\)[\s\S]*GROUP BY order_id, line_id",
+    "fulfilment_commands": _LATEST + r"GROUP BY command_id",
+    "wms_events": _LATEST + r"GROUP BY event_id",
+    "aftersales_requests": _LATEST + r"GROUP BY request_id",
+    # the MV target holds copies of line revisions: latest revision per line, then per order
+    "sales_by_minute": _LATEST + r"GROUP BY order_id, line_id",
 }
+# Views that read raw fact tables (migrations): the same rule holds for them.
+VIEWS = {
+    m.group(1): stmt
+    for stmt in MIGRATION_SQL
+    if (m := re.match(r"CREATE VIEW IF NOT EXISTS `oms`\.(\w+) AS", code(stmt).strip()))
+}
+
+
+def _reads_raw_without_collapse(sql: str) -> list[str]:
+    """Raw fact tables ``sql`` reads without collapsing them per id, or with ``any``."""
+    bad = []
+    for table in ("orders", "order_lines"):
+        if re.search(rf"\bFROM\s+(`oms`\.)?{table}\b", sql) and "argMax" not in sql:
+            bad.append(table)
+    for table, dedupe in RAW_READS.items():
+        if re.search(rf"\bFROM\s+(`oms`\.)?{table}\b", sql):
+            if not re.search(dedupe, sql):
+                bad.append(table)
+            if table != "stock_movements" and re.search(r"\bany\(", sql):
+                bad.append(f"{table} (any() picks one emission at random)")
+    return bad
 
 
 @pytest.mark.parametrize("name", sorted(QUERIES))
@@ -201,9 +260,19 @@ def test_raw_tables_are_deduplicated(name: str) -> None:
     sql = QUERIES[name]
     for table in ("orders", "order_lines"):
         assert not re.search(rf"\bFROM\s+{table}\b", sql), f"{name} must use the *_latest views"
-    for table, dedupe in RAW_READS.items():
-        if re.search(rf"\bFROM\s+{table}\b", sql) and sql is not Q_STOCK_MOVEMENT_ROWS:
-            assert re.search(dedupe, sql), f"{name} reads {table} without deduplicating"
+    if sql is not Q_STOCK_MOVEMENT_ROWS:
+        assert _reads_raw_without_collapse(sql) == [], name
+
+
+def test_the_current_views_collapse_per_id() -> None:
+    latest_views = {"order_events_latest", "order_latest", "order_lines_latest"}
+    assert latest_views <= set(VIEWS)
+    for name in latest_views:
+        assert _reads_raw_without_collapse(code(VIEWS[name])) == [], name
+    for name, stmt in VIEWS.items():  # the rest read those views, never a raw table
+        if name not in latest_views:
+            assert _reads_raw_without_collapse(code(stmt)) == [], name
+            assert not re.search(r"\bFROM\s+`oms`\.order_events\b", code(stmt)), name
 
 
 def test_every_query_is_listed() -> None:
@@ -213,6 +282,7 @@ def test_every_query_is_listed() -> None:
         Q_DLQ_BY_REASON,
         Q_GMV_BY_CHANNEL,
         Q_TOP_SKUS,
+        Q_RESERVED_BY_SKU,
         Q_STOCK_MOVEMENT_ROWS,
         Q_OVERSOLD,
         Q_PROCESSED_INPUTS,
@@ -234,43 +304,65 @@ def test_every_query_is_listed() -> None:
 def test_sales_series_read_the_latest_line_versions_only() -> None:
     for sql in (Q_SALES_BY_MINUTE, Q_SALES_BY_HOUR, Q_SALES_BY_DAY):
         assert "FROM sales_by_minute" in sql
-        assert re.search(r"\(order_id, s_version\) IN\s*\(\s*SELECT order_id, max\(version\)", sql)
+        assert re.search(r"\(order_id, s_rev\) IN\s*\(\s*SELECT order_id, max\(rev\)", sql)
 
 
 # ---------------------------------------------------------------- migrations
 
 
-def test_migrations_are_ordered_rerunnable_and_monthly() -> None:
+def test_migrations_are_ordered_and_rerunnable() -> None:
     migrations = load_migrations()
     assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    views = {
+        m.group(1) for s in MIGRATION_SQL if (m := re.search(r"VIEW IF NOT EXISTS `oms`\.(\w+)", s))
+    }
     for m in migrations:
         for stmt in m.statements:
-            backfill = re.match(r"INSERT INTO \{db\}\.(\w+)\s+SELECT", code(stmt).strip())
+            sql = code(stmt).strip()
+            guard = skip_guard(stmt)
+            backfill = re.match(r"INSERT INTO \{db\}\.(\w+)\s*\([^)]*\)\s*SELECT", sql)
+            backfill = backfill or re.match(r"INSERT INTO \{db\}\.(\w+)\s+SELECT", sql)
             if backfill:
-                # only into an MV target, which is replay-safe: a re-run adds copies that
-                # collapse and that every query dedupes (see test_materialized_views_...)
+                # into an MV target, or a rebuilt table from its old copy: both replay-safe (a
+                # re-run adds copies that collapse and that every query dedupes)
                 targets = re.findall(r"\bTO\s+`oms`\.(\w+)", "\n".join(MATERIALIZED))
-                assert backfill.group(1) in targets, stmt[:80]
+                copy = re.search(rf"FROM \{{db\}}\.{backfill.group(1)}__pre\d{{4}}\s*$", sql)
+                assert backfill.group(1) in targets or copy, stmt[:80]
                 continue
-            if re.match(r"ALTER TABLE \{db\}\.\w+\s+ADD COLUMN", code(stmt).strip()):
+            if re.match(r"ALTER TABLE \{db\}\.\w+\s+ADD COLUMN", sql):
                 # 18.16 has no ADD COLUMN IF NOT EXISTS: schema_migrations runs it once; a
                 # column added later needs a DEFAULT so rows written before it stay valid
-                for clause in re.split(r",\s*ADD COLUMN", code(stmt)):
+                for clause in re.split(r",\s*ADD COLUMN", sql):
                     assert "DEFAULT" in clause, clause
                 continue
+            dropped = re.match(r"DROP TABLE IF EXISTS \{db\}\.(\w+)$", sql)
+            if dropped:  # only views (made again) and a rebuild's unswapped leftovers
+                name = dropped.group(1)
+                assert name in views or re.fullmatch(r"\w+__\d{4}", name), sql
+                continue
+            rename = re.match(
+                r"RENAME TABLE \{db\}\.(\w+) TO \{db\}\.(\1__pre(\d{4})),\s*"
+                r"\{db\}\.\1__\3 TO \{db\}\.\1$",
+                sql,
+            )
+            if rename:  # the swap, run once: skipped once the old copy exists
+                assert guard == "{db}." + rename.group(2), stmt[:80]
+                continue
             assert "IF NOT EXISTS {db}." in stmt, stmt[:80]
+            rebuilt = re.match(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)__(\d{4})\s*\(", sql)
+            if rebuilt:
+                assert guard == f"{{db}}.{rebuilt.group(1)}__pre{rebuilt.group(2)}", stmt[:80]
             if "MergeTree" in stmt:
-                assert "ReplacingMergeTree" in stmt and "PARTITION BY toYYYYMM(" in stmt
-                assert "DateTime('UTC')" in stmt
+                assert "ReplacingMergeTree" in stmt and "DateTime('UTC')" in stmt
 
 
 def test_fact_columns_exist_in_ddl() -> None:
-    ddl = code("\n".join(MIGRATION_SQL))
     for table, cols in COLUMNS.items():
-        m = re.search(rf"CREATE TABLE IF NOT EXISTS `oms`\.{table}\s*\((.*?)\n\)", ddl, re.S)
+        start = latest_index(table)
+        m = re.search(r"\((.*?)\n\)", code(MIGRATION_SQL[start]), re.S)
         assert m, table
         declared = re.findall(r"^\s*(\w+)\s+\w", m.group(1), re.M)
-        for stmt in MIGRATION_SQL:  # columns added later, in migration order
+        for stmt in MIGRATION_SQL[start + 1 :]:  # columns added later, in migration order
             if re.match(rf"ALTER TABLE `oms`\.{table}\s", code(stmt).strip()):
                 declared += re.findall(r"ADD COLUMN (\w+)", code(stmt))
         assert list(cols) == [c for c in declared if c != "ingested_at"], table
@@ -306,6 +398,63 @@ def test_migrate_is_idempotent() -> None:
     assert not any(s.startswith("CREATE VIEW") for s in client.statements[executed:])
 
 
+class SwappedClient(FakeClient):
+    """A database some tables of which a migrator swapped already (their __pre copies exist);
+    ``swap_race``: a RENAME fails because another migrator swaps those tables meanwhile."""
+
+    def __init__(self, existing: set[str], swap_race: set[str] = frozenset()) -> None:
+        super().__init__()
+        self.existing = set(existing)
+        self.swap_race = set(swap_race)
+        self.raced = 0
+
+    def execute(self, query: str, params: Any = None, **kw: Any) -> list[tuple[Any, ...]]:
+        if query.startswith("EXISTS TABLE"):
+            return [(int(query.split(".")[-1].strip("`") in self.existing),)]
+        for table in self.swap_race:
+            if query.startswith(f"-- skip if exists: `oms`.{table}__pre") and "RENAME" in query:
+                self.existing.add(f"{table}__pre0006")
+                self.raced += 1
+                raise RuntimeError("Code: 57. Table already exists")
+        return super().execute(query, params, **kw)
+
+
+def _ran(client: FakeClient, pattern: str) -> list[str]:
+    return [q for q in client.statements if re.search(pattern, code(q))]
+
+
+def test_rebuild_swaps_once_and_copies_again() -> None:
+    """The CREATE of a rebuilt table and its RENAME are skipped once the old copy exists (a
+    re-run after a crash, a second migrator); the copy always runs, since copies collapse."""
+    fresh = FakeClient()
+    migrate(fresh, "oms")
+    assert len(_ran(fresh, r"^\s*RENAME TABLE `oms`\.order_events TO")) == 1
+    assert len(_ran(fresh, r"INSERT INTO `oms`\.order_events \(")) == 1
+
+    done = SwappedClient({"order_events__pre0006", "orders__pre0006"})
+    migrate(done, "oms")
+    assert _ran(done, r"RENAME TABLE `oms`\.order_events TO") == []
+    assert _ran(done, r"CREATE TABLE IF NOT EXISTS `oms`\.order_events__0006") == []
+    assert _ran(done, r"RENAME TABLE `oms`\.orders TO") == []
+    assert len(_ran(done, r"RENAME TABLE `oms`\.dlq TO")) == 1  # not swapped yet: swapped now
+    assert len(_ran(done, r"INSERT INTO `oms`\.order_events \(")) == 1
+
+
+def test_a_swap_another_migrator_won_counts_as_done() -> None:
+    racing = SwappedClient(set(), swap_race={"orders"})
+    assert "0006_facts_keyed_by_id" in migrate(racing, "oms")
+    assert racing.raced == 1
+
+    class Broken(SwappedClient):
+        def execute(self, query: str, params: Any = None, **kw: Any) -> list[tuple[Any, ...]]:
+            if "RENAME TABLE `oms`.orders TO" in query:
+                raise RuntimeError("Code: 60. Table doesn't exist")
+            return super().execute(query, params, **kw)
+
+    with pytest.raises(RuntimeError, match="doesn't exist"):
+        migrate(Broken(set()), "oms")
+
+
 def test_migrate_rejects_odd_database_names() -> None:
     with pytest.raises(ValueError):
         migrate(FakeClient(), "oms; DROP TABLE x")
@@ -337,6 +486,7 @@ CANNED = {
     Q_DLQ_BY_REASON: [("malformed_json", 2)],
     Q_GMV_BY_CHANNEL: [("jd", "CNY", 6, Decimal("1234.5000"))],
     Q_TOP_SKUS: [("SKU1", 9, ["CNY", "USD"], ["100.1000", "0.0050"])],
+    Q_RESERVED_BY_SKU: [("SKU1", 7, 5)],
     Q_STOCK_MOVEMENT_ROWS: [(0,)],
     Q_OVERSOLD: [],
     Q_PROCESSED_INPUTS: [(12,)],
