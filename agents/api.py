@@ -42,7 +42,8 @@ user as actor, applied by a worker, so it lands in the order's history with who 
 answer waits (bounded) for that: 200 applied, 409 refused in the order's state, 202 queued.
 
 Errors are JSON ``{"error": ...}``: 400 for bad parameters (saying which and why), 404 for
-unknown orders and routes, 503 when Redis cannot be reached. Tokens never reach a log.
+unknown orders and routes, 503 with ``Retry-After`` during an outage (Redis unreachable or
+refusing writes, the broker down: ``ops.retry.is_outage``). Tokens never reach a log.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from mode import Service
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.health import PROBE_PATHS, Probe, add_probe_routes, metrics_token
@@ -83,6 +85,7 @@ from ops.access import (
     parse_shops,
 )
 from ops.control import API
+from ops.retry import is_outage, redis_error_code
 from ops.settings import Settings
 from ops.views import applied_summary, find_orders, held_row, order_view, submit_action
 from state.keys import Keys
@@ -103,7 +106,10 @@ MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 200
 MAX_BODY_BYTES = 16 * 1024
 MAX_STOCK_DELTA = 10**9
+MAX_NUMBER_CHARS = 32  # a number in the query (limit, since: "1700000000.123456" is 17)
+MAX_CURSOR_CHARS = 1024  # base64 of [time, order id of at most MAX_ID_LENGTH characters]
 ACTION_WAIT_S = 20.0  # how long an action request waits for a worker to apply it
+OUTAGE_RETRY_AFTER_S = 5  # Retry-After of a 503: about one backoff step of the workers
 HELD_PARAMS = frozenset({"reason", "limit", "since", "after"})
 ACTION_FIELDS = frozenset({"reason"})
 GRANT_FIELDS = frozenset({"user", "role", "shops", "expires_in"})
@@ -432,9 +438,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Busy as exc:
         wait = str(max(1, math.ceil(exc.retry_after_s)))
         return error(429, str(exc), {"Retry-After": wait})
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        log.warning("order API: redis unavailable (%s)", type(exc).__name__)
-        return error(503, "order records are unavailable: Redis cannot be reached, retry later")
     except web.HTTPException as exc:  # unknown route, wrong method, body too large
         if exc.status < 400:
             raise
@@ -443,9 +446,29 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             (k, v) for k, v in exc.headers.items() if k not in NOT_COPIED_HEADERS
         )
         return response
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            return unavailable(request, exc)
         log.exception("order API: %s %s failed", request.method, request.path)
         return error(500, "internal error; the worker log has the details")
+
+
+def unavailable(request: web.Request, exc: Exception) -> web.Response:
+    """503 with Retry-After for an outage (ops/retry.py: Redis unreachable or refusing writes,
+    a retriable broker error, a timeout): the request was fine, a retry later may well pass.
+    Redis refusals (READONLY, OOM, MISCONF, LOADING...) come as ResponseErrors like a bug's,
+    so the class alone would have made them 500s. Only the error's class and code are told."""
+    code = redis_error_code(exc) if isinstance(exc, RedisError) else ""
+    cause = f"{type(exc).__name__}{f' {code}' if code else ''}"
+    log.warning("order API: %s %s: unavailable (%s)", request.method, request.path, cause)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError) and not code:
+        what = "Redis cannot be reached"
+    elif isinstance(exc, RedisError):
+        what = f"Redis refuses writes ({code or type(exc).__name__})"
+    else:
+        what = f"a service is unavailable ({cause})"
+    wait = str(OUTAGE_RETRY_AFTER_S)
+    return error(503, f"order records are unavailable: {what}, retry later", {"Retry-After": wait})
 
 
 @web.middleware
@@ -718,9 +741,18 @@ def parse_reason(value: str) -> str:
     return value
 
 
+def check_length(value: str, name: str, max_chars: int) -> None:
+    """A query parameter refused unread past ``max_chars``, before int() or float() sees it:
+    int() gives up on more than 4,300 digits with a ValueError, and a page of digits echoed
+    back in the error helps nobody."""
+    if len(value) > max_chars:
+        raise BadParam(f"{name} must be at most {max_chars} characters, got {len(value)}")
+
+
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_HELD_LIMIT
+    check_length(value, "limit", MAX_NUMBER_CHARS)
     try:
         limit = int(value)
     except ValueError:
@@ -742,6 +774,7 @@ def format_cursor(cursor: HeldCursor) -> str:
 def parse_cursor(value: str | None) -> HeldCursor | None:
     if value is None:
         return None
+    check_length(value, "after", MAX_CURSOR_CHARS)
     try:
         padded = value + "=" * (-len(value) % 4)
         score, order_id = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -757,6 +790,7 @@ def parse_cursor(value: str | None) -> HeldCursor | None:
 def parse_since(value: str | None) -> float:
     if value is None:
         return 0.0
+    check_length(value, "since", MAX_NUMBER_CHARS)
     try:
         since = float(value)
     except ValueError:

@@ -36,15 +36,18 @@ from typing import Any, Protocol
 
 from faust.types import EventT
 from faust.types.tuples import ack_lock
+from pydantic import ValidationError
 
 from agents.pipeline import Output
 from ops.retry import Backoff, is_outage
+from streams.adapters.base import describe_validation
 
 log = logging.getLogger(__name__)
 
 POISON_ATTEMPTS = 3  # failures of one batch (or input) before it counts as poison
 BACKOFF_FIRST_S = 0.2  # quick on a blip
 BACKOFF_MAX_S = 5.0  # no hot loop through an outage, and a backlog drains soon after it
+MAX_DESCRIBED_CHARS = 500  # a failure's description in a DLQ detail or a log line
 
 
 class Outcome(Protocol):
@@ -78,9 +81,16 @@ def task_cancelled() -> bool:
 
 def describe(exc: BaseException) -> str:
     """The exception's class and first line, bounded: a DLQ detail and a log line. Never the
-    payload (the DLQ record carries that, and logs must not)."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:500]
+    payload (the DLQ record carries that, and logs must not). A pydantic ValidationError is
+    described from its first errors (``describe_validation``), never from ``str()``: with
+    90,000 errors that string alone is megabytes, built on the event loop. Anything else is
+    turned into text once and clipped before it is split."""
+    if isinstance(exc, ValidationError):
+        text = describe_validation(exc, "input")
+    else:
+        text = str(exc)[:MAX_DESCRIBED_CHARS]
+        text = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {text}"[:MAX_DESCRIBED_CHARS]
 
 
 def hold_back(events: Sequence[EventT]) -> None:

@@ -43,24 +43,41 @@ def settings() -> Settings:
 
 
 @contextmanager
-def services_reachable() -> Iterator[None]:
-    """Redis or ClickHouse down: one clear line and exit 1, not a traceback."""
+def services_reachable(*, clickhouse: bool = True) -> Iterator[None]:
+    """Redis or ClickHouse down, or Redis refusing writes (read-only replica, out of memory,
+    disk full, loading: ``ops.retry.is_redis_outage``): one clear line and exit 1, not a
+    traceback. Any other Redis error is a bug and keeps its traceback. ``clickhouse=False``
+    for commands that do not use it: an OSError there is not ClickHouse's."""
     from clickhouse_driver import errors as ch_errors
     from redis import exceptions as redis_errors
+
+    from ops.retry import is_redis_outage, redis_error_code
 
     s = settings()
     # clickhouse-driver logs every failed connect with a traceback; the error below says it all.
     logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    ch_down: tuple[type[BaseException], ...] = (
+        (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError)
+        if clickhouse
+        else ()
+    )
     try:
         yield
-    except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError) as exc:
+    except redis_errors.RedisError as exc:
+        if not is_redis_outage(exc):
+            raise
+        where = mask_url(s.redis_url)  # never the password
+        code = redis_error_code(exc)
+        if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError) and not code:
+            fail(f"Redis at {where} is not reachable ({exc}); is the stack up? ./oms status")
+        text = str(exc) or type(exc).__name__
+        reason = text if not code or text.startswith(code) else f"{code} {text}"
+        fail(f"Redis at {where} refuses writes: {reason}")
+    except ch_down as exc:
         fail(
             f"ClickHouse at {s.clickhouse_host}:{s.clickhouse_port} is not reachable ({exc}); "
             "is the stack up? ./oms status"
         )
-    except redis_errors.ConnectionError as exc:
-        where = mask_url(s.redis_url)  # never the password
-        fail(f"Redis at {where} is not reachable ({exc}); is the stack up? ./oms status")
 
 
 def caller_path(path: Path) -> Path:
@@ -235,7 +252,8 @@ def stock_load(file: Path, op_id: str, as_json: bool) -> None:
     try:
         op = operation_id(op_id)
         rows = parse_stock_file(caller_path(file), routing.warehouses)
-        count = load_stock(connect(s), Keys(s.redis_prefix), rows, op_id=op, actor=_operator())
+        with services_reachable(clickhouse=False):
+            count = load_stock(connect(s), Keys(s.redis_prefix), rows, op_id=op, actor=_operator())
     except StockError as exc:
         fail(str(exc))
     skus = len({r.sku for r in rows})
@@ -278,18 +296,19 @@ def stock_adjust(
     s = settings()
     routing = RoutingTable.load(s.config_dir / "warehouses.toml")
     try:
-        done = adjust_stock(
-            connect(s),
-            Keys(s.redis_prefix),
-            routing.warehouses,
-            sku,
-            warehouse,
-            delta,
-            field=field,
-            op_id=op_id,
-            actor=_operator(),
-            reason=reason,
-        )
+        with services_reachable(clickhouse=False):
+            done = adjust_stock(
+                connect(s),
+                Keys(s.redis_prefix),
+                routing.warehouses,
+                sku,
+                warehouse,
+                delta,
+                field=field,
+                op_id=op_id,
+                actor=_operator(),
+                reason=reason,
+            )
     except StockError as exc:
         fail(str(exc))
     if as_json:
@@ -334,15 +353,16 @@ def stock_snapshot(file: Path, warehouse: str, zero_missing: bool, as_json: bool
         fail(f"unknown warehouse {warehouse!r} (known: {', '.join(sorted(routing.warehouses))})")
     try:
         rows, as_of = parse_snapshot_file(caller_path(file))
-        result = apply_snapshot(
-            connect(s),
-            Keys(s.redis_prefix),
-            warehouse,
-            rows,
-            as_of,
-            ch_client=ch_connect(s),
-            zero_missing=zero_missing,
-        )
+        with services_reachable():
+            result = apply_snapshot(
+                connect(s),
+                Keys(s.redis_prefix),
+                warehouse,
+                rows,
+                as_of,
+                ch_client=ch_connect(s),
+                zero_missing=zero_missing,
+            )
     except SnapshotError as exc:
         fail(str(exc))
     data = result.to_dict()
@@ -364,9 +384,11 @@ def stock_show(sku: str, as_json: bool) -> None:
 
     s = settings()
     client, keys = connect(s), Keys(s.redis_prefix)
-    if sku not in known_skus(client, keys):
+    with services_reachable(clickhouse=False):
+        known = sku in known_skus(client, keys)
+        levels = stock_levels(client, keys, sku) if known else []
+    if not known:
         fail(f"unknown sku {sku!r}")
-    levels = stock_levels(client, keys, sku)
     if as_json:
         emit_json({"sku": sku, "warehouses": {lv.warehouse: lv.to_dict() for lv in levels}})
         return
@@ -397,7 +419,8 @@ def orders_show(ref: str, as_json: bool, reveal: bool) -> None:
     """An order by OMS id or CHANNEL:EXTERNAL_ID: state, lines, reservation, history."""
     from ops.views import find_orders, order_view, render_order
 
-    found = asyncio.run(find_orders(settings(), ref))
+    with services_reachable(clickhouse=False):
+        found = asyncio.run(find_orders(settings(), ref))
     if not found:
         fail(f"no order {ref!r}")
     views = [order_view(r, reveal=reveal) for r in found]
@@ -421,7 +444,8 @@ def held_list(reason: str, limit: int, as_json: bool) -> None:
     """Held orders, oldest first, with their reason."""
     from ops.views import list_held
 
-    rows = asyncio.run(list_held(settings(), limit, reason=reason))
+    with services_reachable(clickhouse=False):
+        rows = asyncio.run(list_held(settings(), limit, reason=reason))
     if as_json:
         emit_json({"total": len(rows), "orders": rows})
         return
@@ -434,50 +458,117 @@ def held_list(reason: str, limit: int, as_json: bool) -> None:
 
 
 def _operator() -> str:
-    """Who acts, for the audit trail: OMS_OPERATOR, else the login name."""
-    return os.environ.get("OMS_OPERATOR") or os.environ.get("USER") or "operator"
+    """Who acts, for the audit trail: OMS_OPERATOR, else the login name. A name the workers
+    refuse from a person (``system...``, or one already naming a principal such as ``api:``:
+    ``ops.control.person``) is refused here at once (exit 2), not after a 30 s wait."""
+    from ops.control import person
+
+    source = "OMS_OPERATOR" if os.environ.get("OMS_OPERATOR") else "USER"
+    actor = os.environ.get("OMS_OPERATOR") or os.environ.get("USER") or "operator"
+    if not person(actor):
+        fail(
+            f"{source}={actor[:80]!r} is not a person's name: names starting with 'system' "
+            "or a principal ('api:', 'operator:', 'worker:', 'wms:') are reserved and the "
+            "workers refuse them; set OMS_OPERATOR to your own name",
+            2,
+        )
+    return actor
 
 
-def _act(ref: str, kind: str, reason: str, as_json: bool) -> None:
+def _checked_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--request-id / --action-id, checked like a stock op id (``state.stock.operation_id``)
+    while the arguments are parsed: a bad one is a usage error (exit 2)."""
+    from state.stock import StockError, operation_id
+
+    if not value:
+        return ""
+    try:
+        return operation_id(value)
+    except StockError as exc:
+        raise click.BadParameter(str(exc).replace("op id", "id", 1)) from None
+
+
+def _id_or_new(flag: str, given: str) -> str:
+    """The input's id: the one given, else a new one printed (stderr) before anything is sent,
+    so a retry after a timeout or a crash can give it again and the worker applies it once."""
+    from state.stock import operation_id
+
+    if given:
+        return given
+    new = operation_id()
+    click.echo(f"{flag} {new} (give it again to retry: the request is applied once)", err=True)
+    return new
+
+
+_ID_HELP = (
+    "Idempotency key (1-64 of letters, digits, . _ -): a retry with it is applied once. "
+    "Default: a new one, printed."
+)
+_REQUEST_ID = click.option("--request-id", default="", callback=_checked_id, help=_ID_HELP)
+_ACTION_ID = click.option("--action-id", default="", callback=_checked_id, help=_ID_HELP)
+
+
+def _act(ref: str, kind: str, reason: str, as_json: bool, action_id: str) -> None:
     from ops.views import submit_action
 
+    actor = _operator()
+    action_id = _id_or_new("--action-id", action_id)
     _report_applied(
-        lambda: submit_action(settings(), ref, kind, actor=_operator(), reason=reason), as_json
+        lambda: submit_action(
+            settings(), ref, kind, actor=actor, reason=reason, action_id=action_id
+        ),
+        as_json,
+        actor=actor,
+        id_field=("action_id", action_id),
     )
 
 
-def _report_applied(submit: Any, as_json: bool) -> None:
+def _report_applied(
+    submit: Any, as_json: bool, *, actor: str = "", id_field: tuple[str, str] = ("", "")
+) -> None:
     """Run a submit coroutine (send an order input, wait for a worker to apply it) and print
     before -> after; exit 1 when it was refused or not applied in time, 2 when the request
-    itself is invalid (a reason longer than a message holds)."""
+    itself is invalid (a reason longer than a message holds). ``id_field`` names the input's
+    id (``request_id``, ``action_id``) for the output and the retry hint."""
     from pydantic import ValidationError
 
-    from ops.views import applied_summary
+    from ops.views import InputIdReused, applied_summary
     from streams.adapters.base import describe_validation
 
+    name, ident = id_field
+    flag = f"--{name.replace('_', '-')} {ident}"
     try:
-        applied = asyncio.run(submit())
-    except LookupError as exc:
+        with services_reachable(clickhouse=False):
+            applied = asyncio.run(submit())
+    except (LookupError, InputIdReused) as exc:
         fail(str(exc))
     except ValidationError as exc:
         fail(f"invalid request: {describe_validation(exc, 'request')}", 2)
     before, after = applied.before, applied.after
     if after is None:
+        retry = f"; retry with {flag}" if ident else ""
         fail(
             f"{before.order_id}: the request is queued but no worker applied it within 30 s "
-            "(are the workers up? ./oms status)"
+            f"(are the workers up? ./oms status){retry}"
         )
     refused = applied.refused
-    data = applied_summary(applied, _operator())
+    data = applied_summary(applied, actor or _operator())
+    if ident:
+        data[name] = ident
     if as_json:
         emit_json(data)
+    elif applied.repeated:
+        click.echo(
+            f"{after.order_id}: {flag} was applied before: nothing changed "
+            f"(state {after.state.value})"
+        )
     else:
         click.echo(
             f"{after.order_id}: {before.state.value} -> {after.state.value} "
             f"({data['last_event']}{': ' + data['reason'] if data['reason'] else ''})"
         )
-        if refused is not None:
-            click.echo(f"refused: {refused.detail}", err=True)
+    if refused is not None and not as_json:
+        click.echo(f"refused: {refused.detail}", err=True)
     if refused is not None:
         sys.exit(1)
 
@@ -485,22 +576,24 @@ def _report_applied(submit: Any, as_json: bool) -> None:
 @held.command("release")
 @click.argument("ref")
 @click.option("--reason", default="", help="Why, for the audit trail.")
+@_ACTION_ID
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def held_release(ref: str, reason: str, as_json: bool) -> None:
+def held_release(ref: str, reason: str, action_id: str, as_json: bool) -> None:
     """Release a held order (OMS id or CHANNEL:EXTERNAL_ID): holds are overridden, the order
     is reserved and released to the WMS if stock allows; rejects still apply. Exit 1 when the
     order is not held."""
-    _act(ref, "release_hold", reason, as_json)
+    _act(ref, "release_hold", reason, as_json, action_id)
 
 
 @held.command("cancel")
 @click.argument("ref")
 @click.option("--reason", default="", help="Why, for the audit trail.")
+@_ACTION_ID
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def held_cancel(ref: str, reason: str, as_json: bool) -> None:
+def held_cancel(ref: str, reason: str, action_id: str, as_json: bool) -> None:
     """Cancel an order that is not shipped yet: its stock goes back, and the WMS gets a cancel
     command if it already had the order. Exit 1 when it can no longer be cancelled."""
-    _act(ref, "cancel", reason, as_json)
+    _act(ref, "cancel", reason, as_json, action_id)
 
 
 @main.group()
@@ -514,15 +607,24 @@ def _lines(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _request(ref: str, kind: str, as_json: bool, **fields: Any) -> None:
+def _request(ref: str, kind: str, as_json: bool, request_id: str, **fields: Any) -> None:
     from ops.views import submit_aftersales
     from streams.messages import AfterSalesKind
 
+    actor = _operator()
+    request_id = _id_or_new("--request-id", request_id)
     _report_applied(
         lambda: submit_aftersales(
-            settings(), ref, AfterSalesKind(kind), requested_by=_operator(), **fields
+            settings(),
+            ref,
+            AfterSalesKind(kind),
+            requested_by=actor,
+            request_id=request_id,
+            **fields,
         ),
         as_json,
+        actor=actor,
+        id_field=("request_id", request_id),
     )
 
 
@@ -534,11 +636,12 @@ _LINES = click.option("--lines", default="", help="Comma-separated line ids (def
 @aftersales.command("cancel")
 @click.argument("ref")
 @_REASON
+@_REQUEST_ID
 @_JSON
-def aftersales_cancel(ref: str, reason: str, as_json: bool) -> None:
+def aftersales_cancel(ref: str, reason: str, request_id: str, as_json: bool) -> None:
     """Cancel: before release the stock goes back at once; after release the WMS is asked to
     stop the parcel (cancel or intercept); once shipped it becomes a return."""
-    _request(ref, "cancel", as_json, reason=reason)
+    _request(ref, "cancel", as_json, request_id, reason=reason)
 
 
 @aftersales.command("address")
@@ -550,6 +653,7 @@ def aftersales_cancel(ref: str, reason: str, as_json: bool) -> None:
 @click.option("--name", default="", help="Receiver (default: unchanged).")
 @click.option("--phone", default="", help="Receiver phone (default: unchanged).")
 @click.option("--postcode", default="")
+@_REQUEST_ID
 @_JSON
 def aftersales_address(
     ref: str,
@@ -560,6 +664,7 @@ def aftersales_address(
     name: str,
     phone: str,
     postcode: str,
+    request_id: str,
     as_json: bool,
 ) -> None:
     """Change the ship-to address; only before the WMS has the order."""
@@ -570,7 +675,8 @@ def aftersales_address(
     if not code:
         fail(f"unknown province {province!r}", 2)
     try:
-        current = asyncio.run(find_one(settings(), ref)).address
+        with services_reachable(clickhouse=False):
+            current = asyncio.run(find_one(settings(), ref)).address
     except LookupError as exc:
         fail(str(exc))
     # Validated (model_copy is not): a street over the limit is refused here, not by a worker.
@@ -588,7 +694,7 @@ def aftersales_address(
             "phone": phone or current.phone,
         },
     )
-    _request(ref, "address_change", as_json, new_address=address)
+    _request(ref, "address_change", as_json, request_id, new_address=address)
 
 
 def _validated(model: Any, data: dict[str, Any]) -> Any:
@@ -607,11 +713,12 @@ def _validated(model: Any, data: dict[str, Any]) -> Any:
 @click.argument("ref")
 @_LINES
 @_REASON
+@_REQUEST_ID
 @_JSON
-def aftersales_return(ref: str, lines: str, reason: str, as_json: bool) -> None:
+def aftersales_return(ref: str, lines: str, reason: str, request_id: str, as_json: bool) -> None:
     """Return shipped lines: the warehouse is told to expect them; they restock on receipt
     when sellable and the buyer is refunded."""
-    _request(ref, "return", as_json, line_ids=_lines(lines), reason=reason)
+    _request(ref, "return", as_json, request_id, line_ids=_lines(lines), reason=reason)
 
 
 @aftersales.command("refund")
@@ -621,12 +728,15 @@ def aftersales_return(ref: str, lines: str, reason: str, as_json: bool) -> None:
     "--amount", type=AMOUNT, default=None, help="Amount (default: what the lines were paid)."
 )
 @_REASON
+@_REQUEST_ID
 @_JSON
 def aftersales_refund(
-    ref: str, lines: str, amount: Decimal | None, reason: str, as_json: bool
+    ref: str, lines: str, amount: Decimal | None, reason: str, request_id: str, as_json: bool
 ) -> None:
     """Refund without goods coming back; never more than was paid."""
-    _request(ref, "refund", as_json, line_ids=_lines(lines), amount=amount, reason=reason)
+    _request(
+        ref, "refund", as_json, request_id, line_ids=_lines(lines), amount=amount, reason=reason
+    )
 
 
 @aftersales.command("exchange")
@@ -634,10 +744,21 @@ def aftersales_refund(
 @_LINES
 @click.option("--sku", default="", help="Replacement sku (default: the same sku).")
 @_REASON
+@_REQUEST_ID
 @_JSON
-def aftersales_exchange(ref: str, lines: str, sku: str, reason: str, as_json: bool) -> None:
+def aftersales_exchange(
+    ref: str, lines: str, sku: str, reason: str, request_id: str, as_json: bool
+) -> None:
     """Exchange shipped lines: they come back, and a replacement is reserved and shipped."""
-    _request(ref, "exchange", as_json, line_ids=_lines(lines), exchange_sku=sku, reason=reason)
+    _request(
+        ref,
+        "exchange",
+        as_json,
+        request_id,
+        line_ids=_lines(lines),
+        exchange_sku=sku,
+        reason=reason,
+    )
 
 
 @main.group()

@@ -79,6 +79,7 @@ COMPONENT = "dashboard"  # pid and log file names under settings.home (ops/stack
 DEFAULT_WINDOW_S = 900  # the page's window when its URL names no ?since=
 MAX_WINDOW_S = 7 * 86400  # older windows would put days into one bucket: refuse instead
 FUTURE_SLACK_S = 300  # clock skew between the browser and the server
+MAX_SINCE_DIGITS = 12  # unix seconds until the year 33658: a longer ?since= is refused unread
 MAX_POINTS = 600  # buckets per series: bounds the JSON and the drawing work
 HOT_SKUS = 5
 HELD_LIMIT = 2000  # held records read per refresh; the total always comes from the index
@@ -167,6 +168,11 @@ def parse_since(raw: str | None, now: float) -> int:
     if raw is None or raw == "":
         return int(now) - DEFAULT_WINDOW_S
     text = raw.strip()
+    if len(text) > MAX_SINCE_DIGITS:  # before int(): past 4,300 digits it raises ValueError
+        raise BadParameter(
+            f"since must be unix seconds of at most {MAX_SINCE_DIGITS} digits, "
+            f"got {len(text)} characters"
+        )
     if not text.isascii() or not text.isdigit():
         raise BadParameter(f"since must be unix seconds (a whole number), got {raw!r}")
     since = int(text)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from state.keys import Keys
 from state.orders import OrderRecord, OrderStore
 from state.redis import connect_async
 from state.reservations import StockEngine, to_allocations
+from state.stock import operation_id
 from streams import topics
 from streams.messages import (
     AfterSalesKind,
@@ -353,6 +353,7 @@ class Applied:
     before: OrderRecord
     after: OrderRecord | None
     events: list[OrderEvent]
+    repeated: bool = False  # its id was applied before: nothing sent, nothing changed
 
     @property
     def refused(self) -> OrderEvent | None:
@@ -378,7 +379,14 @@ def applied_summary(applied: Applied, actor: str) -> dict[str, Any]:
     }
     if applied.refused is not None:
         data["refused"] = applied.refused.detail
+    if applied.repeated:
+        data["repeated"] = True
     return data
+
+
+class InputIdReused(ValueError):
+    """An after-sales request id given again for another kind of request on the same order:
+    the worker would take it for the first one and do nothing, so it is refused here."""
 
 
 async def submit_action(
@@ -390,27 +398,26 @@ async def submit_action(
     reason: str = "",
     wait_s: float = 30.0,
     signer: str = OPERATOR,
+    action_id: str = "",
 ) -> Applied:
     """Put an operator action on ``oms.operator`` for the one order ``ref`` names, signed as
     ``signer`` (the CLI's ``operator``, the API's ``api``: ops/control.py), then wait (bounded)
-    until a worker has applied it; returns (before, after or None on timeout)."""
+    until a worker has applied it; returns (before, after or None on timeout).
+
+    ``action_id`` (checked like a stock op id, ``state.stock.operation_id``; new when empty)
+    makes a retry safe: the worker applies an action id once per order."""
     before = await find_one(settings, ref)
     action = OperatorAction(
-        action_id=uuid.uuid4().hex,
+        action_id=operation_id(action_id),
         order_id=before.order_id,
         kind=OperatorActionKind(kind),
         actor=actor,
         reason=reason,
         at=datetime.now(UTC),
     )
-    return await send_and_wait(
-        settings,
-        topics.OPERATOR.name(settings),
-        before,
-        action,
-        f"action:{action.action_id}",
-        wait_s,
-        signer,
+    input_id = f"action:{action.action_id}"
+    return applied_before(before, input_id) or await send_and_wait(
+        settings, topics.OPERATOR.name(settings), before, action, input_id, wait_s, signer
     )
 
 
@@ -422,28 +429,42 @@ async def submit_aftersales(
     requested_by: str,
     wait_s: float = 30.0,
     signer: str = OPERATOR,
+    request_id: str = "",
     **fields: Any,
 ) -> Applied:
     """An after-sales request on ``oms.aftersales`` for the one order ``ref`` names, signed as
-    ``signer``; waits (bounded) until a worker has applied it."""
+    ``signer``; waits (bounded) until a worker has applied it.
+
+    ``request_id`` (checked like a stock op id; new when empty) makes a retry safe: the worker
+    applies ``aftersales:<request_id>`` once per order, so a refund retried after a timeout
+    refunds once. The id given again for another kind of request is ``InputIdReused``."""
     before = await find_one(settings, ref)
     request = AfterSalesRequest(
-        request_id=uuid.uuid4().hex,
+        request_id=operation_id(request_id),
         order_id=before.order_id,
         kind=kind,
         requested_by=requested_by,
         at=datetime.now(UTC),
         **fields,
     )
-    return await send_and_wait(
-        settings,
-        topics.AFTERSALES.name(settings),
-        before,
-        request,
-        f"aftersales:{request.request_id}",
-        wait_s,
-        signer,
+    first = next((e for e in before.aftersales if e.request_id == request.request_id), None)
+    if first is not None and first.kind is not kind:
+        raise InputIdReused(
+            f"request id {request.request_id} was used for a {first.kind.value} request on "
+            f"{before.order_id}: give a new --request-id for this {kind.value}"
+        )
+    input_id = f"aftersales:{request.request_id}"
+    return applied_before(before, input_id) or await send_and_wait(
+        settings, topics.AFTERSALES.name(settings), before, request, input_id, wait_s, signer
     )
+
+
+def applied_before(before: OrderRecord, input_id: str) -> Applied | None:
+    """A retry of an input the order applied already (same id): not sent again (the worker
+    would only re-emit its outputs), reported as ``repeated`` with the events it caused."""
+    if not before.has_applied(input_id):
+        return None
+    return Applied(before, before, events_of(before, input_id), repeated=True)
 
 
 def events_of(record: OrderRecord, input_id: str) -> list[OrderEvent]:
@@ -472,8 +493,9 @@ async def send_and_wait(
     wait_s: float,
     signer: str,
 ) -> Applied:
-    """Send one order-keyed message signed as ``signer`` and poll the order record until the
-    input is in its outbox (applied by a worker), or give up after ``wait_s``."""
+    """Send one order-keyed message signed as ``signer`` and poll the order record until a
+    worker has applied the input (``has_applied``: its outputs may have left the outbox), or
+    give up after ``wait_s``."""
     order_id = message.order_id
     key, value = order_id.encode(), message.model_dump_json().encode()
     headers = signer_for(settings, signer).headers(topic, key, value)
@@ -484,7 +506,7 @@ async def send_and_wait(
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             after = await store.load(order_id)
-            if after is not None and input_id in after.outbox:
+            if after is not None and after.has_applied(input_id):
                 return Applied(before, after, events_of(after, input_id))
             await asyncio.sleep(0.2)
         return Applied(before, None, [])

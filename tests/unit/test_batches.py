@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -205,6 +206,53 @@ def test_describe_is_one_bounded_line() -> None:
     assert text == "ValueError: first line"
     assert len(describe(ValueError("x" * 5000))) == 500
     assert describe(KeyError()) == "KeyError: "
+
+
+class Forbid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    qty: int = 0
+
+
+def validation_error(data: dict[str, Any]) -> ValidationError:
+    with pytest.raises(ValidationError) as raised:
+        Forbid.model_validate(data)
+    return raised.value
+
+
+def test_describe_of_a_huge_validation_error_never_builds_its_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """90,000 unknown fields: str() of that error is 16 MB. It must never be built, nor the
+    error list read: only the count is told."""
+    exc = validation_error({f"k{i}": i for i in range(90_000)})
+
+    def never(*_: Any, **__: Any) -> str:
+        raise AssertionError("the whole error was turned into text")
+
+    monkeypatch.setattr(ValidationError, "__str__", never)
+    monkeypatch.setattr(ValidationError, "__repr__", never)
+    monkeypatch.setattr(ValidationError, "errors", never)
+    assert describe(exc) == "ValidationError: 90000 errors (too many to list)"
+
+
+def test_describe_of_a_small_validation_error_names_its_fields() -> None:
+    text = describe(validation_error({"qty": "many", "note\nforged": "x" * 5000}))
+    assert text.startswith("ValidationError: qty: Input should be a valid integer")
+    assert "note\\nforged: Extra inputs are not permitted" in text
+    assert "\n" not in text and len(text) <= 500
+
+
+def test_describe_turns_an_exception_into_text_once() -> None:
+    calls = 0
+
+    class Loud(Exception):
+        def __str__(self) -> str:
+            nonlocal calls
+            calls += 1
+            return "y" * 100_000
+
+    assert describe(Loud()) == f"Loud: {'y' * 494}"
+    assert calls == 1
 
 
 @pytest.mark.parametrize(
