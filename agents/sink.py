@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import dataclass
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 from agents.guard import parse_or_none
 from analytics.facts import Fact
 from analytics.sink import FactSink
+from ops.control import Keyring, Refused, claimed, keyring
 from ops.kafka import consumer_kwargs
 from ops.settings import Settings
 from streams import topics
@@ -72,9 +74,11 @@ async def run_fact_sink(
     """Consume the fact topics into ClickHouse until cancelled, or until ``stop`` is set (then
     the batch in hand lands and is committed first).
 
-    ``counters`` get the sink's metrics: ``facts``, ``bad_facts``, FactSink's ``sink_*`` and
+    ``counters`` get the sink's metrics: ``facts``, ``bad_facts``, ``unauthorized_facts``
+    (control messages refused as the workers refuse them), FactSink's ``sink_*`` and
     ``sink_partitions`` (partitions assigned to this consumer at the last batch)."""
     models = fact_models(settings)
+    screen = control_screen(settings)
     sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
     consumer = AIOKafkaConsumer(
         *models,
@@ -90,7 +94,7 @@ async def run_fact_sink(
             records = await take_batch(consumer, settings)
             counters["sink_partitions"] = len(consumer.assignment())
             if records:
-                await land(records, models, sink, counters)
+                await land(records, models, sink, counters, screen)
                 await consumer.commit()  # only now: ClickHouse has every row
     finally:
         await consumer.stop()
@@ -122,9 +126,43 @@ async def land(
     models: dict[str, type[BaseModel]],
     sink: FactSink,
     counters: Counter[str],
+    screen: Screen | None = None,
 ) -> None:
-    parsed = [parse_fact(r.topic, r.value or b"", models) for r in records]
-    batch = [fact for fact in parsed if fact is not None]
-    counters["bad_facts"] += len(parsed) - len(batch)
+    batch: list[Fact] = []
+    for record in records:
+        fact = parse_fact(record.topic, record.value or b"", models)
+        if fact is None:
+            counters["bad_facts"] += 1
+        elif screen is not None and (fact := screen.admit(record, fact)) is None:
+            counters["unauthorized_facts"] += 1
+        else:
+            batch.append(fact)
     await sink.write(batch)
     counters["facts"] += len(batch)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The control topics' signatures, checked as the workers check them (agents/control.py):
+    a WMS event or after-sales request nobody allowed to send it signed is no fact (the
+    workers dead-letter it, and that DLQ record is the fact), and an admitted one carries the
+    actor the workers record."""
+
+    keyring: Keyring
+    topics: frozenset[str]
+
+    def admit(self, record: ConsumerRecord, fact: Fact) -> Fact | None:
+        if record.topic not in self.topics:
+            return fact
+        try:
+            principal = self.keyring.verify(
+                record.topic, record.key, record.value or b"", record.headers or []
+            )
+            return claimed(principal, fact)  # type: ignore[no-any-return]
+        except Refused:
+            return None
+
+
+def control_screen(settings: Settings) -> Screen:
+    control = frozenset(spec.name(settings) for spec in (topics.WMS_EVENTS, topics.AFTERSALES))
+    return Screen(keyring(settings), control)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,3 +334,57 @@ async def test_the_timers_sign_as_the_worker(tmp_path: Path) -> None:
     await send_signed(app, control.signer_for(settings, WORKER), [(OPS, "O1", value)])
     [(topic, key, raw, _partition, _timestamp, headers)] = sent
     assert keyring(settings).verify(topic, key, raw, headers) == WORKER
+
+
+# --- the fact sink screens control topics like the workers --------------------------------
+
+
+@dataclass
+class Rec:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def record_of(principal: str, topic: str, message: Any) -> Rec:
+    value = message.model_dump_json().encode()
+    return Rec(topic, b"O1", value, list(signed(principal, topic, value)))
+
+
+async def test_the_sink_lands_only_what_the_workers_would_apply() -> None:
+    """A forged WMS event or after-sales request must not become a fact: the workers refuse it
+    (and its DLQ record is the fact); an admitted one carries the actor they record."""
+    from agents.sink import Screen, land
+
+    models: dict[str, Any] = {WMS_TOPIC: WmsEvent, AFTER: AfterSalesRequest}
+    event = WmsEvent(
+        event_id="W1",
+        command_id="C1",
+        order_id="O1",
+        kind=WmsEventKind.SHIPPED,
+        warehouse="WH-SH",
+        at=T0,
+    )
+    records = [
+        record_of(WMS, WMS_TOPIC, event),
+        record_of(API, AFTER, request()),
+        Rec(
+            WMS_TOPIC, b"O1", event.model_copy(update={"event_id": "W2"}).model_dump_json().encode()
+        ),  # unsigned
+        record_of(OPERATOR, WMS_TOPIC, event.model_copy(update={"event_id": "W3"})),
+    ]
+
+    class Sink:
+        def __init__(self) -> None:
+            self.written: list[Any] = []
+
+        async def write(self, facts: list[Any]) -> None:
+            self.written += facts
+
+    sink, counters = Sink(), Counter[str]()
+    screen = Screen(RING, frozenset({WMS_TOPIC, AFTER}))
+    await land(records, models, sink, counters, screen)  # type: ignore[arg-type]
+    assert [type(f).__name__ for f in sink.written] == ["WmsEvent", "AfterSalesRequest"]
+    assert sink.written[1].requested_by == "api:amy"
+    assert counters["unauthorized_facts"] == 2 and counters["facts"] == 2
