@@ -318,6 +318,7 @@ class OrderPipeline:
                 result.counts["cas_conflicts"] += 1
                 again[id(item)] = item
         settling = [plan for _, group in kept for plan in group if plan.record.pending]
+        waited = {id(plan) for plan in settling}
         settled = await self._settle(
             [(plan.record, plan.expected_version + 1) for plan in settling], result, now
         )
@@ -325,7 +326,7 @@ class OrderPipeline:
             for plan in group:
                 count_kinds(plan.messages, result.counts)
                 oid = plan.record.order_id
-                if plan.record.pending is None:
+                if id(plan) not in waited:
                     result.outputs.extend(plan.record.outbox[plan.input_id])
                 elif oid in settled.lost:  # someone else finished it: its redelivery re-emits
                     again[id(item)] = item
@@ -424,16 +425,16 @@ class OrderPipeline:
         now: datetime,
         result: BatchResult,
     ) -> Plan:
-        """The rest of a saved decision, now that its reservation is known: a plan on a copy
-        of the record as saved (pending cleared) that adds to the same input's outputs."""
+        """The rest of a saved decision, now that its reservation is known: a plan on the
+        record as saved (pending cleared; changed in place: the saved record is not read
+        again, a lost race reloads it) that adds to the same input's outputs."""
         pending = record.pending
         assert pending is not None and pending.reserve is not None
-        fresh = record.model_copy(deep=True)
-        fresh.pending = None
-        plan = Plan(None, pending.input_id, fresh, version, actor=pending.actor)
+        record.pending = None
+        plan = Plan(None, pending.input_id, record, version, actor=pending.actor)
         if fallback:
-            skipped = ", ".join(f"{g.sku} x{g.quantity}" for g in fresh.gift_lines)
-            fresh.gift_lines = []
+            skipped = ", ".join(f"{g.sku} x{g.quantity}" for g in record.gift_lines)
+            record.gift_lines = []
             result.counts["gifts_skipped"] += 1
             self.note(plan, EventKind.GIFT_SKIPPED, now, reason="out_of_stock", detail=skipped)
         if pending.reserve.then is Then.EXCHANGE:
