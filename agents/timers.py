@@ -38,7 +38,6 @@ SCAN_LIMIT = 2000
 # operator agent is behind (a 200k-order bench found 7,000 groups re-sent each second). If the
 # action were lost, the group comes due again after this.
 MERGE_RESEND_AFTER_S = 30.0
-TIMER_ACTOR = "system:unpaid-timer"
 
 
 async def due_unpaid(
@@ -56,16 +55,9 @@ async def due_unpaid(
         if record is None or record.hold_reason != "unpaid":
             continue
         held_seq = next((h.seq for h in reversed(record.history) if h.kind.value == "held"), 0)
-        actions.append(
-            OperatorAction(
-                action_id=make_id("X", oid, "expire_unpaid", held_seq),
-                order_id=oid,
-                kind=OperatorActionKind.EXPIRE_UNPAID,
-                actor=TIMER_ACTOR,
-                reason=f"unpaid for more than {timeout_s:.0f} s",
-                at=datetime.now(UTC),
-            )
-        )
+        why = f"unpaid for more than {timeout_s:.0f} s"
+        kind = OperatorActionKind.EXPIRE_UNPAID
+        actions.append(timer_action(oid, kind, "unpaid-timer", why, held_seq))
     return actions
 
 
@@ -112,14 +104,7 @@ async def due_closes(
     now = time.time() if now is None else now
     ids = await client.zrangebyscore(keys.closing, "-inf", now, start=0, num=SCAN_LIMIT)
     return [
-        OperatorAction(
-            action_id=make_id("X", oid, "close"),
-            order_id=oid,
-            kind=OperatorActionKind.CLOSE,
-            actor="system:close-timer",
-            reason="after-sales window ended",
-            at=datetime.now(UTC),
-        )
+        timer_action(oid, OperatorActionKind.CLOSE, "close-timer", "after-sales window ended")
         for oid in ids
     ]
 
@@ -132,17 +117,26 @@ async def due_pending(
     pipeline carries the work out before it looks at the action (docs/decisions/0013)."""
     now = time.time() if now is None else now
     ids = await OrderStore(client, keys).pending_ids(now - PENDING_GRACE_S, SCAN_LIMIT)
+    why = "stock work of a saved decision left unfinished"
     return [
-        OperatorAction(
-            action_id=make_id("X", oid, "settle", int(now)),
-            order_id=oid,
-            kind=OperatorActionKind.SETTLE,
-            actor="system:pending-sweeper",
-            reason="stock work of a saved decision left unfinished",
-            at=datetime.now(UTC),
-        )
+        timer_action(oid, OperatorActionKind.SETTLE, "pending-sweeper", why, int(now))
         for oid in ids
     ]
+
+
+def timer_action(
+    order_id: str, kind: OperatorActionKind, timer: str, reason: str, *id_parts: object
+) -> OperatorAction:
+    """An action a timer sends about one order, as ``system:<timer>``; its id is derived from
+    what is due, so a timer firing twice acts once."""
+    return OperatorAction(
+        action_id=make_id("X", order_id, kind.value, *id_parts),
+        order_id=order_id,
+        kind=kind,
+        actor=f"system:{timer}",
+        reason=reason,
+        at=datetime.now(UTC),
+    )
 
 
 Scan = Callable[[aioredis.Redis, Keys, Settings], Awaitable[list[OperatorAction]]]

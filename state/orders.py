@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 
@@ -140,18 +140,11 @@ class ReserveIntent(BaseModel):
             self.policy,
             shop=self.shop,
             seq=base,
+            seq_limit=(version + 1) * FENCE_STRIDE,
         )
         if self.fallback is None:
             return first, None
-        fallback = ReserveRequest(
-            self.shipment,
-            self.fallback,
-            tuple(self.warehouses),
-            self.policy,
-            shop=self.shop,
-            seq=base + MAX_ATTEMPTS,
-        )
-        return first, fallback
+        return first, replace(first, quantities=self.fallback, seq=base + MAX_ATTEMPTS)
 
 
 class Pending(BaseModel):

@@ -60,6 +60,7 @@ class ReserveRequest:
     policy: ShortagePolicy = ShortagePolicy.HOLD
     shop: str = ""  # "CHANNEL/SHOP": its channel quotas apply ('' = none; state/channel_stock.py)
     seq: int | None = None  # fence of attempt 0 (module docstring); None: unfenced (tests, bench)
+    seq_limit: int | None = None  # first seq of the next decision (what "superseded" means)
 
     def attempt_seq(self, attempt: int) -> str:
         return "" if self.seq is None else str(self.seq + attempt)
@@ -134,6 +135,23 @@ class StockEffect(BaseModel):
 _HOLDING = frozenset({"reserved", "existing"})
 
 
+def next_step(req: ReserveRequest, attempt: int, overtaken_at: int | None) -> int | ReserveStatus:
+    """After a failed attempt: the attempt to run next, or the verdict. ``overtaken_at``: the
+    highest seq a 'stale' reply named (another worker carrying out the same decision got
+    further, or a later decision was carried out). Within this request's attempts: go on at
+    the one it reached (its decisions are recorded there). Past them but within the decision
+    (``seq_limit``): this request was concluded short and the decision moved on to its
+    fallback. Past the decision: superseded."""
+    if overtaken_at is None or req.seq is None:
+        return attempt + 1 if attempt + 1 < MAX_ATTEMPTS else ReserveStatus.SHORTAGE
+    if req.seq_limit is not None and overtaken_at >= req.seq_limit:
+        return ReserveStatus.SUPERSEDED
+    reached = overtaken_at - req.seq
+    if reached >= MAX_ATTEMPTS:
+        return ReserveStatus.SHORTAGE if req.seq_limit is not None else ReserveStatus.SUPERSEDED
+    return max(reached, attempt + 1)
+
+
 def _units(text: str) -> int:
     return sum(qty for _, qty in parse_parts(text)) if text and text != "-" else 0
 
@@ -169,26 +187,22 @@ class StockEngine:
         for i, req in enumerate(requests):
             first.setdefault(req.order_id, i)
         results: dict[int, Reservation] = {}
-        pending = sorted(first.values())
-        for attempt in range(MAX_ATTEMPTS):
-            if not pending:
-                break
-            pending = await self._attempt(requests, pending, attempt, results)
-        for i in pending:  # still failing at the last attempt: what the scripts decided last
-            results.setdefault(i, Reservation(requests[i].order_id, ReserveStatus.SHORTAGE))
+        attempts = dict.fromkeys(first.values(), 0)  # request -> attempt to run next
+        while attempts:
+            attempts = await self._attempt(requests, attempts, results)
         return [results[first[req.order_id]] for req in requests]
 
     async def _attempt(
         self,
         requests: Sequence[ReserveRequest],
-        pending: list[int],
-        attempt: int,
+        attempts: dict[int, int],
         results: dict[int, Reservation],
-    ) -> list[int]:
+    ) -> dict[int, int]:
         """One round: snapshot, plan, ask every sku's script, undo partial orders. Returns the
-        requests to try again. Every sku of a request is asked even when no plan fits (with
-        an empty plan): only the scripts' recorded decisions say 'shortage' (module docstring).
-        """
+        requests to try again, with the attempt each goes on at. Every sku of a request is asked
+        even when no plan fits (with an empty plan): only the scripts' recorded decisions say
+        'shortage' (module docstring)."""
+        pending = sorted(attempts)
         available, existing, quotas, stocked = await self._snapshot([requests[i] for i in pending])
         plans: dict[int, dict[str, str]] = {}
         for i in pending:
@@ -217,31 +231,34 @@ class StockEngine:
                 for sku, key, left in charges or ():
                     quotas[sku][key] = str(left)
             plans[i] = {sku: format_parts(plan[sku]) if plan else "" for sku in req.quantities}
-        outcome = await self._reserve_plans(requests, plans, attempt)
-        retry: list[int] = []
+        outcome = await self._reserve_plans(requests, plans, attempts)
+        retry: dict[int, int] = {}
         undo: list[tuple[ReserveRequest, str, int]] = []
         for i, per_sku in outcome.items():
-            req = requests[i]
-            statuses = {status for status, _ in per_sku.values()}
-            got = {sku: a for sku, (status, a) in per_sku.items() if status in _HOLDING and a}
+            req, attempt = requests[i], attempts[i]
+            statuses = {reply[0] for reply in per_sku.values()}
+            got = {sku: reply[1] for sku, reply in per_sku.items() if reply[0] in _HOLDING}
+            got = {sku: a for sku, a in got.items() if a}
             complete = statuses <= _HOLDING and all(
                 _units(got.get(sku, "")) == qty for sku, qty in req.quantities.items()
             )
             if "-" in got.values():
                 undo += [(req, sku, attempt) for sku, a in got.items() if a != "-"]
                 results[i] = Reservation(req.order_id, ReserveStatus.BLOCKED)
-            elif complete:
+                continue
+            if complete:
                 status = (
                     ReserveStatus.EXISTING if statuses == {"existing"} else ReserveStatus.RESERVED
                 )
                 results[i] = Reservation(req.order_id, status, to_allocations(got))
+                continue
+            undo += [(req, sku, attempt) for sku in got]
+            later = max((int(r[2]) for r in per_sku.values() if r[0] == "stale"), default=None)
+            verdict = next_step(req, attempt, later)
+            if isinstance(verdict, ReserveStatus):
+                results[i] = Reservation(req.order_id, verdict)
             else:
-                undo += [(req, sku, attempt) for sku in got]
-                retry.append(i)
-                if "stale" in statuses:
-                    results[i] = Reservation(req.order_id, ReserveStatus.SUPERSEDED)
-                else:
-                    results.pop(i, None)  # a shortage recorded now: the verdict if it is the last
+                retry[i] = verdict
         if undo:
             await self._undo(undo)
         return retry
@@ -285,9 +302,13 @@ class StockEngine:
         return available, existing, quotas, stocked
 
     async def _reserve_plans(
-        self, requests: Sequence[ReserveRequest], plans: dict[int, dict[str, str]], attempt: int
-    ) -> dict[int, dict[str, tuple[str, str]]]:
-        """Every sku of every request asked in one round trip: (status, allocation) per sku."""
+        self,
+        requests: Sequence[ReserveRequest],
+        plans: dict[int, dict[str, str]],
+        attempts: dict[int, int],
+    ) -> dict[int, dict[str, list[str]]]:
+        """Every sku of every request asked in one round trip: the script's reply per sku
+        (status, allocation, and for 'stale' the seq that overtook it)."""
         pipe = self._client.pipeline(transaction=False)
         calls: list[tuple[int, str]] = []
         for i, per_sku in plans.items():
@@ -295,14 +316,14 @@ class StockEngine:
             for sku, parts in sorted(per_sku.items()):
                 await self._reserve(
                     keys=self._sku_keys(sku),
-                    args=[req.order_id, parts, req.shop, req.attempt_seq(attempt)],
+                    args=[req.order_id, parts, req.shop, req.attempt_seq(attempts[i])],
                     client=pipe,
                 )
                 calls.append((i, sku))
-        outcome: dict[int, dict[str, tuple[str, str]]] = {i: {} for i in plans}
+        outcome: dict[int, dict[str, list[str]]] = {i: {} for i in plans}
         if calls:
             for (i, sku), reply in zip(calls, await pipe.execute(), strict=True):
-                outcome[i][sku] = (reply[0], reply[1])
+                outcome[i][sku] = [str(part) for part in reply[:3]]
         return outcome
 
     async def _undo(self, items: Sequence[tuple[ReserveRequest, str, int]]) -> None:

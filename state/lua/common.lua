@@ -94,6 +94,15 @@ local function mark_effect(shipment, seq)
   if seq and seq ~= '' then redis.call('HSET', KEYS[1], 'e:' .. shipment, seq) end
 end
 
+-- A post-save effect (commit, settle, return, short pick, final release) runs once per seq:
+-- true (and marked) when this one is new or unfenced, false when applied or overtaken.
+local function first_time(shipment, seq)
+  local fence = effect_fence(shipment, seq)
+  if fence == 'stale' or fence == 'done' then return false end
+  mark_effect(shipment, seq)
+  return true
+end
+
 -- Hand the channel quota a reservation charged (rq:SHIPMENT = 'KEY=units', stock_reserve.lua)
 -- back to quota:KEY, if that is still a limited quota, and forget the charge.
 local function give_quota_back(shipment)

@@ -12,11 +12,9 @@
 KIND = 'commit'
 local id, seq = ARGV[1], ARGV[3] or ''
 local current = redis.call('HGET', KEYS[1], 'r:' .. id)
-local fence = effect_fence(id, seq)
-if fence == 'stale' or fence == 'done' then
+if not first_time(id, seq) then
   return {'none', current or ''}
 end
-mark_effect(id, seq)
 local active = current and current ~= '-'
 local picked, rest = {}, {}
 if active then

@@ -16,13 +16,14 @@
 -- units (an order changed since) is replaced within the same step.
 -- Unfenced (and for an active reservation of the same units when fenced): idempotent per
 -- (reservation, sku): an existing r:ID (active or closed '-') is returned unchanged.
--- Returns {'reserved'|'existing'|'shortage'|'stale', allocation, movements or 'quota'}
+-- Returns {'reserved'|'existing'|'shortage', allocation, movements or 'quota'}, or
+-- {'stale', allocation, the seq that overtook this one}
 KIND = 'reserve'
 local id, seq = ARGV[1], ARGV[4] or ''
 local fence = effect_fence(id, seq)
 local existing = redis.call('HGET', KEYS[1], 'r:' .. id)
 if fence == 'stale' then
-  return {'stale', existing or ''}
+  return {'stale', existing or '', redis.call('HGET', KEYS[1], 'e:' .. id)}
 end
 if fence == 'done' then
   if existing then return {'existing', existing} end

@@ -9,11 +9,9 @@
 -- Returns {'returned'|'none', 'WH=qty' back on hand, movements}
 KIND = 'returned'
 local marker = 'op:' .. ARGV[5]
-local fence = effect_fence(ARGV[1], ARGV[6] or '')
-if fence == 'stale' or fence == 'done' or redis.call('HEXISTS', KEYS[1], marker) == 1 then
+if redis.call('HEXISTS', KEYS[1], marker) == 1 or not first_time(ARGV[1], ARGV[6] or '') then
   return {'none', ''}
 end
-mark_effect(ARGV[1], ARGV[6] or '')
 local wh, qty = ARGV[2], tonumber(ARGV[3])
 local from_transit = 0
 local shipped = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])

@@ -5,11 +5,9 @@
 -- ARGV[5] (optional) seq (effect_fence in common.lua): applied once, never after a later one.
 -- Returns {'settled'|'none', allocation settled, movements}
 local current = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])
-local fence = effect_fence(ARGV[1], ARGV[5] or '')
-if fence == 'stale' or fence == 'done' then
+if not first_time(ARGV[1], ARGV[5] or '') then
   return {'none', ''}
 end
-mark_effect(ARGV[1], ARGV[5] or '')
 if not current or current == '-' then
   return {'none', current or ''}
 end

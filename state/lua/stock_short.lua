@@ -8,11 +8,9 @@
 -- Returns {'shorted'|'none', allocation given back, movements}
 local id, seq = ARGV[1], ARGV[4] or ''
 local current = redis.call('HGET', KEYS[1], 'r:' .. id)
-local fence = effect_fence(id, seq)
-if fence == 'stale' or fence == 'done' then
+if not first_time(id, seq) then
   return {'none', current or ''}
 end
-mark_effect(id, seq)
 if not current or current == '-' then
   return {'none', current or ''}
 end

@@ -822,3 +822,31 @@ async def test_concurrent_redeliveries_never_oversell_a_hot_sku(env: Env) -> Non
         assert len(active) in (0, len(order.quantities)), (order, held)
         if active:  # someone reserved it, and said so
             assert any(r.active for r in by_order[order.order_id])
+
+
+async def test_a_decision_carried_out_again_after_its_fallback(env: Env) -> None:
+    """A worker carried out a decision's first request to its last attempt (short: the gift is
+    out of stock), reserved its fallback (the order without the gift) and died before saving.
+    The worker carrying the decision out again must read 'short' for the first request, not
+    'superseded' (which made it give up and try again for ever: ./oms chaos found it), and the
+    fallback's reservation as it is."""
+    env.load({("A", "W1"): 5})
+    first = replace(req("o1", {"A": 1, "G": 1}, ["W1"]), seq=6416, seq_limit=6464)
+    fallback = replace(first, quantities={"A": 1}, seq=6420)
+    (short,) = await env.engine.reserve_many([first])
+    (kept,) = await env.engine.reserve_many([fallback])
+    assert short.status is ReserveStatus.SHORTAGE and kept.status is ReserveStatus.RESERVED
+    other = StockEngine(env.aclient, env.keys)
+    (again,) = await other.reserve_many([first])
+    (kept_again,) = await other.reserve_many([fallback])
+    assert again.status is ReserveStatus.SHORTAGE
+    assert kept_again.active and kept_again.allocations == kept.allocations
+    # A later decision of the order moved on: the old one is superseded, nothing moves.
+    later = replace(first, quantities={"A": 2}, seq=6480, seq_limit=6528)
+    (moved,) = await env.engine.reserve_many([later])
+    assert moved.status is ReserveStatus.RESERVED
+    before = await env.aclient.hgetall(env.keys.stock("A"))
+    (old,) = await other.reserve_many([first])
+    assert old.status is ReserveStatus.SUPERSEDED
+    assert await env.aclient.hgetall(env.keys.stock("A")) == before
+    assert env.clean()
