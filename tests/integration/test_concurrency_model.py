@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from redis.asyncio.client import Pipeline
 
 from agents.pipeline import BatchResult, OrderPipeline
+from agents.promotions import Promotions
 from agents.route import RoutingTable
 from ops.settings import Settings
 from state.allocation import parse_parts
@@ -61,7 +62,12 @@ from tests.integration.test_pipeline import Feed, own_order, wms_answer
 pytestmark = pytest.mark.integration
 
 S = OrderState
-STOCK = {"A": {"WH-SH": 3, "WH-BJ": 2}, "B": {"WH-SH": 2}}
+STOCK = {"A": {"WH-SH": 3, "WH-BJ": 2}, "B": {"WH-SH": 2}, "G": {"WH-SH": 1}}
+# Buying B earns a gift G, of which there is one: gifts that do not fit are left out (the
+# reservation's fallback), a path a decision may be carried out along twice.
+GIFTS = Promotions.model_validate(
+    {"promotions": [{"id": "B-GIFT", "kind": "buy", "sku": "B", "gift_sku": "G"}]}
+)
 QUOTA_SKU, QUOTA = "A", 4  # own/shop1 may sell 4 of the 5 A
 SHOP = "own/shop1"
 # States in which an order holds its units reserved (all of them, nothing shipped yet).
@@ -83,10 +89,16 @@ class Scheduler:
     uniform random choice at every round trip would almost never produce them."""
 
     def __init__(
-        self, priorities: list[int], changes: frozenset[int], picks: list[int] | None = None
+        self,
+        priorities: list[int],
+        changes: frozenset[int],
+        picks: list[int] | None = None,
+        crash: tuple[int, int] | None = None,
     ) -> None:
         self.priorities = priorities
         self.changes = changes
+        self.crash = crash  # (job, round trip): that job's worker dies there, Redis unanswered
+        self.passed: Counter[str] = Counter()
         self.picks = picks  # instead of PCT: the n-th choice is picks[n] among the waiting
         self.rank: dict[str, float] = {}
         self.waiting: dict[str, asyncio.Future[None]] = {}
@@ -97,6 +109,9 @@ class Scheduler:
         name = CURRENT.get()
         if name is None:
             return
+        self.passed[name] += 1
+        if self.crash is not None and (int(name.split(":")[0]), self.passed[name]) == self.crash:
+            raise WorkerDied(name)
         future = asyncio.get_running_loop().create_future()
         self.waiting[name] = future
         self.moved.set()
@@ -144,6 +159,10 @@ def _context(name: str) -> contextvars.Context:
     ctx = contextvars.copy_context()
     ctx.run(CURRENT.set, name)
     return ctx
+
+
+class WorkerDied(Exception):
+    """The worker running a job died at a Redis round trip (before sending it)."""
 
 
 class GatedPipeline(Pipeline):  # type: ignore[type-arg]
@@ -381,6 +400,7 @@ schedules = st.one_of(
     st.tuples(st.permutations(list(range(3))), st.frozensets(st.integers(0, 24), max_size=3)),
     st.lists(st.integers(0, 5), min_size=1, max_size=40),
 )
+crashes = st.one_of(st.none(), st.tuples(st.integers(0, 2), st.integers(1, 20)))
 steps = st.lists(
     st.tuples(
         st.lists(
@@ -389,11 +409,12 @@ steps = st.lists(
             max_size=3,
         ),
         schedules,
+        crashes,
     ),
     min_size=1,
     max_size=6,
 )
-Step = tuple[list[tuple[str, int, int]], Schedule]
+Step = tuple[list[tuple[str, int, int]], Schedule, tuple[int, int] | None]
 
 
 @pytest.fixture(scope="module")
@@ -426,7 +447,7 @@ def run_model(base: Settings, orders: list[tuple[dict[str, int], bool]], plan: l
     workers = []
     for client in clients:
         pipeline = OrderPipeline(settings_, client, routing, AdapterContext())
-        pipeline.promotions = None
+        pipeline.promotions = GIFTS
         workers.append(pipeline)
     world = World(settings_, workers, clients)
     sync = connect(settings_)
@@ -446,25 +467,29 @@ def run_model(base: Settings, orders: list[tuple[dict[str, int], bool]], plan: l
             world.inputs.append(("raw", raw))
             world.absorb(loop.run_until_complete(world.job(0, "raw", raw)))
         check_books(world, load_records(world, loop))
-        for inputs, schedule in plan:
+        for inputs, schedule, crash in plan:
             scheduler = (
-                Scheduler([], frozenset(), schedule)
+                Scheduler([], frozenset(), schedule, crash=crash)
                 if isinstance(schedule, list)
-                else Scheduler(*schedule)
+                else Scheduler(*schedule, crash=crash)
             )
             for client in clients:
                 client.scheduler = scheduler
-            jobs = {}
+            jobs, made_for = {}, {}
             for n, (kind, pick, worker) in enumerate(inputs):
                 made = make_input(world, kind, pick)
                 if made is None:
                     continue
                 world.inputs.append(made)
-                jobs[f"{n}:{kind}@w{worker}"] = world.job(worker, *made)
+                name = f"{n}:{kind}@w{worker}"
+                jobs[name], made_for[name] = world.job(worker, *made), (worker, made)
             results = loop.run_until_complete(asyncio.wait_for(scheduler.run(jobs), 60))
             for client in clients:
                 client.scheduler = None
-            for result in results.values():
+            for name, result in results.items():
+                if isinstance(result, WorkerDied):  # Kafka hands the input to the other worker
+                    worker, made = made_for[name]
+                    result = loop.run_until_complete(world.job(1 - worker, *made))
                 world.absorb(result)
             check_books(world, load_records(world, loop))
     finally:
@@ -479,14 +504,28 @@ def test_paid_repush_racing_the_unpaid_timer_ships_from_the_books(model_base: Se
     unpaid timer's expiry run at once. Both interleavings: the re-push runs up to its save, the
     expiry releases its stock and then either saves first or waits for the re-push's save.
     Whichever wins, the books must balance once the parcel ships."""
-    ship: Step = ([("wms_shipped", 0, 0)], ([0], frozenset()))
+    ship: Step = ([("wms_shipped", 0, 0)], ([0], frozenset()), None)
     for changes in (frozenset({4, 6}), frozenset({4}), frozenset({2, 3}), frozenset({3, 5})):
-        race: Step = ([("pay", 0, 0), ("expire", 0, 1)], ([1, 0], changes))
+        race: Step = ([("pay", 0, 0), ("expire", 0, 1)], ([1, 0], changes), None)
         run_model(model_base, [({"A": 1}, False)], [race, ship])
 
 
 def test_short_pick_gives_the_channel_quota_back(model_base: Settings) -> None:
     """Issue 13 item 2: a short pick dropped the reservation but not its quota charge."""
-    short: Step = ([("wms_short_pick", 0, 0)], ([0], frozenset()))
-    cancel: Step = ([("cancel", 0, 0)], ([0], frozenset()))
+    short: Step = ([("wms_short_pick", 0, 0)], ([0], frozenset()), None)
+    cancel: Step = ([("cancel", 0, 0)], ([0], frozenset()), None)
     run_model(model_base, [({"A": 2}, True)], [short, cancel])
+
+
+def test_a_worker_dying_after_a_gift_fallback_leaves_work_others_finish(
+    model_base: Settings,
+) -> None:
+    """An order whose gift is out of stock: its decision's first request comes up short, the
+    fallback (without the gift) reserves, and the deciding worker dies before saving the
+    outcome. The other worker, carrying the same decision out again for the redelivered
+    input, must conclude the same (it used to read 'superseded' and never finish)."""
+    first, second = own_order("M0", {"B": 1}), own_order("M1", {"A": 1, "B": 1})
+    pick = sorted([first.order_id, second.order_id]).index(second.order_id)
+    for at in range(2, 20):  # the first order took the one gift; the second is paid now
+        died: Step = ([("pay", pick, 0)], ([0], frozenset()), (0, at))
+        run_model(model_base, [({"B": 1}, True), ({"A": 1, "B": 1}, False)], [died])
