@@ -69,8 +69,10 @@ from state.orders import (
     LoadedRecord,
     OrderRecord,
     OrderStore,
+    Output,
     Pending,
     ReserveIntent,
+    Save,
     Then,
     effect_seq,
 )
@@ -93,7 +95,6 @@ from streams.models import ChannelStatus, Order, OrderLine
 
 log = logging.getLogger(__name__)
 
-Output = tuple[str, str, str]  # topic, key, JSON value
 SKU_CACHE_SECONDS = 2.0
 MAX_CAS_ROUNDS = 5
 # How long a DLQ record's first emission time is kept for its redeliveries: a week, the
@@ -107,6 +108,8 @@ PlanFor = Callable[[T, dict[str, LoadedRecord], AuditContext, datetime, "BatchRe
 class BatchResult:
     outputs: list[Output] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    # (order id, input id) of redelivered inputs whose kept outputs are sent again
+    reemit: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -300,6 +303,7 @@ class OrderPipeline:
                 if (plans := plan_for(item, loaded, ctx, now, result))
             ]
             pending = await self._finish(steps, now, result) + deferred + later
+            await self._send_again(result)
         raise RuntimeError("order records keep changing under this worker; giving up batch")
 
     async def _finish(
@@ -327,21 +331,28 @@ class OrderPipeline:
                 count_kinds(plan.messages, result.counts)
                 oid = plan.record.order_id
                 if id(plan) not in waited:
-                    result.outputs.extend(plan.record.outbox[plan.input_id])
+                    result.outputs.extend(plan.outputs)
                 elif oid in settled.lost:  # someone else finished it: its redelivery re-emits
                     again[id(item)] = item
-                else:
-                    result.outputs.extend(settled.outputs.get(oid, []))
+                else:  # what it decided, then what its continuation added
+                    result.outputs.extend([*plan.outputs, *settled.outputs.get(oid, [])])
         return list(again.values())
 
     async def _save(self, groups: Sequence[Sequence[Plan]]) -> list[bool]:
-        """Stage each plan in its record (outputs in the outbox, stock work as ``pending``
-        fenced by the version the save gives it) and CAS-save the groups in one round trip."""
+        """Stage each plan in its record (outputs kept for redeliveries, stock work as
+        ``pending`` fenced by the version the save gives it) and CAS-save the groups in one
+        round trip."""
         for group in groups:
             for plan in group:
                 stage(plan, [self._output(m) for m in plan.messages])
         return await self.orders.save_groups(
-            [[(p.record, p.expected_version) for p in group] for group in groups]
+            [
+                [
+                    Save(p.record, p.expected_version, p.input_id, p.outputs, p.dropped)
+                    for p in group
+                ]
+                for group in groups
+            ]
         )
 
     async def _settle(
@@ -363,9 +374,6 @@ class OrderPipeline:
         await self.stock.apply([e for r, _ in records if r.pending for e in r.pending.effects])
         plain = [(r, v) for r, v in records if r.pending and r.pending.reserve is None]
         await self.orders.mark_settled([(r.order_id, v) for r, v in plain])
-        for record, _ in plain:
-            assert record.pending is not None
-            settled.outputs[record.order_id] = record.outbox.get(record.pending.input_id, [])
         intents = [(r, v) for r, v in records if r.pending and r.pending.reserve is not None]
         plans: list[Plan] = []
         for (record, version), (reservation, fallback) in zip(
@@ -386,11 +394,13 @@ class OrderPipeline:
             if plan.record.pending is not None:  # the continuation decided more stock work
                 more.append((plan.record, plan.expected_version + 1))
             else:
-                settled.outputs[plan.record.order_id] = plan.record.outbox[plan.input_id]
+                settled.outputs[plan.record.order_id] = plan.outputs
         if more:
+            added = {plan.record.order_id: plan.outputs for plan in plans}
             deeper = await self._settle(more, result, now)
             settled.lost |= deeper.lost
-            settled.outputs.update(deeper.outputs)
+            for oid, outputs in deeper.outputs.items():
+                settled.outputs[oid] = [*added.get(oid, []), *outputs]
         return settled
 
     async def _reserve_intents(
@@ -935,24 +945,32 @@ class OrderPipeline:
         return bool(done)
 
     def _re_emit(self, record: OrderRecord, input_id: str, result: BatchResult) -> None:
-        """Outputs stored in the outbox, sent again and counted like new ones (from their
+        """A redelivered input: its kept outputs are sent again, read at the end of the round
+        (``_send_again``)."""
+        result.reemit.append((record.order_id, input_id))
+
+    async def _send_again(self, result: BatchResult) -> None:
+        """Outputs kept beside the records, sent again and counted like new ones (from their
         JSON: only the first emission had the messages at hand). An input applied so long ago
-        that its outputs left the outbox is recognised, counted, and neither applied again
-        nor re-sent."""
-        outputs = record.outbox.get(input_id)
-        if outputs is None:
-            result.counts["redelivery_expired"] += 1
-            log.warning(
-                "%s: applied long ago to %s, outputs no longer kept", input_id, record.order_id
+        that its outputs were dropped is recognised, counted, and neither applied again nor
+        re-sent."""
+        wanted, result.reemit = result.reemit, []
+        for (order_id, input_id), outputs in zip(
+            wanted, await self.orders.outputs(wanted), strict=True
+        ):
+            if outputs is None:
+                result.counts["redelivery_expired"] += 1
+                log.warning(
+                    "%s: applied long ago to %s, outputs no longer kept", input_id, order_id
+                )
+                continue
+            result.outputs.extend(outputs)
+            count_outputs(
+                outputs,
+                result.counts,
+                events_topic=self.events_topic,
+                commands_topic=self.commands_topic,
             )
-            return
-        result.outputs.extend(outputs)
-        count_outputs(
-            outputs,
-            result.counts,
-            events_topic=self.events_topic,
-            commands_topic=self.commands_topic,
-        )
 
     def _output(self, message: Message) -> Output:
         if isinstance(message, FulfilmentCommand):
@@ -968,7 +986,8 @@ def stage(plan: Plan, outputs: list[Output]) -> None:
     """Put a plan's outputs and its stock work into its record, for the save. The work is
     fenced by the version the save gives the record (``expected_version + 1``)."""
     record = plan.record
-    record.remember_outputs(plan.input_id, outputs)
+    plan.outputs = outputs
+    plan.dropped = record.remember_outputs(plan.input_id)
     if not plan.effects and plan.reserve is None:
         record.pending = None
         return
@@ -980,6 +999,10 @@ def stage(plan: Plan, outputs: list[Output]) -> None:
     record.pending = Pending(
         input_id=plan.input_id, actor=plan.actor, effects=effects, reserve=plan.reserve
     )
+
+
+def save_of(plan: Plan) -> Save:
+    return Save(plan.record, plan.expected_version, plan.input_id, plan.outputs, plan.dropped)
 
 
 def fresh_plan(source: Any, input_id: str, current: LoadedRecord, *, actor: str) -> Plan:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from state.orders import OrderRecord, ReserveIntent
+from state.orders import OrderRecord, Output, ReserveIntent
 from state.reservations import StockEffect
 from streams.messages import ChannelUpdate, EventKind, FulfilmentCommand, OrderEvent, OrderState
 
@@ -34,6 +34,8 @@ class Plan:
     record: OrderRecord
     expected_version: int
     messages: list[Message] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)  # the messages, as sent
+    dropped: list[str] = field(default_factory=list)  # inputs whose kept outputs go now
     effects: list[StockEffect] = field(default_factory=list)  # carried out after the save
     reserve: ReserveIntent | None = None  # reserved after the save; its outcome decides next
     actor: str = "system"

@@ -416,7 +416,7 @@ async def submit_action(
         at=datetime.now(UTC),
     )
     input_id = f"action:{action.action_id}"
-    return applied_before(before, input_id) or await send_and_wait(
+    return await applied_before(settings, before, input_id) or await send_and_wait(
         settings, topics.OPERATOR.name(settings), before, action, input_id, wait_s, signer
     )
 
@@ -454,25 +454,31 @@ async def submit_aftersales(
             f"{before.order_id}: give a new --request-id for this {kind.value}"
         )
     input_id = f"aftersales:{request.request_id}"
-    return applied_before(before, input_id) or await send_and_wait(
+    return await applied_before(settings, before, input_id) or await send_and_wait(
         settings, topics.AFTERSALES.name(settings), before, request, input_id, wait_s, signer
     )
 
 
-def applied_before(before: OrderRecord, input_id: str) -> Applied | None:
+async def applied_before(
+    settings: Settings, before: OrderRecord, input_id: str
+) -> Applied | None:
     """A retry of an input the order applied already (same id): not sent again (the worker
     would only re-emit its outputs), reported as ``repeated`` with the events it caused."""
     if not before.has_applied(input_id):
         return None
-    return Applied(before, before, events_of(before, input_id), repeated=True)
+    async with redis_for(settings, None) as client:
+        store = OrderStore(client, Keys(settings.redis_prefix))
+        events = await events_of(store, before.order_id, input_id)
+    return Applied(before, before, events, repeated=True)
 
 
-def events_of(record: OrderRecord, input_id: str) -> list[OrderEvent]:
-    """The events one input produced, from the record's outbox."""
+async def events_of(store: OrderStore, order_id: str, input_id: str) -> list[OrderEvent]:
+    """The events one input produced, from the outputs kept beside the order's record."""
     suffix = topics.ORDER_EVENTS.suffix
+    (outputs,) = await store.outputs([(order_id, input_id)])
     return [
         OrderEvent.model_validate_json(value)
-        for topic, _, value in record.outbox.get(input_id, [])
+        for topic, _, value in outputs or []
         if topic.endswith(suffix)
     ]
 
@@ -505,9 +511,10 @@ async def send_and_wait(
         store = OrderStore(client, Keys(settings.redis_prefix))
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            after = await store.load(order_id)
-            if after is not None and after.has_applied(input_id):
-                return Applied(before, after, events_of(after, input_id))
+            loaded = (await store.load_many([order_id]))[order_id]
+            after = loaded.record
+            if after is not None and after.has_applied(input_id) and not loaded.unsettled:
+                return Applied(before, after, await events_of(store, order_id, input_id))
             await asyncio.sleep(0.2)
         return Applied(before, None, [])
     finally:

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from state.allocation import ShortagePolicy
 from state.keys import Keys
@@ -189,8 +191,10 @@ class OrderRecord(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     last_seq: int = 0  # seq of the newest event (the history may be compacted)
     history_dropped: int = 0  # entries left out of the middle of the trail (HISTORY_MAX)
-    # input id -> serialised outputs (topic, key, value JSON) of that input
-    outbox: dict[str, list[tuple[str, str, str]]] = Field(default_factory=dict)
+    # Inputs whose outputs are kept for their redeliveries, newest last: each input's outputs
+    # are the field out:<input id> of the order's hash, beside the record, not in it (saved once,
+    # read only on a redelivery: OrderStore.outputs).
+    outbox: list[str] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list)  # digests of inputs applied, newest last
     pending: Pending | None = None  # a saved decision's stock work not yet known done
 
@@ -240,16 +244,26 @@ class OrderRecord(BaseModel):
     def command(self, command_id: str) -> CommandRef | None:
         return next((c for c in self.commands if c.command_id == command_id), None)
 
-    def remember_outputs(self, input_id: str, outputs: list[tuple[str, str, str]]) -> None:
-        """Keep an input's outputs for its redeliveries (added to what it produced before: a
-        decision's continuation adds to it), and its digest for later ones."""
-        self.outbox[input_id] = [*self.outbox.pop(input_id, []), *outputs]
-        while len(self.outbox) > OUTBOX_INPUTS:
-            self.outbox.pop(next(iter(self.outbox)))
+    @field_validator("outbox", mode="before")
+    @classmethod
+    def _outbox_ids(cls, value: Any) -> Any:
+        """Records saved before the outputs moved beside the record kept them in it: their
+        input ids are what is still known (those outputs are not re-sent any more)."""
+        return list(value) if isinstance(value, dict) else value
+
+    def remember_outputs(self, input_id: str) -> list[str]:
+        """Note that an input's outputs are kept (a decision's continuation adds to its
+        entry), and its digest for redeliveries beyond; returns the inputs whose kept outputs
+        are dropped now (the oldest beyond OUTBOX_INPUTS)."""
+        if input_id not in self.outbox:
+            self.outbox.append(input_id)
+        dropped = self.outbox[:-OUTBOX_INPUTS]
+        del self.outbox[:-OUTBOX_INPUTS]
         digest = input_digest(input_id)
         if digest not in self.applied:
             self.applied.append(digest)
             del self.applied[:-APPLIED_INPUTS]
+        return dropped
 
     def has_applied(self, input_id: str) -> bool:
         """Applied before, even if its outputs left the outbox since."""
@@ -282,6 +296,32 @@ def index_args(record: OrderRecord, now: float) -> list[str | float]:
         waiting = record.state is OrderState.ROUTED
         merge = f"join:{record.merge_due:.3f}" if waiting else "leave"
     return [held, now, closing, merge, "1" if record.pending else "0"]
+
+
+Output = tuple[str, str, str]  # topic, key, value JSON
+
+
+@dataclass(frozen=True)
+class Save:
+    """One record to CAS-save: ``expected`` version, and what the saving input adds to the
+    outputs kept beside it (``input_id``'s entry) and drops (the inputs in ``dropped``)."""
+
+    record: OrderRecord
+    expected: int
+    input_id: str = ""
+    outputs: Sequence[Output] = ()
+    dropped: Sequence[str] = ()
+
+
+def encode_outputs(outputs: Sequence[Output]) -> str:
+    """One JSON array per line: the save script appends lines to an input's entry."""
+    return "\n".join(orjson.dumps(list(output)).decode() for output in outputs)
+
+
+def decode_outputs(text: str | None) -> list[Output] | None:
+    if text is None:
+        return None
+    return [tuple(orjson.loads(line)) for line in text.split("\n") if line]  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -348,27 +388,41 @@ class OrderStore:
 
     async def save_many(self, items: Sequence[tuple[OrderRecord, int]]) -> list[bool]:
         """CAS-save (record, expected version) pairs in one round trip; False = lost a race."""
-        return await self.save_groups([[item] for item in items])
+        return await self.save_groups([[Save(record, expected)] for record, expected in items])
 
-    async def save_groups(self, groups: Sequence[Sequence[tuple[OrderRecord, int]]]) -> list[bool]:
+    async def save_groups(self, groups: Sequence[Sequence[Save]]) -> list[bool]:
         """CAS-save groups of records in one round trip: each group lands whole or not at all
-        (a merged shipment moves all its orders at once). One bool per group."""
+        (a merged shipment moves all its orders at once), with the outputs each input added
+        and the dropped inputs' outputs gone. One bool per group."""
         pipe = self._client.pipeline(transaction=False)
         now = time.time()
         for group in groups:
             keys: list[str] = []
             args: list[str | int | float] = []
-            for record, expected in group:
-                record.version = expected + 1
+            for save in group:
+                record = save.record
+                record.version = save.expected + 1
                 keys += self._index_keys(record)
                 args += [
-                    expected,
+                    save.expected,
                     record.model_dump_json(),
                     record.order_id,
                     *index_args(record, now),
+                    save.input_id,
+                    encode_outputs(save.outputs),
+                    orjson.dumps(save.dropped).decode(),
                 ]
             await self._save(keys=keys, args=args, client=pipe)
         return [bool(r) for r in await pipe.execute()]
+
+    async def outputs(self, wanted: Sequence[tuple[str, str]]) -> list[list[Output] | None]:
+        """(order id, input id) -> what that input produced, or None when no longer kept."""
+        if not wanted:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for oid, input_id in wanted:
+            pipe.hget(self._keys.order(oid), f"out:{input_id}")
+        return [decode_outputs(text) for text in await pipe.execute()]
 
     def _index_keys(self, record: OrderRecord) -> list[str]:
         k = self._keys

@@ -2,23 +2,25 @@
 -- saved a newer version of ANY of them since we read them (two workers can briefly own one
 -- partition during a rebalance; a merged shipment changes several orders in one step).
 --
--- Per record i (0-based), KEYS[7i+1..7i+7]: order hash (fields version, doc, done), channel
+-- Per record i (0-based), KEYS[7i+1..7i+7]: order hash (fields version, doc, done, out:*), channel
 -- order number index, held zset, closing zset, merge group set, merge due zset, pending zset;
--- ARGV[8i+1..8i+8]:
+-- ARGV[11i+1..11i+11]:
 --   expected version (0: must not exist), new record JSON, order id,
 --   '1' if the order now waits for a person (held, WMS exception) else '0', now (unix seconds),
 --   close-due score ('' = not closing), merge: '' no group | 'join:<due>' | 'leave',
---   '1' if the record carries stock work still to do (its pending decision) else '0'
+--   '1' if the record carries stock work still to do (its pending decision) else '0',
+--   the saving input's id, its outputs to add to field out:<input id> (lines; '' = none),
+--   a JSON array of input ids whose kept outputs go (their out: fields are deleted)
 -- Returns 1 when saved, 0 on a version conflict (then nothing was written).
 local n = #KEYS / 7
 for i = 0, n - 1 do
   local current = tonumber(redis.call('HGET', KEYS[7 * i + 1], 'version') or '0')
-  if current ~= tonumber(ARGV[8 * i + 1]) then
+  if current ~= tonumber(ARGV[11 * i + 1]) then
     return 0
   end
 end
 for i = 0, n - 1 do
-  local k, a = 7 * i, 8 * i
+  local k, a = 7 * i, 11 * i
   local oid = ARGV[a + 3]
   redis.call('HSET', KEYS[k + 1], 'version', tonumber(ARGV[a + 1]) + 1, 'doc', ARGV[a + 2])
   redis.call('SADD', KEYS[k + 2], oid)
@@ -54,6 +56,15 @@ for i = 0, n - 1 do
     redis.call('ZADD', KEYS[k + 7], 'NX', ARGV[a + 5], oid)
   else
     redis.call('ZREM', KEYS[k + 7], oid)
+  end
+  -- The saving input's outputs, kept beside the record for its redeliveries.
+  if ARGV[a + 10] ~= '' then
+    local field = 'out:' .. ARGV[a + 9]
+    local kept = redis.call('HGET', KEYS[k + 1], field)
+    redis.call('HSET', KEYS[k + 1], field, kept and (kept .. '\n' .. ARGV[a + 10]) or ARGV[a + 10])
+  end
+  for _, gone in ipairs(cjson.decode(ARGV[a + 11])) do
+    redis.call('HDEL', KEYS[k + 1], 'out:' .. gone)
   end
 end
 return 1

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,7 +72,7 @@ def record_of(order: Order, *inputs: str) -> OrderRecord:
         fingerprint=order.fingerprint(),
     )
     for input_id in inputs:
-        record.remember_outputs(input_id, [("oms.order-events", order.order_id, "{}")])
+        record.remember_outputs(input_id)
     return record
 
 
@@ -249,3 +250,13 @@ def test_split_rounds_apply_each_orders_inputs_in_order(exts: list[str]) -> None
         mine = [raw.offset for rnd in rounds for raw, o in rnd if o.external_id == ext]
         assert mine == sorted(mine)
     assert len(rounds) == max((exts.count(e) for e in set(exts)), default=0)
+
+
+def test_a_record_saved_with_its_outputs_inside_still_loads() -> None:
+    """Records saved before the outputs moved beside them (field out:<input> of the order's
+    hash) kept them in an ``outbox`` dict: they load, their input ids still known."""
+    record = record_of(make_order(), "t:0:1")
+    stored = record.model_dump(mode="json")
+    stored["outbox"] = {"t:0:1": [["oms.order-events", record.order_id, "{}"]]}
+    again = OrderRecord.model_validate_json(orjson.dumps(stored))
+    assert again.outbox == ["t:0:1"] and again.has_applied("t:0:1")
