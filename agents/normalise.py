@@ -47,6 +47,13 @@ class RawInput:
         replayed = replayed_input(self.headers, self.topic)
         return replayed or f"{self.topic}:{self.partition}:{self.offset}"
 
+    @property
+    def origin(self) -> tuple[int, int]:
+        """(partition, offset) of the input this is: a replay's are those of what it replays,
+        so a replay that fails again is the same DLQ record, naming the same input."""
+        _, partition, offset = self.input_id.rsplit(":", 2)
+        return int(partition), int(offset)
+
 
 def replayed_input(headers: dict[str, str], topic: str) -> str:
     """The original ``topic:partition:offset`` a replay names, if it names one of this topic
@@ -81,8 +88,8 @@ def to_dlq(raw: RawInput, reason: DlqReason, detail: str) -> DlqRecord:
         reason=reason,
         detail=detail[:4000],
         source_topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
+        partition=raw.origin[0],
+        offset=raw.origin[1],
         channel=raw.channel,
         key=raw.key,
         payload=payload,

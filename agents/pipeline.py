@@ -380,6 +380,14 @@ class OrderPipeline:
             intents, await self._reserve_intents(intents), strict=True
         ):
             if reservation.status is ReserveStatus.SUPERSEDED:
+                # Normal when the record moved on since it was loaded (its next save loses);
+                # if it did not, stock is ahead of the record (a hand edit, a partial restore)
+                # and this decision cannot finish: say so, the batch will give up and retry.
+                log.warning(
+                    "%s: decision of version %s overtaken in stock; reloading",
+                    record.order_id,
+                    version,
+                )
                 sink.counts["superseded"] += 1
                 settled.lost.add(record.order_id)
             else:
@@ -399,8 +407,10 @@ class OrderPipeline:
             added = {plan.record.order_id: plan.outputs for plan in plans}
             deeper = await self._settle(more, result, now)
             settled.lost |= deeper.lost
-            for oid, outputs in deeper.outputs.items():
-                settled.outputs[oid] = [*added.get(oid, []), *outputs]
+            for record, _ in more:
+                oid = record.order_id
+                if oid not in deeper.lost:  # what the continuation said, then what followed
+                    settled.outputs[oid] = [*added[oid], *deeper.outputs.get(oid, [])]
         return settled
 
     async def _reserve_intents(

@@ -110,18 +110,44 @@ async def due_closes(
 
 
 async def due_pending(
-    client: aioredis.Redis, keys: Keys, *, now: float | None = None
+    client: aioredis.Redis, keys: Keys, *, now: float | None = None, gate: ResendGate | None = None
 ) -> list[OperatorAction]:
     """Settle actions for orders whose saved decision's stock work has been left unfinished for
     PENDING_GRACE_S (the deciding worker died and no input of the order came since): the
-    pipeline carries the work out before it looks at the action (docs/decisions/0013)."""
+    pipeline carries the work out before it looks at the action (docs/decisions/0013). One
+    action id per order and pending episode, and an order is asked again only after
+    PENDING_RESEND_S: a decision that cannot be finished (a bug) costs one DLQ record a
+    minute, not one per tick."""
     now = time.time() if now is None else now
-    ids = await OrderStore(client, keys).pending_ids(now - PENDING_GRACE_S, SCAN_LIMIT)
+    gate = SETTLES_SENT if gate is None else gate
+    due = await OrderStore(client, keys).pending_since(now - PENDING_GRACE_S, SCAN_LIMIT)
     why = "stock work of a saved decision left unfinished"
     return [
-        timer_action(oid, OperatorActionKind.SETTLE, "pending-sweeper", why, int(now))
-        for oid in ids
+        timer_action(oid, OperatorActionKind.SETTLE, "pending-sweeper", why, int(since))
+        for oid, since in due
+        if gate.send(oid, now)
     ]
+
+
+class ResendGate:
+    """When each order was last asked about, so it is asked again only after ``every``
+    seconds (kept in the worker: another worker's scans may ask once more, no harm)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.sent: dict[str, float] = {}
+
+    def send(self, order_id: str, now: float) -> bool:
+        if now - self.sent.get(order_id, float("-inf")) < self.every:
+            return False
+        self.sent[order_id] = now
+        if len(self.sent) > 4 * SCAN_LIMIT:  # forget what is long past
+            self.sent = {k: t for k, t in self.sent.items() if now - t < self.every}
+        return True
+
+
+PENDING_RESEND_S = 60.0
+SETTLES_SENT = ResendGate(PENDING_RESEND_S)
 
 
 def timer_action(

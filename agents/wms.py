@@ -148,7 +148,12 @@ def on_shipped(a: Answer) -> None:
     mark_shipped(a.plan, a.ref, a.event.carrier, a.event.tracking_number)
     a.result.counts["parcels_shipped"] += 1
     detail = f"{a.ref.carrier} {a.event.tracking_number} from {a.ref.warehouse}"
-    if record.state is S.INTERCEPTING:  # too late for the intercept: its answer follows
+    # A parcel the WMS gave up on waits for a person, with its stock: the order stays with
+    # the person (it is not shipped while that parcel is not), this parcel's news noted.
+    failed = record.state is S.EXCEPTION and any(
+        c.status is CommandStatus.FAILED for c in record.commands if c.kind is CommandKind.OUTBOUND
+    )
+    if record.state is S.INTERCEPTING or failed:  # an intercept's answer follows, or a person
         a.note(EventKind.SHIPPED, reason=a.ref.command_id, detail=detail)
     else:
         done = (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
@@ -193,16 +198,23 @@ def on_short_pick(a: Answer) -> None:
     if a.ref.kind is not CommandKind.OUTBOUND or a.ref.status not in LIVE_OUTBOUND:
         a.refuse("short_pick", f"command {a.ref.command_id} is {a.ref.status.value}")
         return
-    live = [c for c in outbounds(record) if c.status in LIVE_OUTBOUND]
-    shipped = [c for c in outbounds(record) if c.status not in LIVE_OUTBOUND]
-    if len(live) != 1 or shipped or record.merged_with:
+    # Other parcels of the order (live, shipped, or failed and waiting for a person) hold their
+    # own stock: re-reserving "the order" would undo theirs. Only a lone parcel is re-routed.
+    others = [
+        c
+        for c in record.commands
+        if c.kind is CommandKind.OUTBOUND
+        and c.command_id != a.ref.command_id
+        and c.status not in (CommandStatus.SUPERSEDED, CommandStatus.CANCELLED)
+    ]
+    if others or record.merged_with:
         detail = "needs a person: " + a.event.detail
         if a.move(EventKind.SHORT_PICK, S.EXCEPTION, reason=a.ref.warehouse, detail=detail):
             a.ref.status = CommandStatus.FAILED
             record.hold_reason = "short_pick"
         return
     short = own_units(record, a.event.lines)
-    a.ref.status = CommandStatus.FAILED
+    a.ref.status = CommandStatus.SUPERSEDED  # by the re-routed parcel; its stock went back
     record.excluded_warehouses.append(a.ref.warehouse)
     a.plan.effects.append(
         StockEffect(
@@ -415,11 +427,15 @@ def resend_outbound(steps: OrderPipeline, plan: Plan, now: datetime) -> None:
     record.merged_with = []
     record.hold_reason = ""
     plan.messages.extend(commands)
+    # Another parcel of the order may have shipped meanwhile: then it is partly shipped.
+    went = any(
+        c.status in (CommandStatus.SHIPPED, CommandStatus.DELIVERED) for c in outbounds(record)
+    )
     steps.move(
         plan,
         EventKind.RELEASED,
         now,
-        S.RELEASED,
+        S.PARTIALLY_SHIPPED if went else S.RELEASED,
         reason="outbound " + " ".join(c.command_id for c in commands),
     )
 

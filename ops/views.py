@@ -290,12 +290,12 @@ def select_replay(
         for r in records
         if (not reason or r.reason.value == reason) and (not channel or r.channel == channel)
     ]
-    foreign = [r for r in chosen if raw_topics is not None and r.source_topic not in raw_topics]
-    ours = [r for r in chosen if r not in foreign]
+    ours = [r for r in chosen if raw_topics is None or r.source_topic in raw_topics]
+    foreign = len(chosen) - len(ours)
     whole = [r for r in ours if not r.payload_truncated]
     todo = [r for r in whole if r.dlq_id not in done]
     return todo, ReplayResult(
-        len(chosen), len(todo), len(whole) - len(todo), len(ours) - len(whole), len(foreign)
+        len(chosen), len(todo), len(whole) - len(todo), len(ours) - len(whole), foreign
     )
 
 

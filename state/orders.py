@@ -46,6 +46,11 @@ MAX_REASON = 200  # a history entry's reason (codes and ids; free text is clippe
 # attempts from V * FENCE_STRIDE + RESERVE_FENCE on.
 FENCE_STRIDE = 64
 RESERVE_FENCE = 16
+# A decision's seqs: effects 0..15, its reservation's attempts 16..19, the fallback's 20..23;
+# the next decision starts at the next multiple of 64. Overlap would let one decision's
+# scripts answer for another's.
+if RESERVE_FENCE + 2 * MAX_ATTEMPTS > FENCE_STRIDE:
+    raise ValueError("a decision's seqs would overlap the next decision's")
 # A decision's stock work is normally done within its batch; older than this, its worker died
 # (the pending sweeper in agents/timers.py finishes it; verify reports it past twice this).
 PENDING_GRACE_S = 30.0
@@ -379,9 +384,13 @@ class OrderStore:
             await self._settled(keys=keys, args=[version, oid], client=pipe)
         await pipe.execute()
 
-    async def pending_ids(self, before: float, limit: int) -> list[str]:
-        """Orders whose stock work has been pending since before ``before`` (unix seconds)."""
-        return list(await self._client.zrangebyscore(self._keys.pending, "-inf", before, 0, limit))
+    async def pending_since(self, before: float, limit: int) -> list[tuple[str, float]]:
+        """(order, since) of the orders whose stock work has been pending since before
+        ``before`` (unix seconds)."""
+        found = await self._client.zrangebyscore(
+            self._keys.pending, "-inf", before, 0, limit, withscores=True
+        )
+        return [(oid, float(since)) for oid, since in found]
 
     async def load(self, order_id: str) -> OrderRecord | None:
         return (await self.load_many([order_id]))[order_id].record

@@ -242,8 +242,16 @@ class StockEngine:
             complete = statuses <= _HOLDING and all(
                 _units(got.get(sku, "")) == qty for sku, qty in req.quantities.items()
             )
+            later = max((int(r[2]) for r in per_sku.values() if r[0] == "stale"), default=None)
+            verdict = next_step(req, attempt, later)
+            # Overtaken by a later decision: what this attempt reads as held may be what the
+            # decision settled on and later ones built on (a parcel shipped since): never undo.
+            # Otherwise every worker at this seq reads the same per-sku decisions, so undoing
+            # the failed attempt's parts is what they all do (an undo runs at the seq it undoes).
+            compensate = verdict is not ReserveStatus.SUPERSEDED
             if "-" in got.values():
-                undo += [(req, sku, attempt) for sku, a in got.items() if a != "-"]
+                if compensate:
+                    undo += [(req, sku, attempt) for sku, a in got.items() if a != "-"]
                 results[i] = Reservation(req.order_id, ReserveStatus.BLOCKED)
                 continue
             if complete:
@@ -252,9 +260,8 @@ class StockEngine:
                 )
                 results[i] = Reservation(req.order_id, status, to_allocations(got))
                 continue
-            undo += [(req, sku, attempt) for sku in got]
-            later = max((int(r[2]) for r in per_sku.values() if r[0] == "stale"), default=None)
-            verdict = next_step(req, attempt, later)
+            if compensate:
+                undo += [(req, sku, attempt) for sku in got]
             if isinstance(verdict, ReserveStatus):
                 results[i] = Reservation(req.order_id, verdict)
             else:

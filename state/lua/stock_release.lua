@@ -12,6 +12,10 @@ local id, seq = ARGV[1], ARGV[3] or ''
 local current = redis.call('HGET', KEYS[1], 'r:' .. id)
 local final = ARGV[2] == 'final'
 KIND = final and 'release' or 'undo'
+-- A final release runs once per seq, like every effect. An undo also runs at the very seq
+-- it compensates ('done'): a saga's attempt reserved some skus at that seq and came up short
+-- on another, and every worker carrying the attempt out reads the same decisions and undoes
+-- the same parts (state/reservations.py never undoes once a later decision overtook it).
 local fence = effect_fence(id, seq)
 if fence == 'stale' or (final and fence == 'done') then
   return {'none', current or ''}

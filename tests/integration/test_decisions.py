@@ -6,16 +6,19 @@ whose outputs never reached Kafka (issue 13 items 1 and 9)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agents.normalise import RawInput
 from agents.pipeline import OrderPipeline
-from agents.timers import due_pending
+from agents.timers import ResendGate, due_pending
 from ops.settings import Settings
 from state.keys import Keys
+from state.orders import OrderRecord, Save
 from state.redis import connect
+from state.reservations import EffectKind, StockEffect
 from state.verify import verify
 from streams.messages import EventKind, OrderState, WmsEventKind
 from tests.integration.test_pipeline import (
@@ -81,12 +84,14 @@ async def test_a_worker_dying_after_the_save_leaves_work_the_sweeper_finishes(
     report = verify(client, keys, now=later)
     assert [v["kind"] for v in report.violations] == ["unfinished_decision"]
 
-    (settle,) = await due_pending(pipeline.client, keys, now=later)
+    gate = ResendGate(60)
+    (settle,) = await due_pending(pipeline.client, keys, now=later, gate=gate)
+    assert await due_pending(pipeline.client, keys, now=later + 5, gate=gate) == []  # asked
     swept = await pipeline.apply_actions([settle])
     assert swept.outputs == []  # finished silently: the input's redelivery re-emits
     assert levels(redis_settings, "A") == {"WH-SH": (10, 2)}
     assert verify(client, keys, now=later).ok
-    assert await due_pending(pipeline.client, keys, now=later) == []
+    assert await due_pending(pipeline.client, keys, now=later + 120, gate=gate) == []
 
     again = await pipeline.process([raw])  # the redelivery of the failed batch
     assert again.counts["redelivery"] == 1
@@ -153,3 +158,61 @@ async def test_re_pushes_do_not_grow_the_record(pipeline: OrderPipeline) -> None
     assert len(record.history) <= 5
     assert sizes[-1] < 48 * 1024
     assert sizes[-1] - sizes[2] < 6 * 1024  # bounded: only the digests' list fills up
+
+
+async def test_a_late_worker_never_undoes_what_later_decisions_built_on(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    """A worker loaded an order while its decision to reserve was pending, then stalled. Since,
+    the decision was finished, the order split over two warehouses, and one parcel shipped
+    (a later decision committed one sku). When the stalled worker carries the old decision out
+    it must change nothing: it used to undo the other sku's live reservation (found by review),
+    so that sku was sold again to someone else and shipped twice."""
+    stock(redis_settings, [("X", "WH-SH", 5), ("Y", "WH-BJ", 5)])
+    stalled: list[tuple[OrderRecord, int]] = []
+    real = pipeline.orders.save_groups
+
+    async def loaded_by_a_stalled_worker(groups: list[list[Save]]) -> list[bool]:
+        for group in groups:
+            for save in group:
+                if save.record.pending is not None and save.record.pending.reserve is not None:
+                    stalled.append((save.record.model_copy(deep=True), save.expected + 1))
+        return await real(groups)
+
+    pipeline.orders.save_groups = loaded_by_a_stalled_worker  # type: ignore[method-assign]
+    split = await pipeline.process([Feed().raw(own_order("V5", {"X": 1, "Y": 1}))])
+    pipeline.orders.save_groups = real  # type: ignore[method-assign]
+    parcels = {c.warehouse: c for c in commands(split)}
+    assert set(parcels) == {"WH-SH", "WH-BJ"}
+    for kind in (WmsEventKind.ACCEPTED, WmsEventKind.SHIPPED):
+        await pipeline.apply_wms_events([wms_answer(parcels["WH-BJ"], kind)])
+    before = levels(redis_settings, "X")
+    assert before == {"WH-SH": (5, 1)}
+
+    late = await pipeline._settle(stalled)  # the stalled worker wakes up
+    assert late.lost == {own_order("V5", {"X": 1, "Y": 1}).order_id}  # nothing of it saved
+    assert levels(redis_settings, "X") == before  # the live reservation of X is kept
+    await pipeline.process([Feed().raw(own_order("V6", {"X": 5}))])  # cannot take Z's unit
+    await pipeline.apply_wms_events([wms_answer(parcels["WH-SH"], WmsEventKind.SHIPPED)])
+    assert levels(redis_settings, "X") == {"WH-SH": (4, 0)}
+    assert verify(connect(redis_settings), Keys(redis_settings.redis_prefix)).ok
+
+
+async def test_a_continuation_that_decides_stock_work_sends_its_outputs(
+    pipeline: OrderPipeline, redis_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reservation's continuation that itself decides stock work (a second pending, carried
+    out after the continuation's save) must send what it said: found by review as a branch
+    that dropped the outputs (no such continuation exists yet; one that releases on a refusal
+    is the obvious next)."""
+    stock(redis_settings, [("A", "WH-SH", 5)])
+    route = pipeline._route
+
+    def route_and_undo(plan: Any, reservation: Any, now: Any, result: Any) -> None:
+        route(plan, reservation, now, result)
+        plan.effects.append(StockEffect(kind=EffectKind.UNDO, shipment="nobody", skus=("A",)))
+
+    monkeypatch.setattr(pipeline, "_route", route_and_undo)
+    out = await pipeline.process([Feed().raw(own_order("V7", {"A": 1}))])
+    assert [e.kind for e in events(out)][-1] is EventKind.RELEASED
+    assert len(commands(out)) == 1

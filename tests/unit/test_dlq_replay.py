@@ -82,6 +82,11 @@ def test_a_replay_is_the_input_it_replays() -> None:
         {k: v.decode() for k, v in headers},
     )
     assert replay.input_id == original.input_id == "oms.raw.jd:3:41"
+    # Still bad: the same DLQ record again, naming the input it replays (not the replay's
+    # own position), so replaying it once more replays the same input.
+    again = to_dlq(replay, DlqReason.MISSING_FIELD, "")
+    assert again.dlq_id == to_dlq(original, DlqReason.MISSING_FIELD, "").dlq_id
+    assert (again.partition, again.offset) == (3, 41)
     # A header naming another topic, or malformed, is ignored: the message is new.
     for bogus in ("oms.raw.tmall:3:41", "oms.raw.jd:x:41", "oms.raw.jd:3", "x" * 400):
         other = RawInput("jd", b"{}", "oms.raw.jd", 0, 7, "", {REPLAY_INPUT_HEADER: bogus})
