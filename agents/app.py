@@ -10,8 +10,8 @@ from __future__ import annotations
 import faust
 
 from agents import transport
-from ops.security import kafka_ssl_context
-from ops.settings import KAFKA_SASL_PROTOCOLS, Settings, secret_value
+from core.security import kafka_ssl_context
+from core.settings import KAFKA_SASL_PROTOCOLS, Settings, secret_value
 from streams import topics
 
 
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
     """SASL/TLS for production Kafka, from the same TLS context every other OMS Kafka client
-    uses (ops/security.py); the local broker is plaintext on loopback (None).
+    uses (core/security.py); the local broker is plaintext on loopback (None).
 
     Faust derives the protocol from the credentials: SASLCredentials with a context is
     SASL_SSL, without one SASL_PLAINTEXT; SSLCredentials is SSL (with client certs: mTLS)."""

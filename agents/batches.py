@@ -5,7 +5,7 @@ body raises, and its supervisor then restarts the body on a stream already past 
 exception in the order path (Redis restarting, a send that timed out, a bug that one payload
 trips) would so commit the offsets of inputs that never took effect: orders lost without a trace.
 So a batch is retried until it succeeds. Infrastructure trouble (connection refused, Redis
-refusing writes, timeouts, broker errors: ops/retry.py) is waited out for as long as it lasts,
+refusing writes, timeouts, broker errors: core/retry.py) is waited out for as long as it lasts,
 with jittered backoff: the partition stalls, nothing is skipped.
 Anything else is a bug or a poison input: after ``POISON_ATTEMPTS`` the batch is split and each
 input retried on its own, and an input that still fails alone is dead-lettered with reason
@@ -38,8 +38,8 @@ from faust.types import EventT
 from faust.types.tuples import ack_lock
 from pydantic import ValidationError
 
-from agents.pipeline import Output
-from ops.retry import Backoff, is_outage
+from core.retry import Backoff, is_outage
+from order.record import Output
 from streams.adapters.base import describe_validation
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ DeadLetter = Callable[[EventT, BaseException], Awaitable[Output]]
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Trouble that passes by itself: wait, never DLQ. An outage (ops/retry.py: Redis down or
+    """Trouble that passes by itself: wait, never DLQ. An outage (core/retry.py: Redis down or
     refusing writes, a retriable broker error, a timeout), or a ``CancelledError`` that did not
     cancel the task (see BatchRunner.run)."""
     return isinstance(exc, asyncio.CancelledError) or is_outage(exc)

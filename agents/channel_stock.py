@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from agents.guard import guarded
 from agents.intake import send_all
-from ops.settings import Settings
+from core.settings import Settings
 from state.channel_stock import (
     CHANNEL_QUOTA_LOCK,
     AllocationConfig,
@@ -148,7 +148,7 @@ class ChannelStockPublisher:
 
 def register_channel_stock(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
     """Loads and validates config/allocation.toml now (a bad file stops the worker at start)."""
-    from agents.route import RoutingTable
+    from order.route import RoutingTable
 
     config = load_allocation(settings.config_dir / "allocation.toml")
     routing = RoutingTable.load(settings.config_dir / "warehouses.toml")

@@ -1,4 +1,4 @@
-"""The workers' side of control-topic signing (``ops/control.py``): every batch read from
+"""The workers' side of control-topic signing (``streams/signing.py``): every batch read from
 ``oms.operator``, ``oms.aftersales`` and ``oms.wms.events`` is screened before the pipeline sees
 it, and the worker's own control messages (the timers' operator actions) go out signed.
 
@@ -19,14 +19,16 @@ import faust
 from faust.types import EventT
 from pydantic import BaseModel
 
-from agents.guard import parse_or_none
 from agents.intake import to_raw
-from agents.normalise import to_dlq
-from agents.pipeline import BatchResult, OrderPipeline, Output
-from ops.control import Keyring, Refused, Signer, claimed
-from ops.settings import Settings
+from agents.pipeline import OrderPipeline
+from core.settings import Settings
+from order.plan import BatchResult
+from order.record import Output
 from streams import topics
 from streams.messages import DlqReason
+from streams.normalise import to_dlq
+from streams.parse import parse_or_none
+from streams.signing import Keyring, Refused, Signer, claimed
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,13 @@ from faust.types import EventT
 
 from agents.app import raw_topic
 from agents.batches import BatchRunner, describe
-from agents.normalise import RawInput, to_dlq
-from agents.pipeline import BatchResult, OrderPipeline, Output
-from ops.settings import Settings
+from agents.pipeline import OrderPipeline
+from core.settings import Settings
+from order.plan import BatchResult
+from order.record import Output
 from streams import topics
 from streams.messages import DlqReason
+from streams.normalise import RawInput, to_dlq
 
 log = logging.getLogger(__name__)
 

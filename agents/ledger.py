@@ -13,10 +13,10 @@ from collections import Counter
 import faust
 
 from agents.guard import guarded
+from analytics.ledger import LedgerShipper
 from analytics.sink import FactSink
-from ops.settings import Settings
+from core.settings import Settings
 from state.keys import Keys
-from state.ledger import LedgerShipper
 from state.redis import connect_async
 
 INTERVAL_S = 1.0

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import time
 import tomllib
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,48 +34,34 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from agents import aftersales, wms
-from agents.audit import (
-    PASS,
+from agents.counting import count_kinds, count_outputs
+from core.settings import Settings
+from order import aftersales, wms
+from order.allocation import ShortagePolicy
+from order.audit import (
     AuditContext,
     AuditRules,
     Velocity,
-    Verdict,
-    audit,
     load_audit_rules,
 )
-from agents.dedupe import Intake, classify
-from agents.fulfil import (
-    Parcel,
-    lines_by_warehouse,
-    next_attempt,
-    outbound_commands,
-    stop_command,
-)
-from agents.lifecycle import AT_WMS, BEFORE_WMS, TERMINAL, IllegalTransition, record_event
-from agents.merge import merge_group, merged_command, waiting_members
-from agents.metrics import count_kinds, count_outputs
-from agents.normalise import RawInput, normalise
-from agents.plan import Message, Plan
-from agents.promotions import Promotions, gift_lines, load_promotions
-from agents.route import RoutingTable
-from ops.settings import Settings
-from state.allocation import ShortagePolicy
-from state.keys import Keys
-from state.orders import (
-    CLOSABLE,
-    CommandStatus,
-    LoadedRecord,
+from order.decisions import Decisions, ShopRules
+from order.dedupe import Intake, classify
+from order.lifecycle import AT_WMS, BEFORE_WMS, CLOSABLE, TERMINAL, record_event
+from order.merge import merged_command, waiting_members
+from order.plan import BatchResult, Message, Plan
+from order.promotions import Promotions, load_promotions
+from order.record import (
     OrderRecord,
-    OrderStore,
     Output,
     Pending,
-    ReserveIntent,
-    Save,
     Then,
     effect_seq,
 )
-from state.reservations import EffectKind, Reservation, ReserveStatus, StockEffect, StockEngine
+from order.reservation import Reservation, ReserveStatus
+from order.route import RoutingTable
+from state.keys import Keys
+from state.orders import LoadedRecord, OrderStore, Save
+from state.reservations import StockEngine
 from state.velocity import record_recent
 from streams import topics
 from streams.adapters.base import AdapterContext
@@ -91,7 +76,8 @@ from streams.messages import (
     OrderState,
     WmsEvent,
 )
-from streams.models import ChannelStatus, Order, OrderLine
+from streams.models import ChannelStatus, Order
+from streams.normalise import RawInput, normalise
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +91,12 @@ PlanFor = Callable[[T, dict[str, LoadedRecord], AuditContext, datetime, "BatchRe
 
 
 @dataclass
-class BatchResult:
-    outputs: list[Output] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-    # (order id, input id) of redelivered inputs whose kept outputs are sent again
-    reemit: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass
 class Settled:
     """What carrying out pending stock work came to: orders whose continuation someone else
     saved first, and the outputs of each decision finished here, by order id."""
 
     lost: set[str] = field(default_factory=set)
     outputs: dict[str, list[Output]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ShopRules:
-    """Per-shop settings from config/shops.toml."""
-
-    shortage_policy: ShortagePolicy | None = None
-    merge_window_s: float | None = None
 
 
 class OrderPipeline:
@@ -144,9 +114,16 @@ class OrderPipeline:
         self.stock = StockEngine(client, self.keys)
         self.routing = routing
         self.adapter_ctx = adapter_ctx
-        self.shops: dict[str, ShopRules] = load_shop_rules(settings.config_dir / "shops.toml")
         self.audit_rules = load_rules(settings.config_dir)
-        self.promotions = load_gift_rules(settings.config_dir)
+        self.decisions = Decisions(
+            routing=routing,
+            shops=load_shop_rules(settings.config_dir / "shops.toml"),
+            promotions=load_gift_rules(settings.config_dir),
+            shortage_policy=ShortagePolicy(settings.shortage_policy),
+            merge_window_s=settings.merge_window_s,
+            close_after_s=settings.close_after_s,
+            clock=time.time,
+        )
         self.events_topic = topics.ORDER_EVENTS.name(settings)
         self.commands_topic = topics.FULFILMENT_COMMANDS.name(settings)
         self.updates_topic = topics.CHANNEL_UPDATES.name(settings)
@@ -456,11 +433,15 @@ class OrderPipeline:
             skipped = ", ".join(f"{g.sku} x{g.quantity}" for g in record.gift_lines)
             record.gift_lines = []
             result.counts["gifts_skipped"] += 1
-            self.note(plan, EventKind.GIFT_SKIPPED, now, reason="out_of_stock", detail=skipped)
+            self.decisions.note(
+                plan, EventKind.GIFT_SKIPPED, now, reason="out_of_stock", detail=skipped
+            )
         if pending.reserve.then is Then.EXCHANGE:
-            aftersales.exchange_reserved(self, plan, pending.reserve, reservation, now, result)
+            aftersales.exchange_reserved(
+                self.decisions, plan, pending.reserve, reservation, now, result
+            )
         else:
-            self._route(plan, reservation, now, result)
+            self.decisions.route(plan, reservation, now, result)
         return plan
 
     # --- channel inputs -------------------------------------------------------------------
@@ -502,12 +483,12 @@ class OrderPipeline:
                     with_snapshot=True,
                 )
             )
-            self.decide(plan, ctx, now)
+            self.decisions.decide(plan, ctx, now)
         elif intake is Intake.DUPLICATE:
             record.duplicates += 1
-            self.note(plan, EventKind.DUPLICATE, now, reason="same content pushed again")
+            self.decisions.note(plan, EventKind.DUPLICATE, now, reason="same content pushed again")
         elif intake is Intake.STALE:
-            self.note(plan, EventKind.STALE, now, reason="older than the version held")
+            self.decisions.note(plan, EventKind.STALE, now, reason="older than the version held")
         else:
             self._apply_update(plan, order, ctx, now, result)
         return [plan]
@@ -522,9 +503,9 @@ class OrderPipeline:
         if record.state in TERMINAL:
             return
         if order.channel_status is ChannelStatus.CANCELLED:
-            self.cancel(plan, "cancelled_at_channel", now, result)
+            self.decisions.cancel(plan, "cancelled_at_channel", now, result)
         elif record.state is OrderState.HELD:
-            self.decide(plan, ctx, now)
+            self.decisions.decide(plan, ctx, now)
 
     # --- operator and timer actions -------------------------------------------------------
 
@@ -548,33 +529,33 @@ class OrderPipeline:
         plan = fresh_plan(action, input_id, current, actor=action.actor)
         record, state, kind = plan.record, plan.record.state, action.kind
         if kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
-            self.note(
+            self.decisions.note(
                 plan,
                 EventKind.HOLD_RELEASED,
                 now,
                 reason=record.hold_reason,
                 detail=action.reason,
             )
-            self.decide(plan, ctx, now, override_holds=True)
+            self.decisions.decide(plan, ctx, now, override_holds=True)
         elif kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.EXCEPTION:
-            self.note(
+            self.decisions.note(
                 plan, EventKind.HOLD_RELEASED, now, reason=record.hold_reason, detail=action.reason
             )
-            wms.resend_outbound(self, plan, now)
+            wms.resend_outbound(self.decisions, plan, now)
         elif (
             kind is OperatorActionKind.EXPIRE_UNPAID
             and state is OrderState.HELD
             and record.hold_reason == "unpaid"
         ):
-            self.cancel(plan, "unpaid_timeout", now, result)
+            self.decisions.cancel(plan, "unpaid_timeout", now, result)
         elif kind is OperatorActionKind.CANCEL and state in BEFORE_WMS | AT_WMS:
-            self.cancel(plan, "cancelled_by_operator", now, result)
+            self.decisions.cancel(plan, "cancelled_by_operator", now, result)
         elif kind is OperatorActionKind.CLOSE and state in CLOSABLE:
-            self.move(
+            self.decisions.move(
                 plan, EventKind.CLOSED, now, OrderState.CLOSED, reason="after-sales window ended"
             )
         else:
-            self.refuse(
+            self.decisions.refuse(
                 plan,
                 EventKind.ACTION_REFUSED,
                 now,
@@ -606,7 +587,7 @@ class OrderPipeline:
             for m in members
         ]
         if len(members) == 1:
-            self.send_outbound(plans[0], now)
+            self.decisions.send_outbound(plans[0], now)
             return plans
         result.counts["merged_orders"] += len(members)
         result.counts["merged_shipments"] += 1
@@ -618,7 +599,7 @@ class OrderPipeline:
         others = ", ".join(m.order_id for m in members)
         for plan in plans:
             plan.record.carrier = carrier
-            self.note(
+            self.decisions.note(
                 plan,
                 EventKind.MERGED,
                 now,
@@ -627,7 +608,7 @@ class OrderPipeline:
             )
             if plan.record is members[0]:
                 plan.messages.append(command)
-            self.move(
+            self.decisions.move(
                 plan,
                 EventKind.RELEASED,
                 now,
@@ -658,7 +639,7 @@ class OrderPipeline:
         plans = [fresh_plan(event, input_id, lr, actor="wms") for lr in current]
         keyed_ref = keyed.record.command(event.command_id)
         for plan in plans:
-            wms.apply_event(self, plan, event, keyed_ref, now, result)
+            wms.apply_event(self.decisions, plan, event, keyed_ref, now, result)
         return plans
 
     def _aftersales_plans(
@@ -675,7 +656,7 @@ class OrderPipeline:
         if current is None or self._replayed([current], input_id, result):
             return []
         plan = fresh_plan(request, input_id, current, actor=request.requested_by)
-        aftersales.apply_request(self, plan, request, ctx, now, result)
+        aftersales.apply_request(self.decisions, plan, request, ctx, now, result)
         return [plan]
 
     def _known(
@@ -693,256 +674,6 @@ class OrderPipeline:
             log.warning("%s for unknown order %s", input_id, order_id)
             return None
         return current
-
-    # --- the steps every flow shares ------------------------------------------------------
-
-    def note(self, plan: Plan, kind: EventKind, now: datetime, **kw: Any) -> None:
-        """An event in the trail that moves no state."""
-        plan.messages.append(record_event(plan.record, kind, now, actor=plan.actor, **kw))
-
-    def move(self, plan: Plan, kind: EventKind, now: datetime, to: OrderState, **kw: Any) -> bool:
-        """One transition; an illegal one is refused (logged, counted, in the trail), never
-        applied. Returns whether it moved."""
-        try:
-            plan.messages.append(
-                record_event(plan.record, kind, now, to_state=to, actor=plan.actor, **kw)
-            )
-            return True
-        except IllegalTransition as exc:
-            log.warning("refused: %s", exc)
-            plan.refused = True
-            plan.illegal_moves += 1
-            self.note(plan, EventKind.TRANSITION_REFUSED, now, reason=kind.value, detail=str(exc))
-            return False
-
-    def refuse(
-        self,
-        plan: Plan,
-        kind: EventKind,
-        now: datetime,
-        reason: str,
-        detail: str,
-        result: BatchResult,
-    ) -> None:
-        result.counts["refused"] += 1
-        plan.refused = True
-        self.note(plan, kind, now, reason=reason, detail=detail)
-
-    def decide(
-        self, plan: Plan, ctx: AuditContext, now: datetime, *, override_holds: bool = False
-    ) -> None:
-        """Audit, then either hold/reject or ask for a reservation. An operator's release
-        overrides holds (a person checked the order); rejects still apply."""
-        record, order = plan.record, plan.record.order
-        if order.channel_status is ChannelStatus.CANCELLED:
-            self.move(
-                plan, EventKind.CANCELLED, now, OrderState.CANCELLED, reason="cancelled_at_channel"
-            )
-            return
-        if record.ship_to is not None:  # an after-sales address change is what ships
-            order = order.model_copy(update={"address": record.ship_to})
-        verdict = audit(order, ctx)
-        if verdict.verdict is Verdict.HOLD and override_holds:
-            verdict = PASS
-        if verdict.verdict is Verdict.PASS:
-            self.move(plan, EventKind.AUDITED, now, OrderState.AUDITED)
-            self.request_reservation(plan)
-        elif verdict.verdict is Verdict.HOLD:
-            self.hold(plan, verdict.reason, verdict.detail, now)
-        else:
-            record.reject_reason = verdict.reason
-            self.move(
-                plan,
-                EventKind.REJECTED,
-                now,
-                OrderState.REJECTED,
-                reason=verdict.reason,
-                detail=verdict.detail,
-            )
-
-    def hold(self, plan: Plan, reason: str, detail: str, now: datetime) -> None:
-        record = plan.record
-        if record.state is OrderState.HELD and record.hold_reason == reason:
-            return  # still held for the same reason: nothing new to say
-        record.hold_reason = reason
-        self.move(plan, EventKind.HELD, now, OrderState.HELD, reason=reason, detail=detail)
-
-    def request_reservation(self, plan: Plan) -> None:
-        """Ask for the order's lines (gifts the promotions add included) to be reserved once
-        the decision is saved; a gift that does not fit the stock is dropped rather than
-        blocking the order (the fallback)."""
-        record = plan.record
-        gifts = self.gifts_for(record.order)
-        record.gift_lines = gifts
-        candidates = [
-            wh
-            for wh in self.routing.candidates(record.order, record.address)
-            if wh not in record.excluded_warehouses
-        ]
-        plan.reserve = ReserveIntent(
-            shipment=record.order_id,
-            quantities=record.quantities,
-            warehouses=candidates,
-            policy=self.policy_for(record.order),
-            shop=record.order.shop_key,  # its channel quotas apply
-            fallback=record.order.quantity_by_sku if gifts else None,
-        )
-
-    def _route(
-        self, plan: Plan, reservation: Reservation, now: datetime, result: BatchResult
-    ) -> None:
-        record = plan.record
-        if reservation.status is ReserveStatus.SHORTAGE:
-            result.counts["shortage"] += 1
-            if self.policy_for(record.order) is ShortagePolicy.REJECT:
-                record.reject_reason = "out_of_stock"
-                self.move(plan, EventKind.REJECTED, now, OrderState.REJECTED, reason="out_of_stock")
-            else:
-                self.hold(plan, "out_of_stock", "no warehouse can serve every line", now)
-            return
-        if not reservation.active:
-            self.hold(plan, "reservation_released", "stock was released earlier", now)
-            return
-        for gift in record.gift_lines:
-            result.counts["gifts_added"] += 1
-            self.note(
-                plan,
-                EventKind.GIFT_ADDED,
-                now,
-                reason=gift.line_id,
-                detail=f"{gift.sku} x{gift.quantity}",
-            )
-        record.warehouse = "+".join(reservation.warehouses)
-        record.allocations = list(reservation.allocations)
-        record.hold_reason = ""
-        if len(reservation.warehouses) > 1:
-            result.counts["split"] += 1
-        self.move(
-            plan, EventKind.RESERVED, now, OrderState.RESERVED, allocations=record.allocations
-        )
-        self.release_to_wms(plan, now)
-
-    def release_to_wms(self, plan: Plan, now: datetime) -> None:
-        """Carrier per parcel, then release at once, or wait in the merge window."""
-        record = plan.record
-        parcels = self.parcels(record)
-        record.carrier = parcels[min(parcels)].carrier if parcels else ""
-        detail = ", ".join(f"{wh}: {p.carrier}" for wh, p in sorted(parcels.items()))
-        window = self.merge_window_for(record.order)
-        first_release = next_attempt(record) == 1 and not record.merged_with
-        group = merge_group(record, record.warehouse) if window > 0 and len(parcels) == 1 else ""
-        waits = bool(group) and first_release
-        if waits:
-            record.merge_group = group
-            record.merge_due = time.time() + window
-            detail += f"; waits up to {window:.0f} s to merge"
-        if (
-            self.move(
-                plan, EventKind.ROUTED, now, OrderState.ROUTED, reason=record.carrier, detail=detail
-            )
-            and not waits
-        ):
-            self.send_outbound(plan, now, parcels)
-
-    def send_outbound(
-        self, plan: Plan, now: datetime, parcels: dict[str, Parcel] | None = None
-    ) -> None:
-        record = plan.record
-        parcels = self.parcels(record) if parcels is None else parcels
-        commands = outbound_commands(record, now, parcels, attempt=next_attempt(record))
-        plan.messages.extend(commands)
-        self.move(
-            plan,
-            EventKind.RELEASED,
-            now,
-            OrderState.RELEASED,
-            reason="outbound " + " ".join(c.command_id for c in commands),
-        )
-
-    def parcels(self, record: OrderRecord) -> dict[str, Parcel]:
-        """The order's lines shared out over its reservation, weighed, with a carrier each:
-        computed once per release (this is the hot path)."""
-        out = {}
-        for wh, lines in lines_by_warehouse(record).items():
-            weight = self.routing.weight_g(lines)
-            carrier = self.routing.choose_carrier(wh, record.address, weight).code
-            out[wh] = Parcel(lines, weight, carrier)
-        return out
-
-    def cancel(self, plan: Plan, reason: str, now: datetime, result: BatchResult) -> None:
-        """Before the WMS has the order: stock back at once. After: ask the WMS to stop it
-        (cancel, or intercept once picked) and give stock back only when it confirms, since
-        the parcel may already be gone."""
-        record = plan.record
-        if record.state in BEFORE_WMS:
-            self.cancel_now(plan, reason, now, result)
-            return
-        live = record.live_commands()
-        if record.state is OrderState.EXCEPTION and not live:  # the WMS stopped working on it
-            failed = [c for c in record.commands if c.status is CommandStatus.FAILED]
-            plan.messages.extend(stop_command(record, ref, now) for ref in failed)
-            self.cancel_now(plan, reason, now, result)
-            return
-        if record.state in AT_WMS and live:
-            stops = [stop_command(record, ref, now) for ref in live]
-            plan.messages.extend(stops)
-            record.hold_reason = reason
-            self.move(
-                plan,
-                EventKind.INTERCEPT_REQUESTED,
-                now,
-                OrderState.INTERCEPTING,
-                reason=reason,
-                detail=" ".join(c.command_id for c in stops),
-            )
-            result.counts["intercepts"] += 1
-            return
-        self.refuse(
-            plan,
-            EventKind.ACTION_REFUSED,
-            now,
-            "cancel",
-            f"not applicable to a {record.state.value} order",
-            result,
-        )
-
-    def cancel_now(self, plan: Plan, reason: str, now: datetime, result: BatchResult) -> None:
-        record = plan.record
-        moved = self.move(
-            plan,
-            EventKind.CANCELLED,
-            now,
-            OrderState.CANCELLED,
-            reason=reason,
-            allocations=record.allocations,
-        )
-        if moved:
-            plan.effects.append(
-                StockEffect(
-                    kind=EffectKind.RELEASE,
-                    shipment=record.order_id,
-                    skus=tuple(record.quantities),
-                )
-            )
-            result.counts["cancelled"] += 1
-
-    # --- configuration --------------------------------------------------------------------
-
-    def gifts_for(self, order: Order) -> list[OrderLine]:
-        return gift_lines(order, self.promotions) if self.promotions is not None else []
-
-    def policy_for(self, order: Order) -> ShortagePolicy:
-        """Per-shop shortage policy from config/shops.toml, else the global default."""
-        rules = self.shops.get(order.shop_key)
-        if rules and rules.shortage_policy:
-            return rules.shortage_policy
-        return ShortagePolicy(self.settings.shortage_policy)
-
-    def merge_window_for(self, order: Order) -> float:
-        rules = self.shops.get(order.shop_key)
-        if rules and rules.merge_window_s is not None:
-            return rules.merge_window_s
-        return self.settings.merge_window_s
 
     def _replayed(
         self, current: Sequence[LoadedRecord], input_id: str, result: BatchResult

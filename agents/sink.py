@@ -1,168 +1,17 @@
-"""The fact sink: every fact topic into ClickHouse.
-
-Order events, DLQ records, fulfilment commands, WMS events and after-sales requests are read
-together so each batch is one INSERT per table. A batch's offsets are committed only after
-ClickHouse has its rows (FactSink.write retries until it does), and fact ids are
-deterministic, so a redelivered batch is harmless.
-
-It is a consumer of its own (group ``<app_id>-facts``), not a Faust agent: while ClickHouse is
-down the sink stops fetching, and with a Faust agent its full stream buffer would hold up the
-worker's one shared consumer, and with it intake, operator actions and the WMS loop (found by
-tests/integration/test_sink_outage.py). Its own consumer only stalls itself; its offsets wait.
-
-By default it runs as a process of its own (agents/sink_process.py, `./oms sink`): its parsing
-and row building would otherwise hold the worker's event loop and GIL while intake batches wait
-(docs/decisions/0009-fact-sink-process.md). With OMS_SINK_IN_WORKER=true every worker runs it
-as a task instead (``register_sink``), for single-process deployments.
-"""
+"""The fact sink as a task of every worker (OMS_SINK_IN_WORKER=true), for single-process
+deployments; by default it runs as a process of its own (analytics/sink_process.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from dataclasses import dataclass
 
 import faust
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from pydantic import BaseModel
 
-from agents.guard import parse_or_none
-from analytics.facts import Fact
-from analytics.sink import FactSink
-from ops.control import Keyring, Refused, claimed, keyring
-from ops.kafka import consumer_kwargs
-from ops.settings import Settings
-from streams import topics
-
-# Topics whose messages land as facts; each names its message model (TopicSpec.model).
-FACT_TOPICS: tuple[topics.TopicSpec, ...] = (
-    topics.ORDER_EVENTS,
-    topics.DLQ,
-    topics.FULFILMENT_COMMANDS,
-    topics.WMS_EVENTS,
-    topics.AFTERSALES,
-)
-
-
-def fact_models(settings: Settings) -> dict[str, type[BaseModel]]:
-    """Topic name -> the model its values parse into."""
-    return {spec.name(settings): spec.model for spec in FACT_TOPICS if spec.model is not None}
-
-
-def parse_fact(topic: str, value: bytes, models: dict[str, type[BaseModel]]) -> Fact | None:
-    """The fact a record carries, or None (logged by the guard) when it is not one."""
-    model = models.get(topic)
-    if model is None:
-        return None
-    return parse_or_none(model, value, topic)  # type: ignore[return-value]
-
-
-# Without a poll the client would leave the group after max_poll_interval; a ClickHouse outage
-# may last longer than the default 5 minutes, and leaving would only cause a needless replay.
-MAX_POLL_INTERVAL_MS = 3_600_000
+from analytics.fact_consumer import run_fact_sink
+from core.settings import Settings
 
 
 def register_sink(app: faust.App, settings: Settings, counters: Counter[str]) -> None:
     @app.task
     async def facts() -> None:
         await run_fact_sink(settings, counters)
-
-
-async def run_fact_sink(
-    settings: Settings, counters: Counter[str], *, stop: asyncio.Event | None = None
-) -> None:
-    """Consume the fact topics into ClickHouse until cancelled, or until ``stop`` is set (then
-    the batch in hand lands and is committed first).
-
-    ``counters`` get the sink's metrics: ``facts``, ``bad_facts``, ``unauthorized_facts``
-    (control messages refused as the workers refuse them), FactSink's ``sink_*`` and
-    ``sink_partitions`` (partitions assigned to this consumer at the last batch)."""
-    models = fact_models(settings)
-    screen = control_screen(settings)
-    sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
-    consumer = AIOKafkaConsumer(
-        *models,
-        **consumer_kwargs(settings),
-        group_id=f"{settings.app_id}-facts",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-    )
-    await consumer.start()
-    try:
-        while stop is None or not stop.is_set():
-            records = await take_batch(consumer, settings)
-            counters["sink_partitions"] = len(consumer.assignment())
-            if records:
-                await land(records, models, sink, counters, screen)
-                await consumer.commit()  # only now: ClickHouse has every row
-    finally:
-        await consumer.stop()
-        await sink.close()
-
-
-async def take_batch(consumer: AIOKafkaConsumer, settings: Settings) -> list[ConsumerRecord]:
-    """Up to sink_batch_size records, waiting at most sink_flush_s once the first arrived."""
-    records: list[ConsumerRecord] = []
-    deadline = None
-    loop = asyncio.get_running_loop()
-    while len(records) < settings.sink_batch_size:
-        wait = settings.sink_flush_s if deadline is None else max(0.0, deadline - loop.time())
-        got = await consumer.getmany(
-            timeout_ms=int(wait * 1000), max_records=settings.sink_batch_size - len(records)
-        )
-        records += [r for batch in got.values() for r in batch]
-        if records and deadline is None:
-            deadline = loop.time() + settings.sink_flush_s
-        if deadline is not None and loop.time() >= deadline:
-            break
-        if not records and not got:
-            break  # nothing at all within a flush interval: let the caller loop
-    return records
-
-
-async def land(
-    records: list[ConsumerRecord],
-    models: dict[str, type[BaseModel]],
-    sink: FactSink,
-    counters: Counter[str],
-    screen: Screen | None = None,
-) -> None:
-    batch: list[Fact] = []
-    for record in records:
-        fact = parse_fact(record.topic, record.value or b"", models)
-        if fact is None:
-            counters["bad_facts"] += 1
-        elif screen is not None and (fact := screen.admit(record, fact)) is None:
-            counters["unauthorized_facts"] += 1
-        else:
-            batch.append(fact)
-    await sink.write(batch)
-    counters["facts"] += len(batch)
-
-
-@dataclass(frozen=True)
-class Screen:
-    """The control topics' signatures, checked as the workers check them (agents/control.py):
-    a WMS event or after-sales request nobody allowed to send it signed is no fact (the
-    workers dead-letter it, and that DLQ record is the fact), and an admitted one carries the
-    actor the workers record."""
-
-    keyring: Keyring
-    topics: frozenset[str]
-
-    def admit(self, record: ConsumerRecord, fact: Fact) -> Fact | None:
-        if record.topic not in self.topics:
-            return fact
-        try:
-            principal = self.keyring.verify(
-                record.topic, record.key, record.value or b"", record.headers or []
-            )
-            return claimed(principal, fact)  # type: ignore[no-any-return]
-        except Refused:
-            return None
-
-
-def control_screen(settings: Settings) -> Screen:
-    control = frozenset(spec.name(settings) for spec in (topics.WMS_EVENTS, topics.AFTERSALES))
-    return Screen(keyring(settings), control)

@@ -21,14 +21,15 @@ import redis.asyncio as aioredis
 
 from agents.control import send_signed
 from agents.guard import guarded
-from ops.control import WORKER, signer_for
-from ops.settings import Settings
+from core.settings import Settings
+from order.record import PENDING_GRACE_S
 from state.keys import Keys
 from state.lock import AsyncDistributedLock
-from state.orders import PENDING_GRACE_S, OrderStore
+from state.orders import OrderStore
 from state.redis import connect_async
 from streams import topics
 from streams.messages import OperatorAction, OperatorActionKind, make_id
+from streams.signing import WORKER, signer_for
 
 SCAN_EVERY_S = 5.0
 MERGE_SCAN_EVERY_S = 1.0  # windows are seconds to minutes: close them promptly

@@ -14,11 +14,12 @@ from faust.types import EventT
 
 from agents.control import screen
 from agents.intake import batch_runner
-from agents.pipeline import BatchResult, OrderPipeline
-from ops.control import keyring
-from ops.settings import Settings
+from agents.pipeline import OrderPipeline
+from core.settings import Settings
+from order.plan import BatchResult
 from streams import topics
 from streams.messages import AfterSalesRequest, WmsEvent
+from streams.signing import keyring
 from streams.topics import TopicSpec
 
 

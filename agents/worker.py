@@ -1,9 +1,9 @@
-"""One OMS worker process: the Faust app with its agents, the order query API (agents/api.py)
+"""One OMS worker process: the Faust app with its agents, the order query API (web/api.py)
 and a heartbeat that the launcher and `./oms status` read from Redis. The API also serves the
-worker's probes and metrics (agents/health.py, agents/metrics.py), read from the same counters
+worker's probes and metrics (core/health.py, core/metrics.py), read from the same counters
 the heartbeat carries.
 
-The fact sink runs in a process of its own (agents/sink_process.py) unless OMS_SINK_IN_WORKER
+The fact sink runs in a process of its own (analytics/sink_process.py) unless OMS_SINK_IN_WORKER
 is true; then every worker runs it as a task instead (docs/decisions/0009-fact-sink-process.md)."""
 
 from __future__ import annotations
@@ -12,32 +12,34 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import faust
 import orjson
 import redis.asyncio as aioredis
 from faust.types import TP
 
-from agents.api import register_api
 from agents.app import create_app
 from agents.channel_stock import register_channel_stock
-from agents.health import Readiness, redis_error, worker_readiness
 from agents.intake import register_intake
 from agents.ledger import register_ledger
-from agents.metrics import PartitionLag, Snapshot, lag_of, render
 from agents.operator import register_operator
 from agents.pipeline import OrderPipeline
-from agents.route import RoutingTable
 from agents.sink import register_sink
 from agents.timers import register_timers
 from agents.wms_events import register_order_inputs
-from ops.logs import setup_logging
-from ops.settings import Settings
+from core.health import Readiness, redis_error, worker_readiness
+from core.logs import setup_logging
+from core.loop import use_event_loop
+from core.metrics import PartitionLag, Snapshot, lag_of, render
+from core.settings import Settings
+from order.route import RoutingTable
 from state.keys import Keys
 from state.redis import connect_async, connect_batched
 from streams import topics
 from streams.adapters.base import AdapterContext, SkuMap
+from streams.messages import DlqReason
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class WorkerProbe:
         held = await self._held() if readiness.checks["redis"] else None
         snapshot = Snapshot(
             component="worker",
+            dlq_reasons=tuple(DlqReason),
             name=self.name,
             ready=readiness.ready,
             counters=dict(self.counters),
@@ -130,7 +133,20 @@ def consumer_lags(app: faust.App) -> list[PartitionLag]:
     return lags
 
 
-def build_worker_app(settings: Settings, name: str) -> faust.App:
+class HttpFace(Protocol):
+    """What the heartbeat reads of the worker's HTTP server."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def serving(self) -> bool: ...
+
+
+ServeHttp = Callable[[faust.App, Settings, aioredis.Redis, str, WorkerProbe], HttpFace]
+
+
+def build_worker_app(settings: Settings, name: str, serve_http: ServeHttp) -> faust.App:
     app = create_app(settings)
     counters: Counter[str] = Counter()
     redis_client = connect_async(settings)
@@ -151,7 +167,7 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     register_timers(app, settings, counters)
     register_order_inputs(app, settings, make_pipeline, counters)
     probe = WorkerProbe(app, settings, name, counters, redis_client, state)
-    api = register_api(app, settings, redis_client, name, probe)
+    api = serve_http(app, settings, redis_client, name, probe)
 
     @app.task
     async def declare_topics() -> None:
@@ -182,23 +198,17 @@ def build_worker_app(settings: Settings, name: str) -> faust.App:
     return app
 
 
-def run_worker(settings: Settings, name: str, loglevel: str = "info") -> None:
-    """The process: logging (ops/logs.py; Faust is told not to replace it, or its own colour
+def run_worker(
+    settings: Settings, name: str, serve_http: ServeHttp, loglevel: str = "info"
+) -> None:
+    """The process: logging (core/logs.py; Faust is told not to replace it, or its own colour
     handler would bypass the format and the masking), the event loop, then the worker."""
     setup_logging(settings.log_format, loglevel, component="worker", worker=name, quiet=())
     use_event_loop(settings.event_loop)
-    app = build_worker_app(settings, name)
+    app = build_worker_app(settings, name, serve_http)
     worker = faust.Worker(
         app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False
     )
     worker.spinner = None  # Faust drops it only when it sets up logging; it writes to stdout
     worker.execute_from_commandline()
 
-
-def use_event_loop(name: str) -> None:
-    """uvloop by default: its event loop runs the worker's socket and callback work in C (a
-    part of each batch's time in the profile); ``aio`` is the standard library's loop."""
-    if name != "aio":
-        import mode.loop
-
-        mode.loop.use(name)

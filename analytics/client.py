@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from clickhouse_driver import Client
 
-from ops.security import clickhouse_kwargs
-from ops.settings import Settings
+from core.security import clickhouse_kwargs
+from core.settings import Settings
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -58,17 +58,5 @@ def _on_default(settings: Settings, statement: str) -> None:
     client = connect(settings, database="default")
     try:
         client.execute(f"{statement} {quote_ident(settings.clickhouse_database)}")
-    finally:
-        client.disconnect()
-
-
-def ensure_schema(settings: Settings) -> list[str]:
-    """Database plus all migrations; idempotent, safe to call on every start."""
-    from analytics.schema import migrate
-
-    ensure_database(settings)
-    client = connect(settings)
-    try:
-        return migrate(client, settings.clickhouse_database)
     finally:
         client.disconnect()

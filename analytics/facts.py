@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from core.privacy import scrub_free_text
 from streams.messages import (
     AfterSalesRequest,
     CommandLine,
@@ -35,7 +36,6 @@ from streams.messages import (
     WmsEvent,
 )
 from streams.models import Buyer, Order
-from streams.privacy import scrub_free_text
 
 ORDER_EVENTS = "order_events"
 ORDERS = "orders"
@@ -194,7 +194,7 @@ _DT_MAX = datetime(2105, 12, 31, 23, 59, 59)
 
 _SNAPSHOT_KINDS = frozenset({EventKind.RECEIVED, EventKind.UPDATED})
 
-# Events whose reason is the free text of an after-sales request (agents/aftersales.py): a
+# Events whose reason is the free text of an after-sales request (order/aftersales.py): a
 # customer-service agent's words about a buyer. ClickHouse gets the kind's code instead.
 _WRITTEN_REASONS: dict[EventKind, str] = {
     EventKind.RETURN_REQUESTED: "return",

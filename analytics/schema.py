@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from analytics.client import QueryClient, quote_ident
+from analytics.client import QueryClient, connect, ensure_database, quote_ident
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +165,13 @@ def migrate(
         log.info("applied ClickHouse migration %s to %s", mig.name, database)
         applied.append(mig.name)
     return applied
+
+
+def ensure_schema(settings: Settings) -> list[str]:
+    """Database plus all migrations; idempotent, safe to call on every start."""
+    ensure_database(settings)
+    client = connect(settings)
+    try:
+        return migrate(client, settings.clickhouse_database)
+    finally:
+        client.disconnect()

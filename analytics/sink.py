@@ -3,7 +3,7 @@ commands, WMS events, after-sales requests and stock movements.
 
 Delivery contract with the caller (a Faust agent): ``write`` returns only once every row of
 the batch is in ClickHouse; until then it retries the same rows with capped, jittered
-exponential backoff (ops/retry.py). The agent commits Kafka offsets only after ``write``
+exponential backoff (core/retry.py). The agent commits Kafka offsets only after ``write``
 returns, so a crash anywhere means a replay, and replays are harmless (deterministic ids +
 replay-safe queries).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from clickhouse_driver import errors as ch_errors
 
-from analytics.client import QueryClient, connect, ensure_schema, quote_ident
+from analytics.client import QueryClient, connect, quote_ident
 from analytics.facts import (
     COLUMNS,
     DEFAULT_BUYER_SALT,
@@ -33,8 +33,9 @@ from analytics.facts import (
     rows_for,
     stock_movement_rows,
 )
-from ops.retry import Backoff
-from ops.settings import Settings, secret_value
+from analytics.schema import ensure_schema
+from core.retry import Backoff
+from core.settings import Settings, secret_value
 
 log = logging.getLogger(__name__)
 

@@ -88,11 +88,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from analytics.client import drop_database
+from analytics.ledger import ClickHouseLedger
+from core.kafka import Record, client_kwargs, consumer_kwargs, ensure_topics
+from core.settings import REPO_ROOT, Settings, mask_url
 from ops import profile, stack
 from ops.bench_ceiling import ceiling_key
-from ops.kafka import Record, client_kwargs, consumer_kwargs
 from ops.loadgen import BurstMessage, iter_burst
-from ops.settings import REPO_ROOT, Settings, mask_url
 from state.keys import Keys
 from state.stock import StockRow
 from streams import topics
@@ -689,10 +690,10 @@ def reset_own_stack(settings: Settings, say: Callable[[str], None]) -> None:
 
 def prepare_namespace(settings: Settings) -> None:
     """Topics, database and migrations of a namespace on a running stack; nothing else."""
-    from analytics.client import ensure_schema
+    from analytics.schema import ensure_schema
     from streams.topics import topic_partitions
 
-    stack.ensure_topics(settings, topic_partitions(settings))
+    ensure_topics(settings, topic_partitions(settings))
     ensure_schema(settings)
 
 
@@ -731,7 +732,7 @@ def worker_pids(settings: Settings, workers: int) -> list[int]:
 
 def scaled_stock(settings: Settings, orders: int) -> list[StockRow]:
     """samples/stock.csv scaled from its 3,000-order burst to ``orders``."""
-    from agents.route import RoutingTable
+    from order.route import RoutingTable
     from state.stock import parse_stock_file
 
     routing = RoutingTable.load(settings.config_dir / "warehouses.toml")
@@ -1140,7 +1141,7 @@ def check_correctness(
     from state.redis import connect
     from state.verify import verify
 
-    report = verify(connect(settings), Keys(settings.redis_prefix), ch)
+    report = verify(connect(settings), Keys(settings.redis_prefix), ClickHouseLedger(ch))
     states = dict(ch.execute("SELECT state, count() FROM order_status GROUP BY state"))
     ((dlq,),) = ch.execute("SELECT uniqExact(dlq_id) FROM dlq")
     return Checks(

@@ -41,8 +41,8 @@ import faust
 from faust.types import TP
 
 from agents.app import create_app, raw_topic
-from ops.logs import setup_logging
-from ops.settings import Settings, get_settings
+from core.logs import setup_logging
+from core.settings import Settings, get_settings
 from state.redis import connect_async
 
 FLUSH_EVERY_S = 0.2

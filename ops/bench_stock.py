@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 
-from ops.settings import Settings
-from state.allocation import ShortagePolicy
+from core.settings import Settings
+from order.allocation import ShortagePolicy
+from order.reservation import ReserveRequest, ReserveStatus
 from state.keys import Keys
 from state.redis import connect, connect_async
-from state.reservations import ReserveRequest, ReserveStatus, StockEngine
+from state.reservations import StockEngine
 from state.stock import StockRow, all_levels, load_stock
 from state.verify import verify
 

@@ -39,10 +39,10 @@ from typing import Any
 import orjson
 
 from analytics.client import drop_database
+from core.settings import Settings
 from ops import bench, stack
 from ops.bench import BenchError, Observer, Phase, Targets
 from ops.loadgen import BurstMessage
-from ops.settings import Settings
 from streams import topics
 
 CHAOS_STACK: dict[str, Any] = {
@@ -345,7 +345,7 @@ class ChaosObserver(Observer):
     async def processed_inputs(self) -> int:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from ops.kafka import client_kwargs
+        from core.kafka import client_kwargs
 
         try:
             if self._admin is None:

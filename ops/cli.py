@@ -11,11 +11,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-import orjson
 
+from analytics.ledger import ClickHouseLedger
+from core.settings import REPO_ROOT, Settings, get_settings, mask_url
+from ops.cli_io import caller_path, emit_json, fail
 from ops.cli_types import (
     AMOUNT,
     LIST_LIMIT,
@@ -24,18 +26,8 @@ from ops.cli_types import (
     TOKEN_TTL_S,
     FiniteFloatRange,
 )
-from ops.settings import REPO_ROOT, Settings, get_settings, mask_url
 
 CHANNELS = ("taobao", "jd", "douyin", "shopify", "amazon", "own")
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def settings() -> Settings:
@@ -45,13 +37,13 @@ def settings() -> Settings:
 @contextmanager
 def services_reachable(*, clickhouse: bool = True) -> Iterator[None]:
     """Redis or ClickHouse down, or Redis refusing writes (read-only replica, out of memory,
-    disk full, loading: ``ops.retry.is_redis_outage``): one clear line and exit 1, not a
+    disk full, loading: ``core.retry.is_redis_outage``): one clear line and exit 1, not a
     traceback. Any other Redis error is a bug and keeps its traceback. ``clickhouse=False``
     for commands that do not use it: an OSError there is not ClickHouse's."""
     from clickhouse_driver import errors as ch_errors
     from redis import exceptions as redis_errors
 
-    from ops.retry import is_redis_outage, redis_error_code
+    from core.retry import is_redis_outage, redis_error_code
 
     s = settings()
     # clickhouse-driver logs every failed connect with a traceback; the error below says it all.
@@ -80,13 +72,6 @@ def services_reachable(*, clickhouse: bool = True) -> Iterator[None]:
         )
 
 
-def caller_path(path: Path) -> Path:
-    """`./oms` cd's to the repo; relative paths are meant from where the user typed them."""
-    if path.is_absolute():
-        return path
-    return Path(os.environ.get("OMS_CALLER_CWD", os.getcwd())) / path
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """OMS stream core: channels in, stock reserved, WMS commands out, facts in ClickHouse."""
@@ -94,9 +79,9 @@ def main() -> None:
 
 
 def setup_cli_logging() -> None:
-    """Warnings of one-shot commands through the same masked handler (ops/logs.py) as the
+    """Warnings of one-shot commands through the same masked handler (core/logs.py) as the
     long-running processes; `./oms worker` and `./oms sink` set their own level after this."""
-    from ops.logs import setup_logging
+    from core.logs import setup_logging
 
     try:
         log_format = settings().log_format
@@ -118,6 +103,7 @@ def setup_cli_logging() -> None:
 def up(workers: int | None) -> None:
     """Start broker, Redis, ClickHouse, the workers and the fact sink (unless
     OMS_SINK_IN_WORKER=true); returns when all are healthy."""
+    from core.kafka import KafkaSetupError
     from ops import stack
     from ops.prepare import prepare_stack
 
@@ -125,7 +111,7 @@ def up(workers: int | None) -> None:
         statuses = prepare_stack(
             settings(), workers=workers, progress=lambda m: click.echo(m, err=True)
         )
-    except stack.StackError as exc:
+    except (stack.StackError, KafkaSetupError) as exc:
         fail(str(exc))
     _print_status(statuses)
 
@@ -171,9 +157,10 @@ def _print_status(statuses: list[Any]) -> None:
 def worker(name: str, loglevel: str | None) -> None:
     """Run one Faust worker in the foreground."""
     from agents.worker import run_worker
+    from web.api import register_api
 
     sys.argv = [sys.argv[0], "worker"]  # Faust's Worker parses argv; keep ours out of it
-    run_worker(settings(), name, loglevel or settings().log_level)
+    run_worker(settings(), name, register_api, loglevel or settings().log_level)
 
 
 @main.command()
@@ -181,7 +168,7 @@ def worker(name: str, loglevel: str | None) -> None:
 def sink(loglevel: str | None) -> None:
     """Run the fact sink in the foreground: the fact topics into ClickHouse, offsets committed
     once the rows are in. `up` runs one unless the workers do (OMS_SINK_IN_WORKER=true)."""
-    from agents.sink_process import SinkStartError, run_sink
+    from analytics.sink_process import SinkStartError, run_sink
 
     try:
         run_sink(settings(), loglevel or settings().log_level)
@@ -242,7 +229,7 @@ def stock_load(file: Path, op_id: str, as_json: bool) -> None:
     Every load is a new operation (loading a file again on purpose applies it again) unless
     --op-id repeats one: the op id is printed, so a retry after an error or timeout reuses it.
     """
-    from agents.route import RoutingTable
+    from order.route import RoutingTable
     from state.keys import Keys
     from state.redis import connect
     from state.stock import StockError, load_stock, operation_id, parse_stock_file
@@ -288,7 +275,7 @@ def stock_adjust(
     zero or below what is already reserved there, or --op-id was used for another change.
     The op id is printed: a retry with it changes nothing.
     """
-    from agents.route import RoutingTable
+    from order.route import RoutingTable
     from state.keys import Keys
     from state.redis import connect
     from state.stock import StockError, adjust_stock
@@ -341,8 +328,8 @@ def stock_snapshot(file: Path, warehouse: str, zero_missing: bool, as_json: bool
     touched; a count below what is reserved is reported as a conflict, not applied as an
     oversell.
     """
-    from agents.route import RoutingTable
     from analytics.client import connect as ch_connect
+    from order.route import RoutingTable
     from state.keys import Keys
     from state.redis import connect
     from state.snapshot import SnapshotError, apply_snapshot, parse_snapshot_file
@@ -360,7 +347,7 @@ def stock_snapshot(file: Path, warehouse: str, zero_missing: bool, as_json: bool
                 warehouse,
                 rows,
                 as_of,
-                ch_client=ch_connect(s),
+                archive=ClickHouseLedger(ch_connect(s)),
                 zero_missing=zero_missing,
             )
     except SnapshotError as exc:
@@ -417,7 +404,7 @@ def orders() -> None:
 @click.option("--reveal", is_flag=True, help="Show buyer names, phones and streets unmasked.")
 def orders_show(ref: str, as_json: bool, reveal: bool) -> None:
     """An order by OMS id or CHANNEL:EXTERNAL_ID: state, lines, reservation, history."""
-    from ops.views import find_orders, order_view, render_order
+    from web.views import find_orders, order_view, render_order
 
     with services_reachable(clickhouse=False):
         found = asyncio.run(find_orders(settings(), ref))
@@ -442,7 +429,7 @@ def held() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def held_list(reason: str, limit: int, as_json: bool) -> None:
     """Held orders, oldest first, with their reason."""
-    from ops.views import list_held
+    from web.views import list_held
 
     with services_reachable(clickhouse=False):
         rows = asyncio.run(list_held(settings(), limit, reason=reason))
@@ -460,8 +447,8 @@ def held_list(reason: str, limit: int, as_json: bool) -> None:
 def _operator() -> str:
     """Who acts, for the audit trail: OMS_OPERATOR, else the login name. A name the workers
     refuse from a person (``system...``, or one already naming a principal such as ``api:``:
-    ``ops.control.person``) is refused here at once (exit 2), not after a 30 s wait."""
-    from ops.control import person
+    ``streams.signing.person``) is refused here at once (exit 2), not after a 30 s wait."""
+    from streams.signing import person
 
     source = "OMS_OPERATOR" if os.environ.get("OMS_OPERATOR") else "USER"
     actor = os.environ.get("OMS_OPERATOR") or os.environ.get("USER") or "operator"
@@ -509,7 +496,7 @@ _ACTION_ID = click.option("--action-id", default="", callback=_checked_id, help=
 
 
 def _act(ref: str, kind: str, reason: str, as_json: bool, action_id: str) -> None:
-    from ops.views import submit_action
+    from web.views import submit_action
 
     actor = _operator()
     action_id = _id_or_new("--action-id", action_id)
@@ -532,8 +519,8 @@ def _report_applied(
     id (``request_id``, ``action_id``) for the output and the retry hint."""
     from pydantic import ValidationError
 
-    from ops.views import InputIdReused, applied_summary
     from streams.adapters.base import describe_validation
+    from web.views import InputIdReused, applied_summary
 
     name, ident = id_field
     flag = f"--{name.replace('_', '-')} {ident}"
@@ -608,8 +595,8 @@ def _lines(value: str) -> list[str]:
 
 
 def _request(ref: str, kind: str, as_json: bool, request_id: str, **fields: Any) -> None:
-    from ops.views import submit_aftersales
     from streams.messages import AfterSalesKind
+    from web.views import submit_aftersales
 
     actor = _operator()
     request_id = _id_or_new("--request-id", request_id)
@@ -668,8 +655,8 @@ def aftersales_address(
     as_json: bool,
 ) -> None:
     """Change the ship-to address; only before the WMS has the order."""
-    from ops.views import find_one
     from streams.regions import province_code
+    from web.views import find_one
 
     code = province_code(province)
     if not code:
@@ -771,7 +758,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def dlq_list(limit: int, as_json: bool) -> None:
     """DLQ records with their reason, newest last."""
-    from ops.views import list_dlq
+    from web.views import list_dlq
 
     records, counts = asyncio.run(list_dlq(settings()))
     shown = records[-limit:] if limit else records
@@ -807,8 +794,8 @@ def dlq_replay(reason: str, channel: str, again: bool, as_json: bool) -> None:
     control input is re-sent by its producer), and never one that kept only the first part of
     an oversized payload.
     """
-    from ops.views import replay_dlq
     from streams.messages import DlqReason
+    from web.views import replay_dlq
 
     if reason and reason not in {r.value for r in DlqReason}:
         fail(f"unknown reason {reason!r} (known: {', '.join(r.value for r in DlqReason)})", 2)
@@ -871,7 +858,7 @@ def verify(as_json: bool) -> None:
 
     s = settings()
     with services_reachable():
-        result = run_verify(connect(s), Keys(s.redis_prefix), ch_connect(s))
+        result = run_verify(connect(s), Keys(s.redis_prefix), ClickHouseLedger(ch_connect(s)))
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -1121,7 +1108,7 @@ def rules_check(args: tuple[str, ...]) -> None:
 
 @main.group()
 def access() -> None:
-    """API and dashboard tokens: roles, permissions and shop scope (ops/access.py)."""
+    """API and dashboard tokens: roles, permissions and shop scope (core/access.py)."""
 
 
 def _token_store_call(call: Any) -> Any:
@@ -1161,7 +1148,7 @@ def access_grant(user: str, role: str, shops: str, expires_in: float | None, as_
 
     The first admin token of every shop spends the bootstrap admin (OMS_ADMIN_TOKEN): it is
     refused from then on."""
-    from ops.access import AccessError, check_user, parse_role, parse_shops
+    from core.access import AccessError, check_user, parse_role, parse_shops
 
     try:
         parsed_role, parsed_shops = parse_role(role), parse_shops(shops)
@@ -1196,7 +1183,7 @@ def access_grant(user: str, role: str, shops: str, expires_in: float | None, as_
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def access_revoke(token_id: str, as_json: bool) -> None:
     """Revoke a token by its id (the part after oms_); it is refused from then on."""
-    from ops.access import token_id_of
+    from core.access import token_id_of
 
     ident = token_id_of(token_id) if token_id.startswith("oms_") else token_id
     if not _token_store_call(lambda store: store.revoke(ident)):

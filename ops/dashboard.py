@@ -20,7 +20,7 @@ The chart library (plotly.js) is the copy shipped in the ``plotly`` PyPI package
 skus and hold reasons reach the page; never an order's buyer, phone or address.
 
 Access: the data (``/api/...``) needs a token whose role has ``read_dashboard`` for every shop
-(the figures sum over all shops; ``ops/access.py``), as ``Authorization: Bearer <token>`` or as
+(the figures sum over all shops; ``core/access.py``), as ``Authorization: Bearer <token>`` or as
 a session. Opening any page with ``?token=<token>`` once trades the token for a session
 (``state/tokens.py``): a random id, stored in Redis only as its hash, lasting at most 8 hours
 and never beyond the token, ended when the token is revoked. The browser keeps only that id, in
@@ -59,7 +59,7 @@ from aiohttp import web
 from yarl import URL
 
 from analytics.reports import ACCEPTED_STATES
-from ops.access import (
+from core.access import (
     ALL_SHOPS,
     Permission,
     Principal,
@@ -68,8 +68,8 @@ from ops.access import (
     authorize,
     bearer_token,
 )
-from ops.logs import setup_logging
-from ops.settings import Settings, get_settings
+from core.logs import setup_logging
+from core.settings import Settings, get_settings
 
 log = logging.getLogger("oms.dashboard")
 
@@ -269,7 +269,7 @@ def stock_series(
 
 
 def holds_by_reason(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Held rows (ops.views.held_row) -> count per reason, most frequent first. Only the
+    """Held rows (web.views.held_row) -> count per reason, most frequent first. Only the
     reason is read: the rows' ids and totals never reach the page."""
     counts: dict[str, int] = {}
     for row in rows:
@@ -386,7 +386,7 @@ class LagProbe:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from ops.kafka import client_kwargs  # the project's one way to build Kafka clients
+        from core.kafka import client_kwargs  # the project's one way to build Kafka clients
 
         if self._consumer is None:
             # No group_id: reading end offsets must never join (and rebalance) the workers.
@@ -468,8 +468,8 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def _holds(settings: Settings) -> dict[str, Any]:
-    from ops.views import list_held, redis_for
     from state.keys import Keys
+    from web.views import list_held, redis_for
 
     async with redis_for(settings) as client:
         total = int(await client.zcard(Keys(settings.redis_prefix).held))

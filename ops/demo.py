@@ -21,10 +21,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ops.kafka import Record, produce
+from analytics.ledger import ClickHouseLedger
+from core.kafka import Record, produce
+from core.settings import REPO_ROOT, Settings
 from ops.loadgen import BurstPlan, generate_burst
 from ops.prepare import prepare_stack
-from ops.settings import REPO_ROOT, Settings
 from state.keys import Keys
 from state.redis import connect
 from state.stock import StockRow, load_stock, parse_stock_file, stock_levels
@@ -90,7 +91,9 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     touched += work_aftersales(settings, console, started)
     wait_facts(settings, touched)
     report = build_report(ch_connect(settings), since=started)
-    check = verify(connect(settings), Keys(settings.redis_prefix), ch_connect(settings))
+    check = verify(
+        connect(settings), Keys(settings.redis_prefix), ClickHouseLedger(ch_connect(settings))
+    )
     console.rule("[bold]Report (from ClickHouse)")
     console.print(format_report(report), markup=False, highlight=False)
     console.rule("[bold]Checks")
@@ -115,7 +118,7 @@ def demo_dashboard_url(settings: Settings, port: int) -> str:
     """The dashboard's URL with a token of its own: a finance token (read only, no admin)
     granted for this demo, refused after DASHBOARD_TOKEN_TTL_S. Opening it once trades the
     token for a cookie."""
-    from ops.access import Role
+    from core.access import Role
     from ops.dashboard import dashboard_url
     from state.redis import connect_async
     from state.tokens import token_store
@@ -138,7 +141,7 @@ def work_holds(
     """An operator at work: a few address holds released after a call to the buyer, a few
     unpaid orders cancelled (stock goes back), among this run's holds. Shows the path
     `./oms held` takes."""
-    from ops.views import list_held, submit_action
+    from web.views import list_held, submit_action
 
     held = asyncio.run(list_held(settings, since=since.timestamp()))
     touched: list[str] = []
@@ -189,8 +192,8 @@ def work_aftersales(settings: Settings, console: Console, since: datetime) -> li
     only, an exchange on delivered orders; an address fix for an address hold."""
     from analytics.client import connect as ch_connect
     from analytics.reports import orders_in_state
-    from ops.views import list_held
     from streams.messages import AfterSalesKind as K
+    from web.views import list_held
 
     client = ch_connect(settings)
     delivered = orders_in_state(client, "delivered", since)
@@ -273,7 +276,7 @@ def file_requests(
     settings: Settings, console: Console, desk: list[tuple[str, Any, dict[str, Any]]]
 ) -> list[Any]:
     """Each request through oms.aftersales, as `./oms aftersales` sends it; prints the move."""
-    from ops.views import submit_aftersales
+    from web.views import submit_aftersales
 
     done = []
     for oid, kind, fields in desk:
@@ -336,7 +339,7 @@ def wait_facts(settings: Settings, order_ids: list[str], timeout_s: float = 20) 
 def top_up_stock(settings: Settings) -> list[StockRow]:
     """On hand = what earlier runs still hold reserved + the sample figure, so every run starts
     with the sample's available stock and no reservation is ever invalidated."""
-    from agents.route import RoutingTable
+    from order.route import RoutingTable
 
     routing = RoutingTable.load(settings.config_dir / "warehouses.toml")
     rows = parse_stock_file(SAMPLE_STOCK, routing.warehouses)

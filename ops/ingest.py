@@ -7,11 +7,11 @@ from pathlib import Path
 
 import orjson
 
-from agents.normalise import SHOP_HEADER
-from ops.kafka import Record, produce
-from ops.settings import Settings
+from core.kafka import Record, produce
+from core.settings import Settings
 from streams import topics
 from streams.keys import channel_order_key
+from streams.normalise import SHOP_HEADER
 
 
 class IngestError(ValueError):

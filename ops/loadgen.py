@@ -63,7 +63,7 @@ from typing import Any
 
 import orjson
 
-from agents.audit import DEFAULT_RULES, DEMO_BLACKLISTED_PHONE
+from order.audit import DEFAULT_RULES, DEMO_BLACKLISTED_PHONE
 from streams.keys import ORDER_ID_FIELDS, channel_order_key
 from streams.models import make_order_id
 from streams.regions import PROVINCES
@@ -92,7 +92,7 @@ CHANNEL_MIX: dict[str, float] = {
 }
 
 # Shopify webhooks and Amazon orders do not name the shop: the producer sets it as a header
-# (agents.normalise.SHOP_HEADER), so every order of the burst belongs to one stable shop.
+# (streams.normalise.SHOP_HEADER), so every order of the burst belongs to one stable shop.
 SHOP_HEADER = "oms-shop"
 SHOP_HEADERS: dict[str, str] = {
     "shopify": "geek-digital.myshopify.com",

@@ -9,14 +9,15 @@ from collections.abc import Callable
 from analytics.client import connect as ch_connect
 from analytics.client import ensure_database
 from analytics.schema import migrate
+from core.kafka import ensure_topics
+from core.settings import Settings
 from ops import stack
-from ops.settings import Settings
 from streams.topics import topic_partitions
 
 
 def prepare_infra(settings: Settings, progress: Callable[[str], None] | None = None) -> None:
     stack.up(settings, with_workers=False, progress=progress)
-    stack.ensure_topics(settings, topic_partitions(settings))
+    ensure_topics(settings, topic_partitions(settings))
     ensure_database(settings)
     applied = migrate(ch_connect(settings), settings.clickhouse_database)
     if progress and applied:

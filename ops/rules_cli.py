@@ -1,7 +1,7 @@
 """`./oms rules check [FILE]`: validate an audit rules file and show what it makes the rules do.
 
 Run it before a worker restart: the worker refuses a bad file at start-up with the same message.
-Blacklisted phones and streets are shown masked (streams/privacy.py); the file has them in clear.
+Blacklisted phones and streets are shown masked (core/privacy.py); the file has them in clear.
 """
 
 from __future__ import annotations
@@ -11,26 +11,14 @@ from typing import Any
 
 import click
 
-from agents.audit import AuditConfigError, AuditRules, load_audit_rules
-from streams.privacy import mask_phone, mask_text
-
-# Settings that are lists of personal data: shown masked, and counted.
-_MASKERS = {"phones": mask_phone, "addresses": mask_text}
+from order.audit import AuditConfigError, AuditRules, load_audit_rules
+from web.views import masked_rules
 
 
 def default_rules_path() -> Path:
-    from ops.settings import get_settings
+    from core.settings import get_settings
 
     return get_settings().config_dir / "audit.toml"
-
-
-def masked_rules(rules: AuditRules) -> dict[str, Any]:
-    """The rules as JSON-ready data, blacklist entries masked and sorted for a stable view."""
-    data = rules.model_dump(mode="json")
-    for name, mask in _MASKERS.items():
-        data["blacklist"][name] = sorted(mask(entry) for entry in data["blacklist"][name])
-    data["blacklist"]["buyer_ids"] = sorted(data["blacklist"]["buyer_ids"])
-    return data
 
 
 def describe_rules(rules: AuditRules) -> list[str]:
@@ -60,7 +48,7 @@ def rules_check(file: Path | None, as_json: bool) -> None:
 
     Exit 2 when the file is missing or invalid, naming the field at fault.
     """
-    from ops.cli import caller_path, emit_json, fail
+    from ops.cli_io import caller_path, emit_json, fail
 
     path = caller_path(file) if file is not None else default_rules_path()
     if not path.is_file():

@@ -50,7 +50,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
-from ops.settings import REPO_ROOT, Settings, mask_url, secret_value
+from core.heartbeat import sink_heartbeat_key, wms_sim_heartbeat_key, worker_heartbeat_key
+from core.kafka import kafka_admin
+from core.settings import REPO_ROOT, Settings, mask_url, secret_value
 
 BROKER = "broker"
 REDIS = "redis"
@@ -59,7 +61,7 @@ INFRA: tuple[str, ...] = (BROKER, REDIS, CLICKHOUSE)
 WORKER_PREFIX = "worker-"
 WORKERS_ALIAS = "workers"
 WMS_SIM = "wms-sim"  # ops/wms_sim.py: answers fulfilment commands like a warehouse
-SINK = "sink"  # agents/sink_process.py: the fact topics into ClickHouse
+SINK = "sink"  # analytics/sink_process.py: the fact topics into ClickHouse
 
 # Start-up bounds. ClickHouse needs a few seconds on a cold data dir; a Faust worker needs
 # tens of seconds until its partitions are assigned, longer when several start at once
@@ -75,7 +77,7 @@ WORKER_STOP_TIMEOUT_S = 30.0
 WMS_SIM_START_TIMEOUT_S = 60.0
 WMS_SIM_STOP_TIMEOUT_S = 15.0
 # The sink is ready once its consumer has partitions; on SIGTERM it lands and commits the batch
-# in hand (at most agents/sink_process.py STOP_GRACE_S, 5 s) before it exits.
+# in hand (at most analytics/sink_process.py STOP_GRACE_S, 5 s) before it exits.
 SINK_START_TIMEOUT_S = 60.0
 SINK_STOP_TIMEOUT_S = 15.0
 # An auxiliary process whose heartbeat is older than this is stuck, even if its key lives on.
@@ -236,23 +238,6 @@ def worker_name(component: str) -> str:
     if not component.startswith(WORKER_PREFIX) or not _WORKER_NAME.match(name):
         raise ValueError(f"not a worker component name: {component!r}")
     return name
-
-
-def worker_heartbeat_key(settings: Settings, name: str) -> str:
-    """Redis key a worker refreshes (TTL 10 s, every 2 s) with {"pid","ready","partitions","ts"}."""
-    return f"{settings.redis_prefix}:worker:{name}"
-
-
-def wms_sim_heartbeat_key(settings: Settings) -> str:
-    """Redis key the WMS simulator refreshes (TTL 10 s, every 2 s) with
-    {"pid","ready","ts","pending","counters"}; outside ``worker:`` so it is not a worker."""
-    return f"{settings.redis_prefix}:wms-sim"
-
-
-def sink_heartbeat_key(settings: Settings) -> str:
-    """Redis key the fact sink process refreshes (TTL 10 s, every 2 s) with
-    {"pid","ready","partitions","ts","counters"}; outside ``worker:`` so it is not a worker."""
-    return f"{settings.redis_prefix}:sink"
 
 
 def heartbeat_key(settings: Settings, component: str) -> str:
@@ -529,49 +514,11 @@ def _check_ports_free(settings: Settings, name: str, host: str) -> None:
 # --------------------------------------------------------------------------- clients
 
 
-def _kafka_security(settings: Settings) -> dict[str, Any]:
-    """The same TLS/SASL arguments as every other OMS Kafka client (kafka-python takes
-    aiokafka's names)."""
-    from ops.security import kafka_security
-
-    return kafka_security(settings)
-
-
-def bootstrap_servers(settings: Settings) -> list[str]:
-    """``settings.kafka_bootstrap`` as a client list, without any ``kafka://`` scheme."""
-    servers = [s.strip().split("://", 1)[-1] for s in settings.kafka_bootstrap.split(",")]
-    return [s for s in servers if s]
-
-
-def kafka_admin(settings: Settings, timeout_s: float = 5.0) -> Any:
-    """A kafka-python admin client with bounded timeouts.
-
-    Only options the installed kafka-python knows are passed (2.x rejects unknown ones,
-    3.x added ``bootstrap_timeout_ms``), so either major version works.
-    """
-    from kafka.admin import KafkaAdminClient
-
-    timeout_ms = int(timeout_s * 1000)
-    wanted = {
-        "bootstrap_servers": bootstrap_servers(settings),
-        "client_id": "oms-stack",
-        "request_timeout_ms": timeout_ms,
-        "bootstrap_timeout_ms": timeout_ms,
-        "api_version_auto_timeout_ms": timeout_ms,
-        # retry a refused bootstrap quickly: a broker that is just starting answers soon
-        "reconnect_backoff_max_ms": 250,
-        **_kafka_security(settings),
-    }
-    known = KafkaAdminClient.DEFAULT_CONFIG
-    config = {k: v for k, v in wanted.items() if k in known and v is not None}
-    return KafkaAdminClient(**config)
-
-
 def redis_client(settings: Settings, timeout_s: float = HEALTH_TIMEOUT_S) -> Any:
     """A redis-py client for ``settings.redis_url`` that gives up quickly."""
     import redis
 
-    from ops.security import redis_kwargs
+    from core.security import redis_kwargs
 
     return redis.Redis.from_url(
         settings.redis_url,
@@ -586,7 +533,7 @@ def clickhouse_client(settings: Settings, database: str = "default") -> Any:
     not exist yet when this is used for the health check."""
     from clickhouse_driver import Client
 
-    from ops.security import clickhouse_kwargs
+    from core.security import clickhouse_kwargs
 
     return Client(
         **clickhouse_kwargs(settings),  # host, port, user, password, TLS
@@ -981,9 +928,9 @@ def child_env(settings: Settings, *, admin_token: bool = False) -> dict[str, str
     ``settings`` (a setting left None must not inherit a value) and the secrets it needs.
     ``OMS_ADMIN_TOKEN`` only with ``admin_token``: the workers serve ``POST /access/tokens``,
     where the bootstrap admin grants the first admin; no other child needs it, so none holds it
-    (state/tokens.py). The control-topic keys travel too (ops/control.py)."""
-    from ops.control import control_env
-    from ops.security import secret_env
+    (state/tokens.py). The control-topic keys travel too (streams/signing.py)."""
+    from core.security import secret_env
+    from streams.signing import control_env
 
     env = dict(os.environ)
     prefix = settings.model_config.get("env_prefix", "OMS_")
@@ -1537,61 +1484,3 @@ def _unknown_component(name: str) -> str:
     return (
         f"unknown component {name!r}; expected one of {', '.join((*INFRA, *_AUX))} or worker-NAME"
     )
-
-
-def ensure_topics(
-    settings: Settings,
-    specs: Iterable[tuple[str, int]],
-    *,
-    replication_factor: int = 1,
-    timeout_s: float = 15.0,
-) -> list[str]:
-    """Create the topics of ``specs`` (name, partitions) that do not exist; returns the
-    names created. Existing topics are left as they are, whatever their partition count.
-
-    Needed because the local broker keeps topics in memory: after a broker restart every
-    topic is gone and must be declared again before producers and Faust agents use it.
-    """
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    wanted: dict[str, int] = {}
-    for name, partitions in specs:
-        if partitions < 1:
-            raise ValueError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
-        wanted[name] = partitions
-    if not wanted:
-        return []
-    admin = kafka_admin(settings, timeout_s=min(timeout_s, 10.0))
-    try:
-        existing = set(admin.list_topics())
-        created = []
-        for name, partitions in wanted.items():
-            if name in existing:
-                continue
-            # one request per topic: a concurrent creator ("already exists") must not hide
-            # the result of the others
-            try:
-                admin.create_topics(
-                    [NewTopic(name, partitions, replication_factor)],
-                    timeout_ms=int(timeout_s * 1000),
-                )
-                created.append(name)
-            except TopicAlreadyExistsError:
-                pass
-        _wait_for_topics(admin, set(wanted), timeout_s)
-    finally:
-        admin.close()
-    return created
-
-
-def _wait_for_topics(admin: Any, names: set[str], timeout_s: float) -> None:
-    """Until metadata lists every topic (old kafka-python returns errors instead of raising)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        missing = names - set(admin.list_topics())
-        if not missing:
-            return
-        if time.monotonic() >= deadline:
-            raise StackError(f"topics not created after {timeout_s:.0f} s: {sorted(missing)}")
-        time.sleep(POLL_INTERVAL_S)

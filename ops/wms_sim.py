@@ -42,12 +42,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
-from ops import stack
+from core.heartbeat import wms_sim_heartbeat_key
+from core.kafka import client_kwargs, consumer_kwargs, ensure_topics
+from core.logs import setup_logging
+from core.settings import Settings, get_settings
 from ops.cli_types import MAX_SIM_DELAY_S, MAX_SIM_DURATION_S, FiniteFloatRange
-from ops.control import WMS, Signer, signer_for
-from ops.kafka import client_kwargs, consumer_kwargs
-from ops.logs import setup_logging
-from ops.settings import Settings, get_settings
 from state.redis import connect_async
 from streams.adapters.base import describe_validation
 from streams.messages import (
@@ -58,6 +57,7 @@ from streams.messages import (
     WmsEventKind,
     make_id,
 )
+from streams.signing import WMS, Signer, signer_for
 from streams.topics import FULFILMENT_COMMANDS, WMS_EVENTS
 
 log = logging.getLogger("oms.wms_sim")
@@ -397,13 +397,13 @@ def consumer_group(settings: Settings) -> str:
 def ensure_sim_topics(settings: Settings) -> None:
     """Both topics exist before the consumer subscribes (the local broker forgets topics)."""
     names = (FULFILMENT_COMMANDS.name(settings), WMS_EVENTS.name(settings))
-    stack.ensure_topics(settings, [(name, settings.partitions) for name in names])
+    ensure_topics(settings, [(name, settings.partitions) for name in names])
 
 
 async def send_events(
     producer: AIOKafkaProducer, topic: str, events: list[WmsEvent], signer: Signer | None = None
 ) -> None:
-    """Send a batch keyed by order id, signed as the WMS (ops/control.py), and wait for every
+    """Send a batch keyed by order id, signed as the WMS (streams/signing.py), and wait for every
     ack before offsets are committed."""
     futures = []
     for event in events:
@@ -416,11 +416,11 @@ async def send_events(
 
 
 class Heartbeat:
-    """``{"pid","ready","ts","pending","counters"}`` under ``stack.wms_sim_heartbeat_key``,
+    """``{"pid","ready","ts","pending","counters"}`` under ``wms_sim_heartbeat_key``,
     refreshed every 2 s with a 10 s TTL, so ``./oms status`` sees a stuck or dead sim."""
 
     def __init__(self, settings: Settings) -> None:
-        self._key = stack.wms_sim_heartbeat_key(settings)
+        self._key = wms_sim_heartbeat_key(settings)
         self._client = connect_async(settings)
         self._last = 0.0
 

@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 
 from state.keys import Keys
 from state.lock import LockLost
-from state.redis import lua_source
+from state.redis import lua_source, texts
 from state.stock import MAX_QTY
 from streams.models import Channel
 
@@ -257,7 +257,7 @@ async def rebalance(
     (skus of the same batch not yet written by the newer holder may still have been written,
     as for the stock snapshot). Returns sku -> available units used for percent."""
     script = client.register_script(lua_source("stock_quota"))
-    names = sorted(skus) if skus is not None else sorted(await client.smembers(keys.skus))
+    names = sorted(skus) if skus is not None else sorted(texts(await client.smembers(keys.skus)))
     wh_arg = ",".join(warehouses)
     available: dict[str, int] = {}
     for chunk in _chunks(names):

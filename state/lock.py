@@ -28,7 +28,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from ops.retry import Backoff
+from core.retry import Backoff
 from state.keys import Keys
 from state.redis import lua_source
 

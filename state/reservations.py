@@ -18,74 +18,31 @@ Why scripts and not locks: docs/decisions/0003-lua-for-reservations.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field
 from redis.commands.core import AsyncScript
 
-from state.allocation import (
+from order.allocation import (
     Available,
-    ShortagePolicy,
     Stocked,
     format_parts,
     parse_parts,
     plan_allocation,
     take,
 )
+from order.reservation import (
+    EffectKind,
+    Reservation,
+    ReserveRequest,
+    ReserveStatus,
+    StockEffect,
+    next_step,
+    to_allocations,
+)
 from state.channel_stock import quota_key_for
 from state.keys import Keys
 from state.redis import lua_source
 from streams.messages import Allocation
-
-MAX_ATTEMPTS = 4  # saga attempts per request: seq .. seq + 3
-MAX_ID = 200  # reservation, warehouse and receipt ids
-MAX_SKUS = 500  # skus one effect touches
-
-
-class ReserveStatus(StrEnum):
-    RESERVED = "reserved"  # reserved now
-    EXISTING = "existing"  # reserved by an earlier delivery of the same input: returned as is
-    BLOCKED = "blocked"  # the order's reservation was released for good (cancelled)
-    SHORTAGE = "shortage"  # no plan fits the stock; nothing is reserved
-    SUPERSEDED = "superseded"  # a later decision about the order was carried out already
-
-
-@dataclass(frozen=True)
-class ReserveRequest:
-    order_id: str
-    quantities: dict[str, int]  # sku -> units, lines of one sku summed
-    warehouses: Sequence[str]  # candidates in routing priority
-    policy: ShortagePolicy = ShortagePolicy.HOLD
-    shop: str = ""  # "CHANNEL/SHOP": its channel quotas apply ('' = none; state/channel_stock.py)
-    seq: int | None = None  # fence of attempt 0 (module docstring); None: unfenced (tests, bench)
-    seq_limit: int | None = None  # first seq of the next decision (what "superseded" means)
-
-    def attempt_seq(self, attempt: int) -> str:
-        return "" if self.seq is None else str(self.seq + attempt)
-
-
-@dataclass(frozen=True)
-class Reservation:
-    order_id: str
-    status: ReserveStatus
-    allocations: list[Allocation] = field(default_factory=list)
-
-    @property
-    def active(self) -> bool:
-        return self.status in (ReserveStatus.RESERVED, ReserveStatus.EXISTING)
-
-    @property
-    def warehouses(self) -> list[str]:
-        return sorted({a.warehouse for a in self.allocations})
-
-    @property
-    def warehouse(self) -> str:
-        """The warehouse of a single-warehouse reservation; '' when split or empty."""
-        whs = self.warehouses
-        return whs[0] if len(whs) == 1 else ""
-
 
 Quotas = dict[str, dict[str, str | None]]  # sku -> quota key -> field value (snapshot)
 
@@ -104,64 +61,11 @@ def _quota_charges(req: ReserveRequest, quotas: Quotas) -> list[tuple[str, str, 
     return charges
 
 
-class EffectKind(StrEnum):
-    RELEASE = "release"  # cancel: units back, the reservation closed for good
-    UNDO = "undo"  # units back, the reservation id may reserve again
-    COMMIT = "commit"  # shipped: reserved -> sales in transit
-    SETTLE = "settle"  # delivered (or returned in transit): in transit ends
-    RETURN = "return"  # a return arrived: restock when sellable
-    SHORT_PICK = "short_pick"  # units missing at the warehouse: written off, rest undone
-
-
-class StockEffect(BaseModel):
-    """One stock effect of an order decision, kept in the order record until it is carried
-    out (docs/decisions/0013-decide-then-do.md). ``seq`` fences it in every sku's script: it
-    applies once, and never after a later decision's effect."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: EffectKind
-    shipment: str = Field(max_length=MAX_ID)  # reservation id: the order, or an exchange's id
-    skus: tuple[str, ...] = Field(max_length=MAX_SKUS)
-    warehouse: str = Field(default="", max_length=MAX_ID)  # '' = every warehouse
-    # RETURN / SHORT_PICK: (sku, units) back or missing; COMMIT: (sku, units) the WMS shipped
-    units: tuple[tuple[str, int], ...] = Field(default=(), max_length=MAX_SKUS)
-    sellable: bool = True
-    returned: bool = False  # SETTLE: came back in transit instead of delivered
-    receipt: str = Field(default="", max_length=MAX_ID)  # RETURN: the WMS event reporting it
-    seq: int | None = None
-
-
 _HOLDING = frozenset({"reserved", "existing"})
-
-
-def next_step(req: ReserveRequest, attempt: int, overtaken_at: int | None) -> int | ReserveStatus:
-    """After a failed attempt: the attempt to run next, or the verdict. ``overtaken_at``: the
-    highest seq a 'stale' reply named (another worker carrying out the same decision got
-    further, or a later decision was carried out). Within this request's attempts: go on at
-    the one it reached (its decisions are recorded there). Past them but within the decision
-    (``seq_limit``): this request was concluded short and the decision moved on to its
-    fallback. Past the decision: superseded."""
-    if overtaken_at is None or req.seq is None:
-        return attempt + 1 if attempt + 1 < MAX_ATTEMPTS else ReserveStatus.SHORTAGE
-    if req.seq_limit is not None and overtaken_at >= req.seq_limit:
-        return ReserveStatus.SUPERSEDED
-    reached = overtaken_at - req.seq
-    if reached >= MAX_ATTEMPTS:
-        return ReserveStatus.SHORTAGE if req.seq_limit is not None else ReserveStatus.SUPERSEDED
-    return max(reached, attempt + 1)
 
 
 def _units(text: str) -> int:
     return sum(qty for _, qty in parse_parts(text)) if text and text != "-" else 0
-
-
-def to_allocations(per_sku: dict[str, str]) -> list[Allocation]:
-    return [
-        Allocation(sku=sku, warehouse=wh, quantity=qty)
-        for sku, text in sorted(per_sku.items())
-        for wh, qty in parse_parts(text)
-    ]
 
 
 class StockEngine:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -38,11 +39,10 @@ from typing import Any
 import orjson
 import redis
 
-from analytics.client import QueryClient
 from state.keys import Keys
-from state.ledger import CHUNK, StreamId, parse_id, read_ledgers, shipped_totals
+from state.ledger import CHUNK, ShippedLedger, StreamId, Totals, parse_id, read_ledgers
 from state.lock import DEFAULT_TTL_MS, DistributedLock, stock_lock_name
-from state.redis import lua_source
+from state.redis import lua_source, texts
 from state.stock import MAX_QTY, WHOLE_NUMBER, StockError, StockOp, known_skus
 
 FLOW_KINDS = ("commit", "commit_unreserved", "returned", "receive")  # units that left / arrived
@@ -149,7 +149,7 @@ def apply_snapshot(
     rows: Sequence[SnapshotRow],
     as_of: datetime | None,
     *,
-    ch_client: QueryClient | None = None,
+    archive: ShippedLedger | None = None,
     zero_missing: bool = False,
     op_id: str | None = None,
     lock_wait_s: float = 10.0,
@@ -157,7 +157,8 @@ def apply_snapshot(
 ) -> SnapshotResult:
     """Take the ``stock:<warehouse>`` lock (bounded wait: LockTimeout) and apply the count.
 
-    ``ch_client`` is needed once movements after ``as_of`` have been shipped to ClickHouse
+    ``archive`` (analytics/ledger.py) is needed once movements after ``as_of`` have been shipped
+    to ClickHouse
     (SnapshotError otherwise: checked before the first write, and again per batch in case
     the shipper moves on meanwhile; a rerun with the same file is a no-op for skus done)."""
     lock = DistributedLock(
@@ -172,7 +173,7 @@ def apply_snapshot(
             as_of,
             fence=lease.fence,
             renew=lock.renew_if_due,
-            ch_client=ch_client,
+            archive=archive,
             zero_missing=zero_missing,
             op_id=op_id,
         )
@@ -187,7 +188,7 @@ def apply_snapshot_fenced(
     *,
     fence: int,
     renew: Callable[[], object] | None = None,
-    ch_client: QueryClient | None = None,
+    archive: ShippedLedger | None = None,
     zero_missing: bool = False,
     op_id: str | None = None,
 ) -> SnapshotResult:
@@ -200,7 +201,7 @@ def apply_snapshot_fenced(
     if zero_missing and as_of is not None:
         missing = _stocked_skus(client, keys, warehouse) - set(counted)
         counted_at |= dict.fromkeys(missing, _as_of_ms(as_of))
-    if ch_client is None:
+    if archive is None:
         _require_unshipped(client, keys, counted_at)
     by_time: dict[int, list[str]] = {}
     for sku in sorted(counted_at):
@@ -214,7 +215,7 @@ def apply_snapshot_fenced(
                 if renew is not None:
                     renew()
                 pending = _apply_chunk(
-                    client, keys, script, result, pending, counted, after, ch_client, fence
+                    client, keys, script, result, pending, counted, after, archive, fence
                 )
                 if not pending:
                     break
@@ -236,7 +237,7 @@ def _apply_chunk(
     skus: list[str],
     counted: dict[str, int],
     after: StreamId,
-    ch_client: QueryClient | None,
+    archive: ShippedLedger | None,
     fence: int,
 ) -> list[str]:
     """Read, compute and write each sku once; returns the skus to read again (raced)."""
@@ -244,13 +245,16 @@ def _apply_chunk(
     fields = [f"on_hand:{wh}", f"reserved:{wh}", f"op:{result.op_id}"]
     ledgers = read_ledgers(client, keys, skus, after=after, fields=fields)
     ranges = {lg.sku: lg.shipped for lg in ledgers if lg.shipped is not None}
-    if ranges and ch_client is None:
+    if ranges and archive is None:
         raise SnapshotError(
             f"movements after as_of of {len(ranges)} sku(s) were already shipped to "
             "ClickHouse: a ClickHouse connection is needed to apply this snapshot"
         )
-    flows = shipped_totals(ch_client, ranges, warehouse=wh, kinds=FLOW_KINDS) if ranges else {}
-    counts = shipped_totals(ch_client, ranges, warehouse=wh, kinds=COUNT_KINDS) if ranges else {}
+    flows: dict[tuple[str, str], Totals] = {}
+    counts: dict[tuple[str, str], Totals] = {}
+    if ranges and archive is not None:
+        flows = archive.totals(ranges, warehouse=wh, kinds=FLOW_KINDS)
+        counts = archive.totals(ranges, warehouse=wh, kinds=COUNT_KINDS)
     retry: list[str] = []
     for lg in ledgers:
         sku = lg.sku
@@ -258,10 +262,10 @@ def _apply_chunk(
             result.lines.append(SnapshotLine(sku, "duplicate", counted.get(sku, 0)))
             continue
         mine = [e for _, e in lg.entries if e["wh"] == wh]
-        newer_count = counts.get((sku, wh), {}).get("entries", 0) > 0 or any(
+        newer_count = counts.get((sku, wh), Counter())["entries"] > 0 or any(
             e.get("kind") in COUNT_KINDS for e in mine
         )
-        moved = flows.get((sku, wh), {}).get("on_hand", 0) + sum(
+        moved = flows.get((sku, wh), Counter())["on_hand"] + sum(
             int(e.get("on_hand", 0)) for e in mine if e.get("kind") in FLOW_KINDS
         )
         before = int(lg.fields.get(f"on_hand:{wh}", 0))
@@ -326,10 +330,10 @@ def _check_rows(
 
 def _require_unshipped(client: redis.Redis, keys: Keys, counted_at: dict[str, int]) -> None:
     skus = sorted(counted_at)
-    cursors = client.hmget(keys.ledger_cursor, skus) if skus else []
+    cursors = texts(client.hmget(keys.ledger_cursor, skus)) if skus else []
     shipped = [
         sku
-        for sku, cursor in zip(skus, cursors, strict=True)  # type: ignore[arg-type]
+        for sku, cursor in zip(skus, cursors, strict=True)
         if cursor and parse_id(cursor)[0] > counted_at[sku]
     ]
     if shipped:

@@ -20,16 +20,16 @@ from typing import Any
 import orjson
 import redis
 
+from core.privacy import scrub_free_text
 from state.keys import Keys
 from state.redis import lua_source
-from streams.privacy import scrub_free_text
 
 MAX_QTY = 10**9
 WHOLE_NUMBER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() accepts '²'
 # An operator's operation id: bounded, and no ':' '=' or space, so nothing else (an actor, a
 # reason, an internal 'revert:'/'snapshot:' id) can be written into it or read out of it.
 OP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-NOT_IN_ACTOR = re.compile(r"[^A-Za-z0-9._@-]")  # the user names of ops/access.py
+NOT_IN_ACTOR = re.compile(r"[^A-Za-z0-9._@-]")  # the user names of core/access.py
 MAX_ACTOR = 64
 MAX_REASON = 200
 
@@ -104,7 +104,7 @@ def _json_records(content: bytes, path: Path) -> list[dict[str, object]]:
         data = data.get("rows", [data])
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise StockError(f"{path}: expected a list of objects with sku, warehouse, qty")
-    return data  # type: ignore[return-value]
+    return data
 
 
 def _csv_records(content: bytes, path: Path) -> list[dict[str, object]]:

@@ -1,6 +1,6 @@
 """Access tokens in Redis: one hash per token id (user, role, shops, salt, hash, iterations,
 created_at, revoked), never the secret. The rules (roles, scope, the token format and its hash)
-are ``ops/access.py``'s; this module stores, looks up and verifies.
+are ``core/access.py``'s; this module stores, looks up and verifies.
 
 **The bootstrap admin** (``OMS_ADMIN_TOKEN``, ``Settings.bootstrap_admin_token``) is a secret
 every deployment has in its environment, which no revocation or expiry can reach. So it is a
@@ -12,7 +12,7 @@ refused from the moment any admin token of every shop exists (granted by it or b
 ~6 ms) runs in a small thread pool with bounded concurrency and a bounded queue; a success is
 cached for ``CACHE_TTL_S`` under a SHA-256 of the whole token (the record is still read on every
 request, so a revoked or expired token is refused at once, cache or not); failures are counted
-per token id and per client address (``ops.access.FailureLimiter``) and a client or id over its
+per token id and per client address (``core.access.FailureLimiter``) and a client or id over its
 limit is refused before any hashing (``TooManyAttempts``, HTTP 429).
 
 **Dashboard sessions**: the dashboard never puts a token in a cookie. It trades a verified
@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from ops.access import (
+from core.access import (
     ALL_SHOPS,
     HASH_ITERATIONS,
     AccessError,
@@ -55,8 +55,9 @@ from ops.access import (
     same_secret,
     secret_matches,
 )
-from ops.settings import Settings
+from core.settings import Settings
 from state.keys import Keys
+from state.redis import text, text_fields, texts
 
 BOOTSTRAP_USER = "bootstrap-admin"
 BOOTSTRAP_ID = "bootstrap"
@@ -274,7 +275,7 @@ class TokenStore:
             record["expires_at"] = f"{now + ttl_s:.3f}"
         key = self.keys.token(parts.token_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping=record)
+        pipe.hset(key, mapping={name: value for name, value in record.items()})  # redis-py's type
         if ttl_s is not None:
             pipe.expire(key, int(ttl_s) + EXPIRED_KEPT_S)
         pipe.sadd(self.keys.tokens, parts.token_id)
@@ -294,7 +295,7 @@ class TokenStore:
             return False
         await self.client.hset(key, mapping={"revoked": "1", "revoked_at": f"{time.time():.3f}"})
         sessions = self.sessions_of(token_id)
-        names = list(await self.client.smembers(sessions))
+        names = texts(await self.client.smembers(sessions))
         prefix = f"{self.keys.prefix}:dashboard-session:"
         await self.client.delete(sessions, *(prefix + name for name in names))
         for cache_key in [k for k, v in self._cache.items() if v.token_id == token_id]:
@@ -302,7 +303,7 @@ class TokenStore:
         return True
 
     async def list(self) -> list[TokenInfo]:
-        ids = sorted(await self.client.smembers(self.keys.tokens))
+        ids = sorted(texts(await self.client.smembers(self.keys.tokens)))
         pipe = self.client.pipeline(transaction=False)
         for token_id in ids:
             pipe.hgetall(self.keys.token(token_id))
@@ -327,11 +328,13 @@ class TokenStore:
         if cached is None:
             self._refuse_if_limited(parts.token_id if parts else "", client)
         if parts is None:
-            return self._failed("", client)
-        fields = await self.client.hgetall(self.keys.token(parts.token_id))
+            self._failed("", client)
+            return None
+        fields = text_fields(await self.client.hgetall(self.keys.token(parts.token_id)))
         if not usable(fields, time.time()):
             self._cache.pop(name, None)
-            return self._failed("", client)
+            self._failed("", client)
+            return None
         if (
             cached is not None
             and cached.stored_hash == fields.get("hash")
@@ -339,7 +342,8 @@ class TokenStore:
         ):
             return principal_from(parts.token_id, fields)
         if not await self._hash_matches(fields, parts.secret):
-            return self._failed(parts.token_id, client)
+            self._failed(parts.token_id, client)
+            return None
         self._remember(name, parts.token_id, fields.get("hash", ""))
         return principal_from(parts.token_id, fields)
 
@@ -385,7 +389,7 @@ class TokenStore:
         """A session for a principal verified just now: (session id, seconds it lasts). The
         id is returned once (for the cookie) and stored only as its SHA-256; it lasts at most
         ``ttl_s`` and never beyond the token's own expiry."""
-        fields = await self.client.hgetall(self.keys.token(principal.token_id))
+        fields = text_fields(await self.client.hgetall(self.keys.token(principal.token_id)))
         now = time.time()
         if not usable(fields, now):
             raise TokenRefused("invalid, unknown or revoked token")
@@ -409,10 +413,11 @@ class TokenStore:
         if not 16 <= len(session_id) <= 128:
             return None
         key = self.session_key(session_id)
-        token_id = await self.client.hget(key, "token_id")
-        if not token_id:
+        found = await self.client.hget(key, "token_id")
+        if not found:
             return None
-        fields = await self.client.hgetall(self.keys.token(token_id))
+        token_id = text(found)
+        fields = text_fields(await self.client.hgetall(self.keys.token(token_id)))
         if not usable(fields, time.time()):
             await self.client.delete(key)
             return None

@@ -1,4 +1,4 @@
-"""Order velocity per buyer and per address, for the scalper rule (agents/audit.py).
+"""Order velocity per buyer and per address, for the scalper rule (order/audit.py).
 
 Each buyer (channel + shop + buyer id) and each ship-to address (normalised province + city +
 street) has a sorted set of its recent order ids scored by the order's ``created_at``. Scoring
@@ -9,7 +9,7 @@ sees (orders created in the window that ends at its own creation) is the same ho
 was split or replayed.
 
 Key names are hashes (state/keys.py), members are order ids: no name, phone, buyer id or street
-is ever written to Redis or logged in clear (streams/privacy.py).
+is ever written to Redis or logged in clear (core/privacy.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from agents.audit import Velocity, is_masked, is_protected, normalise_text
+from order.audit import Velocity, is_masked, is_protected, normalise_text
 from state.keys import Keys
 from state.redis import lua_source
 from streams.models import Order

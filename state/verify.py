@@ -28,20 +28,20 @@ from dataclasses import dataclass, field
 
 import redis
 
-from analytics.client import QueryClient
-from state.allocation import parse_parts
+from order.allocation import parse_parts
+from order.record import PENDING_GRACE_S
 from state.keys import Keys
 from state.ledger import (
     CHUNK,
     Entry,
+    ShippedLedger,
     Totals,
     format_id,
     read_ledgers,
-    shipped_totals,
     stream_totals,
 )
 from state.lock import LEDGER_SHIPPER, DistributedLock, LockLost
-from state.orders import PENDING_GRACE_S
+from state.redis import scored
 from state.stock import FIGURES, _levels, known_skus
 
 LOCK_WAIT_S = 3.0
@@ -82,19 +82,19 @@ class VerifyReport:
 def verify(
     client: redis.Redis,
     keys: Keys,
-    ch_client: QueryClient | None = None,
+    archive: ShippedLedger | None = None,
     *,
     lock_wait_s: float = LOCK_WAIT_S,
     now: float | None = None,
 ) -> VerifyReport:
-    """Check every sku; ``ch_client`` (connected to the OMS database) supplies the shipped part
+    """Check every sku; ``archive`` (analytics/ledger.py ClickHouseLedger) supplies the shipped part
     of the ledger. The ``ledger-shipper`` lock is taken (bounded wait) so the shipper stands
     still while we read; the result does not depend on it, and the report says if it failed."""
     report = VerifyReport()
     skus = sorted(known_skus(client, keys))
     report.skus = len(skus)
     lock = None
-    if ch_client is not None:
+    if archive is not None:
         lock = DistributedLock(client, keys, LEDGER_SHIPPER, wait_s=lock_wait_s)
         report.ledger_locked = lock.acquire() is not None
     try:
@@ -106,12 +106,12 @@ def verify(
                     report.ledger_locked = False
             ledgers = read_ledgers(client, keys, skus[start : start + CHUNK])
             shipped: dict[str, dict[str, Totals]] = {}
-            if ch_client is not None:
+            if archive is not None:
                 ranges = {lg.sku: lg.shipped for lg in ledgers if lg.shipped is not None}
-                for (sku, wh), totals in shipped_totals(ch_client, ranges).items():
+                for (sku, wh), totals in archive.totals(ranges).items():
                     shipped.setdefault(sku, {})[wh] = totals
             for lg in ledgers:
-                trimmed = ch_client is None and lg.shipped is not None
+                trimmed = archive is None and lg.shipped is not None
                 if trimmed:
                     report.add(
                         "ledger_trimmed",
@@ -139,7 +139,8 @@ def check_unfinished(report: VerifyReport, client: redis.Redis, keys: Keys, now:
     """Orders whose saved decision's stock work has waited past twice the sweeper's grace:
     their records and the stock disagree until it is carried out."""
     late = now - 2 * PENDING_GRACE_S
-    for order_id, since in client.zrangebyscore(keys.pending, "-inf", late, withscores=True):
+    pending = scored(client.zrangebyscore(keys.pending, "-inf", late, withscores=True))
+    for order_id, since in pending:
         report.add(
             "unfinished_decision",
             order_id=order_id,
@@ -196,20 +197,20 @@ def check_sku(
         if lv.available < 0:
             report.oversold_units += -lv.available
             report.add("oversold", **where, on_hand=lv.on_hand, reserved=lv.reserved)
-        for figure, value in (
+        for figure, units in (
             ("on_hand", lv.on_hand),
             ("reserved", lv.reserved),
             ("inbound", lv.inbound),
             ("sit", lv.sales_in_transit),
         ):
-            if value < 0:
-                report.add("negative", **where, figure=figure, value=value)
-            if ledger_known and totals[(figure, lv.warehouse)] != value:
+            if units < 0:
+                report.add("negative", **where, figure=figure, value=units)
+            if ledger_known and totals[(figure, lv.warehouse)] != units:
                 report.add(
                     "ledger_mismatch",
                     **where,
                     figure=figure,
-                    value=value,
+                    value=units,
                     ledger=totals[(figure, lv.warehouse)],
                 )
         expected = held.pop(lv.warehouse, 0)

@@ -100,7 +100,7 @@ class DlqReason(StrEnum):
     UNKNOWN_CHANNEL = "unknown_channel"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     PROCESSING_ERROR = "processing_error"
-    UNAUTHORIZED_CONTROL = "unauthorized_control"  # unsigned or not its writer's (ops/control.py)
+    UNAUTHORIZED_CONTROL = "unauthorized_control"  # unsigned or not its writer's (signing.py)
 
 
 class DlqRecord(_Message):
@@ -123,7 +123,7 @@ class DlqRecord(_Message):
 
 
 class OrderState(StrEnum):
-    """The order's life; ``agents/lifecycle.py`` says which moves between these exist."""
+    """The order's life; ``order/lifecycle.py`` says which moves between these exist."""
 
     RECEIVED = "received"
     AUDITED = "audited"  # passed every audit rule

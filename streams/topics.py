@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from ops.settings import Settings
+from core.settings import Settings
 from streams.messages import (
     AfterSalesRequest,
     ChannelStock,

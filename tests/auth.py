@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from ops.access import Role
-from ops.settings import Settings
+from core.access import Role
+from core.settings import Settings
 
 _GRANTED: dict[tuple[str, str], tuple[str, str]] = {}  # (redis url, prefix) -> (id, token)
 

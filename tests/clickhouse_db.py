@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from analytics.client import drop_database
-from ops.settings import Settings
+from core.settings import Settings
 
 
 def own_database(settings: Settings, name: str) -> Iterator[Settings]:

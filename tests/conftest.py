@@ -15,11 +15,11 @@ from ops.cli import test_environment
 # Plain `pytest` must never touch a developer's demo stack: default to the test stack's ports.
 for _key, _value in test_environment().items():
     os.environ.setdefault(_key, _value)
-# The bootstrap admin of the test stack (ops/access.py): random per run, never in the repository;
+# The bootstrap admin of the test stack (core/access.py): random per run, never in the repository;
 # the workers and the dashboard the tests start inherit it.
 os.environ.setdefault("OMS_ADMIN_TOKEN", secrets.token_urlsafe(32))
 
-from ops.settings import Settings, get_settings, reset_settings  # noqa: E402
+from core.settings import Settings, get_settings, reset_settings  # noqa: E402
 
 reset_settings()
 

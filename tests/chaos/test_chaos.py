@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from core.settings import REPO_ROOT, Settings
 from ops import chaos, stack
-from ops.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ the fuzz suite and its fixed hostile cases: valid seed messages, strategies that
 issue 13: huge strings, 1 MB field names, tens of thousands of fields or lines, deep nesting,
 huge integers, NaN and Infinity tokens, truncation), and the invariants every outcome keeps.
 
-What a consumer does with such a record is ``agents.guard.parse_or_none`` (the worker agents
+What a consumer does with such a record is ``streams.parse.parse_or_none`` (the worker agents
 and the fact sink both): a valid, bounded message, or None and one error line. So the check
 runs exactly that, with the worker's masking log handler attached, and asserts the message is
 bounded, or the log line is, whatever arrived."""
@@ -24,8 +24,8 @@ import orjson
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from agents.guard import parse_or_none
-from ops.logs import make_handler
+from core.logs import make_handler
+from core.privacy import MAX_MASKED_CHARS
 from streams.messages import (
     MAX_COMMAND_LINES,
     MAX_MEMBERS,
@@ -39,7 +39,7 @@ from streams.messages import (
     WmsEventKind,
 )
 from streams.models import MAX_TEXT_CHARS, Address
-from streams.privacy import MAX_MASKED_CHARS
+from streams.parse import parse_or_none
 from tests.fuzz.payloads import Seed, encode, mutate, nasty, random_json
 
 AT = datetime(2026, 11, 11, 2, 0, tzinfo=UTC)
@@ -235,7 +235,7 @@ def guard_log() -> Iterator[io.StringIO]:
     """The guard's log through the handler every worker has (masking filter included)."""
     buffer = io.StringIO()
     handler = make_handler("text", "fuzz", stream=buffer)
-    logger = logging.getLogger("agents.guard")
+    logger = logging.getLogger("streams.parse")
     saved = logger.propagate, logger.level
     logger.addHandler(handler)
     logger.propagate, logger.level = False, logging.ERROR

@@ -20,7 +20,6 @@ import orjson
 import pytest
 from hypothesis import strategies as st
 
-from agents.normalise import MAX_DLQ_RECORD_BYTES, SHOP_HEADER, RawInput, normalise
 from streams.adapters import adapt
 from streams.adapters.base import (
     EARLIEST_TIME,
@@ -32,6 +31,7 @@ from streams.adapters.base import (
 )
 from streams.messages import DlqReason, DlqRecord
 from streams.models import MAX_MONEY, Channel, Order, make_order_id
+from streams.normalise import MAX_DLQ_RECORD_BYTES, SHOP_HEADER, RawInput, normalise
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "payloads"

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from agents.guard import parse_or_none
 from streams.adapters.base import MAX_LOC_PART_CHARS
+from streams.parse import parse_or_none
 from tests.fuzz.internal import (
     MODELS,
     SEED_MESSAGES,

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from agents.pipeline import OrderPipeline
-from agents.route import RoutingTable
-from ops.settings import Settings
+from core.settings import Settings
+from order.route import RoutingTable
 from streams.adapters.base import AdapterContext
 
 

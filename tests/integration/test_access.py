@@ -24,10 +24,8 @@ import pytest
 from test_api import unpaid_payload
 from test_end_to_end import oms, wait_for
 
-from agents.api import api_url
-from ops.control import OPERATOR, signer_for
-from ops.kafka import produce, read_topic
-from ops.settings import Settings
+from core.kafka import produce, read_topic
+from core.settings import Settings
 from state.keys import Keys
 from state.redis import connect
 from state.stock import stock_levels
@@ -39,14 +37,16 @@ from streams.messages import (
     WmsEvent,
     WmsEventKind,
 )
+from streams.signing import OPERATOR, signer_for
 from tests.auth import admin_auth, bearer, bootstrap_token
+from web.api import api_url
 
 pytestmark = pytest.mark.integration
 
 ROLES = ("customer_service", "warehouse", "finance", "admin")
 SHOP = "own-web"  # samples/payloads/own.json
 TMALL = "极客数码旗舰店"
-# route -> the roles that may use it (ops/access.py's table)
+# route -> the roles that may use it (core/access.py's table)
 READERS = set(ROLES)
 RELEASERS = CANCELLERS = {"customer_service", "admin"}
 ADJUSTERS = {"warehouse", "admin"}

@@ -17,11 +17,11 @@ from decimal import Decimal
 import pytest
 from clickhouse_driver import Client
 
-from analytics.client import connect, ensure_schema
+from analytics.client import connect
 from analytics.reports import QUERIES, build_report, processed_inputs
-from analytics.schema import load_migrations
+from analytics.schema import ensure_schema, load_migrations
 from analytics.sink import FactSink
-from ops.settings import Settings
+from core.settings import Settings
 from tests.analytics_scenario import EXPECTED, STOCK, T0, scenario
 from tests.clickhouse_db import drop_database, own_database
 

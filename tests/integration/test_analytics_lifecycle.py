@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from clickhouse_driver import Client
 
-from analytics.client import connect, ensure_schema
+from analytics.client import connect
 from analytics.reports import QUERIES, build_report
+from analytics.schema import ensure_schema
 from analytics.sink import FactSink
-from ops.settings import Settings
+from core.settings import Settings
 from tests.analytics_scenario import LIFE_EXPECTED, LIFE_STOCK, TL, lifecycle_scenario
 from tests.clickhouse_db import own_database
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from clickhouse_driver import Client
 
-from analytics.client import connect, ensure_database, ensure_schema
+from analytics.client import connect, ensure_database
 from analytics.reports import build_report, processed_inputs
-from analytics.schema import load_migrations, migrate
+from analytics.schema import ensure_schema, load_migrations, migrate
 from analytics.sink import FactSink
-from ops.settings import Settings
+from core.settings import Settings
 from tests.analytics_replays import (
     IDS,
     REDECIDED,

@@ -1,4 +1,4 @@
-"""The order query API each worker serves (agents/api.py), through the real stack: orders fed with
+"""The order query API each worker serves (web/api.py), through the real stack: orders fed with
 `./oms ingest`, processed by the running workers, then read over HTTP and compared with what
 `./oms orders show` and `./oms held list` print."""
 
@@ -15,12 +15,12 @@ import orjson
 import pytest
 from test_end_to_end import SAMPLES, oms, show, wait_for
 
-from agents.api import api_port, api_url
-from agents.lifecycle import RELEASED_OR_LATER
-from ops.settings import Settings
-from ops.stack import worker_heartbeat_key
+from core.heartbeat import worker_heartbeat_key
+from core.settings import Settings
+from order.lifecycle import RELEASED_OR_LATER
 from state.redis import connect
 from tests.auth import admin_auth
+from web.api import api_port, api_url
 
 pytestmark = pytest.mark.integration
 

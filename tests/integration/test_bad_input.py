@@ -21,19 +21,20 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.normalise import SHOP_HEADER, RawInput
-from agents.pipeline import BatchResult, OrderPipeline
-from agents.route import RoutingTable
+from agents.pipeline import OrderPipeline
 from agents.worker import HEARTBEAT_SECONDS
+from core.kafka import client_kwargs
+from core.settings import REPO_ROOT, Settings
 from ops import stack
-from ops.kafka import client_kwargs
-from ops.settings import REPO_ROOT, Settings
+from order.plan import BatchResult
+from order.route import RoutingTable
 from state.keys import Keys
 from state.redis import connect
 from state.stock import load_stock, parse_stock_file
 from streams.adapters import adapt
 from streams.adapters.base import AdapterContext, AdapterError
 from streams.messages import DlqReason, DlqRecord, EventKind
+from streams.normalise import SHOP_HEADER, RawInput
 from streams.topics import raw_topic
 from tests.fuzz.payloads import (
     CHANNELS,

@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 from analytics.client import connect as ch_connect
+from core.settings import Settings
 from ops.bench import JSON_KEYS, fact_order_keys, lost_orders, namespaced_settings, run_bench
 from ops.bench import teardown as bench_teardown
-from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import Settings
 from ops.bench_stock import bench_reservations, make_workload
-from ops.settings import Settings
 from state.redis import connect
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from agents.channel_stock import ChannelStockPublisher, sellable_key
-from ops.settings import Settings
+from core.settings import Settings
+from order.reservation import ReserveRequest, ReserveStatus
 from state.channel_stock import (
     CHANNEL_QUOTA_LOCK,
     QuotaFenceError,
@@ -23,7 +24,7 @@ from state.channel_stock import (
 from state.keys import Keys
 from state.lock import AsyncDistributedLock
 from state.redis import connect, connect_async, lua_source
-from state.reservations import ReserveRequest, ReserveStatus, StockEngine
+from state.reservations import StockEngine
 from state.stock import StockRow, load_stock
 from state.verify import verify
 from streams.messages import ChannelStock

@@ -34,13 +34,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio.client import Pipeline
 
-from agents.pipeline import BatchResult, OrderPipeline
-from agents.promotions import Promotions
-from agents.route import RoutingTable
-from ops.settings import Settings
-from state.allocation import parse_parts
+from agents.pipeline import OrderPipeline
+from core.settings import Settings
+from order.allocation import parse_parts
+from order.plan import BatchResult
+from order.promotions import Promotions
+from order.record import LIVE_OUTBOUND
+from order.route import RoutingTable
 from state.keys import Keys
-from state.orders import LIVE_OUTBOUND, LoadedRecord
+from state.orders import LoadedRecord
 from state.redis import connect
 from state.stock import StockRow, load_stock
 from state.verify import verify
@@ -451,7 +453,7 @@ def run_model(base: Settings, orders: list[tuple[dict[str, int], bool]], plan: l
     workers = []
     for client in clients:
         pipeline = OrderPipeline(settings_, client, routing, AdapterContext())
-        pipeline.promotions = GIFTS
+        pipeline.decisions.promotions = GIFTS
         workers.append(pipeline)
     world = World(settings_, workers, clients)
     sync = connect(settings_)

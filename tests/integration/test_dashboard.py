@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
+from core.settings import REPO_ROOT, Settings
 from ops import stack
-from ops.settings import REPO_ROOT, Settings
 from tests.auth import admin_auth, admin_token
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def elements(dom: str) -> dict[str, dict[str, str]]:
 
 def fetch(port: int, path: str, timeout: float = 30) -> Any:
     """urlopen of a dashboard path as the test stack's bootstrap admin."""
-    from ops.settings import get_settings
+    from core.settings import get_settings
 
     url = f"http://127.0.0.1:{port}{path}"
     request = urllib.request.Request(url, headers=admin_auth(get_settings()))
@@ -168,7 +168,7 @@ def flooded(running_stack: Settings) -> Iterator[tuple[Settings, int]]:
     """Stock loaded, the six samples and a burst ingested, every input a fact in ClickHouse."""
     from analytics.client import connect
     from analytics.reports import processed_inputs
-    from ops.kafka import produce
+    from core.kafka import produce
     from ops.loadgen import generate_burst
     from streams import topics
 
@@ -223,7 +223,7 @@ def dashboard(flooded: tuple[Settings, int]) -> Iterator[int]:
 def check_held_paging(settings: Settings, held: list[dict[str, Any]]) -> None:
     """A filter is applied before the limit, across pages: the last shop's first holds come
     back even when other shops' holds fill the pages before them."""
-    from ops import views
+    from web import views
 
     shop = held[-1]["shop_id"]
     own = [r for r in held if r["shop_id"] == shop]
@@ -239,10 +239,10 @@ def check_held_paging(settings: Settings, held: list[dict[str, Any]]) -> None:
 
 
 def test_api_matches_clickhouse_and_redis(flooded: tuple[Settings, int], dashboard: int) -> None:
-    from ops.views import list_held
     from state.keys import Keys
     from state.redis import connect
     from state.stock import stock_levels
+    from web.views import list_held
 
     settings, since = flooded
     # Lag: once the workers committed what they consumed, the group is at the end offsets.

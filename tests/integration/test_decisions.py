@@ -11,16 +11,17 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from agents.normalise import RawInput
 from agents.pipeline import OrderPipeline
 from agents.timers import ResendGate, due_pending
-from ops.settings import Settings
+from core.settings import Settings
+from order.record import OrderRecord
+from order.reservation import EffectKind, StockEffect
 from state.keys import Keys
-from state.orders import OrderRecord, Save
+from state.orders import Save
 from state.redis import connect
-from state.reservations import EffectKind, StockEffect
 from state.verify import verify
 from streams.messages import EventKind, OrderState, WmsEventKind
+from streams.normalise import RawInput
 from tests.integration.test_pipeline import (
     Feed,
     commands,
@@ -114,9 +115,9 @@ async def test_dlq_replay_of_an_applied_input_resends_its_outputs(
     authorisation error), so the input went to the DLQ. `./oms dlq replay` sends the bytes to
     a new offset; the worker must recognise the original input and re-send its fulfilment
     command, not call it a duplicate and send nothing."""
-    from agents.normalise import to_dlq
-    from ops.views import replay_records
     from streams.messages import DlqReason
+    from streams.normalise import to_dlq
+    from web.views import replay_records
 
     stock(redis_settings, [("A", "WH-SH", 10)])
     feed = Feed()
@@ -206,13 +207,13 @@ async def test_a_continuation_that_decides_stock_work_sends_its_outputs(
     that dropped the outputs (no such continuation exists yet; one that releases on a refusal
     is the obvious next)."""
     stock(redis_settings, [("A", "WH-SH", 5)])
-    route = pipeline._route
+    route = pipeline.decisions.route
 
     def route_and_undo(plan: Any, reservation: Any, now: Any, result: Any) -> None:
         route(plan, reservation, now, result)
         plan.effects.append(StockEffect(kind=EffectKind.UNDO, shipment="nobody", skus=("A",)))
 
-    monkeypatch.setattr(pipeline, "_route", route_and_undo)
+    monkeypatch.setattr(pipeline.decisions, "route", route_and_undo)
     out = await pipeline.process([Feed().raw(own_order("V7", {"A": 1}))])
     assert [e.kind for e in events(out)][-1] is EventKind.RELEASED
     assert len(commands(out)) == 1

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ops.kafka import read_topic
-from ops.settings import REPO_ROOT, Settings
+from core.kafka import read_topic
+from core.settings import REPO_ROOT, Settings
 from streams import topics
 
 pytestmark = pytest.mark.integration
@@ -244,7 +244,7 @@ def test_operator_releases_and_cancels_through_the_cli(loaded: Settings, tmp_pat
     view = show(loaded, "own:W-OPERATOR-1")
     assert view is not None and view["reservation"]["status"] == "closed"
     kinds = [(h["kind"], h["actor"]) for h in view["history"]]
-    # signed by the CLI's key: the worker records the principal with the name (ops/control.py)
+    # signed by the CLI's key: the worker records the principal with the name (streams/signing.py)
     assert ("hold_released", "operator:alice") in kinds and ("cancelled", "operator:alice") in kinds
     missing = oms(loaded, "held", "release", "own:NO-SUCH-ORDER", check=False)
     assert missing.returncode == 1 and "names 0 orders" in missing.stderr

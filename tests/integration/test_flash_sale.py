@@ -25,11 +25,11 @@ import pytest
 from analytics.client import QueryClient
 from analytics.client import connect as ch_connect
 from analytics.reports import HOLDING_STATES, build_report, processed_inputs
+from core.kafka import Record, produce
+from core.settings import Settings
 from ops import stack
-from ops.kafka import Record, produce
 from ops.loadgen import generate_burst
-from ops.settings import Settings
-from state.allocation import parse_parts
+from order.allocation import parse_parts
 from state.keys import Keys
 from state.redis import connect
 from state.stock import StockRow, load_stock, stock_levels

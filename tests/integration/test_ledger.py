@@ -20,26 +20,20 @@ import redis.asyncio as aioredis
 from clickhouse_driver import Client
 
 from analytics.client import connect as ch_connect
-from analytics.client import ensure_schema
 from analytics.facts import StockMovement
+from analytics.ledger import ClickHouseLedger, LedgerShipper, MovementWriter
 from analytics.reports import build_report
+from analytics.schema import ensure_schema
 from analytics.sink import FactSink
-from ops.settings import Settings
+from core.settings import Settings
+from order.allocation import ShortagePolicy
+from order.reservation import ReserveRequest
 from state import verify as verify_module
-from state.allocation import ShortagePolicy
 from state.keys import Keys
-from state.ledger import (
-    FENCE_FIELD,
-    LedgerShipper,
-    MovementWriter,
-    entry_time,
-    format_id,
-    movement_id,
-    parse_id,
-)
+from state.ledger import FENCE_FIELD, entry_time, format_id, movement_id, parse_id
 from state.lock import LEDGER_SHIPPER, AsyncDistributedLock, DistributedLock
 from state.redis import connect, connect_async, lua_source
-from state.reservations import ReserveRequest, StockEngine
+from state.reservations import StockEngine
 from state.stock import StockChange, StockOp, apply_changes, stock_levels
 from state.verify import verify
 
@@ -240,7 +234,7 @@ async def test_crash_between_insert_and_cursor_ships_again_harmlessly(env: Env) 
     assert raw >= written  # the first insert is there twice until a merge
     assert env.distinct_movements() == written
     assert ch_figures(env) == figures(env)
-    assert verify(env.redis, env.keys, env.ch).ok
+    assert verify(env.redis, env.keys, ClickHouseLedger(env.ch)).ok
     report = build_report(env.ch)
     assert report.stock_checked and report.oversold_units == 0
 
@@ -265,7 +259,7 @@ async def test_two_shippers_never_ship_at_once(env: Env) -> None:
             pass
         assert watched.most == 1 and watched.calls >= 4
         assert env.distinct_movements() == written
-        assert verify(env.redis, env.keys, env.ch).ok
+        assert verify(env.redis, env.keys, ClickHouseLedger(env.ch)).ok
     finally:
         await other.aclose()
 
@@ -321,7 +315,7 @@ async def test_verify_after_shipping_and_trimming(env: Env) -> None:
     await env.shipper().ship()
     await reserve(env, "LATE", "SKU-A", 1)  # one movement only in the stream
 
-    report = verify(env.redis, env.keys, env.ch)
+    report = verify(env.redis, env.keys, ClickHouseLedger(env.ch))
     assert report.ok, report.violations
     assert report.ledger_entries == written + 1 and report.ledger_shipped == written
     assert report.ledger_locked is True
@@ -339,7 +333,7 @@ async def test_verify_catches_a_tampered_figure(env: Env) -> None:
     await busy_day(env)
     await env.shipper().ship()
     env.redis.hincrby(env.keys.stock("SKU-A"), "on_hand:W2", 3)  # no movement for it
-    report = verify(env.redis, env.keys, env.ch)
+    report = verify(env.redis, env.keys, ClickHouseLedger(env.ch))
     assert not report.ok
     (bad,) = report.violations
     assert bad["kind"] == "ledger_mismatch" and bad["sku"] == "SKU-A"
@@ -347,13 +341,13 @@ async def test_verify_catches_a_tampered_figure(env: Env) -> None:
 
     # and a movement lost from ClickHouse (trimmed from Redis already) is caught as well
     env.redis.hincrby(env.keys.stock("SKU-A"), "on_hand:W2", -3)
-    assert verify(env.redis, env.keys, env.ch).ok
+    assert verify(env.redis, env.keys, ClickHouseLedger(env.ch)).ok
     env.ch.execute("ALTER TABLE stock_movements DELETE WHERE kind = 'adjust'")
     for _ in range(100):  # mutations are asynchronous on 18.16
         if not env.ch.execute("SELECT count() FROM stock_movements WHERE kind = 'adjust'")[0][0]:
             break
         await asyncio.sleep(0.05)
-    lost = verify(env.redis, env.keys, env.ch)
+    lost = verify(env.redis, env.keys, ClickHouseLedger(env.ch))
     assert {(v["kind"], v["sku"], v["figure"]) for v in lost.violations} == {
         ("ledger_mismatch", "SKU-A", "on_hand")
     }
@@ -408,4 +402,4 @@ async def test_verify_is_exact_while_the_shipper_runs(
     assert seen["verified"] >= 3 and seen["shipped"] > 0 and seen["mixed"] > 0
     while (await shipper.ship()).entries:
         pass
-    assert verify(env.redis, env.keys, env.ch).ok
+    assert verify(env.redis, env.keys, ClickHouseLedger(env.ch)).ok

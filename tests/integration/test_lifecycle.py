@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from agents.pipeline import BatchResult, OrderPipeline, ShopRules
-from agents.route import RoutingTable
+from agents.pipeline import OrderPipeline
 from agents.timers import MERGE_RESEND_AFTER_S, due_closes, due_merges
-from ops.settings import Settings
+from core.settings import Settings
+from order.decisions import ShopRules
+from order.plan import BatchResult
+from order.route import RoutingTable
 from state.keys import Keys
 from state.redis import connect
 from state.stock import stock_levels
@@ -150,7 +152,7 @@ async def test_merge_window_ships_one_parcel_for_one_buyer(
     pipeline: OrderPipeline, redis_settings: Settings
 ) -> None:
     stock(redis_settings, [("A", "WH-SH", 10), ("B", "WH-SH", 10)])
-    pipeline.shops[SHOP] = ShopRules(merge_window_s=30)
+    pipeline.decisions.shops[SHOP] = ShopRules(merge_window_s=30)
     first, none1 = await released(pipeline, "M1", {"A": 1})
     second, none2 = await released(pipeline, "M2", {"B": 2})
     base = own_order("M3", {"A": 1})
@@ -191,7 +193,7 @@ async def test_cancel_of_a_merged_member_releases_the_other_alone(
     pipeline: OrderPipeline, redis_settings: Settings
 ) -> None:
     stock(redis_settings, [("A", "WH-SH", 10)])
-    pipeline.shops[SHOP] = ShopRules(merge_window_s=30)
+    pipeline.decisions.shops[SHOP] = ShopRules(merge_window_s=30)
     first, _ = await released(pipeline, "MC1", {"A": 1})
     second, _ = await released(pipeline, "MC2", {"A": 2})
     keys = Keys(redis_settings.redis_prefix)
@@ -275,7 +277,7 @@ async def test_cancel_before_release_gives_stock_back(
     pipeline: OrderPipeline, redis_settings: Settings
 ) -> None:
     stock(redis_settings, [("A", "WH-SH", 3)])
-    pipeline.shops[SHOP] = ShopRules(merge_window_s=30)  # reserved, waiting to merge
+    pipeline.decisions.shops[SHOP] = ShopRules(merge_window_s=30)  # reserved, waiting to merge
     oid, none = await released(pipeline, "C1", {"A": 2})
     assert none == [] and figures(redis_settings, "A")["WH-SH"]["reserved"] == 2
     result = await pipeline.apply_aftersales([request(oid, AfterSalesKind.CANCEL)])

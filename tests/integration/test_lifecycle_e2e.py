@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from analytics.ledger import ClickHouseLedger
+from core.kafka import read_topic
+from core.settings import Settings
 from ops import stack
-from ops.kafka import read_topic
-from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect
 from state.verify import verify
@@ -218,5 +219,5 @@ def test_skus_stocked_apart_split_into_two_parcels(wms: Settings, tmp_path: Path
 def test_stock_still_reconciles_after_every_flow(wms: Settings) -> None:
     from analytics.client import connect as ch_connect
 
-    check = verify(connect(wms), Keys(wms.redis_prefix), ch_connect(wms))
+    check = verify(connect(wms), Keys(wms.redis_prefix), ClickHouseLedger(ch_connect(wms)))
     assert check.ok, check.violations[:5]

@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from agents.lifecycle import ALLOWED
-from agents.pipeline import BatchResult, OrderPipeline
-from agents.route import RoutingTable
-from ops.settings import Settings
+from agents.pipeline import OrderPipeline
+from core.settings import Settings
+from order.lifecycle import ALLOWED
+from order.plan import BatchResult
+from order.route import RoutingTable
 from state.keys import Keys
 from state.redis import connect
 from state.stock import StockRow, load_stock
@@ -65,7 +66,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.client = aioredis.Redis.from_url(self.settings.redis_url, decode_responses=True)
         routing = RoutingTable.load(self.settings.config_dir / "warehouses.toml")
         self.pipeline = OrderPipeline(self.settings, self.client, routing, AdapterContext())
-        self.pipeline.promotions = None
+        self.pipeline.decisions.promotions = None
         load_stock(
             connect(self.settings),
             Keys(self.settings.redis_prefix),

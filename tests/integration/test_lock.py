@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from ops.settings import Settings
+from core.settings import Settings
 from state.keys import Keys
 from state.lock import (
     AsyncDistributedLock,

@@ -26,12 +26,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics.client import drop_database
+from core.kafka import produce
+from core.settings import Settings
 from ops import stack
 from ops.bench import namespaced_settings, prepare_namespace
 from ops.demo import top_up_stock
-from ops.kafka import produce
 from ops.loadgen import SHOP_HEADERS, BurstPlan, generate_burst
-from ops.settings import Settings
 from streams import topics
 from streams.adapters import AdapterContext, adapt
 

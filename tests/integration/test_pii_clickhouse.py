@@ -19,15 +19,15 @@ import orjson
 import pytest
 
 from analytics.client import connect, quote_ident
-from ops.kafka import Record, produce
+from core.kafka import Record, produce
+from core.settings import REPO_ROOT, Settings
 from ops.loadgen import SHOP_HEADER, SHOP_HEADERS
-from ops.settings import REPO_ROOT, Settings
-from ops.views import submit_aftersales
 from streams.messages import AfterSalesKind
 from streams.models import Address
 from streams.topics import raw_topic
 from tests.integration.test_bad_input import own_namespace, sample_stock  # noqa: F401
 from tests.integration.test_end_to_end import wait_for
+from web.views import submit_aftersales
 
 pytestmark = pytest.mark.integration
 

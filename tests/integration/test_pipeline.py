@@ -13,10 +13,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from agents.normalise import RawInput
-from agents.pipeline import BatchResult, OrderPipeline
-from agents.route import RoutingTable
-from ops.settings import Settings
+from agents.pipeline import OrderPipeline
+from core.settings import Settings
+from order.plan import BatchResult
+from order.route import RoutingTable
 from state.keys import Keys
 from state.redis import connect
 from state.stock import StockRow, load_stock, stock_levels
@@ -45,6 +45,7 @@ from streams.models import (
     PaymentStatus,
     make_order_id,
 )
+from streams.normalise import RawInput
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """A real Redis refusing writes is an outage: the batch runner waits it out, dead-letters nothing,
-and lands the batch once writes are accepted again (agents/batches.py, ops/retry.py).
+and lands the batch once writes are accepted again (agents/batches.py, core/retry.py).
 
 Each test runs redis-server processes of its own (no persistence, a free loopback port): one is
 made to refuse writes the way production ones do, which the shared test Redis must not be.
@@ -28,7 +28,8 @@ import redis
 import redis.asyncio as aioredis
 
 from agents.batches import POISON_ATTEMPTS, BatchRunner
-from agents.pipeline import BatchResult, Output
+from order.plan import BatchResult
+from order.record import Output
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 

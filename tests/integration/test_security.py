@@ -23,8 +23,8 @@ import redis
 
 from analytics.client import connect as clickhouse_connect
 from analytics.client import ensure_database
+from core.settings import Settings
 from ops import stack
-from ops.settings import Settings
 from state.redis import connect, connect_async, connect_batched
 
 pytestmark = pytest.mark.integration

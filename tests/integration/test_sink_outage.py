@@ -27,15 +27,16 @@ from typing import Any
 
 import pytest
 
-from agents import lifecycle
 from analytics.client import connect as ch_connect
 from analytics.reports import build_report, latest_states, processed_inputs
+from core.heartbeat import sink_heartbeat_key
+from core.kafka import Record, produce
+from core.settings import REPO_ROOT, Settings
 from ops import stack
-from ops.kafka import Record, produce
 from ops.loadgen import SHOP_HEADERS, BurstMessage, generate_burst
-from ops.settings import REPO_ROOT, Settings
+from order import lifecycle
+from order.record import OrderRecord
 from state.keys import Keys
-from state.orders import OrderRecord
 from state.redis import connect
 from streams import topics
 from streams.adapters import AdapterContext, adapt
@@ -160,7 +161,7 @@ def sink_heartbeats(settings: Settings) -> dict[str, str]:
     if settings.sink_in_worker:
         keys = Keys(settings.redis_prefix)
         return {name: keys.worker(name) for name in WORKERS}
-    return {stack.SINK: stack.sink_heartbeat_key(settings)}
+    return {stack.SINK: sink_heartbeat_key(settings)}
 
 
 def sink_counters(settings: Settings) -> dict[str, dict[str, Any]]:

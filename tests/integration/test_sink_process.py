@@ -1,4 +1,4 @@
-"""The fact sink as a process of the stack (agents/sink_process.py), through the real broker,
+"""The fact sink as a process of the stack (analytics/sink_process.py), through the real broker,
 Redis, ClickHouse and two workers that do not run the sink (OMS_SINK_IN_WORKER=false, the
 default): `./oms up` starts it and `./oms status` shows it healthy, every input becomes a fact
 through it alone, facts sent while it is killed wait in Kafka until `./oms up` restarts it and
@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 
-from agents.sink import FACT_TOPICS
 from analytics.client import connect as ch_connect
+from analytics.fact_consumer import FACT_TOPICS
 from analytics.reports import processed_inputs
+from core.heartbeat import sink_heartbeat_key
+from core.kafka import Record, produce
+from core.settings import Settings
 from ops import stack
-from ops.kafka import Record, produce
 from ops.loadgen import generate_burst
-from ops.settings import Settings
 from state.keys import Keys
 from state.redis import connect
 from streams import topics
@@ -77,14 +78,14 @@ def test_status_shows_the_sink_and_workers_do_not_sink(sink_stack: Settings) -> 
         assert components[f"worker-{name}"]["healthy"]
         counters = heartbeat(sink_stack, keys.worker(name)).get("counters", {})
         assert not [k for k in counters if k.startswith("sink_") or k in ("facts", "bad_facts")]
-    beat = heartbeat(sink_stack, stack.sink_heartbeat_key(sink_stack))
+    beat = heartbeat(sink_stack, sink_heartbeat_key(sink_stack))
     # the only sink process: every partition of every fact topic is its own
     assert beat["ready"] and beat["partitions"] == len(FACT_TOPICS) * sink_stack.partitions
 
 
 def test_facts_land_through_the_sink_process(sink_stack: Settings) -> None:
     records = burst_records(sink_stack, 150)
-    key = stack.sink_heartbeat_key(sink_stack)
+    key = sink_heartbeat_key(sink_stack)
     facts_before = heartbeat(sink_stack, key)["counters"].get("facts", 0)
     since = datetime.now(UTC).replace(microsecond=0)
     asyncio.run(produce(sink_stack, records))
@@ -128,4 +129,4 @@ def test_sigterm_stops_it_cleanly(sink_stack: Settings) -> None:
     assert stack.stop_sink(sink_stack)
     assert not stack.pid_alive(pid)
     assert "sink stopped" in stack.log_tail(sink_stack, stack.SINK, lines=5)
-    assert not connect(sink_stack).exists(stack.sink_heartbeat_key(sink_stack))
+    assert not connect(sink_stack).exists(sink_heartbeat_key(sink_stack))

@@ -15,15 +15,16 @@ import redis
 from clickhouse_driver import Client
 
 from analytics.client import connect as ch_connect
-from analytics.client import ensure_schema
+from analytics.ledger import ClickHouseLedger, LedgerShipper
+from analytics.schema import ensure_schema
 from analytics.sink import FactSink
-from ops.settings import Settings
-from state.allocation import ShortagePolicy
+from core.settings import Settings
+from order.allocation import ShortagePolicy
+from order.reservation import ReserveRequest
 from state.keys import Keys
-from state.ledger import LedgerShipper
 from state.lock import DistributedLock, LockTimeout, stock_lock_name
 from state.redis import connect, connect_async
-from state.reservations import ReserveRequest, StockEngine
+from state.reservations import StockEngine
 from state.snapshot import (
     SnapshotError,
     SnapshotRow,
@@ -152,7 +153,7 @@ async def test_count_after_shipping_to_clickhouse_needs_clickhouse(
         apply_snapshot(client, keys, "W1", rows, as_of)
     assert level(client, keys, "SKU1") == (9, 0, 1)  # nothing written (O2 in transit)
 
-    result = apply_snapshot(client, keys, "W1", rows, as_of, ch_client=ch)
+    result = apply_snapshot(client, keys, "W1", rows, as_of, archive=ClickHouseLedger(ch))
     (line,) = result.lines
     assert (line.moved_after, line.before, line.on_hand) == (-4 + 4 - 1, 9, 11)
     assert level(client, keys, "SKU1") == (11, 0, 1)

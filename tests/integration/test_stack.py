@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from core.heartbeat import sink_heartbeat_key, worker_heartbeat_key
+from core.kafka import bootstrap_servers, ensure_topics, kafka_admin
+from core.settings import Settings
 from ops import stack
-from ops.settings import Settings
 
 BROKER_PORT = 29392
 REDIS_PORT = 26679
@@ -94,7 +96,7 @@ def test_addresses_come_from_settings(tmp_path: Path) -> None:
         redis_url="redis://:s%40cret@127.0.0.1:26679/3",
     )
     assert stack.broker_address(settings) == ("127.0.0.1", 29392)
-    assert stack.bootstrap_servers(settings) == ["127.0.0.1:29392", "127.0.0.1:29393"]
+    assert bootstrap_servers(settings) == ["127.0.0.1:29392", "127.0.0.1:29393"]
     assert stack.redis_address(settings) == ("127.0.0.1", 26679, "s@cret")
     assert stack.component_ports(settings, "clickhouse") == (29300, 28423)
     with pytest.raises(ValueError, match="explicit host and port"):
@@ -152,7 +154,7 @@ def test_settings_travel_to_children_through_the_environment(tmp_path: Path) -> 
         [
             sys.executable,
             "-c",
-            "from ops.settings import Settings; print(Settings().model_dump_json())",
+            "from core.settings import Settings; print(Settings().model_dump_json())",
         ],
         env=env,
         capture_output=True,
@@ -223,8 +225,8 @@ def test_sink_default_is_its_own_process(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_sink_heartbeat_is_not_a_worker_key(tmp_path: Path) -> None:
     settings = isolated_settings(tmp_path)
     key = stack.heartbeat_key(settings, stack.SINK)
-    assert key == stack.sink_heartbeat_key(settings) == "omsstacktest:sink"
-    assert not key.startswith(stack.worker_heartbeat_key(settings, ""))
+    assert key == sink_heartbeat_key(settings) == "omsstacktest:sink"
+    assert not key.startswith(worker_heartbeat_key(settings, ""))
     assert stack.heartbeat_key(settings, stack.WMS_SIM) == "omsstacktest:wms-sim"
 
 
@@ -297,10 +299,10 @@ def fake_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-ins for the workers and the fact sink process that `up` starts with them."""
 
     def worker(settings: Settings, name: str) -> list[str]:
-        return [sys.executable, "-c", FAKE_PROCESS, stack.worker_heartbeat_key(settings, name)]
+        return [sys.executable, "-c", FAKE_PROCESS, worker_heartbeat_key(settings, name)]
 
     def sink(settings: Settings) -> list[str]:
-        return [sys.executable, "-c", FAKE_PROCESS, stack.sink_heartbeat_key(settings)]
+        return [sys.executable, "-c", FAKE_PROCESS, sink_heartbeat_key(settings)]
 
     monkeypatch.setattr(stack, "worker_command", worker)
     monkeypatch.setattr(stack, "sink_argv", sink)
@@ -331,9 +333,9 @@ class TestLocalStack:
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
         topic = f"stack.probe.{uuid.uuid4().hex[:8]}"
-        assert stack.ensure_topics(local_stack, [(topic, 3)]) == [topic]
-        assert stack.ensure_topics(local_stack, [(topic, 3)]) == []  # idempotent
-        servers = stack.bootstrap_servers(local_stack)
+        assert ensure_topics(local_stack, [(topic, 3)]) == [topic]
+        assert ensure_topics(local_stack, [(topic, 3)]) == []  # idempotent
+        servers = bootstrap_servers(local_stack)
         producer = KafkaProducer(bootstrap_servers=servers)
         try:
             sent = producer.send(topic, key=b"order-1", value=b"hello").get(timeout=10)
@@ -387,14 +389,14 @@ class TestLocalStack:
 
     def test_killed_broker_is_reported_and_restarts_empty(self, local_stack: Settings) -> None:
         topic = f"stack.volatile.{uuid.uuid4().hex[:8]}"
-        stack.ensure_topics(local_stack, [(topic, 1)])
+        ensure_topics(local_stack, [(topic, 1)])
         old_pid = stack.read_pid(local_stack, "broker")
         assert stack.stop_component(local_stack, "broker", kill=True)
         assert old_pid is not None and not pid_exists(old_pid)
         broker = next(s for s in stack.status(local_stack) if s.name == "broker")
         assert not broker.healthy and broker.pid is None
         assert stack.start_component(local_stack, "broker").healthy
-        admin = stack.kafka_admin(local_stack)
+        admin = kafka_admin(local_stack)
         try:
             assert topic not in admin.list_topics()  # memory storage, by design
         finally:

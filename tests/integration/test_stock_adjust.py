@@ -17,16 +17,16 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from agents.api import BadParam, StockAdjustment, adjust_stock_now
 from analytics.client import connect as ch_connect
-from analytics.client import ensure_schema
+from analytics.ledger import LedgerShipper
+from analytics.schema import ensure_schema
 from analytics.sink import FactSink
+from core.settings import Settings
 from ops import cli
-from ops.settings import Settings
 from state.keys import Keys
-from state.ledger import LedgerShipper
 from state.redis import connect, connect_async
 from state.stock import StockChange, StockOp, apply_changes, stock_levels
+from web.api import BadParam, StockAdjustment, adjust_stock_now
 
 pytestmark = pytest.mark.integration
 

@@ -35,17 +35,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from ops.settings import Settings
-from state.allocation import ShortagePolicy, format_parts, parse_parts, plan_allocation
+from core.settings import Settings
+from order.allocation import ShortagePolicy, format_parts, parse_parts, plan_allocation
+from order.reservation import Reservation, ReserveRequest, ReserveStatus, to_allocations
 from state.keys import Keys
 from state.redis import connect, lua_source
-from state.reservations import (
-    Reservation,
-    ReserveRequest,
-    ReserveStatus,
-    StockEngine,
-    to_allocations,
-)
+from state.reservations import StockEngine
 from state.stock import StockChange, StockError, StockOp, apply_changes, stock_levels
 from state.verify import verify
 

@@ -30,12 +30,11 @@ import pytest
 import redis.asyncio as aioredis
 
 import state.tokens as tokens_module
-from agents.api import HELD_SCAN_BUDGET, RedisReads
+from core.access import ALL_SHOPS, Principal, Role, TokenRefused, TooManyAttempts
+from core.settings import REPO_ROOT, Settings
 from ops import stack
-from ops.access import ALL_SHOPS, Principal, Role, TokenRefused, TooManyAttempts
-from ops.settings import REPO_ROOT, Settings
+from order.record import HistoryEntry, OrderRecord
 from state.keys import Keys
-from state.orders import HistoryEntry, OrderRecord
 from state.tokens import (
     FAILURES_PER_CLIENT,
     FAILURES_PER_TOKEN_ID,
@@ -45,6 +44,7 @@ from state.tokens import (
 )
 from streams.adapters import adapt
 from streams.messages import EventKind, OrderState
+from web.api import HELD_SCAN_BUDGET, RedisReads
 
 pytestmark = pytest.mark.integration
 

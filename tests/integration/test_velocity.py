@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from agents.audit import AuditContext, Velocity, audit
-from ops.settings import Settings
+from core.settings import Settings
+from order.audit import AuditContext, Velocity, audit
 from state.keys import Keys
 from state.redis import connect_async
 from state.velocity import record_recent

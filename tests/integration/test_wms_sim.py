@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from core.heartbeat import wms_sim_heartbeat_key
+from core.kafka import Record, produce, read_topic
+from core.settings import Settings
 from ops import stack
-from ops.kafka import Record, produce, read_topic
-from ops.settings import Settings
 from ops.wms_sim import SimConfig, ensure_sim_topics, run_simulator
 from streams.messages import (
     CommandKind,
@@ -192,7 +193,7 @@ async def test_up_starts_it_when_configured_and_down_and_stop_workers_stop_it(
 
 def test_health_needs_a_fresh_ready_heartbeat_from_the_process(sim_settings: Settings) -> None:
     client = stack.redis_client(sim_settings)
-    key = stack.wms_sim_heartbeat_key(sim_settings)
+    key = wms_sim_heartbeat_key(sim_settings)
     me = os.getpid()
 
     def beat(**fields: object) -> tuple[bool, str]:

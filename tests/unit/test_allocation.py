@@ -1,4 +1,4 @@
-"""Property tests of the pure planner (state/allocation.py).
+"""Property tests of the pure planner (order/allocation.py).
 
 The Lua scripts re-check every figure, but they trust the *shape* of a plan (which warehouse,
 how many units), so the planner must never hand them a plan that takes more than the snapshot
@@ -12,7 +12,7 @@ import copy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from state.allocation import (
+from order.allocation import (
     Available,
     ShortagePolicy,
     Stocked,

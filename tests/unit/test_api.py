@@ -1,4 +1,4 @@
-"""The worker's order query API (agents/api.py) with its reads injected: routing, parameter
+"""The worker's order query API (web/api.py) with its reads injected: routing, parameter
 validation, error statuses, masking of the order view, the port rule and the server's life.
 Every request carries an admin token (tests/unit/test_access.py covers who may do what)."""
 
@@ -16,7 +16,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from agents.api import (
+from core.access import ALL_SHOPS, Principal, Shops
+from core.settings import REPO_ROOT, Settings
+from order.record import AfterSalesEntry, CommandRef, HistoryEntry, OrderRecord
+from state.redis import connect_async
+from streams.adapters import adapt
+from streams.messages import AfterSalesKind, CommandKind, CommandLine, EventKind, OrderState
+from streams.models import Address, OrderLine
+from web.api import (
     MAX_HELD_LIMIT,
     ApiServer,
     HeldCursor,
@@ -27,14 +34,7 @@ from agents.api import (
     create_api,
     worker_index,
 )
-from ops.access import ALL_SHOPS, Principal, Shops
-from ops.settings import REPO_ROOT, Settings
-from ops.views import order_view
-from state.orders import AfterSalesEntry, CommandRef, HistoryEntry, OrderRecord
-from state.redis import connect_async
-from streams.adapters import adapt
-from streams.messages import AfterSalesKind, CommandKind, CommandLine, EventKind, OrderState
-from streams.models import Address, OrderLine
+from web.views import order_view
 
 T0 = datetime(2026, 11, 11, tzinfo=UTC)
 JD_NAME, JD_MOBILE = "王小明", "13912345678"  # samples/payloads/jd.json consignee

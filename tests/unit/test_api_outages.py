@@ -1,4 +1,4 @@
-"""agents/api.py during an outage and with oversized numbers: Redis refusing writes (READONLY,
+"""web/api.py during an outage and with oversized numbers: Redis refusing writes (READONLY,
 MISCONF, ...) is a 503 with Retry-After, like Redis unreachable, while any other Redis error
 stays a 500; a number in the query longer than any real one is a 400 that does not echo it."""
 
@@ -11,8 +11,8 @@ from aiokafka.errors import KafkaConnectionError
 from redis._parsers.base import BaseParser
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from agents.api import MAX_NUMBER_CHARS, Outcome, StockAdjustment, create_api
 from tests.unit.test_api import BrokenReads, FakeReads, FakeVerifier, client_for
+from web.api import MAX_NUMBER_CHARS, Outcome, StockAdjustment, create_api
 
 
 class BrokenActions:

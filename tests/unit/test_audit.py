@@ -1,4 +1,4 @@
-"""Audit rules (agents/audit.py): each rule on its own (allowed, triggered, switched off, its
+"""Audit rules (order/audit.py): each rule on its own (allowed, triggered, switched off, its
 action), then the order in which they speak, then properties over any valid order."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.audit import (
+from order.audit import (
     DEFAULT_RULES,
     PASS,
     REQUIRED_ADDRESS_PARTS,

@@ -10,15 +10,15 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from agents.audit import (
+from ops.loadgen import generate_burst
+from ops.rules_cli import rules_check
+from order.audit import (
     DEFAULT_RULES,
     DEMO_BLACKLISTED_PHONE,
     AuditConfigError,
     AuditRules,
     load_audit_rules,
 )
-from ops.loadgen import generate_burst
-from ops.rules_cli import rules_check
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "audit.toml"
 

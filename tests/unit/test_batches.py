@@ -26,8 +26,9 @@ from agents.batches import (
     hold_back,
     is_transient,
 )
-from agents.pipeline import BatchResult, Output
-from ops.retry import Backoff
+from core.retry import Backoff
+from order.plan import BatchResult
+from order.record import Output
 
 
 @dataclass

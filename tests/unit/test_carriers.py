@@ -1,4 +1,4 @@
-"""Carrier choice and parcel weight (agents/route.py): the shipped config/carriers.toml and
+"""Carrier choice and parcel weight (order/route.py): the shipped config/carriers.toml and
 config/skus.csv, the rule semantics (cheapest match wins, file order breaks ties, the default
 takes the rest) and files that must be refused."""
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.route import DESTINATIONS, OTHER, Carrier, RoutingConfigError, RoutingTable
 from ops.loadgen import DEFAULT_CATALOGUE
+from order.route import DESTINATIONS, OTHER, Carrier, RoutingConfigError, RoutingTable
 from streams.models import Address, OrderLine
 
 from .test_route import CARRIERS, CONFIG, address, write_config

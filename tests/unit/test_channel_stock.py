@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ops.settings import REPO_ROOT
+from core.settings import REPO_ROOT
+from order.reservation import ReserveRequest
 from state.channel_stock import (
     AllocationConfig,
     AllocationError,
@@ -22,7 +23,7 @@ from state.channel_stock import (
     sellable,
     shop_sellable,
 )
-from state.reservations import ReserveRequest, _quota_charges
+from state.reservations import _quota_charges
 from streams.models import Channel
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from core.settings import Settings
 from ops import chaos
 from ops.chaos import Fault, ScenarioFigures
 from ops.loadgen import BurstMessage
-from ops.settings import Settings
 
 
 def exact_counts(ok: bool = True) -> dict:

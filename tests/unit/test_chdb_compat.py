@@ -25,7 +25,7 @@ from analytics import reports
 from analytics.reports import QUERIES, build_report, processed_inputs
 from analytics.schema import load_migrations, migrate
 from analytics.sink import FactSink, SinkUnavailable
-from ops.settings import Settings
+from core.settings import Settings
 from streams.messages import OrderEvent
 from tests.analytics_replays import inserts_before_0006
 from tests.analytics_scenario import (
@@ -451,7 +451,8 @@ def test_queries_listed() -> None:
 async def test_ledger_shipped_totals(db: ChdbClient) -> None:
     """state/ledger.py's range query (verify and snapshot sum the shipped ledger with it)."""
     from analytics.facts import StockMovement
-    from state.ledger import movement_id, shipped_totals
+    from analytics.ledger import shipped_totals
+    from state.ledger import movement_id
 
     def move(sku: str, eid: str, kind: str, on_hand: int, reserved: int = 0) -> StockMovement:
         return StockMovement(movement_id(sku, eid), sku, "W1", kind, on_hand, reserved, T0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ops.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 NOWHERE = {
     "OMS_CLICKHOUSE_PORT": "1",

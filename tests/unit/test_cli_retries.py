@@ -22,11 +22,12 @@ from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from ops import cli, views
-from ops.views import Applied
-from state.orders import AfterSalesEntry, OrderRecord
+from ops import cli
+from order.record import AfterSalesEntry, OrderRecord
 from streams.messages import AfterSalesKind, AfterSalesRequest, OperatorAction, OrderState
 from tests.unit.test_api import jd_record
+from web import views
+from web.views import Applied
 
 REFUSALS = [
     ReadOnlyError("You can't write against a read only replica."),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from ops.control import WRITERS
-from ops.settings import REPO_ROOT
+from core.settings import REPO_ROOT
+from streams.signing import WRITERS
 
 COMPOSE = (REPO_ROOT / "docker-compose.yml").read_text()
 INIT = (REPO_ROOT / "docker" / "kafka" / "init.sh").read_text()

@@ -1,8 +1,8 @@
-"""Control-topic signing (ops/control.py, agents/control.py), pure: what each principal's
+"""Control-topic signing (streams/signing.py, agents/control.py), pure: what each principal's
 signature proves and what it may claim, the keys (local file, OMS_CONTROL_KEYS, errors that name
 what to set), the workers' screening of a batch (DLQ records with reason unauthorized_control,
 actors recorded with their principal), and every producer signing: the CLI and the API
-(ops/views.py), the WMS simulator, the workers' timers."""
+(web/views.py), the WMS simulator, the workers' timers."""
 
 from __future__ import annotations
 
@@ -18,8 +18,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from agents.control import screen, send_signed
-from ops import control, views
-from ops.control import (
+from core.settings import Settings
+from streams import signing as control
+from streams.messages import (
+    AfterSalesKind,
+    AfterSalesRequest,
+    DlqReason,
+    DlqRecord,
+    OperatorAction,
+    OperatorActionKind,
+    WmsEvent,
+    WmsEventKind,
+)
+from streams.signing import (
     API,
     OPERATOR,
     SIGNATURE_HEADER,
@@ -32,17 +43,7 @@ from ops.control import (
     keyring,
     parse_keys,
 )
-from ops.settings import Settings
-from streams.messages import (
-    AfterSalesKind,
-    AfterSalesRequest,
-    DlqReason,
-    DlqRecord,
-    OperatorAction,
-    OperatorActionKind,
-    WmsEvent,
-    WmsEventKind,
-)
+from web import views
 
 T0 = datetime(2026, 11, 11, tzinfo=UTC)
 KEYS = {name: f"{name}-key-".encode() * 4 for name in (WORKER, API, OPERATOR, WMS)}
@@ -355,7 +356,7 @@ def record_of(principal: str, topic: str, message: Any) -> Rec:
 async def test_the_sink_lands_only_what_the_workers_would_apply() -> None:
     """A forged WMS event or after-sales request must not become a fact: the workers refuse it
     (and its DLQ record is the fact); an admitted one carries the actor they record."""
-    from agents.sink import Screen, land
+    from analytics.fact_consumer import Screen, land
 
     models: dict[str, Any] = {WMS_TOPIC: WmsEvent, AFTER: AfterSalesRequest}
     event = WmsEvent(

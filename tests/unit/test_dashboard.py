@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from core.settings import REPO_ROOT
 from ops import dashboard as dash
 from ops.dashboard import (
     BadParameter,
@@ -25,7 +26,6 @@ from ops.dashboard import (
     parse_since,
     stock_series,
 )
-from ops.settings import REPO_ROOT
 
 # chdb fixtures (a fresh migrated database per test) from the schema's own compat test.
 from tests.unit.test_chdb_compat import ChdbClient, db, session  # noqa: F401
@@ -284,7 +284,7 @@ class _Verifier:
     """Tokens from a dict; sessions in a dict, as the token store keeps them (by a hash)."""
 
     def __init__(self) -> None:
-        from ops.access import Principal
+        from core.access import Principal
 
         self.tokens = {
             "tok-finance": Principal("fin", "finance", token_id="t-fin"),
@@ -315,7 +315,7 @@ def verifier() -> _Verifier:
 async def dash_client(verifier: _Verifier) -> Any:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ops.settings import Settings
+    from core.settings import Settings
 
     client = TestClient(TestServer(dash.create_app(Settings(), verifier=verifier)))
     await client.start_server()

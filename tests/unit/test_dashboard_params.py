@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from core.access import Principal
+from core.settings import Settings
 from ops import dashboard as dash
-from ops.access import Principal
 from ops.dashboard import BadParameter, create_app, parse_since
-from ops.settings import Settings
 
 NOW = 1_700_000_000.7
 TOKEN = "dashboard-token-for-unit-tests"

@@ -1,4 +1,4 @@
-"""Intake classification (agents/dedupe.py), content fingerprints, and the pipeline's split of a
+"""Intake classification (order/dedupe.py), content fingerprints, and the pipeline's split of a
 batch into rounds with one input per order id (agents/pipeline.py ``first_per_order``)."""
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.dedupe import Intake, classify
-from agents.normalise import RawInput
 from agents.pipeline import first_per_order
-from state.orders import APPLIED_INPUTS, OrderRecord
+from order.dedupe import Intake, classify
+from order.record import APPLIED_INPUTS, OrderRecord
 from streams.adapters import adapt
 from streams.messages import OrderState
 from streams.models import (
@@ -30,6 +29,7 @@ from streams.models import (
     PaymentStatus,
     make_order_id,
 )
+from streams.normalise import RawInput
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "payloads"
 T0 = datetime(2026, 11, 11, tzinfo=UTC)

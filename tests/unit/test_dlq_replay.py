@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.normalise import (
+from streams.messages import DlqReason, DlqRecord
+from streams.normalise import (
     MAX_DLQ_PAYLOAD_CHARS,
     REPLAY_INPUT_HEADER,
     REPLAY_OF_HEADER,
     RawInput,
     to_dlq,
 )
-from ops.views import replay_records, select_replay
-from streams.messages import DlqReason, DlqRecord
+from web.views import replay_records, select_replay
 
 
 def record(channel: str, reason: DlqReason, value: bytes, offset: int) -> DlqRecord:

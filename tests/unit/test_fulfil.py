@@ -1,4 +1,4 @@
-"""Fulfilment commands (agents/fulfil.py): deterministic ids and the content the WMS gets."""
+"""Fulfilment commands (order/fulfil.py): deterministic ids and the content the WMS gets."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.fulfil import command_id, outbound_commands, stop_command
-from state.orders import OrderRecord
+from order.fulfil import command_id, outbound_commands, stop_command
+from order.record import OrderRecord
 from streams.messages import Allocation, CommandKind, FulfilmentCommand, OrderState
 from streams.models import (
     Address,
@@ -228,7 +228,7 @@ def test_cancel_command_mirrors_outbound_with_its_own_id() -> None:
 
 
 def test_a_picked_outbound_is_intercepted_not_cancelled() -> None:
-    from state.orders import CommandStatus
+    from order.record import CommandStatus
 
     record = make_record(LINES)
     out = outbound_command(record, T0)

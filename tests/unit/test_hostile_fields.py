@@ -19,13 +19,12 @@ from typing import Any
 import orjson
 import pytest
 
-import ops.logs
-import streams.privacy
+import core.logs
+import core.privacy
 import streams.regions
-from agents.guard import parse_or_none
-from ops.logs import MaskPersonalData, mask_personal, setup_logging
-from ops.views import order_view, render_order
-from state.orders import HistoryEntry, OrderRecord
+from core.logs import MaskPersonalData, mask_personal, setup_logging
+from core.privacy import MAX_MASKED_CHARS, mask_id, scrub_free_text
+from order.record import HistoryEntry, OrderRecord
 from streams.adapters import adapt
 from streams.adapters import taobao as taobao_adapter
 from streams.adapters.base import (
@@ -39,8 +38,9 @@ from streams.adapters.base import (
 )
 from streams.messages import DlqReason, EventKind, OperatorAction, OrderState, WmsEvent
 from streams.models import MAX_CODE_CHARS, MAX_ORDER_LINES, Address, Buyer
-from streams.privacy import MAX_MASKED_CHARS, mask_id, scrub_free_text
+from streams.parse import parse_or_none
 from streams.regions import MAX_NAME_CHARS, MAX_SUFFIXES, province_code
+from web.views import order_view, render_order
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "payloads"
 HOSTILE_STATE = "x" + "shi" * 300_000  # 900 kB: 9.2 s of the event loop before the fix
@@ -159,8 +159,8 @@ def test_an_extra_field_with_a_huge_name_stays_on_the_raw_topic() -> None:
 def pattern_spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, Spy]:
     spies = {}
     for module, names in (
-        (streams.privacy, ("_QUOTED", "EMAIL_PATTERN", "_DIGITS")),
-        (ops.logs, ("MOBILE_PATTERN", "EMAIL_PATTERN", "KEY_VALUE_PATTERN", "mask_secrets")),
+        (core.privacy, ("_QUOTED", "EMAIL_PATTERN", "_DIGITS")),
+        (core.logs, ("MOBILE_PATTERN", "EMAIL_PATTERN", "KEY_VALUE_PATTERN", "mask_secrets")),
     ):
         for name in names:
             spy = spies[f"{module.__name__}.{name}"] = Spy()
@@ -198,7 +198,7 @@ def test_masking_hostile_text_is_bounded_and_still_masks(text: str) -> None:
 
 
 def test_email_pattern_matches_what_it_did() -> None:
-    pattern = streams.privacy.EMAIL_PATTERN
+    pattern = core.privacy.EMAIL_PATTERN
     found = [m.group(0) for m in pattern.finditer("to a.b@c.d, (x@y) <p+q@r.s> a@@b z@ @w")]
     assert found == ["a.b@c.d", "x@y", "p+q@r.s"]
     old = re.compile(r"[^\s@'\"<>()\[\],;:]+@[^\s@'\"<>()\[\],;:]+")
@@ -244,7 +244,7 @@ WMS = {
 def test_an_unparseable_record_is_logged_in_a_bounded_line(
     caplog: pytest.LogCaptureFixture, extra: dict[str, Any]
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="agents.guard"):
+    with caplog.at_level(logging.ERROR, logger="streams.parse"):
         assert parse_or_none(WmsEvent, orjson.dumps({**WMS, **extra}), "oms.wms.events") is None
     (record,) = caplog.records
     message = record.getMessage()
@@ -256,7 +256,7 @@ def test_an_unparseable_record_is_logged_in_a_bounded_line(
 
 def test_many_errors_are_counted_not_listed(caplog: pytest.LogCaptureFixture) -> None:
     extra = {f"k{i}": 1 for i in range(MAX_ERRORS_READ + 1)}
-    with caplog.at_level(logging.ERROR, logger="agents.guard"):
+    with caplog.at_level(logging.ERROR, logger="streams.parse"):
         parse_or_none(OperatorAction, orjson.dumps({**WMS, **extra}), "oms.operator")
     assert "too many to list" in caplog.records[0].getMessage()
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.normalise import SHOP_HEADER
 from ops.ingest import split_payloads, to_records
 from streams.keys import ORDER_ID_FIELDS, channel_order_key
 from streams.models import Channel
+from streams.normalise import SHOP_HEADER
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "payloads"
 TOPIC = "oms.raw.test"

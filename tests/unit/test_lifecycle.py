@@ -1,4 +1,4 @@
-"""The order state machine (agents/lifecycle.py): allowed and refused transitions, event ids,
+"""The order state machine (order/lifecycle.py): allowed and refused transitions, event ids,
 history, terminal states, and a hypothesis state machine over random transition attempts."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from agents.lifecycle import ALLOWED, TERMINAL, IllegalTransition, can_move, record_event
-from state.orders import HISTORY_MAX, OrderRecord
+from order.lifecycle import ALLOWED, TERMINAL, IllegalTransition, can_move, record_event
+from order.record import HISTORY_MAX, OrderRecord
 from streams.messages import Allocation, EventKind, OrderState, make_id
 from streams.models import (
     Address,

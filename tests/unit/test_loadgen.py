@@ -14,15 +14,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.audit import (
-    DEFAULT_RULES,
-    DEMO_BLACKLISTED_PHONE,
-    AuditContext,
-    Velocity,
-    Verdict,
-    audit,
-    normalise_phone,
-)
 from ops import loadgen
 from ops.loadgen import (
     CHANNEL_MIX,
@@ -34,6 +25,15 @@ from ops.loadgen import (
     BurstPlan,
     generate_burst,
     iter_burst,
+)
+from order.audit import (
+    DEFAULT_RULES,
+    DEMO_BLACKLISTED_PHONE,
+    AuditContext,
+    Velocity,
+    Verdict,
+    audit,
+    normalise_phone,
 )
 from state.velocity import address_digest, buyer_digest
 from streams.adapters import AdapterContext, AdapterError, adapt
@@ -67,7 +67,7 @@ def adapted(which: str) -> list[tuple[BurstMessage, Order]]:
 
 
 def to_order(message: BurstMessage) -> Order:
-    """What agents.normalise does: the shop header (if any) goes into the adapter context."""
+    """What streams.normalise does: the shop header (if any) goes into the adapter context."""
     shop = dict(message.headers).get(SHOP_HEADER, b"").decode()
     return adapt(message.channel, message.value, AdapterContext(shop_id=shop))
 

@@ -1,4 +1,4 @@
-"""ops/logs.py: the JSON formatter, the one root handler, and masking of personal data and
+"""core/logs.py: the JSON formatter, the one root handler, and masking of personal data and
 tokens in every format (hypothesis for the masking)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ops.logs import mask_personal, setup_logging
+from core.logs import mask_personal, setup_logging
 
 PHONES = st.builds(
     lambda second, rest: f"1{second}{rest}",

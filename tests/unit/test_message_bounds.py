@@ -25,7 +25,8 @@ from streams.models import Order
 from streams.schema_export import topic_models
 
 # The inbound ones (a WMS, operator tools, shops' connectors write them) and every model the
-# fact sink parses (agents/sink.py FACT_TOPICS: events, DLQ, commands, WMS, after-sales).
+# fact sink parses (analytics/fact_consumer.py FACT_TOPICS: events, DLQ, commands, WMS,
+# after-sales).
 MODELS = [
     WmsEvent,
     OperatorAction,

@@ -1,5 +1,5 @@
-"""Metric rendering (agents/metrics.py), readiness verdicts and the probe routes
-(agents/health.py): parsed back with prometheus_client's own parser, so a malformed exposition
+"""Metric rendering (core/metrics.py), readiness verdicts and the probe routes
+(core/health.py): parsed back with prometheus_client's own parser, so a malformed exposition
 fails here and not in a Prometheus server."""
 
 from __future__ import annotations
@@ -12,19 +12,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.api import create_api
-from agents.health import Readiness, sink_readiness, worker_readiness
-from agents.metrics import (
-    PartitionLag,
-    Snapshot,
-    count_kinds,
-    count_outputs,
-    lag_of,
-    message_kind,
-    render,
-    stage_of,
-)
+from agents.counting import count_kinds, count_outputs, message_kind
+from core.health import Readiness, sink_readiness, worker_readiness
+from core.metrics import PartitionLag, Snapshot, lag_of, render, stage_of
 from streams.messages import DlqReason
+from web.api import create_api
 
 COUNTERS = {
     "inputs": 120,
@@ -67,6 +59,7 @@ def worker_snapshot(**kw: Any) -> Snapshot:
         "lags": [PartitionLag("oms.raw.jd", 0, 7), PartitionLag("oms.raw.jd", 1, 0)],
         "partitions": 2,
         "held": 12,
+        "dlq_reasons": tuple(DlqReason),
     }
     return Snapshot(**{**base, **kw})
 
@@ -290,7 +283,7 @@ def test_compose_checks_readiness_and_prometheus_scrapes_every_oms_process() -> 
     a target of docker/prometheus/prometheus.yml (text checks: no YAML parser in the deps)."""
     import re
 
-    from ops.settings import REPO_ROOT
+    from core.settings import REPO_ROOT
 
     compose = (REPO_ROOT / "docker-compose.yml").read_text()
     scrape = (REPO_ROOT / "docker" / "prometheus" / "prometheus.yml").read_text()

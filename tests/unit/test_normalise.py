@@ -1,4 +1,4 @@
-"""Stage 1 (agents/normalise.py): raw bytes -> Order, or a DLQ record with a reason; never a
+"""Stage 1 (streams/normalise.py): raw bytes -> Order, or a DLQ record with a reason; never a
 crash, and the same input always gets the same DLQ id."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.normalise import SHOP_HEADER, RawInput, normalise, to_dlq
 from streams.adapters.base import AdapterContext
 from streams.messages import DlqReason, DlqRecord
 from streams.models import Order, make_order_id
+from streams.normalise import SHOP_HEADER, RawInput, normalise, to_dlq
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "payloads"
 CTX = AdapterContext()

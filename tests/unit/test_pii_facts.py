@@ -10,10 +10,10 @@ import pytest
 
 from analytics.facts import COLUMNS, DLQ, ORDER_EVENTS, buyer_hash, rows_for
 from analytics.sink import FactSink
-from ops.settings import Settings
+from core.privacy import scrub_free_text
+from core.settings import Settings
 from streams.messages import DlqReason, DlqRecord, EventKind, OrderState
 from streams.models import Buyer
-from streams.privacy import scrub_free_text
 from tests.unit.test_facts import an_event
 
 NAME, PHONE, EMAIL = "Xenia Quokka", "13955512345", "xq.pii@example.org"
@@ -43,7 +43,7 @@ def event_reason(kind: EventKind, reason: str) -> str:
 
 
 def test_a_reason_a_person_wrote_becomes_its_code() -> None:
-    """agents/aftersales.py puts an after-sales request's own words in the event's reason."""
+    """order/aftersales.py puts an after-sales request's own words in the event's reason."""
     words = f"{NAME} says the parcel was wet, call {PHONE}"
     assert event_reason(EventKind.RETURN_REQUESTED, words) == "return"
     assert event_reason(EventKind.EXCHANGE_REQUESTED, words) == "exchange"

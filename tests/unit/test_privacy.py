@@ -1,4 +1,4 @@
-"""Masking of personal data (streams/privacy.py) for logs and operator output."""
+"""Masking of personal data (core/privacy.py) for logs and operator output."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.privacy import mask_id, mask_name, mask_order_dict, mask_phone, mask_text
 from streams.adapters import adapt
 from streams.models import (
     Address,
@@ -24,7 +25,6 @@ from streams.models import (
     PaymentStatus,
     make_order_id,
 )
-from streams.privacy import mask_id, mask_name, mask_order_dict, mask_phone, mask_text
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "payloads"
 T0 = datetime(2026, 11, 11, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Gift promotions (agents/promotions.py): the shipped config/promotions.toml, rule semantics
+"""Gift promotions (order/promotions.py): the shipped config/promotions.toml, rule semantics
 (buy X get Y, amount over N, shop scope, window at the order's created_at, gifts never earn
 gifts) and files that must be refused."""
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.promotions import (
+from order.promotions import (
     PromotionConfigError,
     Promotions,
     gift_lines,

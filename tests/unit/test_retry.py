@@ -1,4 +1,4 @@
-"""ops/retry.py: which failures are outages (waited out) and which are not (a bug, a poison
+"""core/retry.py: which failures are outages (waited out) and which are not (a bug, a poison
 input), and the one backoff schedule. Redis errors are made by redis-py's own reply parser
 from the reply Redis sends, so the classification is tested on what the client really raises."""
 
@@ -14,7 +14,7 @@ from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from ops.retry import Backoff, is_outage, redis_error_code
+from core.retry import Backoff, is_outage, redis_error_code
 
 # What Redis replies when it refuses a command for a while, whatever the command.
 REFUSALS = [

@@ -1,4 +1,4 @@
-"""Warehouse routing (agents/route.py): the shipped config/warehouses.toml, candidate choice by
+"""Warehouse routing (order/route.py): the shipped config/warehouses.toml, candidate choice by
 coverage, shipping cost and priority, and config files that must be refused."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.route import (
+from order.route import (
     DESTINATIONS,
     OTHER,
     RoutingConfigError,

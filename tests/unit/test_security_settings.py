@@ -22,10 +22,10 @@ from pydantic import ValidationError
 
 from agents.app import _credentials, create_app
 from analytics.client import connect as clickhouse_connect
+from core.kafka import client_kwargs, consumer_kwargs, kafka_admin
+from core.security import clickhouse_kwargs, kafka_security, redis_kwargs, secret_env
+from core.settings import Settings, mask_url
 from ops import stack
-from ops.kafka import client_kwargs, consumer_kwargs
-from ops.security import clickhouse_kwargs, kafka_security, redis_kwargs, secret_env
-from ops.settings import Settings, mask_url
 from state.redis import connect, connect_async, connect_batched
 
 SECRETS = ("kafka-s3cret-pw", "redis-s3cret-pw", "ch-s3cret-pw")
@@ -111,14 +111,13 @@ def test_sasl_ssl_reaches_aiokafka_and_kafka_python(pki: dict[str, Path]) -> Non
             k: v for k, v in kwargs.items() if k != "ssl_context"
         }
         assert isinstance(built["ssl_context"], ssl.SSLContext)
-    assert stack._kafka_security(settings).keys() == kwargs.keys()
 
 
 def test_kafka_admin_gets_the_security_arguments(
     pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ops/stack.py's kafka-python admin: every security argument survives its filter of the
-    options the installed kafka-python knows."""
+    """core/kafka.py's kafka-python admin (topic creation): every security argument survives
+    its filter of the options the installed kafka-python knows."""
     import kafka.admin
 
     seen: dict[str, Any] = {}
@@ -130,7 +129,7 @@ def test_kafka_admin_gets_the_security_arguments(
             seen.update(config)
 
     monkeypatch.setattr(kafka.admin, "KafkaAdminClient", FakeAdmin)
-    stack.kafka_admin(secure_settings(pki))
+    kafka_admin(secure_settings(pki))
     assert seen["bootstrap_servers"] == ["kafka-1.example:9093", "kafka-2.example:9093"]
     assert seen["security_protocol"] == "SASL_SSL"
     assert seen["sasl_mechanism"] == "SCRAM-SHA-512"

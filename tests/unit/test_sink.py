@@ -18,7 +18,7 @@ from clickhouse_driver import errors as ch_errors
 
 from analytics.facts import COLUMNS, DLQ, ORDER_EVENTS
 from analytics.sink import FactSink, SinkUnavailable, describe_error
-from ops.settings import Settings
+from core.settings import Settings
 
 SETTINGS = Settings(clickhouse_database="oms_unit")
 
@@ -143,7 +143,7 @@ async def test_outage_is_counted_timed_and_mirrored_into_heartbeat_counters() ->
 
 
 def test_backoff_is_capped_at_a_few_seconds() -> None:
-    """The schedule itself is ops/retry.py's (tests/unit/test_retry.py); the sink's default cap
+    """The schedule itself is core/retry.py's (tests/unit/test_retry.py); the sink's default cap
     is a few seconds, so a backlog drains soon after recovery."""
     assert 1.0 <= FactSink(SETTINGS, setup=None).backoff.cap_s <= 5.0
 

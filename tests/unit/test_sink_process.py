@@ -1,4 +1,5 @@
-"""The fact sink's loop and its own process (agents/sink.py run_fact_sink, agents/sink_process.py)
+"""The fact sink's loop and its own process (analytics/fact_consumer.py run_fact_sink,
+analytics/sink_process.py)
 without a broker, Redis or ClickHouse: fakes stand in for the consumer, the FactSink and the
 heartbeat client.
 
@@ -22,10 +23,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from agents import sink as sink_module
-from agents import sink_process
+from analytics import fact_consumer as sink_module
+from analytics import sink_process
+from core.settings import REPO_ROOT, Settings
 from ops.cli import main
-from ops.settings import REPO_ROOT, Settings
 from streams import topics
 from streams.messages import DlqReason, DlqRecord
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agents.app import create_app
 from agents.transport import ConsumerThread, InFlight, Transport, message_size
-from ops.settings import Settings
+from core.settings import Settings
 
 
 async def test_worker_consumer_fetches_with_the_configured_wait() -> None:

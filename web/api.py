@@ -1,10 +1,10 @@
 """The order HTTP API each worker serves to customer-service, warehouse and back-office tools.
 
     GET  /health                           {"ok": true, "worker": NAME}           (open)
-    GET  /health/live, /health/ready       liveness, readiness (agents/health.py)  (open)
-    GET  /metrics                          Prometheus text format (agents/metrics.py): open
+    GET  /health/live, /health/ready       liveness, readiness (core/health.py)  (open)
+    GET  /metrics                          Prometheus text format (core/metrics.py): open
                                            unless OMS_METRICS_TOKEN is set
-    GET  /orders/{order_id}                an order's whole life (``ops.views.order_view``)
+    GET  /orders/{order_id}                an order's whole life (``web.views.order_view``)
     GET  /orders/{channel}/{external_id}   {"orders": [...]}: several shops may share a number
     GET  /held?reason=R&limit=N&since=UNIX&after=CURSOR
                                            held orders oldest first, as `./oms held list
@@ -23,7 +23,7 @@
 
 Every route but /health, /health/* and /metrics needs ``Authorization: Bearer <token>``
 (``state/tokens.py``): 401 with ``WWW-Authenticate: Bearer`` without a valid one, 403 with the
-reason when the token's role lacks the permission (``ops/access.py``). An order of a shop
+reason when the token's role lacks the permission (``core/access.py``). An order of a shop
 outside the token's scope is answered as unknown (404) and left out of lists, so scope never
 tells which orders other shops have. Stock and rules are shared by every shop: adjusting stock
 needs a token for every shop, and the blacklists' entries a token that may read them for every
@@ -35,7 +35,7 @@ work on it: token hashes run in a small thread pool behind a cache and failure l
 held page looks at no more than ``HELD_SCAN_BUDGET`` index entries and parses them in a thread;
 at most ``MAX_WRITES_IN_FLIGHT`` actions run at once (429 beyond).
 
-Reads go through the same read models as the CLI (``ops.views``) on the worker's long-lived
+Reads go through the same read models as the CLI (``web.views``) on the worker's long-lived
 Redis client, so the API and `./oms orders show` cannot drift apart; personal data is always
 masked. Actions go the CLI's way too: an ``OperatorAction`` on ``oms.operator`` with the token's
 user as actor, applied by a worker, so it lands in the order's history with who did it. The
@@ -43,7 +43,7 @@ answer waits (bounded) for that: 200 applied, 409 refused in the order's state, 
 
 Errors are JSON ``{"error": ...}``: 400 for bad parameters (saying which and why), 404 for
 unknown orders and routes, 503 with ``Retry-After`` during an outage (Redis unreachable or
-refusing writes, the broker down: ``ops.retry.is_outage``). Tokens never reach a log.
+refusing writes, the broker down: ``core.retry.is_outage``). Tokens never reach a log.
 """
 
 from __future__ import annotations
@@ -66,8 +66,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agents.health import PROBE_PATHS, Probe, add_probe_routes, metrics_token
-from ops.access import (
+from core.access import (
     ALL_SHOPS,
     AccessError,
     Permission,
@@ -84,14 +83,15 @@ from ops.access import (
     parse_role,
     parse_shops,
 )
-from ops.control import API
-from ops.retry import is_outage, redis_error_code
-from ops.settings import Settings
-from ops.views import applied_summary, find_orders, held_row, order_view, submit_action
+from core.health import PROBE_PATHS, Probe, add_probe_routes, metrics_token
+from core.retry import is_outage, redis_error_code
+from core.settings import Settings
+from order.record import OrderRecord
 from state.keys import Keys
-from state.orders import OrderRecord
 from state.tokens import Granted, token_store
 from streams.models import Channel
+from streams.signing import API
+from web.views import applied_summary, find_orders, held_row, order_view, submit_action
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class OrderActions(Protocol):
 
 @dataclass(frozen=True)
 class RedisReads:
-    """The read models of ``ops.views`` on one long-lived client, always masked."""
+    """The read models of ``web.views`` on one long-lived client, always masked."""
 
     settings: Settings
     client: aioredis.Redis
@@ -241,8 +241,8 @@ class RedisReads:
         return HeldPage(rows, cursor)
 
     async def rules(self) -> dict[str, Any]:
-        from agents.audit import load_audit_rules
-        from ops.rules_cli import masked_rules
+        from order.audit import load_audit_rules
+        from web.views import masked_rules
 
         path = self.settings.config_dir / "audit.toml"
         return masked_rules(await asyncio.to_thread(load_audit_rules, path))
@@ -250,7 +250,7 @@ class RedisReads:
 
 @dataclass(frozen=True)
 class KafkaActions:
-    """Actions the way the CLI sends them: ``ops.views.submit_action`` on ``oms.operator``,
+    """Actions the way the CLI sends them: ``web.views.submit_action`` on ``oms.operator``,
     and stock changes through ``state.stock.adjust_stock`` (the movement names the actor)."""
 
     settings: Settings
@@ -265,7 +265,7 @@ class KafkaActions:
                 actor=actor,
                 reason=reason,
                 wait_s=self.wait_s,
-                signer=API,  # signed as the API: the worker records api:<user> (ops/control.py)
+                signer=API,  # signed as the API: the worker records api:<user> (streams/signing.py)
             )
         except LookupError as exc:
             return Outcome(404, {"error": str(exc)})
@@ -310,7 +310,7 @@ def adjust_stock_now(settings: Settings, change: StockAdjustment, actor: str) ->
     idempotency key, shared with the CLI; the acting user and the reason go on the movement.
     A repeat of an applied op id answers 200 with ``applied: false``; the same op id with
     another change is refused with 409."""
-    from agents.route import RoutingTable
+    from order.route import RoutingTable
     from state.keys import Keys
     from state.redis import connect
     from state.stock import StockError, StockRequestError, adjust_stock
@@ -454,7 +454,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def unavailable(request: web.Request, exc: Exception) -> web.Response:
-    """503 with Retry-After for an outage (ops/retry.py: Redis unreachable or refusing writes,
+    """503 with Retry-After for an outage (core/retry.py: Redis unreachable or refusing writes,
     a retriable broker error, a timeout): the request was fine, a retry later may well pass.
     Redis refusals (READONLY, OOM, MISCONF, LOADING...) come as ResponseErrors like a bug's,
     so the class alone would have made them 500s. Only the error's class and code are told."""
@@ -566,7 +566,7 @@ async def get_held(request: web.Request) -> web.Response:
 
 async def get_rules(request: web.Request) -> web.Response:
     """The rules for everyone who reads orders; blacklist entries only for a principal that
-    may read them for every shop (``ops/access.py``), others get each list's size."""
+    may read them for every shop (``core/access.py``), others get each list's size."""
     principal = require(request, Permission.READ_ORDERS)
     rules = await request.app[READS].rules()
     shown = bool(authorize(principal, Permission.READ_BLACKLISTS, ALL_SHOPS))

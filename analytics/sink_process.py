@@ -5,14 +5,14 @@ and its row building held the GIL, so intake batches waited behind it; in its ow
 only competes for a core (docs/decisions/0009-fact-sink-process.md). The loop is the same
 ``run_fact_sink`` a worker runs with OMS_SINK_IN_WORKER=true.
 
-The process adds a heartbeat in Redis (``ops.stack.sink_heartbeat_key``: outside
+The process adds a heartbeat in Redis (``ops.sink_heartbeat_key``: outside
 ``<prefix>:worker:``, so it is not listed as a worker) every 2 s with a 10 s TTL:
 ``{"pid", "ready", "partitions", "ts", "counters"}``, the counters being the sink's own
 (``facts``, ``bad_facts``, ``sink_*``). Ready = the consumer has partitions.
 
 It also serves its own probes and metrics on OMS_WORKER_WEB_HOST:OMS_SINK_WEB_PORT (default the
 worker web port - 1): ``/health`` and ``/health/live`` (up), ``/health/ready`` (its consumer has
-partitions and ClickHouse takes its writes), ``/metrics`` (agents/metrics.py: facts landed,
+partitions and ClickHouse takes its writes), ``/metrics`` (core/metrics.py: facts landed,
 failed flushes, outages, and the backlog: the fact group's lag, measured every few seconds by
 a client of its own from the committed offsets, so it counts every fact not yet confirmed in
 ClickHouse, the batch in hand included). A port clash costs the endpoint, never the sinking.
@@ -42,22 +42,23 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
-from agents.health import (
+from analytics.fact_consumer import FACT_TOPICS, run_fact_sink
+from core.health import (
     Readiness,
     add_probe_routes,
     metrics_token,
     redis_error,
     sink_readiness,
 )
-from agents.metrics import PartitionLag, Snapshot, render
-from agents.sink import FACT_TOPICS, run_fact_sink
-from agents.worker import use_event_loop
-from ops import stack
-from ops.kafka import client_kwargs
-from ops.logs import setup_logging
-from ops.retry import Backoff
-from ops.settings import Settings
+from core.heartbeat import sink_heartbeat_key
+from core.kafka import client_kwargs, ensure_topics
+from core.logs import setup_logging
+from core.loop import use_event_loop
+from core.metrics import PartitionLag, Snapshot, render
+from core.retry import Backoff
+from core.settings import Settings
 from state.redis import connect_async
+from streams.messages import DlqReason
 
 log = logging.getLogger("oms.sink")
 
@@ -120,7 +121,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> Counter[str]:
     exception propagates, so a supervisor restarts the process); the heartbeat is removed."""
     counters: Counter[str] = Counter()
     client = connect_async(settings)
-    key = stack.sink_heartbeat_key(settings)
+    key = sink_heartbeat_key(settings)
     sink = asyncio.create_task(run_fact_sink(settings, counters, stop=stop), name="fact-sink")
     beats = asyncio.create_task(heartbeat_forever(client, key, counters), name="sink-heartbeat")
     lags = FactLag(settings, counters)
@@ -247,6 +248,7 @@ class SinkProbe:
         readiness = await self.readiness()
         snapshot = Snapshot(
             component="sink",
+            dlq_reasons=tuple(DlqReason),
             name=NAME,
             ready=readiness.ready,
             counters=dict(self.counters),
@@ -295,7 +297,7 @@ def ensure_fact_topics(settings: Settings) -> None:
     on a restart, and the sink may start before any worker has declared them)."""
     specs = [(spec.name(settings), settings.partitions) for spec in FACT_TOPICS]
     try:
-        stack.ensure_topics(settings, specs)
+        ensure_topics(settings, specs)
     except Exception as exc:  # broker down or refusing: one line, not a traceback
         raise SinkStartError(
             f"Kafka at {settings.kafka_bootstrap} not usable ({type(exc).__name__}: {exc}); "

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from agents.fulfil import build_command, command_id, return_commands, shipped_units, track
-from agents.lifecycle import AT_WMS, BEFORE_WMS
-from agents.plan import Plan, Step
-from agents.wms import refund, refund_value
-from state.orders import AfterSalesEntry, OrderRecord, ReserveIntent, Then
-from state.reservations import Reservation
+from order.decisions import Decisions, Step
+from order.fulfil import build_command, command_id, return_commands, shipped_units, track
+from order.lifecycle import AT_WMS, BEFORE_WMS
+from order.plan import BatchResult, Plan
+from order.record import AfterSalesEntry, OrderRecord, ReserveIntent, Then
+from order.reservation import Reservation
+from order.wms import refund, refund_value
 from streams.messages import (
     AfterSalesKind,
     AfterSalesRequest,
@@ -37,8 +38,7 @@ from streams.messages import (
 )
 
 if TYPE_CHECKING:
-    from agents.audit import AuditContext
-    from agents.pipeline import BatchResult, OrderPipeline
+    from order.audit import AuditContext
 
 S = OrderState
 RETURNABLE = frozenset({S.SHIPPED, S.DELIVERED, S.PARTIALLY_SHIPPED, S.RETURNED, S.REFUNDED})
@@ -47,7 +47,7 @@ EXCHANGEABLE = frozenset({S.SHIPPED, S.DELIVERED})
 
 
 def apply_request(
-    steps: OrderPipeline,
+    steps: Decisions,
     plan: Plan,
     request: AfterSalesRequest,
     ctx: AuditContext,
@@ -201,7 +201,7 @@ def replacement_units(units: dict[str, list[CommandLine]], exchange_sku: str) ->
 
 
 def exchange_reserved(
-    steps: OrderPipeline,
+    steps: Decisions,
     plan: Plan,
     intent: ReserveIntent,
     reservation: Reservation,

@@ -15,7 +15,7 @@ from streams.messages import DlqReason, DlqRecord, make_id
 from streams.models import Order
 
 SHOP_HEADER = "oms-shop"
-# Headers of a DLQ replay (ops/views.py replay_records): the DLQ id it replays, and the
+# Headers of a DLQ replay (web/views.py replay_records): the DLQ id it replays, and the
 # position of the input the DLQ record was made from.
 REPLAY_OF_HEADER = "oms-replay-of"
 REPLAY_INPUT_HEADER = "oms-replay-input"

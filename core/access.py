@@ -1,5 +1,5 @@
 """Who may do what: roles, permissions, data scope per shop, and the token format. Pure: no
-Redis, no HTTP (``state/tokens.py`` stores tokens, ``agents/api.py`` and ``ops/dashboard.py``
+Redis, no HTTP (``state/tokens.py`` stores tokens, ``web/api.py`` and ``ops/dashboard.py``
 ask ``authorize``).
 
 Roles are those of an OMS back office. The table ``ROLE_PERMISSIONS`` is the one place that

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from state.orders import OrderRecord
+from order.record import OrderRecord
 from streams.messages import ChannelUpdate, make_id
 from streams.models import Channel
 

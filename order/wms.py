@@ -11,19 +11,19 @@ effects (docs/decisions/0013-decide-then-do.md).
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agents.channel_updates import channel_update
-from agents.fulfil import build_command, command_id, next_attempt, return_commands, track
-from agents.plan import Plan, Step
-from state.orders import LIVE_OUTBOUND, AfterSalesEntry, CommandRef, CommandStatus, OrderRecord
-from state.reservations import EffectKind, StockEffect
+from order.channel_updates import channel_update
+from order.decisions import Decisions, Step
+from order.fulfil import build_command, command_id, next_attempt, return_commands, track
+from order.plan import BatchResult, Plan
+from order.record import LIVE_OUTBOUND, AfterSalesEntry, CommandRef, CommandStatus, OrderRecord
+from order.reservation import EffectKind, StockEffect
 from streams.messages import (
     AfterSalesKind,
     CommandKind,
@@ -33,9 +33,6 @@ from streams.messages import (
     WmsEvent,
     WmsEventKind,
 )
-
-if TYPE_CHECKING:
-    from agents.pipeline import BatchResult, OrderPipeline
 
 S = OrderState
 
@@ -64,7 +61,7 @@ IN_PLAY = LIVE_OUTBOUND | {CommandStatus.SHIPPED, CommandStatus.DELIVERED}
 
 
 def apply_event(
-    steps: OrderPipeline,
+    steps: Decisions,
     plan: Plan,
     event: WmsEvent,
     keyed: CommandRef | None,
@@ -182,7 +179,7 @@ def on_delivered(a: Answer) -> None:
     if record.state is S.SHIPPED and all(
         c.status is CommandStatus.DELIVERED for c in outbounds(record)
     ):
-        record.close_due = time.time() + a.steps.settings.close_after_s
+        record.close_due = a.steps.close_due()
         a.move(EventKind.DELIVERED, S.DELIVERED, reason=a.ref.command_id)
     else:
         a.note(EventKind.DELIVERED, reason=a.ref.command_id)
@@ -377,7 +374,7 @@ def returned_lines(record: OrderRecord) -> list[CommandLine]:
     ]
 
 
-def refund(steps: OrderPipeline, plan: Plan, amount: Decimal, now: datetime, *, cause: str) -> bool:
+def refund(steps: Decisions, plan: Plan, amount: Decimal, now: datetime, *, cause: str) -> bool:
     """Money back, never more than was paid; written back to the shop."""
     record = plan.record
     left = record.order.payment.paid_total - record.refunded
@@ -389,12 +386,12 @@ def refund(steps: OrderPipeline, plan: Plan, amount: Decimal, now: datetime, *, 
     ):
         return False
     record.refunded += amount
-    record.close_due = time.time() + steps.settings.close_after_s  # a new after-sales window
+    record.close_due = steps.close_due()  # a new after-sales window
     plan.messages.append(channel_update(record, "refunded", now, cause=cause, amount=amount))
     return True
 
 
-def resend_outbound(steps: OrderPipeline, plan: Plan, now: datetime) -> None:
+def resend_outbound(steps: Decisions, plan: Plan, now: datetime) -> None:
     """An operator cleared a WMS exception: the failed parcels go out again (same stock,
     next attempt, new command ids)."""
     record = plan.record

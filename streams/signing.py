@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ops.settings import Settings, secret_value
+from core.settings import Settings, secret_value
 from streams import topics
 from streams.messages import AfterSalesRequest, OperatorAction, OperatorActionKind, WmsEvent
 
@@ -124,7 +124,8 @@ def ensure_local_keys(path: Path) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "# control-topic signing keys of the local stack (ops/control.py); secret\n" + "".join(
+    head = "# control-topic signing keys of the local stack (streams/signing.py); secret\n"
+    text = head + "".join(
         f"{name}={secrets.token_urlsafe(32)}\n" for name in PRINCIPALS
     )
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")

@@ -22,9 +22,6 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 KAFKA_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 KAFKA_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
-# Secrets: never in a dump (so neither logged nor written into a child's settings variables;
-# ops/stack.py child_env hands each child the ones it needs) and masked in repr.
-_SECRET = {"exclude": True, "repr": False}
 # Optional settings a compose file may pass as an empty ${VAR:-}: empty means unset.
 _OPTIONAL_FIELDS = (
     "kafka_sasl_mechanism",
@@ -78,12 +75,14 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"
-    # Transport security (ops/security.py turns these into every client's arguments). The local
+    # Transport security (core/security.py turns these into every client's arguments). The local
     # broker is plaintext on loopback; production sets SASL_SSL (or SSL with client certs).
     kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None  # PLAIN when a SASL protocol leaves it unset
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = Field(default=None, **_SECRET)
+    # Secrets (exclude, repr=False): never in a dump, so neither logged nor written into a
+    # child's settings variables (ops/stack.py child_env hands each child the ones it needs).
+    kafka_sasl_password: SecretStr | None = Field(default=None, exclude=True, repr=False)
     kafka_ssl_cafile: Path | None = None  # CA bundle; unset: the system's trust store
     kafka_ssl_certfile: Path | None = None  # client certificate (mTLS), PEM
     kafka_ssl_keyfile: Path | None = None  # its private key, when not inside the certfile
@@ -104,7 +103,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:16379/0"
     redis_prefix: str = "oms"
     redis_username: str | None = None  # an ACL user; unset: the default user
-    redis_password: SecretStr | None = Field(default=None, **_SECRET)
+    redis_password: SecretStr | None = Field(default=None, exclude=True, repr=False)
     redis_ssl_cafile: Path | None = None  # rediss:// only; unset: the system's trust store
     redis_ssl_check_hostname: bool = True
 
@@ -113,7 +112,7 @@ class Settings(BaseSettings):
     clickhouse_port: int = 19000
     clickhouse_http_port: int = 18123
     clickhouse_user: str = "default"
-    clickhouse_password: SecretStr = Field(default=SecretStr(""), **_SECRET)
+    clickhouse_password: SecretStr = Field(default=SecretStr(""), exclude=True, repr=False)
     clickhouse_database: str = "oms"
     clickhouse_secure: bool = False  # TLS on the native protocol (port 9440 by convention)
     clickhouse_ca_file: Path | None = None  # with clickhouse_secure; unset: the system's store
@@ -121,7 +120,7 @@ class Settings(BaseSettings):
     # Key of the buyer pseudonym in ClickHouse (analytics/facts.py buyer_hash). The default is
     # in the repository, so anyone could hash every phone number and match: production sets
     # its own. Changing it breaks repeat-buyer analysis across the change.
-    analytics_salt: SecretStr | None = Field(default=None, **_SECRET)
+    analytics_salt: SecretStr | None = Field(default=None, exclude=True, repr=False)
 
     # Workers
     workers: int = 2
@@ -130,9 +129,9 @@ class Settings(BaseSettings):
     event_loop: str = Field(default="uvloop", pattern="^(uvloop|aio)$")  # agents/worker.py
     batch_size: int = 500
     batch_within_s: float = 0.05
-    # The fact sink (agents/sink.py) runs as a process of its own (`./oms sink`, which `./oms up`
-    # starts with the workers); true: every worker runs it as a task instead, for single-process
-    # deployments (docs/decisions/0009-fact-sink-process.md).
+    # The fact sink (analytics/sink_process.py) runs as a process of its own (`./oms sink`;
+    # `./oms up` starts it with the workers); true: every worker runs it as a task instead, for
+    # single-process deployments (docs/decisions/0009-fact-sink-process.md).
     sink_in_worker: bool = False
     sink_batch_size: int = 5000
     sink_flush_s: float = 0.5
@@ -159,10 +158,10 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
-    # Operability (ops/logs.py, agents/metrics.py, agents/health.py; README "Monitoring").
+    # Operability (core/logs.py, core/metrics.py, core/health.py; README "Monitoring").
     # text: the line people read; json: one object per line for a log shipper. Both masked.
     log_format: str = Field(default="text", pattern="^(text|json)$")
-    # The fact sink's /metrics and /health/* (agents/sink_process.py); unset: the worker web
+    # The fact sink's /metrics and /health/* (analytics/sink_process.py); unset: the worker web
     # port - 1, so every stack and namespace that moves its worker ports moves the sink's too.
     # Served on OMS_WORKER_WEB_HOST (loopback unless deployed behind a trusted network).
     sink_web_port: int | None = Field(default=None, ge=1, le=65535)
@@ -181,7 +180,7 @@ class Settings(BaseSettings):
         """Where the fact sink serves /metrics and /health/*."""
         return self.sink_web_port or self.worker_web_port - 1
 
-    # Access (ops/access.py, state/tokens.py). OMS_ADMIN_TOKEN, when set, is a one-time
+    # Access (core/access.py, state/tokens.py). OMS_ADMIN_TOKEN, when set, is a one-time
     # bootstrap: it may grant the first admin token of every shop and is refused once one
     # exists; unset: no bootstrap admin. Never in the repository; excluded from dumps so it is
     # neither logged nor written into a child's settings; ops/stack.py child_env gives it to
@@ -191,7 +190,7 @@ class Settings(BaseSettings):
     )
     token_hash_iterations: int = Field(default=20_000, ge=1_000, le=10_000_000)
 
-    # Control topics (ops/control.py; docs/decisions/0016-control-topic-signing.md): every
+    # Control topics (streams/signing.py; docs/decisions/0016-control-topic-signing.md): every
     # message on oms.operator, oms.aftersales and oms.wms.events is signed with its writer's
     # key and checked by the workers; unsigned or badly signed ones are dead-lettered.
     # "off" signs and checks nothing. Keys: OMS_CONTROL_KEYS ("name=key,...", a secret, so
@@ -199,7 +198,7 @@ class Settings(BaseSettings):
     # neither: <home>/control-keys, generated on first use (the local stack).
     control_signing: Literal["required", "off"] = "required"
     control_keys_file: Path | None = None
-    control_keys: SecretStr | None = Field(default=None, **_SECRET)
+    control_keys: SecretStr | None = Field(default=None, exclude=True, repr=False)
 
     @field_validator("bootstrap_admin_token")
     @classmethod

@@ -10,19 +10,26 @@ nothing to undo.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from state.orders import OrderRecord, Output, ReserveIntent
-from state.reservations import StockEffect
-from streams.messages import ChannelUpdate, EventKind, FulfilmentCommand, OrderEvent, OrderState
-
-if TYPE_CHECKING:
-    from datetime import datetime
-
-    from agents.pipeline import BatchResult, OrderPipeline
+from order.record import OrderRecord, Output, ReserveIntent
+from order.reservation import StockEffect
+from streams.messages import ChannelUpdate, FulfilmentCommand, OrderEvent
 
 Message = OrderEvent | FulfilmentCommand | ChannelUpdate
+
+
+@dataclass
+class BatchResult:
+    """What a batch of inputs comes to: the outputs to send, counters, and the redelivered
+    inputs whose kept outputs go again."""
+
+    outputs: list[Output] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    # (order id, input id) of redelivered inputs whose kept outputs are sent again
+    reemit: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -41,24 +48,3 @@ class Plan:
     actor: str = "system"
     refused: bool = False  # nothing applied: an illegal move or an inapplicable request
     illegal_moves: int = 0  # moves the state machine refused (counted per batch)
-
-
-@dataclass
-class Step:
-    """One input being applied to one order: the pipeline's shared steps bound to its plan,
-    so the WMS and after-sales handlers say ``move``/``note`` and not all of this each time."""
-
-    steps: OrderPipeline
-    plan: Plan
-    now: datetime
-    result: BatchResult
-
-    @property
-    def record(self) -> OrderRecord:
-        return self.plan.record
-
-    def move(self, kind: EventKind, to: OrderState, **kw: Any) -> bool:
-        return self.steps.move(self.plan, kind, self.now, to, **kw)
-
-    def note(self, kind: EventKind, **kw: Any) -> None:
-        self.steps.note(self.plan, kind, self.now, **kw)

@@ -15,8 +15,8 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
-from agents.fulfil import build_command, command_id, lines_by_warehouse, track
-from state.orders import OrderRecord
+from order.fulfil import build_command, command_id, lines_by_warehouse, track
+from order.record import OrderRecord
 from streams.messages import CommandKind, CommandLine, FulfilmentCommand, OrderState, make_id
 
 

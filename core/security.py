@@ -4,7 +4,7 @@ One function per system, used wherever a client is built (the Faust app, the aio
 kafka-python clients, redis-py, clickhouse-driver), so a deployment that turns on SASL_SSL,
 a Redis ACL user or ClickHouse TLS gets it everywhere at once, and no client is left talking
 plaintext because it built its own arguments. The settings have already refused incomplete
-combinations (ops/settings.py ``_transport_security``); these functions only translate.
+combinations (core/settings.py ``_transport_security``); these functions only translate.
 
 The returned dicts hold secrets in clear (the clients need them): never log them.
 """
@@ -15,7 +15,7 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from ops.settings import (
+from core.settings import (
     KAFKA_SASL_PROTOCOLS,
     KAFKA_TLS_PROTOCOLS,
     Settings,

@@ -19,14 +19,22 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from agents.normalise import REPLAY_INPUT_HEADER, REPLAY_OF_HEADER
-from ops.control import OPERATOR, signer_for
-from ops.kafka import Record, produce, read_topic
-from ops.settings import Settings
+from core.kafka import Record, produce, read_topic
+from core.privacy import (
+    mask_address_dict,
+    mask_order_dict,
+    mask_phone,
+    mask_text,
+    scrub_free_text,
+)
+from core.settings import Settings
+from order.audit import AuditRules
+from order.record import OrderRecord
+from order.reservation import to_allocations
 from state.keys import Keys
-from state.orders import OrderRecord, OrderStore
+from state.orders import OrderStore
 from state.redis import connect_async
-from state.reservations import StockEngine, to_allocations
+from state.reservations import StockEngine
 from state.stock import operation_id
 from streams import topics
 from streams.messages import (
@@ -38,7 +46,8 @@ from streams.messages import (
     OperatorActionKind,
     OrderEvent,
 )
-from streams.privacy import mask_address_dict, mask_order_dict, scrub_free_text
+from streams.normalise import REPLAY_INPUT_HEADER, REPLAY_OF_HEADER
+from streams.signing import OPERATOR, signer_for
 
 HELD_PAGE = 1000  # held orders read per round trip by list_held
 
@@ -401,7 +410,7 @@ async def submit_action(
     action_id: str = "",
 ) -> Applied:
     """Put an operator action on ``oms.operator`` for the one order ``ref`` names, signed as
-    ``signer`` (the CLI's ``operator``, the API's ``api``: ops/control.py), then wait (bounded)
+    ``signer`` (the CLI's ``operator``, the API's ``api``: streams/signing.py), then wait (bounded)
     until a worker has applied it; returns (before, after or None on timeout).
 
     ``action_id`` (checked like a stock op id, ``state.stock.operation_id``; new when empty)
@@ -519,3 +528,16 @@ async def send_and_wait(
         return Applied(before, None, [])
     finally:
         await client.aclose()
+
+
+# Audit rule settings that are lists of personal data: shown masked, and counted.
+_MASKERS = {"phones": mask_phone, "addresses": mask_text}
+
+
+def masked_rules(rules: AuditRules) -> dict[str, Any]:
+    """The rules as JSON-ready data, blacklist entries masked and sorted for a stable view."""
+    data = rules.model_dump(mode="json")
+    for name, mask in _MASKERS.items():
+        data["blacklist"][name] = sorted(mask(entry) for entry in data["blacklist"][name])
+    data["blacklist"]["buyer_ids"] = sorted(data["blacklist"]["buyer_ids"])
+    return data

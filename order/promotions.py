@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.route import ConfigMoney, parse_spec
+from order.route import ConfigMoney, parse_spec
 from streams.models import Channel, Order, OrderLine
 
 GIFT_LINE_PREFIX = "GIFT-"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from state.orders import CommandRef, CommandStatus, OrderRecord
+from order.record import CommandRef, CommandStatus, OrderRecord
 from streams.messages import Allocation, CommandKind, CommandLine, FulfilmentCommand, make_id
 
 
@@ -24,26 +24,34 @@ def command_id(
     return make_id("C", *parts, refers_to) if refers_to else make_id("C", *parts)
 
 
+@dataclass
+class _Share:
+    """Units of one sku a warehouse holds for the order, not yet put on a command line."""
+
+    warehouse: str
+    units: int
+
+
 def lines_by_warehouse(
     record: OrderRecord, allocations: Sequence[Allocation] | None = None
 ) -> dict[str, list[CommandLine]]:
     """Order lines (gifts included) shared out over the reservation's allocations; a sku split
     across warehouses splits its lines' quantities the same way."""
-    left = defaultdict(list)  # sku -> [(warehouse, units)] still to hand out
+    left: defaultdict[str, list[_Share]] = defaultdict(list)  # sku -> shares still to hand out
     for a in record.allocations if allocations is None else allocations:
-        left[a.sku].append([a.warehouse, a.quantity])
+        left[a.sku].append(_Share(a.warehouse, a.quantity))
     out: dict[str, list[CommandLine]] = defaultdict(list)
     for line in record.lines:
         need = line.quantity
         for part in left[line.sku]:
-            take = min(need, part[1])
+            take = min(need, part.units)
             if take:
-                out[part[0]].append(
+                out[part.warehouse].append(
                     CommandLine(
                         line_id=line.line_id, sku=line.sku, quantity=take, is_gift=line.is_gift
                     )
                 )
-                part[1] -= take
+                part.units -= take
                 need -= take
             if not need:
                 break

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from state.orders import MAX_REASON, HistoryEntry, OrderRecord
+from order.record import MAX_REASON, HistoryEntry, OrderRecord
 from streams.messages import Allocation, EventKind, OrderEvent, OrderState, make_id
 
 S = OrderState
@@ -22,6 +22,10 @@ _REROUTE = frozenset({S.ROUTED, S.HELD, S.RESERVED})  # after a short pick
 RELEASED_OR_LATER = frozenset(
     {S.RELEASED, S.ACCEPTED, S.PICKED, S.PARTIALLY_SHIPPED, S.SHIPPED, S.DELIVERED, S.CLOSED}
 )
+# A person has to decide (the held list of operators).
+NEEDS_A_PERSON = frozenset({S.HELD, S.EXCEPTION})
+# Goods with the buyer and money settled: closed when the after-sales window ends.
+CLOSABLE = frozenset({S.DELIVERED, S.RETURNED, S.REFUNDED})
 
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.RECEIVED: frozenset({S.AUDITED, S.HELD, S.REJECTED, S.CANCELLED}),

@@ -12,10 +12,10 @@ pydantic's validation errors inside a traceback) carries personal data as easily
 a filter on a logger misses records that merely propagate through it. It masks, in the message,
 the traceback and string extras:
 
-* tokens (``ops.access.mask_secrets``: ``oms_<id>_***``, bearer values, ``token=`` values);
+* tokens (``core.access.mask_secrets``: ``oms_<id>_***``, bearer values, ``token=`` values);
 * values of known personal-data keys written ``key=value``, ``key: value``, ``"key": "value"``
   (buyer and receiver names, phones, emails, streets and addresses, postcodes: the field names
-  of the canonical model and of the channel payloads) with ``streams.privacy``'s masks, which
+  of the canonical model and of the channel payloads) with ``core.privacy``'s masks, which
   keep the first character of a name and 3 + 4 digits of a mobile number, as operators see them;
 * mobile numbers anywhere (mainland 1[3-9]x{9}, optionally +86; ``+`` international numbers)
   and e-mail addresses anywhere.
@@ -24,7 +24,7 @@ Region-level fields (province, city, district) are kept: they are what analysis 
 
 Masking runs synchronously on every record, on the event loop, over text an outsider may have
 written (a 1 MB unknown field name quoted by a validation error): each text is clipped to
-``streams.privacy.MAX_MASKED_CHARS`` (head and tail kept) before any pattern sees it, and
+``core.privacy.MAX_MASKED_CHARS`` (head and tail kept) before any pattern sees it, and
 every pattern is linear, so one record costs a bounded pass whatever it quotes.
 """
 
@@ -40,8 +40,8 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from ops.access import mask_secrets
-from streams.privacy import (
+from core.access import mask_secrets
+from core.privacy import (
     EMAIL_PATTERN,
     MAX_MASKED_CHARS,
     clip_for_masking,

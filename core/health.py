@@ -5,7 +5,7 @@
                         that runs the agents).
     GET /health/ready   200 {"ready": true, "checks": {...}} when the process can do its job;
                         503 {"ready": false, "reason": "...", "checks": {...}} otherwise.
-    GET /metrics        Prometheus text format (agents/metrics.py); open unless
+    GET /metrics        Prometheus text format (core/metrics.py); open unless
                         OMS_METRICS_TOKEN is set, then ``Authorization: Bearer <it>``.
 
 A worker is ready when its Kafka consumer runs, it is a member of its group (partitions
@@ -32,8 +32,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ops.access import bearer_token, same_secret
-from ops.settings import Settings
+from core.access import bearer_token, same_secret
+from core.settings import Settings
 
 LIVE_PATH = "/health/live"
 READY_PATH = "/health/ready"

@@ -37,17 +37,14 @@ partition numbers only.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-
-from streams.messages import DlqReason, FulfilmentCommand, OrderEvent
 
 # Counter name -> (stage, outcome). Names made by count_outputs are ``event_<kind>`` and
 # ``command_<kind>``; prefixes below catch the families with open-ended suffixes.
@@ -106,8 +103,6 @@ OWN_FAMILY: Final = frozenset(
     }
 )
 DLQ_PREFIX: Final = "dlq_"
-KIND_PATTERN: Final = re.compile(rb'"kind":"([a-z_]{1,40})"')
-KIND_SCAN_CHARS: Final = 400  # the kind is among an event's or a command's first fields
 
 
 def stage_of(name: str) -> tuple[str, str] | None:
@@ -120,43 +115,6 @@ def stage_of(name: str) -> tuple[str, str] | None:
     if name.startswith("event_"):
         return "lifecycle", name[len("event_") :]
     return None
-
-
-def message_kind(value: str | bytes) -> str:
-    """The ``kind`` of an order event or fulfilment command as serialised by pydantic (no
-    spaces, fields in declaration order), found without parsing the whole message."""
-    head = value[:KIND_SCAN_CHARS]
-    raw = head.encode() if isinstance(head, str) else head
-    found = KIND_PATTERN.search(raw)
-    return found.group(1).decode() if found else "unknown"
-
-
-def count_kinds(messages: Iterable[Any], counts: Any) -> None:
-    """Tally a batch's new order events (``event_<kind>``) and fulfilment commands
-    (``command_<kind>``) into ``counts`` (the batch's Counter, which the agents add to the
-    heartbeat): the audit, reserve, route and fulfil stages are visible only in what they emit.
-    The pipeline calls it where it has the messages, so nothing is parsed back."""
-    for message in messages:
-        if isinstance(message, OrderEvent):
-            counts[f"event_{message.kind.value}"] += 1
-        elif isinstance(message, FulfilmentCommand):
-            counts[f"command_{message.kind.value}"] += 1
-
-
-def count_outputs(
-    outputs: Iterable[tuple[str, Any, Any]],
-    counts: Any,
-    *,
-    events_topic: str,
-    commands_topic: str,
-) -> None:
-    """:func:`count_kinds` for outputs already serialised: what a redelivered input re-emits
-    from the outbox (the only place the kind is read back from JSON)."""
-    for topic, _key, value in outputs:
-        if topic == events_topic:
-            counts[f"event_{message_kind(value)}"] += 1
-        elif topic == commands_topic:
-            counts[f"command_{message_kind(value)}"] += 1
 
 
 @dataclass(frozen=True)
@@ -179,6 +137,7 @@ class Snapshot:
     held: int | None = None  # None: not read (Redis down, or not this process's business)
     backlog: int | None = None  # the sink's uncommitted facts, None when not measured
     extra_gauges: Mapping[str, float] = field(default_factory=dict)
+    dlq_reasons: Sequence[str] = ()  # every DLQ reason, so each has a series (0 included)
 
 
 def lag_of(highwater: int | None, committed: int | None, read: int | None) -> int | None:
@@ -209,12 +168,11 @@ def stage_family(counters: Mapping[str, int]) -> CounterMetricFamily:
     return family
 
 
-def dlq_family(counters: Mapping[str, int]) -> CounterMetricFamily:
+def dlq_family(counters: Mapping[str, int], known: Iterable[str] = ()) -> CounterMetricFamily:
     family = CounterMetricFamily(
         "oms_dlq", "Inputs sent to the dead-letter topic, by reason.", labels=["reason"]
     )
-    known = {reason.value for reason in DlqReason}
-    reasons = known | {n[len(DLQ_PREFIX) :] for n in counters if n.startswith(DLQ_PREFIX)}
+    reasons = set(known) | {n[len(DLQ_PREFIX) :] for n in counters if n.startswith(DLQ_PREFIX)}
     for reason in sorted(reasons):
         family.add_metric([reason], counters.get(f"{DLQ_PREFIX}{reason}", 0))
     return family
@@ -324,7 +282,7 @@ class SnapshotCollector(Collector):
         for name, value in sorted(s.extra_gauges.items()):
             yield gauge(name, name.replace("_", " "), value)
         if s.component == "worker":
-            yield dlq_family(c)
+            yield dlq_family(c, s.dlq_reasons)
             yield reservation_family(c)
             yield from intake_families(c)
             if s.held is not None:

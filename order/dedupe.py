@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from state.orders import OrderRecord
+from order.record import OrderRecord
 from streams.models import Order
 
 
