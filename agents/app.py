@@ -70,7 +70,7 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredent
 def raw_topic(app: faust.App, settings: Settings) -> faust.TopicT:
     """All channels' raw topics, consumed by one agent: their bytes are channel-specific."""
     return app.topic(
-        *(spec.name(settings) for spec in topics.RAW_TOPICS),
+        *(spec.name(settings.topic_prefix) for spec in topics.RAW_TOPICS),
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",

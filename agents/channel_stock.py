@@ -155,7 +155,7 @@ def register_channel_stock(app: faust.App, settings: Settings, counters: Counter
     publisher = ChannelStockPublisher(
         connect_async(settings), Keys(settings.redis_prefix), config, sorted(routing.warehouses)
     )
-    topic_name = topics.CHANNEL_STOCK.name(settings)
+    topic_name = topics.CHANNEL_STOCK.name(settings.topic_prefix)
 
     async def send(outputs: list[tuple[str, str]]) -> None:
         await send_all(app, [(topic_name, key, value) for key, value in outputs])

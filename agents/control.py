@@ -87,7 +87,7 @@ async def screen(
             dead.append((raw, to_dlq(raw, REASON, exc.detail)))
     if dead:
         stamped = await pipeline.as_first_seen([record for _, record in dead])
-        dlq_topic = topics.DLQ.name(settings)
+        dlq_topic = topics.DLQ.name(settings.topic_prefix)
         out.outputs = [
             (dlq_topic, raw.key or raw.input_id, record.model_dump_json())
             for (raw, _), record in zip(dead, stamped, strict=True)

@@ -66,7 +66,7 @@ def batch_runner(
     """One agent's runner: sends through the app's producer, dead-letters a poison input to the
     DLQ with its source topic, partition and offset (so `./oms dlq replay` can send it back),
     stamped with its first emission time like every DLQ record (a redelivery collapses)."""
-    dlq_topic = topics.DLQ.name(settings)
+    dlq_topic = topics.DLQ.name(settings.topic_prefix)
 
     async def dead_letter(event: EventT, exc: BaseException) -> Output:
         raw = to_raw(event, settings.topic_prefix)

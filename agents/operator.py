@@ -26,7 +26,7 @@ def register_operator(
     make_pipeline: Callable[[], Awaitable[OrderPipeline]],
     counters: Counter[str],
 ) -> None:
-    operator_topic = topics.OPERATOR.name(settings)
+    operator_topic = topics.OPERATOR.name(settings.topic_prefix)
     keys = keyring(settings)  # at start-up: a missing or bad key stops the worker, named
     source = app.topic(
         operator_topic,

@@ -124,10 +124,10 @@ class OrderPipeline:
             close_after_s=settings.close_after_s,
             clock=time.time,
         )
-        self.events_topic = topics.ORDER_EVENTS.name(settings)
-        self.commands_topic = topics.FULFILMENT_COMMANDS.name(settings)
-        self.updates_topic = topics.CHANNEL_UPDATES.name(settings)
-        self.dlq_topic = topics.DLQ.name(settings)
+        self.events_topic = topics.ORDER_EVENTS.name(settings.topic_prefix)
+        self.commands_topic = topics.FULFILMENT_COMMANDS.name(settings.topic_prefix)
+        self.updates_topic = topics.CHANNEL_UPDATES.name(settings.topic_prefix)
+        self.dlq_topic = topics.DLQ.name(settings.topic_prefix)
         self._skus: frozenset[str] = frozenset()
         self._skus_at = 0.0
 

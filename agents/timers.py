@@ -194,7 +194,7 @@ def _register_timer(
     scan: Scan,
 ) -> None:
     lock = AsyncDistributedLock(client, keys, f"{name}-timer", ttl_ms=int(every * 4000))
-    operator_topic = topics.OPERATOR.name(settings)
+    operator_topic = topics.OPERATOR.name(settings.topic_prefix)
     signer = signer_for(settings, WORKER)  # the workers sign what their timers send
 
     async def tick() -> None:

@@ -61,7 +61,7 @@ def _register(
     counters: Counter[str],
     apply: Callable[[OrderPipeline, Sequence[Any]], Awaitable[BatchResult]],
 ) -> None:
-    topic_name = spec.name(settings)
+    topic_name = spec.name(settings.topic_prefix)
     keys = keyring(settings)  # at start-up: a missing or bad key stops the worker, named
     source = app.topic(
         topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

@@ -173,7 +173,9 @@ def build_worker_app(settings: Settings, name: str, serve_http: ServeHttp) -> fa
     async def declare_topics() -> None:
         """Output topics exist before the first batch is sent (the agents' inputs Faust does)."""
         for spec in topics.ALL_TOPICS:
-            await app.topic(spec.name(settings), partitions=settings.partitions).maybe_declare()
+            await app.topic(
+                spec.name(settings.topic_prefix), partitions=settings.partitions
+            ).maybe_declare()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
@@ -211,4 +213,3 @@ def run_worker(
     )
     worker.spinner = None  # Faust drops it only when it sets up logging; it writes to stdout
     worker.execute_from_commandline()
-

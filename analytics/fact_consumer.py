@@ -45,7 +45,11 @@ FACT_TOPICS: tuple[topics.TopicSpec, ...] = (
 
 def fact_models(settings: Settings) -> dict[str, type[BaseModel]]:
     """Topic name -> the model its values parse into."""
-    return {spec.name(settings): spec.model for spec in FACT_TOPICS if spec.model is not None}
+    return {
+        spec.name(settings.topic_prefix): spec.model
+        for spec in FACT_TOPICS
+        if spec.model is not None
+    }
 
 
 def parse_fact(topic: str, value: bytes, models: dict[str, type[BaseModel]]) -> Fact | None:
@@ -157,5 +161,7 @@ class Screen:
 
 
 def control_screen(settings: Settings) -> Screen:
-    control = frozenset(spec.name(settings) for spec in (topics.WMS_EVENTS, topics.AFTERSALES))
+    control = frozenset(
+        spec.name(settings.topic_prefix) for spec in (topics.WMS_EVENTS, topics.AFTERSALES)
+    )
     return Screen(keyring(settings), control)

@@ -151,7 +151,7 @@ class FactLag:
     def __init__(self, settings: Settings, counters: Counter[str]) -> None:
         self.settings, self.counters = settings, counters
         self.group = f"{settings.app_id}-facts"
-        self.topics = [spec.name(settings) for spec in FACT_TOPICS]
+        self.topics = [spec.name(settings.topic_prefix) for spec in FACT_TOPICS]
         self.lags: list[PartitionLag] = []
         self.measured = False
 
@@ -295,7 +295,7 @@ async def run_until_signalled(settings: Settings) -> Counter[str]:
 def ensure_fact_topics(settings: Settings) -> None:
     """The fact topics exist before the consumer subscribes (the local broker forgets topics
     on a restart, and the sink may start before any worker has declared them)."""
-    specs = [(spec.name(settings), settings.partitions) for spec in FACT_TOPICS]
+    specs = [(spec.name(settings.topic_prefix), settings.partitions) for spec in FACT_TOPICS]
     try:
         ensure_topics(settings, specs)
     except Exception as exc:  # broker down or refusing: one line, not a traceback

@@ -693,7 +693,7 @@ def prepare_namespace(settings: Settings) -> None:
     from analytics.schema import ensure_schema
     from streams.topics import topic_partitions
 
-    ensure_topics(settings, topic_partitions(settings))
+    ensure_topics(settings, topic_partitions(settings.topic_prefix, settings.partitions))
     ensure_schema(settings)
 
 
@@ -814,7 +814,9 @@ def build_phase(
     ):
         if shape is not None:
             m = shape(m)
-        records.append((topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers))
+        records.append(
+            (topics.raw_topic(m.channel).name(settings.topic_prefix), m.key, m.value, m.headers)
+        )
         keys.append(order_key(m) if m.kind == "order" else None)
         counts[m.kind] += 1
     return Phase(name, records, keys, counts["duplicate"], counts["malformed"])
@@ -854,7 +856,7 @@ class CommandReader:
     200k-order flood's commands at the end took longer than any fixed wait on a busy machine)."""
 
     def __init__(self, settings: Settings, topic: str | None = None) -> None:
-        self.topic = topic or topics.FULFILMENT_COMMANDS.name(settings)
+        self.topic = topic or topics.FULFILMENT_COMMANDS.name(settings.topic_prefix)
         self.consumer = AIOKafkaConsumer(
             **consumer_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
         )

@@ -315,7 +315,7 @@ class OrderEventReader(bench.CommandReader):
     flood is through in less)."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, topics.ORDER_EVENTS.name(settings))
+        super().__init__(settings, topics.ORDER_EVENTS.name(settings.topic_prefix))
         self.order_ids: set[str] = set()
 
     def _add(self, value: bytes, ts_ms: int) -> None:
@@ -335,7 +335,7 @@ class ChaosObserver(Observer):
     def __init__(self, settings: Settings, workers: int, reader: bench.CommandReader) -> None:
         super().__init__(settings, workers, reader)
         self._admin: Any = None
-        raw = [spec.name(settings) for spec in topics.RAW_TOPICS]
+        raw = [spec.name(settings.topic_prefix) for spec in topics.RAW_TOPICS]
         from aiokafka import TopicPartition
 
         self.raw_partitions = [

@@ -380,7 +380,7 @@ class LagProbe:
     def topics(self) -> list[str]:
         from streams import topics
 
-        return [spec.name(self._settings) for spec in topics.RAW_TOPICS]
+        return [spec.name(self._settings.topic_prefix) for spec in topics.RAW_TOPICS]
 
     async def _clients(self) -> tuple[Any, Any]:
         from aiokafka import AIOKafkaConsumer

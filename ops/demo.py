@@ -362,7 +362,7 @@ def merge_scenario(settings: Settings, run_id: str) -> list[Record]:
     to the same address: their orders ship as one parcel."""
     template = json.loads(OWN_SAMPLE.read_text(encoding="utf-8"))
     now = datetime.now(UTC)
-    topic = topics.raw_topic("own").name(settings)
+    topic = topics.raw_topic("own").name(settings.topic_prefix)
     records: list[Record] = []
     for buyer in range(MERGE_BUYERS):
         for n in range(3 if buyer % 4 == 0 else 2):
@@ -387,7 +387,7 @@ def merge_scenario(settings: Settings, run_id: str) -> list[Record]:
 
 def flood(settings: Settings, plan: BurstPlan) -> float:
     records: list[Record] = [
-        (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
+        (topics.raw_topic(m.channel).name(settings.topic_prefix), m.key, m.value, m.headers)
         for m in plan.messages
     ]
     with _progress() as progress:

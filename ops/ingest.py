@@ -77,6 +77,6 @@ async def ingest_file(
     payloads, bad = split_payloads(content)
     if not payloads:
         raise IngestError(f"{path} holds no payloads")
-    topic = topics.raw_topic(channel).name(settings)
+    topic = topics.raw_topic(channel).name(settings.topic_prefix)
     sent = await produce(settings, to_records(topic, channel, payloads, shop))
     return IngestResult(topic, sent, bad)

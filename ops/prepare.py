@@ -17,7 +17,7 @@ from streams.topics import topic_partitions
 
 def prepare_infra(settings: Settings, progress: Callable[[str], None] | None = None) -> None:
     stack.up(settings, with_workers=False, progress=progress)
-    ensure_topics(settings, topic_partitions(settings))
+    ensure_topics(settings, topic_partitions(settings.topic_prefix, settings.partitions))
     ensure_database(settings)
     applied = migrate(ch_connect(settings), settings.clickhouse_database)
     if progress and applied:

@@ -396,7 +396,10 @@ def consumer_group(settings: Settings) -> str:
 
 def ensure_sim_topics(settings: Settings) -> None:
     """Both topics exist before the consumer subscribes (the local broker forgets topics)."""
-    names = (FULFILMENT_COMMANDS.name(settings), WMS_EVENTS.name(settings))
+    names = (
+        FULFILMENT_COMMANDS.name(settings.topic_prefix),
+        WMS_EVENTS.name(settings.topic_prefix),
+    )
     ensure_topics(settings, [(name, settings.partitions) for name in names])
 
 
@@ -498,10 +501,10 @@ async def run_simulator(
     """
     stop = stop or asyncio.Event()
     sim = WmsSimulator(config)
-    events_topic = WMS_EVENTS.name(settings)
+    events_topic = WMS_EVENTS.name(settings.topic_prefix)
     signer = signer_for(settings, WMS)  # before connecting: a missing key is named at once
     consumer = AIOKafkaConsumer(
-        FULFILMENT_COMMANDS.name(settings),
+        FULFILMENT_COMMANDS.name(settings.topic_prefix),
         **consumer_kwargs(settings),
         group_id=consumer_group(settings),
         enable_auto_commit=False,

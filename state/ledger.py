@@ -170,5 +170,3 @@ def stream_totals(entries: Iterable[Entry]) -> dict[str, Totals]:
         for figure in FIGURES:
             totals[figure] += int(entry.get(figure, 0))
     return out
-
-

@@ -125,9 +125,7 @@ def ensure_local_keys(path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     head = "# control-topic signing keys of the local stack (streams/signing.py); secret\n"
-    text = head + "".join(
-        f"{name}={secrets.token_urlsafe(32)}\n" for name in PRINCIPALS
-    )
+    text = head + "".join(f"{name}={secrets.token_urlsafe(32)}\n" for name in PRINCIPALS)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from core.settings import Settings
 from streams.messages import (
     AfterSalesRequest,
     ChannelStock,
@@ -40,8 +39,9 @@ class TopicSpec:
     model: type[BaseModel] | None  # None: raw channel bytes, shape defined by the channel
     doc: str
 
-    def name(self, settings: Settings) -> str:
-        return f"{settings.topic_prefix}.{self.suffix}"
+    def name(self, prefix: str) -> str:
+        """The topic's name under ``prefix`` (OMS_TOPIC_PREFIX, ``oms`` by default)."""
+        return f"{prefix}.{self.suffix}"
 
 
 RAW_KEY = "channel order id"
@@ -79,6 +79,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
-def topic_partitions(settings: Settings) -> list[tuple[str, int]]:
+def topic_partitions(prefix: str, partitions: int) -> list[tuple[str, int]]:
     """(name, partitions) for every topic, for the launcher to create before workers start."""
-    return [(spec.name(settings), settings.partitions) for spec in ALL_TOPICS]
+    return [(spec.name(prefix), partitions) for spec in ALL_TOPICS]

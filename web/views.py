@@ -214,7 +214,7 @@ def render_lines(title: str, lines: list[dict[str, Any]]) -> list[str]:
 async def list_dlq(settings: Settings) -> tuple[list[DlqRecord], dict[str, int]]:
     records = [
         DlqRecord.model_validate_json(r.value)
-        for r in await read_topic(settings, topics.DLQ.name(settings))
+        for r in await read_topic(settings, topics.DLQ.name(settings.topic_prefix))
     ]
     # A redelivered input is DLQ'd again with the same id: show it once.
     unique = list({r.dlq_id: r for r in sorted(records, key=lambda r: r.received_at)}.values())
@@ -267,7 +267,7 @@ async def replay_dlq(
     try:
         key = Keys(settings.redis_prefix).dlq_replayed
         done = set() if again else set(await client.smembers(key))
-        raw_topics = {spec.name(settings) for spec in topics.RAW_TOPICS}
+        raw_topics = {spec.name(settings.topic_prefix) for spec in topics.RAW_TOPICS}
         todo, result = select_replay(
             records, done, reason=reason, channel=channel, raw_topics=raw_topics
         )
@@ -426,7 +426,13 @@ async def submit_action(
     )
     input_id = f"action:{action.action_id}"
     return await applied_before(settings, before, input_id) or await send_and_wait(
-        settings, topics.OPERATOR.name(settings), before, action, input_id, wait_s, signer
+        settings,
+        topics.OPERATOR.name(settings.topic_prefix),
+        before,
+        action,
+        input_id,
+        wait_s,
+        signer,
     )
 
 
@@ -464,13 +470,17 @@ async def submit_aftersales(
         )
     input_id = f"aftersales:{request.request_id}"
     return await applied_before(settings, before, input_id) or await send_and_wait(
-        settings, topics.AFTERSALES.name(settings), before, request, input_id, wait_s, signer
+        settings,
+        topics.AFTERSALES.name(settings.topic_prefix),
+        before,
+        request,
+        input_id,
+        wait_s,
+        signer,
     )
 
 
-async def applied_before(
-    settings: Settings, before: OrderRecord, input_id: str
-) -> Applied | None:
+async def applied_before(settings: Settings, before: OrderRecord, input_id: str) -> Applied | None:
     """A retry of an input the order applied already (same id): not sent again (the worker
     would only re-emit its outputs), reported as ``repeated`` with the events it caused."""
     if not before.has_applied(input_id):

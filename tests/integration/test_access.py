@@ -429,8 +429,8 @@ def test_control_messages_not_signed_by_a_writer_are_dead_lettered(
         .model_dump_json()
         .encode()
     )
-    operator_topic = topics.OPERATOR.name(stack)
-    wms_topic = topics.WMS_EVENTS.name(stack)
+    operator_topic = topics.OPERATOR.name(stack.topic_prefix)
+    wms_topic = topics.WMS_EVENTS.name(stack.topic_prefix)
     key = order_id.encode()
     operator = signer_for(stack, OPERATOR)
     forged_key = [("oms-signature", b"v1:operator:" + b"0" * 64)]
@@ -442,7 +442,7 @@ def test_control_messages_not_signed_by_a_writer_are_dead_lettered(
     asyncio.run(produce(stack, records))
 
     def refused() -> list[DlqRecord]:
-        dlq = asyncio.run(read_topic(stack, topics.DLQ.name(stack)))
+        dlq = asyncio.run(read_topic(stack, topics.DLQ.name(stack.topic_prefix)))
         found = [DlqRecord.model_validate_json(r.value) for r in dlq]
         return [r for r in found if r.key == order_id and r.reason == "unauthorized_control"]
 

@@ -262,7 +262,7 @@ async def produce(settings: Settings, cases: Sequence[Case]) -> list[tuple[str, 
         sent = []
         for case in cases:
             headers = [(SHOP_HEADER, case.shop.encode())] if case.shop else []
-            topic = raw_topic(case.channel).name(settings)
+            topic = raw_topic(case.channel).name(settings.topic_prefix)
             ack = await (
                 await producer.send(topic, case.data, key=case.name.encode(), headers=headers)
             )

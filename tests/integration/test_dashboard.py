@@ -179,7 +179,7 @@ def flooded(running_stack: Settings) -> Iterator[tuple[Settings, int]]:
         run_oms(settings, "ingest", "--channel", channel, str(SAMPLES / f"{channel}.json"))
     plan = generate_burst(BURST_ORDERS, run_id=f"dash{uuid.uuid4().hex[:6]}")
     records = [
-        (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
+        (topics.raw_topic(m.channel).name(settings.topic_prefix), m.key, m.value, m.headers)
         for m in plan.messages
     ]
     asyncio.run(produce(settings, records))

@@ -164,7 +164,7 @@ def test_dlq_replay_sends_each_record_back_once(loaded: Settings) -> None:
         return json.loads(oms(loaded, "dlq", "list", "--json", "--limit", "0").stdout)
 
     def on_topic() -> int:
-        records = asyncio.run(read_topic(loaded, topics.DLQ.name(loaded)))
+        records = asyncio.run(read_topic(loaded, topics.DLQ.name(loaded.topic_prefix)))
         return sum(b'"malformed_json"' in r.value for r in records)
 
     assert wait_for(lambda: dlq()["by_reason"].get("malformed_json", 0) >= 1)

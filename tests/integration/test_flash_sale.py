@@ -127,12 +127,16 @@ def test_flash_sale_reserves_exactly_the_stock(three_workers: Settings) -> None:
     sent_own: list[tuple[bytes | None, bytes]] = []  # own-channel orders already sent
     cancels = 0
     for n, m in enumerate(plan.messages):
-        records.append((topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers))
+        records.append(
+            (topics.raw_topic(m.channel).name(settings.topic_prefix), m.key, m.value, m.headers)
+        )
         if m.channel == "own" and m.kind == "order":
             sent_own.append((m.key, m.value))
         if n % CANCEL_EVERY == 0 and n < len(plan.messages) * 0.8 and sent_own:
             key, value = sent_own.pop(0)
-            records.append((topics.raw_topic("own").name(settings), key, cancellation(value), []))
+            records.append(
+                (topics.raw_topic("own").name(settings.topic_prefix), key, cancellation(value), [])
+            )
             cancels += 1
     assert len({m.channel for m in plan.messages}) >= 4 and plan.duplicates > 0 and cancels > 0
 

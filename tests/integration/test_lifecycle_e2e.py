@@ -74,7 +74,7 @@ def test_wms_ships_and_delivers_and_the_shop_gets_the_tracking_number(wms: Setti
     assert kinds.index("shipped") < kinds.index("delivered")
     [outbound] = [c for c in view["commands"] if c["kind"] == "outbound"]
     assert outbound["status"] == "delivered" and outbound["tracking_number"]
-    updates = asyncio.run(read_topic(wms, topics.CHANNEL_UPDATES.name(wms)))
+    updates = asyncio.run(read_topic(wms, topics.CHANNEL_UPDATES.name(wms.topic_prefix)))
     mine = [u for r in updates if (u := json.loads(r.value))["order_id"] == view["order_id"]]
     assert [u["status"] for u in mine] == ["shipped"]
     assert mine[0]["tracking_number"] == outbound["tracking_number"]

@@ -190,7 +190,7 @@ def test_metrics_health_and_logs_of_live_workers(ops_namespace: Settings) -> Non
     plan = burst(settings)
     assert plan.malformed > 0 and plan.duplicates > 0
     records = [
-        (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
+        (topics.raw_topic(m.channel).name(settings.topic_prefix), m.key, m.value, m.headers)
         for m in plan.messages
     ]
     sent = asyncio.run(produce(settings, records))

@@ -214,7 +214,7 @@ def records(settings: Settings, people: dict[str, Person], run: int) -> list[Rec
     mid-JSON, and a copy without its line list: one order and three DLQ records each."""
     out: list[Record] = []
     for channel, person in people.items():
-        topic = raw_topic(channel).name(settings)
+        topic = raw_topic(channel).name(settings.topic_prefix)
         shop = SHOP_HEADERS.get(channel)
         headers = [(SHOP_HEADER, shop.encode())] if shop else []
         good = order_payload(channel, person, external_id(channel, run, 1))

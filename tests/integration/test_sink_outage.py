@@ -188,7 +188,7 @@ def test_facts_survive_clickhouse_outage_mid_flood(loaded: Settings) -> None:
     run = uuid.uuid4().hex[:8]
     plan = generate_burst(ORDERS, run_id=f"outage-{run}", seed=int(run, 16) % 10_000)
     records: list[Record] = [
-        (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
+        (topics.raw_topic(m.channel).name(settings.topic_prefix), m.key, m.value, m.headers)
         for m in plan.messages
     ]
     split = int(len(records) * FIRST_PART)

@@ -47,7 +47,7 @@ def burst_records(settings: Settings, orders: int) -> list[Record]:
     run = uuid.uuid4().hex[:8]
     plan = generate_burst(orders, run_id=f"sinkproc-{run}", seed=int(run, 16) % 10_000)
     return [
-        (topics.raw_topic(m.channel).name(settings), m.key, m.value, m.headers)
+        (topics.raw_topic(m.channel).name(settings.topic_prefix), m.key, m.value, m.headers)
         for m in plan.messages
     ]
 

@@ -75,7 +75,7 @@ def command(
 
 
 async def send(settings: Settings, *commands: FulfilmentCommand) -> None:
-    topic = FULFILMENT_COMMANDS.name(settings)
+    topic = FULFILMENT_COMMANDS.name(settings.topic_prefix)
     records: list[Record] = [
         (topic, c.order_id.encode(), c.model_dump_json().encode(), []) for c in commands
     ]
@@ -88,7 +88,7 @@ async def events_until(
     """Every event on the events topic once ``done`` holds for them; fails after the bound."""
     deadline = time.monotonic() + timeout_s
     while True:
-        records = await read_topic(settings, WMS_EVENTS.name(settings))
+        records = await read_topic(settings, WMS_EVENTS.name(settings.topic_prefix))
         events = [WmsEvent.model_validate_json(r.value) for r in records]
         if done(events):
             return events
@@ -145,7 +145,7 @@ async def test_simulator_answers_commands_on_the_broker(sim_settings: Settings) 
     assert shipped.carrier == "ZTO" and len(shipped.tracking_number) == 15  # WH-GZ's default
     failed = next(e for e in events if e.command_id == "X1")
     assert failed.tracking_number == shipped.tracking_number
-    records = await read_topic(settings, WMS_EVENTS.name(settings))
+    records = await read_topic(settings, WMS_EVENTS.name(settings.topic_prefix))
     assert {r.key for r in records if b'"C1"' in r.value} == {b"O-C1"}
     assert len({e.event_id for e in events}) == len(events)
     assert counters["duplicates"] == 1 and counters["commands"] == 5

@@ -31,7 +31,7 @@ from streams import topics
 from streams.messages import DlqReason, DlqRecord
 
 SETTINGS = Settings(sink_flush_s=0.01, redis_prefix="unit")
-DLQ_TOPIC = topics.DLQ.name(SETTINGS)
+DLQ_TOPIC = topics.DLQ.name(SETTINGS.topic_prefix)
 
 
 @dataclass
