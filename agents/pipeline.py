@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +43,7 @@ from order.audit import (
     Velocity,
     load_audit_rules,
 )
-from order.decisions import Decisions, ShopRules
+from order.decisions import Decisions
 from order.dedupe import Intake, classify
 from order.lifecycle import AT_WMS, BEFORE_WMS, CLOSABLE, TERMINAL, record_event
 from order.merge import merged_command, waiting_members
@@ -59,6 +58,7 @@ from order.record import (
 )
 from order.reservation import Reservation, ReserveStatus
 from order.route import RoutingTable
+from order.shops import load_shop_rules
 from state.keys import Keys
 from state.orders import LoadedRecord, OrderStore, Save
 from state.reservations import StockEngine
@@ -769,22 +769,6 @@ def scalper_window(rules: AuditRules) -> float:
 def load_gift_rules(config_dir: Path) -> Promotions | None:
     path = config_dir / "promotions.toml"
     return load_promotions(path) if path.exists() else None
-
-
-def load_shop_rules(path: Path) -> dict[str, ShopRules]:
-    """``[shops."CHANNEL/SHOP"]`` entries of config/shops.toml."""
-    if not path.exists():
-        return {}
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    out = {}
-    for shop, entry in data.get("shops", {}).items():
-        policy = entry.get("shortage_policy")
-        window = entry.get("merge_window_s")
-        out[shop] = ShopRules(
-            ShortagePolicy(policy) if policy else None,
-            float(window) if window is not None else None,
-        )
-    return out
 
 
 def first_per_order(

@@ -649,12 +649,13 @@ def namespace_of(settings: Settings) -> dict[str, str]:
 
 def merge_window_check(settings: Settings) -> Callable[[str, str], bool]:
     """(channel, shop) -> True when that shop's merge window holds orders back on purpose."""
-    from agents.pipeline import load_shop_rules
+    from order.shops import load_shop_rules
+    from streams.models import ShopKey
 
     rules = load_shop_rules(settings.config_dir / "shops.toml")
 
     def held_back(channel: str, shop: str) -> bool:
-        own = rules.get(f"{channel}/{shop}")
+        own = rules.get(ShopKey.of(channel, shop))
         window = own.merge_window_s if own and own.merge_window_s is not None else None
         return (settings.merge_window_s if window is None else window) > 0
 
@@ -662,7 +663,7 @@ def merge_window_check(settings: Settings) -> Callable[[str, str], bool]:
 
 
 def longest_merge_window(settings: Settings) -> float:
-    from agents.pipeline import load_shop_rules
+    from order.shops import load_shop_rules
 
     rules = load_shop_rules(settings.config_dir / "shops.toml").values()
     return max([settings.merge_window_s, *(r.merge_window_s or 0.0 for r in rules)])

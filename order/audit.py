@@ -38,7 +38,6 @@ shipped_at_channel       the channel already calls the order shipped            
 from __future__ import annotations
 
 import re
-import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,10 +53,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
+from core.config import ConfigError, load_config
 from streams.models import ChannelStatus, Order, PaymentStatus
 
 # --- verdicts -------------------------------------------------------------------------------
@@ -147,7 +146,7 @@ def _normalise_words(text: str) -> str:
 # --- configuration schema -------------------------------------------------------------------
 
 
-class AuditConfigError(ValueError):
+class AuditConfigError(ConfigError):
     """The audit rules file cannot be used; the message names the file and the field."""
 
 
@@ -326,42 +325,9 @@ def load_audit_rules(path: Path) -> AuditRules:
     Raises :class:`AuditConfigError` naming the file and each bad field, so a worker refuses to
     start on a broken file instead of auditing with half of it.
     """
-    if not path.exists():
-        return DEFAULT_RULES
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditConfigError(f"{path}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise AuditConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return AuditRules.model_validate(data)
-    except ValidationError as exc:
-        problems = "\n".join(f"  - {_describe_error(error)}" for error in exc.errors())
-        raise AuditConfigError(f"{path}: invalid audit rules:\n{problems}") from exc
-
-
-def _describe_error(error: Any) -> str:
-    """'section.field: what is wrong', with the accepted fields for an unknown one."""
-    loc = tuple(error["loc"])
-    where = ".".join(str(part) for part in loc if part != "[key]") or "(top level)"
-    if "[key]" in loc:
-        where += " (key)"
-    if error["type"] == "extra_forbidden":
-        known = ", ".join(_fields_at(loc[:-1]))
-        return f"{where}: unknown field (known here: {known})"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = AuditRules
-    for part in loc:
-        annotation = model.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            break
-        model = annotation
-    return list(model.model_fields)
+    return load_config(
+        path, AuditRules, what="audit rules", error=AuditConfigError, default=DEFAULT_RULES
+    )
 
 
 # --- context --------------------------------------------------------------------------------

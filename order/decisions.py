@@ -22,18 +22,11 @@ from order.promotions import Promotions, gift_lines
 from order.record import CommandStatus, OrderRecord, ReserveIntent
 from order.reservation import EffectKind, Reservation, ReserveStatus, StockEffect
 from order.route import RoutingTable
+from order.shops import ShopRules
 from streams.messages import EventKind, OrderState
-from streams.models import ChannelStatus, Order, OrderLine
+from streams.models import ChannelStatus, Order, OrderLine, ShopKey
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ShopRules:
-    """Per-shop settings from config/shops.toml."""
-
-    shortage_policy: ShortagePolicy | None = None
-    merge_window_s: float | None = None
 
 
 @dataclass
@@ -42,7 +35,7 @@ class Decisions:
 
     routing: RoutingTable
     clock: Callable[[], float]  # unix seconds (merge windows, after-sales windows)
-    shops: dict[str, ShopRules] = field(default_factory=dict)
+    shops: dict[ShopKey, ShopRules] = field(default_factory=dict)  # config/shops.toml
     promotions: Promotions | None = None
     shortage_policy: ShortagePolicy = ShortagePolicy.HOLD
     merge_window_s: float = 0.0

@@ -14,7 +14,6 @@ blocks an order.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -30,19 +29,18 @@ from pydantic import (
     model_validator,
 )
 
-from order.route import ConfigMoney, parse_spec
-from streams.models import Channel, Order, OrderLine
+from core.config import ConfigError, load_config
+from order.route import ConfigMoney
+from streams.models import ConfigShopKey, Order, OrderLine, ShopKey
 
 GIFT_LINE_PREFIX = "GIFT-"
-_CHANNELS = "|".join(c.value for c in Channel)
-_SHOP_KEY = re.compile(rf"^({_CHANNELS})/(\*|[^\s|/][^|\n\r]{{0,127}})$")
 
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Units = Annotated[int, Field(gt=0, le=10_000)]
 
 
-class PromotionConfigError(ValueError):
+class PromotionConfigError(ConfigError):
     """config/promotions.toml cannot be used; names the file and each bad field."""
 
 
@@ -53,20 +51,17 @@ class _Rule(BaseModel):
     title: Annotated[str, StringConstraints(max_length=200)] = ""
     gift_sku: Sku
     gift_quantity: Units = 1
-    shops: list[str] | None = None  # None: every shop
+    shops: list[ConfigShopKey] | None = None  # None: every shop
     starts: AwareDatetime | None = None  # inclusive
     ends: AwareDatetime | None = None  # exclusive
 
     @field_validator("shops")
     @classmethod
-    def _known_shops(cls, value: list[str] | None) -> list[str] | None:
+    def _known_shops(cls, value: list[ShopKey] | None) -> list[ShopKey] | None:
         if value is None:
             return value
         if not value:
             raise ValueError("is empty (leave it out for every shop)")
-        bad = [s for s in value if not _SHOP_KEY.match(s)]
-        if bad:
-            raise ValueError(f'{bad}: each must be "CHANNEL/SHOP" or "CHANNEL/*" ({_CHANNELS})')
         if len(set(value)) != len(value):
             raise ValueError("lists a shop more than once")
         return value
@@ -84,7 +79,8 @@ class _Rule(BaseModel):
             return False
         if self.shops is None:
             return True
-        return order.shop_key in self.shops or (f"{order.channel.value}/*" in self.shops)
+        shop = order.shop_key
+        return shop in self.shops or shop.pool in self.shops
 
 
 class BuyRule(_Rule):
@@ -136,7 +132,7 @@ class Promotions(BaseModel):
 
 
 def load_promotions(path: Path) -> Promotions:
-    return parse_spec(path, Promotions, PromotionConfigError)
+    return load_config(path, Promotions, what="promotions", error=PromotionConfigError)
 
 
 def paid_lines(lines: Iterable[OrderLine]) -> list[OrderLine]:

@@ -26,7 +26,7 @@ from streams.messages import (
     EventKind,
     OrderState,
 )
-from streams.models import Address, Money, Order, OrderLine
+from streams.models import Address, Money, Order, OrderLine, ShopKey
 
 Output = tuple[str, str, str]  # topic, key, value JSON: a message as sent
 
@@ -127,7 +127,7 @@ class ReserveIntent(BaseModel):
     quantities: dict[str, int]
     warehouses: list[str]
     policy: ShortagePolicy = ShortagePolicy.HOLD
-    shop: str = ""
+    shop: str = ""  # ShopKey "CHANNEL/SHOP" as stored ('' = none)
     fallback: dict[str, int] | None = None  # the order without its gifts, tried when short
     then: Then = Then.ROUTE
     request_id: str = ""  # EXCHANGE: the after-sales request
@@ -141,7 +141,7 @@ class ReserveIntent(BaseModel):
             self.quantities,
             tuple(self.warehouses),
             self.policy,
-            shop=self.shop,
+            shop=ShopKey.parse(self.shop) if self.shop else None,
             seq=base,
             seq_limit=(version + 1) * FENCE_STRIDE,
         )

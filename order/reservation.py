@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from order.allocation import ShortagePolicy, parse_parts
 from streams.messages import Allocation
+from streams.models import ShopKey
 
 MAX_ATTEMPTS = 4  # saga attempts per request: seq .. seq + 3
 MAX_ID = 200  # reservation, warehouse and receipt ids
@@ -32,7 +33,7 @@ class ReserveRequest:
     quantities: dict[str, int]  # sku -> units, lines of one sku summed
     warehouses: Sequence[str]  # candidates in routing priority
     policy: ShortagePolicy = ShortagePolicy.HOLD
-    shop: str = ""  # "CHANNEL/SHOP": its channel quotas apply ('' = none; state/channel_stock.py)
+    shop: ShopKey | None = None  # its channel quotas apply (None: none; state/channel_stock.py)
     seq: int | None = None  # fence of attempt 0 (module docstring); None: unfenced (tests, bench)
     seq_limit: int | None = None  # first seq of the next decision (what "superseded" means)
 

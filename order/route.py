@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from pydantic import (
     BaseModel,
@@ -35,11 +34,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from core.config import ConfigError, load_config, read_text
 from streams.messages import CommandLine
 from streams.models import Address, Order, OrderLine
 from streams.regions import PROVINCES, REGION
@@ -68,7 +67,7 @@ def _build_selectors() -> dict[str, tuple[int, frozenset[str]]]:
 SELECTORS = MappingProxyType(_build_selectors())
 
 
-class RoutingConfigError(ValueError):
+class RoutingConfigError(ConfigError):
     """A routing, carrier or sku weight file that cannot be used; names the file and field."""
 
 
@@ -232,31 +231,6 @@ class _CarriersFile(_Config):
         return self
 
 
-SpecT = TypeVar("SpecT", bound=BaseModel)
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
-def parse_spec(
-    path: Path, model: type[SpecT], error: type[ValueError] = RoutingConfigError
-) -> SpecT:
-    """Validate one TOML file; every problem is reported as 'file: field: message'."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise error(f"{path}: {exc}") from exc
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            ": ".join(filter(None, [_field_path(e["loc"]), e["msg"].removeprefix("Value error, ")]))
-            for e in exc.errors()
-        ]
-        raise error(f"{path}: " + "; ".join(problems)) from exc
-
-
 # --- the loaded tables ----------------------------------------------------------------------
 
 
@@ -360,14 +334,15 @@ class CarrierBook:
 
     @classmethod
     def load(cls, path: Path, warehouses: Iterable[str]) -> CarrierBook:
-        spec = parse_spec(path, _CarriersFile)
+        spec = load_config(path, _CarriersFile, what="carriers", error=RoutingConfigError)
         known = set(warehouses)
-        for i, rule in enumerate(spec.rules):
-            unknown = sorted(set(rule.warehouses or ()) - known)
-            if unknown:
-                raise RoutingConfigError(
-                    f"{path}: rules[{i}].warehouses: unknown warehouses {unknown}"
-                )
+        problems = [
+            f"rules[{i}].warehouses: unknown warehouses {unknown} (known: {sorted(known)})"
+            for i, rule in enumerate(spec.rules)
+            if (unknown := sorted(set(rule.warehouses or ()) - known))
+        ]
+        if problems:
+            raise RoutingConfigError.listing(path, "carriers", problems)
         return cls(
             names=MappingProxyType({code: c.name for code, c in spec.carriers.items()}),
             rules=tuple(CarrierRule.from_spec(r) for r in spec.rules),
@@ -387,14 +362,11 @@ class WeightTable:
     @classmethod
     def load(cls, path: Path, default_g: int) -> WeightTable:
         """CSV with header sku,weight_g; every bad row is reported at once."""
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RoutingConfigError(f"{path}: {exc}") from exc
+        text = read_text(path, RoutingConfigError, encoding="utf-8-sig")
         reader = csv.DictReader(io.StringIO(text))
         header = {(h or "").strip() for h in reader.fieldnames or []}
         if not {"sku", "weight_g"} <= header:
-            raise RoutingConfigError(f"{path}: header must be sku,weight_g")
+            raise RoutingConfigError.listing(path, "sku weights", ["header must be sku,weight_g"])
         grams: dict[str, int] = {}
         errors: list[str] = []
         for line_no, row in enumerate(reader, start=2):
@@ -409,7 +381,7 @@ class WeightTable:
             else:
                 grams[sku] = int(weight)
         if errors:
-            raise RoutingConfigError(f"{path}: " + "; ".join(errors))
+            raise RoutingConfigError.listing(path, "sku weights", errors)
         return cls(MappingProxyType(grams), default_g)
 
 
@@ -451,7 +423,7 @@ class RoutingTable:
         cls, path: Path, *, carriers: Path | None = None, skus: Path | None = None
     ) -> RoutingTable:
         """warehouses.toml, plus carriers.toml and skus.csv beside it unless given."""
-        spec = parse_spec(path, _WarehousesFile)
+        spec = load_config(path, _WarehousesFile, what="warehouses", error=RoutingConfigError)
         warehouses = {code: build_warehouse(code, w) for code, w in spec.warehouses.items()}
         book = CarrierBook.load(carriers or path.with_name("carriers.toml"), warehouses)
         weights = WeightTable.load(skus or path.with_name("skus.csv"), book.default_weight_g)

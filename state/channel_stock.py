@@ -20,28 +20,37 @@ available for a shared shop; never below zero.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import redis.asyncio as aioredis
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from core.config import ConfigError, load_config, validate_config
 from state.keys import Keys
 from state.lock import LockLost
 from state.redis import lua_source, texts
 from state.stock import MAX_QTY
-from streams.models import Channel
+from streams.models import Channel, ConfigShopKey, ShopKey
 
 CHANNEL_QUOTA_LOCK = "channel-quota"
-POOL = "*"  # shop id of a channel pool rule
 UNLIMITED = "none"  # quota field value of a listed shared shop under a limited pool
 BATCH = 200  # skus per pipelined round trip
 
 
-class AllocationError(ValueError):
+class AllocationError(ConfigError):
     """config/allocation.toml is invalid; the message lists every problem."""
 
 
@@ -67,14 +76,18 @@ class Rule:
 
 @dataclass(frozen=True)
 class ShopRule:
-    channel: Channel
-    shop_id: str  # POOL for a channel pool
+    key: ShopKey  # a shop, or a channel pool
     rule: Rule
     skus: Mapping[str, Rule] = field(default_factory=dict)
 
     @property
-    def key(self) -> str:
-        return f"{self.channel.value}/{self.shop_id}"
+    def channel(self) -> Channel:
+        return self.key.channel
+
+    @property
+    def shop_id(self) -> str:
+        """The shop id, POOL for a channel pool."""
+        return self.key.shop
 
     def for_sku(self, sku: str) -> Rule:
         return self.skus.get(sku, self.rule)
@@ -82,7 +95,7 @@ class ShopRule:
 
 @dataclass(frozen=True)
 class AllocationConfig:
-    shops: Mapping[str, ShopRule] = field(default_factory=dict)  # key -> rule
+    shops: Mapping[ShopKey, ShopRule] = field(default_factory=dict)  # key -> rule
 
     def quota_args(self, sku: str) -> list[str]:
         """``KEY|mode|value`` for stock_quota.lua: every key with a limited rule for the sku,
@@ -93,12 +106,12 @@ class AllocationConfig:
             rule = shop.for_sku(sku)
             if rule.limited:
                 args.append(f"{key}|{rule.mode.value}|{rule.value}")
-            elif shop.shop_id != POOL and self._pool_rule(shop.channel, sku).limited:
+            elif not key.is_pool and self._pool_rule(key, sku).limited:
                 args.append(f"{key}|{UNLIMITED}|0")
         return args
 
-    def _pool_rule(self, channel: Channel, sku: str) -> Rule:
-        pool = self.shops.get(f"{channel.value}/{POOL}")
+    def _pool_rule(self, key: ShopKey, sku: str) -> Rule:
+        pool = self.shops.get(key.pool)
         return pool.for_sku(sku) if pool else Rule(Mode.SHARED)
 
     def quota_fields(self) -> list[str]:
@@ -110,11 +123,10 @@ class AllocationConfig:
         return [self.shops[k] for k in sorted(self.shops)]
 
 
-def quota_key_for(shop_key: str, quotas: Mapping[str, str | None]) -> str | None:
+def quota_key_for(shop_key: ShopKey, quotas: Mapping[str, str | None]) -> ShopKey | None:
     """The quota field key the reserve script charges for ``shop_key`` (mirror of
     stock_reserve.lua): the shop's own field, else its channel pool's; None when unlimited."""
-    pool = f"{shop_key.partition('/')[0]}/{POOL}"
-    key = shop_key if quotas.get(shop_key) is not None else pool
+    key = shop_key if quotas.get(shop_key) is not None else shop_key.pool
     value = quotas.get(key)
     if value is None or value == UNLIMITED:
         return None
@@ -132,7 +144,7 @@ def percent_quota(percent: int, available: int) -> int:
     return percent * max(0, available) // 100
 
 
-def shop_sellable(shop_key: str, available: int, quotas: Mapping[str, str | None]) -> int:
+def shop_sellable(shop_key: ShopKey, available: int, quotas: Mapping[str, str | None]) -> int:
     key = quota_key_for(shop_key, quotas)
     return sellable(available, None if key is None else int(str(quotas[key])))
 
@@ -140,98 +152,89 @@ def shop_sellable(shop_key: str, available: int, quotas: Mapping[str, str | None
 # --- config parsing -------------------------------------------------------------------------
 
 
+def _whole_number(value: Any) -> Any:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"must be a whole number (got {value!r})")
+
+
+def _check_sku(sku: str) -> str:
+    if not sku or len(sku) > 128 or any(c in sku for c in "|{}\n\r\t"):
+        raise ValueError(f"bad sku {sku!r}: 1-128 characters, no '|', braces, tabs or newlines")
+    return sku
+
+
+class RuleSpec(BaseModel):
+    """A ``{mode, value}`` table: a shop's rule, or one sku's override of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Mode
+    value: Annotated[int | None, BeforeValidator(_whole_number)] = None
+
+    @field_validator("value")
+    @classmethod
+    def _fits_the_mode(cls, value: int | None, info: ValidationInfo) -> int | None:
+        mode = info.data.get("mode")  # absent when the mode itself is wrong
+        if value is None or mode is None:
+            return value
+        if mode is Mode.SHARED:
+            raise ValueError("a shared rule takes no value")
+        if mode is Mode.PERCENT and not 0 <= value <= 100:
+            raise ValueError(f"percent must be 0-100 (got {value})")
+        if mode is Mode.FIXED and not 0 <= value <= MAX_QTY:
+            raise ValueError(f"fixed units must be 0-{MAX_QTY} (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_value(self) -> RuleSpec:
+        if self.mode is not Mode.SHARED and self.value is None:
+            most = 100 if self.mode is Mode.PERCENT else MAX_QTY
+            raise ValueError(f"a {self.mode.value} rule needs a value: a whole number 0-{most}")
+        return self
+
+    def rule(self) -> Rule:
+        return Rule(self.mode, self.value or 0)
+
+
+class ShopSpec(RuleSpec):
+    skus: dict[Annotated[str, AfterValidator(_check_sku)], RuleSpec] = Field(default_factory=dict)
+
+
+class AllocationFile(BaseModel):
+    """The schema of config/allocation.toml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shops: dict[ConfigShopKey, ShopSpec] = Field(default_factory=dict)
+
+    def config(self) -> AllocationConfig:
+        return AllocationConfig(
+            {
+                key: ShopRule(key, spec.rule(), {sku: r.rule() for sku, r in spec.skus.items()})
+                for key, spec in self.shops.items()
+            }
+        )
+
+
+WHAT = "channel allocation"
+
+
 def load_allocation(path: Path) -> AllocationConfig:
     """Parse and validate; a missing file means every shop is shared."""
-    if not path.exists():
-        return AllocationConfig()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise AllocationError(f"{path}: cannot read: {exc}") from exc
-    try:
-        return parse_allocation(data)
-    except AllocationError as exc:
-        raise AllocationError(f"{path}: {exc}") from exc
+    spec = load_config(
+        path, AllocationFile, what=WHAT, error=AllocationError, default=AllocationFile()
+    )
+    return spec.config()
 
 
-def parse_allocation(data: Mapping[str, Any]) -> AllocationConfig:
-    errors: list[str] = []
-    unknown = set(data) - {"shops"}
-    if unknown:
-        errors.append(f'unknown top-level keys {sorted(unknown)} (expected [shops."CH/SHOP"])')
-    shops_raw = data.get("shops", {})
-    if not isinstance(shops_raw, dict):
-        raise AllocationError('shops must be a table of "CHANNEL/SHOP" entries')
-    shops: dict[str, ShopRule] = {}
-    for key, entry in shops_raw.items():
-        where = f"shops.{key!r}"
-        channel_text, slash, shop_id = str(key).partition("/")
-        if not slash or not shop_id.strip() or shop_id != shop_id.strip():
-            errors.append(f'{where}: key must be "CHANNEL/SHOP" or "CHANNEL/*"')
-            continue
-        if channel_text not in {c.value for c in Channel}:
-            errors.append(
-                f"{where}: unknown channel {channel_text!r} "
-                f"(known: {', '.join(c.value for c in Channel)})"
-            )
-            continue
-        if any(c in shop_id for c in "|\n\r") or len(shop_id) > 128:
-            errors.append(f"{where}: shop id has forbidden characters or is too long")
-            continue
-        if not isinstance(entry, dict):
-            errors.append(f"{where}: must be a table with mode and value")
-            continue
-        extra = set(entry) - {"mode", "value", "skus"}
-        if extra:
-            errors.append(f"{where}: unknown keys {sorted(extra)}")
-        rule = _rule(entry, where, errors)
-        overrides: dict[str, Rule] = {}
-        skus_raw = entry.get("skus", {})
-        if not isinstance(skus_raw, dict):
-            errors.append(f"{where}.skus: must be a table sku -> {{mode, value}}")
-            skus_raw = {}
-        for sku, sku_entry in skus_raw.items():
-            sku_where = f"{where}.skus.{sku!r}"
-            if not sku or len(sku) > 128 or any(c in sku for c in "|{}\n\r\t"):
-                errors.append(f"{sku_where}: bad sku")
-                continue
-            if not isinstance(sku_entry, dict) or set(sku_entry) - {"mode", "value"}:
-                errors.append(f"{sku_where}: must be a table with mode and value only")
-                continue
-            sku_rule = _rule(sku_entry, sku_where, errors)
-            if sku_rule is not None:
-                overrides[sku] = sku_rule
-        if rule is not None:
-            shops[key] = ShopRule(Channel(channel_text), shop_id, rule, overrides)
-    if errors:
-        raise AllocationError(
-            f"{len(errors)} problem(s) in the allocation config:\n  " + "\n  ".join(errors)
-        )
-    return AllocationConfig(shops)
-
-
-def _rule(entry: Mapping[str, Any], where: str, errors: list[str]) -> Rule | None:
-    mode_text = entry.get("mode")
-    if mode_text not in {m.value for m in Mode}:
-        errors.append(f"{where}: mode must be fixed, percent or shared (got {mode_text!r})")
-        return None
-    mode = Mode(mode_text)
-    value = entry.get("value")
-    if mode is Mode.SHARED:
-        if value is not None:
-            errors.append(f"{where}: a shared rule takes no value")
-            return None
-        return Rule(mode)
-    if not isinstance(value, int) or isinstance(value, bool):
-        errors.append(f"{where}: value must be a whole number (got {value!r})")
-        return None
-    if mode is Mode.PERCENT and not 0 <= value <= 100:
-        errors.append(f"{where}: percent must be 0-100 (got {value})")
-        return None
-    if mode is Mode.FIXED and not 0 <= value <= MAX_QTY:
-        errors.append(f"{where}: fixed units must be 0-{MAX_QTY} (got {value})")
-        return None
-    return Rule(mode, value)
+def parse_allocation(
+    data: Mapping[str, Any], source: str = "allocation config"
+) -> AllocationConfig:
+    """An already parsed file; every problem is reported at once."""
+    return validate_config(
+        data, AllocationFile, source=source, what=WHAT, error=AllocationError
+    ).config()
 
 
 # --- Redis ----------------------------------------------------------------------------------
@@ -281,16 +284,16 @@ async def read_sellable(
     config: AllocationConfig,
     warehouses: Sequence[str],
     skus: Sequence[str],
-) -> dict[tuple[str, str], int]:
+) -> dict[tuple[ShopKey, str], int]:
     """(shop key, sku) -> sellable units for every published shop, one HMGET per sku."""
     quota_fields = config.quota_fields()
     shop_keys = [s.key for s in config.published()]
     # Pool fields too, for listed shops that fall back to their channel pool.
-    pool_keys = sorted({f"{k.partition('/')[0]}/{POOL}" for k in shop_keys} - set(shop_keys))
+    pool_keys = sorted({k.pool for k in shop_keys} - set(shop_keys))
     fields = [f"on_hand:{wh}" for wh in warehouses] + [f"reserved:{wh}" for wh in warehouses]
     fields += quota_fields + [f"quota:{k}" for k in pool_keys]
     quota_names = shop_keys + pool_keys
-    out: dict[tuple[str, str], int] = {}
+    out: dict[tuple[ShopKey, str], int] = {}
     if not shop_keys:
         return out
     for chunk in _chunks(list(skus)):

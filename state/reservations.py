@@ -50,8 +50,10 @@ Quotas = dict[str, dict[str, str | None]]  # sku -> quota key -> field value (sn
 def _quota_charges(req: ReserveRequest, quotas: Quotas) -> list[tuple[str, str, int]] | None:
     """What the reserve script will charge the request's channel quotas, as (sku, key, units
     left); None when a quota cannot cover it."""
-    charges = []
-    for sku, qty in req.quantities.items() if req.shop else ():
+    charges: list[tuple[str, str, int]] = []
+    if req.shop is None:
+        return charges
+    for sku, qty in req.quantities.items():
         key = quota_key_for(req.shop, quotas.get(sku, {}))
         if key is not None:
             left = int(str(quotas[sku][key])) - qty
@@ -184,9 +186,7 @@ class StockEngine:
         skus = sorted({sku for r in requests for sku in r.quantities})
         whs = sorted({wh for r in requests for wh in r.warehouses})
         orders_by_sku: dict[str, list[str]] = {sku: [] for sku in skus}
-        quota_keys = sorted(
-            {k for r in requests if r.shop for k in (r.shop, f"{r.shop.partition('/')[0]}/*")}
-        )
+        quota_keys = sorted({k for r in requests if r.shop for k in (r.shop, r.shop.pool)})
         for r in requests:
             for sku in r.quantities:
                 orders_by_sku[sku].append(r.order_id)
@@ -227,7 +227,7 @@ class StockEngine:
             for sku, parts in sorted(per_sku.items()):
                 await self._reserve(
                     keys=self._sku_keys(sku),
-                    args=[req.order_id, parts, req.shop, req.attempt_seq(attempts[i])],
+                    args=[req.order_id, parts, req.shop or "", req.attempt_seq(attempts[i])],
                     client=pipe,
                 )
                 calls.append((i, sku))

@@ -21,10 +21,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PlainSerializer,
     PrivateAttr,
     model_validator,
 )
+from pydantic_core import core_schema
 
 SCHEMA_VERSION: Final = 1
 
@@ -68,6 +70,103 @@ class Channel(StrEnum):
     SHOPIFY = "shopify"
     AMAZON = "amazon"
     OWN = "own"
+
+
+_CHANNELS = frozenset(c.value for c in Channel)
+POOL: Final = "*"  # the shop of a channel pool key "CHANNEL/*": every shop not listed itself
+SHOP_KEY_FORM: Final = '"CHANNEL/SHOP" or "CHANNEL/*"'
+_CHANNEL_NAMES = ", ".join(c.value for c in Channel)
+_CONFIG_FORBIDDEN = frozenset("|\x7f") | {chr(c) for c in range(32)}
+
+
+class ShopKeyError(ValueError):
+    """Text that is not a shop key; the message says what a shop key is."""
+
+
+class ShopKey(str):
+    """The selling shop as quotas, shop rules, promotions and their Redis fields name it:
+    ``CHANNEL/SHOP`` (``taobao/极客数码旗舰店``), or ``CHANNEL/*`` for a channel's pool.
+
+    A str, so its wire and stored form is the key itself (config keys, ``quota:KEY`` fields,
+    script arguments). Build one with :meth:`of` or :meth:`parse`, never by hand; either way the
+    channel is a known one and the shop id is 1-128 characters, as an order's ``shop_id``
+    (anything else, '/' included after the first: the key splits at its first '/').
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> ShopKey:
+        channel, slash, shop = text.partition("/")
+        problem = ""
+        if not slash:
+            problem = "no '/' between channel and shop"
+        elif channel not in _CHANNELS:
+            problem = f"unknown channel {channel!r} (known: {_CHANNEL_NAMES})"
+        elif not 1 <= len(shop) <= MAX_CODE_CHARS:
+            problem = f"the shop id must be 1-{MAX_CODE_CHARS} characters"
+        if problem:
+            raise ShopKeyError(f"{text!r} is not a shop key {SHOP_KEY_FORM}: {problem}")
+        return super().__new__(cls, text)
+
+    @classmethod
+    def of(cls, channel: Channel | str, shop: str) -> ShopKey:
+        """The key of ``shop`` selling on ``channel``."""
+        return cls(f"{channel}/{shop}")
+
+    @classmethod
+    def parse(cls, text: str) -> ShopKey:
+        """``text`` as a key; raises :class:`ShopKeyError` (a ValueError) saying what is wrong."""
+        return text if isinstance(text, ShopKey) else cls(text)
+
+    @classmethod
+    def pool_of(cls, channel: Channel | str) -> ShopKey:
+        """``CHANNEL/*``: the key of every shop of the channel not listed itself, together."""
+        return cls.of(channel, POOL)
+
+    @property
+    def channel(self) -> Channel:
+        return Channel(self.partition("/")[0])
+
+    @property
+    def shop(self) -> str:
+        """The shop id (``*`` for a pool)."""
+        return self.partition("/")[2]
+
+    @property
+    def is_pool(self) -> bool:
+        return self.shop == POOL
+
+    @property
+    def pool(self) -> ShopKey:
+        """The key of this shop's channel pool."""
+        return ShopKey.pool_of(self.channel)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        """A str in, a ShopKey out (a bad one: a validation error saying why); a str in JSON."""
+        return core_schema.no_info_after_validator_function(
+            cls.parse,
+            core_schema.str_schema(),
+            serialization=core_schema.to_string_ser_schema(),
+        )
+
+
+def check_config_shop_key(key: ShopKey) -> ShopKey:
+    """What a config file may name besides an order's shop: no spaces around the shop id and
+    no '|' or control characters (quota arguments are "KEY|mode|value")."""
+    shop = key.shop
+    if shop != shop.strip() or _CONFIG_FORBIDDEN.intersection(shop):
+        raise ShopKeyError(
+            f"shop id {shop!r} has a forbidden character: '|', a control character or spaces "
+            "around it"
+        )
+    return key
+
+
+# A shop key in a config file: "CHANNEL/SHOP" or "CHANNEL/*" (order/shops.py refuses pools).
+ConfigShopKey = Annotated[ShopKey, AfterValidator(check_config_shop_key)]
 
 
 class PaymentStatus(StrEnum):
@@ -167,9 +266,9 @@ class Order(_Model):
         return self
 
     @property
-    def shop_key(self) -> str:
+    def shop_key(self) -> ShopKey:
         """``CHANNEL/SHOP``: how quotas, shop rules and promotions name the selling shop."""
-        return f"{self.channel.value}/{self.shop_id}"
+        return ShopKey.of(self.channel, self.shop_id)
 
     @property
     def quantity_by_sku(self) -> dict[str, int]:

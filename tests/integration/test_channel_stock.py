@@ -28,6 +28,7 @@ from state.reservations import StockEngine
 from state.stock import StockRow, load_stock
 from state.verify import verify
 from streams.messages import ChannelStock
+from streams.models import ShopKey
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ async def fenced_rebalance(client: aioredis.Redis, keys: Keys, cfg: object, **kw
 
 
 def req(order: str, shop: str, units: int, sku: str = "S") -> ReserveRequest:
-    return ReserveRequest(order, {sku: units}, WHS, shop=shop)
+    return ReserveRequest(order, {sku: units}, WHS, shop=ShopKey.parse(shop))
 
 
 async def quota(client: aioredis.Redis, keys: Keys, shop: str, sku: str = "S") -> str | None:
@@ -218,7 +219,7 @@ async def test_publisher_publishes_each_change_once(
         for key, value in sent:
             m = ChannelStock.model_validate(orjson.loads(value))
             assert m.sku == key
-            out[(f"{m.channel.value}/{m.shop_id}", m.sku)] = (m.sellable, m.version)
+            out[(ShopKey.of(m.channel, m.shop_id), m.sku)] = (m.sellable, m.version)
         return out
 
     first = await publisher.tick(send)
@@ -236,7 +237,8 @@ async def test_publisher_publishes_each_change_once(
 
     # A burst of 60 reservations of P: one message per shop whose figure moved.
     engine = StockEngine(client, keys)
-    burst = [ReserveRequest(f"b{i}", {"P": 1}, WHS, shop="own/web") for i in range(60)]
+    web = ShopKey.parse("own/web")
+    burst = [ReserveRequest(f"b{i}", {"P": 1}, WHS, shop=web) for i in range(60)]
     await asyncio.gather(*(engine.reserve_many(burst[i : i + 6]) for i in range(0, 60, 6)))
     tick = await publisher.tick(send)
     # taobao/t still shows its 30 fixed units: unchanged, not published.

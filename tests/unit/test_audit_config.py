@@ -133,7 +133,7 @@ def test_a_good_file_loads_in_the_form_rules_compare(tmp_path: Path) -> None:
         ("[remark_review]\nkeywords = [1]\n", "remark_review.keywords: entry 0 must be a string"),
         ('[price_below_list]\nmin_paid_ratio = "1.5"\n', "price_below_list.min_paid_ratio: Input"),
         ("[scalper]\nwindow_s = 0\n", "scalper.window_s: Input should be greater than 0"),
-        ("quantity = 5\n", "quantity: Input should be a valid dictionary"),
+        ("quantity = 5\n", "quantity: must be a table, not an integer"),
         ('[payment]\nenabled = "sometimes"\n', "payment.enabled: Input should be a valid boolean"),
     ],
 )

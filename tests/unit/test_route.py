@@ -285,8 +285,12 @@ COST_B = 'shipping_cost = { default = "10", BJ = "4.50" }'
         ("priority = 1", "priority = -1", r"warehouses\.B\.priority"),
         ("priority = 1", 'priority = "1"', r"warehouses\.B\.priority"),
         ("priority = 1\n", "", r"warehouses\.B\.priority: Field required"),
-        ("[warehouses.B]", "[warehouses.'B,1']", r"warehouses\.B,1"),
-        ("[warehouses.B]", "[warehouses.B]\nregion = 'north'", r"warehouses\.B\.region: Extra"),
+        ("[warehouses.B]", "[warehouses.'B,1']", r'warehouses\."B,1" \(key\): String should'),
+        (
+            "[warehouses.B]",
+            "[warehouses.B]\nregion = 'north'",
+            r"warehouses\.B\.region: unknown field \(known here: name, province, priority,",
+        ),
     ],
 )
 def test_bad_warehouse_is_refused_naming_file_and_field(
@@ -307,7 +311,9 @@ def test_a_destination_no_warehouse_covers_is_refused(tmp_path: Path) -> None:
 
 def test_the_old_priority_lists_are_refused(tmp_path: Path) -> None:
     text = WAREHOUSES + '[routing]\ndefault = ["A", "B"]\n'
-    with pytest.raises(RoutingConfigError, match="routing: Extra inputs"):
+    with pytest.raises(
+        RoutingConfigError, match=r"routing: unknown field \(known here: warehouses\)"
+    ):
         RoutingTable.load(write_config(tmp_path, warehouses=text))
 
 

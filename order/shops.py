@@ -1,0 +1,67 @@
+"""Per-shop rules from config/shops.toml (pure): what a shop wants when no single warehouse can
+serve a whole order, and how long its reserved orders wait to merge.
+
+``[shops."CHANNEL/SHOP"]`` tables, one per shop; a shop not listed, or a setting left out, takes
+the worker's default (OMS_SHORTAGE_POLICY, OMS_MERGE_WINDOW_S). The file is validated when a
+worker starts (core/config.py): an unknown key, a policy that does not exist or a window out of
+range stops the worker with a message naming the shop and the key, instead of the setting being
+silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from core.config import ConfigError, load_config
+from order.allocation import ShortagePolicy
+from streams.models import ConfigShopKey, ShopKey, ShopKeyError
+
+# An hour: a merge window holds a paid order back from the warehouse, so anything longer is a
+# typo (seconds for minutes), not a policy.
+MAX_MERGE_WINDOW_S = 3600.0
+
+
+class ShopConfigError(ConfigError):
+    """config/shops.toml cannot be used; names the file, the shop and the key."""
+
+
+class ShopRules(BaseModel):
+    """One shop's settings; None: the worker's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    shortage_policy: Annotated[ShortagePolicy | None, Field(strict=False)] = None
+    merge_window_s: Annotated[
+        float | None, Field(ge=0, le=MAX_MERGE_WINDOW_S, allow_inf_nan=False)
+    ] = None
+
+
+def _one_shop(key: ShopKey) -> ShopKey:
+    if key.is_pool:
+        one = ShopKey.of(key.channel, "SHOP_ID")
+        raise ShopKeyError(
+            f"{str(key)!r} is a channel pool: shop rules name one shop each, as {one}"
+        )
+    return key
+
+
+class ShopsFile(BaseModel):
+    """The schema of config/shops.toml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    shops: dict[Annotated[ConfigShopKey, AfterValidator(_one_shop)], ShopRules] = Field(
+        default_factory=dict
+    )
+
+
+def load_shop_rules(path: Path) -> dict[ShopKey, ShopRules]:
+    """Shop key -> rules; no file: every shop takes the defaults. Raises
+    :class:`ShopConfigError` naming the file and each bad key."""
+    spec = load_config(
+        path, ShopsFile, what="shop rules", error=ShopConfigError, default=ShopsFile()
+    )
+    return dict(spec.shops)
