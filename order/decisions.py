@@ -23,7 +23,7 @@ from order.record import CommandStatus, OrderRecord, ReserveIntent
 from order.reservation import EffectKind, Reservation, ReserveStatus, StockEffect
 from order.route import RoutingTable
 from order.shops import ShopRules
-from streams.messages import EventKind, OrderState
+from streams.messages import CommandKind, EventKind, OrderState
 from streams.models import ChannelStatus, Order, OrderLine, ShopKey
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,13 @@ class Decisions:
             self.cancel_now(plan, reason, now, result)
             return
         live = record.live_commands()
-        if record.state is OrderState.EXCEPTION and not live:  # the WMS stopped working on it
+        # A parcel already with the buyer cannot be cancelled: a person decides about the rest.
+        shipped = any(
+            c.status in (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
+            for c in record.commands
+            if c.kind is CommandKind.OUTBOUND and c.shipment == record.order_id
+        )
+        if record.state is OrderState.EXCEPTION and not live and not shipped:  # nothing worked on
             failed = [c for c in record.commands if c.status is CommandStatus.FAILED]
             plan.messages.extend(stop_command(record, ref, now) for ref in failed)
             self.cancel_now(plan, reason, now, result)
@@ -251,7 +257,8 @@ class Decisions:
             EventKind.ACTION_REFUSED,
             now,
             "cancel",
-            f"not applicable to a {record.state.value} order",
+            f"not applicable to a {record.state.value} order"
+            + (" with a parcel shipped" if shipped else ""),
             result,
         )
 

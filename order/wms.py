@@ -150,7 +150,9 @@ def on_shipped(a: Answer) -> None:
     failed = record.state is S.EXCEPTION and any(
         c.status is CommandStatus.FAILED for c in record.commands if c.kind is CommandKind.OUTBOUND
     )
-    if record.state is S.INTERCEPTING or failed:  # an intercept's answer follows, or a person
+    # A parcel that crossed its stop: the intercept's answer decides what the order does.
+    crossed = stop_sent(record, a.ref)
+    if record.state is S.INTERCEPTING or failed or crossed:  # an intercept's answer, or a person
         a.note(EventKind.SHIPPED, reason=a.ref.command_id, detail=detail)
     else:
         done = (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
@@ -227,7 +229,8 @@ def on_short_pick(a: Answer) -> None:
         reason=a.ref.warehouse,
         detail=", ".join(f"{sku} x{n} written off" for sku, n in short),
     )
-    a.steps.request_reservation(a.plan)
+    if record.state is not S.INTERCEPTING:  # else the stop's answer cancels the order
+        a.steps.request_reservation(a.plan)
 
 
 def on_exception(a: Answer) -> None:
@@ -243,21 +246,30 @@ def on_exception(a: Answer) -> None:
 
 def on_cancelled(a: Answer) -> None:
     """The WMS stopped an outbound. The order that asked is cancelled (stock back); a merged
-    sibling whose parcel went with it is released again on its own."""
+    sibling whose parcel went with it is released again on its own. A parcel of the order that
+    shipped across the cancel keeps it from being cancelled: that parcel comes back as a return
+    (its intercept fails), and the stopped parcels give their stock back."""
     record = a.record
     target = record.command(a.ref.refers_to) if a.ref.refers_to else a.ref
     if target is None:
         a.note(EventKind.STOP_CONFIRMED, reason=a.ref.command_id, detail="nothing to stop")
         return
+    was = target.status
     if target.status in LIVE_OUTBOUND:
         target.status = CommandStatus.CANCELLED
+    live = any(c.status in LIVE_OUTBOUND for c in outbounds(record))
     if record.state is S.INTERCEPTING:
-        if any(c.status in LIVE_OUTBOUND for c in outbounds(record)):
+        if live:
             a.note(
                 EventKind.CANCELLED,
                 reason=target.command_id,
                 detail="waiting for the other parcels",
             )
+            return
+        if any(c.status in SHIPPED_OR_DELIVERED for c in own_outbounds(record)):
+            # A parcel left across the cancel: its intercept fails, and the order becomes a
+            # return then (giving the stopped parcels' units back).
+            a.note(EventKind.STOP_CONFIRMED, reason=target.command_id, detail="a parcel left")
             return
         a.steps.cancel_now(a.plan, record.hold_reason or "cancelled", a.now, a.result)
         if not a.plan.refused:
@@ -275,7 +287,41 @@ def on_cancelled(a: Answer) -> None:
         ):
             a.steps.release_to_wms(a.plan, a.now)
         return
+    if record.state is S.RETURNING and was in LIVE_OUTBOUND and stop_sent(record, target):
+        if not live:  # the cancel became a return meanwhile (another parcel had left)
+            a.plan.effects.append(release_all(record))
+        a.note(EventKind.STOP_CONFIRMED, reason=target.command_id, detail="now a return")
+        return
+    target.status = was  # nobody asked to stop it: nothing changes
     a.note(EventKind.STOP_CONFIRMED, reason=target.command_id, detail="not requested")
+
+
+SHIPPED_OR_DELIVERED = (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
+
+
+def own_outbounds(record: OrderRecord) -> list[CommandRef]:
+    """Every outbound of the order's own reservation (not an exchange's), whatever its status."""
+    return [
+        c
+        for c in record.commands
+        if c.kind is CommandKind.OUTBOUND and c.shipment == record.order_id
+    ]
+
+
+def stop_sent(record: OrderRecord, target: CommandRef) -> bool:
+    return any(
+        c.refers_to == target.command_id
+        for c in record.commands
+        if c.kind in (CommandKind.CANCEL, CommandKind.INTERCEPT)
+    )
+
+
+def release_all(record: OrderRecord) -> StockEffect:
+    """What the order's reservation still holds, back for good (what shipped was committed:
+    it is no longer reserved)."""
+    return StockEffect(
+        kind=EffectKind.RELEASE, shipment=record.order_id, skus=tuple(record.quantities)
+    )
 
 
 def on_intercept_failed(a: Answer) -> None:
@@ -309,6 +355,9 @@ def on_intercept_failed(a: Answer) -> None:
             )
         )
         a.plan.messages.extend(return_commands(record, units, request_id, a.now))
+        stopped = any(c.status is CommandStatus.CANCELLED for c in own_outbounds(record))
+        if stopped and not any(c.status in LIVE_OUTBOUND for c in outbounds(record)):
+            a.plan.effects.append(release_all(record))  # the stopped parcels' units
 
 
 def refund_value(record: OrderRecord, lines: list[CommandLine]) -> Decimal:
@@ -356,8 +405,19 @@ def on_return_received(a: Answer) -> None:
             entry.status = "done"
     returned = record.state is S.RETURNING and not waiting
     if returned and a.move(EventKind.RETURNED, S.RETURNED, reason=a.ref.command_id):
-        value = refund_value(record, returned_lines(record))
+        # What came back over the order's life, less what earlier returns refunded already.
+        value = refund_value(record, returned_lines(record)) - refunded_for_returns(record)
         refund(a.steps, a.plan, value, a.now, cause=a.event.event_id)
+
+
+def refunded_for_returns(record: OrderRecord) -> Decimal:
+    """What returns were refunded so far: every refund but the refund-only requests'."""
+    refund_only = [
+        e.amount or Decimal("0")
+        for e in record.aftersales
+        if e.kind is AfterSalesKind.REFUND and e.status == "done"
+    ]
+    return record.refunded - sum(refund_only, Decimal("0"))
 
 
 def returned_lines(record: OrderRecord) -> list[CommandLine]:
