@@ -49,6 +49,7 @@ from order.lifecycle import AT_WMS, BEFORE_WMS, CLOSABLE, TERMINAL, record_event
 from order.merge import merged_command, waiting_members
 from order.plan import BatchResult, Message, Plan
 from order.promotions import Promotions, load_promotions
+from order.reasons import Reason
 from order.record import (
     OrderRecord,
     Output,
@@ -434,7 +435,7 @@ class OrderPipeline:
             record.gift_lines = []
             result.counts["gifts_skipped"] += 1
             self.decisions.note(
-                plan, EventKind.GIFT_SKIPPED, now, reason="out_of_stock", detail=skipped
+                plan, EventKind.GIFT_SKIPPED, now, reason=Reason.OUT_OF_STOCK, detail=skipped
             )
         if pending.reserve.then is Then.EXCHANGE:
             aftersales.exchange_reserved(
@@ -503,7 +504,7 @@ class OrderPipeline:
         if record.state in TERMINAL:
             return
         if order.channel_status is ChannelStatus.CANCELLED:
-            self.decisions.cancel(plan, "cancelled_at_channel", now, result)
+            self.decisions.cancel(plan, Reason.CANCELLED_AT_CHANNEL, now, result)
         elif record.state is OrderState.HELD:
             self.decisions.decide(plan, ctx, now)
 
@@ -545,11 +546,11 @@ class OrderPipeline:
         elif (
             kind is OperatorActionKind.EXPIRE_UNPAID
             and state is OrderState.HELD
-            and record.hold_reason == "unpaid"
+            and record.hold_reason == Reason.UNPAID
         ):
-            self.decisions.cancel(plan, "unpaid_timeout", now, result)
+            self.decisions.cancel(plan, Reason.UNPAID_TIMEOUT, now, result)
         elif kind is OperatorActionKind.CANCEL and state in BEFORE_WMS | AT_WMS:
-            self.decisions.cancel(plan, "cancelled_by_operator", now, result)
+            self.decisions.cancel(plan, Reason.CANCELLED_BY_OPERATOR, now, result)
         elif kind is OperatorActionKind.CLOSE and state in CLOSABLE:
             self.decisions.move(
                 plan, EventKind.CLOSED, now, OrderState.CLOSED, reason="after-sales window ended"

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from agents.control import send_signed
 from agents.guard import guarded
 from core.settings import Settings
+from order.reasons import Reason
 from order.record import PENDING_GRACE_S
 from state.keys import Keys
 from state.lock import AsyncDistributedLock
@@ -53,7 +54,7 @@ async def due_unpaid(
     actions = []
     for oid in ids:
         record = loaded[oid].record
-        if record is None or record.hold_reason != "unpaid":
+        if record is None or record.hold_reason != Reason.UNPAID:
             continue
         held_seq = next((h.seq for h in reversed(record.history) if h.kind.value == "held"), 0)
         why = f"unpaid for more than {timeout_s:.0f} s"

@@ -24,6 +24,7 @@ from order.decisions import Decisions, Step
 from order.fulfil import build_command, command_id, return_commands, shipped_units, track
 from order.lifecycle import AT_WMS, BEFORE_WMS
 from order.plan import BatchResult, Plan
+from order.reasons import Reason
 from order.record import AfterSalesEntry, OrderRecord, ReserveIntent, Then
 from order.reservation import Reservation
 from order.wms import refund, refund_value
@@ -89,7 +90,7 @@ class Desk(Step):
 def cancel(d: Desk) -> None:
     state = d.plan.record.state
     if state in BEFORE_WMS | AT_WMS:
-        d.steps.cancel(d.plan, "cancelled_by_buyer", d.now, d.result)
+        d.steps.cancel(d.plan, Reason.CANCELLED_BY_BUYER, d.now, d.result)
         d.entry.status = "refused" if d.plan.refused else "done"
     elif state in RETURNABLE:
         request_return(d)

@@ -57,6 +57,7 @@ from pydantic import (
 )
 
 from core.config import ConfigError, load_config
+from order.reasons import NoReason, Reason
 from streams.models import ChannelStatus, Order, PaymentStatus
 
 # --- verdicts -------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ class Verdict(StrEnum):
 @dataclass(frozen=True)
 class AuditResult:
     verdict: Verdict
-    reason: str = ""
+    reason: Reason | NoReason = ""
     detail: str = ""
 
 
@@ -368,7 +369,7 @@ Rule = Callable[[Order, AuditContext], AuditResult | None]
 REQUIRED_ADDRESS_PARTS = ("name", "phone", "province", "city", "street")
 
 
-def _flag(rule: ActionRule, reason: str, detail: str) -> AuditResult:
+def _flag(rule: ActionRule, reason: Reason, detail: str) -> AuditResult:
     return AuditResult(Verdict(rule.action), reason, detail)
 
 
@@ -384,12 +385,12 @@ def check_quantities(order: Order, ctx: AuditContext) -> AuditResult | None:
         return None
     bad = [line.line_id for line in order.lines if line.quantity <= 0]
     if bad:
-        return AuditResult(Verdict.REJECT, "non_positive_quantity", _line_ids(bad))
+        return AuditResult(Verdict.REJECT, Reason.NON_POSITIVE_QUANTITY, _line_ids(bad))
     limit = ctx.line_limit
     big = [line.line_id for line in order.lines if line.quantity > limit]
     if big:
         return AuditResult(
-            Verdict.HOLD, "implausible_quantity", f"{_line_ids(big)} exceed {limit} units"
+            Verdict.HOLD, Reason.IMPLAUSIBLE_QUANTITY, f"{_line_ids(big)} exceed {limit} units"
         )
     return None
 
@@ -400,13 +401,13 @@ def check_blacklist(order: Order, ctx: AuditContext) -> AuditResult | None:
     if not rule.enabled:
         return None
     if order.buyer.id.strip() in rule.buyer_ids:
-        return _flag(rule, "blacklisted", "buyer id is on the blacklist")
+        return _flag(rule, Reason.BLACKLISTED, "buyer id is on the blacklist")
     phones = {normalise_phone(order.address.phone), normalise_phone(order.buyer.phone)} - {""}
     if phones & rule.phones:
-        return _flag(rule, "blacklisted", "phone is on the blacklist")
+        return _flag(rule, Reason.BLACKLISTED, "phone is on the blacklist")
     street = normalise_text(order.address.street)
     if street and any(entry in street for entry in rule.addresses):
-        return _flag(rule, "blacklisted", "address is on the blacklist")
+        return _flag(rule, Reason.BLACKLISTED, "address is on the blacklist")
     return None
 
 
@@ -414,9 +415,11 @@ def check_payment(order: Order, ctx: AuditContext) -> AuditResult | None:
     if not ctx.rules.payment.enabled:
         return None
     if order.payment.status is PaymentStatus.UNPAID:
-        return AuditResult(Verdict.HOLD, "unpaid", "waiting for the channel to confirm payment")
+        return AuditResult(
+            Verdict.HOLD, Reason.UNPAID, "waiting for the channel to confirm payment"
+        )
     if order.payment.status is PaymentStatus.REFUNDED:
-        return AuditResult(Verdict.REJECT, "refunded", "refunded before fulfilment")
+        return AuditResult(Verdict.REJECT, Reason.REFUNDED, "refunded before fulfilment")
     return None
 
 
@@ -425,7 +428,7 @@ def check_address(order: Order, ctx: AuditContext) -> AuditResult | None:
         return None
     missing = [part for part in REQUIRED_ADDRESS_PARTS if not getattr(order.address, part).strip()]
     if missing:
-        return AuditResult(Verdict.HOLD, "address_incomplete", f"missing {', '.join(missing)}")
+        return AuditResult(Verdict.HOLD, Reason.ADDRESS_INCOMPLETE, f"missing {', '.join(missing)}")
     return None
 
 
@@ -440,11 +443,11 @@ def check_address_plausible(order: Order, ctx: AuditContext) -> AuditResult | No
     if len(chars) < rule.min_street_chars:
         return _flag(
             rule,
-            "address_implausible",
+            Reason.ADDRESS_IMPLAUSIBLE,
             f"street has {len(chars)} characters, at least {rule.min_street_chars} expected",
         )
     if not any(c.isalpha() for c in chars):
-        return _flag(rule, "address_implausible", "street has no letters, only digits")
+        return _flag(rule, Reason.ADDRESS_IMPLAUSIBLE, "street has no letters, only digits")
     return None
 
 
@@ -458,7 +461,7 @@ def check_phone_plausible(order: Order, ctx: AuditContext) -> AuditResult | None
     country = order.address.country
     if not is_plausible_phone(phone, country):
         return _flag(
-            rule, "phone_implausible", f"ship-to phone is not a plausible {country} number"
+            rule, Reason.PHONE_IMPLAUSIBLE, f"ship-to phone is not a plausible {country} number"
         )
     return None
 
@@ -468,7 +471,9 @@ def check_skus(order: Order, ctx: AuditContext) -> AuditResult | None:
         return None
     unknown = sorted({line.sku for line in order.lines} - ctx.known_skus)
     if unknown:
-        return AuditResult(Verdict.HOLD, "unknown_sku", f"no stock record for {', '.join(unknown)}")
+        return AuditResult(
+            Verdict.HOLD, Reason.UNKNOWN_SKU, f"no stock record for {', '.join(unknown)}"
+        )
     return None
 
 
@@ -479,10 +484,12 @@ def check_scalper(order: Order, ctx: AuditContext) -> AuditResult | None:
         return None
     window = f"within {rule.window_s:g}s"
     if velocity.buyer > rule.max_orders_per_buyer:
-        return _flag(rule, "scalper_suspected", f"{velocity.buyer} orders from the buyer {window}")
+        return _flag(
+            rule, Reason.SCALPER_SUSPECTED, f"{velocity.buyer} orders from the buyer {window}"
+        )
     if velocity.address > rule.max_orders_per_address:
         return _flag(
-            rule, "scalper_suspected", f"{velocity.address} orders to the address {window}"
+            rule, Reason.SCALPER_SUSPECTED, f"{velocity.address} orders to the address {window}"
         )
     return None
 
@@ -502,7 +509,7 @@ def check_price_below_list(order: Order, ctx: AuditContext) -> AuditResult | Non
     if cheap:
         return _flag(
             rule,
-            "price_below_list",
+            Reason.PRICE_BELOW_LIST,
             f"{_line_ids(cheap)} paid below {rule.min_paid_ratio:%} of list price",
         )
     return None
@@ -514,7 +521,7 @@ def check_high_value(order: Order, ctx: AuditContext) -> AuditResult | None:
     if not rule.enabled or threshold is None or order.total < threshold:
         return None
     return _flag(
-        rule, "high_value", f"total {order.total} {order.currency} at or above {threshold}"
+        rule, Reason.HIGH_VALUE, f"total {order.total} {order.currency} at or above {threshold}"
     )
 
 
@@ -528,7 +535,9 @@ def check_cod(order: Order, ctx: AuditContext) -> AuditResult | None:
         or order.total <= limit
     ):
         return None
-    return _flag(rule, "cod", f"cash on delivery of {order.total} {order.currency} above {limit}")
+    return _flag(
+        rule, Reason.COD, f"cash on delivery of {order.total} {order.currency} above {limit}"
+    )
 
 
 def check_remark(order: Order, ctx: AuditContext) -> AuditResult | None:
@@ -542,7 +551,7 @@ def check_remark(order: Order, ctx: AuditContext) -> AuditResult | None:
     hit = next((word for word in rule.keywords if word in text), None)
     if hit is None:
         return None
-    return _flag(rule, "remark_review", f"buyer remark mentions {hit!r}")
+    return _flag(rule, Reason.REMARK_REVIEW, f"buyer remark mentions {hit!r}")
 
 
 def check_channel_status(order: Order, ctx: AuditContext) -> AuditResult | None:
@@ -551,7 +560,7 @@ def check_channel_status(order: Order, ctx: AuditContext) -> AuditResult | None:
         return None
     if order.channel_status in (ChannelStatus.SHIPPED, ChannelStatus.COMPLETED):
         return AuditResult(
-            Verdict.HOLD, "shipped_at_channel", "channel says shipped; check before fulfilling"
+            Verdict.HOLD, Reason.SHIPPED_AT_CHANNEL, "channel says shipped; check before fulfilling"
         )
     return None
 

@@ -19,6 +19,7 @@ from order.lifecycle import AT_WMS, BEFORE_WMS, IllegalTransition, record_event
 from order.merge import merge_group
 from order.plan import BatchResult, Plan
 from order.promotions import Promotions, gift_lines
+from order.reasons import Reason
 from order.record import CommandStatus, OrderRecord, ReserveIntent
 from order.reservation import EffectKind, Reservation, ReserveStatus, StockEffect
 from order.route import RoutingTable
@@ -85,7 +86,11 @@ class Decisions:
         record, order = plan.record, plan.record.order
         if order.channel_status is ChannelStatus.CANCELLED:
             self.move(
-                plan, EventKind.CANCELLED, now, OrderState.CANCELLED, reason="cancelled_at_channel"
+                plan,
+                EventKind.CANCELLED,
+                now,
+                OrderState.CANCELLED,
+                reason=Reason.CANCELLED_AT_CHANNEL,
             )
             return
         if record.ship_to is not None:  # an after-sales address change is what ships
@@ -96,7 +101,7 @@ class Decisions:
         if verdict.verdict is Verdict.PASS:
             self.move(plan, EventKind.AUDITED, now, OrderState.AUDITED)
             self.request_reservation(plan)
-        elif verdict.verdict is Verdict.HOLD:
+        elif verdict.verdict is Verdict.HOLD and verdict.reason:
             self.hold(plan, verdict.reason, verdict.detail, now)
         else:
             record.reject_reason = verdict.reason
@@ -109,7 +114,7 @@ class Decisions:
                 detail=verdict.detail,
             )
 
-    def hold(self, plan: Plan, reason: str, detail: str, now: datetime) -> None:
+    def hold(self, plan: Plan, reason: Reason, detail: str, now: datetime) -> None:
         record = plan.record
         if record.state is OrderState.HELD and record.hold_reason == reason:
             return  # still held for the same reason: nothing new to say
@@ -144,13 +149,15 @@ class Decisions:
         if reservation.status is ReserveStatus.SHORTAGE:
             result.counts["shortage"] += 1
             if self.policy_for(record.order) is ShortagePolicy.REJECT:
-                record.reject_reason = "out_of_stock"
-                self.move(plan, EventKind.REJECTED, now, OrderState.REJECTED, reason="out_of_stock")
+                record.reject_reason = Reason.OUT_OF_STOCK
+                self.move(
+                    plan, EventKind.REJECTED, now, OrderState.REJECTED, reason=Reason.OUT_OF_STOCK
+                )
             else:
-                self.hold(plan, "out_of_stock", "no warehouse can serve every line", now)
+                self.hold(plan, Reason.OUT_OF_STOCK, "no warehouse can serve every line", now)
             return
         if not reservation.active:
-            self.hold(plan, "reservation_released", "stock was released earlier", now)
+            self.hold(plan, Reason.RESERVATION_RELEASED, "stock was released earlier", now)
             return
         for gift in record.gift_lines:
             result.counts["gifts_added"] += 1
@@ -218,7 +225,7 @@ class Decisions:
             out[wh] = Parcel(lines, weight, carrier)
         return out
 
-    def cancel(self, plan: Plan, reason: str, now: datetime, result: BatchResult) -> None:
+    def cancel(self, plan: Plan, reason: Reason, now: datetime, result: BatchResult) -> None:
         """Before the WMS has the order: stock back at once. After: ask the WMS to stop it
         (cancel, or intercept once picked) and give stock back only when it confirms, since
         the parcel may already be gone."""
@@ -262,7 +269,7 @@ class Decisions:
             result,
         )
 
-    def cancel_now(self, plan: Plan, reason: str, now: datetime, result: BatchResult) -> None:
+    def cancel_now(self, plan: Plan, reason: Reason, now: datetime, result: BatchResult) -> None:
         record = plan.record
         moved = self.move(
             plan,

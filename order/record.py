@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from order.allocation import ShortagePolicy
+from order.reasons import NoReason, Reason
 from order.reservation import MAX_ATTEMPTS, ReserveRequest, StockEffect
 from streams.messages import (
     AfterSalesKind,
@@ -174,8 +175,8 @@ class OrderRecord(BaseModel):
     version: int = 0  # CAS counter, maintained by the save script
     warehouse: str = ""
     allocations: list[Allocation] = Field(default_factory=list)
-    hold_reason: str = ""
-    reject_reason: str = ""
+    hold_reason: Reason | NoReason = ""  # also the cancel reason while the WMS stops it
+    reject_reason: Reason | NoReason = ""
     duplicates: int = 0
     ship_to: Address | None = None  # an after-sales address change; else the order's address
     carrier: str = ""

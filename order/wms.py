@@ -22,6 +22,7 @@ from order.channel_updates import channel_update
 from order.decisions import Decisions, Step
 from order.fulfil import build_command, command_id, next_attempt, return_commands, track
 from order.plan import BatchResult, Plan
+from order.reasons import Reason
 from order.record import LIVE_OUTBOUND, AfterSalesEntry, CommandRef, CommandStatus, OrderRecord
 from order.reservation import EffectKind, StockEffect
 from streams.messages import (
@@ -210,7 +211,7 @@ def on_short_pick(a: Answer) -> None:
         detail = "needs a person: " + a.event.detail
         if a.move(EventKind.SHORT_PICK, S.EXCEPTION, reason=a.ref.warehouse, detail=detail):
             a.ref.status = CommandStatus.FAILED
-            record.hold_reason = "short_pick"
+            record.hold_reason = Reason.SHORT_PICK
         return
     short = own_units(record, a.event.lines)
     a.ref.status = CommandStatus.SUPERSEDED  # by the re-routed parcel; its stock went back
@@ -239,9 +240,11 @@ def on_exception(a: Answer) -> None:
     if a.ref.status not in LIVE_OUTBOUND:
         a.refuse("exception", f"command {a.ref.command_id} is {a.ref.status.value}")
         return
-    if a.move(EventKind.WMS_EXCEPTION, S.EXCEPTION, reason="wms_exception", detail=a.event.detail):
+    if a.move(
+        EventKind.WMS_EXCEPTION, S.EXCEPTION, reason=Reason.WMS_EXCEPTION, detail=a.event.detail
+    ):
         a.ref.status = CommandStatus.FAILED
-        a.plan.record.hold_reason = "wms_exception"
+        a.plan.record.hold_reason = Reason.WMS_EXCEPTION
 
 
 def on_cancelled(a: Answer) -> None:
@@ -271,7 +274,7 @@ def on_cancelled(a: Answer) -> None:
             # return then (giving the stopped parcels' units back).
             a.note(EventKind.STOP_CONFIRMED, reason=target.command_id, detail="a parcel left")
             return
-        a.steps.cancel_now(a.plan, record.hold_reason or "cancelled", a.now, a.result)
+        a.steps.cancel_now(a.plan, record.hold_reason or Reason.CANCELLED, a.now, a.result)
         if not a.plan.refused:
             a.plan.messages.append(
                 channel_update(record, "cancelled", a.now, cause=a.event.event_id)

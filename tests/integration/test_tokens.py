@@ -303,15 +303,17 @@ async def test_held_pages_walk_every_hold_once(client: aioredis.Redis) -> None:
     keys = Keys("t")
     # Ties on the hold time included: the cursor must order by (time, id).
     rows = [
-        (f"O{i:03d}", "own-web" if i % 3 else TMALL, "unpaid" if i % 2 else "remark", i // 4)
+        (f"O{i:03d}", "own-web" if i % 3 else TMALL, "unpaid" if i % 2 else "remark_review", i // 4)
         for i in range(60)
     ]
     await hold(client, keys, [(o, s, r, float(t)) for o, s, r, t in rows])
     reads = RedisReads(settings, client)
     seen, pages = await walk(reads, limit=7, shops=ALL_SHOPS, reason="", since=0.0)
     assert seen == [o for o, *_ in rows] and pages >= 9
-    seen, _ = await walk(reads, limit=5, shops=frozenset({TMALL}), reason="remark", since=0.0)
-    assert seen == [o for o, s, r, _ in rows if s == TMALL and r == "remark"]
+    seen, _ = await walk(
+        reads, limit=5, shops=frozenset({TMALL}), reason="remark_review", since=0.0
+    )
+    assert seen == [o for o, s, r, _ in rows if s == TMALL and r == "remark_review"]
     seen, _ = await walk(reads, limit=50, shops=ALL_SHOPS, reason="", since=10.0)
     assert seen == [o for o, _, _, t in rows if t >= 10]
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from order.aftersales import replacement_units
+from order.reasons import Reason
 from order.record import CommandStatus, Then
 from order.reservation import EffectKind, StockEffect
 from streams.messages import (
@@ -158,7 +159,7 @@ def test_an_address_change_of_a_held_order_audits_it_again_for_the_new_place() -
     no_street = make_order({"A": 1}, address=address(street=""))
     desk = Desk(record_in(S.HELD, {"A": 1}, order=no_street))
     record = desk.record
-    record.hold_reason = "incomplete_address"
+    record.hold_reason = Reason.ADDRESS_INCOMPLETE
     plan = desk.ask(A.ADDRESS_CHANGE, new_address=GUANGZHOU)
     assert kinds(plan) == [EventKind.ADDRESS_CHANGED, EventKind.AUDITED]
     assert record.state is S.AUDITED
