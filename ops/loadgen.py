@@ -5,7 +5,9 @@ order payload (Taobao ``trade``, JD ``orderInfo``, Douyin ``shop_order_detail``,
 Order, Amazon SP-API Order + OrderItems, own-shop canonical Order), keyed by the channel order id.
 Payloads are built from the samples in ``samples/payloads/`` as templates (their static fields are
 kept, ids, times, lines, amounts, address and buyer are generated), in each platform's units and
-time formats.
+time formats. This module decides the burst and each order in it (a channel-free
+``streams.channels.drafts.Draft``); the channel's payload generator,
+``streams/channels/<channel>/payload.py``, dresses it in the platform's payload.
 
 The burst looks like the first minutes of a Chinese peak sale:
 
@@ -48,14 +50,13 @@ large benchmarks, without that check.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import heapq
 import random
 from bisect import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -64,9 +65,9 @@ from typing import Any
 import orjson
 
 from order.audit import DEFAULT_RULES, DEMO_BLACKLISTED_PHONE
+from streams.channels import CHANNELS
+from streams.channels.drafts import SURNAMES, Draft, PayloadBuilder, Run, Sku, yuan
 from streams.keys import ORDER_ID_FIELDS, channel_order_key
-from streams.models import make_order_id
-from streams.regions import PROVINCES
 
 __all__ = [
     "CHANNEL_MIX",
@@ -92,11 +93,13 @@ CHANNEL_MIX: dict[str, float] = {
 }
 
 # Shopify webhooks and Amazon orders do not name the shop: the producer sets it as a header
-# (streams.normalise.SHOP_HEADER), so every order of the burst belongs to one stable shop.
+# (streams.normalise.SHOP_HEADER), so every order of the burst belongs to one stable shop
+# (each channel's payload generator names it: PayloadBuilder.shop_header).
 SHOP_HEADER = "oms-shop"
 SHOP_HEADERS: dict[str, str] = {
-    "shopify": "geek-digital.myshopify.com",
-    "amazon": "amazon-cn",
+    channel.value: spec.payloads.shop_header
+    for channel, spec in CHANNELS.items()
+    if spec.payloads.shop_header
 }
 
 # Popularity order (Zipf rank 1 first); prices as in samples/payloads/README.md.
@@ -431,73 +434,6 @@ _GEO: tuple[tuple[str, float, tuple[_City, ...]], ...] = (
     ("XZ", 0.08, (("拉萨市", "540100", "850000", (("城关区", "540102"),)),)),
 )
 
-# JD's own area ids for provinces (consigneeInfo.provinceId).
-_JD_PROVINCE_ID = {
-    "BJ": 1,
-    "SH": 2,
-    "TJ": 3,
-    "CQ": 4,
-    "HE": 5,
-    "SX": 6,
-    "HA": 7,
-    "LN": 8,
-    "JL": 9,
-    "HL": 10,
-    "NM": 11,
-    "JS": 12,
-    "SD": 13,
-    "AH": 14,
-    "ZJ": 15,
-    "FJ": 16,
-    "HB": 17,
-    "HN": 18,
-    "GD": 19,
-    "GX": 20,
-    "JX": 21,
-    "SC": 22,
-    "HI": 23,
-    "GZ": 24,
-    "YN": 25,
-    "XZ": 26,
-    "SN": 27,
-    "GS": 28,
-    "QH": 29,
-    "NX": 30,
-    "XJ": 31,
-}
-_GB_PROVINCE = {
-    "BJ": "11",
-    "TJ": "12",
-    "HE": "13",
-    "SX": "14",
-    "NM": "15",
-    "LN": "21",
-    "JL": "22",
-    "HL": "23",
-    "SH": "31",
-    "JS": "32",
-    "ZJ": "33",
-    "AH": "34",
-    "FJ": "35",
-    "JX": "36",
-    "SD": "37",
-    "HA": "41",
-    "HB": "42",
-    "HN": "43",
-    "GD": "44",
-    "GX": "45",
-    "HI": "46",
-    "CQ": "50",
-    "SC": "51",
-    "GZ": "52",
-    "YN": "53",
-    "XZ": "54",
-    "SN": "61",
-    "GS": "62",
-    "QH": "63",
-    "NX": "64",
-    "XJ": "65",
-}
 _TOWNS = (
     "新华街道",
     "东风街道",
@@ -549,7 +485,6 @@ _HOMES = (
     "招商雍景湾",
 )
 _OFFICES = ("科技园", "软件园", "国际大厦", "创新中心", "金融中心", "时代广场")
-_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"  # noqa: E501
 _GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥玲芬燕彬鹏辉晨浩宇欣怡子涵梓萱一诺思远佳琪雨轩俊杰文博晓东建国海燕志强丹丹婷婷"  # noqa: E501
 _MOBILE = (
     "130",
@@ -607,9 +542,6 @@ FLAGGED_KINDS = ("blacklisted", "remark_review", "price_below_list")
 SCALPER_KINDS = ("buyer", "address")  # one buyer ordering again and again; many to one address
 SCALPER_EXTRA = 3  # orders per burst beyond what the scalper rule allows
 SCALPER_MIN_ORDERS = 200  # smaller bursts get no scalper bursts
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 # --- public types ----------------------------------------------------------------------------
@@ -662,7 +594,7 @@ def generate_burst(
     AdapterError (a generator bug). Without it they come from the generator's own bookkeeping,
     which the unit tests hold equal. ``now`` (default: the current time) anchors the order times.
     """
-    from streams.adapters import AdapterContext, adapt
+    from streams.channels import AdapterContext, adapt
 
     contexts: dict[str, AdapterContext] = {}
     messages: list[BurstMessage] = []
@@ -898,118 +830,38 @@ def _scalper_slots(n_orders: int, bursts: int) -> dict[int, tuple[int, int]]:
     return slots
 
 
-class _Sku:
-    __slots__ = (
-        "asin",
-        "code",
-        "dy_product",
-        "dy_sku",
-        "grams",
-        "index",
-        "jd_sku",
-        "jd_ware",
-        "price",
-        "price_s",
-        "props",
-        "sp_product",
-        "sp_variant",
-        "tb_item",
-        "tb_sku",
-        "title",
-        "variants",
+def _sku(index: int, code: str, price: Decimal) -> Sku:
+    fen = price * 100
+    if fen != fen.to_integral_value() or fen <= 0:
+        raise ValueError(f"catalogue price of {code} must be positive with at most 2 decimals")
+    title, props = _TITLES.get(code, (code, ""))
+    return Sku(
+        index=index,
+        code=code,
+        price=int(fen),
+        price_s=yuan(int(fen)),
+        title=title,
+        props=props,
+        variants=bool(props) or code not in _TITLES,
+        grams=_GRAMS.get(code, 100),
+        # where each channel derives its item ids from (streams/channels/<channel>/payload.py)
+        digits=str(
+            int.from_bytes(hashlib.blake2b(code.encode(), digest_size=8).digest(), "big")
+        ).zfill(20),
     )
 
-    def __init__(self, index: int, code: str, price: Decimal) -> None:
-        fen = price * 100
-        if fen != fen.to_integral_value() or fen <= 0:
-            raise ValueError(f"catalogue price of {code} must be positive with at most 2 decimals")
-        digits = str(
-            int.from_bytes(hashlib.blake2b(code.encode(), digest_size=8).digest(), "big")
-        ).zfill(20)
-        self.index = index
-        self.code = code
-        self.price = int(fen)
-        self.price_s = _yuan(self.price)
-        self.title, self.props = _TITLES.get(code, (code, ""))
-        self.variants = bool(self.props) or code not in _TITLES
-        self.grams = _GRAMS.get(code, 100)
-        self.tb_item = int("7" + digits[:11])  # num_iid
-        self.tb_sku = "5" + digits[1:13]
-        self.jd_sku = "1000" + digits[2:10]
-        self.jd_ware = "1000" + digits[10:18]
-        self.dy_product = int("36" + digits[3:20])
-        self.dy_sku = int("17" + digits[4:18])
-        self.sp_product = int("80" + digits[5:16])
-        self.sp_variant = int("450" + digits[6:17])
-        self.asin = "B0" + "".join(_ALNUM[int(digits[i : i + 2]) % 36] for i in range(0, 16, 2))
 
-
-def _catalogue(catalogue: Sequence[tuple[str, Decimal]] | None) -> list[_Sku]:
+def _catalogue(catalogue: Sequence[tuple[str, Decimal]] | None) -> list[Sku]:
     items = list(DEFAULT_CATALOGUE if catalogue is None else catalogue)
     if not items:
         raise ValueError("catalogue is empty")
     codes = [code for code, _ in items]
     if len(set(codes)) != len(codes):
         raise ValueError("catalogue skus must be distinct")
-    return [_Sku(i, code, Decimal(str(price))) for i, (code, price) in enumerate(items)]
+    return [_sku(i, code, Decimal(str(price))) for i, (code, price) in enumerate(items)]
 
 
-class _Draft:
-    """One order as decided, before it is dressed in a channel's payload."""
-
-    __slots__ = (
-        "buyer",
-        "channel",
-        "created",
-        "incomplete",
-        "key",
-        "lines",
-        "modified",
-        "name",
-        "order_disc",
-        "paid",
-        "phone",
-        "place",
-        "remark",
-        "serial",
-        "shipping",
-        "street1",
-        "street2",
-        "total",
-        "town",
-        "unpaid",
-    )
-
-    channel: str
-    serial: str
-    key: str
-    lines: list[tuple[_Sku, int, int, int, int]]  # sku, qty, line discount, order share, paid
-    order_disc: int
-    shipping: int
-    total: int
-    created: int
-    paid: int
-    modified: int
-    unpaid: bool
-    incomplete: str
-    place: tuple[str, str, str, str, str, str]  # prov, city, city code, postcode, district, code
-    town: tuple[str, str]
-    street1: str
-    street2: str
-    name: str
-    phone: str
-    buyer: int
-    remark: str  # the buyer's remark ('' mostly)
-
-    def units(self) -> list[tuple[str, int]]:
-        return [(line[0].code, line[1]) for line in self.lines]
-
-    @property
-    def goods(self) -> int:
-        return self.total - self.shipping
-
-
-def _cut_price(d: _Draft) -> None:
+def _cut_price(d: Draft) -> None:
     """The first line sold at a tenth of its list price, as when a promotion's price is typed
     one digit short; the difference is a line discount, so every total still adds up."""
     sku, qty, disc, share, paid = d.lines[0]
@@ -1017,17 +869,6 @@ def _cut_price(d: _Draft) -> None:
     cut = paid - cheap
     d.lines[0] = (sku, qty, disc + cut, share, cheap)
     d.total -= cut
-
-
-def _b62(number: int, width: int) -> str:
-    """Opaque platform ids (open uids, pins): alphanumeric digits of a random number."""
-    raw = (number & ((1 << (6 * width)) - 1)).to_bytes((6 * width + 7) // 8, "big")
-    return base64.b64encode(raw, altchars=b"xy").decode()[:width]
-
-
-def _yuan(fen: int) -> str:
-    """Fen -> the yuan string the platforms send ('3999.00')."""
-    return "%d.%02d" % divmod(fen, 100)  # noqa: UP031 (twice as fast as the f-string)
 
 
 def _spread(amounts: list[int], discount: int) -> list[int]:
@@ -1042,21 +883,6 @@ def _spread(amounts: list[int], discount: int) -> list[int]:
         for i in ranked[:left]:
             shares[i] += 1
     return shares
-
-
-@lru_cache(maxsize=4096)
-def _beijing(ts: int) -> str:
-    return datetime.fromtimestamp(ts, CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
-
-
-@lru_cache(maxsize=4096)
-def _iso_beijing(ts: int) -> str:
-    return datetime.fromtimestamp(ts, CHINA_TZ).isoformat()
-
-
-@lru_cache(maxsize=4096)
-def _iso_utc(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @lru_cache(maxsize=1)
@@ -1077,14 +903,18 @@ def _cumulative(weights: Sequence[float]) -> list[float]:
 
 class _Generator:
     def __init__(
-        self, seed: int, run_id: str, skus: list[_Sku], now_ts: int, n_orders: int
+        self, seed: int, run_id: str, skus: list[Sku], now_ts: int, n_orders: int
     ) -> None:
         self.rng = random.Random(seed)
         run = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest(), "big")
         self.run_bits = int.from_bytes(hashlib.blake2b(run_id.encode()).digest()[:32], "big")
-        self.run_pad = hashlib.blake2b(run_id.encode(), digest_size=48).digest() * 2
-        self.run7 = f"{run % 10**7:07d}"
-        self.run6 = self.run7[1:]
+        run7 = f"{run % 10**7:07d}"
+        self.run = Run(
+            rng=self.rng,
+            run7=run7,
+            run6=run7[1:],
+            pad=hashlib.blake2b(run_id.encode(), digest_size=48).digest() * 2,
+        )
         self.skus = skus
         self.zipf = _cumulative([1 / (rank**ZIPF_EXPONENT) for rank in range(1, len(skus) + 1)])
         self.channels = list(CHANNEL_MIX)
@@ -1102,26 +932,23 @@ class _Generator:
         self.step = (BURST_SPAN_S - BURST_END_S) / max(n_orders, 1)
         self.now = now_ts
         self.tpl = _templates()
-        self.builders = {
-            "taobao": self._taobao,
-            "jd": self._jd,
-            "douyin": self._douyin,
-            "shopify": self._shopify,
-            "amazon": self._amazon,
-            "own": self._own,
+        # each channel's payload generator (streams/channels/<channel>/payload.py)
+        self.builders: dict[str, PayloadBuilder] = {
+            channel.value: spec.payloads for channel, spec in CHANNELS.items()
         }
-        self.ringleaders: dict[int, _Draft] = {}  # scalper burst -> its first order
+        self.ringleaders: dict[int, Draft] = {}  # scalper burst -> its first order
 
     # --- orders built to trip an audit rule (module docstring) --------------------------
 
-    def _recast(self, d: _Draft, channel: str) -> None:
+    def _recast(self, d: Draft, channel: str) -> None:
         """Move a draft to another channel (its id follows; amounts stay valid anywhere)."""
-        if d.channel == "douyin":
-            self.rng.randbytes(96)  # the cipher the Douyin payload draws: keep the stream aligned
+        drawn = self.builders[d.channel].random_bytes
+        if drawn:  # what the old channel's payload would draw (Douyin's cipher): keep in step
+            self.rng.randbytes(drawn)
         d.channel = channel
-        d.key = self._key(channel, d.serial)
+        d.key = self.builders[channel].order_key(self.run, d.serial)
 
-    def join_scalper_burst(self, d: _Draft, burst: int, member: int) -> str:
+    def join_scalper_burst(self, d: Draft, burst: int, member: int) -> str:
         """Make the draft one more order of the burst's buyer (same Taobao account, new
         address each time) or to its address (new Taobao or own-shop account each time).
         Returns the reason the rule will give, '' while the member is within the limit."""
@@ -1137,59 +964,46 @@ class _Generator:
             d.name, d.phone = first.name, first.phone
         return "scalper_suspected" if member >= scalper_limit(kind) else ""
 
-    def flag(self, d: _Draft, kind: str) -> None:
+    def flag(self, d: Draft, kind: str) -> None:
         """Build the draft to trip one rule; channels that cannot carry the trip (Douyin
         encrypts phones, Amazon has no remark) hand the order to Taobao."""
         if kind == "blacklisted":
-            if d.channel == "douyin":
+            if not self.builders[d.channel].plain_phone:
                 self._recast(d, "taobao")
             d.phone = DEMO_BLACKLISTED_PHONE
         elif kind == "remark_review":
-            if d.channel == "amazon":
+            if not self.builders[d.channel].buyer_remark:
                 self._recast(d, "taobao")
             d.remark = _REVIEW_REMARKS[d.buyer % len(_REVIEW_REMARKS)]
         else:
             _cut_price(d)
 
-    # ids: 7 (Shopify 6) hash digits of the run + a 9-digit serial ('0'+index, '9'+n malformed)
-
-    def _key(self, channel: str, serial: str) -> str:
-        if channel == "taobao":
-            return f"40{self.run7}{serial}0"
-        if channel == "jd":
-            return f"3{self.run7}{serial}"
-        if channel == "douyin":
-            return f"69{self.run7}{serial}0"
-        if channel == "shopify":
-            return f"5{self.run6}{serial}"
-        if channel == "amazon":
-            digits = f"4{self.run7}{serial}"
-            return f"{digits[:3]}-{digits[3:10]}-{digits[10:]}"
-        return f"W{self.run7}-{serial}"
-
     # --- the order itself ---------------------------------------------------------------
 
     def draft(
         self, index: int, *, unpaid: bool, incomplete: str, serial: str = "", channel: str = ""
-    ) -> _Draft:
+    ) -> Draft:
         rng = self.rng
         r = rng.random
-        d = _Draft()
+        d = Draft()
         d.channel = channel or self.channels[bisect(self.channel_cum, r())]
+        # ids: 7 (Shopify 6) hash digits of the run + a 9-digit serial ('0'+index, '9'+n
+        # malformed), in the platform's shape (PayloadBuilder.order_key)
         d.serial = serial or f"0{index:08d}"
-        d.key = self._key(d.channel, d.serial)
+        builder = self.builders[d.channel]
+        d.key = builder.order_key(self.run, d.serial)
         d.unpaid = unpaid
         d.incomplete = incomplete
 
         # lines: 1-3 distinct skus, Zipf by popularity
         x = r()
         n_lines = min(1 if x < 0.62 else 2 if x < 0.9 else 3, len(self.skus))
-        chosen: list[_Sku] = []
+        chosen: list[Sku] = []
         while len(chosen) < n_lines:
             sku = self.skus[bisect(self.zipf, r())]
             if sku not in chosen:
                 chosen.append(sku)
-        lines = []
+        lines: list[tuple[Sku, int, int, int]] = []  # sku, qty, line discount, net
         for sku in chosen:
             x = r()
             if sku.price >= 100000:  # 1000 yuan and more: one per order, rarely two
@@ -1206,7 +1020,7 @@ class _Generator:
                 else:
                     disc = amount * (5, 10, 15, 20)[int(r() * 4)] // 100 // 100 * 100
                 disc = min(disc, amount // 2)
-            lines.append([sku, qty, disc, amount - disc])
+            lines.append((sku, qty, disc, amount - disc))
         goods = sum(line[3] for line in lines)
 
         # order-level discount: cross-store 满300减40, or a shop coupon
@@ -1224,9 +1038,11 @@ class _Generator:
         d.order_disc = order_disc
         goods -= order_disc
 
-        # postage: free over 99 yuan (包邮), sometimes charged below; Shopify ships SF Express
-        if d.channel == "shopify":
-            d.shipping = 1500 if goods < 50000 else 0
+        # postage: free over 99 yuan (包邮), sometimes charged below, unless the channel has its
+        # own rule (the Shopify shop charges SF Express)
+        own_rule = builder.shipping(goods)
+        if own_rule is not None:
+            d.shipping = own_rule
         elif goods < 9900 and r() < 0.6:
             d.shipping = (600, 800, 1000)[int(r() * 3)]
         else:
@@ -1256,7 +1072,7 @@ class _Generator:
         bits, unit = divmod(bits, 4)
         bits, floor = divmod(bits, 33)
         bits, room = divmod(bits, 8)
-        bits, surname = divmod(bits, len(_SURNAMES))
+        bits, surname = divmod(bits, len(SURNAMES))
         bits, given1 = divmod(bits, len(_GIVEN))
         bits, given2 = divmod(bits, len(_GIVEN) * 10 // 7)  # 30%: a one-character given name
         bits, mobile = divmod(bits, len(_MOBILE))
@@ -1269,7 +1085,7 @@ class _Generator:
             d.street1 = f"{_ROADS[road]}{number + 1}号{_OFFICES[building % len(_OFFICES)]}"
             d.street2 = f"{'ABCD'[unit]}座{floor + 1}{room + 1:02d}室"
         given = _GIVEN[given1] + (_GIVEN[given2] if given2 < len(_GIVEN) else "")
-        d.name = _SURNAMES[surname] + given
+        d.name = SURNAMES[surname] + given
         d.phone = f"{_MOBILE[mobile]}{subscriber:08d}"
         # drawn here for every channel (Amazon carries none), so a draft moved to another
         # channel (a flagged order) draws as many numbers as before and shifts no other order
@@ -1277,8 +1093,8 @@ class _Generator:
         d.remark = _REMARKS[int(x * 100) % len(_REMARKS)] if x < 0.08 else ""
         return d
 
-    def payload(self, d: _Draft) -> dict[str, Any]:
-        return self.builders[d.channel](d)
+    def payload(self, d: Draft) -> dict[str, Any]:
+        return self.builders[d.channel].build(d, self.run, self.tpl[d.channel])
 
     # --- malformed ----------------------------------------------------------------------
 
@@ -1293,9 +1109,10 @@ class _Generator:
             for name in ORDER_ID_FIELDS[channel]:
                 payload.pop(name, None)
         elif kind == "negative_quantity":
-            self._negative_quantity(channel, payload, rng.randrange(len(d.lines)))
+            self.builders[channel].negative_quantity(payload, rng.randrange(len(d.lines)))
         elif kind == "non_numeric_amount":
-            self._bad_amount(channel, payload, d)
+            text = rng.choice(("¥{}", "{}元", "N/A", "1,{}"))
+            self.builders[channel].bad_amount(payload, d, text)
         good = orjson.dumps(payload)
         if kind == "broken_json":  # cut short, as by a dropped connection
             cut = rng.randrange(len(good) // 4, len(good) * 3 // 4)
@@ -1321,625 +1138,3 @@ class _Generator:
         return BurstMessage(
             channel, key.encode() if key else None, value, _headers(channel), "malformed"
         )
-
-    @staticmethod
-    def _negative_quantity(channel: str, payload: dict[str, Any], line: int) -> None:
-        if channel == "taobao":
-            payload["orders"]["order"][line]["num"] = -1
-        elif channel == "jd":
-            payload["itemInfoList"][line]["itemTotal"] = "-1"
-        elif channel == "douyin":
-            payload["sku_order_list"][line]["item_num"] = -1
-        elif channel == "shopify":
-            payload["line_items"][line]["quantity"] = -1
-        elif channel == "amazon":
-            payload["OrderItems"][line]["QuantityOrdered"] = -1
-        else:
-            payload["lines"][line]["quantity"] = -1
-
-    def _bad_amount(self, channel: str, payload: dict[str, Any], d: _Draft) -> None:
-        text = self.rng.choice(("¥{}", "{}元", "N/A", "1,{}"))
-        if channel == "taobao":
-            payload["payment"] = text.format(_yuan(d.total))
-        elif channel == "jd":
-            payload["orderSellerPrice"] = text.format(_yuan(d.goods))
-        elif channel == "douyin":
-            payload["pay_amount"] = text.format(d.total)
-        elif channel == "shopify":
-            payload["total_price"] = text.format(_yuan(d.total))
-        elif channel == "amazon":
-            payload["OrderTotal"] = {"CurrencyCode": "CNY", "Amount": text.format(_yuan(d.total))}
-        else:
-            payload["total"] = text.format(_yuan(d.total))
-
-    # --- channel payloads ---------------------------------------------------------------
-    #
-    # Each builder starts from a shallow copy of the sample payload (keys in the platform's
-    # order, static fields as the sample has them) and replaces everything order-specific.
-    # Nested objects of the template are shared between orders and never mutated: every
-    # nested object that changes is built fresh.
-
-    def _taobao(self, d: _Draft) -> dict[str, Any]:
-        prov, city, _, postcode, district, _ = d.place
-        tid = d.key
-        subs = []
-        list_total = line_disc = 0
-        for k, (sku, qty, disc, share, paid) in enumerate(d.lines):
-            amount = sku.price * qty
-            list_total += amount
-            line_disc += disc
-            status = "WAIT_BUYER_PAY" if d.unpaid else "WAIT_SELLER_SEND_GOODS"
-            sub = {
-                "oid": int(f"{tid[:-1]}{k + 1}"),
-                "num_iid": sku.tb_item,
-                "sku_id": sku.tb_sku if sku.variants else "",
-                "outer_sku_id": sku.code if sku.variants else "",
-                "outer_iid": sku.code,
-                "title": sku.title,
-                "sku_properties_name": sku.props,
-                "num": qty,
-                "price": sku.price_s,
-                "total_fee": _yuan(amount - disc),
-                "discount_fee": _yuan(disc),
-                "adjust_fee": "0.00",
-                "payment": _yuan(paid + (d.shipping if len(d.lines) == 1 else 0)),
-                "divide_order_fee": _yuan(paid),
-                "part_mjz_discount": _yuan(share),
-                "refund_status": "NO_REFUND",
-                "status": status,
-                "cid": 1512 + sku.index,
-                "is_oversold": False,
-            }
-            subs.append(sub)
-        p = dict(self.tpl["taobao"])
-        p.update(
-            {
-                "tid": int(tid),
-                "tid_str": tid,
-                "status": "WAIT_BUYER_PAY" if d.unpaid else "WAIT_SELLER_SEND_GOODS",
-                "buyer_nick": f"{_SURNAMES[d.buyer % len(_SURNAMES)]}**{d.buyer % 10}",
-                "buyer_open_uid": "AAH" + _b62(d.buyer, 21),
-                "created": _beijing(d.created),
-                "pay_time": _beijing(d.paid) if d.paid else "",
-                "modified": _beijing(d.modified),
-                "total_fee": _yuan(list_total),
-                "payment": _yuan(d.total),
-                "post_fee": _yuan(d.shipping),
-                "discount_fee": _yuan(line_disc + d.order_disc),
-                "alipay_no": ""
-                if d.unpaid
-                else f"{_beijing(d.paid)[:10].replace('-', '')}22001{d.buyer % 10**15:015d}",
-                "alipay_id": 2088000000000000 + d.buyer % 10**12,
-                "receiver_name": "" if d.incomplete == "name" else d.name,
-                "receiver_mobile": "" if d.incomplete == "phone" else d.phone,
-                "receiver_phone": "",
-                "receiver_state": PROVINCES[prov][0],
-                "receiver_city": city,
-                "receiver_district": district,
-                "receiver_town": "" if d.incomplete == "street" else d.town[0],
-                "receiver_address": "" if d.incomplete == "street" else d.street1 + d.street2,
-                "receiver_zip": postcode,
-                "buyer_message": d.remark,
-                "promotion_details": {
-                    "promotion_detail": [
-                        {
-                            "id": int(tid),
-                            "promotion_name": "店铺满减"
-                            if d.order_disc % 4000 == 0
-                            else "店铺优惠券",
-                            "discount_fee": _yuan(d.order_disc),
-                            "promotion_id": f"shopbonus-{d.buyer % 10**10:010d}_{d.order_disc}",
-                        }
-                    ]
-                }
-                if d.order_disc
-                else {"promotion_detail": []},
-                "orders": {"order": subs},
-            }
-        )
-        p["has_buyer_message"] = bool(p["buyer_message"])
-        if d.unpaid:
-            del p["pay_time"]
-        return p
-
-    def _jd(self, d: _Draft) -> dict[str, Any]:
-        prov, city, city_code, _, district, district_code = d.place
-        province = PROVINCES[prov][0]
-        for suffix in ("壮族自治区", "回族自治区", "维吾尔自治区", "自治区", "省", "市"):
-            if province.endswith(suffix):
-                province = province[: -len(suffix)]
-                break
-        items, coupons = [], []
-        list_total = line_disc = 0
-        for sku, qty, disc, _, _ in d.lines:
-            list_total += sku.price * qty
-            line_disc += disc
-            items.append(
-                {
-                    "skuId": sku.jd_sku,
-                    "outerSkuId": sku.code,
-                    "skuName": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
-                    "jdPrice": sku.price_s,
-                    "itemTotal": str(qty),
-                    "wareId": sku.jd_ware,
-                    "productNo": sku.code.removeprefix("SKU-"),
-                    "giftPoint": "0",
-                    "serviceName": "",
-                    "newStoreId": "0",
-                }
-            )
-            if disc:
-                coupons.append(
-                    {
-                        "orderId": d.key,
-                        "skuId": sku.jd_sku,
-                        "couponType": "30-单品促销优惠",
-                        "couponPrice": _yuan(disc),
-                    }
-                )
-        if d.order_disc:
-            coupons.append(
-                {
-                    "orderId": d.key,
-                    "skuId": None,
-                    "couponType": "41-京东券优惠",
-                    "couponPrice": _yuan(d.order_disc),
-                }
-            )
-        street = "" if d.incomplete == "street" else d.street1 + d.street2
-        p = dict(self.tpl["jd"])
-        p.update(
-            {
-                "orderId": d.key,
-                "orderTotalPrice": _yuan(list_total),
-                "orderSellerPrice": _yuan(d.goods),
-                "orderPayment": _yuan(d.total),
-                "freightPrice": _yuan(d.shipping),
-                "sellerDiscount": _yuan(line_disc + d.order_disc),
-                "orderState": "NOT_PAY" if d.unpaid else "WAIT_SELLER_STOCK_OUT",
-                "orderStateRemark": "等待付款" if d.unpaid else "等待出库",
-                "orderRemark": d.remark,
-                "orderStartTime": _beijing(d.created),
-                "paymentConfirmTime": _beijing(d.paid) if d.paid else "",
-                "modified": _beijing(d.modified),
-                "pin": f"jd_{d.buyer % 16**4:04x}****{d.buyer % 16**3:03x}",
-                "open_id_buyer": _b62(d.buyer >> 7, 24),
-                "consigneeInfo": {
-                    "fullname": "" if d.incomplete == "name" else d.name,
-                    "telephone": "",
-                    "mobile": "" if d.incomplete == "phone" else d.phone,
-                    "fullAddress": f"{province}{city}{district}{d.town[0]}{street}"
-                    if street
-                    else "",
-                    "province": province,
-                    "provinceId": str(_JD_PROVINCE_ID[prov]),
-                    "city": city,
-                    "cityId": str(int(city_code[:4])),
-                    "county": district,
-                    "countyId": district_code,
-                    "town": d.town[0],
-                    "townId": d.town[1],
-                },
-                "itemInfoList": items,
-                "couponDetailList": coupons,
-            }
-        )
-        return p
-
-    def _douyin(self, d: _Draft) -> dict[str, Any]:
-        prov, city, city_code, _, district, district_code = d.place
-        status, status_desc = (1, "待支付") if d.unpaid else (2, "备货中")
-        skus = []
-        list_total = 0
-        for k, (sku, qty, _disc, _share, paid) in enumerate(d.lines):
-            amount = sku.price * qty
-            list_total += amount
-            skus.append(
-                {
-                    "order_id": f"{d.key[:-1]}{k + 1}",
-                    "parent_order_id": d.key,
-                    "order_level": 3,
-                    "order_status": status,
-                    "order_status_desc": status_desc,
-                    "product_id": sku.dy_product,
-                    "product_id_str": str(sku.dy_product),
-                    "product_name": sku.title,
-                    "sku_id": sku.dy_sku,
-                    "code": sku.code,
-                    "out_sku_id": "0",
-                    "out_product_id": "0",
-                    "spec": [{"name": "规格", "value": sku.props.split(":")[-1] or "默认"}],
-                    "origin_amount": sku.price,
-                    "item_num": qty,
-                    "sum_amount": amount,
-                    "order_amount": amount,
-                    "pay_amount": paid,
-                    "post_amount": 0,
-                    "promotion_amount": amount - paid,
-                    "promotion_shop_amount": amount - paid,
-                    "promotion_platform_amount": 0,
-                    "goods_type": 0,
-                    "given_product_type": "MASTER",
-                    "is_comment": 0,
-                }
-            )
-        promotion = list_total - d.goods
-        tag = "*CgwIARCtHBiqICgDMAESHgh"
-        drawn = self.rng.randbytes(96)  # the run XORed in, as for every buyer (_draft)
-        cipher = base64.b64encode(bytes(a ^ b for a, b in zip(drawn, self.run_pad, strict=True)))
-        cipher = cipher.decode()  # 128 characters
-        tel = (
-            ""
-            if d.incomplete == "phone"
-            else f"#{cipher[:12]}#{cipher[12:44]}=={tag}{cipher[44:52]}#1##"
-        )
-        receiver = (
-            ""
-            if d.incomplete == "name"
-            else f"#{d.name[0]}*#{cipher[52:68]}=={tag}{cipher[68:72]}#1##"
-        )
-        no_street = d.incomplete == "street"
-        detail = "" if no_street else f"##{cipher[72:100]}=={tag}#1##"
-        prov_obj = {"name": PROVINCES[prov][0], "id": _GB_PROVINCE[prov]}
-        city_obj = {"name": city, "id": city_code}
-        town_obj = {"name": district, "id": district_code}
-        street_obj = {"name": "", "id": ""} if no_street else {"name": d.town[0], "id": d.town[1]}
-        p = dict(self.tpl["douyin"])
-        p.update(
-            {
-                "order_id": d.key,
-                "order_status": status,
-                "order_status_desc": status_desc,
-                "main_status": status,
-                "main_status_desc": status_desc,
-                "pay_time": d.paid,
-                "order_expire_time": d.created + 1800,
-                "create_time": d.created,
-                "update_time": d.modified,
-                "buyer_words": d.remark,
-                "pay_type": 1 + d.buyer % 2,
-                "channel_payment_no": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
-                "order_amount": list_total + d.shipping,
-                "pay_amount": d.total,
-                "post_amount": d.shipping,
-                "promotion_amount": promotion,
-                "promotion_shop_amount": promotion,
-                "shop_cost_amount": promotion,
-                "total_promotion_amount": promotion,
-                "post_origin_amount": d.shipping,
-                "post_tel": tel,
-                "encrypt_post_tel": tel,
-                "post_receiver": receiver,
-                "encrypt_post_receiver": receiver,
-                "mask_post_receiver": "" if not receiver else f"{d.name[0]}*",
-                "mask_post_tel": "" if not tel else f"{d.phone[0]}*********{d.phone[-1]}",
-                "post_addr": {
-                    "province": prov_obj,
-                    "city": city_obj,
-                    "town": town_obj,
-                    "street": street_obj,
-                    "detail": detail,
-                    "encrypt_detail": detail,
-                },
-                "mask_post_addr": {
-                    "province": prov_obj,
-                    "city": city_obj,
-                    "town": town_obj,
-                    "street": street_obj,
-                    "detail": "" if no_street else f"{d.street1[:2]}***号",
-                },
-                "exp_ship_time": d.created + 2 * 86400,
-                "doudian_open_id": f"1@#{cipher[100:128]}",
-                "sku_order_list": skus,
-            }
-        )
-        return p
-
-    def _shopify(self, d: _Draft) -> dict[str, Any]:
-        prov, city, _, postcode, district, _ = d.place
-        serial = int(d.serial)
-        items = []
-        list_total = discounts = grams = 0
-        for k, (sku, qty, disc, share, _paid) in enumerate(d.lines):
-            amount = sku.price * qty
-            list_total += amount
-            discounts += disc + share
-            grams += sku.grams * qty
-            line_id = int(f"1{self.run6[:5]}{d.serial}{k}")
-            money = {"amount": sku.price_s, "currency_code": "CNY"}
-            allocation = _yuan(disc + share)
-            variant = sku.props.split(":")[-1] if sku.props else None
-            items.append(
-                {
-                    "id": line_id,
-                    "admin_graphql_api_id": f"gid://shopify/LineItem/{line_id}",
-                    "product_id": sku.sp_product,
-                    "variant_id": sku.sp_variant,
-                    "sku": sku.code,
-                    "title": sku.title,
-                    "variant_title": variant,
-                    "name": f"{sku.title} - {variant}" if variant else sku.title,
-                    "vendor": "Geek Digital",
-                    "quantity": qty,
-                    "current_quantity": qty,
-                    "fulfillable_quantity": qty,
-                    "price": sku.price_s,
-                    "price_set": {"shop_money": money, "presentment_money": money},
-                    "total_discount": "0.00",
-                    "discount_allocations": [
-                        {
-                            "amount": allocation,
-                            "discount_application_index": 0,
-                            "amount_set": {
-                                "shop_money": {"amount": allocation, "currency_code": "CNY"},
-                                "presentment_money": {"amount": allocation, "currency_code": "CNY"},
-                            },
-                        }
-                    ]
-                    if disc + share
-                    else [],
-                    "gift_card": False,
-                    "requires_shipping": True,
-                    "taxable": True,
-                    "tax_lines": [],
-                    "grams": sku.grams,
-                    "fulfillment_service": "manual",
-                    "fulfillment_status": None,
-                    "product_exists": True,
-                }
-            )
-        shipping = _yuan(d.shipping)
-        ship_money = {"amount": shipping, "currency_code": "CNY"}
-        code = f"PEAK{discounts // 100}" if discounts else ""
-        surname, given = d.name[0], d.name[1:]
-        email = f"buyer{d.buyer % 10**8:08d}@example.com"
-        address = {
-            "first_name": given,
-            "last_name": surname,
-            "name": d.name,
-            "address1": district + d.street1,
-            "address2": d.street2,
-            "city": city,
-            "province": PROVINCES[prov][1],
-            "province_code": prov,
-            "country": "China",
-            "country_code": "CN",
-            "zip": postcode,
-            "phone": f"+86{d.phone}",
-            "company": None,
-        }
-        shipping_address = dict(address)
-        if d.incomplete == "name":
-            shipping_address.update(first_name="", last_name="", name="")
-        elif d.incomplete == "phone":
-            shipping_address["phone"] = None
-        elif d.incomplete == "street":
-            shipping_address.update(address1="", address2=None)
-        subtotal = _yuan(d.goods)
-        total = _yuan(d.total)
-        p = dict(self.tpl["shopify"])
-        p.update(
-            {
-                "id": int(d.key),
-                "admin_graphql_api_id": f"gid://shopify/Order/{d.key}",
-                "name": f"#{1001 + serial % 10**8}",
-                "order_number": 1001 + serial % 10**8,
-                "number": 1 + serial % 10**8,
-                "token": f"{d.buyer % 16**32:032x}",
-                "created_at": _iso_beijing(d.created),
-                "updated_at": _iso_beijing(d.modified),
-                "processed_at": _iso_beijing(d.created),
-                "current_subtotal_price": subtotal,
-                "current_total_discounts": _yuan(discounts),
-                "current_total_price": total,
-                "subtotal_price": subtotal,
-                "total_line_items_price": _yuan(list_total),
-                "total_discounts": _yuan(discounts),
-                "total_price": total,
-                "total_outstanding": total if d.unpaid else "0.00",
-                "total_weight": grams,
-                "total_shipping_price_set": {
-                    "shop_money": ship_money,
-                    "presentment_money": ship_money,
-                },
-                "financial_status": "pending" if d.unpaid else "paid",
-                "payment_gateway_names": ["manual"] if d.unpaid else ["shopify_payments"],
-                "discount_codes": [
-                    {"code": code, "amount": _yuan(discounts), "type": "fixed_amount"}
-                ]
-                if code
-                else [],
-                "discount_applications": [
-                    {
-                        "type": "discount_code",
-                        "value": f"{discounts / 100:.1f}",
-                        "value_type": "fixed_amount",
-                        "allocation_method": "across",
-                        "target_selection": "all",
-                        "target_type": "line_item",
-                        "code": code,
-                    }
-                ]
-                if code
-                else [],
-                "note": d.remark or None,
-                "email": email,
-                "contact_email": email,
-                "browser_ip": f"203.0.113.{d.buyer % 250 + 1}",
-                "customer": {
-                    "id": 7000000000000 + d.buyer % 10**12,
-                    "email": email,
-                    "first_name": given,
-                    "last_name": surname,
-                    "phone": f"+86{d.phone}",
-                    "currency": "CNY",
-                    "state": "enabled",
-                    "verified_email": True,
-                },
-                "billing_address": address,
-                "shipping_address": shipping_address,
-                "line_items": items,
-                "shipping_lines": [
-                    {
-                        "id": int(f"44{self.run6[:4]}{d.serial}"),
-                        "code": "SF Express",
-                        "title": "顺丰标快",
-                        "source": "shopify",
-                        "price": shipping,
-                        "discounted_price": shipping,
-                        "discount_allocations": [],
-                        "tax_lines": [],
-                    }
-                ]
-                if d.shipping
-                else [],
-            }
-        )
-        return p
-
-    def _amazon(self, d: _Draft) -> dict[str, Any]:
-        prov, city, _, postcode, district, _ = d.place
-        zero = {"CurrencyCode": "CNY", "Amount": "0.00"}
-        items = []
-        units = 0
-        for k, (sku, qty, disc, share, _paid) in enumerate(d.lines):
-            units += qty
-            promo = disc + share
-            items.append(
-                {
-                    "ASIN": sku.asin,
-                    "SellerSKU": sku.code,
-                    "OrderItemId": f"6{self.run7[:2]}{d.serial}{k:02d}",
-                    "Title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
-                    "QuantityOrdered": qty,
-                    "QuantityShipped": 0,
-                    "ProductInfo": {"NumberOfItems": "1"},
-                    "ItemPrice": {"CurrencyCode": "CNY", "Amount": _yuan(sku.price * qty)},
-                    "ShippingPrice": {
-                        "CurrencyCode": "CNY",
-                        "Amount": _yuan(d.shipping if k == 0 else 0),
-                    },
-                    "ItemTax": zero,
-                    "ShippingTax": zero,
-                    "ShippingDiscount": zero,
-                    "PromotionDiscount": {"CurrencyCode": "CNY", "Amount": _yuan(promo)},
-                    "PromotionDiscountTax": zero,
-                    "PromotionIds": [f"A{d.buyer % 10**12:012d} Peak-{promo // 100}off"]
-                    if promo
-                    else [],
-                    "IsGift": "false",
-                    "ConditionId": "New",
-                    "ConditionSubtypeId": "New",
-                    "IsTransparency": False,
-                }
-            )
-        address: dict[str, Any] = {
-            "Name": d.name,
-            "AddressLine1": d.street1,
-            "AddressLine2": d.street2,
-            "City": city,
-            "District": district,
-            "StateOrRegion": PROVINCES[prov][0],
-            "PostalCode": postcode,
-            "CountryCode": "CN",
-            "Phone": d.phone,
-            "AddressType": "Residential",
-        }
-        if d.incomplete == "name":
-            del address["Name"]
-        elif d.incomplete == "phone":
-            del address["Phone"]
-        elif d.incomplete == "street":
-            del address["AddressLine1"], address["AddressLine2"]
-        p = dict(self.tpl["amazon"])
-        p.update(
-            {
-                "AmazonOrderId": d.key,
-                "SellerOrderId": d.key,
-                "PurchaseDate": _iso_utc(d.created),
-                "LastUpdateDate": _iso_utc(d.modified),
-                "OrderStatus": "Pending" if d.unpaid else "Unshipped",
-                "OrderTotal": {"CurrencyCode": "CNY", "Amount": _yuan(d.total)},
-                "NumberOfItemsShipped": 0,
-                "NumberOfItemsUnshipped": units,
-                "EarliestShipDate": _iso_utc(d.created),
-                "LatestShipDate": _iso_utc(d.created + 2 * 86400),
-                "ShippingAddress": address,
-                "BuyerInfo": {
-                    "BuyerEmail": f"{_b62(d.buyer, 16).lower()}@marketplace.amazon.cn",
-                    "BuyerName": d.name,
-                },
-                "OrderItems": items,
-            }
-        )
-        if d.unpaid:  # SP-API: a Pending order has no total and no address yet
-            del p["OrderTotal"], p["ShippingAddress"]
-        return p
-
-    def _own(self, d: _Draft) -> dict[str, Any]:
-        prov, city, _, postcode, district, _ = d.place
-        lines = []
-        line_disc = 0
-        for k, (sku, qty, disc, share, paid) in enumerate(d.lines):
-            line_disc += disc + share
-            lines.append(
-                {
-                    "line_id": str(k + 1),
-                    "sku": sku.code,
-                    "channel_sku": sku.code,
-                    "title": f"{sku.title} {sku.props.split(':')[-1]}".strip(),
-                    "quantity": qty,
-                    "unit_price": sku.price_s,
-                    "discount": _yuan(disc + share),
-                    "paid_amount": _yuan(paid),
-                    "is_gift": False,
-                }
-            )
-        shop = self.tpl["own"]["shop_id"]
-        total = _yuan(d.total)
-        p = dict(self.tpl["own"])
-        p.update(
-            {
-                "order_id": make_order_id("own", shop, d.key),
-                "external_id": d.key,
-                "channel_status": "pending_payment" if d.unpaid else "paid",
-                "created_at": _iso_beijing(d.created),
-                "updated_at": _iso_beijing(d.modified),
-                "buyer": {
-                    "id": f"member-{d.buyer % 10**6:06d}",
-                    "name": d.name,
-                    "email": f"member{d.buyer % 10**8:08d}@example.com",
-                    "phone": d.phone,
-                },
-                "address": {
-                    "country": "CN",
-                    "province": PROVINCES[prov][0],
-                    "province_code": prov,
-                    "city": city,
-                    "district": district,
-                    "street": ""
-                    if d.incomplete == "street"
-                    else f"{d.town[0]}{d.street1}{d.street2}",
-                    "postcode": postcode,
-                    "name": "" if d.incomplete == "name" else d.name,
-                    "phone": "" if d.incomplete == "phone" else d.phone,
-                },
-                "lines": lines,
-                "payment": {
-                    "status": "unpaid" if d.unpaid else "paid",
-                    "method": "wechat_pay" if d.buyer % 3 else "alipay",
-                    "paid_total": "0.00" if d.unpaid else total,
-                    "paid_at": None if d.unpaid else _iso_beijing(d.paid),
-                    "transaction_id": "" if d.unpaid else f"42000{d.buyer % 10**23:023d}",
-                },
-                "shipping_fee": _yuan(d.shipping),
-                "discount_total": _yuan(line_disc),
-                "total": total,
-                "buyer_remark": d.remark,
-                "raw": {
-                    "source": ("mini-program", "app", "web")[d.buyer % 3],
-                    "coupon_codes": [f"PEAK{d.order_disc // 100}"] if d.order_disc else [],
-                },
-            }
-        )
-        return p

@@ -1,20 +1,18 @@
 """Where each channel's payload keeps its order number: the Kafka key of ``oms.raw.<channel>``.
 
 Keying by the channel order id puts every push of one order on one partition, which is what
-lets the whole order path run without a re-keying hop (see streams/topics.py).
+lets the whole order path run without a re-keying hop (see streams/topics.py). Each channel
+names its fields in its package (``order_id_fields`` in streams/channels/<channel>/__init__.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from streams.channels import CHANNELS
+
 ORDER_ID_FIELDS: dict[str, tuple[str, ...]] = {
-    "taobao": ("tid_str", "tid"),
-    "jd": ("orderId",),
-    "douyin": ("order_id", "p_id"),
-    "shopify": ("id", "admin_graphql_api_id"),
-    "amazon": ("AmazonOrderId",),
-    "own": ("external_id",),
+    channel.value: spec.order_id_fields for channel, spec in CHANNELS.items()
 }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -292,7 +292,7 @@ def error_list(exc: ValidationError) -> list[Any]:
     """Pydantic's errors without input values, or [] when there are too many to read."""
     if exc.error_count() > MAX_ERRORS_READ:
         return []
-    return exc.errors(include_url=False, include_input=False)  # type: ignore[return-value]
+    return exc.errors(include_url=False, include_input=False)
 
 
 def describe_validation(exc: ValidationError, whole: str, errors: list[Any] | None = None) -> str:
@@ -609,8 +609,12 @@ def payment_status_for(status: ChannelStatus, *, cod: bool, paid: bool) -> Payme
     return PaymentStatus.PAID
 
 
-def status_from(table: Mapping[Any, ChannelStatus], value: Any, where: str) -> ChannelStatus:
-    """Channel status -> ChannelStatus; an unknown status is refused, not guessed."""
+_Status = TypeVar("_Status", ChannelStatus, PaymentStatus)
+
+
+def status_from(table: Mapping[Any, _Status], value: Any, where: str) -> _Status:
+    """Channel status -> ChannelStatus (or PaymentStatus, as Shopify's ``financial_status``);
+    an unknown status is refused, not guessed."""
     if value is None or value == "":
         raise AdapterError(DlqReason.MISSING_FIELD, where)
     try:

@@ -20,7 +20,6 @@ import orjson
 import pytest
 from hypothesis import strategies as st
 
-from streams.adapters import adapt
 from streams.adapters.base import (
     EARLIEST_TIME,
     MAX_FUTURE,
@@ -29,6 +28,7 @@ from streams.adapters.base import (
     AdapterContext,
     AdapterError,
 )
+from streams.channels import adapt
 from streams.messages import DlqReason, DlqRecord
 from streams.models import MAX_MONEY, Channel, Order, make_order_id
 from streams.normalise import MAX_DLQ_RECORD_BYTES, SHOP_HEADER, RawInput, normalise
@@ -465,7 +465,7 @@ def check_order(order: Order, channel: str) -> None:
     assert order.json_size() <= MAX_ORDER_BYTES
 
 
-# What streams/adapters/__init__.py says when a mapping fails in a way no check anticipated.
+# What streams/channels/__init__.py says when a mapping fails in a way no check anticipated.
 CATCH_ALL = re.compile(r"unexpected \w+ mapping a \w+ order")
 
 

@@ -33,7 +33,7 @@ from ops.bench import namespaced_settings, prepare_namespace
 from ops.demo import top_up_stock
 from ops.loadgen import SHOP_HEADERS, BurstPlan, generate_burst
 from streams import topics
-from streams.adapters import AdapterContext, adapt
+from streams.channels import AdapterContext, adapt
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,7 @@ from order.record import OrderRecord
 from state.keys import Keys
 from state.redis import connect
 from streams import topics
-from streams.adapters import AdapterContext, adapt
+from streams.channels import AdapterContext, adapt
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

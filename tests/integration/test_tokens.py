@@ -42,7 +42,7 @@ from state.tokens import (
     TokenStore,
     digest,
 )
-from streams.adapters import adapt
+from streams.channels import adapt
 from streams.messages import EventKind, OrderState
 from web.api import HELD_SCAN_BUDGET, RedisReads
 

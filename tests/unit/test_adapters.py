@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from streams.adapters import ADAPTERS, adapt, adapt_payload, get_adapter
 from streams.adapters.base import (
     AdapterContext,
     AdapterError,
@@ -19,6 +18,7 @@ from streams.adapters.base import (
     spread_discount,
     unique_ids,
 )
+from streams.channels import ADAPTERS, adapt, adapt_payload, get_adapter
 from streams.messages import DlqReason
 from streams.models import Channel, ChannelStatus, Order, PaymentStatus, make_order_id
 

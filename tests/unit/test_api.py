@@ -20,7 +20,7 @@ from core.access import ALL_SHOPS, Principal, Shops
 from core.settings import REPO_ROOT, Settings
 from order.record import AfterSalesEntry, CommandRef, HistoryEntry, OrderRecord
 from state.redis import connect_async
-from streams.adapters import adapt
+from streams.channels import adapt
 from streams.messages import AfterSalesKind, CommandKind, CommandLine, EventKind, OrderState
 from streams.models import Address, OrderLine
 from web.api import (

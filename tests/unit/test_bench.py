@@ -35,7 +35,7 @@ from ops.bench import (
     rss_growth_pct,
 )
 from ops.loadgen import SHOP_HEADERS, generate_burst
-from streams.adapters import AdapterContext, adapt
+from streams.channels import AdapterContext, adapt
 
 # --------------------------------------------------------------------------- figures
 

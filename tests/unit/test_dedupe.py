@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from agents.pipeline import first_per_order
 from order.dedupe import Intake, classify
 from order.record import APPLIED_INPUTS, OrderRecord
-from streams.adapters import adapt
+from streams.channels import adapt
 from streams.messages import OrderState
 from streams.models import (
     Address,

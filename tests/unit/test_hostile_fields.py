@@ -25,8 +25,6 @@ import streams.regions
 from core.logs import MaskPersonalData, mask_personal, setup_logging
 from core.privacy import MAX_MASKED_CHARS, mask_id, scrub_free_text
 from order.record import HistoryEntry, OrderRecord
-from streams.adapters import adapt
-from streams.adapters import taobao as taobao_adapter
 from streams.adapters.base import (
     MAX_ERRORS_READ,
     MAX_SCALAR_CHARS,
@@ -36,6 +34,8 @@ from streams.adapters.base import (
     to_decimal,
     to_int,
 )
+from streams.channels import adapt
+from streams.channels.taobao import adapter as taobao_adapter
 from streams.messages import DlqReason, EventKind, OperatorAction, OrderState, WmsEvent
 from streams.models import MAX_CODE_CHARS, MAX_ORDER_LINES, Address, Buyer
 from streams.parse import parse_or_none

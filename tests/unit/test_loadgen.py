@@ -36,7 +36,7 @@ from order.audit import (
     normalise_phone,
 )
 from state.velocity import address_digest, buyer_digest
-from streams.adapters import AdapterContext, AdapterError, adapt
+from streams.channels import AdapterContext, AdapterError, adapt
 from streams.keys import channel_order_key
 from streams.messages import DlqReason
 from streams.models import Order, PaymentStatus

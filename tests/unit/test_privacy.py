@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.privacy import mask_id, mask_name, mask_order_dict, mask_phone, mask_text
-from streams.adapters import adapt
+from streams.channels import adapt
 from streams.models import (
     Address,
     Buyer,

@@ -15,7 +15,7 @@ MAIN = "thread (1): MainThread;main (ops/__main__.py:3)"
 PROCESS = f"{MAIN};process (agents/pipeline.py:121)"
 FOLDED = "\n".join(
     [
-        f"{PROCESS};adapt (streams/adapters/__init__.py:82) 30",
+        f"{PROCESS};adapt (streams/channels/__init__.py:82) 30",
         f"{PROCESS};save (state/orders.py:201) 50",
         f"{MAIN};heartbeat (agents/worker.py:70) 20",
         "thread (2): pool;_bootstrap (threading.py:1002);_worker (futures/thread.py:81) 400",

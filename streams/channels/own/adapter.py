@@ -36,7 +36,9 @@ from streams.regions import province_code
 
 def _province(address: dict[str, Any]) -> str:
     """Same routing key as every other channel, whatever spelling the shop front used."""
-    country = address.get("country") if isinstance(address.get("country"), str) else "CN"
+    country = address.get("country")
+    if not isinstance(country, str):
+        country = "CN"
     given = [address.get(k) for k in ("province_code", "province")]
     return next((code for v in given if isinstance(v, str) and (code := province_code(v, country))),
                 "")

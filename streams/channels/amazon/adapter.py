@@ -23,11 +23,11 @@ Mapping decisions:
 
 from __future__ import annotations
 
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
 from streams.adapters.base import (
-    UTC,
     AdapterContext,
     AdapterError,
     AddressDraft,
