@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from core.retry import Backoff, is_outage
 from order.record import Output
-from streams.adapters.base import describe_validation
+from streams.channels.base import describe_validation
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ from state.orders import LoadedRecord, OrderStore, Save
 from state.reservations import StockEngine
 from state.velocity import record_recent
 from streams import topics
-from streams.adapters.base import AdapterContext
+from streams.channels.base import AdapterContext
 from streams.messages import (
     AfterSalesRequest,
     ChannelUpdate,

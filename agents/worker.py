@@ -38,7 +38,7 @@ from order.route import RoutingTable
 from state.keys import Keys
 from state.redis import connect_async, connect_batched
 from streams import topics
-from streams.adapters.base import AdapterContext, SkuMap
+from streams.channels.base import AdapterContext, SkuMap
 from streams.messages import DlqReason
 
 log = logging.getLogger(__name__)

@@ -519,7 +519,7 @@ def _report_applied(
     id (``request_id``, ``action_id``) for the output and the retry hint."""
     from pydantic import ValidationError
 
-    from streams.adapters.base import describe_validation
+    from streams.channels.base import describe_validation
     from web.views import InputIdReused, applied_summary
 
     name, ident = id_field
@@ -688,7 +688,7 @@ def _validated(model: Any, data: dict[str, Any]) -> Any:
     """``model`` from ``data``, or exit 2 naming the fields that do not fit (bounded)."""
     from pydantic import ValidationError
 
-    from streams.adapters.base import describe_validation
+    from streams.channels.base import describe_validation
 
     try:
         return model.model_validate(data)

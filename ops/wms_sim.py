@@ -48,7 +48,7 @@ from core.logs import setup_logging
 from core.settings import Settings, get_settings
 from ops.cli_types import MAX_SIM_DELAY_S, MAX_SIM_DURATION_S, FiniteFloatRange
 from state.redis import connect_async
-from streams.adapters.base import describe_validation
+from streams.channels.base import describe_validation
 from streams.messages import (
     CommandKind,
     CommandLine,

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams.adapters.base import MAX_MESSAGE_BYTES, AdapterContext, AdapterError
 from streams.channels import adapt
+from streams.channels.base import MAX_MESSAGE_BYTES, AdapterContext, AdapterError
 from streams.messages import DlqReason, DlqRecord, make_id
 from streams.models import Order
 

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from streams.adapters.base import describe_validation
+from streams.channels.base import describe_validation
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Everything the OMS knows about a channel is in ``streams/channels/<channel>/``: its adapter, the
 payload fields that key ``oms.raw.<channel>``, the channel APIs and carrier codes of write-backs,
 and the payload generator of the load generator (a :class:`~streams.channels.spec.ChannelSpec`
-in its ``__init__.py``). What the adapters share is streams/adapters/base.py; what the payload
+in its ``__init__.py``). What the adapters share is streams/channels/base.py; what the payload
 generators share, streams/channels/drafts.py. A new channel is a new package, a member of
 ``streams.models.Channel`` and a line in :data:`CHANNELS`.
 
@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.adapters.base import (
+from streams.channels import amazon, douyin, jd, own, shopify, taobao
+from streams.channels.base import (
     Adapter,
     AdapterContext,
     AdapterError,
@@ -26,7 +27,6 @@ from streams.adapters.base import (
     fits_a_message,
     validation_error,
 )
-from streams.channels import amazon, douyin, jd, own, shopify, taobao
 from streams.channels.spec import ChannelSpec
 from streams.messages import DlqReason
 from streams.models import Channel, Order

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from streams.adapters.base import Adapter
+from streams.channels.base import Adapter
 from streams.channels.drafts import PayloadBuilder
 from streams.models import Channel
 

@@ -20,7 +20,8 @@ import orjson
 import pytest
 from hypothesis import strategies as st
 
-from streams.adapters.base import (
+from streams.channels import adapt
+from streams.channels.base import (
     EARLIEST_TIME,
     MAX_FUTURE,
     MAX_LINE_QUANTITY,
@@ -28,7 +29,6 @@ from streams.adapters.base import (
     AdapterContext,
     AdapterError,
 )
-from streams.channels import adapt
 from streams.messages import DlqReason, DlqRecord
 from streams.models import MAX_MONEY, Channel, Order, make_order_id
 from streams.normalise import MAX_DLQ_RECORD_BYTES, SHOP_HEADER, RawInput, normalise

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from streams.adapters.base import AdapterError
+from streams.channels.base import AdapterError
 from streams.messages import DlqReason
 from streams.models import Order
 from tests.fuzz.payloads import CHANNELS, INJECTIONS, ORDER, Case, corpus, outcome, sample

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from streams.adapters.base import MAX_LOC_PART_CHARS
+from streams.channels.base import MAX_LOC_PART_CHARS
 from streams.parse import parse_or_none
 from tests.fuzz.internal import (
     MODELS,

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from agents.pipeline import OrderPipeline
 from core.settings import Settings
 from order.route import RoutingTable
-from streams.adapters.base import AdapterContext
+from streams.channels.base import AdapterContext
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from order.route import RoutingTable
 from state.keys import Keys
 from state.redis import connect
 from state.stock import load_stock, parse_stock_file
-from streams.adapters.base import AdapterContext, AdapterError
 from streams.channels import adapt
+from streams.channels.base import AdapterContext, AdapterError
 from streams.messages import DlqReason, DlqRecord, EventKind
 from streams.normalise import SHOP_HEADER, RawInput
 from streams.topics import raw_topic

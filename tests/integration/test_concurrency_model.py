@@ -46,7 +46,7 @@ from state.orders import LoadedRecord
 from state.redis import connect
 from state.stock import StockRow, load_stock
 from state.verify import verify
-from streams.adapters.base import AdapterContext
+from streams.channels.base import AdapterContext
 from streams.messages import (
     AfterSalesKind,
     AfterSalesRequest,

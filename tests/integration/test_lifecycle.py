@@ -24,7 +24,7 @@ from state.keys import Keys
 from state.redis import connect
 from state.stock import stock_levels
 from state.verify import verify
-from streams.adapters.base import AdapterContext
+from streams.channels.base import AdapterContext
 from streams.messages import (
     AfterSalesKind,
     AfterSalesRequest,

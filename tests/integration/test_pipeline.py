@@ -21,7 +21,7 @@ from state.keys import Keys
 from state.redis import connect
 from state.stock import StockRow, load_stock, stock_levels
 from state.verify import verify
-from streams.adapters.base import AdapterContext
+from streams.channels.base import AdapterContext
 from streams.messages import (
     CommandKind,
     EventKind,

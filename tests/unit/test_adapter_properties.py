@@ -12,8 +12,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.adapters.base import AdapterError
 from streams.channels import adapt
+from streams.channels.base import AdapterError
 from streams.models import Channel, Order, make_order_id
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "payloads"

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from streams.adapters.base import (
+from streams.channels import ADAPTERS, adapt, adapt_payload, get_adapter
+from streams.channels.base import (
     AdapterContext,
     AdapterError,
     SkuMap,
     spread_discount,
     unique_ids,
 )
-from streams.channels import ADAPTERS, adapt, adapt_payload, get_adapter
 from streams.messages import DlqReason
 from streams.models import Channel, ChannelStatus, Order, PaymentStatus, make_order_id
 

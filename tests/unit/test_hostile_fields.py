@@ -25,7 +25,8 @@ import streams.regions
 from core.logs import MaskPersonalData, mask_personal, setup_logging
 from core.privacy import MAX_MASKED_CHARS, mask_id, scrub_free_text
 from order.record import HistoryEntry, OrderRecord
-from streams.adapters.base import (
+from streams.channels import adapt
+from streams.channels.base import (
     MAX_ERRORS_READ,
     MAX_SCALAR_CHARS,
     AdapterError,
@@ -34,7 +35,6 @@ from streams.adapters.base import (
     to_decimal,
     to_int,
 )
-from streams.channels import adapt
 from streams.channels.taobao import adapter as taobao_adapter
 from streams.messages import DlqReason, EventKind, OperatorAction, OrderState, WmsEvent
 from streams.models import MAX_CODE_CHARS, MAX_ORDER_LINES, Address, Buyer

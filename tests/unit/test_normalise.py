@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.adapters.base import AdapterContext
+from streams.channels.base import AdapterContext
 from streams.messages import DlqReason, DlqRecord
 from streams.models import Order, make_order_id
 from streams.normalise import SHOP_HEADER, RawInput, normalise, to_dlq

@@ -18,7 +18,7 @@ from order.audit import AuditConfigError
 from order.decisions import Decisions
 from order.route import RoutingTable
 from order.shops import MAX_MERGE_WINDOW_S, ShopConfigError, ShopRules, load_shop_rules
-from streams.adapters.base import AdapterContext
+from streams.channels.base import AdapterContext
 from streams.models import Channel, Order, ShopKey
 from tests.unit.test_promotions import line
 from tests.unit.test_promotions import order as promotions_order

@@ -24,7 +24,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from streams.adapters.base import (
+from streams.channels.base import (
     AdapterContext,
     AddressDraft,
     LineDraft,

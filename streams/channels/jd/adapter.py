@@ -22,7 +22,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from streams.adapters.base import (
+from streams.channels.base import (
     AdapterContext,
     AddressDraft,
     LineDraft,

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.adapters.base import (
+from streams.channels.base import (
     AdapterContext,
     AdapterError,
     bounded_extras,

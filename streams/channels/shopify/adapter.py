@@ -26,7 +26,7 @@ from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
-from streams.adapters.base import (
+from streams.channels.base import (
     AdapterContext,
     AddressDraft,
     LineDraft,

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from streams.adapters.base import (
+from streams.channels.base import (
     AdapterContext,
     AddressDraft,
     LineDraft,
