@@ -24,6 +24,7 @@ import pytest
 
 from analytics.client import QueryClient
 from analytics.client import connect as ch_connect
+from analytics.ledger import ClickHouseLedger
 from analytics.reports import HOLDING_STATES, build_report, processed_inputs
 from core.kafka import Record, produce
 from core.settings import Settings
@@ -151,7 +152,7 @@ def test_flash_sale_reserves_exactly_the_stock(three_workers: Settings) -> None:
     levels = {lv.warehouse: lv for lv in stock_levels(connect(settings), keys, sku)}
     assert levels["WH-SH"].reserved == 600 and levels["WH-BJ"].reserved == 400
     assert all(lv.available == 0 for lv in levels.values())
-    check = verify(connect(settings), keys, ch_connect(settings))
+    check = verify(connect(settings), keys, ClickHouseLedger(ch_connect(settings)))
     assert check.ok, check.violations[:5]
     assert check.oversold_units == 0
 

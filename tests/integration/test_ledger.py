@@ -391,7 +391,9 @@ async def test_verify_is_exact_while_the_shipper_runs(
     async def verifying() -> None:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            report = await asyncio.to_thread(verify, connect(env.settings), env.keys, env.ch)
+            report = await asyncio.to_thread(
+                verify, connect(env.settings), env.keys, ClickHouseLedger(env.ch)
+            )
             assert report.ok, report.violations
             assert report.ledger_locked is False
             seen["verified"] += 1

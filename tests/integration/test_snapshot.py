@@ -157,7 +157,7 @@ async def test_count_after_shipping_to_clickhouse_needs_clickhouse(
     (line,) = result.lines
     assert (line.moved_after, line.before, line.on_hand) == (-4 + 4 - 1, 9, 11)
     assert level(client, keys, "SKU1") == (11, 0, 1)
-    assert verify(client, keys, ch).ok
+    assert verify(client, keys, ClickHouseLedger(ch)).ok
 
 
 async def test_short_count_is_a_conflict_never_an_oversell(
