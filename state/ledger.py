@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import redis
 
@@ -73,6 +73,7 @@ def movement_id(sku: str, entry_id: str) -> str:
 Totals = Counter[str]  # figure -> sum, plus "entries"
 
 
+@runtime_checkable
 class ShippedLedger(Protocol):
     """The part of the ledger shipped out of Redis (analytics/ledger.py: ClickHouse)."""
 
@@ -86,6 +87,14 @@ class ShippedLedger(Protocol):
         """Sums per (sku, warehouse) of the shipped movements with entry ids in each sku's
         range (lo, hi]; a movement shipped twice counts once."""
         ...
+
+
+def require_archive(archive: object) -> None:
+    """A caller handing in something else (a bare ClickHouse client) fails here, by name."""
+    if archive is not None and not isinstance(archive, ShippedLedger):
+        raise TypeError(
+            f"expected a ShippedLedger (analytics.ledger.ClickHouseLedger), got {type(archive)}"
+        )
 
 
 # ---------------------------------------------------------------- exact reads (sync: CLI)

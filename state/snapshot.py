@@ -40,7 +40,15 @@ import orjson
 import redis
 
 from state.keys import Keys
-from state.ledger import CHUNK, ShippedLedger, StreamId, Totals, parse_id, read_ledgers
+from state.ledger import (
+    CHUNK,
+    ShippedLedger,
+    StreamId,
+    Totals,
+    parse_id,
+    read_ledgers,
+    require_archive,
+)
 from state.lock import DEFAULT_TTL_MS, DistributedLock, stock_lock_name
 from state.redis import lua_source, texts
 from state.stock import MAX_QTY, WHOLE_NUMBER, StockError, StockOp, known_skus
@@ -158,9 +166,10 @@ def apply_snapshot(
     """Take the ``stock:<warehouse>`` lock (bounded wait: LockTimeout) and apply the count.
 
     ``archive`` (analytics/ledger.py) is needed once movements after ``as_of`` have been shipped
-    to ClickHouse
-    (SnapshotError otherwise: checked before the first write, and again per batch in case
-    the shipper moves on meanwhile; a rerun with the same file is a no-op for skus done)."""
+    to ClickHouse (SnapshotError otherwise: checked before the first write, and again per batch
+    in case the shipper moves on meanwhile; a rerun with the same file is a no-op for skus
+    done)."""
+    require_archive(archive)
     lock = DistributedLock(
         client, keys, stock_lock_name(warehouse), ttl_ms=lock_ttl_ms, wait_s=lock_wait_s
     )

@@ -38,6 +38,7 @@ from state.ledger import (
     Totals,
     format_id,
     read_ledgers,
+    require_archive,
     stream_totals,
 )
 from state.lock import LEDGER_SHIPPER, DistributedLock, LockLost
@@ -90,6 +91,7 @@ def verify(
     """Check every sku; ``archive`` (analytics/ledger.py ClickHouseLedger) supplies the shipped part
     of the ledger. The ``ledger-shipper`` lock is taken (bounded wait) so the shipper stands
     still while we read; the result does not depend on it, and the report says if it failed."""
+    require_archive(archive)
     report = VerifyReport()
     skus = sorted(known_skus(client, keys))
     report.skus = len(skus)
