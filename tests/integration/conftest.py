@@ -22,6 +22,6 @@ async def pipeline(
     client = aioredis.Redis.from_url(redis_settings.redis_url, decode_responses=True)
     routing = RoutingTable.load(base_settings.config_dir / "warehouses.toml")
     pipe = OrderPipeline(redis_settings, client, routing, AdapterContext())
-    pipe.promotions = None
+    pipe.decisions.promotions = None
     yield pipe
     await client.aclose()
