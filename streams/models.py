@@ -257,6 +257,7 @@ class Order(_Model):
     raw: dict[str, Any] = Field(default_factory=dict)  # channel fields with no canonical home
     _fingerprint: str | None = PrivateAttr(default=None)
     _json_size: int = PrivateAttr(default=0)
+    _shop_key: ShopKey | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_lines(self) -> Order:
@@ -267,8 +268,11 @@ class Order(_Model):
 
     @property
     def shop_key(self) -> ShopKey:
-        """``CHANNEL/SHOP``: how quotas, shop rules and promotions name the selling shop."""
-        return ShopKey.of(self.channel, self.shop_id)
+        """``CHANNEL/SHOP``: how quotas, shop rules and promotions name the selling shop (built
+        once per order: the decisions ask for it several times per input)."""
+        if self._shop_key is None:
+            self._shop_key = ShopKey.of(self.channel, self.shop_id)
+        return self._shop_key
 
     @property
     def quantity_by_sku(self) -> dict[str, int]:
@@ -279,10 +283,11 @@ class Order(_Model):
         return totals
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Order:
-        """A copy with changed content must not keep the cached fingerprint of the original."""
+        """A copy with changed content must not keep what was cached of the original."""
         copy = super().model_copy(update=update, deep=deep)
         if update:
             copy._fingerprint = None
+            copy._shop_key = None
         return copy
 
     def fingerprint(self) -> str:

@@ -187,3 +187,13 @@ def test_no_shop_key_is_built_or_split_by_hand() -> None:
     ]
     assert found == []
     assert hand_made_keys(REPO_ROOT / HOME)  # the check finds the one place that may
+
+
+def test_an_orders_key_is_built_once_and_a_changed_copy_gets_its_own() -> None:
+    from tests.unit.records import make_order
+
+    order = make_order({"A": 1})
+    assert order.shop_key is order.shop_key  # cached: the decisions ask several times
+    moved = order.model_copy(update={"shop_id": "极客数码旗舰店"})
+    assert moved.shop_key == ShopKey.of(order.channel, "极客数码旗舰店")
+    assert order.shop_key == ShopKey.of(order.channel, order.shop_id)
