@@ -24,7 +24,7 @@ from order.record import CommandStatus, OrderRecord, ReserveIntent
 from order.reservation import EffectKind, Reservation, ReserveStatus, StockEffect
 from order.route import RoutingTable
 from order.shops import ShopRules
-from streams.messages import CommandKind, EventKind, OrderState
+from streams.messages import EventKind, OrderState
 from streams.models import ChannelStatus, Order, OrderLine, ShopKey
 
 log = logging.getLogger(__name__)
@@ -235,11 +235,7 @@ class Decisions:
             return
         live = record.live_commands()
         # A parcel already with the buyer cannot be cancelled: a person decides about the rest.
-        shipped = any(
-            c.status in (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
-            for c in record.commands
-            if c.kind is CommandKind.OUTBOUND and c.shipment == record.order_id
-        )
+        shipped = record.has_shipped()
         if record.state is OrderState.EXCEPTION and not live and not shipped:  # nothing worked on
             failed = [c for c in record.commands if c.status is CommandStatus.FAILED]
             plan.messages.extend(stop_command(record, ref, now) for ref in failed)

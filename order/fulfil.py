@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from order.record import CommandRef, CommandStatus, OrderRecord
+from order.record import SHIPPED_OR_DELIVERED, CommandRef, CommandStatus, OrderRecord
 from streams.messages import Allocation, CommandKind, CommandLine, FulfilmentCommand, make_id
 
 
@@ -209,10 +209,8 @@ def shipped_units(
     only of some lines: what a return can bring back."""
     wanted = set(line_ids)
     out: dict[str, list[CommandLine]] = defaultdict(list)
-    for ref in record.commands:
-        if ref.kind is not CommandKind.OUTBOUND or ref.shipment != record.order_id:
-            continue
-        if ref.status not in (CommandStatus.SHIPPED, CommandStatus.DELIVERED):
+    for ref in record.own_outbounds():
+        if ref.status not in SHIPPED_OR_DELIVERED:
             continue
         for line in ref.lines:
             mine = line.order_id in ("", record.order_id)

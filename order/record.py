@@ -80,6 +80,7 @@ class CommandStatus(StrEnum):
 
 
 LIVE_OUTBOUND = frozenset({CommandStatus.SENT, CommandStatus.ACCEPTED, CommandStatus.PICKED})
+SHIPPED_OR_DELIVERED = frozenset({CommandStatus.SHIPPED, CommandStatus.DELIVERED})
 
 
 class CommandRef(BaseModel):
@@ -242,6 +243,18 @@ class OrderRecord(BaseModel):
 
     def live_commands(self, kind: CommandKind = CommandKind.OUTBOUND) -> list[CommandRef]:
         return [c for c in self.commands if c.kind is kind and c.status in LIVE_OUTBOUND]
+
+    def own_outbounds(self) -> list[CommandRef]:
+        """Every outbound of the order's own reservation (not an exchange's), any status."""
+        return [
+            c
+            for c in self.commands
+            if c.kind is CommandKind.OUTBOUND and c.shipment == self.order_id
+        ]
+
+    def has_shipped(self) -> bool:
+        """A parcel of the order's own reservation left the warehouse."""
+        return any(c.status in SHIPPED_OR_DELIVERED for c in self.own_outbounds())
 
     def command(self, command_id: str) -> CommandRef | None:
         return next((c for c in self.commands if c.command_id == command_id), None)

@@ -23,7 +23,14 @@ from order.decisions import Decisions, Step
 from order.fulfil import build_command, command_id, next_attempt, return_commands, track
 from order.plan import BatchResult, Plan
 from order.reasons import Reason
-from order.record import LIVE_OUTBOUND, AfterSalesEntry, CommandRef, CommandStatus, OrderRecord
+from order.record import (
+    LIVE_OUTBOUND,
+    SHIPPED_OR_DELIVERED,
+    AfterSalesEntry,
+    CommandRef,
+    CommandStatus,
+    OrderRecord,
+)
 from order.reservation import EffectKind, StockEffect
 from streams.messages import (
     AfterSalesKind,
@@ -58,7 +65,7 @@ class Answer(Step):
 
 Handler = Callable[[Answer], None]
 
-IN_PLAY = LIVE_OUTBOUND | {CommandStatus.SHIPPED, CommandStatus.DELIVERED}
+IN_PLAY = LIVE_OUTBOUND | SHIPPED_OR_DELIVERED
 
 
 def apply_event(
@@ -156,8 +163,7 @@ def on_shipped(a: Answer) -> None:
     if record.state is S.INTERCEPTING or failed or crossed:  # an intercept's answer, or a person
         a.note(EventKind.SHIPPED, reason=a.ref.command_id, detail=detail)
     else:
-        done = (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
-        everything = all(c.status in done for c in outbounds(record))
+        everything = all(c.status in SHIPPED_OR_DELIVERED for c in outbounds(record))
         to = S.SHIPPED if everything else S.PARTIALLY_SHIPPED
         kind = EventKind.SHIPPED if everything else EventKind.PARTIALLY_SHIPPED
         if not a.move(kind, to, reason=a.ref.command_id, detail=detail):
@@ -269,7 +275,7 @@ def on_cancelled(a: Answer) -> None:
                 detail="waiting for the other parcels",
             )
             return
-        if any(c.status in SHIPPED_OR_DELIVERED for c in own_outbounds(record)):
+        if record.has_shipped():
             # A parcel left across the cancel: its intercept fails, and the order becomes a
             # return then (giving the stopped parcels' units back).
             a.note(EventKind.STOP_CONFIRMED, reason=target.command_id, detail="a parcel left")
@@ -297,18 +303,6 @@ def on_cancelled(a: Answer) -> None:
         return
     target.status = was  # nobody asked to stop it: nothing changes
     a.note(EventKind.STOP_CONFIRMED, reason=target.command_id, detail="not requested")
-
-
-SHIPPED_OR_DELIVERED = (CommandStatus.SHIPPED, CommandStatus.DELIVERED)
-
-
-def own_outbounds(record: OrderRecord) -> list[CommandRef]:
-    """Every outbound of the order's own reservation (not an exchange's), whatever its status."""
-    return [
-        c
-        for c in record.commands
-        if c.kind is CommandKind.OUTBOUND and c.shipment == record.order_id
-    ]
 
 
 def stop_sent(record: OrderRecord, target: CommandRef) -> bool:
@@ -358,7 +352,7 @@ def on_intercept_failed(a: Answer) -> None:
             )
         )
         a.plan.messages.extend(return_commands(record, units, request_id, a.now))
-        stopped = any(c.status is CommandStatus.CANCELLED for c in own_outbounds(record))
+        stopped = any(c.status is CommandStatus.CANCELLED for c in record.own_outbounds())
         if stopped and not any(c.status in LIVE_OUTBOUND for c in outbounds(record)):
             a.plan.effects.append(release_all(record))  # the stopped parcels' units
 
@@ -488,9 +482,7 @@ def resend_outbound(steps: Decisions, plan: Plan, now: datetime) -> None:
     record.hold_reason = ""
     plan.messages.extend(commands)
     # Another parcel of the order may have shipped meanwhile: then it is partly shipped.
-    went = any(
-        c.status in (CommandStatus.SHIPPED, CommandStatus.DELIVERED) for c in outbounds(record)
-    )
+    went = any(c.status in SHIPPED_OR_DELIVERED for c in outbounds(record))
     steps.move(
         plan,
         EventKind.RELEASED,
