@@ -22,7 +22,8 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
 from analytics.facts import Fact
@@ -41,6 +42,39 @@ FACT_TOPICS: tuple[topics.TopicSpec, ...] = (
     topics.WMS_EVENTS,
     topics.AFTERSALES,
 )
+
+
+def fact_group(settings: Settings) -> str:
+    """The fact sink's consumer group, the same whether it runs as a process or in workers."""
+    return f"{settings.app_id}-facts"
+
+
+Offsets = dict[TopicPartition, int]
+
+
+async def fact_offsets(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, settings: Settings
+) -> tuple[Offsets, Offsets]:
+    """End offsets of every fact topic partition and the sink group's committed offsets (0
+    where it committed nothing). Committed means in ClickHouse: the sink commits a batch only
+    once its rows landed, so end == committed everywhere is "every fact produced so far is a
+    row". ``consumer`` is a group-less client of the caller's own (metadata, end offsets)."""
+    names = [spec.name(settings.topic_prefix) for spec in FACT_TOPICS]
+    tps = [
+        TopicPartition(topic, p)
+        for topic in names
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    if not tps:
+        await consumer.topics()  # refresh metadata: the topics may be new
+        return {}, {}
+    ends = await consumer.end_offsets(tps)
+    done = await admin.list_consumer_group_offsets(fact_group(settings), partitions=tps)
+    committed = {
+        tp: meta.offset if (meta := done.get(tp)) is not None and meta.offset >= 0 else 0
+        for tp in tps
+    }
+    return {tp: ends.get(tp, 0) for tp in tps}, committed
 
 
 def fact_models(settings: Settings) -> dict[str, type[BaseModel]]:
@@ -80,7 +114,7 @@ async def run_fact_sink(
     consumer = AIOKafkaConsumer(
         *models,
         **consumer_kwargs(settings),
-        group_id=f"{settings.app_id}-facts",
+        group_id=fact_group(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_interval_ms=MAX_POLL_INTERVAL_MS,

@@ -37,12 +37,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
-from analytics.fact_consumer import FACT_TOPICS, run_fact_sink
+from analytics.fact_consumer import FACT_TOPICS, fact_offsets, run_fact_sink
 from core.health import (
     Readiness,
     add_probe_routes,
@@ -150,8 +150,6 @@ class FactLag:
 
     def __init__(self, settings: Settings, counters: Counter[str]) -> None:
         self.settings, self.counters = settings, counters
-        self.group = f"{settings.app_id}-facts"
-        self.topics = [spec.name(settings.topic_prefix) for spec in FACT_TOPICS]
         self.lags: list[PartitionLag] = []
         self.measured = False
 
@@ -202,22 +200,11 @@ class FactLag:
     async def measure(
         self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer
     ) -> list[PartitionLag]:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in self.topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ends, committed = await fact_offsets(admin, consumer, self.settings)
+        return [
+            PartitionLag(tp.topic, tp.partition, max(0, end - committed[tp]))
+            for tp, end in ends.items()
         ]
-        if not tps:
-            await consumer.topics()  # refresh metadata: the topics may be new
-            return []
-        ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(self.group, partitions=tps)
-        lags = []
-        for tp in tps:
-            done = committed.get(tp)
-            offset = done.offset if done is not None and done.offset >= 0 else 0
-            lags.append(PartitionLag(tp.topic, tp.partition, max(0, ends.get(tp, 0) - offset)))
-        return lags
 
 
 class SinkProbe:

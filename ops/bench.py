@@ -6,10 +6,11 @@ What it measures, in one run on one broker:
   multi-line, 2% re-pushed duplicates, 1% malformed) are generated in memory *before* the clock
   starts and then sent by one aiokafka producer as fast as it goes. t0 is the first send. The
   flood ends when every input is accounted for: the workers' heartbeat counters have seen every
-  message, ClickHouse holds the facts of every order and of every DLQ record, and every
-  fulfilment command seen on the topic is a fact too. ``seconds`` = max(newest fulfilment
-  command of the flood, the moment ClickHouse was complete) - t0; ``orders_per_s`` = distinct
-  valid orders / seconds, ``inputs_per_s`` = every message / seconds.
+  message, and the fact sink has committed every fact the workers produced (it commits only
+  what ClickHouse holds), so every order, DLQ record and fulfilment command is a fact.
+  ``seconds`` = max(newest fulfilment command of the flood, the moment ClickHouse was
+  complete) - t0; ``orders_per_s`` = distinct valid orders / seconds, ``inputs_per_s`` = every
+  message / seconds.
 - **Latency.** Each order's latency is the Kafka timestamp of its fulfilment command (CreateTime
   set by the worker's producer: the same machine clock as the bench) minus the wall-clock time the
   bench sent the order. The flood's own figures (``flood_p50_ms``/``flood_p99_ms``) mostly
@@ -59,9 +60,12 @@ Decisions, and why:
   sequence numbers (Redis 7 freezes time inside a script), so calls can be told apart; a reserve
   call for an (order, sku) that still holds units from an earlier call is a double reservation.
   A saga that undid a partial reservation and reserved again is not.
-- *Polling.* Heartbeats, ClickHouse and the command topic are polled every ~0.1 s; the poll
-  backs off so the ClickHouse probe never takes more than a tenth of the wall time (the machine
-  has two cores and the workers need them), which bounds the error of the end time.
+- *Polling.* Heartbeats, the fact sink's committed offsets and the command topic are polled
+  every ~0.1 s. ClickHouse is not counted while a phase runs (a uniqExact over the fact tables
+  took up to a tenth of the machine being measured); the correctness checks count it after.
+- *CPU budget.* ``cpu_us_per_order``: the CPU (utime + stime from /proc) each process spent on
+  the flood, per order: workers, sink, broker, Redis, ClickHouse, and ``loadgen``, this process
+  (producer, command reader, polls). ``total`` is their sum.
 
 Every wait is bounded by a timeout that scales with N and fails with :class:`BenchError`,
 saying what is missing.
@@ -86,14 +90,17 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from analytics.client import drop_database
+from analytics.fact_consumer import Offsets, fact_offsets
 from analytics.ledger import ClickHouseLedger
 from core.kafka import Record, client_kwargs, consumer_kwargs, ensure_topics
 from core.settings import REPO_ROOT, Settings, mask_url
 from ops import profile, stack
 from ops.bench_ceiling import ceiling_key
 from ops.loadgen import BurstMessage, iter_burst
+from ops.proc_cpu import CpuMeter, per_order_us, spent
 from state.keys import Keys
 from state.stock import StockRow
 from streams import topics
@@ -127,7 +134,6 @@ PACED_MIN_ORDERS = 300
 BUCKET_BURST_S = 0.02  # the token bucket lets 20 ms worth of messages go back to back
 
 POLL_S = 0.1
-PROBE_SHARE = 0.1  # the ClickHouse probe may take at most this share of the wall time
 RSS_EVERY_S = 0.5
 GROWTH_FROM = 0.1  # rss_growth_pct counts from 10% of the flood's inputs processed
 SETTLE_EXTRA_S = 30.0  # beyond the longest merge window
@@ -471,6 +477,7 @@ class Measured:
     machine: dict[str, Any] = field(default_factory=dict)
     namespace: dict[str, str] = field(default_factory=dict)
     profile: dict[str, Any] | None = None  # with --profile: where worker w0's time went
+    cpu_us_per_order: dict[str, float] = field(default_factory=dict)  # flood, per process
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
@@ -516,6 +523,7 @@ def assemble_result(m: Measured) -> dict[str, Any]:
         "merge_window_orders": m.merge_window_orders,
         "states": m.states,
         "namespace": m.namespace,
+        "cpu_us_per_order": m.cpu_us_per_order,
     }
     if m.profile is not None:
         result["profile"] = m.profile
@@ -575,6 +583,9 @@ def render_table(result: Mapping[str, Any]) -> Any:
     states = ", ".join(f"{k} {v:,}" for k, v in sorted(result["states"].items()))
     row("order states (all phases)", states)
     row("left out of latency (merge window)", result["merge_window_orders"])
+    cpu = result.get("cpu_us_per_order") or {}
+    if cpu:
+        row("CPU per order, flood", ", ".join(f"{k} {v:,.0f}" for k, v in cpu.items()), " µs")
     for title, entries in (result.get("profile") or {}).items():
         if isinstance(entries, list):
             top = "; ".join(f"{share:.0%} {name}" for share, name in entries[:PROFILE_ROWS])
@@ -954,6 +965,11 @@ class RssSampler:
 # =========================================================================== waiting
 
 
+def covers(committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> bool:
+    """Every partition committed at least up to its end offset."""
+    return all(committed.get(tp, 0) >= end for tp, end in ends.items())
+
+
 COUNTS_SQL = """
 SELECT
     (SELECT uniqExact(order_id) FROM order_events),
@@ -986,6 +1002,7 @@ class Observer:
         keys = Keys(settings.redis_prefix)
         self.beat_keys = [keys.worker(f"w{i}") for i in range(workers)]
         self.progress: list[tuple[float, int]] = []  # (wall clock, inputs per heartbeats)
+        self._offsets_clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
 
     def heartbeat_inputs(self) -> int:
         total = 0
@@ -1005,31 +1022,52 @@ class Observer:
         ((orders, dlq, commands),) = self.ch.execute(COUNTS_SQL)
         return int(orders), int(dlq), int(commands)
 
+    async def fact_offsets(self) -> tuple[Offsets, Offsets]:
+        """End and sink-committed offsets of the fact topics (analytics/fact_consumer.py)."""
+        if self._offsets_clients is None:
+            admin = AIOKafkaAdminClient(**client_kwargs(self.settings), request_timeout_ms=5000)
+            consumer = AIOKafkaConsumer(**client_kwargs(self.settings), enable_auto_commit=False)
+            await admin.start()
+            await consumer.start()
+            self._offsets_clients = (admin, consumer)
+        return await fact_offsets(*self._offsets_clients, self.settings)
+
+    async def close(self) -> None:
+        clients, self._offsets_clients = self._offsets_clients, None
+        if clients is not None:
+            admin, consumer = clients
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await admin.close()
+
     async def wait_accounted(self, targets: Targets, timeout_s: float) -> float:
-        """Until every input is accounted for; returns when ClickHouse was first seen complete
-        (wall clock). The heartbeats (every 2 s) only gate the end, they do not date it. The
-        probe backs off to stay under PROBE_SHARE of the wall time."""
+        """Until every input is accounted for; returns when ClickHouse was first complete (wall
+        clock). Complete: the workers have processed every input (their heartbeats, which count
+        an input only once its outputs are acked by the broker) and the fact sink has committed
+        every fact topic up to the end offsets read after that (it commits only what landed in
+        ClickHouse). The heartbeats (every 2 s) gate the end, they do not date it: the date is
+        the first poll whose committed offsets already covered those end offsets. Offsets cost
+        the broker two small requests per poll; a count over the fact tables would cost
+        ClickHouse a scan on the machine being measured."""
         deadline = time.monotonic() + timeout_s
         state = "nothing polled yet"
-        complete_at: float | None = None
+        history: list[tuple[float, Offsets]] = []
         while time.monotonic() < deadline:
-            started = time.monotonic()
             inputs = await self.processed_inputs()
-            orders, dlq, facts = self.fact_counts()
+            ends, committed = await self.fact_offsets()
             polled_at = time.time()
-            probe_s = time.monotonic() - started
+            history.append((polled_at, committed))
+            behind = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
             state = (
-                f"workers processed {inputs} of {targets.inputs} inputs; ClickHouse has "
-                f"{orders} of {targets.orders} orders and {dlq} of {targets.malformed} DLQ records"
+                f"workers processed {inputs} of {targets.inputs} inputs; the fact sink is "
+                f"{behind} facts behind"
             )
-            if complete_at is None and orders >= targets.orders and dlq >= targets.malformed:
-                await self.reader.catch_up()
-                seen = len(self.reader.commands)
-                state += f", {facts} of {seen} fulfilment commands seen on the topic"
-                complete_at = polled_at if facts >= seen else None
-            if complete_at is not None and inputs >= targets.inputs:
-                return complete_at
-            await asyncio.sleep(max(POLL_S, probe_s / PROBE_SHARE))
+            if inputs >= targets.inputs and ends:
+                covered = (t for t, c in history if covers(c, ends))
+                if (complete_at := next(covered, None)) is not None:
+                    return complete_at
+            await asyncio.sleep(POLL_S)
         raise BenchError(f"not every input was accounted for after {timeout_s:.0f} s: {state}")
 
     def routed_orders(self) -> int:
@@ -1346,6 +1384,7 @@ class Bench:
             await self.producer.stop()
         with contextlib.suppress(Exception):
             await self.reader.stop()
+        await self.observer.close()
 
     async def phase(self, phase: Phase, rate: float | None = None) -> PhaseFigures:
         """Send the phase (at ``rate``, else flat out) and wait until it is accounted for."""
@@ -1402,7 +1441,10 @@ async def _measure(
         before = run.targets.inputs
         say(f"flood: {flood.inputs:,} messages")
         recording = start_profile(run) if run.profile_worker else None
+        meter = cpu_meter(s, run.workers)
+        cpu_before = meter.read()
         flooded = await bench.phase(flood)
+        cpu_flood = spent(cpu_before, meter.read())
         figures = finish_profile(run, recording) if recording else None
         inputs_per_s = per_second(flood.inputs, flooded.seconds)
         say(f"flood done in {flooded.seconds:.1f} s ({inputs_per_s or 0:,.0f} inputs/s)")
@@ -1448,8 +1490,21 @@ async def _measure(
         machine=machine_info(),
         namespace=namespace_of(s),
         profile=figures,
+        cpu_us_per_order=per_order_us(cpu_flood, flood.orders),
     )
     return assemble_result(measured)
+
+
+def cpu_meter(settings: Settings, workers: int) -> CpuMeter:
+    """The processes whose CPU the flood costs: workers, sink, the servers of the stack (when
+    this stack runs them) and this process, the load generator (with its command reader and
+    probes: what a bench costs beside the system it measures)."""
+    groups: dict[str, list[int]] = {"worker": worker_pids(settings, workers)}
+    for name in (stack.SINK, stack.BROKER, stack.REDIS, stack.CLICKHOUSE):
+        pid = stack.read_pid(settings, name)
+        groups[name] = [pid] if pid is not None else []
+    groups["loadgen"] = [os.getpid()]
+    return CpuMeter(groups)
 
 
 def profile_path(settings: Settings) -> Path:
