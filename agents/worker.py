@@ -29,6 +29,7 @@ from agents.pipeline import OrderPipeline
 from agents.sink import register_sink
 from agents.timers import register_timers
 from agents.wms_events import register_order_inputs
+from core.collector import tune_collector
 from core.health import Readiness, redis_error, worker_readiness
 from core.logs import setup_logging
 from core.loop import use_event_loop
@@ -212,4 +213,5 @@ def run_worker(
         app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False
     )
     worker.spinner = None  # Faust drops it only when it sets up logging; it writes to stdout
+    tune_collector()
     worker.execute_from_commandline()

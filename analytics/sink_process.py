@@ -43,6 +43,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from analytics.fact_consumer import FACT_TOPICS, fact_offsets, run_fact_sink
+from core.collector import tune_collector
 from core.health import (
     Readiness,
     add_probe_routes,
@@ -297,6 +298,7 @@ def run_sink(settings: Settings, loglevel: str = "info") -> Counter[str]:
     setup_logging(settings.log_format, loglevel, component=NAME)  # quiets aiokafka's chatter
     ensure_fact_topics(settings)
     use_event_loop(settings.event_loop)
+    tune_collector()
     log.info("sink starting: group %s-facts, loop %s", settings.app_id, settings.event_loop)
     counters = asyncio.run(run_until_signalled(settings))
     log.info("sink stopped: %d facts, %d not facts", counters["facts"], counters["bad_facts"])

@@ -64,12 +64,14 @@ def connect_batched(settings: Settings) -> aioredis.Redis:
     in C (six times quicker than redis-py's asyncio packer, byte for byte the same).
     """
     scheme = settings.redis_url.partition("://")[0]
+    # A unix socket has no TCP keepalive: its connection class refuses the argument.
+    tcp = {} if scheme == "unix" else {"socket_keepalive": True}
     return aioredis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
         socket_timeout=None,
-        socket_keepalive=scheme != "unix",
         connection_class=_PACKED.get(scheme, aioredis.Connection),
+        **tcp,
         **redis_kwargs(settings),
     )
 
@@ -78,11 +80,12 @@ _PLAIN_ARGS = frozenset({str, bytes, int, float})
 
 
 class _HiredisPacking:
-    """pack_command by hiredis for plain arguments; anything else (bool, memoryview...) takes
-    redis-py's own path, which also raises its errors for values Redis cannot take."""
+    """pack_command by hiredis for plain arguments (str subclasses too: a ShopKey is one);
+    anything else (bool, memoryview...) takes redis-py's own path, which also raises its
+    errors for values Redis cannot take."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if not all(type(arg) in _PLAIN_ARGS for arg in args):
+        if not all(type(arg) in _PLAIN_ARGS or isinstance(arg, str) for arg in args):
             return super().pack_command(*args)  # type: ignore[misc,no-any-return]
         head = args[0]
         if isinstance(head, str):

@@ -78,6 +78,8 @@ def secure_redis(base_settings: Settings) -> Iterator[int]:
                 "bind 127.0.0.1",
                 f"port {port}",
                 f'dir "{home}"',
+                f'unixsocket "{home}/redis.sock"',
+                "unixsocketperm 700",
                 'save ""',
                 "appendonly no",
                 f'requirepass "{REDIS_PASSWORD}"',
@@ -111,6 +113,26 @@ def test_redis_password_setting(secure_redis: int) -> None:
         for client in (connect_async(settings), connect_batched(settings)):
             try:
                 assert await client.ping()
+            finally:
+                await client.aclose()
+
+    asyncio.run(both())
+
+
+def test_redis_over_a_unix_socket(secure_redis: int, base_settings: Settings) -> None:
+    """OMS_REDIS_URL=unix://...: every client, the hot path's too (it once passed a TCP
+    keepalive option the unix connection refuses: a TypeError at the first command)."""
+    sock = base_settings.home / "sec-redis" / "redis.sock"
+    settings = Settings(redis_url=f"unix://{sock}?db=0", redis_password=REDIS_PASSWORD)
+    assert connect(settings).ping()
+
+    async def both() -> None:
+        for client in (connect_async(settings), connect_batched(settings)):
+            try:
+                script = client.register_script("return ARGV[1]")
+                pipe = client.pipeline(transaction=False)
+                await script(keys=[], args=["over the socket"], client=pipe)
+                assert await pipe.execute() == ["over the socket"]
             finally:
                 await client.aclose()
 
