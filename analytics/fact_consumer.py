@@ -19,13 +19,15 @@ as a task instead (``agents/sink.py``), for single-process deployments.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import BaseModel
 
+from analytics.fact_decode import decode_or_none, decoder_for
 from analytics.facts import Fact
 from analytics.sink import FactSink
 from core.kafka import consumer_kwargs
@@ -77,21 +79,29 @@ async def fact_offsets(
     return {tp: ends.get(tp, 0) for tp in tps}, committed
 
 
-def fact_models(settings: Settings) -> dict[str, type[BaseModel]]:
-    """Topic name -> the model its values parse into."""
-    return {
-        spec.name(settings.topic_prefix): spec.model
-        for spec in FACT_TOPICS
-        if spec.model is not None
-    }
+Decode = Callable[[bytes, str], Fact | None]
 
 
-def parse_fact(topic: str, value: bytes, models: dict[str, type[BaseModel]]) -> Fact | None:
-    """The fact a record carries, or None (logged by the guard) when it is not one."""
-    model = models.get(topic)
-    if model is None:
-        return None
-    return parse_or_none(model, value, topic)  # type: ignore[return-value]
+def fact_decoders(settings: Settings) -> dict[str, Decode]:
+    """Topic name -> how its values become facts (None: not one, logged): the hot facts by
+    their compiled decoders (analytics/fact_decode.py), the control topics' by their models."""
+    out: dict[str, Decode] = {}
+    for spec in FACT_TOPICS:
+        model = spec.model
+        if model is None:
+            continue
+        decoder = decoder_for(model)
+        if decoder is not None:
+            out[spec.name(settings.topic_prefix)] = functools.partial(decode_or_none, decoder)
+        else:
+            out[spec.name(settings.topic_prefix)] = functools.partial(parse_or_none, model)  # type: ignore[assignment]
+    return out
+
+
+def parse_fact(topic: str, value: bytes, decoders: Mapping[str, Decode]) -> Fact | None:
+    """The fact a record carries, or None (logged by the decoder) when it is not one."""
+    decode = decoders.get(topic)
+    return decode(value, topic) if decode is not None else None
 
 
 # Without a poll the client would leave the group after max_poll_interval; a ClickHouse outage
@@ -108,11 +118,11 @@ async def run_fact_sink(
     ``counters`` get the sink's metrics: ``facts``, ``bad_facts``, ``unauthorized_facts``
     (control messages refused as the workers refuse them), FactSink's ``sink_*`` and
     ``sink_partitions`` (partitions assigned to this consumer at the last batch)."""
-    models = fact_models(settings)
+    decoders = fact_decoders(settings)
     screen = control_screen(settings)
     sink = FactSink(settings, counters=counters)  # sink_* metrics in the heartbeat
     consumer = AIOKafkaConsumer(
-        *models,
+        *decoders,
         **consumer_kwargs(settings),
         group_id=fact_group(settings),
         enable_auto_commit=False,
@@ -125,7 +135,7 @@ async def run_fact_sink(
             records = await take_batch(consumer, settings)
             counters["sink_partitions"] = len(consumer.assignment())
             if records:
-                await land(records, models, sink, counters, screen)
+                await land(records, decoders, sink, counters, screen)
                 await consumer.commit()  # only now: ClickHouse has every row
     finally:
         await consumer.stop()
@@ -154,14 +164,14 @@ async def take_batch(consumer: AIOKafkaConsumer, settings: Settings) -> list[Con
 
 async def land(
     records: list[ConsumerRecord],
-    models: dict[str, type[BaseModel]],
+    decoders: Mapping[str, Decode],
     sink: FactSink,
     counters: Counter[str],
     screen: Screen | None = None,
 ) -> None:
     batch: list[Fact] = []
     for record in records:
-        fact = parse_fact(record.topic, record.value or b"", models)
+        fact = parse_fact(record.topic, record.value or b"", decoders)
         if fact is None:
             counters["bad_facts"] += 1
         elif screen is not None and (fact := screen.admit(record, fact)) is None:

@@ -1,7 +1,7 @@
 """Pure mapping from pipeline messages to ClickHouse rows (no I/O, so it is cheap to unit-test).
 
 Each table's rows are tuples in the order of ``COLUMNS[table]``, typed exactly as
-clickhouse-driver expects for the column (str, int, Decimal, naive UTC datetime, list), which
+clickhouse-driver expects for the column (str, int, Decimal, unix seconds for DateTime, list), which
 is what lets the sink insert with ``types_check=False``.
 
 Replay safety: every row carries its fact's deterministic id and ends with ``rev``
@@ -25,6 +25,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from analytics.fact_decode import (
+    BuyerFact,
+    CommandFact,
+    CommandLineFact,
+    DlqFact,
+    EventFact,
+    HotFact,
+    OrderFact,
+    as_fact,
+)
 from core.privacy import scrub_free_text
 from streams.messages import (
     AfterSalesRequest,
@@ -35,7 +45,7 @@ from streams.messages import (
     OrderEvent,
     WmsEvent,
 )
-from streams.models import Buyer, Order
+from streams.models import Buyer
 
 ORDER_EVENTS = "order_events"
 ORDERS = "orders"
@@ -188,9 +198,8 @@ DEFAULT_BUYER_SALT = "oms-analytics-buyer-v1"
 DLQ_DETAIL_MAX = 500  # enough to tell parse errors apart; a long detail may quote payload data
 
 # ClickHouse DateTime is an unsigned 32-bit epoch: values outside it cannot be stored, and a
-# bad channel clock must not wedge the sink, so they are clamped.
-_DT_MIN = datetime(1970, 1, 1)
-_DT_MAX = datetime(2105, 12, 31, 23, 59, 59)
+# bad channel clock must not wedge the sink, so they are clamped (the last second of 2105).
+_EPOCH_MAX = int(datetime(2105, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
 
 _SNAPSHOT_KINDS = frozenset({EventKind.RECEIVED, EventKind.UPDATED})
 
@@ -202,18 +211,16 @@ _WRITTEN_REASONS: dict[EventKind, str] = {
 }
 
 
-def utc_naive(value: datetime) -> datetime:
-    """Aware datetime -> naive UTC (what DateTime('UTC') columns take), clamped to its range."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    if value < _DT_MIN:
-        return _DT_MIN
-    if value > _DT_MAX:
-        return _DT_MAX
-    return value.replace(microsecond=0)
+def epoch_s(value: datetime) -> int:
+    """A time as the unix seconds a DateTime column stores (naive means UTC), clamped to the
+    column's range. clickhouse-driver takes the int as it is; a datetime it would convert
+    through pytz, row by row (about half of its serialisation time)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return min(max(int(value.timestamp()), 0), _EPOCH_MAX)
 
 
-def buyer_hash(buyer: Buyer, salt: str = DEFAULT_BUYER_SALT) -> str:
+def buyer_hash(buyer: Buyer | BuyerFact, salt: str = DEFAULT_BUYER_SALT) -> str:
     """Stable pseudonym for repeat-buyer analysis; keyed so ids cannot be brute-forced back."""
     if buyer.id:
         ident = f"id:{buyer.id}"
@@ -256,7 +263,7 @@ def revision(at: datetime, seq: int = 0) -> int:
     return (min(_version(seq), (1 << _SEQ_BITS) - 1) << _MS_BITS) | ms
 
 
-def fact_reason(event: OrderEvent) -> str:
+def fact_reason(event: EventFact) -> str:
     """The event's reason as ClickHouse keeps it: codes and ids as they are, a person's words
     as the kind's code, and anything else scrubbed (it may be a WMS's or a channel's text)."""
     written = _WRITTEN_REASONS.get(event.kind)
@@ -265,7 +272,8 @@ def fact_reason(event: OrderEvent) -> str:
     return scrub_free_text(event.reason)
 
 
-def event_row(event: OrderEvent) -> tuple[Any, ...]:
+def event_row(event: EventFact, rev: int | None = None) -> tuple[Any, ...]:
+    """``rev``: the event's revision when the caller has it already."""
     allocs = event.allocations
     return (
         event.event_id,
@@ -275,7 +283,7 @@ def event_row(event: OrderEvent) -> tuple[Any, ...]:
         event.from_state.value if event.from_state else "",
         event.to_state.value if event.to_state else "",
         fact_reason(event),
-        utc_naive(event.at),
+        epoch_s(event.at),
         event.channel.value,
         event.shop_id,
         event.external_id,
@@ -284,11 +292,13 @@ def event_row(event: OrderEvent) -> tuple[Any, ...]:
         [a.sku for a in allocs],
         [a.warehouse for a in allocs],
         [a.quantity for a in allocs],
-        revision(event.at, event.seq),
+        revision(event.at, event.seq) if rev is None else rev,
     )
 
 
-def order_row(event: OrderEvent, order: Order, salt: str = DEFAULT_BUYER_SALT) -> tuple[Any, ...]:
+def order_row(
+    event: EventFact, order: OrderFact, salt: str = DEFAULT_BUYER_SALT
+) -> tuple[Any, ...]:
     paid_at = order.payment.paid_at
     return (
         order.order_id,
@@ -299,9 +309,9 @@ def order_row(event: OrderEvent, order: Order, salt: str = DEFAULT_BUYER_SALT) -
         order.external_id,
         order.channel_status.value,
         order.payment.status.value,
-        utc_naive(order.created_at),
-        utc_naive(order.updated_at),
-        utc_naive(paid_at) if paid_at is not None else None,
+        epoch_s(order.created_at),
+        epoch_s(order.updated_at),
+        epoch_s(paid_at) if paid_at is not None else None,
         order.currency,
         order.total,
         order.payment.paid_total,
@@ -317,10 +327,10 @@ def order_row(event: OrderEvent, order: Order, salt: str = DEFAULT_BUYER_SALT) -
     )
 
 
-def line_rows(event: OrderEvent, order: Order) -> list[tuple[Any, ...]]:
+def line_rows(event: EventFact, order: OrderFact) -> list[tuple[Any, ...]]:
     version = _version(event.seq)
     rev = revision(event.at, event.seq)
-    created_at = utc_naive(order.created_at)
+    created_at = epoch_s(order.created_at)
     return [
         (
             order.order_id,
@@ -344,7 +354,7 @@ def line_rows(event: OrderEvent, order: Order) -> list[tuple[Any, ...]]:
     ]
 
 
-def dlq_row(record: DlqRecord) -> tuple[Any, ...]:
+def dlq_row(record: DlqFact) -> tuple[Any, ...]:
     """Where and why, never what: the payload (and the key, a channel order id only worth
     something with it) stay on the Kafka DLQ topic for replay; the detail is scrubbed, since
     a parser's message may quote the input."""
@@ -356,7 +366,7 @@ def dlq_row(record: DlqRecord) -> tuple[Any, ...]:
         record.partition,
         record.offset,
         record.channel,
-        utc_naive(record.received_at),
+        epoch_s(record.received_at),
         revision(record.received_at),
     )
 
@@ -400,7 +410,7 @@ def stock_movement_rows(
                 int(m.on_hand_delta),
                 int(m.reserved_delta),
                 m.ref,
-                utc_naive(m.at),
+                epoch_s(m.at),
                 int(m.inbound_delta),
                 int(m.sit_delta),
                 m.actor,
@@ -410,11 +420,11 @@ def stock_movement_rows(
     return rows
 
 
-def _units(lines: Sequence[CommandLine]) -> int:
+def _units(lines: Sequence[CommandLine] | Sequence[CommandLineFact]) -> int:
     return sum(line.quantity for line in lines)
 
 
-def command_row(command: FulfilmentCommand) -> tuple[Any, ...]:
+def command_row(command: CommandFact) -> tuple[Any, ...]:
     """What the warehouse was asked to do; ship_to and the buyer's remark never leave."""
     return (
         command.command_id,
@@ -431,7 +441,7 @@ def command_row(command: FulfilmentCommand) -> tuple[Any, ...]:
         len(command.lines),
         _units(command.lines),
         command.weight_g,
-        utc_naive(command.created_at),
+        epoch_s(command.created_at),
         revision(command.created_at),
     )
 
@@ -449,7 +459,7 @@ def wms_event_row(event: WmsEvent) -> tuple[Any, ...]:
         1 if event.sellable else 0,
         len(event.lines),
         _units(event.lines),
-        utc_naive(event.at),
+        epoch_s(event.at),
         revision(event.at),
     )
 
@@ -467,18 +477,20 @@ def aftersales_row(request: AfterSalesRequest) -> tuple[Any, ...]:
         request.requested_by,
         address.province_code if address is not None else "",
         address.city if address is not None else "",
-        utc_naive(request.at),
+        epoch_s(request.at),
         revision(request.at),
     )
 
 
-Fact = OrderEvent | DlqRecord | FulfilmentCommand | WmsEvent | AfterSalesRequest
+# What the sink writes: the hot facts as it decodes them (analytics/fact_decode.py), the
+# control topics' messages, and hot messages a caller holds (read as the sink would read them).
+Fact = HotFact | OrderEvent | DlqRecord | FulfilmentCommand | WmsEvent | AfterSalesRequest
 
 # Single-row facts: message type -> (table, its id, its row). OrderEvent is handled apart
 # because one event can also carry an order snapshot (orders + order_lines rows).
 _SIMPLE_FACTS: dict[type, tuple[str, Callable[[Any], str], Callable[[Any], tuple[Any, ...]]]] = {
-    DlqRecord: (DLQ, lambda m: m.dlq_id, dlq_row),
-    FulfilmentCommand: (FULFILMENT_COMMANDS, lambda m: m.command_id, command_row),
+    DlqFact: (DLQ, lambda m: m.dlq_id, dlq_row),
+    CommandFact: (FULFILMENT_COMMANDS, lambda m: m.command_id, command_row),
     WmsEvent: (WMS_EVENTS, lambda m: m.event_id, wms_event_row),
     AfterSalesRequest: (AFTERSALES_REQUESTS, lambda m: m.request_id, aftersales_row),
 }
@@ -507,7 +519,9 @@ def rows_for(
     out: dict[str, list[tuple[Any, ...]]] = {table: [] for table in FACT_TABLES}
     seen: set[tuple[str, Any, int]] = set()
     for item in items:
-        if isinstance(item, OrderEvent):
+        if isinstance(item, OrderEvent | FulfilmentCommand | DlqRecord):
+            item = as_fact(item)
+        if isinstance(item, EventFact):
             _add_event(item, out, seen, salt)
             continue
         spec = _SIMPLE_FACTS.get(type(item))
@@ -523,7 +537,7 @@ def rows_for(
 
 
 def _add_event(
-    event: OrderEvent,
+    event: EventFact,
     out: dict[str, list[tuple[Any, ...]]],
     seen: set[tuple[str, Any, int]],
     salt: str,
@@ -532,7 +546,7 @@ def _add_event(
     if (ORDER_EVENTS, event.event_id, rev) in seen:
         return
     seen.add((ORDER_EVENTS, event.event_id, rev))
-    out[ORDER_EVENTS].append(event_row(event))
+    out[ORDER_EVENTS].append(event_row(event, rev))
     order = event.order
     if order is None or event.kind not in _SNAPSHOT_KINDS:
         return

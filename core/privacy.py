@@ -77,6 +77,8 @@ def scrub_free_text(text: str) -> str:
     """``text`` with quoted values, e-mail addresses and phone-like digit runs replaced by
     ``'***'``, ``<email>`` and ``<digits>``: what is left says where and why (field paths,
     reason codes), not who. Clipped to MAX_MASKED_CHARS first."""
+    if not text:
+        return text  # most event reasons: the sink asks for every one
     text = _QUOTED.sub("'***'", clip_for_masking(text))
     text = EMAIL_PATTERN.sub("<email>", text)
     return _DIGITS.sub(_digit_run, text)

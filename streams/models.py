@@ -40,7 +40,9 @@ MAX_ORDER_LINES = 500
 MAX_LINE_QUANTITY = 1_000_000
 
 
-def _check_money(value: Decimal) -> Decimal:
+def check_money(value: Decimal) -> Decimal:
+    """A money amount as every message carries it (finite, 4 places at most, bounded), or
+    ValueError: shared by the pydantic models and the sink's decoders."""
     if not value.is_finite():
         raise ValueError("money must be a finite number")
     if value.as_tuple().exponent < -4:  # type: ignore[operator]
@@ -55,7 +57,7 @@ def _check_money(value: Decimal) -> Decimal:
 # Serialised as a string so JSON consumers never see a float.
 Money = Annotated[
     Decimal,
-    AfterValidator(_check_money),
+    AfterValidator(check_money),
     PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
 ]
 NonNegativeMoney = Annotated[Money, Field(ge=0)]

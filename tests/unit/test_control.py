@@ -357,8 +357,12 @@ async def test_the_sink_lands_only_what_the_workers_would_apply() -> None:
     """A forged WMS event or after-sales request must not become a fact: the workers refuse it
     (and its DLQ record is the fact); an admitted one carries the actor they record."""
     from analytics.fact_consumer import Screen, land
+    from streams.parse import parse_or_none
 
-    models: dict[str, Any] = {WMS_TOPIC: WmsEvent, AFTER: AfterSalesRequest}
+    decoders = {
+        WMS_TOPIC: lambda value, where: parse_or_none(WmsEvent, value, where),
+        AFTER: lambda value, where: parse_or_none(AfterSalesRequest, value, where),
+    }
     event = WmsEvent(
         event_id="W1",
         command_id="C1",
@@ -385,7 +389,7 @@ async def test_the_sink_lands_only_what_the_workers_would_apply() -> None:
 
     sink, counters = Sink(), Counter[str]()
     screen = Screen(RING, frozenset({WMS_TOPIC, AFTER}))
-    await land(records, models, sink, counters, screen)  # type: ignore[arg-type]
+    await land(records, decoders, sink, counters, screen)  # type: ignore[arg-type]
     assert [type(f).__name__ for f in sink.written] == ["WmsEvent", "AfterSalesRequest"]
     assert sink.written[1].requested_by == "api:amy"
     assert counters["unauthorized_facts"] == 2 and counters["facts"] == 2

@@ -20,10 +20,10 @@ from analytics.facts import (
     WMS_EVENTS,
     StockMovement,
     buyer_hash,
+    epoch_s,
     revision,
     rows_for,
     stock_movement_rows,
-    utc_naive,
 )
 from streams.messages import (
     AfterSalesKind,
@@ -136,11 +136,16 @@ def a_dlq(i: int = 0) -> DlqRecord:
     )
 
 
-def test_utc_naive_converts_truncates_and_clamps() -> None:
-    assert utc_naive(CREATED) == datetime(2024, 11, 10, 16, 0, 7)
-    assert utc_naive(datetime(1900, 1, 1, tzinfo=UTC)) == datetime(1970, 1, 1)
-    assert utc_naive(datetime(2200, 1, 1, tzinfo=UTC)) == datetime(2105, 12, 31, 23, 59, 59)
-    assert utc_naive(datetime(2024, 1, 1, 12)).tzinfo is None  # naive is taken as UTC already
+def utc(*parts: int) -> int:
+    """Unix seconds of a UTC wall time: what a DateTime column is given."""
+    return int(datetime(*parts, tzinfo=UTC).timestamp())  # type: ignore[misc]
+
+
+def test_epoch_s_converts_truncates_and_clamps() -> None:
+    assert epoch_s(CREATED) == utc(2024, 11, 10, 16, 0, 7)  # +08:00, microseconds dropped
+    assert epoch_s(datetime(1900, 1, 1, tzinfo=UTC)) == 0
+    assert epoch_s(datetime(2200, 1, 1, tzinfo=UTC)) == utc(2105, 12, 31, 23, 59, 59)
+    assert epoch_s(datetime(2024, 1, 1, 12)) == utc(2024, 1, 1, 12)  # naive is taken as UTC
 
 
 def test_rows_match_columns_and_types() -> None:
@@ -151,8 +156,8 @@ def test_rows_match_columns_and_types() -> None:
     order = dict(zip(COLUMNS[ORDERS], rows[ORDERS][0], strict=True))
     assert order["version"] == 1
     assert order["total"] == Decimal("40.01") and isinstance(order["total"], Decimal)
-    assert order["created_at"] == datetime(2024, 11, 10, 16, 0, 7)
-    assert order["paid_at"] == datetime(2024, 11, 10, 16, 0, 7)
+    assert order["created_at"] == utc(2024, 11, 10, 16, 0, 7)
+    assert order["paid_at"] == utc(2024, 11, 10, 16, 0, 7)
     assert (order["line_count"], order["units"]) == (2, 3)
     assert (order["province_code"], order["city"]) == ("SH", "Shanghai")
     assert order["channel"] == "jd" and order["payment_status"] == "paid"
@@ -169,7 +174,7 @@ def test_event_row() -> None:
     event = dict(zip(COLUMNS[ORDER_EVENTS], rows[ORDER_EVENTS][0], strict=True))
     assert event["kind"] == "reserved"
     assert (event["from_state"], event["to_state"]) == ("received", "reserved")
-    assert event["at"] == datetime(2024, 11, 10, 16, 0, 9)
+    assert event["at"] == utc(2024, 11, 10, 16, 0, 9)
     assert (event["alloc_sku"], event["alloc_warehouse"], event["alloc_qty"]) == (
         ["SKU1"],
         ["WH-SH"],
@@ -244,7 +249,7 @@ def test_dlq_row_has_no_payload_and_a_short_detail() -> None:
     row = dict(zip(COLUMNS[DLQ], rows_for([a_dlq()])[DLQ][0], strict=True))
     assert len(row["detail"]) == DLQ_DETAIL_MAX
     assert (row["source_partition"], row["source_offset"]) == (3, 99)
-    assert row["reason"] == "invalid_field" and row["received_at"].tzinfo is None
+    assert row["reason"] == "invalid_field" and row["received_at"] == utc(2024, 11, 10, 16, 0, 7)
     assert "payload" not in COLUMNS[DLQ] and "key" not in COLUMNS[DLQ]
 
 
@@ -290,7 +295,7 @@ def test_stock_movement_rows() -> None:
         ]
     )
     assert len(rows) == 2 and all(len(r) == len(COLUMNS[STOCK_MOVEMENTS]) for r in rows)
-    first = ("M1", "SKU1", "WH", "load", 10, 0, "stock.csv", datetime(2024, 1, 1), 0, 0, "", "")
+    first = ("M1", "SKU1", "WH", "load", 10, 0, "stock.csv", utc(2024, 1, 1), 0, 0, "", "")
     assert rows[0] == first
     (shipped,) = stock_movement_rows(
         [StockMovement("M3", "SKU1", "WH", "commit", -2, -2, at, ref="O1", sit_delta=2)]
@@ -382,14 +387,14 @@ def test_command_row() -> None:
     )
     assert (c["attempt"], c["shipment"], c["refers_to"]) == (2, "X1", "C-prev")
     assert (c["merged_orders"], c["line_count"], c["units"], c["weight_g"]) == (2, 2, 5, 1200)
-    assert c["created_at"] == datetime(2024, 11, 10, 16, 0, 7)
+    assert c["created_at"] == utc(2024, 11, 10, 16, 0, 7)
 
 
 def test_wms_event_row() -> None:
     (row,) = rows_for([a_wms_event()])[WMS_EVENTS]
     e = as_dict(WMS_EVENTS, row)
     assert (e["kind"], e["tracking_number"], e["sellable"]) == ("return_received", "SF123", 0)
-    assert (e["line_count"], e["units"], e["at"]) == (1, 2, datetime(2024, 11, 10, 16, 0, 7))
+    assert (e["line_count"], e["units"], e["at"]) == (1, 2, utc(2024, 11, 10, 16, 0, 7))
     assert as_dict(WMS_EVENTS, rows_for([a_wms_event(True)])[WMS_EVENTS][0])["sellable"] == 1
 
 
