@@ -24,6 +24,7 @@ from core.settings import Settings
 from order.plan import BatchResult
 from order.record import Output
 from streams import topics
+from streams.envelope import pack_events
 from streams.messages import DlqReason
 from streams.normalise import RawInput, to_dlq
 
@@ -44,13 +45,14 @@ def to_raw(event: EventT, prefix: str) -> RawInput:
     return RawInput(channel, value, message.topic, message.partition, message.offset, key, headers)
 
 
-async def send_all(app: faust.App, outputs: Sequence[Output]) -> None:
-    """Send a batch's outputs and wait for the broker's acks before the inputs are acked, so an
+async def send_all(app: faust.App, outputs: Sequence[Output], events_topic: str = "") -> None:
+    """Send a batch's outputs, each order's events packed into one message
+    (streams/envelope.py), and wait for the broker's acks before the inputs are acked, so an
     input's offset is never committed ahead of what it produced."""
     producer = app.producer
     futures = [
-        await producer.send(topic, key.encode(), value.encode(), None, None, None)
-        for topic, key, value in outputs
+        await producer.send(topic, key, value, None, None, None)
+        for topic, key, value in pack_events(outputs, events_topic)
     ]
     if futures:
         await asyncio.gather(*futures)
@@ -67,6 +69,7 @@ def batch_runner(
     DLQ with its source topic, partition and offset (so `./oms dlq replay` can send it back),
     stamped with its first emission time like every DLQ record (a redelivery collapses)."""
     dlq_topic = topics.DLQ.name(settings.topic_prefix)
+    events_topic = topics.ORDER_EVENTS.name(settings.topic_prefix)
 
     async def dead_letter(event: EventT, exc: BaseException) -> Output:
         raw = to_raw(event, settings.topic_prefix)
@@ -75,7 +78,7 @@ def batch_runner(
         return dlq_topic, raw.key or raw.input_id, first.model_dump_json()
 
     async def send(outputs: Sequence[Output]) -> None:
-        await send_all(app, outputs)
+        await send_all(app, outputs, events_topic)
 
     return BatchRunner(name, send, counters, dead_letter)
 

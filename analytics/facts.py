@@ -31,6 +31,7 @@ from analytics.fact_decode import (
     CommandLineFact,
     DlqFact,
     EventFact,
+    EventsFact,
     HotFact,
     OrderFact,
     as_fact,
@@ -43,6 +44,7 @@ from streams.messages import (
     EventKind,
     FulfilmentCommand,
     OrderEvent,
+    OrderEvents,
     WmsEvent,
 )
 from streams.models import Buyer
@@ -484,7 +486,15 @@ def aftersales_row(request: AfterSalesRequest) -> tuple[Any, ...]:
 
 # What the sink writes: the hot facts as it decodes them (analytics/fact_decode.py), the
 # control topics' messages, and hot messages a caller holds (read as the sink would read them).
-Fact = HotFact | OrderEvent | DlqRecord | FulfilmentCommand | WmsEvent | AfterSalesRequest
+Fact = (
+    HotFact
+    | OrderEvents
+    | OrderEvent
+    | DlqRecord
+    | FulfilmentCommand
+    | WmsEvent
+    | AfterSalesRequest
+)
 
 # Single-row facts: message type -> (table, its id, its row). OrderEvent is handled apart
 # because one event can also carry an order snapshot (orders + order_lines rows).
@@ -519,8 +529,12 @@ def rows_for(
     out: dict[str, list[tuple[Any, ...]]] = {table: [] for table in FACT_TABLES}
     seen: set[tuple[str, Any, int]] = set()
     for item in items:
-        if isinstance(item, OrderEvent | FulfilmentCommand | DlqRecord):
+        if isinstance(item, OrderEvents | OrderEvent | FulfilmentCommand | DlqRecord):
             item = as_fact(item)
+        if isinstance(item, EventsFact):
+            for event in item.events:
+                _add_event(event, out, seen, salt)
+            continue
         if isinstance(item, EventFact):
             _add_event(item, out, seen, salt)
             continue

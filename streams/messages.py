@@ -46,6 +46,7 @@ MAX_COMMAND_LINES = 10_000  # a merged command's lines: every member's, gifts in
 MAX_REQUEST_LINES = 1_000  # lines an after-sales request names (an order has at most 500)
 MAX_MEMBERS = 10_000  # orders one merged command ships for
 MAX_ALLOCATIONS = 10_000
+MAX_EVENTS_PER_MESSAGE = 1_000  # transitions of one order in one message (a batch makes < 20)
 MAX_STOCK_UNITS = 10**9  # units of a sku in one warehouse (state/stock.py MAX_QTY)
 MAX_SELLABLE = 10**12  # a shop's sellable units of a sku: every warehouse's stock
 MAX_SEQ = 10**9  # events in one order's history
@@ -217,6 +218,16 @@ class OrderEvent(_Message):
     )
     order: Order | None = None  # snapshot on received/updated, so facts need no lookup
     actor: Actor = "system"
+
+
+class OrderEvents(_Message):
+    """The value of ``oms.order-events``: the transitions of one order that one batch of inputs
+    caused, in order, in one message (streams/envelope.py packs them). One message per order
+    and batch instead of one per transition: every Kafka hop costs a produce, the broker and a
+    consume. Each event keeps its own id: consumers dedupe by ``event_id``, never by message."""
+
+    order_id: Id
+    events: Annotated[list[OrderEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_MESSAGE)]
 
 
 class CommandKind(StrEnum):

@@ -24,7 +24,7 @@ from streams.messages import (
     DlqRecord,
     FulfilmentCommand,
     OperatorAction,
-    OrderEvent,
+    OrderEvents,
     WmsEvent,
 )
 from streams.models import Channel, Order
@@ -46,7 +46,9 @@ class TopicSpec:
 
 RAW_KEY = "channel order id"
 
-ORDER_EVENTS = TopicSpec("order-events", "order id", OrderEvent, "every state transition")
+ORDER_EVENTS = TopicSpec(
+    "order-events", "order id", OrderEvents, "every state transition, an order's batch together"
+)
 FULFILMENT_COMMANDS = TopicSpec(
     "fulfilment.commands", "order id", FulfilmentCommand, "outbound/cancel/intercept for the WMS"
 )

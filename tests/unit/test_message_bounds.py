@@ -19,6 +19,7 @@ from streams.messages import (
     FulfilmentCommand,
     OperatorAction,
     OrderEvent,
+    OrderEvents,
     WmsEvent,
 )
 from streams.models import Order
@@ -33,6 +34,7 @@ MODELS = [
     AfterSalesRequest,
     ChannelUpdate,
     ChannelStock,
+    OrderEvents,
     OrderEvent,
     DlqRecord,
     FulfilmentCommand,
