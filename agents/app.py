@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> faust.App:
         logging_config=None,
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms  # read by agents/transport.py
+    app.idle_fetch_max_wait_ms = settings.kafka_idle_fetch_max_wait_ms
     app.consumer_buffer_bytes = settings.consumer_buffer_bytes  # read by agents/transport.py
     return app
 

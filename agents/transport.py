@@ -4,7 +4,8 @@
 change it. A broker may hold a fetch that long before answering even when a message has arrived
 (the local Tansu broker does: measured 390 ms median, 740 ms worst from produce to consume at
 1500 ms, 3 ms at 10 ms), and every order waits that long before its batch starts. See
-docs/decisions/0008-throughput.md.
+docs/decisions/0008-throughput.md. Once no record came for a while, the wait is made long
+(core/kafka.py FetchPacing), so an idle worker does not keep the broker busy.
 
 *Memory.* Faust bounds what a worker holds by message count (4,096 per stream buffer) and
 aiokafka prefetches up to 50 MB: harmless for 2 KB orders, but a flood of payloads near the 1 MB
@@ -30,6 +31,8 @@ import aiokafka
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+
+from core.kafka import FetchPacing
 
 SCHEME = "oms-kafka"
 DEFAULT_FETCH_MAX_WAIT_MS = 50
@@ -94,6 +97,10 @@ class Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)  # builds the consumer thread (_new_consumer_thread)
         self.buffer_bytes = buffer_budget(self.app)
         self.in_flight = InFlight()
+        self.pacing = FetchPacing(
+            getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS),
+            getattr(self.app, "idle_fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS),
+        )
         self._room = asyncio.Event()  # set by every ack: the fetch loop may look again
 
     def _new_consumer_thread(self) -> ConsumerThread:
@@ -104,9 +111,12 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         await self.wait_for_room()
+        got = False
         async for tp, message in super().getmany(timeout):
+            got = True
             self.in_flight.add(tp, message.offset, message_size(message))
             yield tp, message
+        self.pacing.pace(getattr(self._thread, "_consumer", None), got)
 
     async def wait_for_room(self) -> None:
         """Fetch nothing more while the bytes in hand are over budget (an ack or a seek makes

@@ -30,7 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from analytics.fact_decode import decode_or_none, decoder_for
 from analytics.facts import Fact
 from analytics.sink import FactSink
-from core.kafka import consumer_kwargs
+from core.kafka import FetchPacing, consumer_kwargs
 from core.settings import Settings
 from streams import topics
 from streams.parse import parse_or_none
@@ -130,9 +130,11 @@ async def run_fact_sink(
         max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
     )
     await consumer.start()
+    pacing = FetchPacing.of(settings)
     try:
         while stop is None or not stop.is_set():
             records = await take_batch(consumer, settings)
+            pacing.pace(consumer, bool(records))
             counters["sink_partitions"] = len(consumer.assignment())
             if records:
                 await land(records, decoders, sink, counters, screen)

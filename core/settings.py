@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # How long a consumer's fetch may wait at the broker for data (agents/transport.py):
     # the floor of every order's latency when the broker holds fetches to the limit.
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=1500)
+    # The same once a consumer saw no record for 2 s (core/kafka.py FetchPacing): what an idle
+    # stack costs the broker, and what the first input after a pause may wait on Tansu.
+    kafka_idle_fetch_max_wait_ms: int = Field(default=500, ge=1, le=1500)
     # Bytes a consumer may hold fetched and not yet acked (agents/transport.py): beyond it the
     # consumer fetches nothing more, so a flood of big payloads waits in Kafka, not in memory.
     # 4 MB to 1 GB: a few of the largest messages must fit, and Kafka sizes are 32-bit.

@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from core.heartbeat import wms_sim_heartbeat_key
-from core.kafka import client_kwargs, consumer_kwargs, ensure_topics
+from core.kafka import FetchPacing, client_kwargs, consumer_kwargs, ensure_topics
 from core.logs import setup_logging
 from core.settings import Settings, get_settings
 from ops.cli_types import MAX_SIM_DELAY_S, MAX_SIM_DURATION_S, FiniteFloatRange
@@ -469,8 +469,9 @@ async def poll_once(
     sim: WmsSimulator,
     topic: str,
     signer: Signer | None = None,
-) -> None:
-    """Take a batch of commands, send what has fallen due, then commit the batch."""
+) -> bool:
+    """Take a batch of commands, send what has fallen due, then commit the batch; whether
+    there were commands."""
     due = sim.next_due()
     wait_ms = MAX_POLL_MS if due is None else int(max(0.0, due - time.time()) * 1000)
     batch = await consumer.getmany(timeout_ms=min(wait_ms, MAX_POLL_MS), max_records=MAX_RECORDS)
@@ -485,6 +486,7 @@ async def poll_once(
     await send_events(producer, topic, sim.pop_due(time.time()), signer)
     if batch:
         await consumer.commit()
+    return bool(batch)
 
 
 async def run_simulator(
@@ -522,9 +524,11 @@ async def run_simulator(
     await producer.start()
     deadline = None if duration_s is None else time.monotonic() + duration_s
     next_log = time.monotonic() + LOG_EVERY_S
+    pacing = FetchPacing.of(settings)
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            await poll_once(consumer, producer, sim, events_topic, signer)
+            got = await poll_once(consumer, producer, sim, events_topic, signer)
+            pacing.pace(consumer, got)
             await heartbeat.beat(ready=bool(consumer.assignment()), sim=sim)
             if time.monotonic() >= next_log:
                 log_counts(sim)
