@@ -125,8 +125,8 @@ async def read_topic(settings: Settings, topic: str, limit: int | None = None) -
     consumer = AIOKafkaConsumer(
         **consumer_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start is closed too
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             await consumer.topics()

@@ -872,6 +872,33 @@ def verify(as_json: bool) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@main.group()
+def schema() -> None:
+    """The published JSON Schemas of the topics (streams/schemas/)."""
+
+
+@schema.command("check")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def schema_check(as_json: bool) -> None:
+    """Every message on every typed topic against its published schema. Exit 1 on any message
+    that breaks it."""
+    from aiokafka.errors import KafkaError
+
+    from ops.conformance import check_topics, format_conformance
+
+    s = settings()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the error below says it all
+    try:
+        report = check_topics(s)
+    except (KafkaError, OSError) as exc:
+        fail(f"Kafka at {s.kafka_bootstrap} not reachable ({exc}); is the stack up? ./oms status")
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        click.echo(format_conformance(report))
+    sys.exit(0 if report.ok else 1)
+
+
 @main.command("bench-stock")
 @click.option("--orders", type=click.IntRange(100, 10_000_000), default=50_000, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from analytics.ledger import ClickHouseLedger
 from core.kafka import Record, produce
 from core.settings import REPO_ROOT, Settings
+from ops.conformance import check_topics
 from ops.loadgen import BurstPlan, generate_burst
 from ops.prepare import prepare_stack
 from state.keys import Keys
@@ -94,6 +95,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     check = verify(
         connect(settings), Keys(settings.redis_prefix), ClickHouseLedger(ch_connect(settings))
     )
+    conformance = check_topics(settings)
     console.rule("[bold]Report (from ClickHouse)")
     console.print(format_report(report), markup=False, highlight=False)
     console.rule("[bold]Checks")
@@ -103,12 +105,20 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
         f"stock verify         {'ok' if check.ok else 'VIOLATIONS'}, "
         f"oversold units {check.oversold_units}"
     )
+    console.print(
+        f"schema conformance   {conformance.messages} messages on "
+        f"{len(conformance.topics)} typed topics, "
+        f"{'ok' if conformance.ok else f'{conformance.failing} BREAK THEIR SCHEMA'}"
+    )
+    for topic in conformance.topics:
+        for example in topic.examples:
+            console.print(f"  {example}", markup=False)
     console.print(f"\ndashboard            {dashboard_link}", soft_wrap=True)
     console.print(
         "\nThe stack is still up. Try: ./oms status | ./oms report | ./oms verify | "
         "./oms dlq list | ./oms stock show SKU-PHONE-X1\nStop it with: ./oms down"
     )
-    return 0 if check.ok and processed >= inputs else 1
+    return 0 if check.ok and processed >= inputs and conformance.ok else 1
 
 
 DASHBOARD_TOKEN_TTL_S = 8 * 3600

@@ -248,3 +248,32 @@ def test_operator_releases_and_cancels_through_the_cli(loaded: Settings, tmp_pat
     assert ("hold_released", "operator:alice") in kinds and ("cancelled", "operator:alice") in kinds
     missing = oms(loaded, "held", "release", "own:NO-SUCH-ORDER", check=False)
     assert missing.returncode == 1 and "names 0 orders" in missing.stderr
+
+
+def test_what_the_oms_writes_conforms_to_the_published_schemas(loaded: Settings) -> None:
+    """Every message the workers produced on this shared stack so far (this module's orders
+    and every earlier module's floods) against streams/schemas/. The control topics are left
+    out here: other tests push broken WMS events and requests onto them on purpose (the
+    workers dead-letter those); `./oms demo` checks every topic."""
+    from ops.conformance import check_topics
+
+    for channel in EXPECTED:
+        oms(loaded, "ingest", "--channel", channel, str(SAMPLES / f"{channel}.json"))
+    wait_for(lambda: show(loaded, "taobao:4012345678901234567"))
+    written_by_the_oms = {
+        spec.name(loaded.topic_prefix)
+        for spec in (
+            topics.ORDER_EVENTS,
+            topics.FULFILMENT_COMMANDS,
+            topics.DLQ,
+            topics.CHANNEL_STOCK,
+            topics.CHANNEL_UPDATES,
+        )
+    }
+    report = check_topics(loaded)
+    checked = [t for t in report.topics if t.topic in written_by_the_oms]
+    assert {t.topic for t in checked} == written_by_the_oms
+    by_topic = {t.topic: t for t in checked}
+    assert by_topic[topics.ORDER_EVENTS.name(loaded.topic_prefix)].messages > 0
+    assert by_topic[topics.FULFILMENT_COMMANDS.name(loaded.topic_prefix)].messages > 0
+    assert [(t.topic, t.examples) for t in checked if t.failing] == []
