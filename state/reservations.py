@@ -66,6 +66,14 @@ def _quota_charges(req: ReserveRequest, quotas: Quotas) -> list[tuple[str, str, 
 _HOLDING = frozenset({"reserved", "existing"})
 
 
+def planned_nothing(per_sku: dict[str, list[str]]) -> bool:
+    """Every sku's decision at this attempt was an empty plan: whoever decided first saw no way
+    to serve the order (stock or quota short everywhere, in a snapshot of this very attempt).
+    Final: another attempt would only find the skus sold out again, and every worker at this
+    seq reads the same recorded decisions, so every one concludes the same."""
+    return bool(per_sku) and all(r[3:4] == ["none"] for r in per_sku.values())
+
+
 def _units(text: str) -> int:
     return sum(qty for _, qty in parse_parts(text)) if text and text != "-" else 0
 
@@ -107,7 +115,8 @@ class StockEngine:
         """One round: snapshot, plan, ask every sku's script, undo partial orders. Returns the
         requests to try again, with the attempt each goes on at. Every sku of a request is asked
         even when no plan fits (with an empty plan): only the scripts' recorded decisions say
-        'shortage' (module docstring)."""
+        'shortage' (module docstring). A request whose every sku recorded an empty plan is
+        short at once; one that lost a race (a sku short under its plan) tries again."""
         pending = sorted(attempts)
         available, existing, quotas, stocked = await self._snapshot([requests[i] for i in pending])
         plans: dict[int, dict[str, str]] = {}
@@ -148,6 +157,9 @@ class StockEngine:
             complete = statuses <= _HOLDING and all(
                 _units(got.get(sku, "")) == qty for sku, qty in req.quantities.items()
             )
+            if planned_nothing(per_sku):
+                results[i] = Reservation(req.order_id, ReserveStatus.SHORTAGE)
+                continue
             later = max((int(r[2]) for r in per_sku.values() if r[0] == "stale"), default=None)
             verdict = next_step(req, attempt, later)
             # Overtaken by a later decision: what this attempt reads as held may be what the
@@ -219,7 +231,8 @@ class StockEngine:
         attempts: dict[int, int],
     ) -> dict[int, dict[str, list[str]]]:
         """Every sku of every request asked in one round trip: the script's reply per sku
-        (status, allocation, and for 'stale' the seq that overtook it)."""
+        (status, allocation, for 'stale' the seq that overtook it, and a fourth part 'none'
+        when the decision at that seq was an empty plan)."""
         pipe = self._client.pipeline(transaction=False)
         calls: list[tuple[int, str]] = []
         for i, per_sku in plans.items():
@@ -234,7 +247,7 @@ class StockEngine:
         outcome: dict[int, dict[str, list[str]]] = {i: {} for i in plans}
         if calls:
             for (i, sku), reply in zip(calls, await pipe.execute(), strict=True):
-                outcome[i][sku] = [str(part) for part in reply[:3]]
+                outcome[i][sku] = [str(part) for part in reply[:4]]
         return outcome
 
     async def _undo(self, items: Sequence[tuple[ReserveRequest, str, int]]) -> None:

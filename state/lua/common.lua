@@ -81,17 +81,21 @@ end
 --   'done'  this very seq was applied: a reserve returns what it decided, others do nothing
 --   'stale' a later seq was applied: do nothing
 --   'free'  unfenced
+-- The value of e:SHIPMENT is the seq, followed by ':n' when that seq's decision was a reserve
+-- with nothing planned (stock_reserve.lua: the requester saw no way to serve the order); the
+-- second result of effect_fence says so for 'done'.
 local function effect_fence(shipment, seq)
-  if not seq or seq == '' then return 'free' end
-  local last = tonumber(redis.call('HGET', KEYS[1], 'e:' .. shipment) or '-1')
+  if not seq or seq == '' then return 'free', false end
+  local raw = redis.call('HGET', KEYS[1], 'e:' .. shipment) or '-1'
+  local last = tonumber(string.match(raw, '^(-?%d+)'))
   local this = tonumber(seq)
-  if last > this then return 'stale' end
-  if last == this then return 'done' end
-  return 'new'
+  if last > this then return 'stale', false end
+  if last == this then return 'done', string.sub(raw, -2) == ':n' end
+  return 'new', false
 end
 
-local function mark_effect(shipment, seq)
-  if seq and seq ~= '' then redis.call('HSET', KEYS[1], 'e:' .. shipment, seq) end
+local function mark_effect(shipment, seq, note)
+  if seq and seq ~= '' then redis.call('HSET', KEYS[1], 'e:' .. shipment, seq .. (note or '')) end
 end
 
 -- A post-save effect (commit, settle, return, short pick, final release) runs once per seq:

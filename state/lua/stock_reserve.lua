@@ -16,17 +16,20 @@
 -- units (an order changed since) is replaced within the same step.
 -- Unfenced (and for an active reservation of the same units when fenced): idempotent per
 -- (reservation, sku): an existing r:ID (active or closed '-') is returned unchanged.
--- Returns {'reserved'|'existing'|'shortage', allocation, movements or 'quota'}, or
--- {'stale', allocation, the seq that overtook this one}
+-- Returns {'reserved'|'existing'|'shortage', allocation, movements or 'quota'}, a fourth
+-- element 'none' when the decision at this seq was an empty plan (nothing planned: final, see
+-- below), or {'stale', allocation, the seq that overtook this one}
 KIND = 'reserve'
 local id, seq = ARGV[1], ARGV[4] or ''
-local fence = effect_fence(id, seq)
+local fence, planned_nothing = effect_fence(id, seq)
 local existing = redis.call('HGET', KEYS[1], 'r:' .. id)
 if fence == 'stale' then
-  return {'stale', existing or '', redis.call('HGET', KEYS[1], 'e:' .. id)}
+  local last = redis.call('HGET', KEYS[1], 'e:' .. id)
+  return {'stale', existing or '', string.match(last, '^(-?%d+)')}
 end
 if fence == 'done' then
   if existing then return {'existing', existing} end
+  if planned_nothing then return {'shortage', '', {}, 'none'} end
   return {'shortage', ''}
 end
 -- Parts naming one warehouse twice are merged first: each warehouse is checked for its total.
@@ -55,10 +58,14 @@ if existing then
   redis.call('HDEL', KEYS[1], 'r:' .. id)
   KIND = 'reserve'
 end
-mark_effect(id, seq)
 if #parts == 0 then
-  return {'shortage', '', moves}
+  -- Nothing planned: the requester's snapshot had no way to serve the order. Recorded, so every
+  -- worker at this seq reads the same verdict, and final (state/reservations.py: a request
+  -- every sku of which says 'none' is short, with no further attempt).
+  mark_effect(id, seq, ':n')
+  return {'shortage', '', moves, 'none'}
 end
+mark_effect(id, seq)
 for _, p in ipairs(parts) do
   if num('on_hand:' .. p[1]) - num('reserved:' .. p[1]) < p[2] then
     return {'shortage', '', moves}

@@ -845,3 +845,77 @@ async def test_a_decision_carried_out_again_after_its_fallback(env: Env) -> None
     assert old.status is ReserveStatus.SUPERSEDED
     assert await env.aclient.hgetall(env.keys.stock("A")) == before
     assert env.clean()
+
+
+async def counted_script_calls(env: Env, engine: StockEngine) -> list[str]:
+    """Wrap ``engine``'s reserve script: the seqs it is called at, in order."""
+    calls: list[str] = []
+    script = engine._reserve
+
+    async def counted(*, keys: Any, args: Any, client: Any) -> Any:
+        calls.append(str(args[3]))
+        return await script(keys=keys, args=args, client=client)
+
+    engine._reserve = counted  # type: ignore[assignment]
+    return calls
+
+
+async def test_a_sold_out_order_is_short_after_one_attempt(env: Env) -> None:
+    """Nothing could be planned (the sku is sold out in every warehouse): the script records an
+    empty plan at the first attempt's seq and the verdict is final, not three more attempts."""
+    env.load({("A", "W1"): 0, ("A", "W2"): 0, ("B", "W1"): 5})
+    order = replace(req("o1", {"A": 1, "B": 1}, ["W1", "W2"]), seq=6416, seq_limit=6464)
+    calls = await counted_script_calls(env, env.engine)
+    (res,) = await env.engine.reserve_many([order])
+    assert res.status is ReserveStatus.SHORTAGE and not res.allocations
+    assert calls == ["6416", "6416"]  # one call per sku, one attempt
+    assert await env.aclient.hget(env.keys.stock("A"), "e:o1") == "6416:n"
+    assert env.level("B", "W1") == (5, 0)
+    assert env.clean()
+
+
+async def test_a_worker_with_a_plan_reads_the_recorded_empty_plan(env: Env) -> None:
+    """Two workers carry out one decision at one seq. The first saw no stock and recorded an
+    empty plan for every sku; stock arrives; the second plans on its fresh snapshot but reads
+    the decisions already taken at that seq: short too, nothing reserved. A worker still at an
+    older attempt of the same decision is sent to that seq and concludes the same."""
+    env.load({("A", "W1"): 0})
+    order = replace(req("o1", {"A": 2}, ["W1"]), seq=6416, seq_limit=6464)
+    (first,) = await env.engine.reserve_many([order])
+    env.load({("A", "W1"): 10})
+    other = StockEngine(env.aclient, env.keys)
+    (second,) = await other.reserve_many([order])
+    assert first.status is second.status is ReserveStatus.SHORTAGE
+    assert env.level("A", "W1") == (10, 0)
+    # The next decision of the order (a higher seq) plans again and gets the new stock.
+    (later,) = await env.engine.reserve_many([replace(order, seq=6480, seq_limit=6528)])
+    assert later.status is ReserveStatus.RESERVED and env.level("A", "W1") == (10, 2)
+    assert env.clean()
+
+
+async def test_a_lost_race_still_tries_again(env: Env) -> None:
+    """A plan that the script finds short (another order took the units after the snapshot) is
+    not an empty plan: the saga tries again on a fresh snapshot and finds the other warehouse."""
+    env.load({("A", "W1"): 1, ("A", "W2"): 1})
+    order = replace(req("o1", {"A": 1}, ["W1", "W2"]), seq=6416, seq_limit=6464)
+    planned, go = asyncio.Event(), asyncio.Event()
+    original = env.engine._reserve_plans
+
+    async def gated(*args: Any) -> Any:
+        planned.set()
+        await go.wait()
+        return await original(*args)
+
+    env.engine._reserve_plans = gated  # type: ignore[method-assign]
+    try:
+        one = asyncio.create_task(env.engine.reserve_many([order]))
+        await planned.wait()  # planned W1 on its snapshot
+        rival = StockEngine(env.aclient, env.keys)
+        (taken,) = await rival.reserve_many([req("x", {"A": 1}, ["W1"])])
+        go.set()
+        (res,) = await one
+    finally:
+        go.set()
+    assert taken.status is ReserveStatus.RESERVED
+    assert res.status is ReserveStatus.RESERVED and res.warehouses == ["W2"]
+    assert env.clean()
