@@ -95,12 +95,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from analytics.client import drop_database
 from analytics.fact_consumer import Offsets, fact_offsets
 from analytics.ledger import ClickHouseLedger
-from core.kafka import Record, client_kwargs, consumer_kwargs, ensure_topics
+from core.kafka import client_kwargs, consumer_kwargs, ensure_topics
 from core.settings import REPO_ROOT, Settings, mask_url
 from ops import profile, stack
 from ops.bench_ceiling import ceiling_key
 from ops.loadgen import BurstMessage, iter_burst
 from ops.proc_cpu import CpuMeter, per_order_us, spent
+from ops.record_spool import RecordSpool
 from state.keys import Keys
 from state.stock import StockRow
 from streams import topics
@@ -140,6 +141,7 @@ SETTLE_EXTRA_S = 30.0  # beyond the longest merge window
 CEILING_STOP_S = 15.0
 
 LINGER_MS = 20
+ACK_EVERY = 20_000  # sends in flight before their acks are awaited (the producer batches them)
 MAX_BATCH_BYTES = 512 * 1024
 
 JSON_KEYS = (
@@ -782,7 +784,7 @@ class Phase:
     """One burst, generated before its clock starts, and when each message went out."""
 
     name: str
-    records: list[Record]
+    records: RecordSpool  # in a file until sent: a 1M-order phase is 9 GB as objects
     keys: list[OrderKey | None]  # order key of each original order message, else None
     duplicates: int
     malformed: int
@@ -818,7 +820,7 @@ def build_phase(
 ) -> Phase:
     """``orders`` generated orders (with duplicates and malformed ones) as records to send;
     ``shape`` may rewrite each message first (ops/chaos.py pads payloads for its big burst)."""
-    records: list[Record] = []
+    records = RecordSpool()
     keys: list[OrderKey | None] = []
     counts = {"order": 0, "duplicate": 0, "malformed": 0}
     for m in iter_burst(
@@ -855,6 +857,9 @@ async def send_phase(producer: AIOKafkaProducer, phase: Phase, rate: float | Non
                 await asyncio.sleep(wait)
         note(time.time())
         pending.append(await producer.send(topic, value, key=key, headers=headers))
+        if len(pending) >= ACK_EVERY:  # a million futures held at once is memory for nothing
+            await asyncio.gather(*pending)
+            pending = []
     await asyncio.gather(*pending)
 
 

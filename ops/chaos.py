@@ -618,7 +618,7 @@ def burst_fault(ctx: Context, pids: Mapping[str, int], sampler: bench.RssSampler
     """The burst is the fault: its bytes against what the workers hold before it."""
     sampler.sample()
     fault = Fault("burst", "workers", at_s=0.0, at_fraction=0.0, mid_flood=False)
-    burst = sum(len(v) for _, _, v, _ in ctx.phase.records)
+    burst = ctx.phase.records.value_bytes
     largest = max((rss_of(pid) for pid in pids.values()), default=0)
     fault.detail.update(
         burst_bytes=burst,
