@@ -19,9 +19,10 @@ as a task instead (``agents/sink.py``), for single-process deployments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -30,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from analytics.fact_decode import decode_or_none, decoder_for
 from analytics.facts import Fact
 from analytics.sink import FactSink
-from core.kafka import FetchPacing, consumer_kwargs
+from core.kafka import FetchPacing, client_kwargs, consumer_kwargs
 from core.settings import Settings
 from streams import topics
 from streams.parse import parse_or_none
@@ -52,6 +53,24 @@ def fact_group(settings: Settings) -> str:
 
 
 Offsets = dict[TopicPartition, int]
+
+
+@contextlib.asynccontextmanager
+async def offset_clients(
+    settings: Settings, start_timeout_s: float | None = None
+) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
+    """An admin client and a group-less consumer, started, for :func:`fact_offsets` (whoever
+    watches the sink: its own backlog gauge, the bench); closed on the way out."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    try:
+        await asyncio.wait_for(asyncio.gather(admin.start(), consumer.start()), start_timeout_s)
+        yield admin, consumer
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 async def fact_offsets(

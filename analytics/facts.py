@@ -274,8 +274,8 @@ def fact_reason(event: EventFact) -> str:
     return scrub_free_text(event.reason)
 
 
-def event_row(event: EventFact, rev: int | None = None) -> tuple[Any, ...]:
-    """``rev``: the event's revision when the caller has it already."""
+def event_row(event: EventFact, rev: int) -> tuple[Any, ...]:
+    """``rev``: the event's revision (:func:`revision`), computed once per event."""
     allocs = event.allocations
     return (
         event.event_id,
@@ -294,12 +294,12 @@ def event_row(event: EventFact, rev: int | None = None) -> tuple[Any, ...]:
         [a.sku for a in allocs],
         [a.warehouse for a in allocs],
         [a.quantity for a in allocs],
-        revision(event.at, event.seq) if rev is None else rev,
+        rev,
     )
 
 
 def order_row(
-    event: EventFact, order: OrderFact, salt: str = DEFAULT_BUYER_SALT
+    event: EventFact, order: OrderFact, rev: int, salt: str = DEFAULT_BUYER_SALT
 ) -> tuple[Any, ...]:
     paid_at = order.payment.paid_at
     return (
@@ -325,13 +325,12 @@ def order_row(
         len(order.lines),
         sum(line.quantity for line in order.lines),
         buyer_hash(order.buyer, salt),
-        revision(event.at, event.seq),
+        rev,
     )
 
 
-def line_rows(event: EventFact, order: OrderFact) -> list[tuple[Any, ...]]:
+def line_rows(event: EventFact, order: OrderFact, rev: int) -> list[tuple[Any, ...]]:
     version = _version(event.seq)
-    rev = revision(event.at, event.seq)
     created_at = epoch_s(order.created_at)
     return [
         (
@@ -568,5 +567,5 @@ def _add_event(
     if key in seen:
         return
     seen.add(key)
-    out[ORDERS].append(order_row(event, order, salt))
-    out[ORDER_LINES].extend(line_rows(event, order))
+    out[ORDERS].append(order_row(event, order, rev, salt))
+    out[ORDER_LINES].extend(line_rows(event, order, rev))

@@ -42,7 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
-from analytics.fact_consumer import FACT_TOPICS, fact_offsets, run_fact_sink
+from analytics.fact_consumer import FACT_TOPICS, fact_offsets, offset_clients, run_fact_sink
 from core.collector import tune_collector
 from core.health import (
     Readiness,
@@ -52,7 +52,7 @@ from core.health import (
     sink_readiness,
 )
 from core.heartbeat import sink_heartbeat_key
-from core.kafka import client_kwargs, ensure_topics
+from core.kafka import ensure_topics
 from core.logs import setup_logging
 from core.loop import use_event_loop
 from core.metrics import PartitionLag, Snapshot, render
@@ -175,18 +175,10 @@ class FactLag:
             await asyncio.sleep(LAG_RETRY.delay(failures))
 
     async def _measure_with_new_clients(self) -> None:
-        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
-        consumer = AIOKafkaConsumer(**client_kwargs(self.settings), enable_auto_commit=False)
-        try:
-            await asyncio.wait_for(asyncio.gather(admin.start(), consumer.start()), LAG_TIMEOUT_S)
+        async with offset_clients(self.settings, LAG_TIMEOUT_S) as (admin, consumer):
             while True:
                 await self.sample(admin, consumer)
                 await asyncio.sleep(LAG_EVERY_S)
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            with contextlib.suppress(Exception):
-                await admin.close()
 
     async def sample(self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
         try:

@@ -93,7 +93,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from analytics.client import drop_database
-from analytics.fact_consumer import Offsets, fact_offsets
+from analytics.fact_consumer import Offsets, fact_offsets, offset_clients
 from analytics.ledger import ClickHouseLedger
 from core.kafka import client_kwargs, consumer_kwargs, ensure_topics
 from core.settings import REPO_ROOT, Settings, mask_url
@@ -1008,6 +1008,7 @@ class Observer:
         self.beat_keys = [keys.worker(f"w{i}") for i in range(workers)]
         self.progress: list[tuple[float, int]] = []  # (wall clock, inputs per heartbeats)
         self._offsets_clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+        self._closing = contextlib.AsyncExitStack()
 
     def heartbeat_inputs(self) -> int:
         total = 0
@@ -1030,21 +1031,13 @@ class Observer:
     async def fact_offsets(self) -> tuple[Offsets, Offsets]:
         """End and sink-committed offsets of the fact topics (analytics/fact_consumer.py)."""
         if self._offsets_clients is None:
-            admin = AIOKafkaAdminClient(**client_kwargs(self.settings), request_timeout_ms=5000)
-            consumer = AIOKafkaConsumer(**client_kwargs(self.settings), enable_auto_commit=False)
-            await admin.start()
-            await consumer.start()
-            self._offsets_clients = (admin, consumer)
+            clients = offset_clients(self.settings)
+            self._offsets_clients = await self._closing.enter_async_context(clients)
         return await fact_offsets(*self._offsets_clients, self.settings)
 
     async def close(self) -> None:
-        clients, self._offsets_clients = self._offsets_clients, None
-        if clients is not None:
-            admin, consumer = clients
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            with contextlib.suppress(Exception):
-                await admin.close()
+        self._offsets_clients = None
+        await self._closing.aclose()
 
     async def wait_accounted(self, targets: Targets, timeout_s: float) -> float:
         """Until every input is accounted for; returns when ClickHouse was first complete (wall

@@ -356,7 +356,7 @@ class ChaosObserver(Observer):
                 self.settings.app_id, partitions=self.raw_partitions
             )
         except Exception:
-            await self.close()
+            await self._drop_admin()
             return 0
         return sum(max(0, int(getattr(m, "offset", -1))) for m in committed.values())
 
@@ -372,6 +372,10 @@ class ChaosObserver(Observer):
             return 0, 0, 0
 
     async def close(self) -> None:
+        await self._drop_admin()
+        await super().close()
+
+    async def _drop_admin(self) -> None:
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await self._admin.close()

@@ -83,15 +83,15 @@ end
 --   'free'  unfenced
 -- The value of e:SHIPMENT is the seq, followed by ':n' when that seq's decision was a reserve
 -- with nothing planned (stock_reserve.lua: the requester saw no way to serve the order); the
--- second result of effect_fence says so for 'done'.
+-- second result of effect_fence says so for 'done'; the third is the seq last applied.
 local function effect_fence(shipment, seq)
-  if not seq or seq == '' then return 'free', false end
+  if not seq or seq == '' then return 'free', false, nil end
   local raw = redis.call('HGET', KEYS[1], 'e:' .. shipment) or '-1'
   local last = tonumber(string.match(raw, '^(-?%d+)'))
   local this = tonumber(seq)
-  if last > this then return 'stale', false end
-  if last == this then return 'done', string.sub(raw, -2) == ':n' end
-  return 'new', false
+  if last > this then return 'stale', false, last end
+  if last == this then return 'done', string.sub(raw, -2) == ':n', last end
+  return 'new', false, last
 end
 
 local function mark_effect(shipment, seq, note)

@@ -21,11 +21,10 @@
 -- below), or {'stale', allocation, the seq that overtook this one}
 KIND = 'reserve'
 local id, seq = ARGV[1], ARGV[4] or ''
-local fence, planned_nothing = effect_fence(id, seq)
+local fence, planned_nothing, last = effect_fence(id, seq)
 local existing = redis.call('HGET', KEYS[1], 'r:' .. id)
 if fence == 'stale' then
-  local last = redis.call('HGET', KEYS[1], 'e:' .. id)
-  return {'stale', existing or '', string.match(last, '^(-?%d+)')}
+  return {'stale', existing or '', tostring(last)}
 end
 if fence == 'done' then
   if existing then return {'existing', existing} end
