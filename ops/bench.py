@@ -33,11 +33,11 @@ Decisions, and why:
 
 - *Isolation.* By default the bench runs a stack of its own (home ``.oms/bench``, its own
   loopback ports, namespace ``bench``), and every run starts clean: the broker is restarted (Tansu
-  keeps topics in memory, and a big run leaves GBs there), the bench Redis db is flushed, the
-  bench ClickHouse database dropped and migrated again. The demo's data is never touched. With
-  ``fresh_stack=False`` it runs on an already running stack (the test stack) in a namespace of
-  its own (topic prefix, app id, Redis prefix, ClickHouse database, worker home and API ports all
-  unique) and restarts or flushes nothing shared.
+  keeps topics in memory, and a big run leaves GBs there), the bench Redis starts on an empty
+  data dir, the bench ClickHouse database dropped and migrated again. The demo's data is never
+  touched. With ``fresh_stack=False`` it runs on an already running stack (the test stack) in a
+  namespace of its own (topic prefix, app id, Redis prefix, ClickHouse database, worker home and
+  API ports all unique) and restarts or flushes nothing shared.
 - *Stock.* samples/stock.csv is what ops/demo.py sells in a 3,000-order burst: most orders
   reserve and the two hottest skus sell out partway. Each phase gets that stock scaled to its
   size, on top of what is still reserved, so each phase is the same flash sale.
@@ -77,6 +77,7 @@ import asyncio
 import contextlib
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -687,8 +688,8 @@ def longest_merge_window(settings: Settings) -> float:
 
 def reset_own_stack(settings: Settings, say: Callable[[str], None]) -> None:
     """Clean state on the bench's own stack: leftovers stopped, the broker restarted (its
-    memory topics gone), the Redis db flushed, the ClickHouse database dropped; then topics
-    and migrations as ``prepare_infra`` does."""
+    memory topics gone), Redis started on an empty data dir, the ClickHouse database dropped;
+    then topics and migrations as ``prepare_infra`` does."""
     from ops.prepare import prepare_infra
     from state.redis import connect
 
@@ -696,6 +697,10 @@ def reset_own_stack(settings: Settings, say: Callable[[str], None]) -> None:
     stack.stop_workers(settings)
     if stack.stop_component(settings, stack.BROKER):
         say("bench broker stopped (its memory topics are gone)")
+    # Its data is flushed anyway; kept, a 1M-order run's 10 GB AOF took longer to load than
+    # Redis is given to start, and every later bench failed to start it.
+    stack.stop_component(settings, stack.REDIS)
+    shutil.rmtree(settings.data_dir / "redis", ignore_errors=True)
     stack.up(settings, with_workers=False, progress=say)
     connect(settings).flushdb()
     drop_database(settings)
