@@ -35,6 +35,9 @@ from streams.signing import WORKER, signer_for
 SCAN_EVERY_S = 5.0
 MERGE_SCAN_EVERY_S = 1.0  # windows are seconds to minutes: close them promptly
 SCAN_LIMIT = 2000
+# The unpaid index is kept by every save; this sweep files orders a save did not (records saved
+# by a version before the index, during a rolling upgrade), reading every held record, rarely.
+INDEX_UNPAID_EVERY_S = 600.0
 # A closed window's group is sent once, then left alone this long: the pipeline removes it when
 # the release lands, so sending it again every tick only floods the operator topic while the
 # operator agent is behind (a 200k-order bench found 7,000 groups re-sent each second). If the
@@ -45,9 +48,11 @@ MERGE_RESEND_AFTER_S = 30.0
 async def due_unpaid(
     client: aioredis.Redis, keys: Keys, *, timeout_s: float, now: float | None = None
 ) -> list[OperatorAction]:
-    """Expire actions for orders held as unpaid since before now - timeout."""
+    """Expire actions for orders held as unpaid since before now - timeout. Reads the unpaid
+    index (state/keys.py), so orders held for other reasons cost nothing here; the record of
+    each due order is read for the hold it expires."""
     now = time.time() if now is None else now
-    ids = await client.zrangebyscore(keys.held, "-inf", now - timeout_s, start=0, num=SCAN_LIMIT)
+    ids = await client.zrangebyscore(keys.unpaid, "-inf", now - timeout_s, start=0, num=SCAN_LIMIT)
     if not ids:
         return []
     loaded = await OrderStore(client, keys).load_many(list(ids))
@@ -61,6 +66,13 @@ async def due_unpaid(
         kind = OperatorActionKind.EXPIRE_UNPAID
         actions.append(timer_action(oid, kind, "unpaid-timer", why, held_seq))
     return actions
+
+
+async def index_unpaid(client: aioredis.Redis, keys: Keys) -> list[OperatorAction]:
+    """No actions: files held-as-unpaid orders missing from the unpaid index, which
+    ``due_unpaid`` then expires on its next tick."""
+    await OrderStore(client, keys).index_unpaid()
+    return []
 
 
 async def due_merges(
@@ -171,6 +183,7 @@ Scan = Callable[[aioredis.Redis, Keys, Settings], Awaitable[list[OperatorAction]
 
 SCANS: dict[str, tuple[float, Scan]] = {
     "unpaid": (SCAN_EVERY_S, lambda c, k, s: due_unpaid(c, k, timeout_s=s.unpaid_timeout_s)),
+    "unpaid_index": (INDEX_UNPAID_EVERY_S, lambda c, k, s: index_unpaid(c, k)),
     "merge": (MERGE_SCAN_EVERY_S, lambda c, k, s: due_merges(c, k)),
     "close": (SCAN_EVERY_S, lambda c, k, s: due_closes(c, k)),
     "pending": (SCAN_EVERY_S, lambda c, k, s: due_pending(c, k)),

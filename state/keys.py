@@ -53,6 +53,12 @@ class Keys:
     def held(self) -> str:
         return f"{self.prefix}:held"
 
+    @property
+    def unpaid(self) -> str:
+        """Zset of orders held because they are unpaid, scored by when they were first held so
+        (agents/timers.py expires the old ones without reading every held record)."""
+        return f"{self.prefix}:unpaid"
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
 

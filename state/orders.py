@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 import redis.asyncio as aioredis
 
 from order.lifecycle import CLOSABLE, NEEDS_A_PERSON
+from order.reasons import Reason
 from order.record import OrderRecord, Output
 from state.keys import Keys
 from state.redis import lua_source, scored, texts
@@ -25,7 +27,9 @@ from streams.messages import OrderState
 def index_args(record: OrderRecord, now: float) -> list[str | float]:
     """What the save script files the record under: held list, close timer, merge window,
     stock work pending."""
-    held = "1" if record.state in NEEDS_A_PERSON else "0"
+    held = "0"
+    if record.state in NEEDS_A_PERSON:
+        held = "u" if record.hold_reason == Reason.UNPAID else "1"
     closing = f"{record.close_due:.3f}" if record.state in CLOSABLE and record.close_due else ""
     merge = ""
     if record.merge_group:
@@ -171,6 +175,7 @@ class OrderStore:
             k.merge_group(record.merge_group or "-"),
             k.merge_due,
             k.pending,
+            k.unpaid,
         ]
 
     async def find(self, ref: str) -> list[OrderRecord]:
@@ -183,6 +188,32 @@ class OrderStore:
             ids = [ref]
         loaded = await self.load_many(ids)
         return [lr.record for lr in loaded.values() if lr.record]
+
+    async def index_unpaid(self, page: int = 1000) -> int:
+        """File the orders held as unpaid under the unpaid index, scored by their hold time
+        (NX): records saved before that index existed are in the held index only. Returns how
+        many were filed. Safe while workers save (each save files or unfiles its order itself);
+        ZSCAN returns every order held throughout the scan."""
+        filed, cursor = 0, 0
+        while True:
+            cursor, held = await self._client.zscan(self._keys.held, cursor, count=page)
+            if held:
+                filed += await self._file_unpaid(scored(held))
+            if not cursor:
+                return filed
+
+    async def _file_unpaid(self, held: Sequence[tuple[str, float]]) -> int:
+        loaded = await self.load_many([oid for oid, _ in held])
+        unpaid = {
+            oid: since
+            for oid, since in held
+            if (record := loaded[oid].record)
+            and record.state in NEEDS_A_PERSON
+            and record.hold_reason == Reason.UNPAID
+        }
+        if not unpaid:
+            return 0
+        return cast(int, await self._client.zadd(self._keys.unpaid, unpaid, nx=True))
 
     async def held_ids(self, limit: int = 1000, since: float = 0.0, offset: int = 0) -> list[str]:
         """Held orders, oldest hold first; ``since`` (unix seconds) skips older holds, ``offset``

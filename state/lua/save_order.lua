@@ -2,33 +2,39 @@
 -- saved a newer version of ANY of them since we read them (two workers can briefly own one
 -- partition during a rebalance; a merged shipment changes several orders in one step).
 --
--- Per record i (0-based), KEYS[7i+1..7i+7]: order hash (fields version, doc, done, out:*), channel
--- order number index, held zset, closing zset, merge group set, merge due zset, pending zset;
--- ARGV[11i+1..11i+11]:
+-- Per record i (0-based), KEYS[8i+1..8i+8]: order hash (fields version, doc, done, out:*), channel
+-- order number index, held zset, closing zset, merge group set, merge due zset, pending zset,
+-- unpaid zset; ARGV[11i+1..11i+11]:
 --   expected version (0: must not exist), new record JSON, order id,
---   '1' if the order now waits for a person (held, WMS exception) else '0', now (unix seconds),
+--   '1' if the order now waits for a person (held, WMS exception), 'u' if it is held as unpaid,
+--   else '0', now (unix seconds),
 --   close-due score ('' = not closing), merge: '' no group | 'join:<due>' | 'leave',
 --   '1' if the record carries stock work still to do (its pending decision) else '0',
 --   the saving input's id, its outputs to add to field out:<input id> (lines; '' = none),
 --   a JSON array of input ids whose kept outputs go (their out: fields are deleted)
 -- Returns 1 when saved, 0 on a version conflict (then nothing was written).
-local n = #KEYS / 7
+local n = #KEYS / 8
 for i = 0, n - 1 do
-  local current = tonumber(redis.call('HGET', KEYS[7 * i + 1], 'version') or '0')
+  local current = tonumber(redis.call('HGET', KEYS[8 * i + 1], 'version') or '0')
   if current ~= tonumber(ARGV[11 * i + 1]) then
     return 0
   end
 end
 for i = 0, n - 1 do
-  local k, a = 7 * i, 11 * i
+  local k, a = 8 * i, 11 * i
   local oid = ARGV[a + 3]
   redis.call('HSET', KEYS[k + 1], 'version', tonumber(ARGV[a + 1]) + 1, 'doc', ARGV[a + 2])
   redis.call('SADD', KEYS[k + 2], oid)
-  if ARGV[a + 4] == '1' then
+  if ARGV[a + 4] ~= '0' then
     -- NX: the score stays the time the order was first held, which timeouts are measured from.
     redis.call('ZADD', KEYS[k + 3], 'NX', ARGV[a + 5], oid)
   else
     redis.call('ZREM', KEYS[k + 3], oid)
+  end
+  if ARGV[a + 4] == 'u' then
+    redis.call('ZADD', KEYS[k + 8], 'NX', ARGV[a + 5], oid)
+  else
+    redis.call('ZREM', KEYS[k + 8], oid)
   end
   if ARGV[a + 6] ~= '' then
     redis.call('ZADD', KEYS[k + 4], ARGV[a + 6], oid)

@@ -424,3 +424,32 @@ async def test_unpaid_timeout_cancels_only_orders_still_unpaid(
     assert levels(redis_settings, "A") == {"WH-SH": (10, 1)}  # only the paid order holds stock
     still = await pipeline.orders.load(fresh.order_id)
     assert still is not None and still.state is OrderState.HELD
+
+
+async def test_unpaid_index_holds_only_unpaid_orders_and_files_older_records(
+    pipeline: OrderPipeline, redis_settings: Settings
+) -> None:
+    from agents.timers import due_unpaid
+
+    stock(redis_settings, [("A", "WH-SH", 1)])
+    feed = Feed()
+    unpaid, short = own_order("40", {"A": 1}, paid=False), own_order("41", {"B": 1})
+    await pipeline.process([feed.raw(unpaid), feed.raw(short)])
+    client, keys = pipeline.client, pipeline.keys
+    assert set(await client.zrange(keys.held, 0, -1)) == {unpaid.order_id, short.order_id}
+    assert await client.zrange(keys.unpaid, 0, -1) == [unpaid.order_id]
+    # Paid: it leaves both indexes.
+    await pipeline.process([feed.raw(own_order("40", {"A": 1}, minutes=5))])
+    assert await client.zrange(keys.unpaid, 0, -1) == []
+    # A record saved before the index existed is in the held index only; the sweep files it
+    # with its hold time, and due_unpaid finds it.
+    late = own_order("42", {"A": 1}, paid=False)
+    await pipeline.process([feed.raw(late)])
+    since = await client.zscore(keys.held, late.order_id)
+    await client.delete(keys.unpaid)
+    assert await due_unpaid(client, keys, timeout_s=1, now=since + 100) == []
+    assert await pipeline.orders.index_unpaid(page=1) == 1
+    assert await client.zscore(keys.unpaid, late.order_id) == since
+    assert await pipeline.orders.index_unpaid() == 0  # already filed
+    due = await due_unpaid(client, keys, timeout_s=1, now=since + 100)
+    assert [a.order_id for a in due] == [late.order_id]
