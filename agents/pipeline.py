@@ -74,10 +74,11 @@ from streams.messages import (
     FulfilmentCommand,
     OperatorAction,
     OperatorActionKind,
+    OrderEvent,
     OrderState,
     WmsEvent,
 )
-from streams.models import ChannelStatus, Order
+from streams.models import ChannelStatus, Order, json_with_order
 from streams.normalise import RawInput, normalise
 
 log = logging.getLogger(__name__)
@@ -721,6 +722,8 @@ class OrderPipeline:
             topic = self.updates_topic
         else:
             topic = self.events_topic
+            if isinstance(message, OrderEvent):
+                return (topic, message.order_id, json_with_order(message, message.order))
         return (topic, message.order_id, message.model_dump_json())
 
 

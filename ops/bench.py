@@ -597,26 +597,47 @@ def render_table(result: Mapping[str, Any]) -> Any:
 
 
 PROFILE_ROWS = 8  # per list in the table; the JSON has PROFILE_TOP
+# Where a worker's time goes, by stage: (label, frame name prefix); a sample counts for its
+# deepest stage frame (tests/unit/test_bench.py checks every function named here exists).
+WORKER_STAGES = (
+    ("normalise", "normalise (normalise.py)"),
+    ("audit", "audit (audit.py)"),
+    ("decide", "Decisions.decide (decisions.py)"),
+    ("route", "Decisions.route (decisions.py)"),
+    ("release to WMS", "Decisions.release_to_wms (decisions.py)"),
+    ("reserve", "StockEngine.reserve_many (reservations.py)"),
+    ("load records", "OrderStore.load_many (orders.py)"),
+    ("save records", "OrderStore.save_groups (orders.py)"),
+    ("velocity", "OrderPipeline._record_velocity (pipeline.py)"),
+    ("outputs", "OrderPipeline._output (pipeline.py)"),
+    ("order path, other", "OrderPipeline.process (pipeline.py)"),
+    ("send outputs", "send_all (intake.py)"),
+    ("ledger shipper", "LedgerShipper.ship (ledger.py)"),
+    ("channel stock", "ChannelStockPublisher.tick (channel_stock.py)"),
+    ("timers", "_register_timer.<locals>.tick (timers.py)"),
+    ("heartbeat", "build_worker_app.<locals>.heartbeat (worker.py)"),
+)
 
 
 def profile_figures(folded: str) -> dict[str, Any]:
     """py-spy's folded stacks of worker w0 over the flood -> the JSON's ``profile``: the
-    functions with the most time of their own in the whole worker, the order path's share
-    (OrderPipeline.process) and, within it, the stages (time with callees; the path itself
-    and its callers, always 100%, left out) and the functions with the most time of their own."""
+    worker's time by stage (WORKER_STAGES; what is in none is Faust, the Kafka client and the
+    event loop), the functions with the most time of their own in the whole worker, the order
+    path's share (OrderPipeline.process) and the functions with the most time of their own in
+    it."""
     whole = profile.summarise(folded, top=PROFILE_TOP)
-    path = profile.summarise(folded, top=PROFILE_TOP + 12, under="OrderPipeline.process (")
+    path = profile.summarise(folded, top=PROFILE_TOP, under="OrderPipeline.process (")
+    rest = "Faust, Kafka client, event loop"
 
     def pairs(entries: list[profile.Entry]) -> list[tuple[float, str]]:
         return [(round(e.share, 3), e.function) for e in entries]
 
-    stages = [e for e in path.total if e.share < 0.999][:PROFILE_TOP]
     return {
         "samples": whole.samples,
+        "stages": pairs(profile.stages(folded, WORKER_STAGES, rest)),
         "own_time": pairs(whole.own),
         "order_path_share": round(path.samples / whole.samples, 3) if whole.samples else None,
-        "order_path_stages": pairs(stages),
-        "order_path_own_time": pairs(path.own[:PROFILE_TOP]),
+        "order_path_own_time": pairs(path.own),
     }
 
 

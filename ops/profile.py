@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,33 @@ def summarise(folded: str, top: int = 15, under: str = "") -> Profile:
         for name in set(frames):
             total[name] += n
     return Profile(samples, _entries(own, samples, top), _entries(total, samples, top))
+
+
+def stages(folded: str, table: Sequence[tuple[str, str]], rest: str) -> list[Entry]:
+    """Share of the working samples per stage of ``table`` ((label, frame name prefix), e.g.
+    ("save records", "OrderStore.save_groups (")): a sample counts for the stage of its
+    deepest frame that starts a stage, so nested stages (audit inside decide) are apart and
+    the shares add up to 1 with ``rest`` (samples in no stage). Largest first."""
+    counts: Counter[str] = Counter()
+    samples = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [frame_name(f) for f in stack.split(";") if not f.startswith("thread (")]
+        if not frames or frames[-1] in _IDLE:
+            continue
+        n = int(count)
+        samples += n
+        counts[next(_stage_of(frames, table), rest)] += n
+    return _entries(counts, samples, len(counts))
+
+
+def _stage_of(frames: Sequence[str], table: Sequence[tuple[str, str]]) -> Iterator[str]:
+    for frame in reversed(frames):
+        for label, prefix in table:
+            if frame.startswith(prefix):
+                yield label
 
 
 def _entries(counts: Counter[str], samples: int, top: int) -> list[Entry]:

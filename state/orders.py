@@ -22,6 +22,7 @@ from order.record import OrderRecord, Output
 from state.keys import Keys
 from state.redis import lua_source, scored, texts
 from streams.messages import OrderState
+from streams.models import json_with_order
 
 
 def index_args(record: OrderRecord, now: float) -> list[str | float]:
@@ -146,7 +147,7 @@ class OrderStore:
                 keys += self._index_keys(record)
                 args += [
                     save.expected,
-                    record.model_dump_json(),
+                    json_with_order(record, record.order),
                     record.order_id,
                     *index_args(record, now),
                     save.input_id,

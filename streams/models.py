@@ -260,6 +260,7 @@ class Order(_Model):
     _fingerprint: str | None = PrivateAttr(default=None)
     _json_size: int = PrivateAttr(default=0)
     _shop_key: ShopKey | None = PrivateAttr(default=None)
+    _json: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_lines(self) -> Order:
@@ -290,7 +291,15 @@ class Order(_Model):
         if update:
             copy._fingerprint = None
             copy._shop_key = None
+            copy._json = None
         return copy
+
+    def json_text(self) -> str:
+        """``model_dump_json()``, made once per order (the model is frozen): the record saved
+        on every step and the events that carry a snapshot embed it (``json_with_order``)."""
+        if self._json is None:
+            self._json = self.model_dump_json()
+        return self._json
 
     def fingerprint(self) -> str:
         """Content hash that tells a re-push (same content) from an update (changed content).
@@ -310,6 +319,19 @@ class Order(_Model):
         what every message carrying a snapshot of it must make room for."""
         self.fingerprint()
         return self._json_size
+
+
+_ORDER_FIELD: Final = {"order"}
+
+
+def json_with_order(model: BaseModel, order: Order | None) -> str:
+    """``model.model_dump_json()`` for a model whose ``order`` field is ``order``, with the
+    order's cached JSON spliced in instead of serialising the snapshot again (the same JSON
+    value; the field comes first)."""
+    if order is None:
+        return model.model_dump_json()
+    rest = model.model_dump_json(exclude=_ORDER_FIELD)
+    return f'{{"order":{order.json_text()}{"," if len(rest) > 2 else ""}{rest[1:]}'
 
 
 def make_order_id(channel: str, shop_id: str, external_id: str) -> str:

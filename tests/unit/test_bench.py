@@ -370,29 +370,64 @@ def test_the_ceiling_starts_only_once_the_group_is_stable() -> None:
     assert every_message_counted(100)([{"count": "60"}, {"count": "41"}])[0]
 
 
-def test_profile_figures_split_the_order_path_out() -> None:
+def test_profile_figures_split_the_worker_into_stages() -> None:
     from ops.bench import profile_figures
 
     main = "thread (1): MainThread;run (runners.py:1)"
     path = f"{main};OrderPipeline.process (agents/pipeline.py:1)"
+    decide = f"{path};Decisions.decide (order/decisions.py:81)"
     folded = "\n".join(
         [
-            f"{path};normalise (normalise.py:1);adapt (adapters.py:2) 45",
-            f"{path};save (orders.py:9) 15",
-            f"{main};send_all (agents/intake.py:3) 40",
+            f"{path};normalise (streams/normalise.py:1);adapt (adapters.py:2) 45",
+            f"{path};OrderStore.save_groups (state/orders.py:9) 10",
+            f"{decide};audit (order/audit.py:588);normalise_text (order/audit.py:3) 3",
+            f"{decide};make_id (streams/messages.py:1) 2",
+            f"{main};send_all (agents/intake.py:3) 30",
+            f"{main};Fetcher._fetcher (fetcher.py:9) 10",
+            f"{main};select (selectors.py:1) 500",  # idle: not counted
         ]
     )
     figures = profile_figures(folded)
     assert figures["samples"] == 100
     assert figures["order_path_share"] == 0.6
     assert figures["own_time"][0] == (0.45, "adapt (adapters.py)")
-    assert figures["order_path_own_time"] == [
+    assert figures["order_path_own_time"][:2] == [
         (0.75, "adapt (adapters.py)"),
-        (0.25, "save (orders.py)"),
+        (round(10 / 60, 3), "OrderStore.save_groups (orders.py)"),
     ]
-    # the path's stages, without the path itself nor its callers (always 100% of it)
-    assert sorted(figures["order_path_stages"]) == [
-        (0.25, "save (orders.py)"),
-        (0.75, "adapt (adapters.py)"),
-        (0.75, "normalise (normalise.py)"),
+    # a sample counts for its deepest stage: audit apart from the decide that calls it
+    assert figures["stages"] == [
+        (0.45, "normalise"),
+        (0.3, "send outputs"),
+        (0.1, "save records"),
+        (0.1, "Faust, Kafka client, event loop"),
+        (0.03, "audit"),
+        (0.02, "decide"),
     ]
+
+
+def test_worker_stages_name_functions_that_exist() -> None:
+    """A rename must not silently empty a stage of `./oms bench --profile`."""
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    from ops.bench import WORKER_STAGES
+
+    root = Path(__file__).resolve().parents[2]
+    for label, prefix in WORKER_STAGES:
+        qualname, _, file = prefix.rstrip(")").partition(" (")
+        sources = [p for p in root.glob(f"*/{file}") if p.parent.name != "tests"]
+        found = False
+        for source in sources:
+            module = importlib.import_module(f"{source.parent.name}.{source.stem}")
+            top, *rest = qualname.split(".<locals>.")[0].split(".")
+            obj = getattr(module, top, None)
+            for part in rest:
+                obj = getattr(obj, part, None)
+            if obj is not None and (
+                ".<locals>." not in qualname
+                or qualname.split(".<locals>.")[-1] in inspect.getsource(obj)
+            ):
+                found = True
+        assert found, f"stage {label!r}: no {prefix!r} in {[str(s) for s in sources]}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 from pydantic import ValidationError
 
 from streams.models import (
@@ -24,22 +25,35 @@ from streams.models import (
     is_aware,
     make_order_id,
 )
+from tests.unit.test_audit import orders as audit_orders
 
 OWN_SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "payloads" / "own.json"
 T0 = datetime(2024, 6, 18, 1, 30, tzinfo=UTC)
 
 
 def line(**changes: Any) -> OrderLine:
-    values: dict[str, Any] = {"line_id": "1", "sku": "SKU-TSHIRT-L", "quantity": 2,
-                              "unit_price": Decimal("89.00"), "paid_amount": Decimal("178.00")}
+    values: dict[str, Any] = {
+        "line_id": "1",
+        "sku": "SKU-TSHIRT-L",
+        "quantity": 2,
+        "unit_price": Decimal("89.00"),
+        "paid_amount": Decimal("178.00"),
+    }
     return OrderLine(**{**values, **changes})
 
 
 def order(**changes: Any) -> Order:
     values: dict[str, Any] = {
-        "order_id": make_order_id("own", "web", "W1"), "channel": Channel.OWN, "shop_id": "web",
-        "external_id": "W1", "channel_status": ChannelStatus.PAID, "created_at": T0,
-        "updated_at": T0, "currency": "CNY", "buyer": Buyer(), "address": Address(),
+        "order_id": make_order_id("own", "web", "W1"),
+        "channel": Channel.OWN,
+        "shop_id": "web",
+        "external_id": "W1",
+        "channel_status": ChannelStatus.PAID,
+        "created_at": T0,
+        "updated_at": T0,
+        "currency": "CNY",
+        "buyer": Buyer(),
+        "address": Address(),
         "lines": [line()],
         "payment": Payment(status=PaymentStatus.PAID, paid_total=Decimal("178.00")),
         "total": Decimal("178.00"),
@@ -95,8 +109,16 @@ def test_naive_time_in_json_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("field", "bad"),
-    [("quantity", 0), ("quantity", -1), ("quantity", 1_000_001), ("quantity", 1.5),
-     ("quantity", "2"), ("quantity", True), ("sku", ""), ("line_id", "")],
+    [
+        ("quantity", 0),
+        ("quantity", -1),
+        ("quantity", 1_000_001),
+        ("quantity", 1.5),
+        ("quantity", "2"),
+        ("quantity", True),
+        ("sku", ""),
+        ("line_id", ""),
+    ],
 )
 def test_line_validation(field: str, bad: Any) -> None:
     with pytest.raises(ValidationError):
@@ -164,3 +186,31 @@ def test_own_sample_is_a_valid_order_json() -> None:
 def test_is_aware() -> None:
     assert is_aware(T0)
     assert not is_aware(datetime(2024, 1, 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(order=audit_orders())
+def test_an_order_spliced_in_by_its_cached_json_is_the_same_json_value(order: Order) -> None:
+    """The record saved on every step and the events with a snapshot embed the order's cached
+    JSON (json_with_order): the same value as a full dump, and it parses back to the same."""
+    from order.lifecycle import record_event
+    from order.record import OrderRecord
+    from streams.messages import EventKind, OrderState
+    from streams.models import json_with_order
+
+    record = OrderRecord(
+        order_id=order.order_id,
+        state=OrderState.RECEIVED,
+        order=order,
+        fingerprint=order.fingerprint(),
+    )
+    event = record_event(record, EventKind.RECEIVED, order.created_at, with_snapshot=True)
+    for model in (record, event):
+        spliced = json_with_order(model, order)
+        assert json.loads(spliced) == json.loads(model.model_dump_json())
+        assert type(model).model_validate_json(spliced).model_dump() == model.model_dump()
+    bare = record_event(record, EventKind.AUDITED, order.created_at, to_state=OrderState.AUDITED)
+    assert json_with_order(bare, bare.order) == bare.model_dump_json()  # no snapshot: as is
+    # a changed copy is not the original's JSON
+    copy = order.model_copy(update={"buyer_remark": "changed"})
+    assert json.loads(copy.json_text())["buyer_remark"] == "changed"
