@@ -53,22 +53,27 @@ def frame_name(frame: str) -> str:
     return f"{match['func']} ({match['file']})" if match else frame.strip()
 
 
+def working_stacks(folded: str) -> Iterator[tuple[list[str], int]]:
+    """(frame names root first, samples) per folded stack ("frame;frame;frame count" lines)
+    that did work: idle threads' stacks are left out."""
+    for line in folded.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [frame_name(f) for f in stack.split(";") if not f.startswith("thread (")]
+        if frames and frames[-1] not in _IDLE:
+            yield frames, int(count)
+
+
 def summarise(folded: str, top: int = 15, under: str = "") -> Profile:
     """Folded stacks ("frame;frame;frame count" per line) -> the top functions by own and by
     total time; ``under`` keeps only stacks through a frame whose name contains it."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
-    for line in folded.splitlines():
-        stack, _, count = line.rstrip().rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [frame_name(f) for f in stack.split(";") if not f.startswith("thread (")]
-        if not frames or frames[-1] in _IDLE:
-            continue
+    for frames, n in working_stacks(folded):
         if under and not any(under in f for f in frames):
             continue
-        n = int(count)
         samples += n
         own[frames[-1]] += n
         for name in set(frames):
@@ -83,14 +88,7 @@ def stages(folded: str, table: Sequence[tuple[str, str]], rest: str) -> list[Ent
     the shares add up to 1 with ``rest`` (samples in no stage). Largest first."""
     counts: Counter[str] = Counter()
     samples = 0
-    for line in folded.splitlines():
-        stack, _, count = line.rstrip().rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [frame_name(f) for f in stack.split(";") if not f.startswith("thread (")]
-        if not frames or frames[-1] in _IDLE:
-            continue
-        n = int(count)
+    for frames, n in working_stacks(folded):
         samples += n
         counts[next(_stage_of(frames, table), rest)] += n
     return _entries(counts, samples, len(counts))
