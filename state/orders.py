@@ -52,14 +52,32 @@ class Save:
 
 
 def encode_outputs(outputs: Sequence[Output]) -> str:
-    """One JSON array per line: the save script appends lines to an input's entry."""
-    return "\n".join(orjson.dumps(list(output)).decode() for output in outputs)
+    """One line per output, which the save script appends to an input's entry: the topic and
+    key as a JSON array, a tab, then the value as it is (a message's JSON has no raw newline,
+    so it is not escaped again: a value would otherwise be stored as JSON inside JSON). A value
+    with a raw newline is stored as the older form, one JSON array of all three."""
+    return "\n".join(
+        orjson.dumps(list(output)).decode()
+        if "\n" in output[2]
+        else f"{orjson.dumps(output[:2]).decode()}\t{output[2]}"
+        for output in outputs
+    )
 
 
 def decode_outputs(text: str | None) -> list[Output] | None:
+    """Both line forms: the JSON array form has no raw tab (JSON escapes it)."""
     if text is None:
         return None
-    return [tuple(orjson.loads(line)) for line in text.split("\n") if line]
+    return [_decode_output(line) for line in text.split("\n") if line]
+
+
+def _decode_output(line: str) -> Output:
+    head, tab, value = line.partition("\t")
+    if not tab:
+        topic, key, value = orjson.loads(line)
+        return (topic, key, value)
+    topic, key = orjson.loads(head)
+    return (topic, key, value)
 
 
 @dataclass(frozen=True)
