@@ -79,7 +79,8 @@ def _units(text: str) -> int:
 
 
 class StockEngine:
-    """reserve / release / commit / settle, each one Lua call per sku, batched in pipelines."""
+    """reserve / release / commit / settle as Lua calls per sku, batched in pipelines (a
+    reserve call carries every request of the batch for its sku)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._client = client
@@ -230,23 +231,27 @@ class StockEngine:
         plans: dict[int, dict[str, str]],
         attempts: dict[int, int],
     ) -> dict[int, dict[str, list[str]]]:
-        """Every sku of every request asked in one round trip: the script's reply per sku
-        (status, allocation, for 'stale' the seq that overtook it, and a fourth part 'none'
-        when the decision at that seq was an empty plan)."""
-        pipe = self._client.pipeline(transaction=False)
-        calls: list[tuple[int, str]] = []
+        """Every sku of every request asked in one round trip, one script call per sku with
+        the requests in order: the script's reply per request and sku (status, allocation, for
+        'stale' the seq that overtook it, and a fourth part 'none' when the decision at that
+        seq was an empty plan)."""
+        by_sku: dict[str, list[int]] = {}
+        args: dict[str, list[str]] = {}
         for i, per_sku in plans.items():
             req = requests[i]
-            for sku, parts in sorted(per_sku.items()):
-                await self._reserve(
-                    keys=self._sku_keys(sku),
-                    args=[req.order_id, parts, req.shop or "", req.attempt_seq(attempts[i])],
-                    client=pipe,
-                )
-                calls.append((i, sku))
+            seq = req.attempt_seq(attempts[i])
+            for sku, parts in per_sku.items():
+                by_sku.setdefault(sku, []).append(i)
+                args.setdefault(sku, []).extend((req.order_id, parts, req.shop or "", seq))
         outcome: dict[int, dict[str, list[str]]] = {i: {} for i in plans}
-        if calls:
-            for (i, sku), reply in zip(calls, await pipe.execute(), strict=True):
+        if not by_sku:
+            return outcome
+        pipe = self._client.pipeline(transaction=False)
+        skus = sorted(by_sku)
+        for sku in skus:
+            await self._reserve(keys=self._sku_keys(sku), args=args[sku], client=pipe)
+        for sku, replies in zip(skus, await pipe.execute(), strict=True):
+            for i, reply in zip(by_sku[sku], replies, strict=True):
                 outcome[i][sku] = [str(part) for part in reply[:4]]
         return outcome
 

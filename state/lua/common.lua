@@ -31,16 +31,18 @@ local function format_alloc(parts)
 end
 
 -- Every change of a figure is one ledger entry, written in the same atomic step as the change,
--- so the ledger can never miss or double a movement. ARGV[1] is always the reference (order id
--- or operation id) and KIND the movement kind set by each script. NOTE: more field/value pairs
--- of every entry (an operator's change names its actor and reason apart from its reference).
+-- so the ledger can never miss or double a movement. The reference (order id or operation id)
+-- is ARGV[1], or REF for a script that moves stock for several references (stock_reserve.lua);
+-- KIND the movement kind set by each script. NOTE: more field/value pairs of every entry (an
+-- operator's change names its actor and reason apart from its reference).
 local KIND = 'unknown'
+local REF = nil
 local NOTE = {}
 local function movement(wh, on_hand, reserved, inbound, sit)
   if on_hand == 0 and reserved == 0 and inbound == 0 and sit == 0 then
     return {wh, 0, 0, 0, 0}
   end
-  redis.call('XADD', KEYS[2], '*', 'wh', wh, 'kind', KIND, 'ref', ARGV[1],
+  redis.call('XADD', KEYS[2], '*', 'wh', wh, 'kind', KIND, 'ref', REF or ARGV[1],
     'on_hand', on_hand, 'reserved', reserved, 'inbound', inbound, 'sit', sit, unpack(NOTE))
   return {wh, on_hand, reserved, inbound, sit}
 end

@@ -1,13 +1,14 @@
--- Reserve one sku for one reservation id (an order, or an exchange's replacement): the planned
--- allocation exactly, or nothing.
+-- Reserve one sku for a batch of reservation ids (orders, or exchanges' replacements), each the
+-- planned allocation exactly, or nothing; one call per sku per batch, the reservations decided
+-- in the order given (as separate calls in a row would be).
 -- KEYS[1] stock hash of the sku, KEYS[2] its ledger stream
--- ARGV[1] reservation id, ARGV[2] allocation "WH=qty,WH2=qty" ('' = no plan fits: only record
--- the decision, see below), ARGV[3] (optional, '' = none) the selling shop "CHANNEL/SHOP": its
+-- ARGV: 4 per reservation: reservation id, allocation "WH=qty,WH2=qty" ('' = no plan fits:
+-- only record the decision, see below), the selling shop "CHANNEL/SHOP" ('' = none): its
 -- channel quota of this sku is quota:SHOP, else the channel pool quota:CHANNEL/*
 -- (state/channel_stock.py writes both; a number = units still sellable, 'none' = unlimited,
 -- absent = unlimited). A limited quota must cover the units, else 'shortage' and nothing
 -- changes; on success it is decremented and rq:ID = 'KEY=units' records what to give back.
--- ARGV[4] (optional) the attempt's seq (effect_fence in common.lua; '' = unfenced).
+-- Then the attempt's seq (effect_fence in common.lua; '' = unfenced).
 --
 -- Fenced, every (reservation, sku, seq) is decided once and the decision is kept in e:ID, so
 -- any number of workers carrying out the same saved decision see the same outcome per sku:
@@ -16,83 +17,90 @@
 -- units (an order changed since) is replaced within the same step.
 -- Unfenced (and for an active reservation of the same units when fenced): idempotent per
 -- (reservation, sku): an existing r:ID (active or closed '-') is returned unchanged.
--- Returns {'reserved'|'existing'|'shortage', allocation, movements or 'quota'}, a fourth
--- element 'none' when the decision at this seq was an empty plan (nothing planned: final, see
--- below), or {'stale', allocation, the seq that overtook this one}
-KIND = 'reserve'
-local id, seq = ARGV[1], ARGV[4] or ''
-local fence, planned_nothing, last = effect_fence(id, seq)
-local existing = redis.call('HGET', KEYS[1], 'r:' .. id)
-if fence == 'stale' then
-  return {'stale', existing or '', tostring(last)}
-end
-if fence == 'done' then
-  if existing then return {'existing', existing} end
-  if planned_nothing then return {'shortage', '', {}, 'none'} end
-  return {'shortage', ''}
-end
--- Parts naming one warehouse twice are merged first: each warehouse is checked for its total.
-local parts, index, units = {}, {}, 0
-for _, p in ipairs(parse_alloc(ARGV[2])) do
-  units = units + p[2]
-  if index[p[1]] then
-    parts[index[p[1]]][2] = parts[index[p[1]]][2] + p[2]
-  else
-    parts[#parts + 1] = {p[1], p[2]}
-    index[p[1]] = #parts
+-- Returns one reply per reservation: {'reserved'|'existing'|'shortage', allocation, movements
+-- or 'quota'}, a fourth element 'none' when the decision at this seq was an empty plan
+-- (nothing planned: final, see below), or {'stale', allocation, the seq that overtook this one}
+local function reserve(id, alloc, shop, seq)
+  KIND, REF = 'reserve', id
+  local fence, planned_nothing, last = effect_fence(id, seq)
+  local existing = redis.call('HGET', KEYS[1], 'r:' .. id)
+  if fence == 'stale' then
+    return {'stale', existing or '', tostring(last)}
   end
-end
-local moves = {}
-if existing then
-  local held = 0
-  for _, p in ipairs(parse_alloc(existing)) do held = held + p[2] end
-  if existing == '-' or fence == 'free' or held == units then
-    mark_effect(id, seq)
-    return {'existing', existing}
+  if fence == 'done' then
+    if existing then return {'existing', existing} end
+    if planned_nothing then return {'shortage', '', {}, 'none'} end
+    return {'shortage', ''}
   end
-  -- The reservation is of other units than asked now: give it back in this same step.
-  KIND = 'undo'
-  moves = unreserve(existing)
-  give_quota_back(id)
-  redis.call('HDEL', KEYS[1], 'r:' .. id)
-  KIND = 'reserve'
-end
-if #parts == 0 then
-  -- Nothing planned: the requester's snapshot had no way to serve the order. Recorded, so every
-  -- worker at this seq reads the same verdict, and final (state/reservations.py: a request
-  -- every sku of which says 'none' is short, with no further attempt).
-  mark_effect(id, seq, ':n')
-  return {'shortage', '', moves, 'none'}
-end
-mark_effect(id, seq)
-for _, p in ipairs(parts) do
-  if num('on_hand:' .. p[1]) - num('reserved:' .. p[1]) < p[2] then
-    return {'shortage', '', moves}
+  -- Parts naming one warehouse twice are merged first: each warehouse is checked for its total.
+  local parts, index, units = {}, {}, 0
+  for _, p in ipairs(parse_alloc(alloc)) do
+    units = units + p[2]
+    if index[p[1]] then
+      parts[index[p[1]]][2] = parts[index[p[1]]][2] + p[2]
+    else
+      parts[#parts + 1] = {p[1], p[2]}
+      index[p[1]] = #parts
+    end
   end
-end
-local qkey = nil
-if (ARGV[3] or '') ~= '' then
-  qkey = ARGV[3]
-  local quota = redis.call('HGET', KEYS[1], 'quota:' .. qkey)
-  if not quota then
-    local channel = string.match(qkey, '^([^/]+)/')
-    qkey = channel and (channel .. '/*') or qkey
-    quota = redis.call('HGET', KEYS[1], 'quota:' .. qkey)
+  local moves = {}
+  if existing then
+    local held = 0
+    for _, p in ipairs(parse_alloc(existing)) do held = held + p[2] end
+    if existing == '-' or fence == 'free' or held == units then
+      mark_effect(id, seq)
+      return {'existing', existing}
+    end
+    -- The reservation is of other units than asked now: give it back in this same step.
+    KIND = 'undo'
+    moves = unreserve(existing)
+    give_quota_back(id)
+    redis.call('HDEL', KEYS[1], 'r:' .. id)
+    KIND = 'reserve'
   end
-  quota = tonumber(quota or 'none')
-  if quota == nil then
-    qkey = nil
-  elseif quota < units then
-    return {'shortage', '', 'quota'}
+  if #parts == 0 then
+    -- Nothing planned: the requester's snapshot had no way to serve the order. Recorded, so every
+    -- worker at this seq reads the same verdict, and final (state/reservations.py: a request
+    -- every sku of which says 'none' is short, with no further attempt).
+    mark_effect(id, seq, ':n')
+    return {'shortage', '', moves, 'none'}
   end
+  mark_effect(id, seq)
+  for _, p in ipairs(parts) do
+    if num('on_hand:' .. p[1]) - num('reserved:' .. p[1]) < p[2] then
+      return {'shortage', '', moves}
+    end
+  end
+  local qkey = nil
+  if shop ~= '' then
+    qkey = shop
+    local quota = redis.call('HGET', KEYS[1], 'quota:' .. qkey)
+    if not quota then
+      local channel = string.match(qkey, '^([^/]+)/')
+      qkey = channel and (channel .. '/*') or qkey
+      quota = redis.call('HGET', KEYS[1], 'quota:' .. qkey)
+    end
+    quota = tonumber(quota or 'none')
+    if quota == nil then
+      qkey = nil
+    elseif quota < units then
+      return {'shortage', '', 'quota'}
+    end
+  end
+  for _, p in ipairs(parts) do
+    redis.call('HINCRBY', KEYS[1], 'reserved:' .. p[1], p[2])
+    moves[#moves + 1] = movement(p[1], 0, p[2], 0, 0)
+  end
+  redis.call('HSET', KEYS[1], 'r:' .. id, format_alloc(parts))
+  if qkey then
+    redis.call('HINCRBY', KEYS[1], 'quota:' .. qkey, -units)
+    redis.call('HSET', KEYS[1], 'rq:' .. id, qkey .. '=' .. units)
+  end
+  return {'reserved', format_alloc(parts), moves}
 end
-for _, p in ipairs(parts) do
-  redis.call('HINCRBY', KEYS[1], 'reserved:' .. p[1], p[2])
-  moves[#moves + 1] = movement(p[1], 0, p[2], 0, 0)
+
+local replies = {}
+for i = 1, #ARGV, 4 do
+  replies[#replies + 1] = reserve(ARGV[i], ARGV[i + 1] or '', ARGV[i + 2] or '', ARGV[i + 3] or '')
 end
-redis.call('HSET', KEYS[1], 'r:' .. id, format_alloc(parts))
-if qkey then
-  redis.call('HINCRBY', KEYS[1], 'quota:' .. qkey, -units)
-  redis.call('HSET', KEYS[1], 'rq:' .. id, qkey .. '=' .. units)
-end
-return {'reserved', format_alloc(parts), moves}
+return replies

@@ -83,7 +83,9 @@ async def test_fixed_quota_limits_the_shop_not_the_shared_one(
     assert short.status is ReserveStatus.SHORTAGE
     # The script refuses on its own too (the engine's pre-check is only a shortcut).
     script = client.register_script(lua_source("stock_reserve"))
-    reply = await script(keys=[keys.stock("S"), keys.ledger("S")], args=["j6", "W1=1", "jd/1"])
+    (reply,) = await script(
+        keys=[keys.stock("S"), keys.ledger("S")], args=["j6", "W1=1", "jd/1", ""]
+    )
     assert reply[0] == "shortage" and await client.hget(keys.stock("S"), "r:j6") is None
     (shared,) = await engine.reserve_many([req("o1", "own/web", 3)])
     assert shared.status is ReserveStatus.RESERVED

@@ -465,9 +465,10 @@ class Env:
     def reserve_script(self, sku: str, order_id: str, allocation: str) -> list[Any]:
         """One sku of a saga, as a worker that crashed right after it would have left it."""
         script = self.client.register_script(lua_source("stock_reserve"))
-        return script(
-            keys=[self.keys.stock(sku), self.keys.ledger(sku)], args=[order_id, allocation]
-        )  # type: ignore[return-value]
+        (reply,) = script(
+            keys=[self.keys.stock(sku), self.keys.ledger(sku)], args=[order_id, allocation, "", ""]
+        )  # type: ignore[misc]
+        return reply  # type: ignore[no-any-return]
 
     def clean(self) -> bool:
         report = verify(self.client, self.keys)
@@ -853,7 +854,7 @@ async def counted_script_calls(env: Env, engine: StockEngine) -> list[str]:
     script = engine._reserve
 
     async def counted(*, keys: Any, args: Any, client: Any) -> Any:
-        calls.append(str(args[3]))
+        calls.extend(str(seq) for seq in args[3::4])  # one reservation per 4 arguments
         return await script(keys=keys, args=args, client=client)
 
     engine._reserve = counted  # type: ignore[assignment]
@@ -918,4 +919,29 @@ async def test_a_lost_race_still_tries_again(env: Env) -> None:
         go.set()
     assert taken.status is ReserveStatus.RESERVED
     assert res.status is ReserveStatus.RESERVED and res.warehouses == ["W2"]
+    assert env.clean()
+
+
+async def test_a_batch_asks_each_sku_once_with_every_request_in_order(env: Env) -> None:
+    """One script call per sku per attempt carries every request of the batch for it, decided
+    in the order given: the first three of five one-unit orders get the three units, and the
+    ledger names each order that moved stock."""
+    env.load({("A", "W1"): 3, ("B", "W1"): 10})
+    calls: list[tuple[str, int]] = []
+    script = env.engine._reserve
+
+    async def counted(*, keys: Any, args: Any, client: Any) -> Any:
+        calls.append((keys[0], len(args) // 4))
+        return await script(keys=keys, args=args, client=client)
+
+    env.engine._reserve = counted  # type: ignore[method-assign]
+    orders = [
+        replace(req(f"o{n}", {"A": 1, "B": 1}, ["W1"]), seq=6416, seq_limit=6464) for n in range(5)
+    ]
+    got = await env.engine.reserve_many(orders)
+    assert [r.status for r in got] == [ReserveStatus.RESERVED] * 3 + [ReserveStatus.SHORTAGE] * 2
+    assert sorted(calls) == [(env.keys.stock("A"), 5), (env.keys.stock("B"), 5)]
+    assert env.level("A", "W1") == (3, 3) and env.level("B", "W1") == (10, 3)
+    ledger = await env.aclient.xrange(env.keys.ledger("A"))
+    assert [e["ref"] for _, e in ledger if e["kind"] == "reserve"] == ["o0", "o1", "o2"]
     assert env.clean()
