@@ -16,7 +16,10 @@ What it measures, in one run on one broker:
   bench sent the order. The flood's own figures (``flood_p50_ms``/``flood_p99_ms``) mostly
   measure queueing behind the flood; the target figure is "p99 at 80% of the maximum rate", so a
   second, paced burst (``paced_rate``, a token bucket at 80% of the flood's ``inputs_per_s``)
-  gives ``p50_ms``/``p99_ms``.
+  gives ``p50_ms``/``p99_ms``; ``paced_send_s`` is how long its sends took and
+  ``paced_seconds`` first send -> every input accounted for: the gap is the queue the latency
+  figures measure (the workers sustain less with a paced stream's small batches than in the
+  flood's big ones).
 - **Ceiling.** After both phases the workers stop (freeing the CPU) and W Faust processes that
   only count (ops/bench_ceiling.py) read the same raw topics from the beginning in their own
   group: ``ceiling_per_s`` = messages / (last - first receive), ``ratio`` = ``inputs_per_s`` /
@@ -481,6 +484,10 @@ class Measured:
     namespace: dict[str, str] = field(default_factory=dict)
     profile: dict[str, Any] | None = None  # with --profile: where worker w0's time went
     cpu_us_per_order: dict[str, float] = field(default_factory=dict)  # flood, per process
+    # The paced burst: how long its sends took, and first send -> every input accounted for
+    # (much longer than the sends = a queue behind the paced stream).
+    paced_send_s: float | None = None
+    paced_seconds: float | None = None
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
@@ -514,6 +521,8 @@ def assemble_result(m: Measured) -> dict[str, Any]:
         "flood_p50_ms": _round(percentile(m.flood_latencies, 50)),
         "flood_p99_ms": _round(percentile(m.flood_latencies, 99)),
         "paced_rate": _round(m.paced_rate),
+        "paced_send_s": _round(m.paced_send_s, 2),
+        "paced_seconds": _round(m.paced_seconds, 2),
         "rss_growth_pct": _round(m.rss_growth_pct, 2),
         "machine": m.machine,
         "paced_orders": m.paced_orders,
@@ -576,6 +585,10 @@ def render_table(result: Mapping[str, Any]) -> Any:
     row(
         f"paced at {result['paced_rate']} msg/s: p50 / p99",
         f"{result['p50_ms']} / {result['p99_ms']} ms",
+    )
+    row(
+        "paced burst: sent in / accounted for after",
+        f"{result.get('paced_send_s')} / {result.get('paced_seconds')} s",
     )
     row("peak RSS (largest worker)", result["peak_rss_mb"], " MB")
     row("RSS growth 10% -> end of flood", result["rss_growth_pct"], " %")
@@ -833,7 +846,10 @@ class Phase:
         return {k: t for k, t in zip(self.keys, self.sent_at, strict=True) if k is not None}
 
     def rate(self) -> float | None:
-        return per_second(self.inputs - 1, self.sent_at[-1] - self.sent_at[0])
+        return per_second(self.inputs - 1, self.send_seconds())
+
+    def send_seconds(self) -> float | None:
+        return self.sent_at[-1] - self.sent_at[0] if self.sent_at else None
 
 
 def build_phase(
@@ -1505,6 +1521,8 @@ async def _measure(
         paced_latencies=paced_figures.latencies,
         paced_orders=paced.orders,
         paced_rate=paced.rate(),
+        paced_send_s=paced.send_seconds(),
+        paced_seconds=paced_figures.seconds,
         ceiling_per_s=ceiling,
         ceiling_messages=counted,
         peak_rss_bytes=bench.sampler.peak,

@@ -330,6 +330,9 @@ def test_result_has_every_key_and_the_figures() -> None:
     assert result["flood_p50_ms"] == 50.0 and result["flood_p99_ms"] == 99.0
     assert result["peak_rss_mb"] == 150.0
     assert result["rss_growth_pct"] == 1.23
+    assert result["paced_send_s"] is None and result["paced_seconds"] is None
+    paced = assemble_result(measured(paced_send_s=0.754, paced_seconds=2.5))
+    assert (paced["paced_send_s"], paced["paced_seconds"]) == (0.75, 2.5)
     assert result["ok"] is True and result["violations"] == []
     orjson.dumps(result)  # one JSON object
 
