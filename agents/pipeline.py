@@ -74,7 +74,6 @@ from streams.messages import (
     FulfilmentCommand,
     OperatorAction,
     OperatorActionKind,
-    OrderEvent,
     OrderState,
     WmsEvent,
 )
@@ -722,9 +721,7 @@ class OrderPipeline:
             topic = self.updates_topic
         else:
             topic = self.events_topic
-            if isinstance(message, OrderEvent):
-                return (topic, message.order_id, json_with_order(message, message.order))
-        return (topic, message.order_id, message.model_dump_json())
+        return (topic, message.order_id, json_with_order(message))
 
 
 def stage(plan: Plan, outputs: list[Output]) -> None:

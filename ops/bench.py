@@ -1017,11 +1017,6 @@ def covers(committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartition
     return all(committed.get(tp, 0) >= end for tp, end in ends.items())
 
 
-def improved(best: tuple[int, int, int], now: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The best of each progress figure seen so far."""
-    return (max(best[0], now[0]), max(best[1], now[1]), max(best[2], now[2]))
-
-
 COUNTS_SQL = """
 SELECT
     (SELECT uniqExact(order_id) FROM order_events),
@@ -1126,7 +1121,7 @@ class Observer:
         stopped does not hold the bench forever."""
         deadline = time.monotonic() + timeout_s
         state = "nothing polled yet"
-        best: tuple[int, int, int] | None = None  # (-waiting, command facts, sink committed)
+        best: tuple[int, ...] = ()  # the best (-waiting, command facts, sink committed) so far
         while time.monotonic() < deadline:
             waiting = self.routed_orders()
             await self.reader.catch_up()
@@ -1137,8 +1132,8 @@ class Observer:
             if not waiting and facts >= seen:
                 return
             now = (-waiting, facts, committed)
-            if best is None or any(n > b for n, b in zip(now, best, strict=True)):
-                best, deadline = improved(best or now, now), time.monotonic() + timeout_s
+            if not best or any(n > b for n, b in zip(now, best, strict=True)):
+                best, deadline = tuple(map(max, best or now, now)), time.monotonic() + timeout_s
             await asyncio.sleep(0.5)
         raise BenchError(f"orders did not settle after {timeout_s:.0f} s without progress: {state}")
 

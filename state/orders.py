@@ -25,12 +25,15 @@ from streams.messages import OrderState
 from streams.models import json_with_order
 
 
+def held_as_unpaid(record: OrderRecord) -> bool:
+    """Waiting for a person because the buyer has not paid: what the unpaid index files."""
+    return record.state in NEEDS_A_PERSON and record.hold_reason == Reason.UNPAID
+
+
 def index_args(record: OrderRecord, now: float) -> list[str | float]:
     """What the save script files the record under: held list, close timer, merge window,
     stock work pending."""
-    held = "0"
-    if record.state in NEEDS_A_PERSON:
-        held = "u" if record.hold_reason == Reason.UNPAID else "1"
+    held = "u" if held_as_unpaid(record) else "1" if record.state in NEEDS_A_PERSON else "0"
     closing = f"{record.close_due:.3f}" if record.state in CLOSABLE and record.close_due else ""
     merge = ""
     if record.merge_group:
@@ -165,7 +168,7 @@ class OrderStore:
                 keys += self._index_keys(record)
                 args += [
                     save.expected,
-                    json_with_order(record, record.order),
+                    json_with_order(record),
                     record.order_id,
                     *index_args(record, now),
                     save.input_id,
@@ -226,9 +229,7 @@ class OrderStore:
         unpaid = {
             oid: since
             for oid, since in held
-            if (record := loaded[oid].record)
-            and record.state in NEEDS_A_PERSON
-            and record.hold_reason == Reason.UNPAID
+            if (record := loaded[oid].record) and held_as_unpaid(record)
         }
         if not unpaid:
             return 0

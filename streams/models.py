@@ -324,11 +324,12 @@ class Order(_Model):
 _ORDER_FIELD: Final = {"order"}
 
 
-def json_with_order(model: BaseModel, order: Order | None) -> str:
-    """``model.model_dump_json()`` for a model whose ``order`` field is ``order``, with the
-    order's cached JSON spliced in instead of serialising the snapshot again (the same JSON
-    value; the field comes first)."""
-    if order is None:
+def json_with_order(model: BaseModel) -> str:
+    """``model.model_dump_json()``, with the cached JSON of its ``order`` field (an Order) spliced
+    in instead of serialising the snapshot again (the same JSON value; the field comes first).
+    A model without an order snapshot is dumped as it is."""
+    order = getattr(model, "order", None)
+    if not isinstance(order, Order):
         return model.model_dump_json()
     rest = model.model_dump_json(exclude=_ORDER_FIELD)
     return f'{{"order":{order.json_text()}{"," if len(rest) > 2 else ""}{rest[1:]}'

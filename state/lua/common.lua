@@ -56,11 +56,11 @@ local function split_parts(text, wh)
   return picked, rest
 end
 
--- Add parts into an allocation text ('-' or absent counts as empty), one part per warehouse.
-local function add_parts(text, parts)
+-- The parts of several lists as one part per warehouse (units of a warehouse named twice
+-- summed), in the order warehouses first appear.
+local function merge_parts(lists)
   local out, index = {}, {}
-  local existing = (text and text ~= '-') and parse_alloc(text) or {}
-  for _, list in ipairs({existing, parts}) do
+  for _, list in ipairs(lists) do
     for _, p in ipairs(list) do
       if index[p[1]] then
         out[index[p[1]]][2] = out[index[p[1]]][2] + p[2]
@@ -70,7 +70,13 @@ local function add_parts(text, parts)
       end
     end
   end
-  return format_alloc(out)
+  return out
+end
+
+-- Add parts into an allocation text ('-' or absent counts as empty), one part per warehouse.
+local function add_parts(text, parts)
+  local existing = (text and text ~= '-') and parse_alloc(text) or {}
+  return format_alloc(merge_parts({existing, parts}))
 end
 
 -- An order's stock effects are fenced by sequence number (docs/decisions/0013): each effect

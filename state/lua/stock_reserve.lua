@@ -33,16 +33,8 @@ local function reserve(id, alloc, shop, seq)
     return {'shortage', ''}
   end
   -- Parts naming one warehouse twice are merged first: each warehouse is checked for its total.
-  local parts, index, units = {}, {}, 0
-  for _, p in ipairs(parse_alloc(alloc)) do
-    units = units + p[2]
-    if index[p[1]] then
-      parts[index[p[1]]][2] = parts[index[p[1]]][2] + p[2]
-    else
-      parts[#parts + 1] = {p[1], p[2]}
-      index[p[1]] = #parts
-    end
-  end
+  local parts, units = merge_parts({parse_alloc(alloc)}), 0
+  for _, p in ipairs(parts) do units = units + p[2] end
   local moves = {}
   if existing then
     local held = 0
