@@ -458,7 +458,12 @@ class OrderPipeline:
         raw, order = item
         current = loaded[order.order_id]
         input_id = f"{raw.input_id}:{order.fingerprint()[:12]}"
-        intake = classify(current.record, order, input_id)
+        earlier_id = (
+            f"{raw.input_id}:{order.v1_fingerprint()[:12]}"
+            if current.record is not None and order.address.protected is not None
+            else ""
+        )
+        intake = classify(current.record, order, input_id, earlier_id)
         result.counts[intake.value] += 1
         if intake is Intake.REDELIVERY:
             assert current.record is not None

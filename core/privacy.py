@@ -34,6 +34,29 @@ MIN_DIGITS = 7  # a digit run this long may be a phone number
 ID_HINT_HEX = 6  # hex digits of an id's hint: many ids share one, so it cannot be reversed
 
 
+# Platform ciphertext: Douyin '#...#1##' / '$...$1$$', Taobao '~...~1~~', or bare base64 (JD).
+_MARKED_CIPHERTEXT = re.compile(r"[#$~][0-9A-Za-z+/=*_\-]{16,}")
+_BARE_CIPHERTEXT = re.compile(r"(?=.*[A-Za-z])[0-9A-Za-z+/=_\-]{24,}")
+
+
+def is_masked(text: str) -> bool:
+    """A platform-masked value such as '138****1234' or '文**路**号': platforms mask with
+    asterisks, and only the platform knows the rest."""
+    return "*" in text
+
+
+def is_ciphertext(text: str) -> bool:
+    """A platform-encrypted value (Douyin, Taobao, JD): decrypted only by the platform's own
+    services (label printing, the waybill call)."""
+    text = text.strip()
+    return bool(_MARKED_CIPHERTEXT.search(text) or _BARE_CIPHERTEXT.fullmatch(text))
+
+
+def is_protected(text: str) -> bool:
+    """Masked or encrypted by the platform: never judged, never compared."""
+    return is_masked(text) or is_ciphertext(text)
+
+
 def clip_for_masking(text: str, limit: int = MAX_MASKED_CHARS) -> str:
     """``text`` if it is at most ``limit`` characters, else its head and tail around a note of
     how much was cut: what every mask works on, so its cost is bounded whatever arrives."""
@@ -112,6 +135,9 @@ def mask_address_dict(address: dict[str, Any]) -> dict[str, Any]:
     ):
         if out.get(field):
             out[field] = fn(out[field])
+    protected = out.get("protected")
+    if isinstance(protected, dict):  # ciphertext and the OAID lead to the person: hints only
+        out["protected"] = {k: mask_id(str(v)) if v else v for k, v in protected.items()}
     return out
 
 

@@ -57,8 +57,9 @@ from pydantic import (
 )
 
 from core.config import ConfigError, load_config
+from core.privacy import is_protected
 from order.reasons import NoReason, Reason
-from streams.models import ChannelStatus, Order, PaymentStatus
+from streams.models import Address, ChannelStatus, Order, PaymentStatus
 
 # --- verdicts -------------------------------------------------------------------------------
 
@@ -80,9 +81,6 @@ PASS = AuditResult(Verdict.PASS)
 
 # --- normalisation shared by rules and the velocity keys ------------------------------------
 
-# Platform ciphertext: Douyin '#...#1##' / '$...$', Taobao '~...~1~~', or bare base64.
-_MARKED_CIPHERTEXT = re.compile(r"[#$~][0-9A-Za-z+/=*_\-]{16,}")
-_BARE_CIPHERTEXT = re.compile(r"(?=.*[A-Za-z])[0-9A-Za-z+/=_\-]{24,}")
 _PHONE_NOISE = re.compile(r"[\s()（）.]")
 _CN_PHONE = re.compile(
     r"(?:\+?86-?|0086-?)?"
@@ -90,23 +88,6 @@ _CN_PHONE = re.compile(
     r"(?:(?:-|转|,|#|ext|x)\d{1,6})?",  # extension of a platform privacy number
     re.IGNORECASE,
 )
-
-
-def is_masked(text: str) -> bool:
-    """A platform-masked value such as '138****1234' or '文**路**号': platforms mask with
-    asterisks, and only the platform knows the rest."""
-    return "*" in text
-
-
-def is_ciphertext(text: str) -> bool:
-    """A platform-encrypted value (Douyin, Taobao): decrypted only at label printing."""
-    text = text.strip()
-    return bool(_MARKED_CIPHERTEXT.search(text) or _BARE_CIPHERTEXT.fullmatch(text))
-
-
-def is_protected(text: str) -> bool:
-    """Masked or encrypted by the platform: never judged, never compared."""
-    return is_masked(text) or is_ciphertext(text)
 
 
 def normalise_text(text: str) -> str:
@@ -367,6 +348,7 @@ class AuditContext:
 Rule = Callable[[Order, AuditContext], AuditResult | None]
 
 REQUIRED_ADDRESS_PARTS = ("name", "phone", "province", "city", "street")
+PROTECTED_PARTS = frozenset({"name", "phone", "street"})  # the region is always plain
 
 
 def _flag(rule: ActionRule, reason: Reason, detail: str) -> AuditResult:
@@ -426,10 +408,21 @@ def check_payment(order: Order, ctx: AuditContext) -> AuditResult | None:
 def check_address(order: Order, ctx: AuditContext) -> AuditResult | None:
     if not ctx.rules.address_incomplete.enabled:
         return None
-    missing = [part for part in REQUIRED_ADDRESS_PARTS if not getattr(order.address, part).strip()]
+    missing = [part for part in REQUIRED_ADDRESS_PARTS if not _has_part(order.address, part)]
     if missing:
         return AuditResult(Verdict.HOLD, Reason.ADDRESS_INCOMPLETE, f"missing {', '.join(missing)}")
     return None
+
+
+def _has_part(address: Address, part: str) -> bool:
+    """A receiver part the platform encrypted is there: its ciphertext, or the OAID that
+    stands for name, phone and address, is what the waybill call prints from."""
+    if getattr(address, part).strip():
+        return True
+    protected = address.protected
+    if protected is None or part not in PROTECTED_PARTS:
+        return False
+    return bool(protected.oaid or getattr(protected, part))
 
 
 def check_address_plausible(order: Order, ctx: AuditContext) -> AuditResult | None:

@@ -22,12 +22,18 @@ class Intake(StrEnum):
     STALE = "stale"  # an older version than the one held: ignored
 
 
-def classify(record: OrderRecord | None, order: Order, input_id: str) -> Intake:
+def classify(
+    record: OrderRecord | None, order: Order, input_id: str, earlier_id: str = ""
+) -> Intake:
+    """``earlier_id`` is the input's id as a release before the receiver's ``protected`` copy
+    named it (``Order.v1_fingerprint``): a redelivery or re-push of an order saved by that
+    release is still one after the upgrade."""
     if record is None:
         return Intake.NEW
-    if record.has_applied(input_id):
+    if record.has_applied(input_id) or (earlier_id and record.has_applied(earlier_id)):
         return Intake.REDELIVERY
-    if order.fingerprint() == record.fingerprint:
+    held = record.fingerprint
+    if held == order.fingerprint() or held == order.v1_fingerprint():
         return Intake.DUPLICATE
     if order.updated_at < record.order.updated_at:
         return Intake.STALE

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
+from core.privacy import is_protected
 from order.fulfil import build_command, command_id, lines_by_warehouse, track
 from order.record import OrderRecord
 from streams.messages import CommandKind, CommandLine, FulfilmentCommand, OrderState, make_id
@@ -26,13 +27,23 @@ def _norm(text: str) -> str:
 
 def merge_group(record: OrderRecord, warehouse: str) -> str:
     """Same shop, buyer, address and warehouse -> same group; a different address (even of
-    the same buyer) never merges. '' when the buyer cannot be told apart."""
+    the same buyer) never merges. '' when the buyer cannot be told apart.
+
+    Where the platform protects the receiver, its own key (the OAID, Douyin's search indexes)
+    says whether two receivers are one; without it, masked or encrypted values are never
+    compared: two different streets can mask alike ('文三路***')."""
     order, address = record.order, record.address
-    buyer = order.buyer.id or order.buyer.phone or address.phone
-    if not buyer or not address.street:
-        return ""
+    key = address.receiver_key
+    buyer = order.buyer.id or order.buyer.phone or address.phone or key
     place = [address.country, address.province_code, address.city, address.district]
-    person = [address.street, address.name, address.phone]
+    if key:
+        person = [key]
+    elif not buyer or not address.street or any(
+        is_protected(v) for v in (address.street, address.name, address.phone)
+    ):
+        return ""
+    else:
+        person = [address.street, address.name, address.phone]
     return make_id(
         "M", order.channel.value, order.shop_id, buyer, *map(_norm, place + person), warehouse
     )

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from order.audit import Velocity, is_masked, is_protected, normalise_text
+from core.privacy import is_masked, is_protected
+from order.audit import Velocity, normalise_text
 from state.keys import Keys
 from state.redis import lua_source
 from streams.models import Order
@@ -46,9 +47,12 @@ def buyer_digest(order: Order) -> str:
 
 
 def address_digest(order: Order) -> str:
-    """'' without a street, or with an encrypted one (Douyin ciphertext differs per order, so
-    it would only cost a key and never match)."""
+    """The platform's receiver key where it protects the receiver; else '' without a street or
+    with a masked or encrypted one (ciphertext may differ per order: it would only cost a key
+    and never match)."""
     address = order.address
+    if address.receiver_key:
+        return _digest(address.country.upper(), "receiver", address.receiver_key)
     street = normalise_text(address.street)
     if not street or is_protected(address.street):
         return ""

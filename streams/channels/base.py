@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from pydantic import ValidationError
 
+from core.privacy import is_ciphertext
 from streams.messages import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # re-exported
 from streams.messages import DlqReason
 from streams.models import (
@@ -34,6 +35,7 @@ from streams.models import (
     OrderLine,
     Payment,
     PaymentStatus,
+    ProtectedReceiver,
     make_order_id,
 )
 
@@ -650,6 +652,19 @@ class AddressDraft:
     postcode: str = ""
     name: str = ""
     phone: str = ""
+    # The platform's protected receiver (streams/models.py ProtectedReceiver): ciphertexts,
+    # the OAID handle and the platform's receiver-matching key.
+    name_cipher: str = ""
+    phone_cipher: str = ""
+    street_cipher: str = ""
+    oaid: str = ""
+    match_key: str = ""
+
+
+def cipher_of(*values: str) -> str:
+    """The first of ``values`` that is platform ciphertext, '' if none is: a channel that
+    encrypts sends it in the plain field's place or in a field of its own."""
+    return next((v for v in values if v and is_ciphertext(v)), "")
 
 
 def with_paid(drafts: list[LineDraft], amounts: list[Decimal]) -> list[LineDraft]:
@@ -723,6 +738,27 @@ def build_address(draft: AddressDraft) -> Address:
         postcode=_fit(draft.postcode, 32),
         name=_clip(draft.name, MAX_TEXT_CHARS),
         phone=_fit(draft.phone, 256),
+        protected=_protected(draft),
+    )
+
+
+MAX_CIPHER_CHARS = 1024  # ProtectedReceiver's bound: a cut ciphertext decrypts to nothing
+MAX_HANDLE_CHARS = 256
+
+
+def _protected(draft: AddressDraft) -> ProtectedReceiver | None:
+    """None unless the channel protected the receiver: most orders (and every order before
+    the field existed) carry none, so their JSON and fingerprint stay as they were."""
+    parts = (draft.name_cipher, draft.phone_cipher, draft.street_cipher, draft.oaid,
+             draft.match_key)
+    if not any(parts):
+        return None
+    return ProtectedReceiver(
+        name=_fit(draft.name_cipher, MAX_CIPHER_CHARS),
+        phone=_fit(draft.phone_cipher, MAX_CIPHER_CHARS),
+        street=_fit(draft.street_cipher, MAX_CIPHER_CHARS),
+        oaid=_fit(draft.oaid, MAX_HANDLE_CHARS),
+        match_key=_fit(draft.match_key, MAX_HANDLE_CHARS),
     )
 
 

@@ -13,14 +13,20 @@ Mapping decisions:
   shop order (``pay_amount - post_amount``), e.g. because the sku amounts carry a postage share,
   the difference is spread back so lines + shipping always equal the total.
 - total = ``pay_amount`` (postage included); shipping = ``post_amount``.
-- ``pay_type`` 0 is cash on delivery. Receiver name, phone and detail address arrive encrypted or
-  masked; they are kept as sent (ciphertext included, with the ``encrypt_post_tel`` copy in
-  ``raw`` for decryption at label printing); masked duplicates and buyer identity data are not
-  copied into ``raw``.
+- ``pay_type`` 0 is cash on delivery.
+- receiver: name, phone and detail address arrive as ciphertext (``encrypt_post_receiver``,
+  ``encrypt_post_tel``, ``post_addr.encrypt_detail``; older apps also get the ciphertext in
+  ``post_receiver``/``post_tel``/``post_addr.detail``), often beside masked copies
+  (``mask_post_receiver``, ``mask_post_tel``, ``mask_post_addr.detail``); only the region is
+  plain. The address shows the first of plain-field, masked copy, ciphertext; the ciphertexts go
+  to ``address.protected`` for the waybill call (``order.batchDecrypt`` decrypts them). The
+  platform's receiver key is built from the ciphertexts' search indexes (``#index#cipher#v##``,
+  ``$index$cipher$v$$``) when all three carry one: equal plain values have equal indexes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +36,7 @@ from streams.channels.base import (
     LineDraft,
     assemble,
     cents_at,
+    cipher_of,
     extras,
     ident_at,
     int_at,
@@ -72,9 +79,26 @@ _MAPPED = {
     "pay_type", "buyer_words", "seller_words", "doudian_open_id", "post_addr", "post_receiver",
     "post_tel", "sku_order_list", "channel_payment_no",
     # masked duplicates and identity data the OMS has no use for: deliberately not kept in raw
-    # (the encrypt_* ciphertexts are kept: label printing decrypts them through the platform)
     "mask_post_receiver", "mask_post_tel", "mask_post_addr", "user_id_info", "user_coordinate",
+    # (the encrypt_* ciphertexts stay in raw too, as before address.protected held them: a
+    # record saved by that release keeps its fingerprint, see Order.v1_fingerprint)
 }
+
+
+def _search_index(cipher: str) -> str:
+    """The search index of a Douyin ciphertext: the field between its first two separators
+    ('#' for names and addresses, '$' for phones), '' when it has none."""
+    if len(cipher) < 2 or cipher[0] not in "#$":
+        return ""
+    return cipher[1:].split(cipher[0], 1)[0]
+
+
+def _receiver_key(*ciphers: str) -> str:
+    """One key for the receiver when every ciphertext carries a search index, else ''."""
+    indexes = [_search_index(c) for c in ciphers]
+    if not all(indexes):
+        return ""
+    return hashlib.blake2b("\x1f".join(indexes).encode(), digest_size=16).hexdigest()
 
 
 def _name(addr: Any, key: str) -> str:
@@ -115,7 +139,17 @@ class DouyinAdapter:
         shipping = cents_at(order, "post_amount", default=Decimal(0))
 
         addr = obj_at(order, "post_addr")
+        masked_addr = obj_at(order, "mask_post_addr")
         street = text_at(obj_at(addr, "street", "post_addr"), "name", "post_addr.street")
+        detail = text_at(addr, "detail", "post_addr")
+        encrypted_detail = text_at(addr, "encrypt_detail", "post_addr")
+        receiver = text_at(order, "post_receiver")
+        encrypted_receiver = text_at(order, "encrypt_post_receiver")
+        tel = text_at(order, "post_tel")
+        encrypted_tel = text_at(order, "encrypt_post_tel")
+        name_cipher = cipher_of(encrypted_receiver, receiver)
+        phone_cipher = cipher_of(encrypted_tel, tel)
+        street_cipher = cipher_of(encrypted_detail, detail)
         return assemble(
             self.channel,
             ctx,
@@ -139,9 +173,15 @@ class DouyinAdapter:
                                       "post_addr.province"),
                 city=_name(addr, "city"),
                 district=_name(addr, "town"),
-                street=street + text_at(addr, "detail", "post_addr"),
-                name=text_at(order, "post_receiver"),
-                phone=text_at(order, "post_tel"),
+                street=street + (
+                    detail or text_at(masked_addr, "detail", "mask_post_addr") or encrypted_detail
+                ),
+                name=receiver or text_at(order, "mask_post_receiver") or encrypted_receiver,
+                phone=tel or text_at(order, "mask_post_tel") or encrypted_tel,
+                name_cipher=name_cipher,
+                phone_cipher=phone_cipher,
+                street_cipher=street_cipher,
+                match_key=_receiver_key(name_cipher, phone_cipher, street_cipher),
             ),
             buyer_remark=text_at(order, "buyer_words"),
             seller_remark=text_at(order, "seller_words"),

@@ -12,6 +12,10 @@ Mapping decisions:
   lines sum to ``orderSellerPrice`` (goods after all discounts).
 - total = ``orderSellerPrice + freightPrice``: what the buyer owes whatever the means.
   ``orderPayment`` is not used because JD deducts balance and points (``balanceUsed``) from it.
+- receiver: on JD's privacy scheme (``pop.order.enSearch``/``enGet``) ``consigneeInfo`` carries
+  ``fullname`` and ``fullAddress`` as ciphertext, ``mobile``/``telephone`` masked and ``oaid``
+  (``jingdong.jos.order.oaid.decrypt`` and JD's waybill take it with the order id); the OAID is
+  also the receiver's matching key. Ciphertext and the OAID go to ``address.protected``.
 - ``payType`` '1-货到付款' is cash on delivery. ``orderState`` stays in ``raw`` too: LOCKED and
   PAUSE fold to PAID but must not ship, and rules can hold on them.
 """
@@ -27,6 +31,7 @@ from streams.channels.base import (
     AddressDraft,
     LineDraft,
     assemble,
+    cipher_of,
     extras,
     ident_at,
     lines_at,
@@ -119,6 +124,11 @@ class JdAdapter:
         shipping = money_at(order, "freightPrice", default=Decimal(0))
 
         consignee = obj_at(order, "consigneeInfo")
+        street = text_at(consignee, "fullAddress", "consigneeInfo")
+        name = text_at(consignee, "fullname", "consigneeInfo")
+        mobile = text_at(consignee, "mobile", "consigneeInfo")
+        landline = text_at(consignee, "telephone", "consigneeInfo")
+        oaid = text_at(consignee, "oaid", "consigneeInfo")
         return assemble(
             self.channel,
             ctx,
@@ -139,10 +149,14 @@ class JdAdapter:
                 province=text_at(consignee, "province", "consigneeInfo"),
                 city=text_at(consignee, "city", "consigneeInfo"),
                 district=text_at(consignee, "county", "consigneeInfo"),
-                street=text_at(consignee, "fullAddress", "consigneeInfo"),
-                name=text_at(consignee, "fullname", "consigneeInfo"),
-                phone=text_at(consignee, "mobile", "consigneeInfo")
-                or text_at(consignee, "telephone", "consigneeInfo"),
+                street=street,
+                name=name,
+                phone=mobile or landline,
+                name_cipher=cipher_of(name),
+                phone_cipher=cipher_of(mobile, landline),
+                street_cipher=cipher_of(street),
+                oaid=oaid,
+                match_key=oaid,
             ),
             buyer_remark=text_at(order, "orderRemark"),
             seller_remark=text_at(order, "venderRemark"),

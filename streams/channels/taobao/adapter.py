@@ -18,6 +18,12 @@ Mapping decisions:
 - some (not all) sub-orders with ``refund_status`` SUCCESS make a paid trade PARTIALLY_REFUNDED.
 - ``status`` is also kept in ``raw`` so rules can act on nuances the fold loses
   (PAID_FORBID_CONSIGN: paid but the platform forbids shipping yet).
+- receiver: apps on Taobao's privacy scheme get masked ``receiver_name``/``receiver_mobile``/
+  ``receiver_address`` (or ciphertext in their place) and ``oaid``, the Open Addressee ID that
+  Cainiao's waybill call and ``top.oaid.decrypt`` take with the ``tid``. Equal receivers (name,
+  phone, address) have equal OAIDs, so the OAID is also the receiver's matching key. Ciphertext
+  and the OAID go to ``address.protected`` (the OAID stays in ``raw`` too, where records saved
+  before ``protected`` existed have it).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from streams.channels.base import (
     AddressDraft,
     LineDraft,
     assemble,
+    cipher_of,
     extras,
     ident_at,
     lines_at,
@@ -130,6 +137,8 @@ class TaobaoAdapter:
 
         town = text_at(trade, "receiver_town")
         street = text_at(trade, "receiver_address")
+        mobile, landline = text_at(trade, "receiver_mobile"), text_at(trade, "receiver_phone")
+        oaid = text_at(trade, "oaid")
         return assemble(
             self.channel,
             ctx,
@@ -157,7 +166,12 @@ class TaobaoAdapter:
                 street=street if not town or street.startswith(town) else f"{town}{street}",
                 postcode=text_at(trade, "receiver_zip"),
                 name=text_at(trade, "receiver_name"),
-                phone=text_at(trade, "receiver_mobile") or text_at(trade, "receiver_phone"),
+                phone=mobile or landline,
+                name_cipher=cipher_of(text_at(trade, "receiver_name")),
+                phone_cipher=cipher_of(mobile, landline),
+                street_cipher=cipher_of(street),
+                oaid=oaid,
+                match_key=oaid,
             ),
             buyer_remark=text_at(trade, "buyer_message"),
             seller_remark=text_at(trade, "seller_memo"),
