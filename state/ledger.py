@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 FIGURES = ("on_hand", "reserved", "inbound", "sit")  # stream field names, as in common.lua
 FENCE_FIELD = "|fence"  # in the cursor hash; '|' can never be part of a sku
 CHUNK = 200  # skus per pipeline / ClickHouse query
+# Stream entries read per sku per round trip: a ledger not shipped for a while (a million-order
+# flood) holds thousands per sku, and one reply of them all outlasts a client's read timeout.
+PAGE = 1000
 
 StreamId = tuple[int, int]
 ZERO: StreamId = (0, 0)
@@ -142,27 +145,69 @@ def read_ledgers(
         else:
             pipe.hmget(keys.stock(sku), list(fields))
         start = max(after, before[sku])
-        pipe.xrange(keys.ledger(sku), min=f"({format_id(start)}" if start > ZERO else "-")
+        pipe.xrange(keys.ledger(sku), min=_after(start), count=PAGE)
         pipe.xrevrange(keys.ledger(sku), count=1)
     replies = pipe.execute()
-    cursors = _cursors(client, keys, skus)
-    out = []
+    values_of: dict[str, Mapping[str, str]] = {}
+    streams: dict[str, list[Entry]] = {}
+    lasts: dict[str, StreamId] = {}
     for k, sku in enumerate(skus):
         raw, stream, newest = replies[3 * k : 3 * k + 3]
-        values = raw if fields is None else {f: v for f, v in zip(fields, raw, strict=True) if v}
-        cursor = cursors[sku]
-        floor = max(after, cursor)
+        values_of[sku] = (
+            raw if fields is None else {f: v for f, v in zip(fields, raw, strict=True) if v}
+        )
+        streams[sku] = list(stream)
+        lasts[sku] = parse_id(newest[0][0]) if newest else ZERO
+    _read_rest(client, keys, streams, lasts)
+    # Read after the rest of each stream: an entry above this cursor was never trimmed.
+    cursors = _cursors(client, keys, skus)
+    out = []
+    for sku in skus:
+        floor = max(after, cursors[sku])
         out.append(
             SkuLedger(
                 sku=sku,
-                fields=dict(values),
-                entries=[(eid, e) for eid, e in stream if parse_id(eid) > floor],
-                cursor=cursor,
-                last=parse_id(newest[0][0]) if newest else ZERO,
+                fields=dict(values_of[sku]),
+                entries=[(eid, e) for eid, e in streams[sku] if parse_id(eid) > floor],
+                cursor=cursors[sku],
+                last=lasts[sku],
                 after=after,
             )
         )
     return out
+
+
+def _after(start: StreamId) -> str:
+    return f"({format_id(start)}" if start > ZERO else "-"
+
+
+def _read_rest(
+    client: redis.Redis,
+    keys: Keys,
+    streams: dict[str, list[Entry]],
+    lasts: Mapping[str, StreamId],
+) -> None:
+    """Pages each stream on from its first page up to the newest entry seen with the hash, a
+    page per sku per round trip. Entries up to that id never change, and the shipper trims only
+    entries at or below its cursor, which is read after this (read_ledgers), so the pages
+    outside the MULTI are as exact as the first: the MULTI only bounds the stream's end."""
+    behind = [sku for sku, entries in streams.items() if _more(entries, lasts[sku], PAGE)]
+    while behind:
+        pipe = client.pipeline(transaction=False)
+        for sku in behind:
+            start = parse_id(streams[sku][-1][0])
+            pipe.xrange(keys.ledger(sku), min=_after(start), max=format_id(lasts[sku]), count=PAGE)
+        pages = pipe.execute()
+        for sku, page in zip(behind, pages, strict=True):
+            streams[sku].extend(page)
+        behind = [
+            sku for sku, page in zip(behind, pages, strict=True) if _more(page, lasts[sku], PAGE)
+        ]
+
+
+def _more(page: Sequence[Entry], last: StreamId, size: int) -> bool:
+    """A full page that stops short of the newest entry: the stream goes on."""
+    return len(page) == size and parse_id(page[-1][0]) < last
 
 
 def _cursors(client: redis.Redis, keys: Keys, skus: Sequence[str]) -> dict[str, StreamId]:

@@ -28,6 +28,7 @@ from analytics.sink import FactSink
 from core.settings import Settings
 from order.allocation import ShortagePolicy
 from order.reservation import ReserveRequest
+from state import ledger as ledger_module
 from state import verify as verify_module
 from state.keys import Keys
 from state.ledger import FENCE_FIELD, entry_time, format_id, movement_id, parse_id
@@ -329,6 +330,29 @@ async def test_verify_after_shipping_and_trimming(env: Env) -> None:
     assert {v["sku"] for v in partial.violations} == {"SKU-A", "SKU-B"}
 
 
+async def test_verify_reads_a_long_unshipped_ledger_in_pages(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger not shipped for a while is read a page at a time (one reply of a million-order
+    flood's movements outlasted the client's read timeout), and every entry is counted once."""
+    monkeypatch.setattr(ledger_module, "PAGE", 3)
+    written = await busy_day(env)
+    pages = Counter[str]()
+    real = ledger_module._read_rest
+
+    def counting(*args: Any) -> None:
+        pages["rest"] += 1
+        real(*args)
+
+    monkeypatch.setattr(ledger_module, "_read_rest", counting)
+    report = verify(env.redis, env.keys, ClickHouseLedger(env.ch))
+    assert report.ok, report.violations
+    assert report.ledger_entries == written > 2 * 3
+    [sku_a] = ledger_module.read_ledgers(env.redis, env.keys, ["SKU-A"])
+    assert len(sku_a.entries) == len(env.redis.xrange(env.keys.ledger("SKU-A")))
+    assert pages["rest"] >= 1
+
+
 async def test_verify_catches_a_tampered_figure(env: Env) -> None:
     await busy_day(env)
     await env.shipper().ship()
@@ -368,6 +392,7 @@ async def test_verify_is_exact_while_the_shipper_runs(
             return None
 
     monkeypatch.setattr(verify_module, "DistributedLock", NoLock)
+    monkeypatch.setattr(ledger_module, "PAGE", 2)  # streams read in pages while trimmed
     load(env, [(f"S{i}", wh, 400) for i in range(4) for wh in ("W1", "W2")])
     shipper = env.shipper(batch_entries=7, per_sku=3)
     stop = asyncio.Event()
