@@ -45,6 +45,7 @@ from order.audit import (
 )
 from order.decisions import Decisions
 from order.dedupe import Intake, classify
+from order.gates import GATE_REASONS, release_gate
 from order.lifecycle import AT_WMS, BEFORE_WMS, CLOSABLE, TERMINAL, record_event
 from order.merge import merged_command, waiting_members
 from order.plan import BatchResult, Message, Plan
@@ -274,7 +275,7 @@ class OrderPipeline:
                 batch = [item for item in batch if not blocked.intersection(targets_of(item))]
                 await self._settle([(lr.record, lr.version) for lr in unsettled if lr.record])
                 result.counts["pending_settled"] += len(unsettled)
-            now = datetime.now(UTC)
+            now = datetime.fromtimestamp(self.decisions.clock(), UTC)
             steps = [
                 (item, plans)
                 for item in batch
@@ -347,7 +348,7 @@ class OrderPipeline:
         settled = Settled()
         if not records:
             return settled
-        now = now or datetime.now(UTC)
+        now = now or datetime.fromtimestamp(self.decisions.clock(), UTC)
         sink = result if result is not None else BatchResult()
         await self.stock.apply([e for r, _ in records if r.pending for e in r.pending.effects])
         plain = [(r, v) for r, v in records if r.pending and r.pending.reserve is None]
@@ -460,7 +461,7 @@ class OrderPipeline:
         input_id = f"{raw.input_id}:{order.fingerprint()[:12]}"
         earlier_id = (
             f"{raw.input_id}:{order.v1_fingerprint()[:12]}"
-            if current.record is not None and order.address.protected is not None
+            if current.record is not None and order.sets_later_fields()
             else ""
         )
         intake = classify(current.record, order, input_id, earlier_id)
@@ -512,6 +513,11 @@ class OrderPipeline:
             self.decisions.cancel(plan, Reason.CANCELLED_AT_CHANNEL, now, result)
         elif record.state is OrderState.HELD:
             self.decisions.decide(plan, ctx, now)
+        elif record.state is OrderState.ROUTED and (
+            record.hold_reason in GATE_REASONS or release_gate(order, now) is not None
+        ):
+            # the balance paid or the hold lifted (released), or a hold the update brought
+            self.decisions.release_waiting(plan, now)
 
     # --- operator and timer actions -------------------------------------------------------
 
@@ -585,16 +591,24 @@ class OrderPipeline:
         current = [lr for oid in action.members if (lr := loaded[oid]).record]
         if self._replayed(current, input_id, result):
             return []
-        members = waiting_members([lr.private_copy() for lr in current], group)
-        if not members:
+        waiting = waiting_members([lr.private_copy() for lr in current], group)
+        if not waiting:
             return []
-        plans = [
+        all_plans = [
             Plan(action, input_id, m, loaded[m.order_id].version, actor=action.actor)
-            for m in members
+            for m in waiting
         ]
-        if len(members) == 1:
-            self.decisions.send_outbound(plans[0], now)
-            return plans
+        # A member behind a release gate (order/gates.py) is checked again, not merged.
+        open_gate = [release_gate(p.record.order, now) is None for p in all_plans]
+        plans = [p for p, free in zip(all_plans, open_gate, strict=True) if free]
+        for plan, free in zip(all_plans, open_gate, strict=True):
+            if not free:
+                self.decisions.release_waiting(plan, now)
+        members = [p.record for p in plans]
+        if len(members) <= 1:
+            for plan in plans:
+                self.decisions.release_waiting(plan, now)
+            return all_plans
         result.counts["merged_orders"] += len(members)
         result.counts["merged_shipments"] += 1
         lines = [line for m in members for line in m.lines]
@@ -604,6 +618,7 @@ class OrderPipeline:
         command = merged_command(members, now, carrier, weight)
         others = ", ".join(m.order_id for m in members)
         for plan in plans:
+            plan.record.hold_reason = ""
             plan.record.carrier = carrier
             self.decisions.note(
                 plan,
@@ -621,7 +636,7 @@ class OrderPipeline:
                 OrderState.RELEASED,
                 reason=f"outbound {command.command_id}",
             )
-        return plans
+        return all_plans
 
     # --- WMS answers and after-sales requests ---------------------------------------------
 

@@ -113,8 +113,8 @@ def change_address(d: Desk) -> None:
     d.note(EventKind.ADDRESS_CHANGED, reason="address_change", detail=where)
     if record.state is S.HELD:
         d.steps.decide(d.plan, d.ctx, d.now)
-    elif record.state is S.ROUTED and record.merge_group:
-        d.steps.send_outbound(d.plan, d.now)  # a new address leaves its merge group: ship now
+    elif record.state is S.ROUTED:  # a new address leaves its merge group: ship now, unless
+        d.steps.release_waiting(d.plan, d.now)  # a release gate (order/gates.py) still stands
 
 
 def request_return(d: Desk) -> None:

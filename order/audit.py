@@ -18,7 +18,7 @@ reason                   when                                                   
 non_positive_quantity    a line with quantity <= 0                              reject
 implausible_quantity     a line above ``quantity.max_line_quantity``            hold
 blacklisted              buyer id, phone or street on a blacklist               reject (cfg)
-unpaid                   payment not confirmed                                  hold
+unpaid                   payment not confirmed (a pre-sale's paid deposit is)     hold
 refunded                 refunded before fulfilment                             reject
 address_incomplete       name, phone, province, city or street missing          hold
 address_implausible      street too short or without any letter                 hold (cfg)
@@ -58,6 +58,7 @@ from pydantic import (
 
 from core.config import ConfigError, load_config
 from core.privacy import is_protected
+from order.gates import awaits_balance
 from order.reasons import NoReason, Reason
 from streams.models import Address, ChannelStatus, Order, PaymentStatus
 
@@ -396,7 +397,7 @@ def check_blacklist(order: Order, ctx: AuditContext) -> AuditResult | None:
 def check_payment(order: Order, ctx: AuditContext) -> AuditResult | None:
     if not ctx.rules.payment.enabled:
         return None
-    if order.payment.status is PaymentStatus.UNPAID:
+    if order.payment.status is PaymentStatus.UNPAID and not awaits_balance(order):
         return AuditResult(
             Verdict.HOLD, Reason.UNPAID, "waiting for the channel to confirm payment"
         )

@@ -15,6 +15,7 @@ from typing import Any
 from order.allocation import ShortagePolicy
 from order.audit import PASS, AuditContext, Verdict, audit
 from order.fulfil import Parcel, lines_by_warehouse, next_attempt, outbound_commands, stop_command
+from order.gates import Gate, awaits_balance, release_gate, solo_group
 from order.lifecycle import AT_WMS, BEFORE_WMS, IllegalTransition, record_event
 from order.merge import merge_group
 from order.plan import BatchResult, Plan
@@ -23,7 +24,7 @@ from order.reasons import Reason
 from order.record import CommandStatus, OrderRecord, ReserveIntent
 from order.reservation import EffectKind, Reservation, ReserveStatus, StockEffect
 from order.route import RoutingTable
-from order.shops import ShopRules
+from order.shops import PresaleReserve, ShopRules
 from streams.messages import EventKind, OrderState
 from streams.models import ChannelStatus, Order, OrderLine, ShopKey
 
@@ -98,7 +99,11 @@ class Decisions:
         verdict = audit(order, ctx)
         if verdict.verdict is Verdict.HOLD and override_holds:
             verdict = PASS
-        if verdict.verdict is Verdict.PASS:
+        if verdict.verdict is Verdict.PASS and self.reserves_later(order):
+            self.hold(
+                plan, Reason.AWAITING_BALANCE, "deposit paid; reserved once the balance is", now
+            )
+        elif verdict.verdict is Verdict.PASS:
             self.move(plan, EventKind.AUDITED, now, OrderState.AUDITED)
             self.request_reservation(plan)
         elif verdict.verdict is Verdict.HOLD and verdict.reason:
@@ -179,11 +184,19 @@ class Decisions:
         self.release_to_wms(plan, now)
 
     def release_to_wms(self, plan: Plan, now: datetime) -> None:
-        """Carrier per parcel, then release at once, or wait in the merge window."""
+        """Carrier per parcel, then release at once, or wait: behind a release gate (a
+        pre-sale's balance or date, a channel's hold) or in the merge window."""
         record = plan.record
         parcels = self.parcels(record)
         record.carrier = parcels[min(parcels)].carrier if parcels else ""
         detail = ", ".join(f"{wh}: {p.carrier}" for wh, p in sorted(parcels.items()))
+        gate = release_gate(record.order, now)
+        if gate is not None:
+            if self.move(
+                plan, EventKind.ROUTED, now, OrderState.ROUTED, reason=record.carrier, detail=detail
+            ):
+                self.wait_at_gate(plan, gate, now)
+            return
         window = self.merge_window_for(record.order)
         first_release = next_attempt(record) == 1 and not record.merged_with
         group = merge_group(record, record.warehouse) if window > 0 and len(parcels) == 1 else ""
@@ -199,6 +212,36 @@ class Decisions:
             and not waits
         ):
             self.send_outbound(plan, now, parcels)
+
+    def wait_at_gate(self, plan: Plan, gate: Gate, now: datetime) -> None:
+        """A routed order that may not ship yet keeps its stock and waits: for its date in a
+        merge group of its own (the merge timer releases it), else until an update opens the
+        gate. It leaves any merge window it was in."""
+        record = plan.record
+        if record.hold_reason == gate.reason and record.merge_due == (
+            gate.until.timestamp() if gate.until else 0.0
+        ):
+            return  # waiting already, for the same reason
+        record.hold_reason = gate.reason
+        if gate.until is not None:
+            # In a shared window already (a date set by an update) it stays there: each time
+            # the group's timer fires its gated members are checked again (release_waiting).
+            record.merge_group = record.merge_group or solo_group(record.order_id)
+            record.merge_due = gate.until.timestamp()
+        else:
+            record.merge_due = 0.0  # out of any window (the save leaves the group)
+        self.note(plan, EventKind.RELEASE_WAITS, now, reason=gate.reason, detail=gate.detail)
+
+    def release_waiting(self, plan: Plan, now: datetime) -> None:
+        """A routed order's wait may be over (its date came, its window closed, an update
+        arrived): released when no gate stands, else it waits on."""
+        record = plan.record
+        gate = release_gate(record.order, now)
+        if gate is not None:
+            self.wait_at_gate(plan, gate, now)
+            return
+        record.hold_reason = ""
+        self.send_outbound(plan, now)
 
     def send_outbound(
         self, plan: Plan, now: datetime, parcels: dict[str, Parcel] | None = None
@@ -296,6 +339,15 @@ class Decisions:
         if rules and rules.shortage_policy:
             return rules.shortage_policy
         return self.shortage_policy
+
+    def reserves_later(self, order: Order) -> bool:
+        """A pre-sale with its deposit paid, of a shop that reserves only at the balance."""
+        rules = self.shops.get(order.shop_key)
+        return (
+            awaits_balance(order)
+            and rules is not None
+            and rules.presale_reserve is PresaleReserve.BALANCE
+        )
 
     def merge_window_for(self, order: Order) -> float:
         rules = self.shops.get(order.shop_key)

@@ -38,8 +38,10 @@ def merge_group(record: OrderRecord, warehouse: str) -> str:
     place = [address.country, address.province_code, address.city, address.district]
     if key:
         person = [key]
-    elif not buyer or not address.street or any(
-        is_protected(v) for v in (address.street, address.name, address.phone)
+    elif (
+        not buyer
+        or not address.street
+        or any(is_protected(v) for v in (address.street, address.name, address.phone))
     ):
         return ""
     else:
@@ -50,9 +52,14 @@ def merge_group(record: OrderRecord, warehouse: str) -> str:
 
 
 def waiting_members(records: Sequence[OrderRecord], group: str) -> list[OrderRecord]:
-    """Members still waiting in this group's window (a cancel may have taken one out)."""
+    """Members still waiting in this group's window (a cancel may have taken one out, a
+    release gate without a date too)."""
     return sorted(
-        (r for r in records if r.state is OrderState.ROUTED and r.merge_group == group),
+        (
+            r
+            for r in records
+            if r.state is OrderState.ROUTED and r.merge_group == group and r.merge_due > 0
+        ),
         key=lambda r: (r.order.created_at, r.order_id),
     )
 

@@ -29,6 +29,11 @@ class Reason(StrEnum):
     COD = "cod"
     REMARK_REVIEW = "remark_review"
     SHIPPED_AT_CHANNEL = "shipped_at_channel"
+    # Not released yet (order/gates.py): reserved and waiting in routed, or, for a pre-sale of a
+    # shop that reserves at the balance, held until it is paid.
+    AWAITING_BALANCE = "awaiting_balance"  # pre-sale deposit paid, balance due
+    CHANNEL_SHIP_HOLD = "channel_ship_hold"  # the channel forbids shipping yet
+    SHIP_DATE = "ship_date"  # not before its ship date
     # Stock and the WMS loop (order/decisions.py, order/wms.py).
     OUT_OF_STOCK = "out_of_stock"  # held, or rejected under the shop's reject policy
     RESERVATION_RELEASED = "reservation_released"

@@ -1,5 +1,5 @@
 """Per-shop rules from config/shops.toml (pure): what a shop wants when no single warehouse can
-serve a whole order, and how long its reserved orders wait to merge.
+serve a whole order, how long its reserved orders wait to merge, and when a pre-sale reserves.
 
 ``[shops."CHANNEL/SHOP"]`` tables, one per shop; a shop not listed, or a setting left out, takes
 the worker's default (OMS_SHORTAGE_POLICY, OMS_MERGE_WINDOW_S). The file is validated when a
@@ -10,6 +10,7 @@ silently ignored.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,11 @@ class ShopConfigError(ConfigError):
     """config/shops.toml cannot be used; names the file, the shop and the key."""
 
 
+class PresaleReserve(StrEnum):
+    DEPOSIT = "deposit"
+    BALANCE = "balance"
+
+
 class ShopRules(BaseModel):
     """One shop's settings; None: the worker's default."""
 
@@ -37,6 +43,9 @@ class ShopRules(BaseModel):
     merge_window_s: Annotated[
         float | None, Field(ge=0, le=MAX_MERGE_WINDOW_S, allow_inf_nan=False)
     ] = None
+    # A pre-sale's stock is reserved when the deposit is paid (the platform sold the units) or
+    # only once the balance is (units stay sellable to others until then).
+    presale_reserve: Annotated[PresaleReserve | None, Field(strict=False)] = None
 
 
 def _one_shop(key: ShopKey) -> ShopKey:

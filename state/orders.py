@@ -37,7 +37,8 @@ def index_args(record: OrderRecord, now: float) -> list[str | float]:
     closing = f"{record.close_due:.3f}" if record.state in CLOSABLE and record.close_due else ""
     merge = ""
     if record.merge_group:
-        waiting = record.state is OrderState.ROUTED
+        # merge_due 0: waiting behind a release gate that no timer opens (order/gates.py)
+        waiting = record.state is OrderState.ROUTED and record.merge_due > 0
         merge = f"join:{record.merge_due:.3f}" if waiting else "leave"
     return [held, now, closing, merge, "1" if record.pending else "0"]
 

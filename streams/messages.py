@@ -164,6 +164,7 @@ class EventKind(StrEnum):
     TRANSITION_REFUSED = "transition_refused"  # an input that would break the state machine
     AUDITED = "audited"
     ROUTED = "routed"  # carrier chosen (detail: carrier, weight)
+    RELEASE_WAITS = "release_waits"  # reserved, not released yet (reason: order/gates.py)
     MERGED = "merged"  # shipped as one with other orders of the same buyer and address
     GIFT_ADDED = "gift_added"
     GIFT_SKIPPED = "gift_skipped"  # out of stock: the order goes on without it

@@ -255,6 +255,23 @@ class Payment(_Model):
     transaction_id: Annotated[str, Field(max_length=256)] = ""
 
 
+class PresaleStage(StrEnum):
+    """Where a pre-sale (预售: deposit, then balance) stands; the channels' step status
+    (Taobao ``step_trade_status``, Douyin ``order_phase_list``) folded."""
+
+    DEPOSIT_UNPAID = "deposit_unpaid"  # 定金未付: an unpaid order like any other
+    DEPOSIT_PAID = "deposit_paid"  # 定金已付, 尾款未付: the buyer is committed, the balance due
+    BALANCE_PAID = "balance_paid"  # 定金和尾款都付
+
+
+class Presale(_Model):
+    """A deposit-then-balance order. ``paid`` is what the buyer has paid so far (the deposit
+    while the balance is due); ``payment.paid_total`` stays 0 until the whole is paid."""
+
+    stage: PresaleStage
+    paid: NonNegativeMoney = Decimal("0")
+
+
 class OrderLine(_Model):
     line_id: Code
     sku: Code  # OMS sku after mapping
@@ -289,6 +306,14 @@ class Order(_Model):
     buyer_remark: Text = ""
     seller_remark: Text = ""
     raw: dict[str, Any] = Field(default_factory=dict)  # channel fields with no canonical home
+    # Added after the first release (left out of the fingerprint while unset, see fingerprint):
+    presale: Presale | None = None
+    # Not to be handed to a carrier before this time: a pre-sale's ship date, Douyin's
+    # appointment_ship_time (预约发货).
+    ship_after: AwareDatetime | None = None
+    # The channel's own reason the order must not ship yet, '' when it may: Taobao
+    # PAID_FORBID_CONSIGN, JD LOCKED / POP_ORDER_PAUSE.
+    ship_hold: Annotated[str, Field(max_length=64)] = ""
     _fingerprint: str | None = PrivateAttr(default=None)
     _json_size: int = PrivateAttr(default=0)
     _shop_key: ShopKey | None = PrivateAttr(default=None)
@@ -341,24 +366,21 @@ class Order(_Model):
         """
         if self._fingerprint is None:
             data = self.model_dump(mode="json")
-            address = data["address"]
-            absent = address["protected"] is None
-            if absent:  # a v1 order hashes as it did before the field
-                del address["protected"]
+            unset = _drop_later_fields(data, only_unset=True)
             canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
             self._fingerprint = hashlib.blake2b(canonical, digest_size=16).hexdigest()
-            self._json_size = len(canonical) + (len(',"protected":null') if absent else 0)
+            self._json_size = len(canonical) + unset  # the unset fields are sent all the same
         return self._fingerprint
 
     def v1_fingerprint(self) -> str:
-        """The fingerprint without the fields added after the first release (the receiver's
-        ``protected`` copy): what a record saved before them holds for this content, so an
-        upgrade does not take every re-push of an order it already has for an update. Equal to
-        ``fingerprint()`` for an order without them."""
-        if self.address.protected is None:
+        """The fingerprint without the fields added after the first release (LATER_FIELDS):
+        what a record saved before them holds for this content, so an upgrade does not take
+        every re-push of an order it already has for an update. Equal to ``fingerprint()`` for
+        an order that sets none of them."""
+        if not self.sets_later_fields():
             return self.fingerprint()
         data = self.model_dump(mode="json")
-        del data["address"]["protected"]
+        _drop_later_fields(data, only_unset=False)
         canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
@@ -367,6 +389,41 @@ class Order(_Model):
         what every message carrying a snapshot of it must make room for."""
         self.fingerprint()
         return self._json_size
+
+    def sets_later_fields(self) -> bool:
+        return (
+            self.address.protected is not None
+            or self.presale is not None
+            or self.ship_after is not None
+            or self.ship_hold != ""
+        )
+
+
+# Fields added after the first release, with their unset value: an order that leaves them
+# unset hashes exactly as that release hashed it (Order.fingerprint). (path, unset value)
+LATER_FIELDS: Final = (
+    (("address", "protected"), None),
+    (("presale",), None),
+    (("ship_after",), None),
+    (("ship_hold",), ""),
+)
+
+
+def _drop_later_fields(data: dict[str, Any], *, only_unset: bool) -> int:
+    """Removes LATER_FIELDS from a JSON-mode Order dump (all, or only the unset ones); returns
+    the bytes they take in the compact JSON, for json_size."""
+    size = 0
+    for path, unset in LATER_FIELDS:
+        *parents, name = path
+        node = data
+        for parent in parents:
+            node = node[parent]
+        value = node[name]
+        if only_unset and value != unset:
+            continue
+        del node[name]
+        size += len(name) + 4 + len(orjson.dumps(value))  # ',"name":value'
+    return size
 
 
 _ORDER_FIELD: Final = {"order"}

@@ -35,6 +35,8 @@ from streams.models import (
     OrderLine,
     Payment,
     PaymentStatus,
+    Presale,
+    PresaleStage,
     ProtectedReceiver,
     make_order_id,
 )
@@ -536,6 +538,32 @@ def opt_time_at(parent: Mapping[str, Any], key: str, where: str = "", *,
     return utc_time(value, where_join(where, key), naive_tz=naive_tz)
 
 
+# A date an order may not ship before (a pre-sale's ship date) lies ahead, but not by years:
+# further than this is a wrong unit or a typo, and would park the order's stock indefinitely.
+MAX_SHIP_AHEAD = timedelta(days=400)
+
+
+def ship_after_at(parent: Mapping[str, Any], key: str, where: str = "", *,
+                  naive_tz: timezone = CHINA_TZ) -> datetime | None:
+    """A ship-not-before time (absent, '' or 0 -> None): from 2000 to MAX_SHIP_AHEAD ahead."""
+    value = parent.get(key)
+    if value is None or value == "" or value == 0:
+        return None
+    path = where_join(where, key)
+    try:
+        parsed = parse_time(value, path, naive_tz=naive_tz)
+    except AdapterError:
+        raise _quiet(DlqReason.INVALID_FIELD, path, "not a time") from None
+    return plausible_ship_after(parsed, path).astimezone(UTC)
+
+
+def plausible_ship_after(value: datetime, where: str) -> datetime:
+    """A ship-not-before time from 2000 to MAX_SHIP_AHEAD ahead, else INVALID_FIELD."""
+    if value < EARLIEST_TIME or value > datetime.now(UTC) + MAX_SHIP_AHEAD:
+        raise _quiet(DlqReason.INVALID_FIELD, where, "implausible ship date")
+    return value
+
+
 def currency_at(parent: Mapping[str, Any], key: str, where: str = "") -> str:
     """ISO 4217 code the channel sends with its amounts."""
     currency = text_at(parent, key, where)
@@ -611,7 +639,7 @@ def payment_status_for(status: ChannelStatus, *, cod: bool, paid: bool) -> Payme
     return PaymentStatus.PAID
 
 
-_Status = TypeVar("_Status", ChannelStatus, PaymentStatus)
+_Status = TypeVar("_Status", ChannelStatus, PaymentStatus, PresaleStage)
 
 
 def status_from(table: Mapping[Any, _Status], value: Any, where: str) -> _Status:
@@ -659,6 +687,11 @@ class AddressDraft:
     street_cipher: str = ""
     oaid: str = ""
     match_key: str = ""
+
+
+def presale_of(stage: PresaleStage | None, paid: Decimal) -> Presale | None:
+    """The canonical pre-sale, or None for an order that is not one."""
+    return None if stage is None else Presale(stage=stage, paid=_money2(paid))
 
 
 def cipher_of(*values: str) -> str:
@@ -794,6 +827,9 @@ def assemble(
     buyer_remark: str = "",
     seller_remark: str = "",
     raw: Mapping[str, Any] | None = None,
+    presale: Presale | None = None,
+    ship_after: datetime | None = None,
+    ship_hold: str = "",
 ) -> Order:
     """The one place an Order is built: sku mapping, discounts, paid total, id and validation.
 
@@ -845,6 +881,9 @@ def assemble(
             buyer_remark=_clip(buyer_remark, MAX_TEXT_CHARS),
             seller_remark=_clip(seller_remark, MAX_TEXT_CHARS),
             raw=bounded_extras(raw),
+            presale=presale,
+            ship_after=ship_after,
+            ship_hold=_clip(ship_hold, 64),
         )
     except ValidationError as exc:
         raise validation_error(exc) from None

@@ -50,6 +50,7 @@ MONEY = {
     "unit_price",
     "discount",
     "paid_amount",
+    "paid",  # Presale.paid
 }  # Decimal: finite, +-MAX_MONEY, 4 places (models.Money)
 EDGE_BOUNDED = {"Order.raw"}  # channel extras: bounded_extras and MAX_ORDER_BYTES at the edge
 

@@ -14,6 +14,9 @@ Mapping decisions:
   the difference is spread back so lines + shipping always equal the total.
 - total = ``pay_amount`` (postage included); shipping = ``post_amount``.
 - ``pay_type`` 0 is cash on delivery.
+- pre-sale (定金预售): ``order_phase_list`` (deposit phase, balance phase, each ``pay_success``)
+  becomes ``presale``; with the deposit paid the order is 103 部分支付, so ``payment`` stays
+  unpaid. ``appointment_ship_time`` (预约发货) becomes ``ship_after``.
 - receiver: name, phone and detail address arrive as ciphertext (``encrypt_post_receiver``,
   ``encrypt_post_tel``, ``post_addr.encrypt_detail``; older apps also get the ciphertext in
   ``post_receiver``/``post_tel``/``post_addr.detail``), often beside masked copies
@@ -42,10 +45,13 @@ from streams.channels.base import (
     int_at,
     lines_at,
     obj_at,
+    objects_at,
     opt_time_at,
     payment_status_for,
     pick_code,
+    presale_of,
     quantity_at,
+    ship_after_at,
     spread_discount,
     status_from,
     text_at,
@@ -54,7 +60,7 @@ from streams.channels.base import (
     where_join,
     with_paid,
 )
-from streams.models import Channel, ChannelStatus, Order
+from streams.models import Channel, ChannelStatus, Order, Presale, PresaleStage
 
 # order_status / main_status codes from the 抖店 docs.
 STATUS = {
@@ -74,15 +80,41 @@ COD_PAY_TYPE = 0
 PAY_TYPES = {0: "cod", 1: "wechat", 2: "alipay", 3: "mini_program", 4: "bank_card",
              5: "balance", 7: "none", 8: "dou_installment", 9: "new_card", 12: "pay_later"}
 
+MAX_PHASES = 8  # a deposit and a balance; a longer phase list is refused unread
+
 _MAPPED = {
     "order_id", "shop_id", "create_time", "update_time", "pay_time", "pay_amount", "post_amount",
     "pay_type", "buyer_words", "seller_words", "doudian_open_id", "post_addr", "post_receiver",
     "post_tel", "sku_order_list", "channel_payment_no",
     # masked duplicates and identity data the OMS has no use for: deliberately not kept in raw
+    # (order_phase_list and appointment_ship_time stay in raw as well, for the same reason)
     "mask_post_receiver", "mask_post_tel", "mask_post_addr", "user_id_info", "user_coordinate",
     # (the encrypt_* ciphertexts stay in raw too, as before address.protected held them: a
     # record saved by that release keeps its fingerprint, see Order.v1_fingerprint)
 }
+
+
+def _presale(order: Any) -> Presale | None:
+    """定金预售: ``order_phase_list`` holds the deposit phase (``current_phase`` 1) and the
+    balance phase, each with ``pay_success`` and what it took (``phase_pay_amount``, fen)."""
+    phases = objects_at(order, "order_phase_list", required=False, limit=MAX_PHASES)
+    if not phases:
+        return None
+    paid = Decimal(0)
+    done: dict[int, bool] = {}
+    for index, phase in enumerate(phases):
+        where = where_join("order_phase_list", index)
+        success = phase.get("pay_success") is True
+        done[int_at(phase, "current_phase", where)] = success
+        if success:
+            paid += cents_at(phase, "phase_pay_amount", where, default=Decimal(0))
+    if done and all(done.values()):
+        stage = PresaleStage.BALANCE_PAID
+    elif done.get(1):
+        stage = PresaleStage.DEPOSIT_PAID
+    else:
+        stage = PresaleStage.DEPOSIT_UNPAID
+    return presale_of(stage, paid)
 
 
 def _search_index(cipher: str) -> str:
@@ -186,4 +218,6 @@ class DouyinAdapter:
             buyer_remark=text_at(order, "buyer_words"),
             seller_remark=text_at(order, "seller_words"),
             raw=extras(order, _MAPPED),
+            presale=_presale(order),
+            ship_after=ship_after_at(order, "appointment_ship_time"),
         )

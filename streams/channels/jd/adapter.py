@@ -17,7 +17,8 @@ Mapping decisions:
   (``jingdong.jos.order.oaid.decrypt`` and JD's waybill take it with the order id); the OAID is
   also the receiver's matching key. Ciphertext and the OAID go to ``address.protected``.
 - ``payType`` '1-货到付款' is cash on delivery. ``orderState`` stays in ``raw`` too: LOCKED and
-  PAUSE fold to PAID but must not ship, and rules can hold on them.
+  POP_ORDER_PAUSE (PAUSE) fold to PAID but must not ship: they set ``ship_hold``, and the order is
+  reserved but not released until an update lifts it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ STATUS = {
     "TRADE_CANCELED": ChannelStatus.CANCELLED,
 }
 
+# Paid, but JD says do not ship: locked (a dispute, a risk check) or paused by the platform.
+SHIP_HOLDS = frozenset({"LOCKED", "POP_ORDER_PAUSE", "PAUSE"})
+
 _MAPPED = {
     "orderId", "venderId", "orderStartTime", "modified", "paymentConfirmTime", "orderSellerPrice",
     "freightPrice", "payType", "orderRemark", "venderRemark", "pin", "consigneeInfo",
@@ -91,7 +95,8 @@ class JdAdapter:
 
     def to_order(self, payload: dict[str, Any], ctx: AdapterContext) -> Order:
         order = unwrap(payload, ("orderInfo",))
-        status = status_from(STATUS, order.get("orderState"), "orderState")
+        state = order.get("orderState")
+        status = status_from(STATUS, state, "orderState")
         pay_type = text_at(order, "payType")
         cod = pay_type.startswith("1")
         paid_at = opt_time_at(order, "paymentConfirmTime")
@@ -161,4 +166,5 @@ class JdAdapter:
             buyer_remark=text_at(order, "orderRemark"),
             seller_remark=text_at(order, "venderRemark"),
             raw=extras(order, _MAPPED),
+            ship_hold=state if state in SHIP_HOLDS else "",
         )

@@ -25,6 +25,7 @@ from streams.channels.base import (
     AdapterContext,
     AdapterError,
     bounded_extras,
+    plausible_ship_after,
     plausible_time,
     text_at,
     validation_error,
@@ -49,10 +50,12 @@ def _in_utc(order: Order) -> Order:
     payment = order.payment
     if payment.paid_at is not None:
         payment = payment.model_copy(update={"paid_at": payment.paid_at.astimezone(UTC)})
+    ship_after = order.ship_after.astimezone(UTC) if order.ship_after is not None else None
     return order.model_copy(update={
         "created_at": order.created_at.astimezone(UTC),
         "updated_at": order.updated_at.astimezone(UTC),
         "payment": payment,
+        "ship_after": ship_after,
     })
 
 
@@ -101,4 +104,6 @@ class OwnAdapter:
         plausible_time(order.updated_at, "updated_at")
         if order.payment.paid_at is not None:
             plausible_time(order.payment.paid_at, "payment.paid_at")
+        if order.ship_after is not None:
+            plausible_ship_after(order.ship_after, "ship_after")
         return _in_utc(order)

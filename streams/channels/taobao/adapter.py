@@ -18,6 +18,10 @@ Mapping decisions:
 - some (not all) sub-orders with ``refund_status`` SUCCESS make a paid trade PARTIALLY_REFUNDED.
 - ``status`` is also kept in ``raw`` so rules can act on nuances the fold loses
   (PAID_FORBID_CONSIGN: paid but the platform forbids shipping yet).
+- pre-sale (``type`` 'step'): ``step_trade_status`` (FRONT_NOPAID_FINAL_NOPAID, FRONT_PAID_
+  FINAL_NOPAID, FRONT_PAID_FINAL_PAID) and ``step_paid_fee`` (paid so far) become ``presale``;
+  while only the deposit is paid the trade is WAIT_BUYER_PAY, so ``payment`` stays unpaid.
+  PAID_FORBID_CONSIGN (paid, the platform forbids shipping yet) sets ``ship_hold``.
 - receiver: apps on Taobao's privacy scheme get masked ``receiver_name``/``receiver_mobile``/
   ``receiver_address`` (or ciphertext in their place) and ``oaid``, the Open Addressee ID that
   Cainiao's waybill call and ``top.oaid.decrypt`` take with the ``tid``. Equal receivers (name,
@@ -45,6 +49,7 @@ from streams.channels.base import (
     opt_time_at,
     payment_status_for,
     pick_code,
+    presale_of,
     quantity_at,
     spread_discount,
     status_from,
@@ -54,7 +59,7 @@ from streams.channels.base import (
     where_join,
     with_paid,
 )
-from streams.models import Channel, ChannelStatus, Order, PaymentStatus
+from streams.models import Channel, ChannelStatus, Order, PaymentStatus, PresaleStage
 
 STATUS = {
     "TRADE_NO_CREATE_PAY": ChannelStatus.PENDING_PAYMENT,
@@ -70,6 +75,14 @@ STATUS = {
     "TRADE_CLOSED": ChannelStatus.CANCELLED,
     "TRADE_CLOSED_BY_TAOBAO": ChannelStatus.CANCELLED,
 }
+
+# Pre-sale (预售, trade ``type`` 'step'): deposit then balance.
+STEP_STATUS = {
+    "FRONT_NOPAID_FINAL_NOPAID": PresaleStage.DEPOSIT_UNPAID,
+    "FRONT_PAID_FINAL_NOPAID": PresaleStage.DEPOSIT_PAID,
+    "FRONT_PAID_FINAL_PAID": PresaleStage.BALANCE_PAID,
+}
+FORBID_CONSIGN = "PAID_FORBID_CONSIGN"
 
 # Mapped to canonical fields (status stays in raw on purpose, see module doc).
 _MAPPED = {
@@ -139,6 +152,8 @@ class TaobaoAdapter:
         street = text_at(trade, "receiver_address")
         mobile, landline = text_at(trade, "receiver_mobile"), text_at(trade, "receiver_phone")
         oaid = text_at(trade, "oaid")
+        step = trade.get("step_trade_status")
+        stage = status_from(STEP_STATUS, step, "step_trade_status") if step else None
         return assemble(
             self.channel,
             ctx,
@@ -176,4 +191,6 @@ class TaobaoAdapter:
             buyer_remark=text_at(trade, "buyer_message"),
             seller_remark=text_at(trade, "seller_memo"),
             raw=extras(trade, _MAPPED),
+            presale=presale_of(stage, money_at(trade, "step_paid_fee", default=Decimal(0))),
+            ship_hold=FORBID_CONSIGN if trade.get("status") == FORBID_CONSIGN else "",
         )
