@@ -14,6 +14,7 @@ import pytest
 from agents.pipeline import OrderPipeline
 from agents.timers import due_merges, due_unpaid
 from core.settings import Settings
+from order.plan import BatchResult
 from order.shops import PresaleReserve, ShopRules
 from state.keys import Keys
 from streams.messages import CommandKind, EventKind, OrderState
@@ -62,6 +63,14 @@ async def state_of(pipeline: OrderPipeline, order_id: str) -> tuple[OrderState, 
     return record.state, record.hold_reason
 
 
+async def paid_deposit(
+    pipeline: OrderPipeline, settings: Settings, feed: NativeFeed
+) -> BatchResult:
+    """Stock for the sample trade, then its deposit paid."""
+    stock(settings, [("SKU-PHONE-X1", "WH-SH", 5), ("SKU-CASE-C3", "WH-SH", 10)])
+    return await pipeline.process([feed.raw("taobao", taobao_presale("FRONT_PAID_FINAL_NOPAID"))])
+
+
 def reserved(settings: Settings, sku: str = "SKU-PHONE-X1") -> int:
     return figures(settings, sku)["WH-SH"]["reserved"]
 
@@ -69,11 +78,8 @@ def reserved(settings: Settings, sku: str = "SKU-PHONE-X1") -> int:
 async def test_deposit_reserves_waits_for_the_balance_and_is_never_expired(
     pipeline: OrderPipeline, redis_settings: Settings
 ) -> None:
-    stock(redis_settings, [("SKU-PHONE-X1", "WH-SH", 5), ("SKU-CASE-C3", "WH-SH", 10)])
     feed = NativeFeed()
-    deposit = await pipeline.process(
-        [feed.raw("taobao", taobao_presale("FRONT_PAID_FINAL_NOPAID"))]
-    )
+    deposit = await paid_deposit(pipeline, redis_settings, feed)
     assert commands(deposit) == []
     [received] = [e for e in events(deposit) if e.kind is EventKind.RECEIVED]
     oid = received.order_id
@@ -178,11 +184,8 @@ async def test_a_douyin_order_with_a_ship_date_is_released_by_the_timer_on_that_
 async def test_a_cancel_at_the_channel_frees_a_waiting_presale(
     pipeline: OrderPipeline, redis_settings: Settings
 ) -> None:
-    stock(redis_settings, [("SKU-PHONE-X1", "WH-SH", 5), ("SKU-CASE-C3", "WH-SH", 10)])
     feed = NativeFeed()
-    deposit = await pipeline.process(
-        [feed.raw("taobao", taobao_presale("FRONT_PAID_FINAL_NOPAID"))]
-    )
+    deposit = await paid_deposit(pipeline, redis_settings, feed)
     oid = events(deposit)[0].order_id
     assert reserved(redis_settings) == 1
     closed = taobao_presale("FRONT_PAID_FINAL_NOPAID", status="TRADE_CLOSED", minutes=120)
