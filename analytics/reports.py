@@ -125,6 +125,23 @@ GROUP BY channel, state, why
 ORDER BY channel, state, why
 """
 
+# Reserved but not released (order/gates.py): routed orders behind a release gate, by the
+# reason of their latest release_waits note (a pre-sale's balance, a channel hold, a ship date).
+Q_WAITING_BY_REASON = f"""
+SELECT w_reason, count() AS orders
+FROM
+(
+    SELECT order_id, argMax(reason, seq) AS w_reason
+    FROM order_events_latest
+    WHERE kind = 'release_waits'
+      AND order_id IN (SELECT order_id FROM order_status WHERE state = 'routed'
+                       AND first_at >= {_SINCE})
+    GROUP BY order_id
+)
+GROUP BY w_reason
+ORDER BY w_reason
+"""
+
 Q_LIFECYCLE = f"""
 SELECT kind, uniqExact(order_id) AS orders, count() AS events
 FROM order_events_latest
@@ -418,6 +435,7 @@ ORDER BY kind
 
 QUERIES: dict[str, str] = {
     "order_states": Q_ORDER_STATES,
+    "waiting_by_reason": Q_WAITING_BY_REASON,
     "duplicates": Q_DUPLICATES,
     "dlq_by_reason": Q_DLQ_BY_REASON,
     "gmv_by_channel": Q_GMV_BY_CHANNEL,
@@ -530,6 +548,8 @@ class Report(BaseModel):
     orders_by_state: dict[str, int] = Field(default_factory=dict)  # sums to orders_in
     orders_by_channel: dict[str, int] = Field(default_factory=dict)
     held_by_reason: dict[str, int] = Field(default_factory=dict)
+    # reserved, routed, not released yet: by the release gate's reason (order/gates.py)
+    waiting_by_reason: dict[str, int] = Field(default_factory=dict)
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
     duplicates: int = 0
     dlq_total: int = 0
@@ -685,6 +705,8 @@ def build_report(
             _add(report.rejected_by_reason, why or "unspecified", n)
 
     report.duplicates = int(client.execute(Q_DUPLICATES, params)[0][0])
+    for reason, n in client.execute(Q_WAITING_BY_REASON, params):
+        report.waiting_by_reason[reason or "unspecified"] = int(n)
 
     for reason, n in client.execute(Q_DLQ_BY_REASON, params):
         report.dlq_by_reason[reason] = int(n)
@@ -827,6 +849,9 @@ def format_report(report: Report) -> str:
         ],
     )
     out += _table("Held by reason", ("reason", "orders"), sorted(report.held_by_reason.items()))
+    out += _table(
+        "Reserved, waiting to ship", ("reason", "orders"), sorted(report.waiting_by_reason.items())
+    )
     out += _table(
         "Rejected by reason", ("reason", "orders"), sorted(report.rejected_by_reason.items())
     )

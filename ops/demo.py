@@ -6,7 +6,8 @@ stock up to the sample figures on top of what earlier runs still hold reserved.
 The order's whole life is on show: the WMS simulator runs beside the workers (a few short picks
 and exceptions on purpose), some buyers of the web shop order twice within its merge window,
 an operator works the holds, and a customer-service desk files returns, a refund, an exchange,
-an address fix and cancels of released orders; the report then shows all of it.
+an address fix and cancels of released orders; orders arrive in the platforms' own privacy
+and pre-sale shapes (ops/demo_shapes.py); the report then shows all of it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from analytics.ledger import ClickHouseLedger
 from core.kafka import Record, produce
 from core.settings import REPO_ROOT, Settings
 from ops.conformance import check_topics
+from ops.demo_shapes import Case, build_cases, check, first_records, follow_up_records
 from ops.loadgen import BurstPlan, generate_burst
 from ops.prepare import prepare_stack
 from state.keys import Keys
@@ -82,6 +84,7 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     asyncio.run(produce(settings, merges))
     inputs = len(plan.messages) + len(merges)
     processed, _ = wait_processed(settings, started, inputs)
+    shapes = platform_shapes(settings, console, run_id)
 
     from analytics.client import connect as ch_connect
     from analytics.reports import build_report, format_report
@@ -113,12 +116,14 @@ def run_demo(settings: Settings, *, n_orders: int, workers: int | None) -> int:
     for topic in conformance.topics:
         for example in topic.examples:
             console.print(f"  {example}", markup=False)
+    shapes_ok = all(c.outcome and c.outcome[-1].endswith(" ok") for c in shapes)
+    console.print(f"platform shapes      {'ok' if shapes_ok else 'WRONG OUTCOMES (see above)'}")
     console.print(f"\ndashboard            {dashboard_link}", soft_wrap=True)
     console.print(
         "\nThe stack is still up. Try: ./oms status | ./oms report | ./oms verify | "
         "./oms dlq list | ./oms stock show SKU-PHONE-X1\nStop it with: ./oms down"
     )
-    return 0 if check.ok and processed >= inputs and conformance.ok else 1
+    return 0 if check.ok and processed >= inputs and conformance.ok and shapes_ok else 1
 
 
 DASHBOARD_TOKEN_TTL_S = 8 * 3600
@@ -303,6 +308,44 @@ def file_requests(
         )
         done.append(applied)
     return done
+
+
+def platform_shapes(settings: Settings, console: Console, run_id: str) -> list[Case]:
+    """Orders in the platforms' own privacy and pre-sale shapes (ops/demo_shapes.py): sent,
+    checked, followed up (the balance paid, the channel's hold lifted) and checked again."""
+    cases = build_cases(run_id)
+    console.rule("[bold]Orders as the platforms send them")
+
+    def read(order_ids: list[str]) -> dict[str, tuple[str, str]]:
+        return asyncio.run(_states_and_reasons(settings, order_ids))
+
+    asyncio.run(produce(settings, first_records(settings, cases)))
+    check(cases, read, "first")
+    asyncio.run(produce(settings, follow_up_records(settings, cases)))
+    check(cases, read, "then", timeout_s=WMS_TIMEOUT_S)
+    for case in cases:
+        console.print(
+            f"{case.title:<48} {case.order_id}: {' -> '.join(case.outcome)}", markup=False
+        )
+    return cases
+
+
+async def _states_and_reasons(
+    settings: Settings, order_ids: list[str]
+) -> dict[str, tuple[str, str]]:
+    from state.orders import OrderStore
+    from state.redis import connect_async
+
+    client = connect_async(settings)
+    try:
+        loaded = await OrderStore(client, Keys(settings.redis_prefix)).load_many(order_ids)
+        return {
+            oid: (lr.record.state.value, lr.record.hold_reason)
+            for oid, lr in loaded.items()
+            if lr.record
+        }
+    finally:
+        await client.aclose()
 
 
 def fixed_address() -> Any:

@@ -183,6 +183,7 @@ EXPECTED: dict[str, Any] = {
     "orders_by_state": {"held": 1, "rejected": 1, "released": 1, "reserved": 2},
     "orders_by_channel": {"shopify": 3, "taobao": 2},
     "held_by_reason": {"address_incomplete": 1},
+    "waiting_by_reason": {},
     "rejected_by_reason": {"blacklisted_buyer": 1},
     "duplicates": 1,
     "dlq_total": 3,

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.privacy import mask_order_dict
+from ops.demo_shapes import strip_to_ciphertext
 from order.audit import AuditContext, Verdict, audit
 from order.dedupe import Intake, classify
 from order.fulfil import build_command
@@ -67,21 +68,9 @@ def to_order(channel: str, payload: dict[str, Any]) -> Order:
 def douyin_ciphertext_only(
     name: str = DY_NAME, tel: str = DY_TEL, detail: str = DY_DETAIL
 ) -> dict[str, Any]:
-    """A Douyin order as an app on the current privacy scheme gets it: receiver only as
-    ciphertext, no masked copy, no plain field."""
+    """The sample Douyin order with its receiver only as ciphertext."""
     payload = load("douyin")
-    for key in (
-        "post_receiver",
-        "post_tel",
-        "mask_post_receiver",
-        "mask_post_tel",
-        "mask_post_addr",
-    ):
-        payload.pop(key, None)
-    payload["encrypt_post_receiver"] = name
-    payload["encrypt_post_tel"] = tel
-    payload["post_addr"].pop("detail")
-    payload["post_addr"]["encrypt_detail"] = detail
+    strip_to_ciphertext(payload, name, tel, detail)
     return payload
 
 

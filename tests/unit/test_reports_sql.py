@@ -36,6 +36,7 @@ from analytics.reports import (
     Q_SPLITS_AND_MERGES,
     Q_STOCK_MOVEMENT_ROWS,
     Q_TOP_SKUS,
+    Q_WAITING_BY_REASON,
     Q_WMS_EVENTS_BY_KIND,
     QUERIES,
     build_report,
@@ -278,6 +279,7 @@ def test_the_current_views_collapse_per_id() -> None:
 def test_every_query_is_listed() -> None:
     assert set(QUERIES.values()) == {
         Q_ORDER_STATES,
+        Q_WAITING_BY_REASON,
         Q_DUPLICATES,
         Q_DLQ_BY_REASON,
         Q_GMV_BY_CHANNEL,
@@ -483,6 +485,7 @@ CANNED = {
         ("own", "cancelled", "", 1),
     ],
     Q_DUPLICATES: [(4,)],
+    Q_WAITING_BY_REASON: [("awaiting_balance", 2), ("ship_date", 1)],
     Q_DLQ_BY_REASON: [("malformed_json", 2)],
     Q_GMV_BY_CHANNEL: [("jd", "CNY", 6, Decimal("1234.5000"))],
     Q_TOP_SKUS: [("SKU1", 9, ["CNY", "USD"], ["100.1000", "0.0050"])],
@@ -515,6 +518,7 @@ def test_report_assembly_and_json() -> None:
     assert d["orders_by_state"]["cancelled"] == 1 and d["orders_by_state"]["received"] == 1
     assert d["orders_by_channel"] == {"jd": 8, "own": 3}
     assert d["held_by_reason"] == {"address_incomplete": 2}
+    assert d["waiting_by_reason"] == {"awaiting_balance": 2, "ship_date": 1}
     assert d["rejected_by_reason"] == {"blacklisted_buyer": 1}
     assert d["gmv_by_channel_currency"][0]["gmv"] == "1234.50"  # a string, never a float
     assert d["top_skus"][0]["gmv"] == {"CNY": "100.10", "USD": "0.005"}

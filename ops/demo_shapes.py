@@ -1,0 +1,303 @@
+"""The demo's orders as the platforms really send them (issue 16): receivers only as ciphertext
+or masked with an OAID, a pre-sale paid in two steps, one whose balance is still due, a ship
+date ahead, and a paid order the platform forbids shipping until it lifts that.
+
+Each case says what must come of it; ``./oms demo`` sends them after the burst, sends the
+follow-ups (the balance, the lift) once the first answers are in, checks every outcome on the
+order records and fails when one is wrong. Lines are re-pointed at the sample catalogue's
+plentiful skus, so the burst selling out its hot skus cannot turn a case into a stock hold.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.kafka import Record
+from core.settings import REPO_ROOT, Settings
+from streams import topics
+from streams.models import make_order_id
+
+SAMPLES = REPO_ROOT / "samples" / "payloads"
+PLENTIFUL = ("SKU-CASE-C3", "SKU-CHARGER-65W")  # in every sample warehouse (samples/stock.csv)
+# States an order reaches once it is handed to the WMS (the simulator moves it on quickly).
+SENT = frozenset(
+    {
+        "released",
+        "accepted",
+        "picked",
+        "shipped",
+        "partially_shipped",
+        "delivered",
+        "closed",
+        "exception",
+        "returning",
+        "returned",
+        "refunded",
+        "exchanging",
+    }
+)
+ROUTED = frozenset({"routed"})
+
+
+@dataclass
+class Case:
+    """One platform-shaped order: sent, then (optionally) followed by an update."""
+
+    title: str
+    channel: str
+    shop_id: str
+    external_id: str
+    first: dict[str, Any]
+    expect_first: frozenset[str]
+    first_reason: str = ""  # the hold reason the first answer must carry ('' = any)
+    then: dict[str, Any] | None = None
+    expect_then: frozenset[str] = SENT
+    outcome: list[str] = field(default_factory=list)
+
+    @property
+    def order_id(self) -> str:
+        return make_order_id(self.channel, self.shop_id, self.external_id)
+
+
+def _sample(channel: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((SAMPLES / f"{channel}.json").read_text(encoding="utf-8"))
+    return data
+
+
+def _digits(run_id: str, n: int) -> str:
+    return f"{run_id[2:]}{n:03d}"  # 12 + 3 digits: unique per run and case
+
+
+def _taobao(run_id: str, n: int, **changes: Any) -> dict[str, Any]:
+    trade = _sample("taobao")
+    for k, sub in enumerate(trade["orders"]["order"]):
+        sub["outer_sku_id"] = PLENTIFUL[k % 2]
+        sub["oid"] = f"{sub['oid']}{n}"
+    trade.update(
+        {
+            "tid": int(f"5{_digits(run_id, n)}"),
+            "tid_str": f"5{_digits(run_id, n)}",
+            "buyer_open_uid": f"AAdemo{run_id}{n}",
+            "oaid": f"demoOAID{run_id}{n:03d}",
+            "receiver_name": "王**",
+            "receiver_mobile": "138****8000",
+            "receiver_address": f"文三路***号{n}室",
+            **changes,
+        }
+    )
+    return trade
+
+
+def _taobao_presale(run_id: str, n: int, step: str, minutes: int = 0) -> dict[str, Any]:
+    paid_in_full = step == "FRONT_PAID_FINAL_PAID"
+    trade = _taobao(
+        run_id,
+        n,
+        type="step",
+        step_trade_status=step,
+        status="WAIT_SELLER_SEND_GOODS" if paid_in_full else "WAIT_BUYER_PAY",
+        step_paid_fee="3897.00" if paid_in_full else "300.00",
+        modified=f"2024-11-11 {minutes // 60:02d}:{minutes % 60:02d}:30",
+    )
+    if not paid_in_full:
+        trade.pop("pay_time", None)
+    return trade
+
+
+def _douyin(run_id: str, n: int, **changes: Any) -> dict[str, Any]:
+    order = _sample("douyin")
+    external = f"69{_digits(run_id, n)}0"
+    for k, sku in enumerate(order["sku_order_list"]):
+        sku["code"] = PLENTIFUL[k % 2]
+        sku["order_id"] = f"{external[:-1]}{k + 1}"
+        sku["parent_order_id"] = external
+    order.update({"order_id": external, "doudian_open_id": f"1@#demo{run_id}{n}", **changes})
+    return order
+
+
+def strip_to_ciphertext(order: dict[str, Any], name: str, tel: str, detail: str) -> None:
+    """A Douyin ``shop_order_detail`` as apps on the current privacy scheme get it: the
+    receiver only as ciphertext, no masked copy, no plain field (tests use it too)."""
+    for key in (
+        "post_receiver",
+        "post_tel",
+        "mask_post_receiver",
+        "mask_post_tel",
+        "mask_post_addr",
+    ):
+        order.pop(key, None)
+    order["post_addr"].pop("detail", None)
+    order["encrypt_post_receiver"] = name
+    order["encrypt_post_tel"] = tel
+    order["post_addr"]["encrypt_detail"] = detail
+
+
+def _douyin_ciphertext_only(run_id: str, n: int) -> dict[str, Any]:
+    order = _douyin(run_id, n)
+    tail = f"{run_id}{n:03d}"
+    strip_to_ciphertext(
+        order,
+        name=f"##qIOpbLPevlQwA6f+yNJ7HgOq{tail}==*CgYIASAHKAESPgo8#1##",
+        tel=f"$$KlqdO3S6/9vQsJesewp8R2oBlX{tail}==*CgYIASAH$1$$",
+        detail=f"##Gx7Vv1cWq2Lk9pZ3rT8yB0n4mQ{tail}==*CgYIAS#1##",
+    )
+    return order
+
+
+def _jd_encrypted(run_id: str, n: int) -> dict[str, Any]:
+    order = _sample("jd")
+    order["orderId"] = f"3{_digits(run_id, n)}"
+    for k, item in enumerate(order["itemInfoList"]):
+        item["outerSkuId"] = PLENTIFUL[k % 2]
+    order["couponDetailList"] = [c for c in order.get("couponDetailList", []) if not c.get("skuId")]
+    order["pin"] = f"jd_demo_{run_id}{n}"
+    order["consigneeInfo"].update(
+        {
+            "fullname": f"AAS/ZFJFpmfveSmeZ0P9i+iPiAVtOMmowMRt{run_id}{n:03d}=",
+            "fullAddress": f"AAS/ZFJFpmfveSmeZ0P9i+iPFTw2VsdIkCtv0YhpKHQZAdj5ssES7b{run_id}{n:03d}",
+            "mobile": "136*******5",
+            "telephone": "136*******5",
+            "oaid": f"JDdemo{run_id}{n:03d}",
+        }
+    )
+    return order
+
+
+def build_cases(run_id: str) -> list[Case]:
+    """The cases of one demo run (ids unique per run)."""
+    shop = {
+        "taobao": str(_sample("taobao")["seller_nick"]),
+        "douyin": str(_sample("douyin")["shop_id"]),
+        "jd": str(_sample("jd")["venderId"]),
+    }
+    id_field = {"taobao": "tid_str", "douyin": "order_id", "jd": "orderId"}
+    deposit = _taobao_presale(run_id, 8, "FRONT_PAID_FINAL_NOPAID")
+    forbid = _taobao(run_id, 11, status="PAID_FORBID_CONSIGN")
+    in_3_days = int(time.time()) + 3 * 86400
+    table: list[tuple[str, str, dict[str, Any], frozenset[str], str, dict[str, Any] | None]] = [
+        *(
+            (
+                "Douyin, receiver only as ciphertext",
+                "douyin",
+                _douyin_ciphertext_only(run_id, n),
+                SENT,
+                "",
+                None,
+            )
+            for n in range(3)
+        ),
+        *(
+            ("Taobao, masked receiver with OAID", "taobao", _taobao(run_id, n), SENT, "", None)
+            for n in range(3, 6)
+        ),
+        *(
+            ("JD, encrypted consignee with OAID", "jd", _jd_encrypted(run_id, n), SENT, "", None)
+            for n in range(6, 8)
+        ),
+        (
+            "Taobao pre-sale: deposit, then balance",
+            "taobao",
+            deposit,
+            ROUTED,
+            "awaiting_balance",
+            _taobao_presale(run_id, 8, "FRONT_PAID_FINAL_PAID", minutes=90),
+        ),
+        (
+            "Taobao pre-sale: deposit paid, balance due",
+            "taobao",
+            _taobao_presale(run_id, 9, "FRONT_PAID_FINAL_NOPAID"),
+            ROUTED,
+            "awaiting_balance",
+            None,
+        ),
+        (
+            "Douyin, ships in 3 days (appointment_ship_time)",
+            "douyin",
+            _douyin(run_id, 10, appointment_ship_time=in_3_days),
+            ROUTED,
+            "ship_date",
+            None,
+        ),
+        (
+            "Taobao PAID_FORBID_CONSIGN, then lifted",
+            "taobao",
+            forbid,
+            ROUTED,
+            "channel_ship_hold",
+            {**forbid, "status": "WAIT_SELLER_SEND_GOODS", "modified": "2024-11-11 03:00:00"},
+        ),
+    ]
+    return [
+        Case(
+            title,
+            channel,
+            shop[channel],
+            str(first[id_field[channel]]),
+            first,
+            expect,
+            reason,
+            then,
+        )
+        for title, channel, first, expect, reason, then in table
+    ]
+
+
+def records_of(
+    settings: Settings, payloads: Iterable[tuple[str, str, dict[str, Any]]]
+) -> list[Record]:
+    """(channel, key, payload) -> raw-topic records, as the ingest writes them."""
+    return [
+        (
+            topics.raw_topic(channel).name(settings.topic_prefix),
+            key.encode(),
+            json.dumps(payload, ensure_ascii=False).encode(),
+            [],
+        )
+        for channel, key, payload in payloads
+    ]
+
+
+def first_records(settings: Settings, cases: list[Case]) -> list[Record]:
+    return records_of(settings, ((c.channel, c.external_id, copy.deepcopy(c.first)) for c in cases))
+
+
+def follow_up_records(settings: Settings, cases: list[Case]) -> list[Record]:
+    return records_of(
+        settings, ((c.channel, c.external_id, c.then) for c in cases if c.then is not None)
+    )
+
+
+def check(
+    cases: list[Case],
+    read: Callable[[list[str]], dict[str, tuple[str, str]]],
+    stage: str,
+    timeout_s: float = 60.0,
+) -> bool:
+    """Waits (bounded) until each case's order is where it should be after ``stage``
+    ('first' or 'then'); records each outcome on its case. True when all are."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = read([c.order_id for c in cases])
+        ok = all(_meets(c, found.get(c.order_id), stage) for c in cases)
+        if ok or time.monotonic() > deadline:
+            for case in cases:
+                state, reason = found.get(case.order_id, ("missing", ""))
+                shown = f"{state} ({reason})" if reason else state
+                verdict = "ok" if _meets(case, found.get(case.order_id), stage) else "WRONG"
+                case.outcome.append(f"{shown} {verdict}")
+            return ok
+        time.sleep(0.5)
+
+
+def _meets(case: Case, found: tuple[str, str] | None, stage: str) -> bool:
+    if found is None:
+        return False
+    state, reason = found
+    if stage == "then" and case.then is not None:
+        return state in case.expect_then
+    return state in case.expect_first and (not case.first_reason or reason == case.first_reason)
