@@ -42,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analytics.client import QueryClient
 
-# Latest states that mean "went through reservation": the order was accepted for fulfilment.
+# Latest states that mean the order was accepted: it went through reservation, or the platform
+# ships it (or nothing does: virtual goods), which is a sale all the same.
 ACCEPTED_STATES: tuple[str, ...] = (
     "reserved",
     "routed",
@@ -59,6 +60,7 @@ ACCEPTED_STATES: tuple[str, ...] = (
     "closed",
     "returned",
     "refunded",
+    "fulfilled_elsewhere",
 )
 
 # Latest states in which an order holds its reservation in Redis: from RESERVED until it ships

@@ -1,6 +1,7 @@
 """The demo's orders as the platforms really send them (issue 16): receivers only as ciphertext
 or masked with an OAID, a pre-sale paid in two steps, one whose balance is still due, a ship
-date ahead, and a paid order the platform forbids shipping until it lifts that.
+date ahead, an order Amazon ships itself, a virtual one, and a paid order the platform forbids
+shipping until it lifts that.
 
 Each case says what must come of it; ``./oms demo`` sends them after the burst, sends the
 follow-ups (the balance, the lift) once the first answers are in, checks every outcome on the
@@ -42,6 +43,7 @@ SENT = frozenset(
     }
 )
 ROUTED = frozenset({"routed"})
+ELSEWHERE = frozenset({"fulfilled_elsewhere"})
 
 
 @dataclass
@@ -168,14 +170,34 @@ def _jd_encrypted(run_id: str, n: int) -> dict[str, Any]:
     return order
 
 
+def _amazon_afn(run_id: str, n: int) -> dict[str, Any]:
+    order = _sample("amazon")
+    for k, item in enumerate(order["OrderItems"]):
+        item["SellerSKU"] = PLENTIFUL[k % 2]
+    order.update(
+        {
+            "AmazonOrderId": f"C02-{run_id[-7:]}-{n:07d}",
+            "FulfillmentChannel": "AFN",
+            "OrderStatus": "Shipped",
+        }
+    )
+    return order
+
+
 def build_cases(run_id: str) -> list[Case]:
     """The cases of one demo run (ids unique per run)."""
     shop = {
         "taobao": str(_sample("taobao")["seller_nick"]),
         "douyin": str(_sample("douyin")["shop_id"]),
         "jd": str(_sample("jd")["venderId"]),
+        "amazon": "amazon-cn",  # the marketplace's shop (the sample has no SellerId)
     }
-    id_field = {"taobao": "tid_str", "douyin": "order_id", "jd": "orderId"}
+    id_field = {
+        "taobao": "tid_str",
+        "douyin": "order_id",
+        "jd": "orderId",
+        "amazon": "AmazonOrderId",
+    }
     deposit = _taobao_presale(run_id, 8, "FRONT_PAID_FINAL_NOPAID")
     forbid = _taobao(run_id, 11, status="PAID_FORBID_CONSIGN")
     in_3_days = int(time.time()) + 3 * 86400
@@ -221,6 +243,22 @@ def build_cases(run_id: str) -> list[Case]:
             _douyin(run_id, 10, appointment_ship_time=in_3_days),
             ROUTED,
             "ship_date",
+            None,
+        ),
+        (
+            "Amazon order fulfilled by Amazon (AFN)",
+            "amazon",
+            _amazon_afn(run_id, 12),
+            ELSEWHERE,
+            "",
+            None,
+        ),
+        (
+            "Douyin voucher (order_type 4): nothing ships",
+            "douyin",
+            _douyin(run_id, 13, order_type=4, order_type_desc="poi核销"),
+            ELSEWHERE,
+            "",
             None,
         ),
         (

@@ -579,9 +579,25 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# About shipping it ourselves: an order the platform ships, or a virtual one, skips them (the
+# platform holds the address and the stock; Amazon calls an AFN order shipped on its own).
+SHIPPING_RULES: frozenset[Rule] = frozenset(
+    {
+        check_address,
+        check_address_plausible,
+        check_phone_plausible,
+        check_skus,
+        check_cod,
+        check_channel_status,
+    }
+)
+
+
 def audit(order: Order, ctx: AuditContext, rules: Iterable[Rule] = RULES) -> AuditResult:
     """A reject anywhere wins over any hold (a hold would only delay the same answer); among
     holds, the first rule in order speaks."""
+    if order.fulfilled_by:
+        rules = [rule for rule in rules if rule not in SHIPPING_RULES]
     results = [r for r in (rule(order, ctx) for rule in rules) if r is not None]
     rejects = [r for r in results if r.verdict is Verdict.REJECT]
     return (rejects or results or [PASS])[0]

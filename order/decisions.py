@@ -103,6 +103,10 @@ class Decisions:
             self.hold(
                 plan, Reason.AWAITING_BALANCE, "deposit paid; reserved once the balance is", now
             )
+        elif verdict.verdict is Verdict.PASS and order.fulfilled_by:
+            self.move(plan, EventKind.AUDITED, now, OrderState.AUDITED)
+            self.move(plan, EventKind.FULFILLED_ELSEWHERE, now, OrderState.FULFILLED_ELSEWHERE,
+                      reason=order.fulfilled_by)
         elif verdict.verdict is Verdict.PASS:
             self.move(plan, EventKind.AUDITED, now, OrderState.AUDITED)
             self.request_reservation(plan)
@@ -273,6 +277,10 @@ class Decisions:
         (cancel, or intercept once picked) and give stock back only when it confirms, since
         the parcel may already be gone."""
         record = plan.record
+        if record.state is OrderState.FULFILLED_ELSEWHERE:  # no stock, no WMS: only the record
+            if self.move(plan, EventKind.CANCELLED, now, OrderState.CANCELLED, reason=reason):
+                result.counts["cancelled"] += 1
+            return
         if record.state in BEFORE_WMS:
             self.cancel_now(plan, reason, now, result)
             return

@@ -29,7 +29,7 @@ CLOSABLE = frozenset({S.DELIVERED, S.RETURNED, S.REFUNDED})
 
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.RECEIVED: frozenset({S.AUDITED, S.HELD, S.REJECTED, S.CANCELLED}),
-    S.AUDITED: frozenset({S.RESERVED, S.HELD, S.REJECTED, S.CANCELLED}),
+    S.AUDITED: frozenset({S.RESERVED, S.HELD, S.REJECTED, S.CANCELLED, S.FULFILLED_ELSEWHERE}),
     S.HELD: frozenset({S.HELD, S.AUDITED, S.REJECTED, S.CANCELLED}),
     S.RESERVED: frozenset({S.ROUTED, S.HELD, S.CANCELLED}),
     S.ROUTED: frozenset({S.RELEASED, S.HELD, S.CANCELLED}),
@@ -54,6 +54,7 @@ ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.EXCHANGING: frozenset({S.SHIPPED, S.PARTIALLY_SHIPPED, S.EXCHANGING, S.RETURNING}),
     S.RETURNED: frozenset({S.REFUNDED, S.CLOSED, S.RETURNING, S.EXCHANGING}),
     S.REFUNDED: frozenset({S.CLOSED, S.RETURNING, S.REFUNDED}),
+    S.FULFILLED_ELSEWHERE: frozenset({S.CANCELLED}),  # the platform's cancel or refund
     S.REJECTED: frozenset(),
     S.CANCELLED: frozenset(),
     S.CLOSED: frozenset(),

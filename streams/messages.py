@@ -146,6 +146,9 @@ class OrderState(StrEnum):
     REFUNDED = "refunded"
     CLOSED = "closed"
     CANCELLED = "cancelled"
+    # The platform ships it, or nothing ships (virtual goods): recorded and counted, no stock
+    # reserved, no command to the WMS (Order.fulfilled_by).
+    FULFILLED_ELSEWHERE = "fulfilled_elsewhere"
 
 
 class EventKind(StrEnum):
@@ -165,6 +168,7 @@ class EventKind(StrEnum):
     AUDITED = "audited"
     ROUTED = "routed"  # carrier chosen (detail: carrier, weight)
     RELEASE_WAITS = "release_waits"  # reserved, not released yet (reason: order/gates.py)
+    FULFILLED_ELSEWHERE = "fulfilled_elsewhere"  # by the platform or virtual (reason: which)
     MERGED = "merged"  # shipped as one with other orders of the same buyer and address
     GIFT_ADDED = "gift_added"
     GIFT_SKIPPED = "gift_skipped"  # out of stock: the order goes on without it

@@ -314,6 +314,10 @@ class Order(_Model):
     # The channel's own reason the order must not ship yet, '' when it may: Taobao
     # PAID_FORBID_CONSIGN, JD LOCKED / POP_ORDER_PAUSE.
     ship_hold: Annotated[str, Field(max_length=64)] = ""
+    # Who ships it: '' the merchant (through the OMS and its WMS); 'platform' the platform
+    # from its own warehouses (Amazon AFN/FBA, JD 京仓); 'virtual' nothing ships (services,
+    # vouchers). Either of the last two is recorded and counted, never reserved or sent.
+    fulfilled_by: Literal["", "platform", "virtual"] = ""
     _fingerprint: str | None = PrivateAttr(default=None)
     _json_size: int = PrivateAttr(default=0)
     _shop_key: ShopKey | None = PrivateAttr(default=None)
@@ -396,6 +400,7 @@ class Order(_Model):
             or self.presale is not None
             or self.ship_after is not None
             or self.ship_hold != ""
+            or self.fulfilled_by != ""
         )
 
 
@@ -406,6 +411,7 @@ LATER_FIELDS: Final = (
     (("presale",), None),
     (("ship_after",), None),
     (("ship_hold",), ""),
+    (("fulfilled_by",), ""),
 )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -830,6 +830,7 @@ def assemble(
     presale: Presale | None = None,
     ship_after: datetime | None = None,
     ship_hold: str = "",
+    fulfilled_by: Literal["", "platform", "virtual"] = "",
 ) -> Order:
     """The one place an Order is built: sku mapping, discounts, paid total, id and validation.
 
@@ -884,6 +885,7 @@ def assemble(
             presale=presale,
             ship_after=ship_after,
             ship_hold=_clip(ship_hold, 64),
+            fulfilled_by=fulfilled_by,
         )
     except ValidationError as exc:
         raise validation_error(exc) from None

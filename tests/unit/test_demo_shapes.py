@@ -11,7 +11,7 @@ from streams.channels import adapt
 
 def test_every_case_maps_to_the_order_it_names() -> None:
     cases = build_cases("20261207193000")
-    assert len({c.order_id for c in cases}) == len(cases) == 12
+    assert len({c.order_id for c in cases}) == len(cases) == 14
     for case in cases:
         order = adapt(case.channel, json.dumps(case.first, ensure_ascii=False).encode())
         assert order.order_id == case.order_id

@@ -180,3 +180,24 @@ def test_any_phase_list_maps_or_is_refused_with_a_reason(phases: list[dict[str, 
         assert order.presale is not None and order.presale.paid >= 0
     else:
         assert order.presale is None
+
+
+def test_orders_the_platform_ships_or_nobody_ships_skip_the_shipping_rules() -> None:
+    from order.lifecycle import ALLOWED, can_move
+    from streams.messages import OrderState as S
+
+    amazon = load("amazon")
+    fba = adapt_json("amazon", {**amazon, "FulfillmentChannel": "AFN", "OrderStatus": "Shipped"})
+    assert fba.fulfilled_by == "platform"
+    # Amazon's own stock and address: no unknown-sku or shipped-at-channel hold
+    assert audit(fba, AuditContext(known_skus=frozenset())).verdict is Verdict.PASS
+    mfn = adapt_json("amazon", {**amazon, "OrderStatus": "Shipped"})
+    assert mfn.fulfilled_by == ""
+    assert audit(mfn, AuditContext(known_skus=frozenset())).verdict is Verdict.HOLD
+    voucher = adapt_json("douyin", {**load("douyin"), "order_type": 4})
+    assert voucher.fulfilled_by == "virtual"
+    assert adapt_json("douyin", load("douyin")).fulfilled_by == ""
+    assert can_move(S.AUDITED, S.FULFILLED_ELSEWHERE)
+    assert ALLOWED[S.FULFILLED_ELSEWHERE] == frozenset({S.CANCELLED})
+    # a field the first release did not have: its orders keep their old fingerprint
+    assert fba.v1_fingerprint() != fba.fingerprint()

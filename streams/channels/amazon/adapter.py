@@ -16,8 +16,9 @@ Mapping decisions:
   total is the sum of lines + shipping, and a missing ItemPrice counts as 0 only for them.
 - Pending orders have no ``ShippingAddress`` yet: the address is then the marketplace's country
   with no province, which is enough because nothing unpaid is routed.
-- ``FulfillmentChannel`` AFN (Fulfilled by Amazon) orders are mapped like the others but Amazon
-  ships them: the field stays in ``raw`` (with ``OrderStatus``) for rules to skip reservation.
+- ``FulfillmentChannel`` AFN (Fulfilled by Amazon): Amazon ships from its own warehouses, so the
+  order is ``fulfilled_by`` 'platform' (recorded and counted, never reserved or sent to the WMS);
+  the field stays in ``raw`` too (with ``OrderStatus``).
 - ``PaymentMethod`` COD is cash on delivery.
 """
 
@@ -178,4 +179,5 @@ class AmazonAdapter:
                 phone=text_at(ship_to, "Phone", "ShippingAddress"),
             ),
             raw=extras(order, _MAPPED),
+            fulfilled_by="platform" if order.get("FulfillmentChannel") == "AFN" else "",
         )

@@ -80,6 +80,8 @@ COD_PAY_TYPE = 0
 PAY_TYPES = {0: "cod", 1: "wechat", 2: "alipay", 3: "mini_program", 4: "bank_card",
              5: "balance", 7: "none", 8: "dou_installment", 9: "new_card", 12: "pay_later"}
 
+# order_type: 0 实物, 2 普通虚拟, 4 poi核销, 5 三方核销, 6 服务市场: all but 0 ship nothing.
+VIRTUAL_ORDER_TYPES = frozenset({2, 4, 5, 6})
 MAX_PHASES = 8  # a deposit and a balance; a longer phase list is refused unread
 
 _MAPPED = {
@@ -220,4 +222,5 @@ class DouyinAdapter:
             raw=extras(order, _MAPPED),
             presale=_presale(order),
             ship_after=ship_after_at(order, "appointment_ship_time"),
+            fulfilled_by="virtual" if order.get("order_type") in VIRTUAL_ORDER_TYPES else "",
         )
