@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -11,6 +11,7 @@ from agents.pipeline import OrderPipeline
 from core.settings import Settings
 from order.route import RoutingTable
 from streams.channels.base import AdapterContext
+from tests.clickhouse_db import own_database
 
 
 @pytest.fixture
@@ -25,3 +26,10 @@ async def pipeline(
     pipe.decisions.promotions = None
     yield pipe
     await client.aclose()
+
+
+@pytest.fixture
+def facts_db(clickhouse_settings: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """A ClickHouse database of the test module's own (tests/clickhouse_db.py)."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    yield from own_database(clickhouse_settings, f"oms_test_{name}_facts")

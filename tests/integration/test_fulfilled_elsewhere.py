@@ -4,19 +4,14 @@ reserved and never sent to the WMS; a cancel at the platform still cancels them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from agents.pipeline import OrderPipeline
-from analytics.client import connect as ch_connect
-from analytics.reports import build_report
-from analytics.schema import ensure_schema
-from analytics.sink import FactSink
 from core.settings import Settings
 from streams.messages import EventKind, OrderState
-from tests.clickhouse_db import own_database
+from tests.clickhouse_db import report_after
 from tests.integration.test_lifecycle import figures, reconciles
 from tests.integration.test_pipeline import commands, events, stock
 from tests.integration.test_protected_receivers import NativeFeed
@@ -37,11 +32,6 @@ async def state_of(pipeline: OrderPipeline, order_id: str) -> OrderState:
     return record.state
 
 
-@pytest.fixture
-def facts_db(clickhouse_settings: Settings) -> Iterator[Settings]:
-    yield from own_database(clickhouse_settings, "oms_test_fulfilled_elsewhere")
-
-
 async def test_an_afn_order_is_counted_never_reserved_or_sent(
     pipeline: OrderPipeline, redis_settings: Settings, facts_db: Settings
 ) -> None:
@@ -55,11 +45,7 @@ async def test_an_afn_order_is_counted_never_reserved_or_sent(
     moved = [e for e in events(result) if e.kind is EventKind.FULFILLED_ELSEWHERE]
     assert [e.reason for e in moved] == ["platform"]
     assert figures(redis_settings, "SKU-PHONE-X1")["WH-BJ"]["reserved"] == 0
-    ensure_schema(facts_db)
-    sink = FactSink(facts_db)
-    await sink.write(events(result))
-    await sink.close()
-    report = build_report(ch_connect(facts_db))
+    report = await report_after(facts_db, events(result))
     assert report.accepted == 1 and report.held == 0
     assert report.orders_by_state == {"fulfilled_elsewhere": 1}
     assert sum(r.orders for r in report.gmv_by_channel_currency) == 1  # a sale all the same

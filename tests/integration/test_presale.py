@@ -6,7 +6,6 @@ nothing goes to the WMS before it may ship."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,16 +13,13 @@ import pytest
 
 from agents.pipeline import OrderPipeline
 from agents.timers import due_merges, due_unpaid
-from analytics.client import connect as ch_connect
-from analytics.reports import build_report, format_report
-from analytics.schema import ensure_schema
-from analytics.sink import FactSink
+from analytics.reports import format_report
 from core.settings import Settings
 from order.plan import BatchResult
 from order.shops import PresaleReserve, ShopRules
 from state.keys import Keys
 from streams.messages import CommandKind, EventKind, OrderState
-from tests.clickhouse_db import own_database
+from tests.clickhouse_db import report_after
 from tests.integration.test_lifecycle import figures, reconciles
 from tests.integration.test_pipeline import commands, events, stock
 from tests.integration.test_protected_receivers import NativeFeed
@@ -201,11 +197,6 @@ async def test_a_cancel_at_the_channel_frees_a_waiting_presale(
     assert reconciles(redis_settings)
 
 
-@pytest.fixture
-def facts_db(clickhouse_settings: Settings) -> Iterator[Settings]:
-    yield from own_database(clickhouse_settings, "oms_test_presale_report")
-
-
 async def test_the_report_shows_reserved_orders_waiting_to_ship_by_reason(
     pipeline: OrderPipeline, redis_settings: Settings, facts_db: Settings
 ) -> None:
@@ -214,11 +205,7 @@ async def test_the_report_shows_reserved_orders_waiting_to_ship_by_reason(
     deposit = await paid_deposit(pipeline, redis_settings, feed)
     dated = {**load("douyin"), "appointment_ship_time": int(time.time()) + 86400}
     waiting = await pipeline.process([feed.raw("douyin", dated)])
-    ensure_schema(facts_db)
-    sink = FactSink(facts_db)
-    await sink.write(events(deposit) + events(waiting))
-    await sink.close()
-    report = build_report(ch_connect(facts_db))
+    report = await report_after(facts_db, events(deposit) + events(waiting))
     assert report.waiting_by_reason == {"awaiting_balance": 1, "ship_date": 1}
     assert report.held == 0
     assert "Reserved, waiting to ship" in format_report(report)
