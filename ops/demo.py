@@ -324,9 +324,8 @@ def platform_shapes(settings: Settings, console: Console, run_id: str) -> list[C
     asyncio.run(produce(settings, follow_up_records(settings, cases)))
     check(cases, read, "then", timeout_s=WMS_TIMEOUT_S)
     for case in cases:
-        console.print(
-            f"{case.title:<48} {case.order_id}: {' -> '.join(case.outcome)}", markup=False
-        )
+        console.print(f"{case.title}\n  {case.order_id}: {' -> '.join(case.outcome)}",
+                      markup=False)
     return cases
 
 
