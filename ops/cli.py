@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -560,27 +561,161 @@ def _report_applied(
         sys.exit(1)
 
 
+def _bulk_options(fn: Any) -> Any:
+    """Without an order: which holds to work on (as `held list` selects them), and how."""
+    for option in reversed(
+        [
+            click.option("--shop", default="", help="Bulk: only this shop (CHANNEL/SHOP)."),
+            click.option("--sku", default="", help="Bulk: only orders with this sku."),
+            click.option(
+                "--older-than",
+                "held_before",
+                type=SINCE,
+                default=None,
+                help="Bulk: only holds older than this (a span such as 2h, or a time).",
+            ),
+            click.option("--note", default="", help="Bulk: why, for the audit trail."),
+            click.option(
+                "--limit",
+                type=LIST_LIMIT,
+                default=1000,
+                show_default=True,
+                help="Bulk: at most this many, oldest hold first (0: all).",
+            ),
+            click.option("--dry-run", is_flag=True, help="Bulk: list what would be done."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _hold_decision_options(fn: Any) -> Any:
+    """--reason (an order's trail, or the bulk filter), the bulk options, --action-id, --json."""
+    fn = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")(fn)
+    fn = _ACTION_ID(fn)
+    fn = _bulk_options(fn)
+    return click.option(
+        "--reason",
+        default="",
+        help="With an order: why, for the audit trail. Without: only holds with this reason.",
+    )(fn)
+
+
+def _decide_holds(
+    kind: str, ref: str, reason: str, action_id: str, as_json: bool, bulk: dict[str, Any]
+) -> None:
+    if ref:
+        _no_bulk_with_an_order(bulk)
+        _act(ref, kind, reason, as_json, action_id)
+    else:
+        _act_on_many(kind, reason, as_json, action_id, **bulk)
+
+
 @held.command("release")
-@click.argument("ref")
-@click.option("--reason", default="", help="Why, for the audit trail.")
-@_ACTION_ID
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def held_release(ref: str, reason: str, action_id: str, as_json: bool) -> None:
+@click.argument("ref", required=False, default="")
+@_hold_decision_options
+def held_release(ref: str, reason: str, action_id: str, as_json: bool, **bulk: Any) -> None:
     """Release a held order (OMS id or CHANNEL:EXTERNAL_ID): holds are overridden, the order
     is reserved and released to the WMS if stock allows; rejects still apply. Exit 1 when the
-    order is not held."""
-    _act(ref, "release_hold", reason, as_json, action_id)
+    order is not held.
+
+    Without an order, releases every held order the filters select (at least one of --reason,
+    --shop, --sku, --older-than), oldest hold first; --dry-run lists them and sends nothing.
+    Exit 1 when any was refused or not applied in time."""
+    _decide_holds("release_hold", ref, reason, action_id, as_json, bulk)
 
 
 @held.command("cancel")
-@click.argument("ref")
-@click.option("--reason", default="", help="Why, for the audit trail.")
-@_ACTION_ID
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def held_cancel(ref: str, reason: str, action_id: str, as_json: bool) -> None:
+@click.argument("ref", required=False, default="")
+@_hold_decision_options
+def held_cancel(ref: str, reason: str, action_id: str, as_json: bool, **bulk: Any) -> None:
     """Cancel an order that is not shipped yet: its stock goes back, and the WMS gets a cancel
-    command if it already had the order. Exit 1 when it can no longer be cancelled."""
-    _act(ref, "cancel", reason, as_json, action_id)
+    command if it already had the order. Exit 1 when it can no longer be cancelled.
+
+    Without an order, cancels every held order the filters select, as `held release` does."""
+    _decide_holds("cancel", ref, reason, action_id, as_json, bulk)
+
+
+def _no_bulk_with_an_order(bulk: dict[str, Any]) -> None:
+    flags = {"held_before": "--older-than", "dry_run": "--dry-run"}
+    given = [flags.get(n, f"--{n}") for n, v in bulk.items() if v and n != "limit"]
+    given += ["--limit"] if bulk["limit"] != 1000 else []
+    if given:
+        fail(
+            f"{', '.join(given)} select holds in bulk: give them without an order, or the "
+            "order alone",
+            2,
+        )
+
+
+def _act_on_many(
+    kind: str,
+    reason: str,
+    as_json: bool,
+    action_id: str,
+    *,
+    shop: str,
+    sku: str,
+    held_before: datetime | None,
+    note: str,
+    limit: int,
+    dry_run: bool,
+) -> None:
+    from web.views import HeldFilter, act_on_held, list_held
+
+    chosen = HeldFilter(reason=reason, shop=shop, sku=sku, held_before=held_before)
+    if chosen.empty:
+        fail("name an order, or select holds with --reason, --shop, --sku or --older-than", 2)
+    with services_reachable(clickhouse=False):
+        rows = asyncio.run(list_held(settings(), limit, reason=reason, keep=chosen.keeps))
+    verb = "release" if kind == "release_hold" else "cancel"
+    if dry_run or not rows:
+        if as_json:
+            emit_json({"dry_run": dry_run, "would": verb, "total": len(rows), "orders": rows})
+            return
+        click.echo(
+            f"{len(rows)} held order(s) would be {verb}d" if dry_run else "no held order matches"
+        )
+        for r in rows:
+            click.echo(
+                f"{r['held_at'][:19]} {r['order_id']} {r['channel']}:{r['external_id']} "
+                f"{r['reason']}"
+            )
+        return
+    actor = _operator()
+    batch = _id_or_new("--action-id", action_id)[:40]
+    with services_reachable(clickhouse=False):
+        outcomes = asyncio.run(
+            act_on_held(settings(), rows, kind, actor=actor, reason=note, batch_id=batch)
+        )
+    done = [o for o in outcomes if o.after is not None and not o.refused]
+    refused = [o for o in outcomes if o.refused]
+    late = [o for o in outcomes if o.after is None]
+    if as_json:
+        emit_json(
+            {
+                "action_id": batch,
+                "total": len(outcomes),
+                "applied": len(done),
+                "refused": len(refused),
+                "not_applied": len(late),
+                "orders": [vars(o) for o in outcomes],
+            }
+        )
+    else:
+        states = Counter(o.after for o in done)
+        click.echo(
+            f"{verb}: {len(done)} of {len(outcomes)} applied "
+            f"({', '.join(f'{n} {s}' for s, n in sorted(states.items())) or 'none'})"
+        )
+        for o in refused:
+            click.echo(f"refused: {o.order_id} ({o.after})", err=True)
+        if late:
+            click.echo(
+                f"{len(late)} not applied within the wait; retry with --action-id {batch}", err=True
+            )
+    if refused or late:
+        sys.exit(1)
 
 
 @main.group()

@@ -46,6 +46,7 @@ from streams.messages import (
     OperatorActionKind,
     OrderEvent,
 )
+from streams.models import ShopKey
 from streams.normalise import REPLAY_INPUT_HEADER, REPLAY_OF_HEADER
 from streams.signing import OPERATOR, signer_for
 
@@ -351,7 +352,95 @@ def held_row(order_id: str, record: OrderRecord) -> dict[str, Any]:
         "reason": record.hold_reason,
         "held_at": held_at.isoformat() if held_at else "",
         "total": str(record.order.total),
+        "skus": sorted(record.quantities),
     }
+
+
+@dataclass(frozen=True)
+class HeldFilter:
+    """Which held orders a bulk release or cancel works on (``./oms held release|cancel``
+    without an order): every given part must match."""
+
+    reason: str = ""
+    shop: str = ""  # CHANNEL/SHOP
+    sku: str = ""
+    held_before: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.reason or self.shop or self.sku or self.held_before)
+
+    def keeps(self, row: dict[str, Any]) -> bool:
+        return (
+            (not self.shop or ShopKey.of(row["channel"], row["shop_id"]) == self.shop)
+            and (not self.sku or self.sku in row["skus"])
+            and (
+                self.held_before is None
+                or (
+                    bool(row["held_at"])
+                    and datetime.fromisoformat(row["held_at"]) < self.held_before
+                )
+            )
+        )
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """One order of a bulk action: its state after (None: not applied within the wait) and
+    whether the worker refused the action (an order no longer held, say)."""
+
+    order_id: str
+    before: str
+    after: str | None
+    refused: bool
+
+
+async def act_on_held(
+    settings: Settings,
+    rows: list[dict[str, Any]],
+    kind: str,
+    *,
+    actor: str,
+    reason: str,
+    batch_id: str,
+    wait_s: float = 60.0,
+) -> list[BulkOutcome]:
+    """One operator action per selected held order, all sent in one produce (signed as the
+    operator, ids ``<batch_id>.<order id>``: a retry with the same batch id applies each once),
+    then every record polled until the worker applied its action or ``wait_s`` passed."""
+    topic = topics.OPERATOR.name(settings.topic_prefix)
+    signer = signer_for(settings, OPERATOR)
+    records: list[Record] = []
+    input_ids: dict[str, str] = {}
+    for row in rows:
+        action = OperatorAction(
+            action_id=operation_id(f"{batch_id}.{row['order_id']}"),
+            order_id=row["order_id"],
+            kind=OperatorActionKind(kind),
+            actor=actor,
+            reason=reason,
+            at=datetime.now(UTC),
+        )
+        key, value = action.order_id.encode(), action.model_dump_json().encode()
+        records.append((topic, key, value, signer.headers(topic, key, value)))
+        input_ids[action.order_id] = f"action:{action.action_id}"
+    await produce(settings, records)
+    found: dict[str, BulkOutcome] = {}
+    async with redis_for(settings, None) as client:
+        store = OrderStore(client, Keys(settings.redis_prefix))
+        deadline = time.monotonic() + wait_s
+        while len(found) < len(input_ids) and time.monotonic() < deadline:
+            waiting = [oid for oid in input_ids if oid not in found]
+            for oid, loaded in (await store.load_many(waiting)).items():
+                after = loaded.record
+                if after is None or loaded.unsettled or not after.has_applied(input_ids[oid]):
+                    continue
+                events = await events_of(store, oid, input_ids[oid])
+                refused = any(e.kind is EventKind.ACTION_REFUSED for e in events)
+                found[oid] = BulkOutcome(oid, "held", after.state.value, refused)
+            if len(found) < len(input_ids):
+                await asyncio.sleep(0.2)
+    return [found.get(r["order_id"], BulkOutcome(r["order_id"], "held", None, False)) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,55 @@ def test_operator_releases_and_cancels_through_the_cli(loaded: Settings, tmp_pat
     assert missing.returncode == 1 and "names 0 orders" in missing.stderr
 
 
+def test_operator_works_holds_in_bulk_with_a_dry_run_first(
+    loaded: Settings, tmp_path: Path
+) -> None:
+    """`held release|cancel` without an order: the filters select holds as `held list` does,
+    --dry-run changes nothing, --limit takes the oldest holds first."""
+    shop = "bulk-e2e"
+    for n in range(3):
+        unpaid = json.loads((SAMPLES / "own.json").read_text())
+        unpaid.update(
+            {"external_id": f"W-BULK-{n}", "shop_id": shop, "channel_status": "pending_payment"}
+        )
+        unpaid["payment"] = {
+            **unpaid["payment"],
+            "status": "unpaid",
+            "paid_total": "0",
+            "paid_at": None,
+        }
+        (tmp_path / f"bulk{n}.json").write_text(json.dumps(unpaid))
+        oms(loaded, "ingest", "--channel", "own", str(tmp_path / f"bulk{n}.json"))
+    select = ["--shop", f"own/{shop}", "--reason", "unpaid"]
+
+    def held_here() -> list[dict[str, Any]] | None:
+        rows = json.loads(oms(loaded, "held", "cancel", *select, "--dry-run", "--json").stdout)
+        return rows["orders"] if rows["total"] == 3 else None
+
+    rows = wait_for(held_here)
+    assert rows is not None and {r["external_id"] for r in rows} == {
+        f"W-BULK-{n}" for n in range(3)
+    }
+    assert show(loaded, "own:W-BULK-0")["state"] == "held"  # type: ignore[index]  # dry run
+    os.environ["OMS_OPERATOR"] = "bob"
+    try:
+        done = json.loads(
+            oms(
+                loaded, "held", "cancel", *select, "--limit", "2", "--note", "bulk test", "--json"
+            ).stdout
+        )
+    finally:
+        os.environ.pop("OMS_OPERATOR", None)
+    assert (done["total"], done["applied"], done["refused"], done["not_applied"]) == (2, 2, 0, 0)
+    cancelled = {o["order_id"] for o in done["orders"] if o["after"] == "cancelled"}
+    oldest_two = {r["order_id"] for r in rows[:2]}
+    assert cancelled == oldest_two
+    left = json.loads(oms(loaded, "held", "release", *select, "--dry-run", "--json").stdout)
+    assert left["total"] == 1 and left["orders"][0]["order_id"] == rows[2]["order_id"]
+    nothing = oms(loaded, "held", "release", check=False)
+    assert nothing.returncode == 2 and "--reason, --shop, --sku or --older-than" in nothing.stderr
+
+
 def test_what_the_oms_writes_conforms_to_the_published_schemas(loaded: Settings) -> None:
     """Every message the workers produced on this shared stack so far (this module's orders
     and every earlier module's floods) against streams/schemas/. The control topics are left
