@@ -201,3 +201,12 @@ def test_orders_the_platform_ships_or_nobody_ships_skip_the_shipping_rules() -> 
     assert ALLOWED[S.FULFILLED_ELSEWHERE] == frozenset({S.CANCELLED})
     # a field the first release did not have: its orders keep their old fingerprint
     assert fba.v1_fingerprint() != fba.fingerprint()
+
+
+@pytest.mark.parametrize("value", [[0], "x", {"type": 4}])
+def test_a_douyin_order_type_that_is_not_an_integer_is_refused(value: Any) -> None:
+    """Found by the mutation fuzzer: a list here was an unhashable set lookup (TypeError)."""
+    with pytest.raises(AdapterError) as caught:
+        adapt_json("douyin", {**load("douyin"), "order_type": value})
+    assert caught.value.reason is DlqReason.INVALID_FIELD
+    assert caught.value.detail.startswith("order_type")

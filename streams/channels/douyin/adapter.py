@@ -222,5 +222,7 @@ class DouyinAdapter:
             raw=extras(order, _MAPPED),
             presale=_presale(order),
             ship_after=ship_after_at(order, "appointment_ship_time"),
-            fulfilled_by="virtual" if order.get("order_type") in VIRTUAL_ORDER_TYPES else "",
+            fulfilled_by=(
+                "virtual" if int_at(order, "order_type", default=0) in VIRTUAL_ORDER_TYPES else ""
+            ),
         )
