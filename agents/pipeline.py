@@ -459,10 +459,8 @@ class OrderPipeline:
         raw, order = item
         current = loaded[order.order_id]
         input_id = f"{raw.input_id}:{order.fingerprint()[:12]}"
-        earlier_id = (
-            f"{raw.input_id}:{order.v1_fingerprint()[:12]}"
-            if current.record is not None and order.sets_later_fields()
-            else ""
+        earlier_id = (  # as a release before Order.LATER_FIELDS named it
+            f"{raw.input_id}:{order.v1_fingerprint()[:12]}" if current.record is not None else ""
         )
         intake = classify(current.record, order, input_id, earlier_id)
         result.counts[intake.value] += 1
@@ -598,17 +596,17 @@ class OrderPipeline:
             Plan(action, input_id, m, loaded[m.order_id].version, actor=action.actor)
             for m in waiting
         ]
-        # A member behind a release gate (order/gates.py) is checked again, not merged.
-        open_gate = [release_gate(p.record.order, now) is None for p in all_plans]
-        plans = [p for p, free in zip(all_plans, open_gate, strict=True) if free]
-        for plan, free in zip(all_plans, open_gate, strict=True):
-            if not free:
-                self.decisions.release_waiting(plan, now)
-        members = [p.record for p in plans]
-        if len(members) <= 1:
-            for plan in plans:
-                self.decisions.release_waiting(plan, now)
+        # A member behind a release gate (order/gates.py) is checked again, not merged; one
+        # left alone is released by itself.
+        plans: list[Plan] = []
+        gated: list[Plan] = []
+        for plan in all_plans:
+            (plans if release_gate(plan.record.order, now) is None else gated).append(plan)
+        for plan in gated + (plans if len(plans) <= 1 else []):
+            self.decisions.release_waiting(plan, now)
+        if len(plans) <= 1:
             return all_plans
+        members = [p.record for p in plans]
         result.counts["merged_orders"] += len(members)
         result.counts["merged_shipments"] += 1
         lines = [line for m in members for line in m.lines]

@@ -18,7 +18,7 @@ from datetime import datetime
 from core.privacy import is_protected
 from order.fulfil import build_command, command_id, lines_by_warehouse, track
 from order.record import OrderRecord
-from streams.messages import CommandKind, CommandLine, FulfilmentCommand, OrderState, make_id
+from streams.messages import CommandKind, CommandLine, FulfilmentCommand, make_id
 
 
 def _norm(text: str) -> str:
@@ -55,11 +55,7 @@ def waiting_members(records: Sequence[OrderRecord], group: str) -> list[OrderRec
     """Members still waiting in this group's window (a cancel may have taken one out, a
     release gate without a date too)."""
     return sorted(
-        (
-            r
-            for r in records
-            if r.state is OrderState.ROUTED and r.merge_group == group and r.merge_due > 0
-        ),
+        (r for r in records if r.in_merge_window and r.merge_group == group),
         key=lambda r: (r.order.created_at, r.order_id),
     )
 

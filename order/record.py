@@ -280,6 +280,12 @@ class OrderRecord(BaseModel):
             del self.applied[:-APPLIED_INPUTS]
         return dropped
 
+    @property
+    def in_merge_window(self) -> bool:
+        """Routed and waiting in its merge group for the group's timer (``merge_due`` 0: behind
+        a release gate no timer opens, out of any window: order/gates.py)."""
+        return self.state is OrderState.ROUTED and bool(self.merge_group) and self.merge_due > 0
+
     def has_applied(self, input_id: str) -> bool:
         """Applied before, even if its outputs left the outbox since."""
         return input_id in self.outbox or input_digest(input_id) in self.applied

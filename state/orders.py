@@ -21,7 +21,6 @@ from order.reasons import Reason
 from order.record import OrderRecord, Output
 from state.keys import Keys
 from state.redis import lua_source, scored, texts
-from streams.messages import OrderState
 from streams.models import json_with_order
 
 
@@ -37,9 +36,7 @@ def index_args(record: OrderRecord, now: float) -> list[str | float]:
     closing = f"{record.close_due:.3f}" if record.state in CLOSABLE and record.close_due else ""
     merge = ""
     if record.merge_group:
-        # merge_due 0: waiting behind a release gate that no timer opens (order/gates.py)
-        waiting = record.state is OrderState.ROUTED and record.merge_due > 0
-        merge = f"join:{record.merge_due:.3f}" if waiting else "leave"
+        merge = f"join:{record.merge_due:.3f}" if record.in_merge_window else "leave"
     return [held, now, closing, merge, "1" if record.pending else "0"]
 
 

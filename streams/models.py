@@ -322,6 +322,7 @@ class Order(_Model):
     _json_size: int = PrivateAttr(default=0)
     _shop_key: ShopKey | None = PrivateAttr(default=None)
     _json: str | None = PrivateAttr(default=None)
+    _v1_fingerprint: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_lines(self) -> Order:
@@ -351,6 +352,7 @@ class Order(_Model):
         copy = super().model_copy(update=update, deep=deep)
         if update:
             copy._fingerprint = None
+            copy._v1_fingerprint = None
             copy._shop_key = None
             copy._json = None
         return copy
@@ -380,13 +382,16 @@ class Order(_Model):
         """The fingerprint without the fields added after the first release (LATER_FIELDS):
         what a record saved before them holds for this content, so an upgrade does not take
         every re-push of an order it already has for an update. Equal to ``fingerprint()`` for
-        an order that sets none of them."""
-        if not self.sets_later_fields():
-            return self.fingerprint()
-        data = self.model_dump(mode="json")
-        _drop_later_fields(data, only_unset=False)
-        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-        return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+        an order that sets none of them; computed once, like it."""
+        if self._v1_fingerprint is None:
+            if self._sets_later_fields():
+                data = self.model_dump(mode="json")
+                _drop_later_fields(data, only_unset=False)
+                canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+                self._v1_fingerprint = hashlib.blake2b(canonical, digest_size=16).hexdigest()
+            else:
+                self._v1_fingerprint = self.fingerprint()
+        return self._v1_fingerprint
 
     def json_size(self) -> int:
         """Bytes of the order as compact JSON (what the fingerprint hashes, so it comes free):
@@ -394,14 +399,15 @@ class Order(_Model):
         self.fingerprint()
         return self._json_size
 
-    def sets_later_fields(self) -> bool:
-        return (
-            self.address.protected is not None
-            or self.presale is not None
-            or self.ship_after is not None
-            or self.ship_hold != ""
-            or self.fulfilled_by != ""
-        )
+    def _sets_later_fields(self) -> bool:
+        node: Any
+        for path, unset in LATER_FIELDS:
+            node = self
+            for name in path:
+                node = getattr(node, name)
+            if node != unset:
+                return True
+        return False
 
 
 # Fields added after the first release, with their unset value: an order that leaves them

@@ -428,18 +428,10 @@ async def act_on_held(
     found: dict[str, BulkOutcome] = {}
     async with redis_for(settings, None) as client:
         store = OrderStore(client, Keys(settings.redis_prefix))
-        deadline = time.monotonic() + wait_s
-        while len(found) < len(input_ids) and time.monotonic() < deadline:
-            waiting = [oid for oid in input_ids if oid not in found]
-            for oid, loaded in (await store.load_many(waiting)).items():
-                after = loaded.record
-                if after is None or loaded.unsettled or not after.has_applied(input_ids[oid]):
-                    continue
-                events = await events_of(store, oid, input_ids[oid])
-                refused = any(e.kind is EventKind.ACTION_REFUSED for e in events)
-                found[oid] = BulkOutcome(oid, "held", after.state.value, refused)
-            if len(found) < len(input_ids):
-                await asyncio.sleep(0.2)
+        for oid, after in (await wait_applied(store, input_ids, wait_s)).items():
+            events = await events_of(store, oid, input_ids[oid])
+            refused = any(e.kind is EventKind.ACTION_REFUSED for e in events)
+            found[oid] = BulkOutcome(oid, "held", after.state.value, refused)
     return [found.get(r["order_id"], BulkOutcome(r["order_id"], "held", None, False)) for r in rows]
 
 
@@ -617,16 +609,32 @@ async def send_and_wait(
     client = connect_async(settings)
     try:
         store = OrderStore(client, Keys(settings.redis_prefix))
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            loaded = (await store.load_many([order_id]))[order_id]
-            after = loaded.record
-            if after is not None and after.has_applied(input_id) and not loaded.unsettled:
-                return Applied(before, after, await events_of(store, order_id, input_id))
-            await asyncio.sleep(0.2)
-        return Applied(before, None, [])
+        after = (await wait_applied(store, {order_id: input_id}, wait_s)).get(order_id)
+        if after is None:
+            return Applied(before, None, [])
+        return Applied(before, after, await events_of(store, order_id, input_id))
     finally:
         await client.aclose()
+
+
+async def wait_applied(
+    store: OrderStore, input_ids: dict[str, str], wait_s: float
+) -> dict[str, OrderRecord]:
+    """Polls the orders' records until each has applied its input (``has_applied``: its
+    outputs may have left the outbox) with no stock work pending, or ``wait_s`` passed; returns
+    the records of those that did."""
+    applied: dict[str, OrderRecord] = {}
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        waiting = [oid for oid in input_ids if oid not in applied]
+        for oid, loaded in (await store.load_many(waiting)).items():
+            after = loaded.record
+            if after is not None and after.has_applied(input_ids[oid]) and not loaded.unsettled:
+                applied[oid] = after
+        if len(applied) == len(input_ids):
+            break
+        await asyncio.sleep(0.2)
+    return applied
 
 
 # Audit rule settings that are lists of personal data: shown masked, and counted.

@@ -681,7 +681,7 @@ class AddressDraft:
     name: str = ""
     phone: str = ""
     # The platform's protected receiver (streams/models.py ProtectedReceiver): ciphertexts,
-    # the OAID handle and the platform's receiver-matching key.
+    # the OAID handle and the platform's receiver-matching key (the OAID when not given).
     name_cipher: str = ""
     phone_cipher: str = ""
     street_cipher: str = ""
@@ -791,7 +791,8 @@ def _protected(draft: AddressDraft) -> ProtectedReceiver | None:
         phone=_fit(draft.phone_cipher, MAX_CIPHER_CHARS),
         street=_fit(draft.street_cipher, MAX_CIPHER_CHARS),
         oaid=_fit(draft.oaid, MAX_HANDLE_CHARS),
-        match_key=_fit(draft.match_key, MAX_HANDLE_CHARS),
+        # Taobao's and JD's OAID names the receiver (name, phone, address): it is their key
+        match_key=_fit(draft.match_key or draft.oaid, MAX_HANDLE_CHARS),
     )
 
 

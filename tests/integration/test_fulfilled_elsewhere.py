@@ -12,7 +12,7 @@ from agents.pipeline import OrderPipeline
 from core.settings import Settings
 from streams.messages import EventKind, OrderState
 from tests.clickhouse_db import report_after
-from tests.integration.test_lifecycle import figures, reconciles
+from tests.integration.test_lifecycle import figures, reconciles, state_of
 from tests.integration.test_pipeline import commands, events, stock
 from tests.integration.test_protected_receivers import NativeFeed
 from tests.unit.test_protected_receiver import load
@@ -24,12 +24,6 @@ def afn(status: str = "Shipped", updated: str = "2024-06-17T18:00:00Z") -> dict[
     order = load("amazon")
     order.update({"FulfillmentChannel": "AFN", "OrderStatus": status, "LastUpdateDate": updated})
     return order
-
-
-async def state_of(pipeline: OrderPipeline, order_id: str) -> OrderState:
-    record = await pipeline.orders.load(order_id)
-    assert record is not None
-    return record.state
 
 
 async def test_an_afn_order_is_counted_never_reserved_or_sent(

@@ -18,7 +18,7 @@ from order.decisions import ShopRules
 from state.keys import Keys
 from streams.messages import CommandKind, OrderState
 from streams.normalise import RawInput
-from tests.integration.test_lifecycle import figures, reconciles
+from tests.integration.test_lifecycle import figures, reconciles, state_of
 from tests.integration.test_pipeline import commands, stock
 from tests.unit.test_protected_receiver import (
     DY_DETAIL,
@@ -54,8 +54,7 @@ async def test_a_douyin_order_with_only_ciphertext_is_released_with_it(
     protected = outbound.ship_to.protected
     assert protected is not None
     assert (protected.name, protected.phone, protected.street) == (DY_NAME, DY_TEL, DY_DETAIL)
-    record = await pipeline.orders.load(outbound.order_id)
-    assert record is not None and record.state is OrderState.RELEASED
+    assert await state_of(pipeline, outbound.order_id) is OrderState.RELEASED
     assert figures(redis_settings, "SKU-TEA-LONGJING")["WH-CD"]["reserved"] == 2
     assert reconciles(redis_settings)
 
@@ -86,6 +85,5 @@ async def test_taobao_orders_of_one_oaid_merge_and_another_oaid_ships_alone(
     assert alone.ship_to.protected is not None and alone.ship_to.protected.oaid == "OAID-OTHER"
     for command in outbound:
         for order_id in command.merged_order_ids or [command.order_id]:
-            record = await pipeline.orders.load(order_id)
-            assert record is not None and record.state is OrderState.RELEASED
+            assert await state_of(pipeline, order_id) is OrderState.RELEASED
     assert reconciles(redis_settings)

@@ -161,7 +161,6 @@ class JdAdapter:
                 phone_cipher=cipher_of(mobile, landline),
                 street_cipher=cipher_of(street),
                 oaid=oaid,
-                match_key=oaid,
             ),
             buyer_remark=text_at(order, "orderRemark"),
             seller_remark=text_at(order, "venderRemark"),

@@ -186,7 +186,6 @@ class TaobaoAdapter:
                 phone_cipher=cipher_of(mobile, landline),
                 street_cipher=cipher_of(street),
                 oaid=oaid,
-                match_key=oaid,
             ),
             buyer_remark=text_at(trade, "buyer_message"),
             seller_remark=text_at(trade, "seller_memo"),
