@@ -479,6 +479,7 @@ class OrderPipeline:
             record = current.private_copy()
         plan = Plan(item, input_id, record, current.version)
         if intake is Intake.NEW:
+            self.decisions.schedule(record)
             plan.messages.append(
                 record_event(
                     record,
@@ -504,6 +505,7 @@ class OrderPipeline:
         record = plan.record
         record.order = order
         record.fingerprint = order.fingerprint()
+        self.decisions.schedule(record)
         plan.messages.append(record_event(record, EventKind.UPDATED, now, with_snapshot=True))
         if record.state in TERMINAL:
             return
@@ -546,6 +548,14 @@ class OrderPipeline:
                 reason=record.hold_reason,
                 detail=action.reason,
             )
+            self.decisions.decide(plan, ctx, now, override_holds=True)
+        elif (
+            kind is OperatorActionKind.RETRY_BACKORDER
+            and state is OrderState.HELD
+            and record.hold_reason == Reason.OUT_OF_STOCK
+        ):
+            # it passed the audit (or a person let it through) before it ran out of stock
+            self.decisions.note(plan, EventKind.BACKORDER_RETRIED, now, detail=action.reason)
             self.decisions.decide(plan, ctx, now, override_holds=True)
         elif kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.EXCEPTION:
             self.decisions.note(

@@ -1,7 +1,8 @@
 """Timers: unpaid orders are cancelled (stock released) after OMS_UNPAID_TIMEOUT_S; merge
 windows close and their orders ship as one; delivered orders close when their after-sales
 window (OMS_CLOSE_AFTER_S) ends; a saved decision whose stock work its worker never finished
-is finished.
+is finished; orders held out of stock are tried again, first queued first, when stock they
+wait for is available (a load, an adjustment, a snapshot, a return, a cancel's release).
 
 A timer only decides *which* orders are due; the change itself is an operator action on
 `oms.operator`, applied by the pipeline like any input, so an input that arrives between the
@@ -22,8 +23,10 @@ import redis.asyncio as aioredis
 from agents.control import send_signed
 from agents.guard import guarded
 from core.settings import Settings
+from order.backorders import choose_retries
 from order.reasons import Reason
 from order.record import PENDING_GRACE_S
+from state.backorders import available_units, queued
 from state.keys import Keys
 from state.lock import AsyncDistributedLock
 from state.orders import OrderStore
@@ -69,8 +72,8 @@ async def due_unpaid(
 
 
 async def index_unpaid(client: aioredis.Redis, keys: Keys) -> list[OperatorAction]:
-    """No actions: files held-as-unpaid orders missing from the unpaid index, which
-    ``due_unpaid`` then expires on its next tick."""
+    """No actions: files held orders missing from the unpaid and backorder indexes (saved by a
+    release before them), which ``due_unpaid`` and ``due_backorders`` then see."""
     await OrderStore(client, keys).index_unpaid()
     return []
 
@@ -143,6 +146,52 @@ async def due_pending(
     ]
 
 
+async def due_backorders(
+    client: aioredis.Redis, keys: Keys, *, gate: ChangeGate | None = None
+) -> list[OperatorAction]:
+    """Retry actions for the backorders at the head of the queue that the stock now available
+    can serve (order/backorders.py). An order is asked again only after a stock movement of
+    one of its skus since it was last asked: a retry that loses the race, or stock in a
+    warehouse that does not serve the order, costs one retry per movement, not one a tick.
+    The action id is derived from the hold (its queue score) and those movements."""
+    gate = RETRIES_SENT if gate is None else gate
+    queue = await queued(client, keys, SCAN_LIMIT)
+    if not queue:
+        return []
+    stock = await available_units(client, keys, {s for b in queue for s in b.units})
+    available = {sku: units for sku, (units, _) in stock.items()}
+    actions = []
+    for backorder in choose_retries(queue, available):
+        skus = sorted(backorder.units)
+        versions = tuple(stock[sku][1] for sku in skus)
+        if not gate.send(backorder.order_id, versions):
+            continue
+        why = "stock available: " + ", ".join(f"{sku} {available[sku]}" for sku in skus)
+        kind = OperatorActionKind.RETRY_BACKORDER
+        parts = (f"{backorder.queued_at:.3f}", *versions)
+        actions.append(timer_action(backorder.order_id, kind, "backorder-timer", why, *parts))
+    return actions
+
+
+class ChangeGate:
+    """What each order was last asked about, so it is asked again only when that changed (kept
+    in the worker: another worker's scans may ask once more, no harm)."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, object] = {}
+
+    def send(self, order_id: str, about: object) -> bool:
+        if self.sent.get(order_id) == about:
+            return False
+        if len(self.sent) > 4 * SCAN_LIMIT:  # forget the oldest half
+            self.sent = dict(list(self.sent.items())[2 * SCAN_LIMIT :])
+        self.sent[order_id] = about
+        return True
+
+
+RETRIES_SENT = ChangeGate()
+
+
 class ResendGate:
     """When each order was last asked about, so it is asked again only after ``every``
     seconds (kept in the worker: another worker's scans may ask once more, no harm)."""
@@ -187,6 +236,7 @@ SCANS: dict[str, tuple[float, Scan]] = {
     "merge": (MERGE_SCAN_EVERY_S, lambda c, k, s: due_merges(c, k)),
     "close": (SCAN_EVERY_S, lambda c, k, s: due_closes(c, k)),
     "pending": (SCAN_EVERY_S, lambda c, k, s: due_pending(c, k)),
+    "backorder": (SCAN_EVERY_S, lambda c, k, s: due_backorders(c, k)),
 }
 
 

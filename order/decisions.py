@@ -14,6 +14,7 @@ from typing import Any
 
 from order.allocation import ShortagePolicy
 from order.audit import PASS, AuditContext, Verdict, audit
+from order.deadlines import priority_of, ship_by
 from order.fulfil import Parcel, lines_by_warehouse, next_attempt, outbound_commands, stop_command
 from order.gates import Gate, awaits_balance, release_gate, solo_group
 from order.lifecycle import AT_WMS, BEFORE_WMS, IllegalTransition, record_event
@@ -122,6 +123,14 @@ class Decisions:
                 reason=verdict.reason,
                 detail=verdict.detail,
             )
+
+    def schedule(self, record: OrderRecord) -> None:
+        """The order's ship-by deadline and priority under its channel's and shop's rules, set
+        again whenever the order changes (a payment starts the clock)."""
+        rules = self.shops.get(record.order.shop_key)
+        deadline = ship_by(record.order, rules)
+        record.ship_by = deadline.timestamp() if deadline is not None else 0.0
+        record.priority = priority_of(record.order, rules)
 
     def hold(self, plan: Plan, reason: Reason, detail: str, now: datetime) -> None:
         record = plan.record

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from order.record import SHIPPED_OR_DELIVERED, CommandRef, CommandStatus, OrderRecord
 from streams.messages import Allocation, CommandKind, CommandLine, FulfilmentCommand, make_id
@@ -92,7 +92,13 @@ def build_command(
         merged_order_ids=list(merged),
         weight_g=weight_g,
         refers_to=refers_to,
+        ship_by=deadline_of(record) if kind is CommandKind.OUTBOUND else None,
+        priority=record.priority if kind is CommandKind.OUTBOUND else 0,
     )
+
+
+def deadline_of(record: OrderRecord) -> datetime | None:
+    return datetime.fromtimestamp(record.ship_by, UTC) if record.ship_by else None
 
 
 def track(record: OrderRecord, command: FulfilmentCommand, primary: str = "") -> None:

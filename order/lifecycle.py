@@ -22,6 +22,8 @@ _REROUTE = frozenset({S.ROUTED, S.HELD, S.RESERVED})  # after a short pick
 RELEASED_OR_LATER = frozenset(
     {S.RELEASED, S.ACCEPTED, S.PICKED, S.PARTIALLY_SHIPPED, S.SHIPPED, S.DELIVERED, S.CLOSED}
 )
+# A parcel is still owed to the buyer: the order's ship-by deadline runs (order/deadlines.py).
+TO_SHIP = BEFORE_WMS | AT_WMS | {S.PARTIALLY_SHIPPED}
 # A person has to decide (the held list of operators).
 NEEDS_A_PERSON = frozenset({S.HELD, S.EXCEPTION})
 # Goods with the buyer and money settled: closed when the after-sales window ends.

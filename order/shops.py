@@ -1,5 +1,6 @@
 """Per-shop rules from config/shops.toml (pure): what a shop wants when no single warehouse can
-serve a whole order, how long its reserved orders wait to merge, and when a pre-sale reserves.
+serve a whole order, how long its reserved orders wait to merge, when a pre-sale reserves, how
+long a paid order has to ship and how its orders rank.
 
 ``[shops."CHANNEL/SHOP"]`` tables, one per shop; a shop not listed, or a setting left out, takes
 the worker's default (OMS_SHORTAGE_POLICY, OMS_MERGE_WINDOW_S). The file is validated when a
@@ -46,6 +47,11 @@ class ShopRules(BaseModel):
     # A pre-sale's stock is reserved when the deposit is paid (the platform sold the units) or
     # only once the balance is (units stay sellable to others until then).
     presale_reserve: Annotated[PresaleReserve | None, Field(strict=False)] = None
+    # Hours a paid order has to ship under the shop's promise (order/deadlines.py; None: the
+    # channel's usual rule). A week at most: longer is a pre-sale, which has its own date.
+    ship_within_h: Annotated[float | None, Field(gt=0, le=168, allow_inf_nan=False)] = None
+    # Orders of this shop go before others (0-9) when stock comes back and at the WMS.
+    priority: Annotated[int | None, Field(ge=0, le=9)] = None
 
 
 def _one_shop(key: ShopKey) -> ShopKey:

@@ -59,6 +59,25 @@ class Keys:
         (agents/timers.py expires the old ones without reading every held record)."""
         return f"{self.prefix}:unpaid"
 
+    @property
+    def backorders(self) -> str:
+        """Zset of orders held out of stock, scored by when they were first held less their
+        priority's head start (agents/timers.py retries them, first score first, when stock
+        arrives)."""
+        return f"{self.prefix}:backorders"
+
+    @property
+    def deadlines(self) -> str:
+        """Zset of orders still to ship, scored by their ship-by deadline (unix seconds): what
+        `./oms orders late` and the late-orders metric read."""
+        return f"{self.prefix}:deadlines"
+
+    @property
+    def backorder_skus(self) -> str:
+        """Hash order id -> JSON {sku: units} of each backorder: what the retry timer checks
+        against stock without loading records."""
+        return f"{self.prefix}:backorder-skus"
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
 

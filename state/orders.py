@@ -16,11 +16,13 @@ from typing import cast
 import orjson
 import redis.asyncio as aioredis
 
-from order.lifecycle import CLOSABLE, NEEDS_A_PERSON
+from order.deadlines import head_start_s
+from order.lifecycle import CLOSABLE, NEEDS_A_PERSON, TO_SHIP
 from order.reasons import Reason
 from order.record import OrderRecord, Output
 from state.keys import Keys
 from state.redis import lua_source, scored, texts
+from streams.messages import OrderState
 from streams.models import json_with_order
 
 
@@ -29,9 +31,29 @@ def held_as_unpaid(record: OrderRecord) -> bool:
     return record.state in NEEDS_A_PERSON and record.hold_reason == Reason.UNPAID
 
 
+def held_out_of_stock(record: OrderRecord) -> bool:
+    """A backorder: waiting for stock, which the retry timer (agents/timers.py) watches."""
+    return record.state is OrderState.HELD and record.hold_reason == Reason.OUT_OF_STOCK
+
+
+def backorder_arg(record: OrderRecord, now: float) -> str:
+    """'' or '<score> <JSON units per sku>' for the backorder index: scored by the hold time
+    less the order's priority head start (order/deadlines.py), so higher priorities and older
+    holds are retried first."""
+    if not held_out_of_stock(record):
+        return ""
+    score = now - head_start_s(record.priority)
+    return f"{score:.3f} {orjson.dumps(record.quantities).decode()}"
+
+
+def deadline_arg(record: OrderRecord) -> str:
+    """The ship-by deadline the deadline index files a still-to-ship order under, else ''."""
+    return f"{record.ship_by:.3f}" if record.ship_by and record.state in TO_SHIP else ""
+
+
 def index_args(record: OrderRecord, now: float) -> list[str | float]:
     """What the save script files the record under: held list, close timer, merge window,
-    stock work pending."""
+    stock work pending (the backorder and deadline indexes go last, after the outputs)."""
     held = "u" if held_as_unpaid(record) else "1" if record.state in NEEDS_A_PERSON else "0"
     closing = f"{record.close_due:.3f}" if record.state in CLOSABLE and record.close_due else ""
     merge = ""
@@ -172,6 +194,8 @@ class OrderStore:
                     save.input_id,
                     encode_outputs(save.outputs),
                     orjson.dumps(save.dropped).decode(),
+                    backorder_arg(record, now),
+                    deadline_arg(record),
                 ]
             await self._save(keys=keys, args=args, client=pipe)
         return [bool(r) for r in await pipe.execute()]
@@ -196,6 +220,9 @@ class OrderStore:
             k.merge_due,
             k.pending,
             k.unpaid,
+            k.backorders,
+            k.backorder_skus,
+            k.deadlines,
         ]
 
     async def find(self, ref: str) -> list[OrderRecord]:
@@ -210,28 +237,38 @@ class OrderStore:
         return [lr.record for lr in loaded.values() if lr.record]
 
     async def index_unpaid(self, page: int = 1000) -> int:
-        """File the orders held as unpaid under the unpaid index, scored by their hold time
-        (NX): records saved before that index existed are in the held index only. Returns how
-        many were filed. Safe while workers save (each save files or unfiles its order itself);
-        ZSCAN returns every order held throughout the scan."""
+        """File the held orders missing from the unpaid and backorder indexes, scored by their
+        hold time (NX): records saved before those indexes existed are in the held index only.
+        Returns how many were filed. Safe while workers save (each save files or unfiles its
+        order itself); ZSCAN returns every order held throughout the scan."""
         filed, cursor = 0, 0
         while True:
             cursor, held = await self._client.zscan(self._keys.held, cursor, count=page)
             if held:
-                filed += await self._file_unpaid(scored(held))
+                filed += await self._file_held(scored(held))
             if not cursor:
                 return filed
 
-    async def _file_unpaid(self, held: Sequence[tuple[str, float]]) -> int:
+    async def _file_held(self, held: Sequence[tuple[str, float]]) -> int:
         loaded = await self.load_many([oid for oid, _ in held])
-        unpaid = {
-            oid: since
-            for oid, since in held
-            if (record := loaded[oid].record) and held_as_unpaid(record)
-        }
-        if not unpaid:
-            return 0
-        return cast(int, await self._client.zadd(self._keys.unpaid, unpaid, nx=True))
+        unpaid, backorders = {}, {}
+        for oid, since in held:
+            record = loaded[oid].record
+            if record is not None and held_as_unpaid(record):
+                unpaid[oid] = since
+            elif record is not None and held_out_of_stock(record):
+                backorders[oid] = (since - head_start_s(record.priority), record.quantities)
+        filed = 0
+        if unpaid:
+            filed += cast(int, await self._client.zadd(self._keys.unpaid, unpaid, nx=True))
+        if backorders:
+            scores = {oid: score for oid, (score, _) in backorders.items()}
+            filed += cast(int, await self._client.zadd(self._keys.backorders, scores, nx=True))
+            await self._client.hset(
+                self._keys.backorder_skus,
+                mapping={oid: orjson.dumps(q).decode() for oid, (_, q) in backorders.items()},
+            )
+        return filed
 
     async def held_ids(self, limit: int = 1000, since: float = 0.0, offset: int = 0) -> list[str]:
         """Held orders, oldest hold first; ``since`` (unix seconds) skips older holds, ``offset``

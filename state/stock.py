@@ -357,13 +357,13 @@ def new_op_id() -> str:
 
 def stock_levels(client: redis.Redis, keys: Keys, sku: str) -> list[StockLevel]:
     fields: dict[str, str] = client.hgetall(keys.stock(sku))  # type: ignore[assignment]
-    return _levels(sku, fields)
+    return levels_from(sku, fields)
 
 
 FIGURES = ("on_hand", "reserved", "inbound", "sit")
 
 
-def _levels(sku: str, fields: dict[str, str]) -> list[StockLevel]:
+def levels_from(sku: str, fields: dict[str, str]) -> list[StockLevel]:
     figures = {
         (name, wh): int(value)
         for key, value in fields.items()
@@ -396,5 +396,5 @@ def all_levels(client: redis.Redis, keys: Keys) -> list[StockLevel]:
         pipe.hgetall(keys.stock(sku))
     levels: list[StockLevel] = []
     for sku, fields in zip(skus, pipe.execute(), strict=True):
-        levels.extend(_levels(sku, fields))
+        levels.extend(levels_from(sku, fields))
     return levels

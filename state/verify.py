@@ -43,7 +43,7 @@ from state.ledger import (
 )
 from state.lock import LEDGER_SHIPPER, DistributedLock, LockLost
 from state.redis import scored
-from state.stock import FIGURES, _levels, known_skus
+from state.stock import FIGURES, known_skus, levels_from
 
 LOCK_WAIT_S = 3.0
 
@@ -193,7 +193,7 @@ def check_sku(
             report.ledger_entries += sums["entries"]
             if counted_as_shipped:
                 report.ledger_shipped += sums["entries"]
-    for lv in _levels(sku, fields):
+    for lv in levels_from(sku, fields):
         report.locations += 1
         where = {"sku": sku, "warehouse": lv.warehouse}
         if lv.available < 0:

@@ -168,6 +168,7 @@ class EventKind(StrEnum):
     AUDITED = "audited"
     ROUTED = "routed"  # carrier chosen (detail: carrier, weight)
     RELEASE_WAITS = "release_waits"  # reserved, not released yet (reason: order/gates.py)
+    BACKORDER_RETRIED = "backorder_retried"  # held out of stock, stock came back: tried again
     FULFILLED_ELSEWHERE = "fulfilled_elsewhere"  # by the platform or virtual (reason: which)
     MERGED = "merged"  # shipped as one with other orders of the same buyer and address
     GIFT_ADDED = "gift_added"
@@ -276,6 +277,10 @@ class FulfilmentCommand(_Message):
     )
     weight_g: Annotated[int, Field(ge=0, le=MAX_WEIGHT_G)] = 0
     refers_to: Ref = ""  # the outbound a cancel/intercept/return is about
+    # Pick and pack by these: the channel's ship-by deadline (None: none runs) and the order's
+    # priority, 0 normal to 9 (order/deadlines.py).
+    ship_by: MessageTime | None = None
+    priority: Annotated[int, Field(ge=0, le=9)] = 0
 
 
 class WmsEventKind(StrEnum):
@@ -315,6 +320,8 @@ class OperatorActionKind(StrEnum):
     RELEASE_MERGED = "release_merged"  # the merge timer: a window closed, ship members as one
     CLOSE = "close"  # the close timer: the after-sales window of a delivered order ended
     SETTLE = "settle"  # the pending sweeper: finish a saved decision's stock work, decide nothing
+    # the backorder timer: stock came back, reserve again if still held out of stock
+    RETRY_BACKORDER = "retry_backorder"
 
 
 class OperatorAction(_Message):

@@ -318,6 +318,11 @@ class Order(_Model):
     # from its own warehouses (Amazon AFN/FBA, JD 京仓); 'virtual' nothing ships (services,
     # vouchers). Either of the last two is recorded and counted, never reserved or sent.
     fulfilled_by: Literal["", "platform", "virtual"] = ""
+    # The channel's own latest ship time (Amazon LatestShipDate, Douyin exp_ship_time); None:
+    # the shop's promise applies (order/deadlines.py).
+    ship_by: AwareDatetime | None = None
+    # The buyer chose an expedited shipping service (Amazon ShipmentServiceLevelCategory).
+    expedited: bool = False
     _fingerprint: str | None = PrivateAttr(default=None)
     _json_size: int = PrivateAttr(default=0)
     _shop_key: ShopKey | None = PrivateAttr(default=None)
@@ -418,6 +423,8 @@ LATER_FIELDS: Final = (
     (("ship_after",), None),
     (("ship_hold",), ""),
     (("fulfilled_by",), ""),
+    (("ship_by",), None),
+    (("expedited",), False),
 )
 
 

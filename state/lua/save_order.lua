@@ -2,26 +2,28 @@
 -- saved a newer version of ANY of them since we read them (two workers can briefly own one
 -- partition during a rebalance; a merged shipment changes several orders in one step).
 --
--- Per record i (0-based), KEYS[8i+1..8i+8]: order hash (fields version, doc, done, out:*), channel
--- order number index, held zset, closing zset, merge group set, merge due zset, pending zset,
--- unpaid zset; ARGV[11i+1..11i+11]:
+-- Per record i (0-based), KEYS[11i+1..11i+11]: order hash (fields version, doc, done, out:*),
+-- channel order number index, held zset, closing zset, merge group set, merge due zset, pending
+-- zset, unpaid zset, backorder zset, backorder skus hash, deadline zset; ARGV[13i+1..13i+13]:
 --   expected version (0: must not exist), new record JSON, order id,
 --   '1' if the order now waits for a person (held, WMS exception), 'u' if it is held as unpaid,
 --   else '0', now (unix seconds),
 --   close-due score ('' = not closing), merge: '' no group | 'join:<due>' | 'leave',
 --   '1' if the record carries stock work still to do (its pending decision) else '0',
 --   the saving input's id, its outputs to add to field out:<input id> (lines; '' = none),
---   a JSON array of input ids whose kept outputs go (their out: fields are deleted)
+--   a JSON array of input ids whose kept outputs go (their out: fields are deleted),
+--   backorder: '' (not held out of stock) | '<score> <JSON {sku: units}>',
+--   ship-by deadline ('' = none runs: shipped, cancelled, not paid yet)
 -- Returns 1 when saved, 0 on a version conflict (then nothing was written).
-local n = #KEYS / 8
+local n = #KEYS / 11
 for i = 0, n - 1 do
-  local current = tonumber(redis.call('HGET', KEYS[8 * i + 1], 'version') or '0')
-  if current ~= tonumber(ARGV[11 * i + 1]) then
+  local current = tonumber(redis.call('HGET', KEYS[11 * i + 1], 'version') or '0')
+  if current ~= tonumber(ARGV[13 * i + 1]) then
     return 0
   end
 end
 for i = 0, n - 1 do
-  local k, a = 8 * i, 11 * i
+  local k, a = 11 * i, 13 * i
   local oid = ARGV[a + 3]
   redis.call('HSET', KEYS[k + 1], 'version', tonumber(ARGV[a + 1]) + 1, 'doc', ARGV[a + 2])
   redis.call('SADD', KEYS[k + 2], oid)
@@ -35,6 +37,21 @@ for i = 0, n - 1 do
     redis.call('ZADD', KEYS[k + 8], 'NX', ARGV[a + 5], oid)
   else
     redis.call('ZREM', KEYS[k + 8], oid)
+  end
+  local backorder = ARGV[a + 12]
+  if backorder ~= '' then
+    -- NX: the score stays the first hold's, so retries go first held, first served.
+    local space = string.find(backorder, ' ', 1, true)
+    redis.call('ZADD', KEYS[k + 9], 'NX', string.sub(backorder, 1, space - 1), oid)
+    redis.call('HSET', KEYS[k + 10], oid, string.sub(backorder, space + 1))
+  else
+    redis.call('ZREM', KEYS[k + 9], oid)
+    redis.call('HDEL', KEYS[k + 10], oid)
+  end
+  if ARGV[a + 13] ~= '' then
+    redis.call('ZADD', KEYS[k + 11], ARGV[a + 13], oid)
+  else
+    redis.call('ZREM', KEYS[k + 11], oid)
   end
   if ARGV[a + 6] ~= '' then
     redis.call('ZADD', KEYS[k + 4], ARGV[a + 6], oid)

@@ -832,6 +832,8 @@ def assemble(
     ship_after: datetime | None = None,
     ship_hold: str = "",
     fulfilled_by: Literal["", "platform", "virtual"] = "",
+    ship_by: datetime | None = None,
+    expedited: bool = False,
 ) -> Order:
     """The one place an Order is built: sku mapping, discounts, paid total, id and validation.
 
@@ -887,6 +889,8 @@ def assemble(
             ship_after=ship_after,
             ship_hold=_clip(ship_hold, 64),
             fulfilled_by=fulfilled_by,
+            ship_by=ship_by,
+            expedited=expedited,
         )
     except ValidationError as exc:
         raise validation_error(exc) from None

@@ -82,7 +82,8 @@ def test_unicode_shops_and_every_setting(tmp_path: Path) -> None:
         (
             '[shops."own/web"]\nmerge_windows = 5\n',
             'shops."own/web".merge_windows: unknown field '
-            "(known here: shortage_policy, merge_window_s, presale_reserve)",
+            "(known here: shortage_policy, merge_window_s, presale_reserve, ship_within_h, "
+            "priority)",
         ),
         (
             '[shops."own/web"]\nshortage_policy = "spilt"\n',

@@ -20,6 +20,8 @@ Mapping decisions:
   order is ``fulfilled_by`` 'platform' (recorded and counted, never reserved or sent to the WMS);
   the field stays in ``raw`` too (with ``OrderStatus``).
 - ``PaymentMethod`` COD is cash on delivery.
+- ``LatestShipDate`` is the order's ship-by deadline; an expedited
+  ``ShipmentServiceLevelCategory`` raises its priority (order/deadlines.py). Both stay in raw.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from streams.channels.base import (
     payment_status_for,
     pick_code,
     quantity_at,
+    ship_after_at,
     status_from,
     text_at,
     time_at,
@@ -64,6 +67,9 @@ STATUS = {
     "Unfulfillable": ChannelStatus.CANCELLED,
 }
 UNIT_PLACES = Decimal("0.0001")
+# ShipmentServiceLevelCategory values the buyer paid to have sooner (Standard, FreeEconomy and
+# Scheduled are not).
+EXPEDITED_SERVICES = frozenset({"Expedited", "NextDay", "SecondDay", "SameDay", "Priority"})
 _PRICELESS_OK = {ChannelStatus.PENDING_PAYMENT, ChannelStatus.CANCELLED}
 
 # MarketplaceId -> (country, currency): shop naming and currency for orders without amounts.
@@ -180,4 +186,6 @@ class AmazonAdapter:
             ),
             raw=extras(order, _MAPPED),
             fulfilled_by="platform" if order.get("FulfillmentChannel") == "AFN" else "",
+            ship_by=ship_after_at(order, "LatestShipDate", naive_tz=UTC),
+            expedited=text_at(order, "ShipmentServiceLevelCategory") in EXPEDITED_SERVICES,
         )

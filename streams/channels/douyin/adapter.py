@@ -16,7 +16,8 @@ Mapping decisions:
 - ``pay_type`` 0 is cash on delivery.
 - pre-sale (定金预售): ``order_phase_list`` (deposit phase, balance phase, each ``pay_success``)
   becomes ``presale``; with the deposit paid the order is 103 部分支付, so ``payment`` stays
-  unpaid. ``appointment_ship_time`` (预约发货) becomes ``ship_after``.
+  unpaid. ``appointment_ship_time`` (预约发货) becomes ``ship_after``;
+  ``exp_ship_time`` (最晚发货时间) the ship-by deadline.
 - receiver: name, phone and detail address arrive as ciphertext (``encrypt_post_receiver``,
   ``encrypt_post_tel``, ``post_addr.encrypt_detail``; older apps also get the ciphertext in
   ``post_receiver``/``post_tel``/``post_addr.detail``), often beside masked copies
@@ -222,6 +223,7 @@ class DouyinAdapter:
             raw=extras(order, _MAPPED),
             presale=_presale(order),
             ship_after=ship_after_at(order, "appointment_ship_time"),
+            ship_by=ship_after_at(order, "exp_ship_time"),
             fulfilled_by=(
                 "virtual" if int_at(order, "order_type", default=0) in VIRTUAL_ORDER_TYPES else ""
             ),
