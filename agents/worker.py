@@ -37,6 +37,7 @@ from core.metrics import PartitionLag, Snapshot, lag_of, render
 from core.settings import Settings
 from order.route import RoutingTable
 from state.keys import Keys
+from state.orders import OrderStore
 from state.redis import connect_async, connect_batched
 from streams import topics
 from streams.channels.base import AdapterContext, SkuMap
@@ -76,7 +77,7 @@ class WorkerProbe:
 
     async def metrics(self) -> bytes:
         readiness = await self.readiness()
-        held = await self._held() if readiness.checks["redis"] else None
+        queues = await self._queues() if readiness.checks["redis"] else None
         snapshot = Snapshot(
             component="worker",
             dlq_reasons=tuple(DlqReason),
@@ -85,14 +86,14 @@ class WorkerProbe:
             counters=dict(self.counters),
             lags=consumer_lags(self.app),
             partitions=int(self.state["partitions"]),
-            held=held,
+            queues=queues,
         )
         return render(snapshot)
 
-    async def _held(self) -> int | None:
+    async def _queues(self) -> dict[str, int] | None:
         try:
-            return int(await self.client.zcard(self.keys.held))
-        except Exception:  # Redis went away between the ping and now: leave the gauge out
+            return await OrderStore(self.client, self.keys).queue_figures(time.time())
+        except Exception:  # Redis went away between the ping and now: leave the gauges out
             return None
 
 

@@ -604,13 +604,20 @@ _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def parse_span(text: str) -> int | None:
+    """Seconds of a span such as ``15m``, ``2h``, ``1d`` (also ``s`` and ``w``); None when the
+    text is not one."""
+    m = _RELATIVE.match(text)
+    return int(m.group(1)) * _UNIT_S[m.group(2).lower()] if m else None
+
+
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``--since``: an ISO-8601 time (naive means UTC) or a span back from now (``15m``,
     ``2h``, ``1d``, also ``s`` and ``w``). Raises ValueError with a message for the user."""
-    m = _RELATIVE.match(text)
-    if m:
+    span = parse_span(text)
+    if span is not None:
         now = now or datetime.now(UTC)
-        return now - timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2).lower()])
+        return now - timedelta(seconds=span)
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

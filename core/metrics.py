@@ -24,7 +24,10 @@ are Prometheus's job):
 * ``oms_consumer_lag{topic, partition}``, ``oms_consumer_partitions``: per assigned partition,
   highwater minus the committed offset (what a restart would redo; reaches 0 once all is
   processed and committed).
-* ``oms_held_orders``: orders waiting for a person (one ZCARD); absent when Redis is down.
+* ``oms_held_orders``: orders waiting for a person; ``oms_orders_late`` and
+  ``oms_orders_due_soon``: orders still to ship past their ship-by deadline, or due within 4 h;
+  ``oms_backorders``: orders held out of stock (one round trip of index counts; absent when
+  Redis is down).
 * ``oms_ready``, ``oms_worker_info{worker}``, ``oms_counter_total{name}`` (any other counter, so
   nothing a worker counts is invisible), and the ``process_*`` figures of prometheus_client.
 * The sink adds ``oms_sink_backlog_facts`` (fact records not yet committed after landing in
@@ -134,7 +137,9 @@ class Snapshot:
     counters: Mapping[str, int]
     lags: Sequence[PartitionLag] = ()
     partitions: int = 0
-    held: int | None = None  # None: not read (Redis down, or not this process's business)
+    # held, late, due_soon, backorders (OrderStore.queue_figures); None: not read (Redis down,
+    # or not this process's business)
+    queues: Mapping[str, int] | None = None
     backlog: int | None = None  # the sink's uncommitted facts, None when not measured
     extra_gauges: Mapping[str, float] = field(default_factory=dict)
     dlq_reasons: Sequence[str] = ()  # every DLQ reason, so each has a series (0 included)
@@ -285,10 +290,24 @@ class SnapshotCollector(Collector):
             yield dlq_family(c, s.dlq_reasons)
             yield reservation_family(c)
             yield from intake_families(c)
-            if s.held is not None:
-                yield gauge("oms_held_orders", "Orders held for a person to decide.", s.held)
+            yield from queue_gauges(s.queues)
         if s.component == "sink" or "sink_retries" in c:
             yield from sink_families(s)
+
+
+QUEUE_GAUGES = (
+    ("held", "oms_held_orders", "Orders held for a person to decide."),
+    ("late", "oms_orders_late", "Orders still to ship whose ship-by deadline has passed."),
+    ("due_soon", "oms_orders_due_soon", "Orders still to ship due within the next 4 hours."),
+    ("backorders", "oms_backorders", "Orders held out of stock, waiting for stock to come back."),
+)
+
+
+def queue_gauges(queues: Mapping[str, int] | None) -> Iterator[GaugeMetricFamily]:
+    if queues is None:
+        return
+    for key, name, help_text in QUEUE_GAUGES:
+        yield gauge(name, help_text, queues[key])
 
 
 def render(snapshot: Snapshot, *, with_process: bool = True) -> bytes:

@@ -23,6 +23,7 @@ from ops.cli_types import (
     AMOUNT,
     LIST_LIMIT,
     SINCE,
+    SPAN,
     STOCK_DELTA,
     TOKEN_TTL_S,
     FiniteFloatRange,
@@ -417,6 +418,50 @@ def orders_show(ref: str, as_json: bool, reveal: bool) -> None:
     else:
         for view in views:
             click.echo(render_order(view))
+
+
+@orders.command("late")
+@click.option(
+    "--within",
+    "within_s",
+    type=SPAN,
+    default="0s",
+    show_default=True,
+    help="Also orders due within this span (e.g. 4h); 0s: only those past their deadline.",
+)
+@click.option("--shop", default="", help="Only this shop (CHANNEL/SHOP).")
+@click.option("--limit", type=LIST_LIMIT, default=1000, show_default=True, help="0: all.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def orders_late(within_s: float, shop: str, limit: int, as_json: bool) -> None:
+    """Orders still to ship past their ship-by deadline (or due within --within), earliest
+    deadline first: the channel's own latest ship time, else the shop's promise from payment
+    (config/shops.toml ship_within_h)."""
+    from web.views import HeldFilter, list_late
+
+    keep = HeldFilter(shop=shop).keeps if shop else None  # the shop part of the held filter
+    with services_reachable(clickhouse=False):
+        rows = asyncio.run(
+            list_late(settings(), within_s=within_s, limit=limit or 10**9, keep=keep)
+        )
+    if as_json:
+        emit_json({"within_s": within_s, "total": len(rows), "orders": rows})
+        return
+    if not rows:
+        click.echo("no order is late" + (f" or due within {within_s:.0f} s" if within_s else ""))
+        return
+    for r in rows:
+        late = r["overdue_s"]
+        when = f"late {_span(late)}" if late >= 0 else f"due in {_span(-late)}"
+        click.echo(
+            f"{r['ship_by'][:16]} {when:<14} p{r['priority']} {r['order_id']} "
+            f"{r['channel']}:{r['external_id']} {r['state']}"
+            + (f" ({r['reason']})" if r["reason"] else "")
+        )
+
+
+def _span(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m"
 
 
 @main.group()

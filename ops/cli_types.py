@@ -22,6 +22,7 @@ MAX_STOCK_DELTA: Final = 10**9  # as state/stock.py MAX_QTY: no sku/warehouse ho
 MAX_TOKEN_TTL_S: Final = 10 * 366 * 86_400  # ten years: longer is "until revoked"
 MAX_SIM_DELAY_S: Final = 86_400.0
 MAX_SIM_DURATION_S: Final = 366 * 86_400.0
+MAX_SPAN_S: Final = 400 * 86_400  # a ship date lies at most this far ahead (streams.channels)
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -98,7 +99,32 @@ class AmountType(click.ParamType):
         return amount
 
 
+class SpanType(click.ParamType):
+    """A span ahead such as ``4h`` or ``30m`` (``analytics.reports.parse_span``), at most
+    MAX_SPAN_S, in seconds."""
+
+    name = "span"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        from analytics.reports import parse_span
+
+        text = str(value)
+        span = parse_span(text) if len(text) <= MAX_TEXT_NUMBER_CHARS else None
+        if span is None:
+            self.fail(
+                f"{text[:MAX_TEXT_NUMBER_CHARS]!r} is not a span such as 30m, 4h, 2d", param, ctx
+            )
+        if span > MAX_SPAN_S:
+            self.fail(f"{text!r} is more than {MAX_SPAN_S // 86_400} days", param, ctx)
+        return float(span)
+
+
 SINCE: Final = SinceType()
+SPAN: Final = SpanType()
 AMOUNT: Final = AmountType()
 LIST_LIMIT: Final = click.IntRange(0, MAX_LIST_LIMIT)
 STOCK_DELTA: Final = click.IntRange(-MAX_STOCK_DELTA, MAX_STOCK_DELTA)

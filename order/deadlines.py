@@ -4,8 +4,8 @@ channel's rules, and which orders go first when several wait for the same thing.
 Deadline: the channel's own latest ship time when it sends one (Amazon ``LatestShipDate``,
 Douyin ``exp_ship_time``), else the shop's promise (config/shops.toml ``ship_within_h``, or the
 channel's usual rule below) counted from payment, or from the pre-sale's ship date when that is
-later. An order not paid yet (and not cash on delivery) has no deadline: the channel's clock
-starts at payment.
+later (the order time for cash on delivery and for a channel that sends no pay time). An order
+not paid yet has no deadline: the channel's clock starts at payment.
 
 Priority, 0 (normal) to MAX_PRIORITY: the shop's own (``priority`` in config/shops.toml, e.g. a
 flagship store), raised to EXPEDITED for an expedited shipping service (Amazon
@@ -38,6 +38,8 @@ CHANNEL_SHIP_WITHIN_H: dict[Channel, float] = {
 # Words in a buyer's or seller's remark that ask for the parcel to go first. Plain substring
 # tests (linear in the remark), case-insensitive.
 EXPEDITE_WORDS = ("加急", "急发", "急件", "优先发货", "urgent", "expedite", "rush")
+# "About to miss its deadline": how far `./oms orders late` and the due-soon metric look ahead.
+DUE_SOON_S = 4 * 3600.0
 # A backorder's head start per priority level in the retry queue: a day, so a priority order
 # held out of stock goes before a day's worth of normal ones held before it.
 HEAD_START_PER_LEVEL_S = 86_400.0
@@ -47,11 +49,9 @@ def ship_by(order: Order, rules: ShopRules | None) -> datetime | None:
     """The time the order must ship by, None while the channel's clock has not started."""
     if order.ship_by is not None:
         return order.ship_by
-    start = order.payment.paid_at
-    if start is None and order.payment.status is PaymentStatus.COD:
-        start = order.created_at
-    if start is None:
+    if order.payment.status is PaymentStatus.UNPAID:
         return None
+    start = order.payment.paid_at or order.created_at  # COD, or a channel without a pay time
     if order.ship_after is not None and order.ship_after > start:
         start = order.ship_after
     within = rules.ship_within_h if rules and rules.ship_within_h is not None else None

@@ -16,7 +16,7 @@ from typing import cast
 import orjson
 import redis.asyncio as aioredis
 
-from order.deadlines import head_start_s
+from order.deadlines import DUE_SOON_S, head_start_s
 from order.lifecycle import CLOSABLE, NEEDS_A_PERSON, TO_SHIP
 from order.reasons import Reason
 from order.record import OrderRecord, Output
@@ -269,6 +269,18 @@ class OrderStore:
                 mapping={oid: orjson.dumps(q).decode() for oid, (_, q) in backorders.items()},
             )
         return filed
+
+    async def queue_figures(self, now: float) -> dict[str, int]:
+        """What an operator watches on a peak night, counted without loading an order: orders
+        held for a person, past their ship-by deadline, due within DUE_SOON_S, backordered."""
+        keys = self._keys
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zcard(keys.held)
+        pipe.zcount(keys.deadlines, "-inf", now)
+        pipe.zcount(keys.deadlines, f"({now}", now + DUE_SOON_S)
+        pipe.zcard(keys.backorders)
+        held, late, soon, backorders = await pipe.execute()
+        return {"held": held, "late": late, "due_soon": soon, "backorders": backorders}
 
     async def held_ids(self, limit: int = 1000, since: float = 0.0, offset: int = 0) -> list[str]:
         """Held orders, oldest hold first; ``since`` (unix seconds) skips older holds, ``offset``

@@ -10,6 +10,9 @@
                                            held orders oldest first, as `./oms held list
                                            --json`, a page at a time: ``next`` is the cursor
                                            of the next page (null at the end)
+    GET  /orders/late?within=S&limit=N     orders still to ship past their ship-by deadline
+                                           (or due within S seconds), earliest first, as
+                                           `./oms orders late --json`
     GET  /rules                            the audit rules as `./oms rules check --json` shows;
                                            blacklist entries only for read_blacklists
     POST /access/tokens                    {"user", "role"[, "shops", "expires_in"]}: grant a
@@ -91,7 +94,14 @@ from state.keys import Keys
 from state.tokens import Granted, token_store
 from streams.models import Channel
 from streams.signing import API
-from web.views import applied_summary, find_orders, held_row, order_view, submit_action
+from web.views import (
+    applied_summary,
+    find_orders,
+    held_row,
+    list_late,
+    order_view,
+    submit_action,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +121,8 @@ MAX_CURSOR_CHARS = 1024  # base64 of [time, order id of at most MAX_ID_LENGTH ch
 ACTION_WAIT_S = 20.0  # how long an action request waits for a worker to apply it
 OUTAGE_RETRY_AFTER_S = 5  # Retry-After of a 503: about one backoff step of the workers
 HELD_PARAMS = frozenset({"reason", "limit", "since", "after"})
+LATE_PARAMS = frozenset({"within", "limit"})
+MAX_WITHIN_S = 400 * 86_400  # as `./oms orders late --within`
 ACTION_FIELDS = frozenset({"reason"})
 GRANT_FIELDS = frozenset({"user", "role", "shops", "expires_in"})
 STOCK_FIELDS = frozenset({"sku", "warehouse", "delta", "reason", "field", "op_id"})
@@ -193,6 +205,10 @@ class OrderActions(Protocol):
         """Send an operator action (``release_hold``, ``cancel``) and wait for it (bounded)."""
         ...
 
+    async def late(self, *, within_s: float, limit: int, shops: Shops) -> list[dict[str, Any]]:
+        """Orders of ``shops`` still to ship past their deadline or due within ``within_s``."""
+        ...
+
     async def adjust_stock(self, change: StockAdjustment, *, actor: str) -> Outcome: ...
 
 
@@ -239,6 +255,16 @@ class RedisReads:
             if not more and len(rows) < limit:
                 return HeldPage(rows, None)
         return HeldPage(rows, cursor)
+
+    async def late(self, *, within_s: float, limit: int, shops: Shops) -> list[dict[str, Any]]:
+        return await list_late(
+            self.settings,
+            within_s=within_s,
+            limit=limit,
+            keep=lambda row: in_scope(shops, str(row["shop_id"])),
+            client=self.client,
+            scan_budget=HELD_SCAN_BUDGET,
+        )
 
     async def rules(self) -> dict[str, Any]:
         from order.audit import load_audit_rules
@@ -404,6 +430,7 @@ def create_api(
     app.router.add_post("/orders/{order_id}/cancel", post_cancel)
     app.router.add_post("/stock/adjust", post_stock_adjust)
     app.router.add_post("/access/tokens", post_grant)
+    app.router.add_get("/orders/late", get_late)  # before /orders/{order_id}
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_get("/orders/{channel}/{external_id}", get_channel_orders)
     return app
@@ -562,6 +589,32 @@ async def get_held(request: web.Request) -> web.Response:
     shown = visible(principal, page.rows)  # the reads applied the scope; this guards them
     cursor = format_cursor(page.next) if page.next else None
     return json_response({"total": len(shown), "orders": shown, "next": cursor})
+
+
+async def get_late(request: web.Request) -> web.Response:
+    """Orders of the token's shops still to ship past (or near) their ship-by deadline."""
+    principal = require(request, Permission.READ_ORDERS)
+    query = request.rel_url.query
+    check_known_params(set(query), LATE_PARAMS)
+    within_s = parse_within(query.get("within"))
+    rows = await request.app[READS].late(
+        within_s=within_s, limit=parse_limit(query.get("limit")), shops=principal.shops
+    )
+    shown = visible(principal, rows)
+    return json_response({"within_s": within_s, "total": len(shown), "orders": shown})
+
+
+def parse_within(value: str | None) -> float:
+    if value is None:
+        return 0.0
+    check_length(value, "within", MAX_NUMBER_CHARS)
+    try:
+        within = float(value)
+    except ValueError:
+        within = math.nan
+    if not (math.isfinite(within) and 0 <= within <= MAX_WITHIN_S):
+        raise BadParam(f"within must be seconds from 0 to {MAX_WITHIN_S}, got {value!r}")
+    return within
 
 
 async def get_rules(request: web.Request) -> web.Response:

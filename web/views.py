@@ -33,7 +33,7 @@ from order.record import OrderRecord
 from order.reservation import to_allocations
 from state.keys import Keys
 from state.orders import OrderStore
-from state.redis import connect_async
+from state.redis import connect_async, texts
 from state.reservations import StockEngine
 from state.stock import operation_id
 from streams import topics
@@ -353,6 +353,59 @@ def held_row(order_id: str, record: OrderRecord) -> dict[str, Any]:
         "held_at": held_at.isoformat() if held_at else "",
         "total": str(record.order.total),
         "skus": sorted(record.quantities),
+    }
+
+
+LATE_PAGE = 200  # deadline-index entries read per round trip
+
+
+async def list_late(
+    settings: Settings,
+    *,
+    within_s: float = 0.0,
+    limit: int = 1000,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+    client: aioredis.Redis | None = None,
+    now: float | None = None,
+    scan_budget: int | None = None,
+) -> list[dict[str, Any]]:
+    """Orders still to ship whose ship-by deadline has passed or comes within ``within_s``,
+    earliest deadline first (then higher priority): up to ``limit`` rows ``keep`` (the API's
+    shop scope) lets through. Reads the deadline index page by page, never every order, and
+    no more than ``scan_budget`` entries of it when given (the API's bound per request)."""
+    now = time.time() if now is None else now
+    rows: list[dict[str, Any]] = []
+    async with redis_for(settings, client) as redis_client:
+        keys = Keys(settings.redis_prefix)
+        store = OrderStore(redis_client, keys)
+        offset = 0
+        while len(rows) < limit and (scan_budget is None or offset < scan_budget):
+            ids = texts(
+                await redis_client.zrangebyscore(
+                    keys.deadlines, "-inf", now + within_s, offset, LATE_PAGE
+                )
+            )
+            offset += len(ids)
+            loaded = await store.load_many(ids)
+            found = [late_row(oid, lr.record, now) for oid, lr in loaded.items() if lr.record]
+            rows += [r for r in found if keep is None or keep(r)]
+            if len(ids) < LATE_PAGE:
+                break
+    rows.sort(key=lambda r: (r["ship_by"], -r["priority"]))
+    return rows[:limit]
+
+
+def late_row(order_id: str, record: OrderRecord, now: float) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "channel": record.order.channel.value,
+        "shop_id": record.order.shop_id,
+        "external_id": record.order.external_id,
+        "state": record.state.value,
+        "reason": record.hold_reason,
+        "priority": record.priority,
+        "ship_by": datetime.fromtimestamp(record.ship_by, UTC).isoformat(),
+        "overdue_s": round(now - record.ship_by),  # < 0: time left
     }
 
 

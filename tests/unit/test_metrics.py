@@ -58,7 +58,7 @@ def worker_snapshot(**kw: Any) -> Snapshot:
         "counters": COUNTERS,
         "lags": [PartitionLag("oms.raw.jd", 0, 7), PartitionLag("oms.raw.jd", 1, 0)],
         "partitions": 2,
-        "held": 12,
+        "queues": {"held": 12, "late": 3, "due_soon": 4, "backorders": 5},
         "dlq_reasons": tuple(DlqReason),
     }
     return Snapshot(**{**base, **kw})
@@ -81,6 +81,9 @@ def test_worker_metrics_parse_and_carry_every_family() -> None:
     assert got[("oms_consumer_lag", (("partition", "0"), ("topic", "oms.raw.jd")))] == 7
     assert got[("oms_consumer_partitions", ())] == 2
     assert got[("oms_held_orders", ())] == 12
+    assert got[("oms_orders_late", ())] == 3
+    assert got[("oms_orders_due_soon", ())] == 4
+    assert got[("oms_backorders", ())] == 5
     assert got[("oms_ready", ())] == 1
     assert got[("oms_worker_info", (("worker", "w0"),))] == 1
     assert got[("oms_counter_total", (("name", "ledger_shipped"),))] == 33
@@ -104,9 +107,10 @@ def test_no_counter_is_shown_twice_and_none_is_lost() -> None:
     assert others == {"ledger_shipped"}
 
 
-def test_held_gauge_absent_when_redis_did_not_answer() -> None:
-    got = samples(render(worker_snapshot(held=None), with_process=False))
-    assert not any(name == "oms_held_orders" for name, _ in got)
+def test_queue_gauges_absent_when_redis_did_not_answer() -> None:
+    got = samples(render(worker_snapshot(queues=None), with_process=False))
+    queues = {"oms_held_orders", "oms_orders_late", "oms_orders_due_soon", "oms_backorders"}
+    assert not any(name in queues for name, _ in got)
 
 
 def test_sink_metrics_show_backlog_and_failures() -> None:
