@@ -66,10 +66,12 @@ from state.orders import LoadedRecord, OrderStore, Save
 from state.reservations import StockEngine
 from state.velocity import record_recent
 from streams import topics
+from streams.channels import ClosedAtChannel
 from streams.channels.base import AdapterContext
 from streams.messages import (
     AfterSalesRequest,
     ChannelUpdate,
+    DlqReason,
     DlqRecord,
     EventKind,
     FulfilmentCommand,
@@ -79,7 +81,7 @@ from streams.messages import (
     WmsEvent,
 )
 from streams.models import ChannelStatus, Order, json_with_order
-from streams.normalise import RawInput, normalise
+from streams.normalise import RawInput, normalise, to_dlq
 
 log = logging.getLogger(__name__)
 
@@ -136,30 +138,52 @@ class OrderPipeline:
     # --- inputs ---------------------------------------------------------------------------
 
     async def process(self, raws: Sequence[RawInput]) -> BatchResult:
-        """Raw channel payloads: DLQ what cannot be parsed, the rest through intake."""
+        """Raw channel payloads: DLQ what cannot be parsed, orders through intake, the
+        platform's own after-sales through the after-sales path (the same one as
+        ``apply_aftersales``: same CAS, outbox and input id), all in one round loop keyed by
+        order id, so an order and its refund in one batch apply in their topic order. An
+        after-sale of an order not seen yet is dead-lettered as ``unknown_order``, for
+        ``./oms dlq replay`` once the order came (docs/decisions/0023-platform-aftersales.md)."""
         result = BatchResult()
-        pending: list[tuple[RawInput, Order]] = []
+        pending: list[RawItem] = []
         rejected: list[tuple[RawInput, DlqRecord]] = []
         for raw in raws:
             result.counts["inputs"] += 1
             parsed = normalise(raw, self.adapter_ctx)
             if isinstance(parsed, DlqRecord):
-                result.counts["dlq"] += 1
-                result.counts[f"dlq_{parsed.reason.value}"] += 1
                 rejected.append((raw, parsed))
+            elif isinstance(parsed, ClosedAtChannel):
+                note_closed(parsed, result)
             else:
                 pending.append((raw, parsed))
         async with self._deadline():
-            firsts = await self.as_first_seen([record for _, record in rejected])
-            for (raw, _), record in zip(rejected, firsts, strict=True):
-                result.outputs.append(
-                    (self.dlq_topic, raw.key or raw.input_id, record.model_dump_json())
-                )
-            velocity = await self._record_velocity([order for _, order in pending])
-            await self._apply_in_rounds(
-                pending, lambda item: [item[1].order_id], self._intake, result, velocity
+            velocity = await self._record_velocity(
+                [item for _, item in pending if isinstance(item, Order)]
             )
+            unknown: list[tuple[RawInput, DlqRecord]] = []
+            await self._apply_in_rounds(
+                pending,
+                lambda item: [item[1].order_id],
+                lambda item, loaded, ctx, now, res: self._raw_plans(
+                    item, loaded, ctx, now, res, unknown
+                ),
+                result,
+                velocity,
+            )
+            await self._dead_letter([*rejected, *unknown], result)
         return result
+
+    async def _dead_letter(
+        self, rejected: list[tuple[RawInput, DlqRecord]], result: BatchResult
+    ) -> None:
+        """DLQ records out, each as first emitted, counted by reason."""
+        firsts = await self.as_first_seen([record for _, record in rejected])
+        for (raw, _), record in zip(rejected, firsts, strict=True):
+            result.counts["dlq"] += 1
+            result.counts[f"dlq_{record.reason.value}"] += 1
+            result.outputs.append(
+                (self.dlq_topic, raw.key or raw.input_id, record.model_dump_json())
+            )
 
     async def apply_actions(self, actions: Sequence[OperatorAction]) -> BatchResult:
         """Operator decisions and timer actions, applied like any input: same CAS, same
@@ -447,6 +471,29 @@ class OrderPipeline:
         return plan
 
     # --- channel inputs -------------------------------------------------------------------
+
+    def _raw_plans(
+        self,
+        item: RawItem,
+        loaded: dict[str, LoadedRecord],
+        ctx: AuditContext,
+        now: datetime,
+        result: BatchResult,
+        unknown: list[tuple[RawInput, DlqRecord]],
+    ) -> list[Plan]:
+        """An order through intake; a platform after-sale through the after-sales path, or
+        into ``unknown`` (a DLQ record) when its order is not known."""
+        raw, parsed = item
+        if isinstance(parsed, Order):
+            return self._intake((raw, parsed), loaded, ctx, now, result)
+        current = loaded.get(parsed.order_id)
+        if current is None or current.record is None:
+            result.counts["aftersales_unknown_order"] += 1
+            detail = f"{parsed.kind.value} {parsed.request_id}: no order {parsed.order_id} yet"
+            unknown.append((raw, to_dlq(raw, DlqReason.UNKNOWN_ORDER, detail)))
+            return []
+        result.counts["aftersales_from_channel"] += 1
+        return self._aftersales_plans(parsed, loaded, ctx, now, result)
 
     def _intake(
         self,
@@ -750,6 +797,22 @@ class OrderPipeline:
         else:
             topic = self.events_topic
         return (topic, message.order_id, json_with_order(message))
+
+
+RawItem = tuple[RawInput, Order | AfterSalesRequest]
+
+
+def note_closed(closed: ClosedAtChannel, result: BatchResult) -> None:
+    """A platform after-sale that asks nothing (withdrawn, refused, closed): counted and
+    logged by ids and the platform's status, nothing applied."""
+    result.counts["aftersales_closed_at_channel"] += 1
+    log.info(
+        "%s: %s after-sale %s is %s at the channel: nothing to do",
+        closed.order_id,
+        closed.channel.value,
+        closed.request_id,
+        closed.status,
+    )
 
 
 def stage(plan: Plan, outputs: list[Output]) -> None:

@@ -15,7 +15,7 @@ request id is the input id) and lands in the order's trail with who asked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -56,6 +56,7 @@ def apply_request(
     result: BatchResult,
 ) -> None:
     record = plan.record
+    request, unknown_skus = with_sku_lines(record, request)
     entry = AfterSalesEntry(
         request_id=request.request_id,
         kind=request.kind,
@@ -66,10 +67,32 @@ def apply_request(
     record.aftersales.append(entry)
     desk = Desk(steps, plan, now, result, entry, request, ctx)
     unknown = sorted(set(request.line_ids) - {ln.line_id for ln in record.order.lines})
-    if unknown:
-        desk.refuse(f"unknown lines {', '.join(unknown)}")
+    if unknown or unknown_skus:
+        desk.refuse(f"unknown lines {', '.join(unknown + unknown_skus)}")
         return
     HANDLERS[request.kind](desk)
+
+
+def with_sku_lines(
+    record: OrderRecord, request: AfterSalesRequest
+) -> tuple[AfterSalesRequest, list[str]]:
+    """The request with the lines it names by merchant sku (a platform that sends no line id)
+    added to its line ids, and the skus no line of the order has."""
+    if not request.channel_skus:
+        return request, []
+    by_sku = {ln.channel_sku: ln.line_id for ln in reversed(record.order.lines)}
+    unknown = sorted(sku for sku in request.channel_skus if sku not in by_sku)
+    found = [by_sku[sku] for sku in request.channel_skus if sku in by_sku]
+    lines = list(dict.fromkeys([*request.line_ids, *found]))
+    return request.model_copy(update={"line_ids": lines}), [f"sku {s}" for s in unknown]
+
+
+def whole_order(record: OrderRecord, line_ids: Sequence[str]) -> bool:
+    """Whether a request names no lines (the whole order) or every line the buyer paid for: a
+    platform may refund one line of several before shipment, and the cancel here stops the
+    whole parcel, so such a request is refused for a person rather than cancel the rest."""
+    paid = {ln.line_id for ln in record.order.lines if not ln.is_gift}
+    return not line_ids or paid <= set(line_ids)
 
 
 @dataclass
@@ -89,7 +112,9 @@ class Desk(Step):
 
 def cancel(d: Desk) -> None:
     state = d.plan.record.state
-    if state in BEFORE_WMS | AT_WMS:
+    if state in BEFORE_WMS | AT_WMS and not whole_order(d.record, d.request.line_ids):
+        d.refuse("a cancel of some lines only: a person splits the parcel")
+    elif state in BEFORE_WMS | AT_WMS:
         d.steps.cancel(d.plan, Reason.CANCELLED_BY_BUYER, d.now, d.result)
         d.entry.status = "refused" if d.plan.refused else "done"
     elif state in RETURNABLE:

@@ -102,6 +102,9 @@ class DlqReason(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     PROCESSING_ERROR = "processing_error"
     UNAUTHORIZED_CONTROL = "unauthorized_control"  # unsigned or not its writer's (signing.py)
+    # A platform after-sale for an order the OMS has not seen (yet): replayed later with
+    # ``./oms dlq replay --reason unknown_order`` (docs/decisions/0023-platform-aftersales.md).
+    UNKNOWN_ORDER = "unknown_order"
 
 
 class DlqRecord(_Message):
@@ -355,6 +358,11 @@ class AfterSalesRequest(_Message):
     kind: AfterSalesKind
     # empty: the whole order
     line_ids: Annotated[list[Ref], Field(max_length=MAX_REQUEST_LINES)] = Field(
+        default_factory=list
+    )
+    # lines named by the channel's merchant sku, for platforms whose after-sale names no line
+    # id (Amazon's returns report): resolved against the order's lines (order/aftersales.py)
+    channel_skus: Annotated[list[Ref], Field(max_length=MAX_REQUEST_LINES)] = Field(
         default_factory=list
     )
     amount: Money | None = None  # within +-MAX_MONEY, at most 4 places (streams/models.py)

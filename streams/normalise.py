@@ -1,4 +1,5 @@
-"""Stage 1: raw channel bytes -> canonical Order, or a DLQ record that says why not."""
+"""Stage 1: raw channel bytes -> canonical Order, the platform's own after-sale (an
+AfterSalesRequest, or ClosedAtChannel when it asks nothing), or a DLQ record that says why not."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from datetime import UTC, datetime
 
 import orjson
 
-from streams.channels import adapt
+from streams.channels import ClosedAtChannel, adapt_input
 from streams.channels.base import MAX_MESSAGE_BYTES, AdapterContext, AdapterError
-from streams.messages import DlqReason, DlqRecord, make_id
+from streams.messages import AfterSalesRequest, DlqReason, DlqRecord, make_id
 from streams.models import Order
 
 SHOP_HEADER = "oms-shop"
+# What the message is, when its producer knows: 'order' or 'aftersale' (streams/channels
+# ORDER_KIND, AFTERSALE_KIND); absent, the payload's own fields tell. Any other value is a
+# DLQ record: a producer that names a kind must name a known one.
+KIND_HEADER = "oms-kind"
+KINDS = frozenset({"", "order", "aftersale"})
 # Headers of a DLQ replay (web/views.py replay_records): the DLQ id it replays, and the
 # position of the input the DLQ record was made from.
 REPLAY_OF_HEADER = "oms-replay-of"
@@ -66,14 +72,21 @@ def replayed_input(headers: dict[str, str], topic: str) -> str:
     return value
 
 
-def normalise(raw: RawInput, ctx: AdapterContext) -> Order | DlqRecord:
-    """Never raises for bad input: anything the adapter refuses becomes a DLQ record."""
+Normalised = Order | AfterSalesRequest | ClosedAtChannel | DlqRecord
+
+
+def normalise(raw: RawInput, ctx: AdapterContext) -> Normalised:
+    """Never raises for bad input: anything the adapter or the after-sale parser refuses
+    becomes a DLQ record."""
     shop = raw.headers.get(SHOP_HEADER, "").strip()
+    kind = raw.headers.get(KIND_HEADER, "").strip().lower()
+    if kind not in KINDS:
+        return to_dlq(raw, DlqReason.INVALID_FIELD, f"header {KIND_HEADER}: unknown kind")
     local_ctx = AdapterContext(
         sku_map=ctx.sku_map, shop_id=shop or ctx.shop_id, default_shop=ctx.default_shop
     )
     try:
-        return adapt(raw.channel, raw.value, local_ctx)
+        return adapt_input(raw.channel, raw.value, local_ctx, kind)
     except AdapterError as exc:
         return to_dlq(raw, exc.reason, exc.detail)
 

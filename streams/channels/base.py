@@ -420,11 +420,21 @@ def _quiet(reason: DlqReason, where: str, what: str) -> AdapterError:
 
 def money(value: Any, where: str) -> Decimal:
     """Major-unit money (yuan, dollars) -> non-negative Decimal within the model's bounds."""
+    amount = signed_money(value, where)
+    if amount < 0:
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: negative amount")
+    return amount
+
+
+def signed_money(value: Any, where: str) -> Decimal:
+    """Major-unit money that may be negative (a platform's refund adjustment), within the
+    model's bounds either way."""
     try:
         amount = to_decimal(value, where)
     except AdapterError:
         raise _quiet(DlqReason.INVALID_FIELD, where, "not a money amount") from None
-    return _bounded(amount, where)
+    _bounded(abs(amount), where)
+    return amount
 
 
 def money_at(parent: Mapping[str, Any], key: str, where: str = "", *,
@@ -639,18 +649,20 @@ def payment_status_for(status: ChannelStatus, *, cod: bool, paid: bool) -> Payme
     return PaymentStatus.PAID
 
 
-_Status = TypeVar("_Status", ChannelStatus, PaymentStatus, PresaleStage)
+_Status = TypeVar("_Status")
 
 
-def status_from(table: Mapping[Any, _Status], value: Any, where: str) -> _Status:
-    """Channel status -> ChannelStatus (or PaymentStatus, as Shopify's ``financial_status``);
-    an unknown status is refused, not guessed."""
+def status_from(
+    table: Mapping[Any, _Status], value: Any, where: str, what: str = "status"
+) -> _Status:
+    """Channel status -> ChannelStatus (or PaymentStatus, as Shopify's ``financial_status``,
+    or what an after-sale status or type means); an unknown one is refused, not guessed."""
     if value is None or value == "":
         raise AdapterError(DlqReason.MISSING_FIELD, where)
     try:
         return table[value]
     except (KeyError, TypeError):
-        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: unknown status") from None
+        raise AdapterError(DlqReason.INVALID_FIELD, f"{where}: unknown {what}") from None
 
 
 @dataclass(frozen=True)

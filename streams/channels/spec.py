@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from streams.channels.aftersale import AfterSaleParser
 from streams.channels.base import Adapter
 from streams.channels.drafts import PayloadBuilder
 from streams.models import Channel
@@ -30,9 +31,14 @@ class ChannelSpec:
     # code); empty where the channel takes carrier names as they come.
     carrier_codes: Mapping[str, str]
     payloads: PayloadBuilder  # native payloads for the load generator and tests
+    # the platform's own after-sales (refunds, returns) on the same raw topic; None: the
+    # channel sends after-sales on oms.aftersales only (streams/channels/aftersale.py)
+    aftersales: AfterSaleParser | None = None
 
     def __post_init__(self) -> None:
-        if self.adapter.channel is not self.channel or self.payloads.channel is not self.channel:
+        channels = [self.adapter.channel, self.payloads.channel]
+        channels += [self.aftersales.channel] if self.aftersales else []
+        if any(channel is not self.channel for channel in channels):
             raise ValueError(f"the {self.channel.value} spec holds another channel's parts")
         if not self.order_id_fields:
             raise ValueError(f"the {self.channel.value} spec names no order id field")

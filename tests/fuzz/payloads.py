@@ -466,7 +466,7 @@ def check_order(order: Order, channel: str) -> None:
 
 
 # What streams/channels/__init__.py says when a mapping fails in a way no check anticipated.
-CATCH_ALL = re.compile(r"unexpected \w+ mapping a \w+ order")
+CATCH_ALL = re.compile(r"unexpected \w+ mapping a \w+ (order|after-sale)")
 
 
 def check_error(exc: AdapterError) -> None:

@@ -424,3 +424,28 @@ def test_a_replacement_is_every_bought_unit_but_not_the_gifts() -> None:
     }
     assert replacement_units(units, "") == {"A": 3}
     assert replacement_units(units, "B") == {"B": 3}
+
+
+# --- platform after-sales (docs/decisions/0023-platform-aftersales.md) ------------------------
+
+
+def test_a_platform_cancel_of_some_lines_before_shipment_is_refused_for_a_person() -> None:
+    desk = Desk(record_in(S.ROUTED, {"A": 2, "B": 1}))
+    plan = desk.ask(A.CANCEL, line_ids=["L1"])
+    assert desk.record.state is S.ROUTED and desk.effects == []
+    assert kinds(plan) == [EventKind.ACTION_REFUSED]
+    assert "some lines only" in events(plan)[0].detail
+    whole = desk.ask(A.CANCEL, 2, line_ids=["L1", "L2"])
+    assert desk.record.state is S.CANCELLED and kinds(whole)[-1] is EventKind.CANCELLED
+
+
+def test_lines_named_by_merchant_sku_are_the_order_lines_of_that_sku() -> None:
+    desk = delivered()
+    for line in desk.record.order.lines:
+        object.__setattr__(line, "channel_sku", f"M-{line.sku}")
+    plan = desk.ask(A.RETURN, channel_skus=["M-B"])
+    [ret] = sent(plan)
+    assert ret.kind is CommandKind.RETURN_INBOUND and [ln.line_id for ln in ret.lines] == ["L2"]
+    refused = desk.ask(A.REFUND, channel_skus=["M-NOPE"])
+    assert kinds(refused) == [EventKind.ACTION_REFUSED]
+    assert "sku M-NOPE" in events(refused)[0].detail

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from streams.channels.amazon.adapter import AmazonAdapter
+from streams.channels.amazon.aftersale import AmazonAfterSales
 from streams.channels.amazon.payload import AmazonPayloads
 from streams.channels.spec import ChannelSpec
 from streams.models import Channel
@@ -24,5 +25,6 @@ SPEC = ChannelSpec(
         "cancelled": "submitFeed POST_ORDER_ACKNOWLEDGEMENT_DATA",
     },
     carrier_codes={"SF": "SF Express", "DHL": "DHL", "UPS": "UPS", "EMS": "China Post"},
+    aftersales=AmazonAfterSales(),
     payloads=AmazonPayloads(),
 )

@@ -26,6 +26,7 @@ Mapping decisions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
@@ -112,6 +113,16 @@ def _currency(order: Any, items: list[Any], marketplace: str) -> str:
     raise AdapterError(DlqReason.MISSING_FIELD, "OrderTotal.CurrencyCode")
 
 
+def shop_of(obj: Mapping[str, Any], ctx: AdapterContext) -> str:
+    """``SellerId`` when the producer adds it, else the shop in ``ctx``, else one shop per
+    marketplace (``MarketplaceId``): orders and after-sales derive it alike."""
+    marketplace = text_at(obj, "MarketplaceId")
+    country, _ = MARKETPLACES.get(marketplace, ("", ""))
+    market_shop = f"amazon-{(country or marketplace or 'default').lower()}"
+    seller = text_at(obj, "SellerId")
+    return ctx.shop_for(Channel.AMAZON, seller or (None if ctx.shop_id else market_shop))
+
+
 class AmazonAdapter:
     """SP-API Order + OrderItems -> Order."""
 
@@ -148,14 +159,12 @@ class AmazonAdapter:
         total = _amount(order, "OrderTotal", "", computed if priceless is not None else None)
 
         country, _ = MARKETPLACES.get(marketplace, ("", ""))
-        seller = text_at(order, "SellerId")
-        market_shop = f"amazon-{(country or marketplace or 'default').lower()}"
         ship_to = obj_at(order, "ShippingAddress")
         buyer = obj_at(order, "BuyerInfo")
         return assemble(
             self.channel,
             ctx,
-            shop_id=ctx.shop_for(self.channel, seller or (None if ctx.shop_id else market_shop)),
+            shop_id=shop_of(order, ctx),
             external_id=ident_at(order, "AmazonOrderId"),
             channel_status=status,
             payment_status=payment_status_for(status, cod=cod, paid=False),

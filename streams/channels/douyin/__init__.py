@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from streams.channels.douyin.adapter import DouyinAdapter
+from streams.channels.douyin.aftersale import DouyinAfterSales
 from streams.channels.douyin.payload import DouyinPayloads
 from streams.channels.spec import ChannelSpec
 from streams.models import Channel
@@ -24,5 +25,6 @@ SPEC = ChannelSpec(
         "cancelled": "order.cancel",
     },
     carrier_codes={"SF": "shunfeng", "ZTO": "zhongtong", "YTO": "yuantong", "JD": "jd"},
+    aftersales=DouyinAfterSales(),
     payloads=DouyinPayloads(),
 )

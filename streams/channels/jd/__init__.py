@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from streams.channels.jd.adapter import JdAdapter
+from streams.channels.jd.aftersale import JdAfterSales
 from streams.channels.jd.payload import JdPayloads
 from streams.channels.spec import ChannelSpec
 from streams.models import Channel
@@ -24,5 +25,6 @@ SPEC = ChannelSpec(
         "cancelled": "jingdong.pop.order.cancel",
     },
     carrier_codes={"SF": "467", "ZTO": "463", "YTO": "2463", "JD": "2087", "EMS": "465"},
+    aftersales=JdAfterSales(),
     payloads=JdPayloads(),
 )

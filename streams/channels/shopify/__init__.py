@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from streams.channels.shopify.adapter import ShopifyAdapter
+from streams.channels.shopify.aftersale import ShopifyAfterSales
 from streams.channels.shopify.payload import ShopifyPayloads
 from streams.channels.spec import ChannelSpec
 from streams.models import Channel
@@ -24,5 +25,6 @@ SPEC = ChannelSpec(
         "cancelled": "POST /orders/{id}/cancel.json",
     },
     carrier_codes={"SF": "SF Express", "DHL": "DHL Express", "UPS": "UPS"},
+    aftersales=ShopifyAfterSales(),
     payloads=ShopifyPayloads(),
 )

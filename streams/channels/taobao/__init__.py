@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from streams.channels.spec import ChannelSpec
 from streams.channels.taobao.adapter import TaobaoAdapter
+from streams.channels.taobao.aftersale import TaobaoAfterSales
 from streams.channels.taobao.payload import TaobaoPayloads
 from streams.models import Channel
 
@@ -24,5 +25,6 @@ SPEC = ChannelSpec(
         "cancelled": "taobao.trade.close",
     },
     carrier_codes={"SF": "SF", "ZTO": "ZTO", "YTO": "YTO", "JD": "JD", "EMS": "EMS"},
+    aftersales=TaobaoAfterSales(),
     payloads=TaobaoPayloads(),
 )
