@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,16 @@ def order_payload(channel: str) -> dict[str, Any]:
     return order
 
 
+def waiting(channel: str) -> dict[str, Any]:
+    """The sample order, held back from the WMS while its refund arrives: in a merge window
+    (the shop's, set by the test) or, for Douyin, whose sample receiver has no key to merge
+    on, behind a ship date (appointment_ship_time) a day ahead."""
+    order = order_payload(channel)
+    if channel == "douyin":
+        order["appointment_ship_time"] = int(time.time()) + 86_400
+    return order
+
+
 def stocked(settings: Settings, channel: str) -> str:
     _, warehouse, rows = STACK[channel]
     stock(settings, [(sku, warehouse, qty) for sku, qty in rows])
@@ -94,7 +105,7 @@ async def test_a_refund_before_release_cancels_and_gives_the_stock_back(
     stocked(redis_settings, channel)
     pipeline.decisions.shops[STACK[channel][0]] = ShopRules(merge_window_s=30)  # waits: routed
     feed = NativeFeed()
-    first = await pipeline.process([feed.raw(channel, order_payload(channel))])
+    first = await pipeline.process([feed.raw(channel, waiting(channel))])
     oid = events(first)[0].order_id
     assert await state_of(pipeline, oid) is S.ROUTED and reserved(redis_settings, channel) > 0
     result = await pipeline.process([feed.raw(channel, BEFORE_SHIPMENT[channel])])
@@ -230,7 +241,7 @@ async def test_an_order_and_its_refund_in_one_batch_apply_order_first(
     pipeline.decisions.shops[STACK["douyin"][0]] = ShopRules(merge_window_s=30)
     feed = NativeFeed()
     result = await pipeline.process(
-        [feed.raw("douyin", load("douyin")), feed.raw("douyin", aftersale("douyin", 0))]
+        [feed.raw("douyin", waiting("douyin")), feed.raw("douyin", aftersale("douyin", 0))]
     )
     kinds = [e.kind for e in events(result)]
     assert kinds.index(EventKind.RECEIVED) < kinds.index(EventKind.CANCELLED)
