@@ -144,6 +144,15 @@ GROUP BY w_reason
 ORDER BY w_reason
 """
 
+# Backorders (agents/timers.py): orders the backorder timer tried again when stock came back,
+# and how many of them are now reserved and on their way (not held, cancelled or rejected).
+Q_BACKORDERS = f"""
+SELECT count() AS retried, countIf(state NOT IN ('held', 'cancelled', 'rejected')) AS cleared
+FROM order_status
+WHERE first_at >= {_SINCE}
+  AND order_id IN (SELECT order_id FROM order_events_latest WHERE kind = 'backorder_retried')
+"""
+
 Q_LIFECYCLE = f"""
 SELECT kind, uniqExact(order_id) AS orders, count() AS events
 FROM order_events_latest
@@ -438,6 +447,7 @@ ORDER BY kind
 QUERIES: dict[str, str] = {
     "order_states": Q_ORDER_STATES,
     "waiting_by_reason": Q_WAITING_BY_REASON,
+    "backorders": Q_BACKORDERS,
     "duplicates": Q_DUPLICATES,
     "dlq_by_reason": Q_DLQ_BY_REASON,
     "gmv_by_channel": Q_GMV_BY_CHANNEL,
@@ -552,6 +562,8 @@ class Report(BaseModel):
     held_by_reason: dict[str, int] = Field(default_factory=dict)
     # reserved, routed, not released yet: by the release gate's reason (order/gates.py)
     waiting_by_reason: dict[str, int] = Field(default_factory=dict)
+    backorders_retried: int = 0  # held out of stock, tried again when stock came back
+    backorders_cleared: int = 0  # of those, reserved and on their way now
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
     duplicates: int = 0
     dlq_total: int = 0
@@ -716,6 +728,8 @@ def build_report(
     report.duplicates = int(client.execute(Q_DUPLICATES, params)[0][0])
     for reason, n in client.execute(Q_WAITING_BY_REASON, params):
         report.waiting_by_reason[reason or "unspecified"] = int(n)
+    for retried, cleared in client.execute(Q_BACKORDERS, params):  # one row
+        report.backorders_retried, report.backorders_cleared = int(retried), int(cleared)
 
     for reason, n in client.execute(Q_DLQ_BY_REASON, params):
         report.dlq_by_reason[reason] = int(n)
@@ -861,6 +875,16 @@ def format_report(report: Report) -> str:
     out += _table(
         "Reserved, waiting to ship", ("reason", "orders"), sorted(report.waiting_by_reason.items())
     )
+    if report.backorders_retried or report.held_by_reason.get("out_of_stock"):
+        out += _table(
+            "Backorders",
+            ("", "orders"),
+            [
+                ("tried again when stock came back", report.backorders_retried),
+                ("cleared: reserved and on their way", report.backorders_cleared),
+                ("still waiting for stock", report.held_by_reason.get("out_of_stock", 0)),
+            ],
+        )
     out += _table(
         "Rejected by reason", ("reason", "orders"), sorted(report.rejected_by_reason.items())
     )

@@ -321,12 +321,38 @@ def platform_shapes(settings: Settings, console: Console, run_id: str) -> list[C
 
     asyncio.run(produce(settings, first_records(settings, cases)))
     check(cases, read, "first")
+    book_deliveries(settings, cases)
     asyncio.run(produce(settings, follow_up_records(settings, cases)))
     check(cases, read, "then", timeout_s=WMS_TIMEOUT_S)
     for case in cases:
         console.print(f"{case.title}\n  {case.order_id}: {' -> '.join(case.outcome)}",
                       markup=False)
     return cases
+
+
+def book_deliveries(settings: Settings, cases: list[Case]) -> None:
+    """The warehouse books in what the backordered cases wait for, as `./oms stock adjust`
+    would: nothing else is sent, the backorder timer must find them."""
+    from order.route import RoutingTable
+    from state.redis import connect
+    from state.stock import adjust_stock
+
+    warehouses = RoutingTable.load(settings.config_dir / "warehouses.toml").warehouses
+    client = connect(settings)
+    for case in cases:
+        if case.restock is not None:
+            sku, warehouse, units = case.restock
+            adjust_stock(
+                client,
+                Keys(settings.redis_prefix),
+                warehouses,
+                sku,
+                warehouse,
+                units,
+                op_id=f"demo-delivery-{case.external_id}",
+                actor="demo-warehouse",
+                reason="delivery booked in",
+            )
 
 
 async def _states_and_reasons(

@@ -1,12 +1,14 @@
 """The demo's orders as the platforms really send them (issue 16): receivers only as ciphertext
 or masked with an OAID, a pre-sale paid in two steps, one whose balance is still due, a ship
-date ahead, an order Amazon ships itself, a virtual one, and a paid order the platform forbids
-shipping until it lifts that.
+date ahead, an order Amazon ships itself, a virtual one, a paid order the platform forbids
+shipping until it lifts that, an order the buyer has refunded on the platform before it ships,
+and a backorder that clears by itself when a delivery is booked in.
 
 Each case says what must come of it; ``./oms demo`` sends them after the burst, sends the
-follow-ups (the balance, the lift) once the first answers are in, checks every outcome on the
-order records and fails when one is wrong. Lines are re-pointed at the sample catalogue's
-plentiful skus, so the burst selling out its hot skus cannot turn a case into a stock hold.
+follow-ups (the balance, the lift, the platform's refund, the delivery) once the first answers
+are in, checks every outcome on the order records and fails when one is wrong. Lines are
+re-pointed at the sample catalogue's plentiful skus, so the burst selling out its hot skus
+cannot turn a case into a stock hold (but for the backorder, which has a sku of its own).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ SENT = frozenset(
 )
 ROUTED = frozenset({"routed"})
 ELSEWHERE = frozenset({"fulfilled_elsewhere"})
+HELD = frozenset({"held"})
+CANCELLED = frozenset({"cancelled"})
+# A sku the demo stocks with nothing (samples/stock.csv) and books a delivery of once an order
+# for it is held: the backorder retry (agents/timers.py) must then release that order.
+BACKORDER_SKU = "SKU-LAMP-D1"
+BACKORDER_DELIVERY = ("WH-SH", 20)
 
 
 @dataclass
@@ -60,6 +68,7 @@ class Case:
     then: dict[str, Any] | None = None
     expect_then: frozenset[str] = SENT
     outcome: list[str] = field(default_factory=list)
+    restock: tuple[str, str, int] | None = None  # (sku, warehouse, units) booked in before then
 
     @property
     def order_id(self) -> str:
@@ -184,6 +193,32 @@ def _amazon_afn(run_id: str, n: int) -> dict[str, Any]:
     return order
 
 
+def _douyin_refund(order: dict[str, Any], aftersale_id: str) -> dict[str, Any]:
+    """The platform's refund message (trade_RefundCreated, tag 200) for an order not shipped
+    yet (aftersale_type 2: 未发货仅退款), as samples/payloads/aftersales/douyin.json has it."""
+    samples = json.loads((SAMPLES / "aftersales" / "douyin.json").read_text(encoding="utf-8"))
+    message: dict[str, Any] = copy.deepcopy(samples[0])
+    data = json.loads(message["data"])
+    data.update(
+        {
+            "p_id": int(order["order_id"]),
+            "s_id": int(order["order_id"]),
+            "aftersale_id": int(aftersale_id),
+            "aftersale_type": 2,
+            "refund_amount": int(order["pay_amount"]),
+        }
+    )
+    message.update({"msg_id": f"73{aftersale_id}", "data": json.dumps(data)})
+    return message
+
+
+def _backordered(run_id: str, n: int) -> dict[str, Any]:
+    trade = _taobao(run_id, n)
+    for sub in trade["orders"]["order"]:
+        sub["outer_sku_id"] = BACKORDER_SKU
+    return trade
+
+
 def build_cases(run_id: str) -> list[Case]:
     """The cases of one demo run (ids unique per run)."""
     shop = {
@@ -270,7 +305,8 @@ def build_cases(run_id: str) -> list[Case]:
             {**forbid, "status": "WAIT_SELLER_SEND_GOODS", "modified": "2024-11-11 03:00:00"},
         ),
     ]
-    return [
+    refunded = _douyin(run_id, 14, appointment_ship_time=in_3_days)
+    cases = [
         Case(
             title,
             channel,
@@ -283,6 +319,30 @@ def build_cases(run_id: str) -> list[Case]:
         )
         for title, channel, first, expect, reason, then in table
     ]
+    cases += [
+        Case(
+            "Douyin, refunded on the platform before it ships",
+            "douyin",
+            shop["douyin"],
+            str(refunded["order_id"]),
+            refunded,
+            ROUTED,
+            "ship_date",
+            _douyin_refund(refunded, _digits(run_id, 14)),
+            CANCELLED,
+        ),
+        Case(
+            "Taobao backorder, cleared when a delivery is booked in",
+            "taobao",
+            shop["taobao"],
+            f"5{_digits(run_id, 15)}",
+            _backordered(run_id, 15),
+            HELD,
+            "out_of_stock",
+            restock=(BACKORDER_SKU, *BACKORDER_DELIVERY),
+        ),
+    ]
+    return cases
 
 
 def records_of(
@@ -336,6 +396,6 @@ def _meets(case: Case, found: tuple[str, str] | None, stage: str) -> bool:
     if found is None:
         return False
     state, reason = found
-    if stage == "then" and case.then is not None:
+    if stage == "then" and (case.then is not None or case.restock is not None):
         return state in case.expect_then
     return state in case.expect_first and (not case.first_reason or reason == case.first_reason)

@@ -184,6 +184,8 @@ EXPECTED: dict[str, Any] = {
     "orders_by_channel": {"shopify": 3, "taobao": 2},
     "held_by_reason": {"address_incomplete": 1},
     "waiting_by_reason": {},
+    "backorders_retried": 0,
+    "backorders_cleared": 0,
     "rejected_by_reason": {"blacklisted_buyer": 1},
     "duplicates": 1,
     "dlq_total": 3,

@@ -17,6 +17,7 @@ import pytest
 from analytics.facts import COLUMNS
 from analytics.reports import (
     Q_AFTERSALES_REQUESTS,
+    Q_BACKORDERS,
     Q_COMMANDS_BY_KIND,
     Q_DLQ_BY_REASON,
     Q_DUPLICATES,
@@ -280,6 +281,7 @@ def test_every_query_is_listed() -> None:
     assert set(QUERIES.values()) == {
         Q_ORDER_STATES,
         Q_WAITING_BY_REASON,
+        Q_BACKORDERS,
         Q_DUPLICATES,
         Q_DLQ_BY_REASON,
         Q_GMV_BY_CHANNEL,
@@ -486,6 +488,7 @@ CANNED = {
     ],
     Q_DUPLICATES: [(4,)],
     Q_WAITING_BY_REASON: [("awaiting_balance", 2), ("ship_date", 1)],
+    Q_BACKORDERS: [(3, 2)],
     Q_DLQ_BY_REASON: [("malformed_json", 2)],
     Q_GMV_BY_CHANNEL: [("jd", "CNY", 6, Decimal("1234.5000"))],
     Q_TOP_SKUS: [("SKU1", 9, ["CNY", "USD"], ["100.1000", "0.0050"])],
@@ -519,6 +522,7 @@ def test_report_assembly_and_json() -> None:
     assert d["orders_by_channel"] == {"jd": 8, "own": 3}
     assert d["held_by_reason"] == {"address_incomplete": 2}
     assert d["waiting_by_reason"] == {"awaiting_balance": 2, "ship_date": 1}
+    assert (d["backorders_retried"], d["backorders_cleared"]) == (3, 2)
     assert d["rejected_by_reason"] == {"blacklisted_buyer": 1}
     assert d["gmv_by_channel_currency"][0]["gmv"] == "1234.50"  # a string, never a float
     assert d["top_skus"][0]["gmv"] == {"CNY": "100.10", "USD": "0.005"}
