@@ -52,26 +52,26 @@ COUNTRY_RULES: Mapping[str, CountryRules] = MappingProxyType(
         "US": CountryRules(
             ("name", "street", "city", "province", "postcode"),
             _pattern(r"[0-9]{5}(?:-[0-9]{4})?"),
-            "a ZIP code of 5 digits or ZIP+4 (12345 or 12345-6789)",
+            "5 digits or ZIP+4 (12345 or 12345-6789)",
             {"province": "state", "postcode": "ZIP code"},
         ),
         "DE": CountryRules(
             ("name", "street", "city", "postcode"),
             _pattern(r"[0-9]{5}"),
-            "a Postleitzahl of 5 digits (60311)",
+            "5 digits (60311)",
             {"postcode": "Postleitzahl"},
         ),
         "JP": CountryRules(
             ("name", "street", "city", "province", "postcode"),
             _pattern(r"[0-9]{3}-?[0-9]{4}"),
-            "a postal code NNN-NNNN (100-0001)",
+            "NNN-NNNN (100-0001)",
             {"province": "prefecture"},
         ),
         "GB": CountryRules(
             ("name", "street", "city", "postcode"),
             # outward code (area, district) then inward code (sector, unit); GIR 0AA is real
             _pattern(r"(?:[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}|GIR ?0AA)"),
-            "a postcode of outward and inward code (SW1A 1AA)",
+            "outward and inward code (SW1A 1AA)",
             {"city": "post town"},
         ),
     }
@@ -109,6 +109,6 @@ def postcode_problem(address: Address) -> str:
     if not address.postcode.strip() or is_valid_postcode(address.country, address.postcode):
         return ""
     return (
-        f"{rules.label('postcode')} is not one of {address.country.upper()}: "
-        f"{rules.postcode_form} expected"
+        f"{rules.label('postcode')} is not in the {address.country.upper()} form: "
+        f"{rules.postcode_form}"
     )

@@ -323,10 +323,10 @@ def test_missing_parts_are_named_as_the_country_calls_them(
 @pytest.mark.parametrize(
     ("country", "postcode", "named"),
     [
-        ("US", "9810", "ZIP code is not one of US: a ZIP code of 5 digits or ZIP+4"),
-        ("DE", "603111", "Postleitzahl is not one of DE: a Postleitzahl of 5 digits"),
-        ("JP", "1000-001", "postcode is not one of JP: a postal code NNN-NNNN"),
-        ("GB", "SW1A-1AA", "postcode is not one of GB: a postcode of outward and inward code"),
+        ("US", "9810", "ZIP code is not in the US form: 5 digits or ZIP+4"),
+        ("DE", "603111", "Postleitzahl is not in the DE form: 5 digits"),
+        ("JP", "1000-001", "postcode is not in the JP form: NNN-NNNN"),
+        ("GB", "SW1A-1AA", "postcode is not in the GB form: outward and inward code"),
     ],
 )
 def test_a_malformed_postcode_is_held_saying_what_is_expected(
