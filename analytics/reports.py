@@ -225,6 +225,24 @@ ORDER BY {cols}
 Q_GMV_BY_CHANNEL = _gmv_by("channel")
 Q_GMV_BY_SHOP = _gmv_by("channel", "shop_id")
 
+# Accepted orders and GMV by the warehouse they ship from: each order's latest named warehouse
+# (its events carry the record's: 'WH-A+WH-B' when split, '' for an order the platform ships),
+# so overseas warehouses' sales show apart, each in its own currency.
+Q_GMV_BY_WAREHOUSE = f"""
+SELECT w_warehouse AS warehouse, currency, count() AS orders, sum(total) AS gmv
+FROM order_latest
+ANY LEFT JOIN
+(
+    SELECT order_id, argMaxIf(warehouse, seq, warehouse != '') AS w_warehouse
+    FROM order_events_latest
+    WHERE order_id IN ({_ACCEPTED_IN_SCOPE})
+    GROUP BY order_id
+) AS w USING (order_id)
+WHERE order_id IN ({_ACCEPTED_IN_SCOPE})
+GROUP BY warehouse, currency
+ORDER BY warehouse, currency
+"""
+
 # toString: groupArray over a Decimal128 (a sum) segfaults ClickHouse 18.16.
 Q_TOP_SKUS = f"""
 SELECT sku, sum(c_units) AS units, groupArray(currency) AS currencies,
@@ -460,6 +478,7 @@ QUERIES: dict[str, str] = {
     "splits_and_merges": Q_SPLITS_AND_MERGES,
     "order_ids_by_state": Q_ORDER_IDS_BY_STATE,
     "gmv_by_shop": Q_GMV_BY_SHOP,
+    "gmv_by_warehouse": Q_GMV_BY_WAREHOUSE,
     "sales_by_minute": Q_SALES_BY_MINUTE,
     "sales_by_hour": Q_SALES_BY_HOUR,
     "sales_by_day": Q_SALES_BY_DAY,
@@ -514,6 +533,13 @@ class OversoldRow(_Row):
 class ShopRow(_Row):
     channel: str
     shop_id: str
+    currency: str
+    orders: int
+    gmv: Decimal
+
+
+class WarehouseRow(_Row):
+    warehouse: str  # '' when nothing ships from the merchant's warehouses
     currency: str
     orders: int
     gmv: Decimal
@@ -584,6 +610,7 @@ class Report(BaseModel):
     split_orders: int = 0
     merged_parcels: int = 0
     gmv_by_shop: list[ShopRow] = Field(default_factory=list)
+    gmv_by_warehouse: list[WarehouseRow] = Field(default_factory=list)
     by: str = "hour"  # bucket of sales_series: minute, hour or day
     sales_series: list[SeriesRow] = Field(default_factory=list)
     sell_through: list[SellThroughRow] = Field(default_factory=list)
@@ -672,6 +699,10 @@ def _add_fulfilment(report: Report, client: QueryClient, params: Mapping[str, An
     report.gmv_by_shop = [
         ShopRow(channel=ch, shop_id=shop, currency=cur, orders=int(n), gmv=money(gmv))
         for ch, shop, cur, n, gmv in client.execute(Q_GMV_BY_SHOP, params)
+    ]
+    report.gmv_by_warehouse = [
+        WarehouseRow(warehouse=wh, currency=cur, orders=int(n), gmv=money(gmv))
+        for wh, cur, n, gmv in client.execute(Q_GMV_BY_WAREHOUSE, params)
     ]
     report.sales_series = [
         SeriesRow(bucket=_utc(b), channel=ch, currency=cur, orders=int(n), gmv=money(gmv))
@@ -906,6 +937,11 @@ def _format_fulfilment(report: Report) -> list[str]:
         "GMV by shop (accepted orders, order totals)",
         ("channel", "shop", "currency", "orders", "gmv"),
         [(r.channel, r.shop_id, r.currency, r.orders, r.gmv) for r in report.gmv_by_shop],
+    )
+    out += _table(
+        "GMV by ship-from warehouse (accepted orders; '-': shipped by the platform or nobody)",
+        ("warehouse", "currency", "orders", "gmv"),
+        [(r.warehouse or "-", r.currency, r.orders, r.gmv) for r in report.gmv_by_warehouse],
     )
     out += _table(
         f"Sales by {report.by} (accepted orders, lines' paid amount, UTC)",

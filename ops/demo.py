@@ -26,7 +26,7 @@ from analytics.ledger import ClickHouseLedger
 from core.kafka import Record, produce
 from core.settings import REPO_ROOT, Settings
 from ops.conformance import check_topics
-from ops.demo_shapes import Case, build_cases, check, first_records, follow_up_records
+from ops.demo_shapes import Case, Found, build_cases, check, first_records, follow_up_records
 from ops.loadgen import BurstPlan, generate_burst
 from ops.prepare import prepare_stack
 from state.keys import Keys
@@ -316,7 +316,7 @@ def platform_shapes(settings: Settings, console: Console, run_id: str) -> list[C
     cases = build_cases(run_id)
     console.rule("[bold]Orders as the platforms send them")
 
-    def read(order_ids: list[str]) -> dict[str, tuple[str, str]]:
+    def read(order_ids: list[str]) -> dict[str, Found]:
         return asyncio.run(_states_and_reasons(settings, order_ids))
 
     asyncio.run(produce(settings, first_records(settings, cases)))
@@ -355,20 +355,27 @@ def book_deliveries(settings: Settings, cases: list[Case]) -> None:
             )
 
 
-async def _states_and_reasons(
-    settings: Settings, order_ids: list[str]
-) -> dict[str, tuple[str, str]]:
+async def _states_and_reasons(settings: Settings, order_ids: list[str]) -> dict[str, Found]:
     from state.orders import OrderStore
     from state.redis import connect_async
+    from streams.messages import CommandKind
 
     client = connect_async(settings)
     try:
         loaded = await OrderStore(client, Keys(settings.redis_prefix)).load_many(order_ids)
-        return {
-            oid: (lr.record.state.value, lr.record.hold_reason)
-            for oid, lr in loaded.items()
-            if lr.record
-        }
+        found: dict[str, Found] = {}
+        for oid, lr in loaded.items():
+            if lr.record is None:
+                continue
+            record = lr.record
+            out = next((c for c in record.commands if c.kind is CommandKind.OUTBOUND), None)
+            found[oid] = Found(
+                record.state.value,
+                record.hold_reason,
+                out.warehouse if out else "",
+                out.carrier if out else "",
+            )
+        return found
     finally:
         await client.aclose()
 

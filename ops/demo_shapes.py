@@ -1,8 +1,10 @@
 """The demo's orders as the platforms really send them (issue 16): receivers only as ciphertext
 or masked with an OAID, a pre-sale paid in two steps, one whose balance is still due, a ship
 date ahead, an order Amazon ships itself, a virtual one, a paid order the platform forbids
-shipping until it lifts that, an order the buyer has refunded on the platform before it ships,
-and a backorder that clears by itself when a delivery is booked in.
+shipping until it lifts that, cross-border orders (Amazon and Shopify to US addresses,
+Amazon.de to Berlin) that must ship from the overseas warehouse by a local carrier, an order
+the buyer has refunded on the platform before it ships, and a backorder that clears by itself
+when a delivery is booked in.
 
 Each case says what must come of it; ``./oms demo`` sends them after the burst, sends the
 follow-ups (the balance, the lift, the platform's refund, the delivery) once the first answers
@@ -18,7 +20,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.kafka import Record
 from core.settings import REPO_ROOT, Settings
@@ -52,6 +54,18 @@ CANCELLED = frozenset({"cancelled"})
 # for it is held: the backorder retry (agents/timers.py) must then release that order.
 BACKORDER_SKU = "SKU-LAMP-D1"
 BACKORDER_DELIVERY = ("WH-SH", 20)
+US_CARRIERS = frozenset({"USPS", "UPS", "FEDEX"})  # config/carriers.toml, from WH-US-LA
+DE_CARRIERS = frozenset({"DHLDE", "DPD"})
+
+
+class Found(NamedTuple):
+    """Where an order stands, as its record says: state, hold reason, and the warehouse and
+    carrier of its first outbound command ('' before there is one)."""
+
+    state: str
+    reason: str = ""
+    warehouse: str = ""
+    carrier: str = ""
 
 
 @dataclass
@@ -69,6 +83,8 @@ class Case:
     expect_then: frozenset[str] = SENT
     outcome: list[str] = field(default_factory=list)
     restock: tuple[str, str, int] | None = None  # (sku, warehouse, units) booked in before then
+    warehouse: str = ""  # the outbound command must name it ('' = any)
+    carriers: frozenset[str] = frozenset()  # and one of these carriers (empty = any)
 
     @property
     def order_id(self) -> str:
@@ -217,6 +233,83 @@ def _backordered(run_id: str, n: int) -> dict[str, Any]:
     for sub in trade["orders"]["order"]:
         sub["outer_sku_id"] = BACKORDER_SKU
     return trade
+def _amazon_abroad(
+    run_id: str, n: int, marketplace: str, currency: str, address: dict[str, str]
+) -> dict[str, Any]:
+    """An Amazon MFN order from another marketplace: the seller ships it from its overseas
+    warehouse. ShippingAddress as SP-API sends it, no Phone (Amazon often gives none)."""
+    order = _sample("amazon")
+    for k, item in enumerate(order["OrderItems"]):
+        item["SellerSKU"] = PLENTIFUL[k % 2]
+        for key, value in item.items():
+            if isinstance(value, dict) and "CurrencyCode" in value:
+                item[key] = {"CurrencyCode": currency, "Amount": "0.00"}
+        item["ItemPrice"] = {"CurrencyCode": currency, "Amount": "19.99"}
+    order.update(
+        {
+            "AmazonOrderId": f"{111 + n}-{run_id[-7:]}-{n:07d}",
+            "MarketplaceId": marketplace,
+            "OrderTotal": {"CurrencyCode": currency, "Amount": "39.98"},
+            "ShippingAddress": {**address, "AddressType": "Residential"},
+        }
+    )
+    return order
+
+
+def _amazon_us(run_id: str, n: int) -> dict[str, Any]:
+    address = {
+        "Name": "Jane Doe",
+        "AddressLine1": "600 W 7th St",
+        "City": "Los Angeles",
+        "StateOrRegion": "CA",
+        "PostalCode": "90017-2919",
+        "CountryCode": "US",
+    }
+    return _amazon_abroad(run_id, n, "ATVPDKIKX0DER", "USD", address)
+
+
+def _amazon_de(run_id: str, n: int) -> dict[str, Any]:
+    address = {
+        "Name": "Max Mustermann",
+        "AddressLine1": "Invalidenstraße 117",
+        "City": "Berlin",
+        "PostalCode": "10115",
+        "CountryCode": "DE",
+    }
+    return _amazon_abroad(run_id, n, "A1PA6795UKMFR9", "EUR", address)
+
+
+def _shopify_us(run_id: str, n: int) -> dict[str, Any]:
+    """A Shopify order in USD to New York: shipping_address with province, province_code,
+    zip and country_code, and no phone."""
+    order = _sample("shopify")
+    for k, item in enumerate(order["line_items"]):
+        item["sku"] = PLENTIFUL[k % 2]
+        item["id"] = int(f"{item['id']}{n}")
+    order.update(
+        {
+            "id": int(f"7{_digits(run_id, n)}"),
+            "currency": "USD",
+            "presentment_currency": "USD",
+            "customer_locale": "en-US",
+            "note": None,
+            "shipping_address": {
+                "first_name": "John",
+                "last_name": "Smith",
+                "name": "John Smith",
+                "address1": "350 5th Ave",
+                "address2": "Floor 21",
+                "city": "New York",
+                "province": "New York",
+                "province_code": "NY",
+                "country": "United States",
+                "country_code": "US",
+                "zip": "10118",
+                "phone": None,
+            },
+        }
+    )
+    return order
 
 
 def build_cases(run_id: str) -> list[Case]:
@@ -232,6 +325,7 @@ def build_cases(run_id: str) -> list[Case]:
         "douyin": "order_id",
         "jd": "orderId",
         "amazon": "AmazonOrderId",
+        "shopify": "id",
     }
     deposit = _taobao_presale(run_id, 8, "FRONT_PAID_FINAL_NOPAID")
     forbid = _taobao(run_id, 11, status="PAID_FORBID_CONSIGN")
@@ -305,7 +399,7 @@ def build_cases(run_id: str) -> list[Case]:
             {**forbid, "status": "WAIT_SELLER_SEND_GOODS", "modified": "2024-11-11 03:00:00"},
         ),
     ]
-    refunded = _douyin(run_id, 14, appointment_ship_time=in_3_days)
+    refunded = _douyin(run_id, 17, appointment_ship_time=in_3_days)
     cases = [
         Case(
             title,
@@ -328,21 +422,65 @@ def build_cases(run_id: str) -> list[Case]:
             refunded,
             ROUTED,
             "ship_date",
-            _douyin_refund(refunded, _digits(run_id, 14)),
+            _douyin_refund(refunded, _digits(run_id, 17)),
             CANCELLED,
         ),
         Case(
             "Taobao backorder, cleared when a delivery is booked in",
             "taobao",
             shop["taobao"],
-            f"5{_digits(run_id, 15)}",
-            _backordered(run_id, 15),
+            f"5{_digits(run_id, 18)}",
+            _backordered(run_id, 18),
             HELD,
             "out_of_stock",
             restock=(BACKORDER_SKU, *BACKORDER_DELIVERY),
         ),
     ]
-    return cases
+    return cases + overseas_cases(run_id, id_field)
+
+
+def overseas_cases(run_id: str, id_field: dict[str, str]) -> list[Case]:
+    """Cross-border orders: each must reach the WMS from the warehouse of its country, with
+    a carrier of that country (config/warehouses.toml, config/carriers.toml)."""
+    table = [
+        (
+            "Amazon.com to Los Angeles: WH-US-LA",
+            "amazon",
+            "amazon-us",
+            _amazon_us(run_id, 14),
+            "WH-US-LA",
+            US_CARRIERS,
+        ),
+        (
+            "Shopify to New York (USD): WH-US-LA",
+            "shopify",
+            "shopify-default",
+            _shopify_us(run_id, 15),
+            "WH-US-LA",
+            US_CARRIERS,
+        ),
+        (
+            "Amazon.de to Berlin: WH-DE-FRA",
+            "amazon",
+            "amazon-de",
+            _amazon_de(run_id, 16),
+            "WH-DE-FRA",
+            DE_CARRIERS,
+        ),
+    ]
+    return [
+        Case(
+            title,
+            channel,
+            shop,
+            str(first[id_field[channel]]),
+            first,
+            SENT,
+            warehouse=warehouse,
+            carriers=carriers,
+        )
+        for title, channel, shop, first, warehouse, carriers in table
+    ]
 
 
 def records_of(
@@ -372,7 +510,7 @@ def follow_up_records(settings: Settings, cases: list[Case]) -> list[Record]:
 
 def check(
     cases: list[Case],
-    read: Callable[[list[str]], dict[str, tuple[str, str]]],
+    read: Callable[[list[str]], dict[str, Found]],
     stage: str,
     timeout_s: float = 60.0,
 ) -> bool:
@@ -384,18 +522,30 @@ def check(
         ok = all(_meets(c, found.get(c.order_id), stage) for c in cases)
         if ok or time.monotonic() > deadline:
             for case in cases:
-                state, reason = found.get(case.order_id, ("missing", ""))
-                shown = f"{state} ({reason})" if reason else state
                 verdict = "ok" if _meets(case, found.get(case.order_id), stage) else "WRONG"
-                case.outcome.append(f"{shown} {verdict}")
+                case.outcome.append(f"{_shown(found.get(case.order_id))} {verdict}")
             return ok
         time.sleep(0.5)
 
 
-def _meets(case: Case, found: tuple[str, str] | None, stage: str) -> bool:
+def _shown(found: Found | None) -> str:
     if found is None:
+        return "missing"
+    shown = f"{found.state} ({found.reason})" if found.reason else found.state
+    return f"{shown} from {found.warehouse} by {found.carrier}" if found.warehouse else shown
+
+
+def _meets(case: Case, found: Found | None, stage: str) -> bool:
+    if found is None or not _shipped_as_expected(case, found):
         return False
-    state, reason = found
     if stage == "then" and (case.then is not None or case.restock is not None):
-        return state in case.expect_then
-    return state in case.expect_first and (not case.first_reason or reason == case.first_reason)
+        return found.state in case.expect_then
+    return found.state in case.expect_first and (
+        not case.first_reason or found.reason == case.first_reason
+    )
+
+
+def _shipped_as_expected(case: Case, found: Found) -> bool:
+    return (not case.warehouse or found.warehouse == case.warehouse) and (
+        not case.carriers or found.carrier in case.carriers
+    )

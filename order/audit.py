@@ -20,8 +20,11 @@ implausible_quantity     a line above ``quantity.max_line_quantity``            
 blacklisted              buyer id, phone or street on a blacklist               reject (cfg)
 unpaid                   payment not confirmed (a pre-sale's paid deposit is)     hold
 refunded                 refunded before fulfilment                             reject
-address_incomplete       name, phone, province, city or street missing          hold
-address_implausible      street too short or without any letter                 hold (cfg)
+address_incomplete       a part the country needs is missing (greater China:    hold
+                         name, phone, province, city, street; US, DE, JP, GB
+                         their postcode too; elsewhere no phone needed)
+address_implausible      street too short or without any letter, or a postcode  hold (cfg)
+                         not in the country's form (order/address_rules.py)
 phone_implausible        not a phone number of the ship-to country              hold (cfg)
 unknown_sku              a sku with no stock record                             hold
 scalper_suspected        too many recent orders from one buyer or address       hold (cfg)
@@ -58,6 +61,7 @@ from pydantic import (
 
 from core.config import ConfigError, load_config
 from core.privacy import is_protected
+from order.address_rules import CHINA_PARTS, postcode_problem, rules_for
 from order.gates import awaits_balance
 from order.reasons import NoReason, Reason
 from streams.models import Address, ChannelStatus, Order, PaymentStatus
@@ -348,7 +352,7 @@ class AuditContext:
 
 Rule = Callable[[Order, AuditContext], AuditResult | None]
 
-REQUIRED_ADDRESS_PARTS = ("name", "phone", "province", "city", "street")
+REQUIRED_ADDRESS_PARTS = CHINA_PARTS  # greater China's; other countries': order/address_rules.py
 PROTECTED_PARTS = frozenset({"name", "phone", "street"})  # the region is always plain
 
 
@@ -407,9 +411,12 @@ def check_payment(order: Order, ctx: AuditContext) -> AuditResult | None:
 
 
 def check_address(order: Order, ctx: AuditContext) -> AuditResult | None:
+    """The parts the ship-to country needs, named as that country calls them ('missing
+    state, ZIP code' for a US address)."""
     if not ctx.rules.address_incomplete.enabled:
         return None
-    missing = [part for part in REQUIRED_ADDRESS_PARTS if not _has_part(order.address, part)]
+    rules = rules_for(order.address.country)
+    missing = [rules.label(p) for p in rules.parts if not _has_part(order.address, p)]
     if missing:
         return AuditResult(Verdict.HOLD, Reason.ADDRESS_INCOMPLETE, f"missing {', '.join(missing)}")
     return None
@@ -427,22 +434,26 @@ def _has_part(address: Address, part: str) -> bool:
 
 
 def check_address_plausible(order: Order, ctx: AuditContext) -> AuditResult | None:
-    """A street a courier cannot find. Masked or encrypted streets are the platform's to
-    judge; an empty one is address_incomplete's."""
+    """A street a courier cannot find, or a postcode not in the ship-to country's form."""
     rule = ctx.rules.address_implausible
-    street = order.address.street.strip()
-    if not rule.enabled or not street or is_protected(street):
+    if not rule.enabled:
         return None
+    problem = _street_problem(order.address.street, rule) or postcode_problem(order.address)
+    return _flag(rule, Reason.ADDRESS_IMPLAUSIBLE, problem) if problem else None
+
+
+def _street_problem(street: str, rule: AddressImplausibleRule) -> str:
+    """Masked or encrypted streets are the platform's to judge; an empty one is
+    address_incomplete's."""
+    street = street.strip()
+    if not street or is_protected(street):
+        return ""
     chars = normalise_text(street)
     if len(chars) < rule.min_street_chars:
-        return _flag(
-            rule,
-            Reason.ADDRESS_IMPLAUSIBLE,
-            f"street has {len(chars)} characters, at least {rule.min_street_chars} expected",
-        )
+        return f"street has {len(chars)} characters, at least {rule.min_street_chars} expected"
     if not any(c.isalpha() for c in chars):
-        return _flag(rule, Reason.ADDRESS_IMPLAUSIBLE, "street has no letters, only digits")
-    return None
+        return "street has no letters, only digits"
+    return ""
 
 
 def check_phone_plausible(order: Order, ctx: AuditContext) -> AuditResult | None:

@@ -767,15 +767,19 @@ def _fit(value: str, limit: int) -> str:
 
 
 def build_address(draft: AddressDraft) -> Address:
+    from streams.countries import GREATER_CHINA  # local, as regions below
     from streams.regions import province_code  # local: regions imports nothing from here
 
     country = (draft.country or "CN").strip().upper()
     if len(country) != 2 or not country.isalpha():
         raise AdapterError(DlqReason.INVALID_FIELD, "address.country: not an ISO country code")
     code = province_code(draft.province, country) or province_code(draft.province_hint, country)
+    # Outside China the province field is the state as sent (routing reads US states from it,
+    # streams/countries.py): the channel's code stands in when it sent no name.
+    province = draft.province or ("" if country in GREATER_CHINA else draft.province_hint)
     return Address(
         country=country,
-        province=_clip(draft.province, MAX_TEXT_CHARS),
+        province=_clip(province, MAX_TEXT_CHARS),
         province_code=code,
         city=_clip(draft.city, MAX_TEXT_CHARS),
         district=_clip(draft.district, MAX_TEXT_CHARS),

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ops.loadgen import DEFAULT_CATALOGUE
-from order.route import DESTINATIONS, OTHER, Carrier, RoutingConfigError, RoutingTable
+from order.route import Carrier, RoutingConfigError, RoutingTable
 from streams.models import Address, OrderLine
+from streams.regions import PROVINCES
 
 from .test_route import CARRIERS, CONFIG, address, write_config
 
@@ -63,14 +64,17 @@ def test_shipped_carrier_choice(
 
 
 def test_shipped_carriers_are_the_realistic_ones(shipped: RoutingTable) -> None:
-    assert set(shipped.carriers.names) == {"SF", "ZTO", "YTO", "JD", "EMS", "DHL", "UPS"}
+    assert set(shipped.carriers.names) == {
+        *("SF", "ZTO", "YTO", "JD", "EMS", "DHL", "UPS"),
+        *("USPS", "FEDEX", "DHLDE", "DPD", "YAMATO", "SAGAWA"),
+    }
     assert shipped.carriers.names["JD"] == "JD Logistics"
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.sampled_from(["WH-SH", "WH-BJ", "WH-GZ", "WH-CD"]),
-    st.sampled_from(sorted(DESTINATIONS - {OTHER})) | st.just(""),
+    st.sampled_from(["WH-SH", "WH-BJ", "WH-GZ", "WH-CD", "WH-US-LA", "WH-DE-FRA", "WH-JP-TYO"]),
+    st.sampled_from(sorted(PROVINCES)) | st.sampled_from(["", "CA", "NY", "Texas"]),
     st.sampled_from(["CN", "HK", "US", "DE", "BR", "JP"]),
     st.integers(min_value=0, max_value=200_000),
 )

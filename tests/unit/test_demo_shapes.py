@@ -4,15 +4,20 @@ WRONG for an order that ends up anywhere it should not."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from ops.demo_shapes import BACKORDER_SKU, build_cases, check
+from ops.demo_shapes import BACKORDER_SKU, Found, build_cases, check
+from order.audit import AuditContext, Verdict, audit
+from order.route import RoutingTable
 from streams.channels import adapt, adapt_input
 from streams.messages import AfterSalesKind, AfterSalesRequest
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "warehouses.toml"
 
 
 def test_every_case_maps_to_the_order_it_names() -> None:
     cases = build_cases("20261207193000")
-    assert len({c.order_id for c in cases}) == len(cases) == 16
+    assert len({c.order_id for c in cases}) == len(cases) == 19
     for case in cases:
         order = adapt(case.channel, json.dumps(case.first, ensure_ascii=False).encode())
         assert order.order_id == case.order_id
@@ -32,12 +37,42 @@ def test_every_case_maps_to_the_order_it_names() -> None:
 
 def test_the_check_names_wrong_outcomes() -> None:
     cases = build_cases("20261207193001")
-    right = {c.order_id: (sorted(c.expect_first)[0], c.first_reason) for c in cases}
+    right = {
+        c.order_id: Found(
+            sorted(c.expect_first)[0], c.first_reason, c.warehouse, min(c.carriers, default="")
+        )
+        for c in cases
+    }
     assert check(cases, lambda ids: right, "first", timeout_s=0)
     assert all(c.outcome[-1].endswith(" ok") for c in cases)
-    held = {oid: ("held", "unpaid") for oid in right}
+    held = {oid: Found("held", "unpaid") for oid in right}
     assert not check(cases, lambda ids: held, "first", timeout_s=0)
     assert all(c.outcome[-1].endswith("WRONG") for c in cases)
-    missing: dict[str, tuple[str, str]] = {}
+    missing: dict[str, Found] = {}
     assert not check(cases, lambda ids: missing, "then", timeout_s=0)
     assert cases[0].outcome[-1] == "missing WRONG"
+
+
+def test_the_cross_border_cases_pass_the_audit_and_route_to_their_country() -> None:
+    routing = RoutingTable.load(CONFIG)
+    overseas = [c for c in build_cases("20261207193002") if c.warehouse]
+    assert [c.warehouse for c in overseas] == ["WH-US-LA", "WH-US-LA", "WH-DE-FRA"]
+    assert [c.channel for c in overseas] == ["amazon", "shopify", "amazon"]
+    for case in overseas:
+        order = adapt(case.channel, json.dumps(case.first, ensure_ascii=False).encode())
+        assert order.address.phone == ""  # the platforms give none
+        ctx = AuditContext(known_skus=frozenset({"SKU-CASE-C3", "SKU-CHARGER-65W"}))
+        assert audit(order, ctx).verdict is Verdict.PASS, audit(order, ctx)
+        warehouse = routing.candidates(order)[0]
+        assert warehouse == case.warehouse
+        weight = routing.weight_g(order.lines)
+        assert routing.choose_carrier(warehouse, order.address, weight).code in case.carriers
+
+
+def test_an_overseas_order_shipped_from_elsewhere_is_wrong() -> None:
+    cases = [c for c in build_cases("20261207193003") if c.warehouse == "WH-US-LA"]
+    from_china = {c.order_id: Found("released", "", "WH-SH", "UPS") for c in cases}
+    assert not check(cases, lambda ids: from_china, "first", timeout_s=0)
+    assert cases[0].outcome[-1] == "released from WH-SH by UPS WRONG"
+    by_ems = {c.order_id: Found("released", "", "WH-US-LA", "EMS") for c in cases}
+    assert not check(cases, lambda ids: by_ems, "first", timeout_s=0)

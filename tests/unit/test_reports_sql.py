@@ -24,6 +24,7 @@ from analytics.reports import (
     Q_FULFILMENT_LATENCY,
     Q_GMV_BY_CHANNEL,
     Q_GMV_BY_SHOP,
+    Q_GMV_BY_WAREHOUSE,
     Q_LIFECYCLE,
     Q_ORDER_IDS_BY_STATE,
     Q_ORDER_STATES,
@@ -294,6 +295,7 @@ def test_every_query_is_listed() -> None:
         Q_SPLITS_AND_MERGES,
         Q_ORDER_IDS_BY_STATE,
         Q_GMV_BY_SHOP,
+        Q_GMV_BY_WAREHOUSE,
         Q_SALES_BY_MINUTE,
         Q_SALES_BY_HOUR,
         Q_SALES_BY_DAY,
@@ -500,6 +502,10 @@ CANNED = {
     Q_SPLITS_AND_MERGES: [(2, 2, 9)],
     Q_ORDER_IDS_BY_STATE: [("held", ["O1", "O2"]), ("delivered", ["O3"])],
     Q_GMV_BY_SHOP: [("jd", "s1", "CNY", 6, Decimal("1234.5000"))],
+    Q_GMV_BY_WAREHOUSE: [
+        ("", "CNY", 1, Decimal("9.0000")),
+        ("WH-US-LA", "USD", 5, Decimal("99.5")),
+    ],
     Q_SALES_BY_MINUTE: [],
     Q_SALES_BY_HOUR: [(datetime(2024, 11, 11, 1), "jd", "CNY", 6, Decimal("1200.0000"))],
     Q_SALES_BY_DAY: [],
@@ -551,6 +557,10 @@ def test_fulfilment_sections_assembly() -> None:
     report = build_report(CannedClient(canned))  # by hour by default
     d = report.to_dict()
     assert d["by"] == "hour"
+    assert d["gmv_by_warehouse"] == [
+        {"warehouse": "", "currency": "CNY", "orders": 1, "gmv": "9.00"},
+        {"warehouse": "WH-US-LA", "currency": "USD", "orders": 5, "gmv": "99.50"},
+    ]
     assert d["gmv_by_shop"] == [
         {"channel": "jd", "shop_id": "s1", "currency": "CNY", "orders": 6, "gmv": "1234.50"}
     ]

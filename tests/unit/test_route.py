@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from order.route import (
+    ABROAD,
     DESTINATIONS,
     OTHER,
     RoutingConfigError,
@@ -111,12 +112,16 @@ def test_there_are_31_mainland_provinces() -> None:
     assert len(MAINLAND) == 31
 
 
+CHINA = ("WH-SH", "WH-BJ", "WH-GZ", "WH-CD")
+OVERSEAS = ("WH-US-LA", "WH-DE-FRA", "WH-JP-TYO")
+
+
 def test_shipped_warehouses(shipped: RoutingTable) -> None:
-    assert set(shipped.warehouses) == {"WH-SH", "WH-BJ", "WH-GZ", "WH-CD"}
+    assert set(shipped.warehouses) == {*CHINA, *OVERSEAS}
     gz = shipped.warehouses["WH-GZ"]
     assert (gz.code, gz.name, gz.province) == ("WH-GZ", "Guangzhou", "GD")
     for wh in shipped.warehouses.values():
-        assert wh.province in PROVINCES
+        assert wh.province in PROVINCES or wh.country != "CN"
         assert set(wh.shipping_cost) == DESTINATIONS
 
 
@@ -135,19 +140,19 @@ def test_every_mainland_province_ranks_all_four_warehouses(
     shipped: RoutingTable, code: str
 ) -> None:
     ranked = shipped.candidates(order_to("CN", code))
-    assert sorted(ranked) == sorted(shipped.warehouses)
-    assert ranked == shipped.by_province[code]
+    assert sorted(ranked) == sorted(CHINA)  # never an overseas warehouse
+    assert ranked == shipped.ranked[code]
 
 
 @pytest.mark.parametrize("destination", sorted(DESTINATIONS))
 def test_candidates_are_the_covering_warehouses_by_cost_then_priority(
     shipped: RoutingTable, destination: str
 ) -> None:
-    ranked = shipped.default if destination == OTHER else shipped.by_province[destination]
+    ranked = shipped.ranked[destination]
     covering = {w.code for w in shipped.warehouses.values() if destination in w.covers}
     assert set(ranked) == covering and ranked
     keys = [
-        (shipped.warehouses[c].shipping_cost[destination], shipped.warehouses[c].priority)
+        (shipped.warehouses[c].ranking_cost(destination), shipped.warehouses[c].priority)
         for c in ranked
     ]
     assert keys == sorted(keys)
@@ -158,25 +163,40 @@ def test_remote_and_western_provinces_ship_from_chengdu(shipped: RoutingTable) -
         assert shipped.candidates(order_to("CN", code))[0] == "WH-CD", code
 
 
-@pytest.mark.parametrize(
-    ("country", "code"), [("US", ""), ("US", "CA"), ("SG", ""), ("JP", "GD"), ("DE", "BJ")]
-)
-def test_foreign_addresses_get_the_cross_border_hubs(
+@pytest.mark.parametrize(("country", "code"), [("SG", ""), ("BR", "SP"), ("GB", "")])
+def test_foreign_addresses_without_a_local_warehouse_get_the_cross_border_hubs(
     shipped: RoutingTable, country: str, code: str
 ) -> None:
-    assert shipped.candidates(order_to(country, code)) == shipped.default == ("WH-SH", "WH-GZ")
+    assert shipped.candidates(order_to(country, code)) == ("WH-SH", "WH-GZ")
 
 
-def test_chinese_address_without_or_with_unknown_province_gets_the_default(
+@pytest.mark.parametrize(
+    ("country", "code", "local"),
+    [
+        ("US", "", "WH-US-LA"),
+        ("US", "CA", "WH-US-LA"),
+        ("US", "NY", "WH-US-LA"),
+        ("DE", "BJ", "WH-DE-FRA"),
+        ("FR", "", "WH-DE-FRA"),
+        ("JP", "GD", "WH-JP-TYO"),
+    ],
+)
+def test_an_overseas_address_goes_first_to_its_local_warehouse_then_the_hubs(
+    shipped: RoutingTable, country: str, code: str, local: str
+) -> None:
+    assert shipped.candidates(order_to(country, code)) == (local, "WH-SH", "WH-GZ")
+
+
+def test_chinese_address_without_or_with_unknown_province_gets_the_hubs(
     shipped: RoutingTable,
 ) -> None:
-    assert shipped.candidates(order_to("CN", "")) == shipped.default
-    assert shipped.candidates(order_to("CN", "XX")) == shipped.default
+    assert shipped.candidates(order_to("CN", "")) == ("WH-SH", "WH-GZ")
+    assert shipped.candidates(order_to("CN", "XX")) == ("WH-SH", "WH-GZ")
 
 
 @pytest.mark.parametrize("code", ["HK", "MO", "TW"])
 def test_sars_and_taiwan_route_as_country_or_subdivision(shipped: RoutingTable, code: str) -> None:
-    ranked = shipped.by_province[code]
+    ranked = shipped.ranked[code]
     assert shipped.candidates(order_to(code, code)) == ranked
     assert shipped.candidates(order_to(code, "")) == ranked
     assert shipped.candidates(order_to("CN", code)) == ranked
@@ -184,14 +204,15 @@ def test_sars_and_taiwan_route_as_country_or_subdivision(shipped: RoutingTable, 
 
 
 def test_country_is_case_insensitive(shipped: RoutingTable) -> None:
-    assert shipped.candidates(order_to("cn", "SC")) == shipped.by_province["SC"]
+    assert shipped.candidates(order_to("cn", "SC")) == shipped.ranked["SC"]
 
 
 def test_an_address_override_wins_over_the_order_address(shipped: RoutingTable) -> None:
     order = order_to("CN", "SH")
     assert shipped.candidates(order, address("CN", "SC"))[0] == "WH-CD"
-    assert shipped.candidates(order, address("US"))[0] == "WH-SH"
-    assert shipped.candidates(order, None) == shipped.by_province["SH"]
+    assert shipped.candidates(order, address("US"))[0] == "WH-US-LA"
+    assert shipped.candidates(order, address("BR"))[0] == "WH-SH"
+    assert shipped.candidates(order, None) == shipped.ranked["SH"]
 
 
 def test_shipping_cost_is_decimal_per_destination(shipped: RoutingTable) -> None:
@@ -207,8 +228,13 @@ def test_shipping_cost_is_decimal_per_destination(shipped: RoutingTable) -> None
         ("CN", "ZJ", "ZJ"),
         ("cn", "zj", "ZJ"),
         ("HK", "", "HK"),
-        ("US", "CA", OTHER),
-        ("CN", "", OTHER),
+        ("US", "CA", "US-CA"),
+        ("us", "us-ca", "US-CA"),
+        ("US", "", "country:US"),
+        ("US", "XX", "country:US"),
+        ("DE", "BY", "country:DE"),
+        ("CN", "", "country:CN"),
+        ("XK", "", OTHER),  # Kosovo: a user-assigned code, no ISO 3166-1 country
     ],
 )
 def test_destination_of(country: str, code: str, expected: str) -> None:
@@ -223,7 +249,7 @@ def test_minimal_config_loads(tmp_path: Path) -> None:
     a, b = table.warehouses["A"], table.warehouses["B"]
     assert (a.name, a.province, a.priority) == ("Alpha", "SH", 2)
     assert b.name == "B"  # the name defaults to the code
-    assert OTHER not in b.covers and OTHER in a.covers
+    assert not ABROAD & b.covers and a.covers >= ABROAD
 
 
 def test_the_most_specific_cost_wins(tmp_path: Path) -> None:
@@ -232,6 +258,7 @@ def test_the_most_specific_cost_wins(tmp_path: Path) -> None:
     assert a.shipping_cost["ZJ"] == Decimal("6")  # region east
     assert a.shipping_cost["BJ"] == Decimal("8")  # mainland
     assert a.shipping_cost["HK"] == a.shipping_cost[OTHER] == Decimal("10")  # default
+    assert a.shipping_cost["country:US"] == a.shipping_cost["US-CA"] == Decimal("10")
 
 
 def test_ranking_by_cost_then_priority_then_coverage(tmp_path: Path) -> None:
@@ -289,7 +316,7 @@ COST_B = 'shipping_cost = { default = "10", BJ = "4.50" }'
         (
             "[warehouses.B]",
             "[warehouses.B]\nregion = 'north'",
-            r"warehouses\.B\.region: unknown field \(known here: name, province, priority,",
+            r"warehouses\.B\.region: unknown field \(known here: name, country, province, cur",
         ),
     ],
 )
@@ -311,9 +338,8 @@ def test_a_destination_no_warehouse_covers_is_refused(tmp_path: Path) -> None:
 
 def test_the_old_priority_lists_are_refused(tmp_path: Path) -> None:
     text = WAREHOUSES + '[routing]\ndefault = ["A", "B"]\n'
-    with pytest.raises(
-        RoutingConfigError, match=r"routing: unknown field \(known here: warehouses\)"
-    ):
+    known = r"known here: base_currency, rates, warehouses"
+    with pytest.raises(RoutingConfigError, match=rf"routing: unknown field \({known}\)"):
         RoutingTable.load(write_config(tmp_path, warehouses=text))
 
 
