@@ -53,6 +53,7 @@ def test_the_shipped_file() -> None:
     assert rules == {
         "own/own-web": ShopRules(shortage_policy=ShortagePolicy.SPLIT, merge_window_s=5.0),
         "shopify/geek-digital.myshopify.com": ShopRules(shortage_policy=ShortagePolicy.SPLIT),
+        "jd/10086123": ShopRules(ship_within_h=24, priority=2),
     }
     assert all(isinstance(key, ShopKey) for key in rules)
 
