@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from core.privacy import is_protected
 from order.fulfil import build_command, command_id, lines_by_warehouse, track
@@ -64,7 +64,8 @@ def merged_command(
     members: Sequence[OrderRecord], at: datetime, carrier: str, weight_g: int
 ) -> FulfilmentCommand:
     """One outbound for every member, keyed by the first (the primary); each line names the
-    order it belongs to. Tracked on every member's record."""
+    order it belongs to. The parcel is due when its earliest member is, and goes as the most
+    urgent member goes. Tracked on every member's record."""
     primary = members[0]
     [(warehouse, _)] = lines_by_warehouse(primary).items()
     lines: list[CommandLine] = []
@@ -81,6 +82,13 @@ def merged_command(
         carrier=carrier,
         merged=[m.order_id for m in members],
         weight_g=weight_g,
+    )
+    deadlines = [m.ship_by for m in members if m.ship_by]
+    command = command.model_copy(
+        update={
+            "ship_by": datetime.fromtimestamp(min(deadlines), UTC) if deadlines else None,
+            "priority": max(m.priority for m in members),
+        }
     )
     for member in members:
         track(member, command, primary=primary.order_id)

@@ -71,3 +71,32 @@ def test_priority_from_the_shop_the_service_level_and_the_remark() -> None:
     assert not sample("amazon").expedited  # Standard
     assert sample("amazon", ShipmentServiceLevelCategory="NextDay").expedited
     assert priority_of(sample("amazon", ShipmentServiceLevelCategory="Expedited"), None) == 5
+
+
+def test_a_merged_parcel_is_due_with_its_earliest_member_at_its_highest_priority() -> None:
+    from order.merge import merged_command
+    from order.record import OrderRecord
+    from streams.messages import Allocation, OrderState
+
+    def routed(ship_by: float, priority: int, external_id: str) -> OrderRecord:
+        order = own_order().model_copy(update={"external_id": external_id})
+        record = OrderRecord(
+            order_id=f"O{external_id}",
+            state=OrderState.ROUTED,
+            order=order,
+            fingerprint="f",
+            ship_by=ship_by,
+            priority=priority,
+        )
+        record.allocations = [
+            Allocation(sku=sku, warehouse="WH-SH", quantity=n)
+            for sku, n in record.quantities.items()
+        ]
+        return record
+
+    early = PAID_AT.timestamp() + 3600
+    members = [routed(early + 7200, 5, "M1"), routed(early, 0, "M2"), routed(0.0, 1, "M3")]
+    command = merged_command(members, PAID_AT, "YTO", 100)
+    assert command.ship_by == datetime.fromtimestamp(early, UTC)
+    assert command.priority == 5
+    assert command.merged_order_ids == ["OM1", "OM2", "OM3"]
