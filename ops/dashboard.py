@@ -83,6 +83,7 @@ MAX_SINCE_DIGITS = 12  # unix seconds until the year 33658: a longer ?since= is 
 MAX_POINTS = 600  # buckets per series: bounds the JSON and the drawing work
 HOT_SKUS = 5
 HELD_LIMIT = 2000  # held records read per refresh; the total always comes from the index
+LATE_ROWS = 20  # the most overdue orders listed
 HOLDS_TTL_S = 5.0  # the holds figure is shared by every open page this long
 LAG_HISTORY = 1800  # lag samples kept in memory (one per second at most)
 START_TIMEOUT_S = 30.0
@@ -468,14 +469,30 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def _holds(settings: Settings) -> dict[str, Any]:
+    """Holds by reason, and the deadline queues: orders late, due within 4 h, backordered,
+    with the LATE_ROWS most overdue (order ids and channel numbers only, no personal data)."""
     from state.keys import Keys
-    from web.views import list_held, redis_for
+    from state.orders import OrderStore
+    from web.views import list_held, list_late, redis_for
 
     async with redis_for(settings) as client:
-        total = int(await client.zcard(Keys(settings.redis_prefix).held))
+        queues = await OrderStore(client, Keys(settings.redis_prefix)).queue_figures(time.time())
         rows = await list_held(settings, HELD_LIMIT, client=client)
+        late = await list_late(settings, limit=LATE_ROWS, client=client)
     by_reason = holds_by_reason(rows)
-    return {"total": total, "by_reason": by_reason, "counted": sum(by_reason.values())}
+    return {
+        "total": queues["held"],
+        "by_reason": by_reason,
+        "counted": sum(by_reason.values()),
+        "late": queues["late"],
+        "due_soon": queues["due_soon"],
+        "backorders": queues["backorders"],
+        "late_orders": [
+            {k: r[k] for k in ("order_id", "channel", "external_id", "state", "ship_by")}
+            | {"overdue_h": round(r["overdue_s"] / 3600, 1)}
+            for r in late
+        ],
+    }
 
 
 async def dashboard_data(app: web.Application, since: int, now: float) -> dict[str, Any]:

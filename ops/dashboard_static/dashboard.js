@@ -65,6 +65,22 @@ function gmvText(gmv) {
   return parts.length ? parts.join(" · ") : "0";
 }
 
+function lateRows(rows) {
+  // textContent only: the cells never become markup
+  const body = document.querySelector("#late-orders tbody");
+  body.replaceChildren(
+    ...rows.map((r) => {
+      const tr = document.createElement("tr");
+      [r.order_id, r.channel, r.external_id, r.state, r.ship_by.slice(0, 16), String(r.overdue_h)].forEach((text) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      });
+      return tr;
+    })
+  );
+}
+
 async function render(data) {
   const summary = document.getElementById("summary");
   const errors = data.errors || {};
@@ -89,6 +105,11 @@ async function render(data) {
     setTile("holds-total", String(data.holds.total), String(data.holds.total));
     summary.dataset.holds = String(data.holds.total);
     summary.dataset.holdsByReason = JSON.stringify(data.holds.by_reason);
+    setTile("late-total", String(data.holds.late), String(data.holds.late));
+    setTile("due-soon-total", String(data.holds.due_soon), String(data.holds.due_soon));
+    setTile("backorders-total", String(data.holds.backorders), String(data.holds.backorders));
+    summary.dataset.late = String(data.holds.late);
+    lateRows(data.holds.late_orders || []);
     await draw(
       "chart-holds",
       [{ type: "bar", x: reasons, y: reasons.map((r) => data.holds.by_reason[r]), marker: { color: "#d9822b" } }],

@@ -242,7 +242,7 @@ def test_api_matches_clickhouse_and_redis(flooded: tuple[Settings, int], dashboa
     from state.keys import Keys
     from state.redis import connect
     from state.stock import stock_levels
-    from web.views import list_held
+    from web.views import list_held, list_late
 
     settings, since = flooded
     # Lag: once the workers committed what they consumed, the group is at the end offsets.
@@ -266,6 +266,14 @@ def test_api_matches_clickhouse_and_redis(flooded: tuple[Settings, int], dashboa
     assert data["holds"]["total"] == len(held) > 0
     assert sum(data["holds"]["by_reason"].values()) == len(held)
     check_held_paging(settings, held)
+    # The deadline queues: counted from their indexes, the late ones listed.
+    late = asyncio.run(list_late(settings))
+    assert data["holds"]["late"] == len(late)
+    assert [r["order_id"] for r in data["holds"]["late_orders"]] == [
+        r["order_id"] for r in late[:20]
+    ]
+    backordered = [r for r in held if r["reason"] == "out_of_stock"]
+    assert data["holds"]["backorders"] == len(backordered) > 0  # the burst sells out hot skus
 
     # Hot skus: the live level is Redis's; the ledger history in ClickHouse ends at it once
     # the shipper has caught up (it ships about every second).
