@@ -100,6 +100,9 @@ def finish(draft: AfterSaleDraft) -> PlatformAfterSale:
     request_id = request_id_of(draft.channel, draft.id_kind, draft.platform_id)
     if draft.stage is Stage.CLOSED:
         return ClosedAtChannel(draft.channel, order_id, request_id, draft.status)
+    if draft.amount is not None and draft.amount <= 0:
+        # nothing to pay back is no refund: a platform bug or a tampered message
+        raise AdapterError(DlqReason.INVALID_FIELD, "refund amount: must be more than 0")
     try:
         return AfterSalesRequest(
             request_id=request_id,

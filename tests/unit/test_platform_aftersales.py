@@ -156,8 +156,13 @@ BROKEN: list[tuple[str, int, dict[str, Any], DlqReason, str]] = [
     ("douyin", 1, {"aftersale_type": 9}, DlqReason.INVALID_FIELD, "aftersale_type"),
     ("douyin", 1, {"refund_amount": 12.5}, DlqReason.INVALID_FIELD, "refund_amount"),
     ("douyin", 1, {"p_id": [1]}, DlqReason.INVALID_FIELD, "p_id"),
-    ("shopify", 2, {"refund_line_items": [{"line_item_id": None}]}, DlqReason.MISSING_FIELD,
-     "line_item_id"),
+    (
+        "shopify",
+        2,
+        {"refund_line_items": [{"line_item_id": None}]},
+        DlqReason.MISSING_FIELD,
+        "line_item_id",
+    ),
     ("shopify", 1, {"transactions": "lots"}, DlqReason.INVALID_FIELD, "transactions"),
     ("amazon", 1, {"return_request_status": "Lost"}, DlqReason.INVALID_FIELD, "status"),
     ("amazon", 1, {"item_details": []}, DlqReason.MISSING_FIELD, "item_details"),
@@ -188,3 +193,28 @@ def test_amazon_refund_without_money_back_is_refused() -> None:
     charge["ChargeAmount"]["CurrencyAmount"] = 12.0
     out = parsed("amazon", event)
     assert isinstance(out, DlqRecord) and "no money back" in out.detail
+
+
+def refund_kind(channel: str, payload: dict[str, Any]) -> bool:
+    raw = RawInput(channel, json.dumps(payload).encode(), f"oms.raw.{channel}", 0, 1, "k", {})
+    out = normalise(raw, AdapterContext())
+    return isinstance(out, AfterSalesRequest) and out.kind is K.REFUND
+
+
+@pytest.mark.parametrize(
+    ("channel", "field"), [("taobao", "refund_fee"), ("douyin", "refund_amount")]
+)
+def test_a_refund_of_nothing_is_dead_lettered(channel: str, field: str) -> None:
+    """Found by the after-sale fuzzer: a zero refund became a refund request of 0.00."""
+    samples = json.loads((SAMPLES / "aftersales" / f"{channel}.json").read_text(encoding="utf-8"))
+    payload = next(p for p in samples if refund_kind(channel, p))
+    if "data" in payload:  # Douyin's push envelope: the message as JSON text
+        data = json.loads(payload["data"])
+        data[field] = 0
+        payload["data"] = json.dumps(data)
+    else:
+        payload[field] = 0
+    raw = RawInput(channel, json.dumps(payload).encode(), f"oms.raw.{channel}", 0, 1, "k", {})
+    out = normalise(raw, AdapterContext())
+    assert isinstance(out, DlqRecord) and out.reason is DlqReason.INVALID_FIELD
+    assert out.detail == "refund amount: must be more than 0"
