@@ -304,3 +304,69 @@ def test_a_component_refunds_its_share_and_the_bundle_its_whole() -> None:
 
     assert value(charger) == Decimal("82.18")
     assert value(case, charger) == Decimal("117.40")
+
+
+# --- ./oms skumap --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from core.settings import reset_settings
+
+    for name in ("sku_map.csv", "skus.csv"):
+        (tmp_path / name).write_bytes((CONFIG / name).read_bytes())
+    monkeypatch.setenv("OMS_CONFIG_DIR", str(tmp_path))
+    reset_settings()
+    yield tmp_path
+    reset_settings()
+
+
+def skumap_cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from ops.skumap_cli import skumap
+
+    return CliRunner().invoke(skumap, list(args))
+
+
+def test_skumap_add_checks_before_writing_and_remove_takes_it_out(config_dir: Path) -> None:
+    path = config_dir / "sku_map.csv"
+    before = path.read_text()
+    bad = skumap_cli(
+        "add",
+        "--channel",
+        "jd",
+        "--code",
+        "K2",
+        "--sku",
+        "SKU-CASE-C3:1:0.5",
+        "--sku",
+        "SKU-NOPE:1:0.5",
+    )
+    assert bad.exit_code == 2 and "'SKU-NOPE' is not in skus.csv" in bad.output
+    assert path.read_text() == before
+    good = skumap_cli(
+        "add",
+        "--channel",
+        "jd",
+        "--shop",
+        "s1",
+        "--code",
+        "K2",
+        "--sku",
+        "SKU-CASE-C3:2:0.4",
+        "--sku",
+        "SKU-CHARGER-65W:1:0.6",
+        "--json",
+    )
+    assert good.exit_code == 0 and json.loads(good.output)["added"] == "jd/s1/K2"
+    listed = json.loads(skumap_cli("list", "--json").output)["entries"]
+    kit = next(e for e in listed if e["channel_sku"] == "K2")
+    assert kit["components"] == [
+        {"sku": "SKU-CASE-C3", "qty": 2, "share": "0.4"},
+        {"sku": "SKU-CHARGER-65W", "qty": 1, "share": "0.6"},
+    ]
+    assert skumap_cli("remove", "--channel", "jd", "--shop", "s1", "--code", "K2").exit_code == 0
+    assert path.read_text().splitlines()[1:] == before.splitlines()[1:]
+    assert skumap_cli("remove", "--channel", "jd", "--code", "K2").exit_code == 1
+    assert json.loads(skumap_cli("check", "--json").output)["bundles"] == 2
