@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from streams.models import ShopKey
 from streams.sku_map import WILDCARD, MapRow, SkuMap, SkuMapError, build_map, read_rows, write_rows
 
 
@@ -86,7 +87,7 @@ def skumap_list(as_json: bool) -> None:
         emit_json({"file": str(path), "entries": entries})
         return
     for e in entries:
-        where = f"{e['channel']}/{e['shop_id']} {e['channel_sku']}"
+        where = f"{ShopKey.of(e['channel'], e['shop_id'])} {e['channel_sku']}"
         if "sku" in e:
             click.echo(f"{where} -> {e['sku']}")
         else:
