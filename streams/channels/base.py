@@ -833,7 +833,7 @@ def expand_bundle(line: LineDraft, components: tuple[Component, ...]) -> list[Or
                 channel_sku=line.channel_sku,
                 title=_clip(line.title, MAX_TEXT_CHARS),
                 quantity=units,
-                unit_price=(list_part / units).quantize(UNIT_PRICE_PLACES),
+                unit_price=_money2((list_part / units).quantize(UNIT_PRICE_PLACES)),
                 discount=_money2(max(Decimal(0), list_part - paid_part)),
                 paid_amount=_money2(paid_part),
                 is_gift=line.is_gift,
