@@ -25,6 +25,8 @@ from tests.integration.test_presale import state_of
 pytestmark = pytest.mark.integration
 
 CASE, CHARGER = "KC-CASE", "KC-CHARGER"  # skus of their own: no other test's stock
+# WH-SH, first for the test address, has the plain line and the cases but one charger only.
+SH_SHORT_OF_CHARGERS = [("KC-PLAIN", "WH-SH", 5), (CASE, "WH-SH", 5), (CHARGER, "WH-SH", 1)]
 KIT = (Component(CASE, 1, Decimal("0.25")), Component(CHARGER, 2, Decimal("0.75")))
 
 
@@ -58,15 +60,7 @@ async def test_one_component_short_reserves_nothing_and_holds_the_order(
     splitting(pipeline)
     # Enough of everything in total, but the chargers are in WH-GZ and the case in WH-SH:
     # a split would serve it; a bundle does not split, so it waits for stock in one place.
-    stock(
-        redis_settings,
-        [
-            ("KC-PLAIN", "WH-SH", 5),
-            (CASE, "WH-SH", 5),
-            (CHARGER, "WH-SH", 1),
-            (CHARGER, "WH-GZ", 9),
-        ],
-    )
+    stock(redis_settings, [*SH_SHORT_OF_CHARGERS, (CHARGER, "WH-GZ", 9)])
     order = with_kit("KB1", 2)
     assert [(ln.line_id, ln.sku, ln.quantity) for ln in order.lines] == [
         ("L1", "KC-PLAIN", 1),
@@ -88,9 +82,7 @@ async def test_a_bundle_ships_from_one_warehouse_and_returns_whole(
     stock(
         redis_settings,
         [
-            ("KC-PLAIN", "WH-SH", 5),
-            (CASE, "WH-SH", 5),
-            (CHARGER, "WH-SH", 1),  # the first warehouse cannot serve the chargers
+            *SH_SHORT_OF_CHARGERS,
             (CASE, "WH-GZ", 5),
             (CHARGER, "WH-GZ", 9),
             ("KC-PLAIN", "WH-GZ", 5),
