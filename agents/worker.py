@@ -157,7 +157,8 @@ def build_worker_app(settings: Settings, name: str, serve_http: ServeHttp) -> fa
 
     async def make_pipeline() -> OrderPipeline:
         routing = RoutingTable.load(settings.config_dir / "warehouses.toml")
-        ctx = AdapterContext(sku_map=SkuMap.load(settings.config_dir / "sku_map.csv"))
+        sku_map = SkuMap.load(settings.config_dir / "sku_map.csv", routing.weights.grams)
+        ctx = AdapterContext(sku_map=sku_map)
         return OrderPipeline(settings, connect_batched(settings), routing, ctx)
 
     register_intake(app, settings, make_pipeline, counters)

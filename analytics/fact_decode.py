@@ -105,6 +105,12 @@ class PaymentFact(Struct, frozen=True):
         check_amounts(self.paid_total)
 
 
+class BundleFact(Struct, frozen=True):
+    code: Id
+    line_id: Id
+    quantity: Units
+
+
 class LineFact(Struct, frozen=True):
     line_id: Id
     sku: Id
@@ -114,6 +120,7 @@ class LineFact(Struct, frozen=True):
     channel_sku: Ref = ""
     discount: Decimal = Decimal("0")
     is_gift: bool = False
+    bundle: BundleFact | None = None
 
     def __post_init__(self) -> None:
         check_amounts(self.unit_price, self.paid_amount, self.discount)

@@ -120,6 +120,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "created_at",
         "province_code",
         "rev",  # added by migration 0006: which row of one id wins (revision())
+        "bundle",  # added by migration 0007: the bundle code a component line came from
+        "bundle_line_id",  # and the bundle's line id at the channel ('' for neither)
     ),
     DLQ: (
         "dlq_id",
@@ -350,6 +352,8 @@ def line_rows(event: EventFact, order: OrderFact, rev: int) -> list[tuple[Any, .
             created_at,
             order.address.province_code,
             rev,
+            line.bundle.code if line.bundle else "",
+            line.bundle.line_id if line.bundle else "",
         )
         for line in order.lines
     ]

@@ -1310,6 +1310,15 @@ def rules_check(args: tuple[str, ...]) -> None:
     check.main(list(args), prog_name="oms rules check")
 
 
+def _register_skumap() -> None:
+    from ops.skumap_cli import skumap
+
+    main.add_command(skumap)
+
+
+_register_skumap()
+
+
 # --- access ------------------------------------------------------------------------------
 
 

@@ -374,6 +374,7 @@ async def _states_and_reasons(settings: Settings, order_ids: list[str]) -> dict[
                 record.hold_reason,
                 out.warehouse if out else "",
                 out.carrier if out else "",
+                tuple((a.sku, a.warehouse) for a in record.allocations),
             )
         return found
     finally:

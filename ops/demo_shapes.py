@@ -53,6 +53,7 @@ CANCELLED = frozenset({"cancelled"})
 # A sku the demo stocks with nothing (samples/stock.csv) and books a delivery of once an order
 # for it is held: the backorder retry (agents/timers.py) must then release that order.
 BACKORDER_SKU = "SKU-LAMP-D1"
+BUNDLE_CODE = "KIT-CASE-CHARGER"  # config/sku_map.csv: SKU-CASE-C3 + SKU-CHARGER-65W
 BACKORDER_DELIVERY = ("WH-SH", 20)
 US_CARRIERS = frozenset({"USPS", "UPS", "FEDEX"})  # config/carriers.toml, from WH-US-LA
 DE_CARRIERS = frozenset({"DHLDE", "DPD"})
@@ -66,6 +67,7 @@ class Found(NamedTuple):
     reason: str = ""
     warehouse: str = ""
     carrier: str = ""
+    reserved: tuple[tuple[str, str], ...] = ()  # (sku, warehouse) of each allocation
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Case:
     restock: tuple[str, str, int] | None = None  # (sku, warehouse, units) booked in before then
     warehouse: str = ""  # the outbound command must name it ('' = any)
     carriers: frozenset[str] = frozenset()  # and one of these carriers (empty = any)
+    together: frozenset[str] = frozenset()  # skus all reserved, from one warehouse (a bundle)
 
     @property
     def order_id(self) -> str:
@@ -226,6 +229,13 @@ def _douyin_refund(order: dict[str, Any], aftersale_id: str) -> dict[str, Any]:
     )
     message.update({"msg_id": f"73{aftersale_id}", "data": json.dumps(data)})
     return message
+
+
+def _bundle(run_id: str, n: int) -> dict[str, Any]:
+    """A Taobao order whose second line is the kit KIT-CASE-CHARGER (config/sku_map.csv)."""
+    trade = _taobao(run_id, n)
+    trade["orders"]["order"][1]["outer_sku_id"] = BUNDLE_CODE
+    return trade
 
 
 def _backordered(run_id: str, n: int) -> dict[str, Any]:
@@ -435,6 +445,15 @@ def build_cases(run_id: str) -> list[Case]:
             "out_of_stock",
             restock=(BACKORDER_SKU, *BACKORDER_DELIVERY),
         ),
+        Case(
+            "Taobao kit (bundle): both parts reserved from one warehouse",
+            "taobao",
+            shop["taobao"],
+            f"5{_digits(run_id, 19)}",
+            _bundle(run_id, 19),
+            SENT,
+            together=frozenset(PLENTIFUL),
+        ),
     ]
     return cases + overseas_cases(run_id, id_field)
 
@@ -546,6 +565,16 @@ def _meets(case: Case, found: Found | None, stage: str) -> bool:
 
 
 def _shipped_as_expected(case: Case, found: Found) -> bool:
-    return (not case.warehouse or found.warehouse == case.warehouse) and (
-        not case.carriers or found.carrier in case.carriers
+    return (
+        (not case.warehouse or found.warehouse == case.warehouse)
+        and (not case.carriers or found.carrier in case.carriers)
+        and _reserved_together(case.together, found.reserved)
     )
+
+
+def _reserved_together(skus: frozenset[str], reserved: tuple[tuple[str, str], ...]) -> bool:
+    """Every sku of a bundle reserved, all from one warehouse (vacuous without a bundle)."""
+    if not skus:
+        return True
+    of_bundle = [(sku, wh) for sku, wh in reserved if sku in skus]
+    return {sku for sku, _ in of_bundle} == skus and len({wh for _, wh in of_bundle}) == 1

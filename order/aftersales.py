@@ -57,6 +57,7 @@ def apply_request(
 ) -> None:
     record = plan.record
     request, unknown_skus = with_sku_lines(record, request)
+    request = with_bundle_lines(record, request)
     entry = AfterSalesEntry(
         request_id=request.request_id,
         kind=request.kind,
@@ -80,11 +81,28 @@ def with_sku_lines(
     added to its line ids, and the skus no line of the order has."""
     if not request.channel_skus:
         return request, []
-    by_sku = {ln.channel_sku: ln.line_id for ln in reversed(record.order.lines)}
+    by_sku = {
+        ln.channel_sku: ln.line_id if ln.bundle is None else ln.bundle.line_id
+        for ln in reversed(record.order.lines)
+    }
     unknown = sorted(sku for sku in request.channel_skus if sku not in by_sku)
     found = [by_sku[sku] for sku in request.channel_skus if sku in by_sku]
     lines = list(dict.fromkeys([*request.line_ids, *found]))
     return request.model_copy(update={"line_ids": lines}), [f"sku {s}" for s in unknown]
+
+
+def with_bundle_lines(record: OrderRecord, request: AfterSalesRequest) -> AfterSalesRequest:
+    """The request with each bundle line id it names replaced by the bundle's component lines:
+    the buyer returns or is refunded the bundle as bought; naming one component's own line id
+    (``<bundle line>/<n>``) means that component only (docs/decisions/0026-bundles.md)."""
+    parts: dict[str, list[str]] = {}
+    for ln in record.order.lines:
+        if ln.bundle is not None:
+            parts.setdefault(ln.bundle.line_id, []).append(ln.line_id)
+    if not any(line_id in parts for line_id in request.line_ids):
+        return request
+    lines = [part for line_id in request.line_ids for part in parts.get(line_id, [line_id])]
+    return request.model_copy(update={"line_ids": list(dict.fromkeys(lines))})
 
 
 def whole_order(record: OrderRecord, line_ids: Sequence[str]) -> bool:

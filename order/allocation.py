@@ -64,13 +64,15 @@ def plan_allocation(
     available: Available,
     policy: ShortagePolicy = ShortagePolicy.HOLD,
     stocked: Stocked | None = None,
+    together: bool = False,
 ) -> Plan | None:
     """One warehouse if any can serve the whole order; else split when the policy says so, or
     when the policy is HOLD but no candidate even stocks every sku (``stocked`` given): then
-    waiting for a restock could never make one warehouse able to serve it."""
+    waiting for a restock could never make one warehouse able to serve it. ``together``
+    (an order with a bundle, whose components ship as one parcel) never splits."""
     candidates = list(dict.fromkeys(candidates))  # a warehouse listed twice is one warehouse
     single = plan_single(quantities, candidates, available)
-    if single is not None or policy is ShortagePolicy.REJECT:
+    if single is not None or policy is ShortagePolicy.REJECT or together:
         return single
     never_single = stocked is not None and not any(
         stocks_everything(quantities, wh, stocked) for wh in candidates

@@ -156,6 +156,7 @@ class Decisions:
             quantities=record.quantities,
             warehouses=candidates,
             policy=self.policy_for(record.order),
+            together=record.order.has_bundles,  # a bundle's components ship as one parcel
             shop=record.order.shop_key,  # its channel quotas apply
             fallback=record.order.quantity_by_sku if gifts else None,
         )

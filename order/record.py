@@ -129,6 +129,7 @@ class ReserveIntent(BaseModel):
     quantities: dict[str, int]
     warehouses: list[str]
     policy: ShortagePolicy = ShortagePolicy.HOLD
+    together: bool = False  # never split over warehouses: the order holds a bundle
     shop: str = ""  # ShopKey "CHANNEL/SHOP" as stored ('' = none)
     fallback: dict[str, int] | None = None  # the order without its gifts, tried when short
     then: Then = Then.ROUTE
@@ -146,6 +147,7 @@ class ReserveIntent(BaseModel):
             shop=ShopKey.parse(self.shop) if self.shop else None,
             seq=base,
             seq_limit=(version + 1) * FENCE_STRIDE,
+            together=self.together,
         )
         if self.fallback is None:
             return first, None

@@ -36,6 +36,7 @@ class ReserveRequest:
     shop: ShopKey | None = None  # its channel quotas apply (None: none; state/channel_stock.py)
     seq: int | None = None  # fence of attempt 0 (module docstring); None: unfenced (tests, bench)
     seq_limit: int | None = None  # first seq of the next decision (what "superseded" means)
+    together: bool = False  # from one warehouse only, whatever the policy (a bundle's parts)
 
     def attempt_seq(self, attempt: int) -> str:
         return "" if self.seq is None else str(self.seq + attempt)

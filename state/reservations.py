@@ -140,7 +140,7 @@ class StockEngine:
             plan = None
             if charges is not None:
                 plan = plan_allocation(
-                    req.quantities, req.warehouses, available, req.policy, stocked
+                    req.quantities, req.warehouses, available, req.policy, stocked, req.together
                 )
             if plan is not None:
                 take(available, plan)

@@ -272,6 +272,15 @@ class Presale(_Model):
     paid: NonNegativeMoney = Decimal("0")
 
 
+class BundleRef(_Model):
+    """The bundle (组合商品) a component line was expanded from: the channel's code and line
+    id, and how many bundles that line bought (docs/decisions/0026-bundles.md)."""
+
+    code: Code  # the merchant code the channel sent for the bundle
+    line_id: Code  # the bundle line's id at the channel: an after-sales request may name it
+    quantity: Annotated[int, Field(gt=0, le=MAX_LINE_QUANTITY)]
+
+
 class OrderLine(_Model):
     line_id: Code
     sku: Code  # OMS sku after mapping
@@ -282,6 +291,8 @@ class OrderLine(_Model):
     discount: NonNegativeMoney = Decimal("0")  # discount on the whole line
     paid_amount: NonNegativeMoney  # what the buyer paid for the whole line
     is_gift: bool = False
+    # Added after the first release (LATER_LINE_FIELDS): set on a bundle's component lines.
+    bundle: BundleRef | None = None
 
 
 class Order(_Model):
@@ -412,7 +423,14 @@ class Order(_Model):
                 node = getattr(node, name)
             if node != unset:
                 return True
-        return False
+        return any(
+            getattr(line, name) != unset for line in self.lines for name, unset in LATER_LINE_FIELDS
+        )
+
+    @property
+    def has_bundles(self) -> bool:
+        """Whether any line is a bundle's component (they ship from one warehouse)."""
+        return any(line.bundle is not None for line in self.lines)
 
 
 # Fields added after the first release, with their unset value: an order that leaves them
@@ -426,6 +444,8 @@ LATER_FIELDS: Final = (
     (("ship_by",), None),
     (("expedited",), False),
 )
+# The same for fields of every line: (name, unset value).
+LATER_LINE_FIELDS: Final = (("bundle", None),)
 
 
 def _drop_later_fields(data: dict[str, Any], *, only_unset: bool) -> int:
@@ -442,6 +462,13 @@ def _drop_later_fields(data: dict[str, Any], *, only_unset: bool) -> int:
             continue
         del node[name]
         size += len(name) + 4 + len(orjson.dumps(value))  # ',"name":value'
+    for line in data["lines"]:
+        for name, unset in LATER_LINE_FIELDS:
+            value = line[name]
+            if only_unset and value != unset:
+                continue
+            del line[name]
+            size += len(name) + 4 + len(orjson.dumps(value))
     return size
 
 

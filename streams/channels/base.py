@@ -7,12 +7,10 @@ normalise stage can turn it into a DLQ record instead of crashing.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
@@ -28,6 +26,7 @@ from streams.models import (
     MAX_ORDER_LINES,
     MAX_TEXT_CHARS,
     Address,
+    BundleRef,
     Buyer,
     Channel,
     ChannelStatus,
@@ -40,6 +39,8 @@ from streams.models import (
     ProtectedReceiver,
     make_order_id,
 )
+from streams.sku_map import Component, split_amount
+from streams.sku_map import SkuMap as SkuMap  # re-exported: adapters' callers build one
 
 MAX_PAYLOAD_BYTES = 1_000_000  # one order; a 10 MB "order" is an attack or a bug
 MAX_DEPTH = 32
@@ -75,37 +76,6 @@ class AdapterError(Exception):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class SkuMap:
-    """Merchant sku code -> OMS sku; identity unless a row says otherwise.
-
-    Keys are (channel, shop, code) with ``*`` as a wildcard shop, so one table serves
-    merchants whose shops on one channel share codes and those whose codes differ per shop.
-    """
-
-    rows: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
-
-    def resolve(self, channel: str, shop_id: str, code: str) -> str:
-        return (
-            self.rows.get((channel, shop_id, code))
-            or self.rows.get((channel, "*", code))
-            or code
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> SkuMap:
-        """CSV with header ``channel,shop_id,channel_sku,sku``; a missing file means identity."""
-        if not path.exists():
-            return cls()
-        rows: dict[tuple[str, str, str], str] = {}
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                key = (row["channel"].strip(), row.get("shop_id", "*").strip() or "*",
-                       row["channel_sku"].strip())
-                rows[key] = row["sku"].strip()
-        return cls(rows)
 
 
 @dataclass(frozen=True)
@@ -822,6 +792,60 @@ def build_buyer(fields: Mapping[str, str]) -> Buyer:
     )
 
 
+def map_line(line: LineDraft, sku_map: SkuMap, channel: str, shop_id: str) -> list[OrderLine]:
+    """One channel line as order lines: one line of its mapped sku, or a bundle's component
+    lines (``expand_bundle``)."""
+    components = sku_map.components(channel, shop_id, line.channel_sku)
+    if components is not None:
+        return expand_bundle(line, components)
+    return [
+        OrderLine(
+            line_id=line.line_id,
+            sku=sku_map.resolve(channel, shop_id, line.channel_sku),
+            channel_sku=line.channel_sku,
+            title=_clip(line.title, MAX_TEXT_CHARS),
+            quantity=line.quantity,
+            unit_price=_money2(line.unit_price),
+            discount=_money2(max(Decimal(0), line.unit_price * line.quantity - line.paid_amount)),
+            paid_amount=_money2(line.paid_amount),
+            is_gift=line.is_gift,
+        )
+    ]
+
+
+def expand_bundle(line: LineDraft, components: tuple[Component, ...]) -> list[OrderLine]:
+    """A bundle line -> one line per component, ids ``<line id>/<n>`` (n from 1, in the map's
+    order: deterministic, so a re-push is the same order; '/' because JD's repeated ids already
+    use '#'). The paid and the list amounts are split by share (split_amount: the parts add up
+    exactly); each line names the bundle it came from."""
+    paid = split_amount(line.paid_amount, components)
+    listed = split_amount(line.unit_price * line.quantity, components)
+    ref = BundleRef(code=line.channel_sku, line_id=line.line_id, quantity=line.quantity)
+    out = []
+    for n, (component, paid_part, list_part) in enumerate(
+        zip(components, paid, listed, strict=True), start=1
+    ):
+        units = line.quantity * component.qty
+        out.append(
+            OrderLine(
+                line_id=f"{line.line_id}/{n}",
+                sku=component.sku,
+                channel_sku=line.channel_sku,
+                title=_clip(line.title, MAX_TEXT_CHARS),
+                quantity=units,
+                unit_price=_money2((list_part / units).quantize(UNIT_PRICE_PLACES)),
+                discount=_money2(max(Decimal(0), list_part - paid_part)),
+                paid_amount=_money2(paid_part),
+                is_gift=line.is_gift,
+                bundle=ref,
+            )
+        )
+    return out
+
+
+UNIT_PRICE_PLACES = Decimal("0.0001")  # a component's unit price: its list share per unit
+
+
 def assemble(
     channel: Channel,
     ctx: AdapterContext,
@@ -861,19 +885,9 @@ def assemble(
         raise AdapterError(DlqReason.INVALID_FIELD, "shop_id: missing or too long")
     try:
         order_lines = [
-            OrderLine(
-                line_id=line.line_id,
-                sku=ctx.sku_map.resolve(channel.value, shop_id, line.channel_sku),
-                channel_sku=line.channel_sku,
-                title=_clip(line.title, MAX_TEXT_CHARS),
-                quantity=line.quantity,
-                unit_price=_money2(line.unit_price),
-                discount=_money2(max(Decimal(0), line.unit_price * line.quantity
-                                     - line.paid_amount)),
-                paid_amount=_money2(line.paid_amount),
-                is_gift=line.is_gift,
-            )
+            order_line
             for line in lines
+            for order_line in map_line(line, ctx.sku_map, channel.value, shop_id)
         ]
         paid_total = total if payment_status in PAID_STATES else Decimal(0)
         return Order(

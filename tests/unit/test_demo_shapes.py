@@ -9,7 +9,7 @@ from pathlib import Path
 from ops.demo_shapes import BACKORDER_SKU, Found, build_cases, check
 from order.audit import AuditContext, Verdict, audit
 from order.route import RoutingTable
-from streams.channels import adapt, adapt_input
+from streams.channels import AdapterContext, SkuMap, adapt, adapt_input
 from streams.messages import AfterSalesKind, AfterSalesRequest
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "warehouses.toml"
@@ -17,9 +17,11 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "warehouses.toml"
 
 def test_every_case_maps_to_the_order_it_names() -> None:
     cases = build_cases("20261207193000")
-    assert len({c.order_id for c in cases}) == len(cases) == 19
+    assert len({c.order_id for c in cases}) == len(cases) == 20
+    ctx = AdapterContext(sku_map=SkuMap.load(CONFIG.with_name("sku_map.csv")))
     for case in cases:
-        order = adapt(case.channel, json.dumps(case.first, ensure_ascii=False).encode())
+        order = adapt(case.channel, json.dumps(case.first, ensure_ascii=False).encode(), ctx)
+        assert order.has_bundles == bool(case.together)
         assert order.order_id == case.order_id
         skus = {line.sku for line in order.lines}
         if case.restock is not None:
@@ -39,7 +41,11 @@ def test_the_check_names_wrong_outcomes() -> None:
     cases = build_cases("20261207193001")
     right = {
         c.order_id: Found(
-            sorted(c.expect_first)[0], c.first_reason, c.warehouse, min(c.carriers, default="")
+            sorted(c.expect_first)[0],
+            c.first_reason,
+            c.warehouse,
+            min(c.carriers, default=""),
+            tuple((sku, "WH-SH") for sku in sorted(c.together)),
         )
         for c in cases
     }
@@ -67,6 +73,25 @@ def test_the_cross_border_cases_pass_the_audit_and_route_to_their_country() -> N
         assert warehouse == case.warehouse
         weight = routing.weight_g(order.lines)
         assert routing.choose_carrier(warehouse, order.address, weight).code in case.carriers
+
+
+def test_a_bundle_reserved_from_two_warehouses_or_in_part_is_wrong() -> None:
+    (case,) = [c for c in build_cases("20261207193004") if c.together]
+    split = {
+        case.order_id: Found(
+            "released",
+            "",
+            "WH-SH",
+            "SF",
+            (
+                ("SKU-CASE-C3", "WH-SH"),
+                ("SKU-CHARGER-65W", "WH-BJ"),
+            ),
+        )
+    }
+    assert not check([case], lambda ids: split, "first", timeout_s=0)
+    part = {case.order_id: Found("released", "", "WH-SH", "SF", (("SKU-CASE-C3", "WH-SH"),))}
+    assert not check([case], lambda ids: part, "first", timeout_s=0)
 
 
 def test_an_overseas_order_shipped_from_elsewhere_is_wrong() -> None:
