@@ -183,15 +183,19 @@ def replace_first(items: list[Any], again: list[Any]) -> list[Any]:
     return [i for i in items if getattr(i, "event_id", None) not in ids] + again
 
 
+AFTER_0006 = frozenset({"rev", "phone_hash", "phone_key"})
+
+
 def inserts_before_0006(items: list[Any]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The INSERTs a sink before migration 0006 made for ``items``: the same rows without
-    ``rev`` (the tables had none; 0006 derives it from seq and time for such rows)."""
+    ``rev`` (the tables had none; 0006 derives it from seq and time for such rows) and
+    without the columns later migrations added (0007's phone keys)."""
     out = []
     for table, rows in rows_for(items).items():
         if not rows:
             continue
         cols = COLUMNS[table]
-        keep = [i for i, c in enumerate(cols) if c != "rev"]
+        keep = [i for i, c in enumerate(cols) if c not in AFTER_0006]
         names = ", ".join(cols[i] for i in keep)
         out.append(
             (f"INSERT INTO {table} ({names}) VALUES", [tuple(r[i] for i in keep) for r in rows])
