@@ -30,6 +30,7 @@ DEFAULT_SEARCH_LIMIT = 100
 MAX_TERM_CHARS = 128  # a buyer id, a tracking number or a sku
 SCAN_ROWS = 20_000_000  # rows one search may read, subqueries included
 SCAN_SECONDS = 10
+OVER_BUDGET = frozenset({158, 159})  # ClickHouse TOO_MANY_ROWS, TIMEOUT_EXCEEDED
 
 
 class SearchError(ValueError):
@@ -193,15 +194,22 @@ def search_orders(
     """The orders ``search`` finds, newest first, as rows with no personal data (ids, shop,
     creation time, total); ClickHouse refuses a search that would read past the scan budget."""
     sql, params = search_query(search, database, salt, shops)
-    rows = client.execute(
-        sql,
-        params,
-        settings={
-            "max_rows_to_read": SCAN_ROWS,
-            "read_overflow_mode": "throw",
-            "max_execution_time": SCAN_SECONDS,
-        },
-    )
+    try:
+        rows = client.execute(
+            sql,
+            params,
+            settings={
+                "max_rows_to_read": SCAN_ROWS,
+                "read_overflow_mode": "throw",
+                "max_execution_time": SCAN_SECONDS,
+            },
+        )
+    except Exception as exc:
+        if getattr(exc, "code", None) in OVER_BUDGET:
+            raise SearchError(
+                "the search would read too much: narrow it (since/until, shop, another filter)"
+            ) from None
+        raise
     return [
         {
             "order_id": order_id,

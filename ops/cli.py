@@ -486,8 +486,11 @@ def orders_find(as_json: bool, **given: Any) -> None:
         search = order_search(**given)
     except SearchError as exc:
         raise click.UsageError(str(exc)) from None
-    with services_reachable():
-        rows = asyncio.run(find_matching(settings(), search))
+    try:
+        with services_reachable():
+            rows = asyncio.run(find_matching(settings(), search))
+    except SearchError as exc:  # over the read budget
+        fail(str(exc))
     _print_rows(rows, as_json, "order(s)", _found_line)
 
 

@@ -648,9 +648,9 @@ async def get_found(request: web.Request) -> web.Response:
             shop=parse_term(query, "shop"),
             limit=parse_limit(query.get("limit")),
         )
-    except SearchError as exc:
+        rows = visible(principal, await request.app[READS].find(search, shops=principal.shops))
+    except SearchError as exc:  # a bad filter, or over the read budget
         raise BadParam(str(exc)) from None
-    rows = visible(principal, await request.app[READS].find(search, shops=principal.shops))
     return json_response({"total": len(rows), "orders": rows})
 
 

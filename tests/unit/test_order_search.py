@@ -222,3 +222,16 @@ async def test_search_rows_hold_no_personal_data(db: ChdbClient) -> None:  # noq
     assert rows[0]["created_at"] == (T0 + timedelta(hours=5)).astimezone(UTC).isoformat()
     dump = repr(db.execute("SELECT * FROM orders"))
     assert "13800138000" not in dump and "8000" not in dump.replace("'", " ").split()
+
+
+def test_a_search_over_the_read_budget_says_to_narrow_it() -> None:
+    class OverBudget(Exception):
+        code = 158
+
+    class Refusing:
+        def execute(self, query: str, params: Any = None, **kwargs: Any) -> Any:
+            assert kwargs["settings"]["read_overflow_mode"] == "throw"
+            raise OverBudget("Limit for rows to read exceeded")
+
+    with pytest.raises(SearchError, match="narrow it"):
+        search_orders(Refusing(), "oms", OrderSearch(sku="A"), SALT)
