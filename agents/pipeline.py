@@ -61,6 +61,7 @@ from order.record import (
 from order.reservation import Reservation, ReserveStatus
 from order.route import RoutingTable
 from order.shops import load_shop_rules
+from order.tags import TAG_KINDS, apply_tags
 from state.keys import Keys
 from state.orders import LoadedRecord, OrderStore, Save
 from state.reservations import StockEngine
@@ -587,7 +588,9 @@ class OrderPipeline:
             return []
         plan = fresh_plan(action, input_id, current, actor=action.actor)
         record, state, kind = plan.record, plan.record.state, action.kind
-        if kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
+        if kind in TAG_KINDS:
+            apply_tags(self.decisions, plan, action, now, result)
+        elif kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
             self.decisions.note(
                 plan,
                 EventKind.HOLD_RELEASED,

@@ -94,6 +94,7 @@ class AddressFact(Struct, frozen=True):
     country: Annotated[str, Meta(min_length=2, max_length=2)] = "CN"
     province_code: Annotated[str, Meta(max_length=MAX_PROVINCE_CODE_CHARS)] = ""
     city: Text = ""
+    phone: Annotated[str, Meta(max_length=256)] = ""  # only ever stored as keyed hashes
 
 
 class PaymentFact(Struct, frozen=True):

@@ -36,7 +36,8 @@ from analytics.fact_decode import (
     OrderFact,
     as_fact,
 )
-from core.privacy import scrub_free_text
+from core.privacy import phone_parts, scrub_free_text
+from core.settings import Settings, secret_value
 from streams.messages import (
     AfterSalesRequest,
     CommandLine,
@@ -102,6 +103,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "units",
         "buyer_hash",
         "rev",  # added by migration 0006: which row of one id wins (revision())
+        "phone_hash",  # added by migration 0008: keyed hashes of the phone (phone_keys())
+        "phone_key",
     ),
     ORDER_LINES: (
         "order_id",
@@ -234,7 +237,32 @@ def buyer_hash(buyer: Buyer | BuyerFact, salt: str = DEFAULT_BUYER_SALT) -> str:
         ident = f"phone:{buyer.phone.strip()}"
     else:
         return ""
+    return _keyed(ident, salt)
+
+
+def buyer_id_hash(buyer_id: str, salt: str = DEFAULT_BUYER_SALT) -> str:
+    """The ``buyer_hash`` of orders whose buyer has this id (how customer service finds them)."""
+    return buyer_hash(BuyerFact(id=buyer_id), salt)
+
+
+def phone_keys(phone: str, salt: str = DEFAULT_BUYER_SALT) -> tuple[str, str]:
+    """(phone_hash, phone_key) of an order's phone (migration 0008): keyed hashes of the whole
+    number when it came plain, and of its 3 + 4 digits a mask keeps; ('', '') when it cannot be
+    matched (ciphertext, none)."""
+    parts = phone_parts(phone)
+    if parts is None:
+        return "", ""
+    full = _keyed(f"phone:{parts.full}", salt) if parts.full else ""
+    return full, _keyed(f"phone-part:{parts.partial}", salt)
+
+
+def _keyed(ident: str, salt: str) -> str:
     return hashlib.blake2b(ident.encode(), key=_hash_key(salt), digest_size=16).hexdigest()
+
+
+def analytics_salt(settings: Settings) -> str:
+    """The key of every pseudonym in ClickHouse: OMS_ANALYTICS_SALT, else the public default."""
+    return secret_value(getattr(settings, "analytics_salt", None)) or DEFAULT_BUYER_SALT
 
 
 @functools.cache
@@ -328,6 +356,7 @@ def order_row(
         sum(line.quantity for line in order.lines),
         buyer_hash(order.buyer, salt),
         rev,
+        *phone_keys(order.address.phone or order.buyer.phone, salt),
     )
 
 

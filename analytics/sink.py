@@ -26,16 +26,16 @@ from clickhouse_driver import errors as ch_errors
 from analytics.client import QueryClient, connect, quote_ident
 from analytics.facts import (
     COLUMNS,
-    DEFAULT_BUYER_SALT,
     STOCK_MOVEMENTS,
     Fact,
     StockMovement,
+    analytics_salt,
     rows_for,
     stock_movement_rows,
 )
 from analytics.schema import ensure_schema
 from core.retry import Backoff
-from core.settings import Settings, secret_value
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,7 @@ class FactSink:
         self.settings = settings
         self._client_factory = client_factory
         self._setup = setup  # database + migrations, run before the first insert of a connection
-        configured = secret_value(getattr(settings, "analytics_salt", None))  # OMS_ANALYTICS_SALT
-        self.salt = salt or configured or DEFAULT_BUYER_SALT
+        self.salt = salt or analytics_salt(settings)  # OMS_ANALYTICS_SALT
         # The cap is a few seconds, not minutes: once ClickHouse is back the backlog should
         # start draining at once; the jitter keeps sinks from reconnecting in lockstep.
         self.backoff = Backoff(base_delay_s, max_delay_s)

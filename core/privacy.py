@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 # Longest text masked or scrubbed in one piece; longer text keeps its head and its tail (where
@@ -55,6 +57,59 @@ def is_ciphertext(text: str) -> bool:
 def is_protected(text: str) -> bool:
     """Masked or encrypted by the platform: never judged, never compared."""
     return is_masked(text) or is_ciphertext(text)
+
+
+def normalise_phone(phone: str) -> str:
+    """Digits only without the +86 / 0086 country prefix; '' for masked or encrypted phones,
+    which cannot be compared with anything."""
+    if is_protected(phone):
+        return ""
+    digits = "".join(c for c in unicodedata.normalize("NFKC", phone) if c.isdigit())
+    if len(digits) == 15 and digits.startswith("0086"):
+        return digits[4:]
+    if len(digits) == 13 and digits.startswith("86"):
+        return digits[2:]
+    return digits
+
+
+MAX_PHONE_CHARS = 64  # a phone as people type it; longer is no phone (ciphertext aside)
+PHONE_HEAD, PHONE_TAIL = 3, 4  # what a platform's mask keeps: 138****8000
+MIN_PHONE_DIGITS = PHONE_HEAD + PHONE_TAIL
+
+
+@dataclass(frozen=True)
+class PhoneParts:
+    """What a phone can be found by. ``full``: the normalised number, only when it came in
+    plain; ``partial``: its first 3 and last 4 digits, which a platform's mask keeps too, so
+    a plain number and its masked form (138****8000) meet there."""
+
+    full: str
+    partial: str
+
+
+def phone_parts(phone: str) -> PhoneParts | None:
+    """The search parts of a phone: plain (7 digits or more) or masked with its 3 + 4 digits
+    kept; None for ciphertext (only the platform can read it), for a mask that keeps other
+    digits, and for anything too short or too long. One pass over a bounded input."""
+    text = phone.strip()
+    if not text or len(text) > MAX_PHONE_CHARS or is_ciphertext(text):
+        return None
+    if is_masked(text):
+        folded = unicodedata.normalize("NFKC", text)
+        head, _, rest = folded.partition("*")
+        tail = rest.strip("*")
+        head_digits = normalise_phone(head)
+        if len(head_digits) > PHONE_HEAD and head_digits[:-PHONE_HEAD] in ("86", "0086"):
+            head_digits = head_digits[-PHONE_HEAD:]  # +86 138****8000
+        if not (tail.isdigit() and tail.isascii() and head_digits.isascii()):
+            return None
+        if len(head_digits) != PHONE_HEAD or len(tail) != PHONE_TAIL:
+            return None
+        return PhoneParts("", f"{head_digits}|{tail}")
+    digits = normalise_phone(text)
+    if len(digits) < MIN_PHONE_DIGITS or not digits.isascii():
+        return None
+    return PhoneParts(digits, f"{digits[:PHONE_HEAD]}|{digits[-PHONE_TAIL:]}")
 
 
 def clip_for_masking(text: str, limit: int = MAX_MASKED_CHARS) -> str:

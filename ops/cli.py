@@ -459,6 +459,62 @@ def orders_late(within_s: float, shop: str, limit: int, as_json: bool) -> None:
         )
 
 
+@orders.command("find")
+@click.option("--buyer", default="", help="The channel's buyer id (nick, pin, open id).")
+@click.option(
+    "--phone",
+    default="",
+    help="The receiver's or buyer's phone, plain or masked (138****8000); encrypted phones "
+    "cannot be matched.",
+)
+@click.option("--tracking", default="", help="A tracking number the WMS reported.")
+@click.option("--sku", default="", help="Orders with a line of this sku.")
+@click.option("--since", type=SINCE, default=None, help="Created at or after (2h, or a time).")
+@click.option("--until", type=SINCE, default=None, help="Created before (2h, or a time).")
+@click.option("--shop", default="", help="Only this shop (CHANNEL/SHOP).")
+@click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def orders_find(as_json: bool, **given: Any) -> None:
+    """Find orders in the ClickHouse facts (all of history, not only live orders), newest
+    first: every given filter must match, at least one is needed. Buyer and phone are matched
+    by keyed hashes (never stored in clear); a masked phone matches by its 3 + 4 digits, so
+    another buyer's order sharing them may show. No personal data is printed."""
+    from analytics.search import SearchError, order_search
+    from web.views import find_matching
+
+    try:
+        search = order_search(**given)
+    except SearchError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        with services_reachable():
+            rows = asyncio.run(find_matching(settings(), search))
+    except SearchError as exc:  # over the read budget
+        fail(str(exc))
+    _print_rows(rows, as_json, "order(s)", _found_line)
+
+
+def _found_line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['created_at'][:19]} {r['order_id']} {r['channel']}:{r['external_id']} "
+        f"shop {r['shop_id']} {r['total']} {r['currency']} {r['state'] or '-'}"
+        + (f" ({r['reason']})" if r["reason"] else "")
+        + (f" [{' '.join(r['tags'])}]" if r["tags"] else "")
+    )
+
+
+def _print_rows(
+    rows: list[dict[str, Any]], as_json: bool, what: str, line: Callable[[dict[str, Any]], str]
+) -> None:
+    """A list command's answer: ``{"total", "orders"}`` as JSON, else a count and a line each."""
+    if as_json:
+        emit_json({"total": len(rows), "orders": rows})
+        return
+    click.echo(f"{len(rows)} {what}")
+    for r in rows:
+        click.echo(line(r))
+
+
 def _span(seconds: int) -> str:
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m"
@@ -479,15 +535,14 @@ def held_list(reason: str, limit: int, as_json: bool) -> None:
 
     with services_reachable(clickhouse=False):
         rows = asyncio.run(list_held(settings(), limit, reason=reason))
-    if as_json:
-        emit_json({"total": len(rows), "orders": rows})
-        return
-    click.echo(f"{len(rows)} held order(s)")
-    for r in rows:
-        click.echo(
-            f"{r['held_at'][:19]} {r['order_id']} {r['channel']}:{r['external_id']:<22} "
-            f"{r['reason']}"
-        )
+    _print_rows(rows, as_json, "held order(s)", _held_line)
+
+
+def _held_line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['held_at'][:19]} {r['order_id']} {r['channel']}:{r['external_id']:<22} "
+        f"{r['reason']}" + (f" [{' '.join(r['tags'])}]" if r.get("tags") else "")
+    )
 
 
 def _operator() -> str:
@@ -541,14 +596,21 @@ _REQUEST_ID = click.option("--request-id", default="", callback=_checked_id, hel
 _ACTION_ID = click.option("--action-id", default="", callback=_checked_id, help=_ID_HELP)
 
 
-def _act(ref: str, kind: str, reason: str, as_json: bool, action_id: str) -> None:
+def _act(
+    ref: str,
+    kind: str,
+    reason: str,
+    as_json: bool,
+    action_id: str,
+    tags: list[str] | None = None,
+) -> None:
     from web.views import submit_action
 
     actor = _operator()
     action_id = _id_or_new("--action-id", action_id)
     _report_applied(
         lambda: submit_action(
-            settings(), ref, kind, actor=actor, reason=reason, action_id=action_id
+            settings(), ref, kind, actor=actor, reason=reason, action_id=action_id, tags=tags
         ),
         as_json,
         actor=actor,
@@ -761,6 +823,35 @@ def _act_on_many(
             )
     if refused or late:
         sys.exit(1)
+
+
+def _tags(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    """TAG arguments checked while the arguments are parsed: a bad one is a usage error."""
+    from streams.tags import TagError, parse_tags
+
+    try:
+        return parse_tags(value)
+    except TagError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@orders.command("tag")
+@click.argument("ref")
+@click.argument("tags", nargs=-1, required=True, callback=_tags)
+@click.option("--remove", is_flag=True, help="Remove these tags instead of adding them.")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@_ACTION_ID
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def orders_tag(
+    ref: str, tags: list[str], remove: bool, reason: str, action_id: str, as_json: bool
+) -> None:
+    """Tag an order (OMS id or CHANNEL:EXTERNAL_ID) for customer service: e.g. vip,
+    complaint, fragile. A tag is 1-24 of a-z, 0-9, '-' and '_', starting with a letter, with
+    at most 4 digits (never personal data); an order carries at most 16. Sent through
+    oms.operator like `held release` and applied by a worker in any state; the actor lands in
+    the order's history. Exit 1 when refused (too many tags)."""
+    kind = "untag" if remove else "tag"
+    _act(ref, kind, reason, as_json, action_id, tags=tags)
 
 
 @main.group()

@@ -60,7 +60,7 @@ from pydantic import (
 )
 
 from core.config import ConfigError, load_config
-from core.privacy import is_protected
+from core.privacy import is_protected, normalise_phone
 from order.address_rules import CHINA_PARTS, postcode_problem, rules_for
 from order.gates import awaits_balance
 from order.reasons import NoReason, Reason
@@ -100,19 +100,6 @@ def normalise_text(text: str) -> str:
     of one address share ('文三路 90 号' and '文三路９０号')."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     return "".join(c for c in folded if c.isalnum())
-
-
-def normalise_phone(phone: str) -> str:
-    """Digits only without the +86 / 0086 country prefix; '' for masked or encrypted phones,
-    which cannot be compared with anything."""
-    if is_protected(phone):
-        return ""
-    digits = "".join(c for c in unicodedata.normalize("NFKC", phone) if c.isdigit())
-    if len(digits) == 15 and digits.startswith("0086"):
-        return digits[4:]
-    if len(digits) == 13 and digits.startswith("86"):
-        return digits[2:]
-    return digits
 
 
 def is_plausible_phone(phone: str, country: str) -> bool:

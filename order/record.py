@@ -195,6 +195,7 @@ class OrderRecord(BaseModel):
     close_due: float = 0.0  # unix seconds its after-sales window ends (once delivered)
     ship_by: float = 0.0  # unix seconds it must ship by, 0 while none runs (order/deadlines.py)
     priority: int = 0  # 0 normal .. 9: who goes first at the WMS and when stock comes back
+    tags: list[str] = Field(default_factory=list)  # customer service's labels (streams/tags.py)
     history: list[HistoryEntry] = Field(default_factory=list)
     last_seq: int = 0  # seq of the newest event (the history may be compacted)
     history_dropped: int = 0  # entries left out of the middle of the trail (HISTORY_MAX)

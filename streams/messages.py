@@ -24,6 +24,7 @@ from streams.models import (
     Order,
     Text,
 )
+from streams.tags import MAX_TAG_CHARS, MAX_TAGS, parse_tag
 
 # --- bounds of every field a consumer reads -----------------------------------------------
 # A consumer parses, stores, logs and copies onward what arrives on its topic, and a WMS or an
@@ -74,6 +75,15 @@ Carrier = Annotated[str, Field(max_length=MAX_CARRIER_CHARS)]
 Tracking = Annotated[str, Field(max_length=MAX_TRACKING_CHARS)]
 Actor = Annotated[str, Field(min_length=1, max_length=MAX_ACTOR_CHARS)]
 TopicName = Annotated[str, Field(max_length=MAX_TOPIC_CHARS)]
+
+
+def _check_tag(value: str) -> str:
+    if parse_tag(value) != value:
+        raise ValueError("a tag must be given in its one spelling (streams/tags.py parse_tag)")
+    return value
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS), AfterValidator(_check_tag)]
 # Integers are strict: 2.0 or "2" is no quantity, and 1.9999999999999999999 would parse as 2.
 Units = Annotated[int, Field(strict=True, gt=0, le=MAX_LINE_QUANTITY)]
 
@@ -193,6 +203,7 @@ class EventKind(StrEnum):
     EXCHANGE_REQUESTED = "exchange_requested"
     CLOSED = "closed"
     STOP_CONFIRMED = "stop_confirmed"  # the WMS stopped a parcel; no move until all answered
+    TAGS_CHANGED = "tags_changed"  # customer service tagged or untagged (reason: +tag -tag)
 
 
 class Allocation(BaseModel):
@@ -325,6 +336,8 @@ class OperatorActionKind(StrEnum):
     SETTLE = "settle"  # the pending sweeper: finish a saved decision's stock work, decide nothing
     # the backorder timer: stock came back, reserve again if still held out of stock
     RETRY_BACKORDER = "retry_backorder"
+    TAG = "tag"  # customer service: add the action's tags to the order (streams/tags.py)
+    UNTAG = "untag"  # customer service: remove them
 
 
 class OperatorAction(_Message):
@@ -340,6 +353,8 @@ class OperatorAction(_Message):
     at: MessageTime
     # release_merged: the group's orders
     members: Annotated[list[Id], Field(max_length=MAX_MEMBERS)] = Field(default_factory=list)
+    # tag / untag: the tags, each already in its one spelling (streams/tags.py)
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = Field(default_factory=list)
 
 
 class AfterSalesKind(StrEnum):

@@ -71,7 +71,14 @@ WORKER, API, OPERATOR, WMS = "worker", "api", "operator", "wms"
 PRINCIPALS: Final = (WORKER, API, OPERATOR, WMS)
 SYSTEM_ACTOR_PREFIX: Final = "system:"
 # What a person decides; every other action kind is a timer's (the worker's) to send.
-PERSON_KINDS: Final = frozenset({OperatorActionKind.RELEASE_HOLD, OperatorActionKind.CANCEL})
+PERSON_KINDS: Final = frozenset(
+    {
+        OperatorActionKind.RELEASE_HOLD,
+        OperatorActionKind.CANCEL,
+        OperatorActionKind.TAG,
+        OperatorActionKind.UNTAG,
+    }
+)
 # topic suffix -> the principals that may write it (the table in the module doc)
 WRITERS: Final[dict[str, frozenset[str]]] = {
     topics.OPERATOR.suffix: frozenset({WORKER, API, OPERATOR}),

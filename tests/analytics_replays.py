@@ -183,13 +183,13 @@ def replace_first(items: list[Any], again: list[Any]) -> list[Any]:
     return [i for i in items if getattr(i, "event_id", None) not in ids] + again
 
 
-_AFTER_0006 = frozenset({"rev", "bundle", "bundle_line_id"})  # columns of 0006 and later
+_AFTER_0006 = frozenset({"rev", "bundle", "bundle_line_id", "phone_hash", "phone_key"})  # 0006 on
 
 
 def inserts_before_0006(items: list[Any]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The INSERTs a sink before migration 0006 made for ``items``: the same rows without
     ``rev`` (the tables had none; 0006 derives it from seq and time for such rows) nor the
-    columns later migrations added."""
+    columns later migrations added (bundles, phone keys)."""
     out = []
     for table, rows in rows_for(items).items():
         if not rows:

@@ -10,6 +10,9 @@
                                            held orders oldest first, as `./oms held list
                                            --json`, a page at a time: ``next`` is the cursor
                                            of the next page (null at the end)
+    GET  /orders?buyer=B&phone=P&tracking=T&sku=S&since=UNIX&until=UNIX&shop=CH/SHOP&limit=N
+                                           orders found in the ClickHouse facts, newest first,
+                                           as `./oms orders find --json` (analytics/search.py)
     GET  /orders/late?within=S&limit=N     orders still to ship past their ship-by deadline
                                            (or due within S seconds), earliest first, as
                                            `./oms orders late --json`
@@ -20,6 +23,8 @@
                                            first admin)
     POST /orders/{order_id}/release        release a hold        {"reason": "..."} optional
     POST /orders/{order_id}/cancel         cancel the order      {"reason": "..."} optional
+    POST /orders/{order_id}/tags           {"tags": [...][, "remove": true, "reason"]}: tag
+                                           or untag the order (streams/tags.py)
     POST /stock/adjust                     {"sku", "warehouse", "delta", "reason"[, "field",
                                            "op_id"]}: add or remove units, once per op_id
                                            (409: the op_id was used for another change)
@@ -56,8 +61,9 @@ import base64
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import faust
@@ -69,6 +75,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from analytics.search import OrderSearch, SearchError, order_search
 from core.access import (
     ALL_SHOPS,
     AccessError,
@@ -94,8 +101,10 @@ from state.keys import Keys
 from state.tokens import Granted, token_store
 from streams.models import Channel
 from streams.signing import API
+from streams.tags import TagError, parse_tags
 from web.views import (
     applied_summary,
+    find_matching,
     find_orders,
     held_row,
     list_late,
@@ -122,8 +131,11 @@ ACTION_WAIT_S = 20.0  # how long an action request waits for a worker to apply i
 OUTAGE_RETRY_AFTER_S = 5  # Retry-After of a 503: about one backoff step of the workers
 HELD_PARAMS = frozenset({"reason", "limit", "since", "after"})
 LATE_PARAMS = frozenset({"within", "limit"})
+FIND_PARAMS = frozenset({"buyer", "phone", "tracking", "sku", "since", "until", "shop", "limit"})
 MAX_WITHIN_S = 400 * 86_400  # as `./oms orders late --within`
+MAX_UNIX_S = 4_102_444_800  # 2100-01-01: beyond, no time a fact holds
 ACTION_FIELDS = frozenset({"reason"})
+TAG_FIELDS = frozenset({"tags", "remove", "reason"})
 GRANT_FIELDS = frozenset({"user", "role", "shops", "expires_in"})
 STOCK_FIELDS = frozenset({"sku", "warehouse", "delta", "reason", "field", "op_id"})
 STOCK_FIELD_NAMES = ("on_hand", "inbound")
@@ -147,6 +159,10 @@ class OrderReads(Protocol):
 
     async def rules(self) -> dict[str, Any]:
         """The audit rules in force, personal data masked."""
+        ...
+
+    async def find(self, search: OrderSearch, *, shops: Shops) -> list[dict[str, Any]]:
+        """Orders of ``shops`` that ``search`` finds, newest first (no personal data)."""
         ...
 
 
@@ -201,8 +217,11 @@ class Outcome:
 class OrderActions(Protocol):
     """What the API changes; each call names the user who acts, for the audit trail."""
 
-    async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
-        """Send an operator action (``release_hold``, ``cancel``) and wait for it (bounded)."""
+    async def act(
+        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+    ) -> Outcome:
+        """Send an operator action (``release_hold``, ``cancel``, ``tag``, ``untag`` with its
+        ``tags``) and wait for it (bounded)."""
         ...
 
     async def late(self, *, within_s: float, limit: int, shops: Shops) -> list[dict[str, Any]]:
@@ -256,6 +275,10 @@ class RedisReads:
                 return HeldPage(rows, None)
         return HeldPage(rows, cursor)
 
+    async def find(self, search: OrderSearch, *, shops: Shops) -> list[dict[str, Any]]:
+        scope = None if shops == ALL_SHOPS else frozenset(shops)
+        return await find_matching(self.settings, search, shops=scope, client=self.client)
+
     async def late(self, *, within_s: float, limit: int, shops: Shops) -> list[dict[str, Any]]:
         return await list_late(
             self.settings,
@@ -282,7 +305,9 @@ class KafkaActions:
     settings: Settings
     wait_s: float = ACTION_WAIT_S
 
-    async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
+    async def act(
+        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+    ) -> Outcome:
         try:
             applied = await submit_action(
                 self.settings,
@@ -290,6 +315,7 @@ class KafkaActions:
                 kind,
                 actor=actor,
                 reason=reason,
+                tags=tags,
                 wait_s=self.wait_s,
                 signer=API,  # signed as the API: the worker records api:<user> (streams/signing.py)
             )
@@ -428,8 +454,10 @@ def create_api(
     app.router.add_get("/rules", get_rules)
     app.router.add_post("/orders/{order_id}/release", post_release)
     app.router.add_post("/orders/{order_id}/cancel", post_cancel)
+    app.router.add_post("/orders/{order_id}/tags", post_tags)
     app.router.add_post("/stock/adjust", post_stock_adjust)
     app.router.add_post("/access/tokens", post_grant)
+    app.router.add_get("/orders", get_found)
     app.router.add_get("/orders/late", get_late)  # before /orders/{order_id}
     app.router.add_get("/orders/{order_id}", get_order)
     app.router.add_get("/orders/{channel}/{external_id}", get_channel_orders)
@@ -604,6 +632,48 @@ async def get_late(request: web.Request) -> web.Response:
     return json_response({"within_s": within_s, "total": len(shown), "orders": shown})
 
 
+async def get_found(request: web.Request) -> web.Response:
+    """Orders of the token's shops that the query's filters find (at least one filter)."""
+    principal = require(request, Permission.READ_ORDERS)
+    query = request.rel_url.query
+    check_known_params(set(query), FIND_PARAMS)
+    try:
+        search = order_search(
+            buyer=parse_term(query, "buyer"),
+            phone=parse_term(query, "phone"),
+            tracking=parse_term(query, "tracking"),
+            sku=parse_term(query, "sku"),
+            since=parse_time(query.get("since"), "since"),
+            until=parse_time(query.get("until"), "until"),
+            shop=parse_term(query, "shop"),
+            limit=parse_limit(query.get("limit")),
+        )
+        rows = visible(principal, await request.app[READS].find(search, shops=principal.shops))
+    except SearchError as exc:  # a bad filter, or over the read budget
+        raise BadParam(str(exc)) from None
+    return json_response({"total": len(rows), "orders": rows})
+
+
+def parse_term(query: Mapping[str, str], name: str) -> str:
+    value = query.get(name, "")
+    check_length(value, name, 2 * MAX_ID_LENGTH)
+    return value
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """Unix seconds, as ``since`` of /held."""
+    if value is None:
+        return None
+    check_length(value, name, MAX_NUMBER_CHARS)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 <= seconds < MAX_UNIX_S):
+        raise BadParam(f"{name} must be unix seconds from 0 to {MAX_UNIX_S}, got {value!r}")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 def parse_within(value: str | None) -> float:
     if value is None:
         return 0.0
@@ -684,19 +754,50 @@ async def post_cancel(request: web.Request) -> web.Response:
     return await order_action(request, Permission.CANCEL_ORDERS, "cancel")
 
 
-async def order_action(request: web.Request, permission: Permission, kind: str) -> web.Response:
-    """Permission first (403 says so before anything is looked up), then the order in scope
-    (404 otherwise), then the action as the token's user."""
+async def post_tags(request: web.Request) -> web.Response:
+    """Tag (or with ``"remove": true`` untag) an order: the tags are checked here (400)."""
+    return await order_action(request, Permission.EDIT_ORDERS, "tag", TAG_FIELDS)
+
+
+async def order_action(
+    request: web.Request,
+    permission: Permission,
+    kind: str,
+    fields: frozenset[str] = ACTION_FIELDS,
+) -> web.Response:
+    """Permission first (403 says so before anything is looked up), then the body, then the
+    order in scope (404 otherwise), then the action as the token's user."""
     principal = require(request, permission)
     order_id = parse_order_id(request.match_info["order_id"])
-    body = await json_body(request, ACTION_FIELDS)
+    body = await json_body(request, fields)
     reason = parse_text(body.get("reason", ""), "reason")
+    tags = None
+    if "tags" in fields:
+        tags = parse_tag_list(body.get("tags"))
+        kind = "untag" if parse_flag(body.get("remove", False), "remove") else kind
     views = visible(principal, await request.app[READS].orders(order_id))
     if not views:
         return error(404, f"no order {order_id!r}")
     require(request, permission, str(views[0]["shop_id"]))
-    outcome = await actions_of(request).act(order_id, kind, actor=principal.user, reason=reason)
+    outcome = await actions_of(request).act(
+        order_id, kind, actor=principal.user, reason=reason, tags=tags
+    )
     return json_response(outcome.body, outcome.status)
+
+
+def parse_tag_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadParam('tags must be a list of strings, e.g. ["vip"]')
+    try:
+        return parse_tags(value)
+    except TagError as exc:
+        raise BadParam(str(exc)) from None
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadParam(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 async def post_stock_adjust(request: web.Request) -> web.Response:

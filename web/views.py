@@ -19,6 +19,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from analytics.client import connect as connect_clickhouse
+from analytics.facts import analytics_salt
+from analytics.search import OrderSearch, search_orders
 from core.kafka import Record, produce, read_topic
 from core.privacy import (
     mask_address_dict,
@@ -137,6 +140,7 @@ def order_view(
         "hold_reason": record.hold_reason,
         "reject_reason": record.reject_reason,
         "warehouse": record.warehouse,
+        "tags": record.tags,
         "reservation": reservation,
         "duplicates": record.duplicates,
         "paid_total": order["payment"]["paid_total"],
@@ -174,6 +178,8 @@ def render_order(view: dict[str, Any]) -> str:
         f"  warehouse  {view['warehouse'] or '-'}   reservation {view['reservation']['status']}"
         + (f"   carrier {view['carrier']}" if view["carrier"] else ""),
     ]
+    if view["tags"]:
+        out.append(f"  tags       {' '.join(view['tags'])}")
     if view["merged_with"]:
         out.append(f"  merged     {', '.join(view['merged_with'])}")
     out += render_lines("lines", view["lines"])
@@ -353,7 +359,40 @@ def held_row(order_id: str, record: OrderRecord) -> dict[str, Any]:
         "held_at": held_at.isoformat() if held_at else "",
         "total": str(record.order.total),
         "skus": sorted(record.quantities),
+        "tags": record.tags,
     }
+
+
+async def find_matching(
+    settings: Settings,
+    search: OrderSearch,
+    *,
+    shops: frozenset[str] | None = None,
+    client: aioredis.Redis | None = None,
+) -> list[dict[str, Any]]:
+    """The orders ``search`` finds in the ClickHouse facts (analytics/search.py; ``shops``: a
+    token's scope), newest first, each with its state, hold reason and tags from its record
+    (an order whose record has expired keeps what the facts say). No personal data: ids,
+    shop, time, total."""
+
+    def query() -> list[dict[str, Any]]:
+        ch = connect_clickhouse(settings)
+        try:
+            db, salt = settings.clickhouse_database, analytics_salt(settings)
+            return search_orders(ch, db, search, salt, shops)
+        finally:
+            ch.disconnect()
+
+    rows = await asyncio.to_thread(query)
+    async with redis_for(settings, client) as redis_client:
+        store = OrderStore(redis_client, Keys(settings.redis_prefix))
+        loaded = await store.load_many([r["order_id"] for r in rows])
+    for row in rows:
+        record = loaded[row["order_id"]].record if row["order_id"] in loaded else None
+        row["state"] = record.state.value if record else ""
+        row["reason"] = record.hold_reason if record else ""
+        row["tags"] = record.tags if record else []
+    return rows
 
 
 LATE_PAGE = 200  # deadline-index entries read per round trip
@@ -519,6 +558,7 @@ def applied_summary(applied: Applied, actor: str) -> dict[str, Any]:
         "reason": after.hold_reason or after.reject_reason or (last.reason if last else ""),
         "actor": actor,
         "commands": [c.command_id for c in after.commands[len(before.commands) :]],
+        "tags": after.tags,
     }
     if applied.refused is not None:
         data["refused"] = applied.refused.detail
@@ -542,10 +582,12 @@ async def submit_action(
     wait_s: float = 30.0,
     signer: str = OPERATOR,
     action_id: str = "",
+    tags: list[str] | None = None,
 ) -> Applied:
     """Put an operator action on ``oms.operator`` for the one order ``ref`` names, signed as
     ``signer`` (the CLI's ``operator``, the API's ``api``: streams/signing.py), then wait (bounded)
-    until a worker has applied it; returns (before, after or None on timeout).
+    until a worker has applied it; returns (before, after or None on timeout). ``tags``: those
+    a ``tag`` / ``untag`` action adds or removes (checked by the caller, ``parse_tags``).
 
     ``action_id`` (checked like a stock op id, ``state.stock.operation_id``; new when empty)
     makes a retry safe: the worker applies an action id once per order."""
@@ -557,6 +599,7 @@ async def submit_action(
         actor=actor,
         reason=reason,
         at=datetime.now(UTC),
+        tags=tags or [],
     )
     input_id = f"action:{action.action_id}"
     return await applied_before(settings, before, input_id) or await send_and_wait(

@@ -59,7 +59,7 @@ from web.api import (
 P = Permission
 # The table as the issue states it, written out independently of core/access.py.
 EXPECTED: dict[str, set[Permission]] = {
-    "customer_service": {P.READ_ORDERS, P.RELEASE_HOLDS, P.CANCEL_ORDERS},
+    "customer_service": {P.READ_ORDERS, P.RELEASE_HOLDS, P.CANCEL_ORDERS, P.EDIT_ORDERS},
     "warehouse": {P.READ_ORDERS, P.ADJUST_STOCK},
     "finance": {P.READ_ORDERS, P.READ_DASHBOARD},
     "admin": set(Permission),
@@ -372,8 +372,10 @@ class Actions:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
-        self.calls.append((order_id, kind, actor, reason))
+    async def act(
+        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+    ) -> Outcome:
+        self.calls.append((order_id, kind, actor, reason, *([tags] if tags else [])))
         return Outcome(200, {"order_id": order_id, "actor": actor})
 
     async def adjust_stock(self, change: StockAdjustment, *, actor: str) -> Outcome:
@@ -426,6 +428,7 @@ ROUTES: list[tuple[str, str, Permission, dict[str, Any] | None]] = [
     ("GET", "/rules", P.READ_ORDERS, None),
     ("POST", "/orders/O1/release", P.RELEASE_HOLDS, {"reason": "called the buyer"}),
     ("POST", "/orders/O1/cancel", P.CANCEL_ORDERS, None),
+    ("POST", "/orders/O1/tags", P.EDIT_ORDERS, {"tags": ["vip"]}),
     ("POST", "/stock/adjust", P.ADJUST_STOCK, STOCK_BODY),
     ("POST", "/access/tokens", P.MANAGE_TOKENS, {"user": "new-cs", "role": "customer_service"}),
 ]
@@ -572,7 +575,15 @@ async def test_writes_beyond_the_bound_are_429_not_queued(grants: Grants) -> Non
     gate = asyncio.Event()
 
     class SlowActions(Actions):
-        async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
+        async def act(
+            self,
+            order_id: str,
+            kind: str,
+            *,
+            actor: str,
+            reason: str,
+            tags: list[str] | None = None,
+        ) -> Outcome:
             await gate.wait()
             return await super().act(order_id, kind, actor=actor, reason=reason)
 

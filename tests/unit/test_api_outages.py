@@ -21,7 +21,9 @@ class BrokenActions:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    async def act(self, order_id: str, kind: str, *, actor: str, reason: str) -> Outcome:
+    async def act(
+        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+    ) -> Outcome:
         raise self.exc
 
     async def adjust_stock(self, change: StockAdjustment, *, actor: str) -> Outcome:
