@@ -45,6 +45,7 @@ from order.audit import (
 )
 from order.decisions import Decisions
 from order.dedupe import Intake, classify
+from order.edits import EDIT_KINDS, apply_edit, with_edits
 from order.gates import GATE_REASONS, release_gate
 from order.lifecycle import AT_WMS, BEFORE_WMS, CLOSABLE, TERMINAL, record_event
 from order.merge import merged_command, waiting_members
@@ -551,8 +552,8 @@ class OrderPipeline:
         self, plan: Plan, order: Order, ctx: AuditContext, now: datetime, result: BatchResult
     ) -> None:
         record = plan.record
-        record.order = order
-        record.fingerprint = order.fingerprint()
+        record.order = with_edits(order, record.line_edits)  # a person's line edits stay
+        record.fingerprint = order.fingerprint()  # the channel's version, for dedupe
         self.decisions.schedule(record)
         plan.messages.append(record_event(record, EventKind.UPDATED, now, with_snapshot=True))
         if record.state in TERMINAL:
@@ -590,6 +591,8 @@ class OrderPipeline:
         record, state, kind = plan.record, plan.record.state, action.kind
         if kind in TAG_KINDS:
             apply_tags(self.decisions, plan, action, now, result)
+        elif kind in EDIT_KINDS:
+            apply_edit(self.decisions, plan, action, ctx, now, result)
         elif kind is OperatorActionKind.RELEASE_HOLD and state is OrderState.HELD:
             self.decisions.note(
                 plan,

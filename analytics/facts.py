@@ -208,7 +208,8 @@ DLQ_DETAIL_MAX = 500  # enough to tell parse errors apart; a long detail may quo
 # bad channel clock must not wedge the sink, so they are clamped (the last second of 2105).
 _EPOCH_MAX = int(datetime(2105, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
 
-_SNAPSHOT_KINDS = frozenset({EventKind.RECEIVED, EventKind.UPDATED})
+# lines_changed: customer service added a gift or changed a line (order/edits.py)
+_SNAPSHOT_KINDS = frozenset({EventKind.RECEIVED, EventKind.UPDATED, EventKind.LINES_CHANGED})
 
 # Events whose reason is the free text of an after-sales request (order/aftersales.py): a
 # customer-service agent's words about a buyer. ClickHouse gets the kind's code instead.

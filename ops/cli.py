@@ -603,6 +603,7 @@ def _act(
     as_json: bool,
     action_id: str,
     tags: list[str] | None = None,
+    **edit: Any,
 ) -> None:
     from web.views import submit_action
 
@@ -610,7 +611,14 @@ def _act(
     action_id = _id_or_new("--action-id", action_id)
     _report_applied(
         lambda: submit_action(
-            settings(), ref, kind, actor=actor, reason=reason, action_id=action_id, tags=tags
+            settings(),
+            ref,
+            kind,
+            actor=actor,
+            reason=reason,
+            action_id=action_id,
+            tags=tags,
+            **edit,
         ),
         as_json,
         actor=actor,
@@ -852,6 +860,56 @@ def orders_tag(
     the order's history. Exit 1 when refused (too many tags)."""
     kind = "untag" if remove else "tag"
     _act(ref, kind, reason, as_json, action_id, tags=tags)
+
+
+def _edit(kind: str, **given: Any) -> dict[str, Any]:
+    """A gift's or a line change's fields checked before anything is sent (a usage error)."""
+    from streams.edits import EditError, edit_fields
+
+    try:
+        return edit_fields(kind, **given)
+    except EditError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@orders.command("gift")
+@click.argument("ref")
+@click.argument("sku")
+@click.option("--qty", type=int, default=1, show_default=True, help="Units of the gift.")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@_ACTION_ID
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def orders_gift(ref: str, sku: str, qty: int, reason: str, action_id: str, as_json: bool) -> None:
+    """Add a gift line (price 0) of SKU to an order the WMS does not have yet (received to
+    routed). Sent through oms.operator like `held release`; the worker gives back what the
+    order holds and reserves it again with the gift, or holds it (unknown sku, no stock).
+    Exit 1 when refused (released already, too many gifts)."""
+    _act(ref, "add_gift", reason, as_json, action_id, **_edit("add_gift", sku=sku, quantity=qty))
+
+
+@orders.command("change-line")
+@click.argument("ref")
+@click.argument("line_id")
+@click.option("--sku", default=None, help="The line's new sku.")
+@click.option("--qty", type=int, default=None, help="The line's new units.")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@_ACTION_ID
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def orders_change_line(
+    ref: str,
+    line_id: str,
+    sku: str | None,
+    qty: int | None,
+    reason: str,
+    action_id: str,
+    as_json: bool,
+) -> None:
+    """Change a line's sku and/or units before the WMS has the order (received to routed);
+    what the buyer paid for the line stays as it is. The order is reserved again on its new
+    lines (or held: unknown sku, no stock); a later channel update keeps the change. Exit 1
+    when refused."""
+    edit = _edit("change_line", line_id=line_id, sku=sku, quantity=qty)
+    _act(ref, "change_line", reason, as_json, action_id, **edit)
 
 
 @main.group()

@@ -7,7 +7,7 @@ Kafka; the pipeline (agents/pipeline.py) saves what a plan decided and carries i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -123,6 +123,26 @@ class Decisions:
                 reason=verdict.reason,
                 detail=verdict.detail,
             )
+
+    def decide_again(
+        self, plan: Plan, ctx: AuditContext, now: datetime, held: Sequence[str]
+    ) -> None:
+        """An order whose lines changed before release (order/edits.py): what it holds is
+        given back (undo: it may reserve again) and it is audited and reserved again like a
+        new order. It leaves its merge window (the save sees it out of ``routed``); a person's
+        earlier release of a hold does not carry over to new lines, an out-of-stock hold is
+        tried again at once. ``held``: the skus the order had before its lines changed."""
+        record = plan.record
+        given_back = tuple(sorted({*held, *(a.sku for a in record.allocations)}))
+        if given_back:
+            plan.effects.append(
+                StockEffect(kind=EffectKind.UNDO, shipment=record.order_id, skus=given_back)
+            )
+        record.allocations = []
+        record.warehouse = ""
+        record.carrier = ""
+        retry = record.state is OrderState.HELD and record.hold_reason == Reason.OUT_OF_STOCK
+        self.decide(plan, ctx, now, override_holds=retry)
 
     def schedule(self, record: OrderRecord) -> None:
         """The order's ship-by deadline and priority under its channel's and shop's rules, set

@@ -31,10 +31,14 @@ CLOSABLE = frozenset({S.DELIVERED, S.RETURNED, S.REFUNDED})
 
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     S.RECEIVED: frozenset({S.AUDITED, S.HELD, S.REJECTED, S.CANCELLED}),
-    S.AUDITED: frozenset({S.RESERVED, S.HELD, S.REJECTED, S.CANCELLED, S.FULFILLED_ELSEWHERE}),
+    # -> AUDITED from AUDITED, RESERVED, ROUTED: its lines changed before release, so it is
+    # audited and reserved again (order/edits.py)
+    S.AUDITED: frozenset(
+        {S.AUDITED, S.RESERVED, S.HELD, S.REJECTED, S.CANCELLED, S.FULFILLED_ELSEWHERE}
+    ),
     S.HELD: frozenset({S.HELD, S.AUDITED, S.REJECTED, S.CANCELLED}),
-    S.RESERVED: frozenset({S.ROUTED, S.HELD, S.CANCELLED}),
-    S.ROUTED: frozenset({S.RELEASED, S.HELD, S.CANCELLED}),
+    S.RESERVED: frozenset({S.AUDITED, S.ROUTED, S.HELD, S.CANCELLED}),
+    S.ROUTED: frozenset({S.AUDITED, S.RELEASED, S.HELD, S.CANCELLED}),
     S.RELEASED: frozenset(
         {S.ACCEPTED, S.PICKED, S.PARTIALLY_SHIPPED, S.SHIPPED, S.EXCEPTION, S.INTERCEPTING}
         | _REROUTE

@@ -25,6 +25,7 @@ from streams.messages import (
     CommandKind,
     CommandLine,
     EventKind,
+    OperatorActionKind,
     OrderState,
 )
 from streams.models import Address, Money, Order, OrderLine, ShopKey
@@ -113,6 +114,21 @@ class AfterSalesEntry(BaseModel):
     shipment: str = ""  # exchange: the replacement's reservation id
 
 
+class LineEdit(BaseModel):
+    """A line customer service added or changed before release (order/edits.py), kept in the
+    record and applied over every version of the order the channel sends, as ``ship_to`` is
+    for an address: a later channel update does not undo a person's change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: OperatorActionKind  # ADD_GIFT or CHANGE_LINE
+    line_id: str  # the gift's own id, or the line changed
+    sku: str = ""  # the gift's sku, or the line's new one ('' = kept)
+    quantity: int | None = None  # the gift's units, or the line's new count (None = kept)
+    actor: str = ""
+    action_id: str = ""
+
+
 class Then(StrEnum):
     """What a reservation leads to once it is known (a saved decision's continuation)."""
 
@@ -196,6 +212,9 @@ class OrderRecord(BaseModel):
     ship_by: float = 0.0  # unix seconds it must ship by, 0 while none runs (order/deadlines.py)
     priority: int = 0  # 0 normal .. 9: who goes first at the WMS and when stock comes back
     tags: list[str] = Field(default_factory=list)  # customer service's labels (streams/tags.py)
+    # gifts and line changes customer service made before release; ``order`` has them applied
+    # (order/edits.py with_edits), the channel's version of it does not
+    line_edits: list[LineEdit] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     last_seq: int = 0  # seq of the newest event (the history may be compacted)
     history_dropped: int = 0  # entries left out of the middle of the trail (HISTORY_MAX)

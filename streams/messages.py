@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from streams.edits import parse_code
 from streams.models import (
     MAX_CODE_CHARS,
     MAX_LINE_QUANTITY,
@@ -84,6 +85,16 @@ def _check_tag(value: str) -> str:
 
 
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS), AfterValidator(_check_tag)]
+
+
+def _check_code(value: str) -> str:
+    if value:
+        parse_code(value, "code")  # streams/edits.py: no spaces or control characters
+    return value
+
+
+# A sku or line id a person typed ('' = not given), checked like the CLI and the API check it.
+EditCode = Annotated[str, Field(max_length=MAX_CODE_CHARS), AfterValidator(_check_code)]
 # Integers are strict: 2.0 or "2" is no quantity, and 1.9999999999999999999 would parse as 2.
 Units = Annotated[int, Field(strict=True, gt=0, le=MAX_LINE_QUANTITY)]
 
@@ -204,6 +215,9 @@ class EventKind(StrEnum):
     CLOSED = "closed"
     STOP_CONFIRMED = "stop_confirmed"  # the WMS stopped a parcel; no move until all answered
     TAGS_CHANGED = "tags_changed"  # customer service tagged or untagged (reason: +tag -tag)
+    # customer service added a gift or changed a line before release (reason: what changed);
+    # carries the order as it ships now (a snapshot, like updated)
+    LINES_CHANGED = "lines_changed"
 
 
 class Allocation(BaseModel):
@@ -338,6 +352,10 @@ class OperatorActionKind(StrEnum):
     RETRY_BACKORDER = "retry_backorder"
     TAG = "tag"  # customer service: add the action's tags to the order (streams/tags.py)
     UNTAG = "untag"  # customer service: remove them
+    # customer service, before the WMS has the order (order/edits.py): a gift line of ``sku``
+    # x ``quantity``; or line ``line_id`` to ``sku`` and/or ``quantity``
+    ADD_GIFT = "add_gift"
+    CHANGE_LINE = "change_line"
 
 
 class OperatorAction(_Message):
@@ -355,6 +373,10 @@ class OperatorAction(_Message):
     members: Annotated[list[Id], Field(max_length=MAX_MEMBERS)] = Field(default_factory=list)
     # tag / untag: the tags, each already in its one spelling (streams/tags.py)
     tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = Field(default_factory=list)
+    # add_gift / change_line: the line changed, the sku and the units ('' / None: not given)
+    line_id: EditCode = ""
+    sku: EditCode = ""
+    quantity: Units | None = None
 
 
 class AfterSalesKind(StrEnum):

@@ -77,6 +77,8 @@ PERSON_KINDS: Final = frozenset(
         OperatorActionKind.CANCEL,
         OperatorActionKind.TAG,
         OperatorActionKind.UNTAG,
+        OperatorActionKind.ADD_GIFT,
+        OperatorActionKind.CHANGE_LINE,
     }
 )
 # topic suffix -> the principals that may write it (the table in the module doc)

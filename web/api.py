@@ -25,6 +25,11 @@
     POST /orders/{order_id}/cancel         cancel the order      {"reason": "..."} optional
     POST /orders/{order_id}/tags           {"tags": [...][, "remove": true, "reason"]}: tag
                                            or untag the order (streams/tags.py)
+    POST /orders/{order_id}/gift           {"sku"[, "quantity", "reason"]}: add a gift line
+                                           before release (order/edits.py)
+    POST /orders/{order_id}/lines/{line_id}
+                                           {"sku" and/or "quantity"[, "reason"]}: change a
+                                           line before release (order/edits.py)
     POST /stock/adjust                     {"sku", "warehouse", "delta", "reason"[, "field",
                                            "op_id"]}: add or remove units, once per op_id
                                            (409: the op_id was used for another change)
@@ -99,6 +104,7 @@ from core.settings import Settings
 from order.record import OrderRecord
 from state.keys import Keys
 from state.tokens import Granted, token_store
+from streams.edits import EditError, edit_fields
 from streams.models import Channel
 from streams.signing import API
 from streams.tags import TagError, parse_tags
@@ -136,6 +142,7 @@ MAX_WITHIN_S = 400 * 86_400  # as `./oms orders late --within`
 MAX_UNIX_S = 4_102_444_800  # 2100-01-01: beyond, no time a fact holds
 ACTION_FIELDS = frozenset({"reason"})
 TAG_FIELDS = frozenset({"tags", "remove", "reason"})
+EDIT_FIELDS = frozenset({"sku", "quantity", "reason"})
 GRANT_FIELDS = frozenset({"user", "role", "shops", "expires_in"})
 STOCK_FIELDS = frozenset({"sku", "warehouse", "delta", "reason", "field", "op_id"})
 STOCK_FIELD_NAMES = ("on_hand", "inbound")
@@ -218,10 +225,18 @@ class OrderActions(Protocol):
     """What the API changes; each call names the user who acts, for the audit trail."""
 
     async def act(
-        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+        self,
+        order_id: str,
+        kind: str,
+        *,
+        actor: str,
+        reason: str,
+        tags: list[str] | None = None,
+        **edit: Any,
     ) -> Outcome:
         """Send an operator action (``release_hold``, ``cancel``, ``tag``, ``untag`` with its
-        ``tags``) and wait for it (bounded)."""
+        ``tags``, ``add_gift``, ``change_line`` with its ``edit`` fields: streams/edits.py)
+        and wait for it (bounded)."""
         ...
 
     async def late(self, *, within_s: float, limit: int, shops: Shops) -> list[dict[str, Any]]:
@@ -306,7 +321,14 @@ class KafkaActions:
     wait_s: float = ACTION_WAIT_S
 
     async def act(
-        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+        self,
+        order_id: str,
+        kind: str,
+        *,
+        actor: str,
+        reason: str,
+        tags: list[str] | None = None,
+        **edit: Any,
     ) -> Outcome:
         try:
             applied = await submit_action(
@@ -316,6 +338,7 @@ class KafkaActions:
                 actor=actor,
                 reason=reason,
                 tags=tags,
+                **edit,
                 wait_s=self.wait_s,
                 signer=API,  # signed as the API: the worker records api:<user> (streams/signing.py)
             )
@@ -455,6 +478,8 @@ def create_api(
     app.router.add_post("/orders/{order_id}/release", post_release)
     app.router.add_post("/orders/{order_id}/cancel", post_cancel)
     app.router.add_post("/orders/{order_id}/tags", post_tags)
+    app.router.add_post("/orders/{order_id}/gift", post_gift)
+    app.router.add_post("/orders/{order_id}/lines/{line_id}", post_line)
     app.router.add_post("/stock/adjust", post_stock_adjust)
     app.router.add_post("/access/tokens", post_grant)
     app.router.add_get("/orders", get_found)
@@ -759,6 +784,16 @@ async def post_tags(request: web.Request) -> web.Response:
     return await order_action(request, Permission.EDIT_ORDERS, "tag", TAG_FIELDS)
 
 
+async def post_gift(request: web.Request) -> web.Response:
+    """Add a gift line before release: the sku and units are checked here (400)."""
+    return await order_action(request, Permission.EDIT_ORDERS, "add_gift", EDIT_FIELDS)
+
+
+async def post_line(request: web.Request) -> web.Response:
+    """Change a line's sku and/or units before release: checked here (400)."""
+    return await order_action(request, Permission.EDIT_ORDERS, "change_line", EDIT_FIELDS)
+
+
 async def order_action(
     request: web.Request,
     permission: Permission,
@@ -775,14 +810,28 @@ async def order_action(
     if "tags" in fields:
         tags = parse_tag_list(body.get("tags"))
         kind = "untag" if parse_flag(body.get("remove", False), "remove") else kind
+    edit = parse_edit(request, kind, body) if fields is EDIT_FIELDS else {}
     views = visible(principal, await request.app[READS].orders(order_id))
     if not views:
         return error(404, f"no order {order_id!r}")
     require(request, permission, str(views[0]["shop_id"]))
     outcome = await actions_of(request).act(
-        order_id, kind, actor=principal.user, reason=reason, tags=tags
+        order_id, kind, actor=principal.user, reason=reason, tags=tags, **edit
     )
     return json_response(outcome.body, outcome.status)
+
+
+def parse_edit(request: web.Request, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A gift's or a line change's fields (streams/edits.py ``edit_fields``), else a 400."""
+    try:
+        return edit_fields(
+            kind,
+            line_id=request.match_info.get("line_id", ""),
+            sku=body.get("sku"),
+            quantity=body.get("quantity"),
+        )
+    except EditError as exc:
+        raise BadParam(str(exc)) from None
 
 
 def parse_tag_list(value: Any) -> list[str]:

@@ -583,11 +583,14 @@ async def submit_action(
     signer: str = OPERATOR,
     action_id: str = "",
     tags: list[str] | None = None,
+    **edit: Any,
 ) -> Applied:
     """Put an operator action on ``oms.operator`` for the one order ``ref`` names, signed as
     ``signer`` (the CLI's ``operator``, the API's ``api``: streams/signing.py), then wait (bounded)
     until a worker has applied it; returns (before, after or None on timeout). ``tags``: those
-    a ``tag`` / ``untag`` action adds or removes (checked by the caller, ``parse_tags``).
+    a ``tag`` / ``untag`` action adds or removes (checked by the caller, ``parse_tags``);
+    ``edit``: an ``add_gift`` / ``change_line`` action's ``line_id``, ``sku``, ``quantity``
+    (checked by the caller, streams/edits.py, and by the message model).
 
     ``action_id`` (checked like a stock op id, ``state.stock.operation_id``; new when empty)
     makes a retry safe: the worker applies an action id once per order."""
@@ -600,6 +603,7 @@ async def submit_action(
         reason=reason,
         at=datetime.now(UTC),
         tags=tags or [],
+        **edit,
     )
     input_id = f"action:{action.action_id}"
     return await applied_before(settings, before, input_id) or await send_and_wait(

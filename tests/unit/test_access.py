@@ -373,9 +373,18 @@ class Actions:
         self.calls: list[tuple[Any, ...]] = []
 
     async def act(
-        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+        self,
+        order_id: str,
+        kind: str,
+        *,
+        actor: str,
+        reason: str,
+        tags: list[str] | None = None,
+        **edit: Any,
     ) -> Outcome:
-        self.calls.append((order_id, kind, actor, reason, *([tags] if tags else [])))
+        self.calls.append(
+            (order_id, kind, actor, reason, *([tags] if tags else []), *([edit] if edit else []))
+        )
         return Outcome(200, {"order_id": order_id, "actor": actor})
 
     async def adjust_stock(self, change: StockAdjustment, *, actor: str) -> Outcome:
@@ -583,6 +592,7 @@ async def test_writes_beyond_the_bound_are_429_not_queued(grants: Grants) -> Non
             actor: str,
             reason: str,
             tags: list[str] | None = None,
+            **edit: Any,
         ) -> Outcome:
             await gate.wait()
             return await super().act(order_id, kind, actor=actor, reason=reason)

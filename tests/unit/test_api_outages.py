@@ -22,7 +22,14 @@ class BrokenActions:
         self.exc = exc
 
     async def act(
-        self, order_id: str, kind: str, *, actor: str, reason: str, tags: list[str] | None = None
+        self,
+        order_id: str,
+        kind: str,
+        *,
+        actor: str,
+        reason: str,
+        tags: list[str] | None = None,
+        **edit: Any,
     ) -> Outcome:
         raise self.exc
 
