@@ -488,6 +488,10 @@ class Measured:
     # (much longer than the sends = a queue behind the paced stream).
     paced_send_s: float | None = None
     paced_seconds: float | None = None
+    # When orders are lost: up to LOST_SAMPLE of them with what Redis and ClickHouse hold of
+    # each, and the workers' input counters (what said "every input is processed")
+    lost_sample: list[dict[str, Any]] = field(default_factory=list)
+    worker_counters: dict[str, int] = field(default_factory=dict)
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
@@ -539,6 +543,9 @@ def assemble_result(m: Measured) -> dict[str, Any]:
     }
     if m.profile is not None:
         result["profile"] = m.profile
+    if m.lost_sample:
+        result["lost_sample"] = m.lost_sample
+        result["worker_counters"] = m.worker_counters
     result["violations"] = violations(result, m.expected_dlq)
     result["ok"] = not result["violations"]
     return result
@@ -1171,6 +1178,40 @@ def fact_order_keys(ch: Any) -> set[OrderKey]:
     return {(str(c), str(e)) for c, e in rows}
 
 
+LOST_SAMPLE = 20
+COUNTERS_SHOWN = ("inputs", "new", "update", "duplicate", "redelivery", "stale", "dlq")
+
+
+def describe_lost(settings: Settings, ch: Any, lost: set[OrderKey]) -> list[dict[str, Any]]:
+    """A few lost orders with what each store holds of them: tells a record never written from
+    facts that never landed (and the one from the other) the next time a run finds any."""
+    sample = sorted(lost)[:LOST_SAMPLE]
+    states = order_states(settings, sample)
+    in_facts = fact_order_keys(ch)
+    return [
+        {
+            "channel": channel,
+            "external_id": external_id,
+            "redis_state": states.get((channel, external_id), "absent"),
+            "in_facts": (channel, external_id) in in_facts,
+        }
+        for channel, external_id in sample
+    ]
+
+
+def worker_counters(settings: Settings, workers: int) -> dict[str, int]:
+    """The input counters of the workers' last heartbeats, summed."""
+    from state.redis import connect
+
+    keys = Keys(settings.redis_prefix)
+    out = dict.fromkeys(COUNTERS_SHOWN, 0)
+    for raw in connect(settings).mget([keys.worker(f"w{i}") for i in range(workers)]):
+        counters = orjson.loads(raw).get("counters") or {} if raw else {}
+        for name in COUNTERS_SHOWN:
+            out[name] += int(counters.get(name, 0))
+    return out
+
+
 def lost_orders(settings: Settings, ch: Any, expected: set[OrderKey]) -> set[OrderKey]:
     """Orders sent that are not both a ClickHouse fact and a Redis record with a state."""
     in_facts = fact_order_keys(ch)
@@ -1533,6 +1574,8 @@ async def _measure(
         merge_window_orders=bench.held_back_orders(),
         commands=len(bench.reader.commands),
         states=checks.states,
+        lost_sample=describe_lost(s, bench.observer.ch, checks.lost) if checks.lost else [],
+        worker_counters=worker_counters(s, run.workers) if checks.lost else {},
         machine=machine_info(),
         namespace=namespace_of(s),
         profile=figures,

@@ -434,3 +434,11 @@ def test_worker_stages_name_functions_that_exist() -> None:
             ):
                 found = True
         assert found, f"stage {label!r}: no {prefix!r} in {[str(s) for s in sources]}"
+
+
+def test_lost_orders_come_with_what_each_store_holds_of_them() -> None:
+    sample = [{"channel": "jd", "external_id": "1", "redis_state": "absent", "in_facts": False}]
+    counters = {"inputs": 10, "redelivery": 1}
+    result = assemble_result(measured(lost_orders=1, lost_sample=sample, worker_counters=counters))
+    assert result["lost_sample"] == sample and result["worker_counters"] == counters
+    assert "lost_sample" not in assemble_result(measured())
