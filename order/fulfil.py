@@ -72,8 +72,14 @@ def build_command(
     refers_to: str = "",
     merged: Sequence[str] = (),
     weight_g: int = 0,
+    ship_by: float | None = None,
+    priority: int | None = None,
 ) -> FulfilmentCommand:
+    """``ship_by`` (unix seconds, 0: none) and ``priority`` of an outbound default to the
+    record's (a merged parcel passes its members')."""
     order = record.order
+    outbound = kind is CommandKind.OUTBOUND
+    deadline = (record.ship_by if ship_by is None else ship_by) if outbound else 0.0
     return FulfilmentCommand(
         command_id=cid,
         kind=kind,
@@ -92,13 +98,9 @@ def build_command(
         merged_order_ids=list(merged),
         weight_g=weight_g,
         refers_to=refers_to,
-        ship_by=deadline_of(record) if kind is CommandKind.OUTBOUND else None,
-        priority=record.priority if kind is CommandKind.OUTBOUND else 0,
+        ship_by=datetime.fromtimestamp(deadline, UTC) if deadline else None,
+        priority=(record.priority if priority is None else priority) if outbound else 0,
     )
-
-
-def deadline_of(record: OrderRecord) -> datetime | None:
-    return datetime.fromtimestamp(record.ship_by, UTC) if record.ship_by else None
 
 
 def track(record: OrderRecord, command: FulfilmentCommand, primary: str = "") -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from core.privacy import is_protected
 from order.fulfil import build_command, command_id, lines_by_warehouse, track
@@ -82,13 +82,8 @@ def merged_command(
         carrier=carrier,
         merged=[m.order_id for m in members],
         weight_g=weight_g,
-    )
-    deadlines = [m.ship_by for m in members if m.ship_by]
-    command = command.model_copy(
-        update={
-            "ship_by": datetime.fromtimestamp(min(deadlines), UTC) if deadlines else None,
-            "priority": max(m.priority for m in members),
-        }
+        ship_by=min((m.ship_by for m in members if m.ship_by), default=0.0),
+        priority=max(m.priority for m in members),
     )
     for member in members:
         track(member, command, primary=primary.order_id)

@@ -36,14 +36,19 @@ def held_out_of_stock(record: OrderRecord) -> bool:
     return record.state is OrderState.HELD and record.hold_reason == Reason.OUT_OF_STOCK
 
 
-def backorder_arg(record: OrderRecord, now: float) -> str:
-    """'' or '<score> <JSON units per sku>' for the backorder index: scored by the hold time
-    less the order's priority head start (order/deadlines.py), so higher priorities and older
-    holds are retried first."""
+def backorder_entry(record: OrderRecord, held_at: float) -> tuple[float, str] | None:
+    """(score, JSON units per sku) of a backorder, None for any other order: scored by the
+    hold time less the order's priority head start (order/deadlines.py), so higher
+    priorities and older holds are retried first."""
     if not held_out_of_stock(record):
-        return ""
-    score = now - head_start_s(record.priority)
-    return f"{score:.3f} {orjson.dumps(record.quantities).decode()}"
+        return None
+    return held_at - head_start_s(record.priority), orjson.dumps(record.quantities).decode()
+
+
+def backorder_arg(record: OrderRecord, now: float) -> str:
+    """'' or '<score> <JSON units per sku>': the save script's backorder argument."""
+    entry = backorder_entry(record, now)
+    return f"{entry[0]:.3f} {entry[1]}" if entry else ""
 
 
 def deadline_arg(record: OrderRecord) -> str:
@@ -256,8 +261,8 @@ class OrderStore:
             record = loaded[oid].record
             if record is not None and held_as_unpaid(record):
                 unpaid[oid] = since
-            elif record is not None and held_out_of_stock(record):
-                backorders[oid] = (since - head_start_s(record.priority), record.quantities)
+            elif record is not None and (entry := backorder_entry(record, since)):
+                backorders[oid] = entry
         filed = 0
         if unpaid:
             filed += cast(int, await self._client.zadd(self._keys.unpaid, unpaid, nx=True))
@@ -266,7 +271,7 @@ class OrderStore:
             filed += cast(int, await self._client.zadd(self._keys.backorders, scores, nx=True))
             await self._client.hset(
                 self._keys.backorder_skus,
-                mapping={oid: orjson.dumps(q).decode() for oid, (_, q) in backorders.items()},
+                mapping={oid: units for oid, (_, units) in backorders.items()},
             )
         return filed
 
